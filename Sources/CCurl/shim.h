@@ -1,0 +1,38 @@
+#ifndef CCURL_SHIM_H
+#define CCURL_SHIM_H
+#include <curl/curl.h>
+
+/* curl_easy_setopt and curl_easy_getinfo are variadic, which Swift cannot call.
+   One typed shim per argument kind. */
+typedef size_t (*ccurl_data_fn)(char *ptr, size_t size, size_t nmemb, void *userdata);
+typedef int (*ccurl_xfer_fn)(void *clientp, curl_off_t dltotal, curl_off_t dlnow,
+                             curl_off_t ultotal, curl_off_t ulnow);
+
+static inline CURLcode ccurl_setopt_long(CURL *h, CURLoption opt, long v) {
+    return curl_easy_setopt(h, opt, v);
+}
+static inline CURLcode ccurl_setopt_off(CURL *h, CURLoption opt, curl_off_t v) {
+    return curl_easy_setopt(h, opt, v);
+}
+static inline CURLcode ccurl_setopt_string(CURL *h, CURLoption opt, const char *v) {
+    return curl_easy_setopt(h, opt, v);
+}
+static inline CURLcode ccurl_setopt_pointer(CURL *h, CURLoption opt, void *v) {
+    return curl_easy_setopt(h, opt, v);
+}
+static inline CURLcode ccurl_setopt_slist(CURL *h, CURLoption opt, struct curl_slist *v) {
+    return curl_easy_setopt(h, opt, v);
+}
+static inline CURLcode ccurl_setopt_datafn(CURL *h, CURLoption opt, ccurl_data_fn v) {
+    return curl_easy_setopt(h, opt, v);
+}
+static inline CURLcode ccurl_setopt_xferfn(CURL *h, CURLoption opt, ccurl_xfer_fn v) {
+    return curl_easy_setopt(h, opt, v);
+}
+static inline CURLcode ccurl_getinfo_long(CURL *h, CURLINFO info, long *v) {
+    return curl_easy_getinfo(h, info, v);
+}
+static inline CURLcode ccurl_getinfo_double(CURL *h, CURLINFO info, double *v) {
+    return curl_easy_getinfo(h, info, v);
+}
+#endif

@@ -1,0 +1,13 @@
+#ifndef CSQLITE_SHIM_H
+#define CSQLITE_SHIM_H
+#include <sqlite3.h>
+
+/// SQLITE_TRANSIENT is a cast macro Swift cannot import; bind text through a shim instead.
+static inline int csqlite_bind_text(sqlite3_stmt *stmt, int index, const char *text) {
+    return sqlite3_bind_text(stmt, index, text, -1, SQLITE_TRANSIENT);
+}
+/// sqlite3_busy_timeout is not variadic, but the config call is; keep it typed here.
+static inline int csqlite_config_multithread(void) {
+    return sqlite3_config(SQLITE_CONFIG_MULTITHREAD);
+}
+#endif
