@@ -1,0 +1,83 @@
+/// Everything `config.yaml` says, resolved and validated.
+public struct GatewayConfig: Sendable {
+    /// SQLite database file (`web.dbName`), absolute.
+    public var databasePath: String
+    /// The Azure OpenAI resource requests go to.
+    public var azure: AzureSettings
+    /// Users declared in the file; created or updated in the store at start-up.
+    public var users: [ConfiguredUser]
+    /// Where and how the FastCGI pool listens.
+    public var fastcgi: FastCGISettings
+    /// Things in the file that were accepted but have no effect (e.g. `web.port`).
+    public var warnings: [String]
+    /// The file this came from, for error messages.
+    public var file: String
+
+    public init(databasePath: String, azure: AzureSettings, users: [ConfiguredUser] = [],
+                fastcgi: FastCGISettings = FastCGISettings(), warnings: [String] = [], file: String = "config.yaml") {
+        self.file = file
+        self.databasePath = databasePath
+        self.azure = azure
+        self.users = users
+        self.fastcgi = fastcgi
+        self.warnings = warnings
+    }
+}
+
+/// The `azure:` section.
+public struct AzureSettings: Sendable {
+    /// Resource endpoint without a trailing slash, e.g. `https://x.openai.azure.com`.
+    public var endpoint: String
+    /// The Azure key; stays on the server.
+    public var apiKey: String
+    /// Default api-version for classic deployment paths.
+    public var apiVersion: String
+    /// OpenAI model name -> Azure deployment name; unmapped models are used as deployment names.
+    public var deployments: [String: String]
+    /// Milliseconds to wait for a TCP/TLS connection to Azure before answering 502.
+    public var connectTimeoutMs: Int
+
+    public static let defaultAPIVersion = "2024-10-21"
+
+    public init(endpoint: String, apiKey: String, apiVersion: String = AzureSettings.defaultAPIVersion,
+                deployments: [String: String] = [:], connectTimeoutMs: Int = 5000) {
+        self.endpoint = endpoint
+        self.apiKey = apiKey
+        self.apiVersion = apiVersion
+        self.deployments = deployments
+        self.connectTimeoutMs = connectTimeoutMs
+    }
+
+    /// The deployment that serves `model`.
+    public func deployment(for model: String) -> String {
+        deployments[model] ?? model
+    }
+}
+
+/// One entry of `users:`.
+public struct ConfiguredUser: Sendable, Equatable {
+    /// Login name, unique.
+    public var username: String
+    /// The user's key (`password` in the original's file).
+    public var key: String
+
+    public init(username: String, key: String) {
+        self.username = username
+        self.key = key
+    }
+}
+
+/// The `fastcgi:` section.
+public struct FastCGISettings: Sendable, Equatable {
+    /// Unix socket path or `host:port`; nil under spawn-fcgi, where the socket is fd 0.
+    public var socket: String?
+    /// Threads in the pool; each serves one FastCGI connection at a time.
+    public var workers: Int
+
+    public static let defaultWorkers = 16
+
+    public init(socket: String? = nil, workers: Int = FastCGISettings.defaultWorkers) {
+        self.socket = socket
+        self.workers = workers
+    }
+}

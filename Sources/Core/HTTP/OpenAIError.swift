@@ -1,0 +1,87 @@
+import Foundation
+
+/// An error the gateway answers itself, rendered in OpenAI's shape:
+/// `{"error":{"message","type","param","code"}}`.
+public struct OpenAIError: Error, Sendable, Equatable {
+    /// HTTP status sent with the error.
+    public var status: Int
+    /// Human-readable message; never contains a key.
+    public var message: String
+    /// OpenAI error type, e.g. `invalid_request_error`.
+    public var type: String
+    /// Offending request parameter, if any.
+    public var param: String?
+    /// Machine-readable code, e.g. `invalid_api_key`.
+    public var code: String?
+
+    public init(status: Int, message: String, type: String, param: String? = nil, code: String? = nil) {
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+    }
+
+    /// The JSON body.
+    public var body: [UInt8] {
+        let error: [String: Any] = [
+            "message": message,
+            "type": type,
+            "param": param.map { $0 as Any } ?? NSNull(),
+            "code": code.map { $0 as Any } ?? NSNull(),
+        ]
+        let data = (try? JSONSerialization.data(withJSONObject: ["error": error], options: [.sortedKeys])) ?? Data()
+        return [UInt8](data)
+    }
+
+    /// The complete response, with the CORS header every answer carries.
+    public var response: GatewayResponse {
+        GatewayResponse(status: status, headers: [("Content-Type", "application/json")], body: body)
+    }
+}
+
+extension OpenAIError {
+    public static func invalidRequest(_ message: String, param: String? = nil, code: String? = nil, status: Int = 400) -> OpenAIError {
+        OpenAIError(status: status, message: message, type: "invalid_request_error", param: param, code: code)
+    }
+
+    public static let missingKey = OpenAIError(
+        status: 401,
+        message: "You didn't provide an API key. Send it as 'Authorization: Bearer KEY' or 'api-key: KEY'.",
+        type: "invalid_request_error", code: "missing_api_key")
+
+    public static let invalidKey = OpenAIError(
+        status: 401, message: "Incorrect API key provided.", type: "invalid_request_error", code: "invalid_api_key")
+
+    public static func disabledUser(_ username: String) -> OpenAIError {
+        OpenAIError(status: 403, message: "The user '\(username)' is disabled on this gateway.",
+                    type: "permission_error", code: "user_disabled")
+    }
+
+    public static func notFound(method: String, path: String) -> OpenAIError {
+        OpenAIError(status: 404, message: "Unknown request URL: \(method) \(path). This gateway does not serve this endpoint.",
+                    type: "invalid_request_error", code: "unknown_url")
+    }
+
+    public static func methodNotAllowed(method: String, path: String) -> OpenAIError {
+        OpenAIError(status: 405, message: "Method \(method) is not allowed on \(path).",
+                    type: "invalid_request_error", code: "method_not_allowed")
+    }
+
+    public static func tooLarge(limit: Int) -> OpenAIError {
+        .invalidRequest("The request body is larger than the gateway accepts (\(limit) bytes).", code: "request_too_large", status: 413)
+    }
+
+    public static func upstreamUnreachable(_ detail: String) -> OpenAIError {
+        OpenAIError(status: 502, message: "The gateway could not reach Azure OpenAI: \(detail)",
+                    type: "upstream_error", code: "upstream_unreachable")
+    }
+
+    public static func gatewayFailure(_ detail: String) -> OpenAIError {
+        OpenAIError(status: 500, message: "The gateway failed: \(detail)", type: "server_error", code: "gateway_error")
+    }
+
+    public static func overloaded(_ detail: String) -> OpenAIError {
+        OpenAIError(status: 503, message: "The gateway is overloaded: \(detail)", type: "server_error", code: "overloaded")
+    }
+}

@@ -1,0 +1,56 @@
+import Foundation
+
+/// Rules for what of Azure's answer reaches the client.
+public enum UpstreamResponse {
+    /// Azure response headers passed to the client (lower-case). Everything else, hop-by-hop
+    /// headers and cookies included, stays behind.
+    public static func isForwarded(_ name: String) -> Bool {
+        switch name {
+        case "content-type", "x-request-id", "apim-request-id", "retry-after", "retry-after-ms",
+             "openai-processing-ms", "openai-version":
+            return true
+        default:
+            return name.hasPrefix("x-ratelimit-remaining-") || name.hasPrefix("x-ratelimit-limit-")
+                || name.hasPrefix("x-ratelimit-reset-")
+        }
+    }
+
+    /// Makes an upstream error body OpenAI-shaped: Azure's own errors lack `type` and `param`,
+    /// and a proxy in between may answer HTML. Returns the new body.
+    public static func normalizedError(status: Int, body: [UInt8]) -> [UInt8] {
+        var message = String(decoding: body.prefix(2000), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        var code: Any = String(status)
+        var type = defaultType(status)
+        var param: Any = NSNull()
+        var extra: [String: Any] = [:]
+        if let object = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any] {
+            if let error = object["error"] as? [String: Any] {
+                extra = error
+                if let text = error["message"] as? String { message = text }
+                if let value = error["code"], !(value is NSNull) { code = value }
+                if let value = error["type"] as? String { type = value }
+                if let value = error["param"] { param = value }
+            } else if let text = object["message"] as? String {
+                message = text
+            }
+        }
+        if message.isEmpty { message = "Azure OpenAI answered \(status) \(HTTPStatus.reason(status))." }
+        extra["message"] = message
+        extra["type"] = type
+        extra["param"] = param
+        extra["code"] = code
+        let data = (try? JSONSerialization.data(withJSONObject: ["error": extra], options: [.sortedKeys])) ?? Data()
+        return [UInt8](data)
+    }
+
+    static func defaultType(_ status: Int) -> String {
+        switch status {
+        case 401: return "authentication_error"
+        case 403: return "permission_error"
+        case 404: return "not_found_error"
+        case 429: return "rate_limit_error"
+        case 400..<500: return "invalid_request_error"
+        default: return "server_error"
+        }
+    }
+}

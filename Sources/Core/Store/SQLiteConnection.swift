@@ -1,0 +1,58 @@
+import CSQLite
+
+/// Owns one `sqlite3*`. Not shared between threads: every worker thread opens its own.
+public final class SQLiteConnection {
+    let handle: OpaquePointer
+
+    /// Opens (creating if needed) `path` in WAL mode with a busy timeout, so several
+    /// threads and worker processes can share the file.
+    public init(path: String, busyTimeoutMs: Int32 = 5000) throws {
+        var db: OpaquePointer?
+        let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX
+        let rc = sqlite3_open_v2(path, &db, flags, nil)
+        guard rc == SQLITE_OK, let db else {
+            let error = SQLiteError(reason: rc, connection: db)
+            sqlite3_close(db)
+            throw error
+        }
+        handle = db
+        sqlite3_extended_result_codes(db, 1)
+        sqlite3_busy_timeout(db, busyTimeoutMs)
+        try execute("PRAGMA journal_mode=WAL")
+        // NORMAL is durable across process crashes in WAL mode; only power loss can drop the last commits.
+        try execute("PRAGMA synchronous=NORMAL")
+        try execute("PRAGMA foreign_keys=ON")
+    }
+
+    deinit {
+        sqlite3_close_v2(handle)
+    }
+
+    /// Runs one or more statements that return no rows.
+    public func execute(_ sql: String) throws {
+        let rc = sqlite3_exec(handle, sql, nil, nil, nil)
+        guard rc == SQLITE_OK else { throw SQLiteError(reason: rc, connection: handle) }
+    }
+
+    /// Prepares a statement for repeated use.
+    public func prepare(_ sql: String) throws -> SQLiteStatement {
+        try SQLiteStatement(connection: self, sql: sql)
+    }
+
+    /// Runs `body` inside `BEGIN IMMEDIATE … COMMIT`, taking the write lock up front so two
+    /// writers never deadlock upgrading read locks.
+    public func writeTransaction<T>(_ body: () throws -> T) throws -> T {
+        try execute("BEGIN IMMEDIATE")
+        do {
+            let result = try body()
+            try execute("COMMIT")
+            return result
+        } catch {
+            try? execute("ROLLBACK")
+            throw error
+        }
+    }
+
+    /// Rows changed by the last statement.
+    public var changes: Int { Int(sqlite3_changes(handle)) }
+}

@@ -1,0 +1,26 @@
+import Crypto
+import Foundation
+
+/// User keys: generation and hashing for storage.
+public enum UserKey {
+    /// Hex SHA-256 of the key. Keys are high-entropy tokens, so a fast hash is the right
+    /// tool (as for GitHub or Stripe tokens); the plaintext is never stored.
+    public static func hash(_ key: String) -> String {
+        SHA256.hash(data: Array(key.utf8)).map { String(format: "%02x", $0) }.joined()
+    }
+
+    /// A new key: `sk-` plus 48 random alphanumerics (~285 bits).
+    public static func generate() -> String {
+        let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+        var generator = SystemRandomNumberGenerator()
+        return "sk-" + String((0..<48).map { _ in alphabet[Int(generator.next(upperBound: UInt64(alphabet.count)))] })
+    }
+
+    /// Usernames are shown in logs and CLI output, so keep them to a safe alphabet.
+    public static func isValidUsername(_ name: String) -> Bool {
+        guard (1...64).contains(name.count) else { return false }
+        return name.unicodeScalars.allSatisfy { scalar in
+            (scalar.value < 128 && CharacterSet.alphanumerics.contains(scalar)) || "._-@".unicodeScalars.contains(scalar)
+        }
+    }
+}

@@ -1,0 +1,40 @@
+import ArgumentParser
+import Core
+import Foundation
+
+extension ChatAzureFCGI {
+    struct Usage: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print per-user request totals.")
+
+        @OptionGroup var options: ConfigOption
+
+        @Flag(help: "Print a JSON array of {username, requests, prompt_tokens, completion_tokens, disabled}.")
+        var json = false
+
+        func run() throws {
+            let config = try options.load()
+            let totals = try options.openStore(config).totals()
+            if json {
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+                print(String(decoding: try encoder.encode(totals), as: UTF8.self))
+                return
+            }
+            print(TextTable.render(
+                header: ["USER", "REQUESTS", "PROMPT_TOKENS", "COMPLETION_TOKENS"],
+                rows: totals.map { [$0.username, String($0.requests), String($0.promptTokens), String($0.completionTokens)] }))
+        }
+    }
+}
+
+/// Left-aligned columns for terminal listings.
+enum TextTable {
+    static func render(header: [String], rows: [[String]]) -> String {
+        let all = [header] + rows
+        let widths = header.indices.map { column in all.map { $0[column].count }.max() ?? 0 }
+        return all.map { row in
+            row.enumerated().map { $1.padding(toLength: widths[$0], withPad: " ", startingAt: 0) }
+                .joined(separator: "  ").trimmingCharacters(in: .whitespaces)
+        }.joined(separator: "\n")
+    }
+}

@@ -1,0 +1,83 @@
+import CFastCGI
+import Core
+
+/// One accepted FastCGI request: its params, its body on stdin, and the response on stdout.
+/// Writes go through libfcgi's 8 KB buffer; `flush()` pushes a record to nginx immediately.
+struct FastCGIExchange {
+    let raw: UnsafeMutablePointer<FCGX_Request>
+
+    /// The request as the gateway sees it, built from the params nginx sent.
+    func request() -> GatewayRequest {
+        var params: [String: String] = [:]
+        if var cursor = raw.pointee.envp {
+            while let entry = cursor.pointee {
+                let pair = String(cString: entry)
+                if let equals = pair.firstIndex(of: "=") {
+                    params[String(pair[..<equals])] = String(pair[pair.index(after: equals)...])
+                }
+                cursor += 1
+            }
+        }
+        return GatewayRequest(params: params)
+    }
+
+    /// Reads the whole body, refusing more than `limit` bytes with a 413.
+    func readBody(declaredLength: Int, limit: Int) throws -> [UInt8] {
+        if declaredLength > limit { throw OpenAIError.tooLarge(limit: limit) }
+        var body = [UInt8]()
+        body.reserveCapacity(declaredLength)
+        var chunk = [UInt8](repeating: 0, count: 16 * 1024)
+        while true {
+            let read = chunk.withUnsafeMutableBytes { buffer in
+                FCGX_GetStr(buffer.baseAddress!.assumingMemoryBound(to: CChar.self), Int32(buffer.count), raw.pointee.in)
+            }
+            if read <= 0 { break }
+            body.append(contentsOf: chunk[0..<Int(read)])
+            if body.count > limit { throw OpenAIError.tooLarge(limit: limit) }
+        }
+        return body
+    }
+
+    /// Discards what is left of stdin, so a kept-alive connection stays in step.
+    func drainBody() {
+        var chunk = [CChar](repeating: 0, count: 16 * 1024)
+        while chunk.withUnsafeMutableBufferPointer({ FCGX_GetStr($0.baseAddress, Int32($0.count), raw.pointee.in) }) > 0 {}
+    }
+
+    /// Writes the CGI header block: `Status:`, the given fields and the CORS fields.
+    @discardableResult
+    func writeHead(status: Int, headers: [(String, String)]) -> Bool {
+        var head = "Status: \(status) \(HTTPStatus.reason(status))\r\n"
+        for (name, value) in headers + CORS.responseHeaders { head += "\(name): \(value)\r\n" }
+        head += "\r\n"
+        return write(Array(head.utf8))
+    }
+
+    /// Writes body bytes; false when the client is gone.
+    @discardableResult
+    func write(_ bytes: [UInt8]) -> Bool {
+        bytes.withUnsafeBytes { write($0) }
+    }
+
+    @discardableResult
+    func write(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        guard bytes.count > 0 else { return true }
+        return cf_put(bytes.baseAddress, Int32(bytes.count), raw.pointee.out) == Int32(bytes.count)
+    }
+
+    /// Sends buffered output to nginx now; false when the client is gone.
+    @discardableResult
+    func flush() -> Bool {
+        FCGX_FFlush(raw.pointee.out) == 0
+    }
+
+    /// Writes a complete response the gateway produced itself.
+    @discardableResult
+    func respond(_ response: GatewayResponse) -> Bool {
+        var headers = response.headers
+        if !response.body.isEmpty || response.status != 204 {
+            headers.append(("Content-Length", String(response.body.count)))
+        }
+        return writeHead(status: response.status, headers: headers) && write(response.body)
+    }
+}

@@ -1,0 +1,77 @@
+import CCurl
+import Core
+import Foundation
+import Logging
+
+/// Serves one request on a worker thread: decide, count, forward, relay, log.
+struct RequestHandler {
+    let gateway: Gateway
+    let store: UsageStore
+    let upstream: UpstreamClient
+    let keepaliveSeconds: Int
+    let logger: Logger
+
+    func serve(_ exchange: FastCGIExchange) {
+        let started = DispatchTime.now().uptimeNanoseconds
+        let request = exchange.request()
+        let decision = gateway.decide(request, store: store) { limit in
+            try exchange.readBody(declaredLength: request.contentLength, limit: limit)
+        }
+        var status = 0
+        var bytes = 0
+        var upstreamMs: Int?
+        var route: AzureRoute?
+        switch decision.action {
+        case .respond(let response):
+            status = response.status
+            bytes = response.body.count
+            exchange.respond(response)
+        case .forward(let call):
+            route = call.route
+            do {
+                // Counted before forwarding: a request Azure sees is never left uncounted.
+                try store.countRequest(userID: call.user.id, endpoint: call.route.operation)
+            } catch {
+                let refusal = OpenAIError.overloaded("the usage database is busy; the request was not forwarded")
+                logger.error("counting failed: \(error)")
+                exchange.respond(refusal.response)
+                status = refusal.status
+                break
+            }
+            let relay = SSERelay(exchange: exchange, keepaliveSeconds: keepaliveSeconds)
+            let outcome = upstream.perform(call, into: relay)
+            relay.finish(outcome)
+            status = relay.clientGone ? 499 : relay.sentStatus
+            bytes = relay.bytesSent
+            upstreamMs = outcome.milliseconds
+            if outcome.code != CURLE_OK && !relay.clientGone {
+                logger.warning("upstream transfer failed: \(outcome.message)")
+            }
+        }
+        exchange.drainBody()
+
+        let totalMs = Double(DispatchTime.now().uptimeNanoseconds - started) / 1_000_000
+        var metadata: Logger.Metadata = [
+            "id": "\(RequestID.make())",
+            "user": "\(decision.user?.username ?? "-")",
+            "method": "\(request.method)",
+            "path": "\(request.path)",
+            "status": "\(status)",
+            "ms": "\(String(format: "%.1f", totalMs))",
+            "bytes": "\(bytes)",
+        ]
+        if let route {
+            metadata["model"] = "\(route.model) -> \(route.deployment)"
+            metadata["stream"] = "\(route.streaming)"
+        }
+        if let upstreamMs { metadata["upstream_ms"] = "\(upstreamMs)" }
+        logger.info("request", metadata: metadata)
+    }
+}
+
+/// Short random ids that tie a log line to a client report.
+enum RequestID {
+    static func make() -> String {
+        String(UInt64.random(in: .min ... .max), radix: 16, uppercase: false)
+    }
+}

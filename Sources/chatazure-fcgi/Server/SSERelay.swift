@@ -1,0 +1,137 @@
+import CCurl
+import Core
+import Foundation
+
+/// Receives Azure's answer from libcurl and relays it to nginx. Success is passed through as it
+/// arrives; event streams go out one whole event per FastCGI record, flushed at once; errors are
+/// collected and rewritten into OpenAI's shape. A failed write marks the client gone, which
+/// makes libcurl abort the upstream transfer.
+final class SSERelay {
+    private let exchange: FastCGIExchange
+    private let keepaliveNanos: UInt64
+    private var status = 0
+    private var headers: [(String, String)] = []
+    private var contentType = ""
+    private var headSent = false
+    private var errorBody: [UInt8] = []
+    private var splitter = SSEEventSplitter()
+    private var lastWrite = DispatchTime.now().uptimeNanoseconds
+
+    /// The client stopped reading; the transfer must end.
+    private(set) var clientGone = false
+    /// Status the client received.
+    private(set) var sentStatus = 0
+    /// Body bytes the client received.
+    private(set) var bytesSent = 0
+    /// SSE events relayed.
+    private(set) var events = 0
+
+    init(exchange: FastCGIExchange, keepaliveSeconds: Int) {
+        self.exchange = exchange
+        self.keepaliveNanos = UInt64(keepaliveSeconds) * 1_000_000_000
+    }
+
+    private var isEventStream: Bool { contentType.hasPrefix("text/event-stream") }
+
+    /// One raw header line from libcurl, status line included.
+    func headerLine(_ line: UnsafeRawBufferPointer) {
+        let text = String(decoding: line, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        if text.hasPrefix("HTTP/") {
+            // A new response starts (after 100 Continue or a redirect): forget the last one.
+            let parts = text.split(separator: " ", maxSplits: 2)
+            status = parts.count > 1 ? Int(parts[1]) ?? 502 : 502
+            headers.removeAll()
+            contentType = ""
+            return
+        }
+        guard let colon = text.firstIndex(of: ":") else { return }
+        let name = text[..<colon].lowercased()
+        let value = text[text.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+        if name == "content-type" { contentType = value.lowercased() }
+        if UpstreamResponse.isForwarded(name) { headers.append((name, value)) }
+    }
+
+    /// Body bytes from libcurl; false aborts the transfer.
+    func body(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        if clientGone { return false }
+        if status >= 400 {
+            if errorBody.count < 1 << 20 { errorBody.append(contentsOf: bytes) }
+            return true
+        }
+        if !headSent { sendHead() }
+        if isEventStream {
+            for event in splitter.append(bytes) {
+                guard send(event, flush: true) else { return false }
+                events += 1
+            }
+            return !clientGone
+        }
+        return send(bytes)
+    }
+
+    /// Called about once a second during the transfer; false aborts it.
+    func tick() -> Bool {
+        if clientGone { return false }
+        let now = DispatchTime.now().uptimeNanoseconds
+        if headSent, isEventStream, now - lastWrite >= keepaliveNanos {
+            // A comment line: clients ignore it, nginx and proxies see traffic.
+            return send(Array(": keepalive\n\n".utf8), flush: true)
+        }
+        return true
+    }
+
+    /// Completes the response after libcurl returns.
+    func finish(_ outcome: UpstreamClient.Outcome) {
+        if clientGone { return }
+        if !headSent && (status == 0 || (outcome.code != CURLE_OK && status < 400)) {
+            let error: OpenAIError = outcome.code == CURLE_OPERATION_TIMEDOUT
+                ? OpenAIError(status: 504, message: "Azure OpenAI did not answer in time: \(outcome.message)",
+                              type: "upstream_error", code: "upstream_timeout")
+                : .upstreamUnreachable(outcome.message)
+            sentStatus = error.status
+            exchange.respond(error.response)
+            return
+        }
+        if status >= 400 {
+            let body = UpstreamResponse.normalizedError(status: status, body: errorBody)
+            headers.removeAll { $0.0 == "content-type" }
+            headers.append(("Content-Type", "application/json"))
+            headers.append(("Content-Length", String(body.count)))
+            sentStatus = status
+            if exchange.writeHead(status: status, headers: headers) { bytesSent += body.count; exchange.write(body) }
+            return
+        }
+        if !headSent { sendHead() }
+        if isEventStream, let rest = splitter.finish() {
+            if send(rest, flush: true) { events += 1 }
+        }
+    }
+
+    private func sendHead() {
+        headSent = true
+        sentStatus = status
+        var fields = headers
+        if isEventStream {
+            fields.append(("Cache-Control", "no-cache"))
+            fields.append(("X-Accel-Buffering", "no"))
+        }
+        if !exchange.writeHead(status: status, headers: fields) || (isEventStream && !exchange.flush()) {
+            clientGone = true
+        }
+    }
+
+    private func send(_ bytes: [UInt8], flush: Bool = false) -> Bool {
+        bytes.withUnsafeBytes { send($0, flush: flush) }
+    }
+
+    private func send(_ bytes: UnsafeRawBufferPointer, flush: Bool = false) -> Bool {
+        guard !clientGone else { return false }
+        if !exchange.write(bytes) || (flush && !exchange.flush()) {
+            clientGone = true
+            return false
+        }
+        bytesSent += bytes.count
+        lastWrite = DispatchTime.now().uptimeNanoseconds
+        return true
+    }
+}
