@@ -112,6 +112,9 @@ class Emulator(BaseHTTPRequestHandler):
         if self.path.startswith("/_emulator/requests"):
             with self.server.lock:
                 return self.send_json(200, self.server.seen)
+        if self.path.startswith("/_emulator/stats"):
+            with self.server.lock:
+                return self.send_json(200, {"aborted_streams": self.server.aborted})
         if self.path.startswith("/_emulator/health"):
             return self.send_json(200, {"status": "ok"})
         self.record(None)

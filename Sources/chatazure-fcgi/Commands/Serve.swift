@@ -29,9 +29,10 @@ extension ChatAzureFCGI {
         var keepaliveSeconds: Int = 15
 
         func run() throws {
-            LoggingSystem.bootstrap(StreamLogHandler.standardError)
+            LoggingSystem.bootstrap { label in StreamLogHandler.standardError(label: label) }
             var logger = Logger(label: "chatazure")
             logger.logLevel = .info
+            logger[metadataKey: "pid"] = "\(getpid())"
 
             let config: GatewayConfig
             do {

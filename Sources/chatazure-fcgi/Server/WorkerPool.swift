@@ -9,8 +9,9 @@ import Synchronization
 /// SQLite connection and libcurl handle, all accepting on one listening socket.
 ///
 /// libfcgi serves one connection per thread. With `fastcgi_keep_conn on`, a thread stays parked
-/// on its kept-alive connection between requests, so the pool must have more threads than nginx
-/// keeps connections (worker_processes × keepalive), or new connections wait in the backlog.
+/// on its kept-alive connection between requests; size the pool above nginx's
+/// worker_processes × keepalive so parked threads never leave new connections waiting. When it is
+/// not, a parked thread gives its idle connection up for a waiting one (see `WorkerThread`).
 final class WorkerPool: @unchecked Sendable {
     /// Everything a worker thread needs, fixed at start.
     struct Settings {
@@ -31,6 +32,8 @@ final class WorkerPool: @unchecked Sendable {
     let logger: Logger
     /// Requests accepted and not yet finished.
     let inFlight = Atomic<Int>(0)
+    /// Threads blocked in accept() on the listening socket.
+    let accepting = Atomic<Int>(0)
     /// Threads still running their loop.
     let running = Atomic<Int>(0)
     /// Set once SIGTERM arrived.

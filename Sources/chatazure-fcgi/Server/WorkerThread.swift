@@ -66,7 +66,11 @@ final class WorkerThread: @unchecked Sendable {
 
         while !pool.stopping.load(ordering: .sequentiallyConsistent) {
             idle.store(true, ordering: .sequentiallyConsistent)
+            waitOnKeptConnection(request)
+            let accepting = request.pointee.ipcFd < 0
+            if accepting { pool.accepting.add(1, ordering: .relaxed) }
             let accepted = FCGX_Accept_r(request)
+            if accepting { pool.accepting.subtract(1, ordering: .relaxed) }
             idle.store(false, ordering: .sequentiallyConsistent)
             if accepted < 0 {
                 if pool.stopping.load(ordering: .sequentiallyConsistent) { break }
@@ -80,6 +84,34 @@ final class WorkerThread: @unchecked Sendable {
             pool.inFlight.subtract(1, ordering: .relaxed)
         }
         // A kept-alive connection survives FCGX_Finish_r; close it so nginx notices now.
+        closeKeptConnection(request)
+    }
+
+    /// libfcgi would block reading the next request on a kept-alive connection, even while new
+    /// connections queue on the listening socket with no thread to accept them: the stall that
+    /// `fastcgi_keep_conn on` causes when nginx keeps more connections than the pool has threads.
+    /// Wait on both instead, and give the idle connection up when a new one has nobody to take
+    /// it. nginx watches its cached connections and drops a closed one at once.
+    private func waitOnKeptConnection(_ request: UnsafeMutablePointer<FCGX_Request>) {
+        let kept = request.pointee.ipcFd
+        guard kept >= 0 else { return }
+        var fds = [pollfd(fd: kept, events: Int16(POLLIN), revents: 0),
+                   pollfd(fd: pool.settings.listenSocket, events: Int16(POLLIN), revents: 0)]
+        while !pool.stopping.load(ordering: .relaxed) {
+            fds[0].revents = 0
+            fds[1].revents = 0
+            let ready = poll(&fds, 2, 1000)
+            if ready < 0 && errno != EINTR { return }
+            if fds[0].revents != 0 { return }  // the next request, or nginx closed it
+            if fds[1].revents != 0 && pool.accepting.load(ordering: .relaxed) == 0 {
+                closeKeptConnection(request)
+                return
+            }
+            if fds[1].revents != 0 { usleep(1000) }  // another thread is accepting it
+        }
+    }
+
+    private func closeKeptConnection(_ request: UnsafeMutablePointer<FCGX_Request>) {
         if request.pointee.ipcFd >= 0 {
             close(request.pointee.ipcFd)
             request.pointee.ipcFd = -1

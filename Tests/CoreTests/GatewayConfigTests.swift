@@ -1,0 +1,89 @@
+import Foundation
+import Testing
+@testable import Core
+
+@Suite struct GatewayConfigTests {
+    let original = """
+        web:
+          port: 8080
+          dbName: chat.db
+        azure:
+          endpoint: https://team.openai.azure.com/
+          api-key: azure-secret
+          api-version: 2024-06-01
+          deployments:
+            gpt-4o: prod-4o
+        users:
+          - username: alice
+            password: alice-key-1
+        """
+
+    func parse(_ text: String, environment: [String: String] = [:]) throws -> GatewayConfig {
+        try GatewayConfig.parse(yaml: text, file: "/etc/chatazure/config.yaml", baseDirectory: "/etc/chatazure", environment: environment)
+    }
+
+    func failure(_ text: String) -> ConfigError? {
+        do {
+            _ = try parse(text)
+            return nil
+        } catch let error as ConfigError {
+            return error
+        } catch {
+            Issue.record("unexpected error \(error)")
+            return nil
+        }
+    }
+
+    @Test func readsTheOriginalKeys() throws {
+        let config = try parse(original)
+        #expect(config.azure.endpoint == "https://team.openai.azure.com")
+        #expect(config.azure.apiKey == "azure-secret")
+        #expect(config.azure.apiVersion == "2024-06-01")
+        #expect(config.azure.deployment(for: "gpt-4o") == "prod-4o")
+        #expect(config.azure.deployment(for: "gpt-4o-mini") == "gpt-4o-mini")
+        #expect(config.users == [ConfiguredUser(username: "alice", key: "alice-key-1")])
+        #expect(config.databasePath == "/etc/chatazure/chat.db")
+        #expect(config.warnings.count == 1 && config.warnings[0].contains("web.port"))
+    }
+
+    @Test func environmentKeyWins() throws {
+        let config = try parse(original, environment: ["AZURE_OPENAI_API_KEY": "from-env"])
+        #expect(config.azure.apiKey == "from-env")
+    }
+
+    @Test func missingKeyOnlyMattersForServing() throws {
+        let config = try parse("azure:\n  endpoint: https://x.openai.azure.com\n")
+        #expect(throws: ConfigError.self) { try config.validateForServing() }
+    }
+
+    @Test func fastcgiSection() throws {
+        let unix = try parse(original + "\nfastcgi:\n  socket: run/fcgi.sock\n  workers: 64\n")
+        #expect(unix.fastcgi == FastCGISettings(socket: "/etc/chatazure/run/fcgi.sock", workers: 64))
+        let tcp = try parse(original + "\nfastcgi:\n  socket: 127.0.0.1:9000\n")
+        #expect(tcp.fastcgi.socket == "127.0.0.1:9000")
+        #expect(tcp.fastcgi.workers == FastCGISettings.defaultWorkers)
+    }
+
+    @Test(arguments: [
+        ("azure: [\n", ""),
+        ("web: {}\n", "azure"),
+        ("azure:\n  api-key: k\n", "azure.endpoint"),
+        ("azure:\n  endpoint: not a url\n  api-key: k\n", "azure.endpoint"),
+        ("azure:\n  endpoint: https://x\n  api-key: k\n  typo: 1\n", "azure.typo"),
+        ("azure:\n  endpoint: https://x\n  api-key: [a]\n", "azure.api-key"),
+        ("azure:\n  endpoint: https://x\n  api-key: k\n  api-version: 2024/01\n", "azure.api-version"),
+        ("azure:\n  endpoint: https://x\n  api-key: k\n  deployments:\n    m: a/b\n", "azure.deployments.m"),
+        ("azure:\n  endpoint: https://x\n  api-key: k\nfastcgi:\n  workers: 0\n", "fastcgi.workers"),
+        ("azure:\n  endpoint: https://x\n  api-key: k\nfastcgi:\n  workers: lots\n", "fastcgi.workers"),
+        ("azure:\n  endpoint: https://x\n  api-key: k\nusers:\n  - username: a\n    password: short\n", "users[0].password"),
+        ("azure:\n  endpoint: https://x\n  api-key: k\nusers:\n  - username: a b\n    password: longenough\n", "users[0].username"),
+        ("azure:\n  endpoint: https://x\n  api-key: k\nusers:\n  - {username: a, password: longenough}\n  - {username: a, password: longenough2}\n", "users[1].username"),
+        ("extra: 1\nazure:\n  endpoint: https://x\n  api-key: k\n", "extra"),
+    ])
+    func invalidConfigNamesTheKey(text: String, key: String) throws {
+        let error = try #require(failure(text))
+        #expect(error.file == "/etc/chatazure/config.yaml")
+        #expect(error.key == key)
+        #expect(!error.description.contains("\n"))
+    }
+}

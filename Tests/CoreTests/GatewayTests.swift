@@ -1,0 +1,104 @@
+import Foundation
+import Testing
+@testable import Core
+
+@Suite struct GatewayTests {
+    let gateway: Gateway
+    let store: UsageStore
+
+    init() throws {
+        let config = GatewayConfig(
+            databasePath: temporaryDatabase(),
+            azure: AzureSettings(endpoint: "https://team.openai.azure.com", apiKey: "AZURE-SECRET",
+                                 apiVersion: "2024-10-21", deployments: ["gpt-4o": "prod-4o", "gpt-4o-mini": "mini"]),
+            users: [ConfiguredUser(username: "alice", key: "alice-key-1"), ConfiguredUser(username: "off", key: "off-key-12")])
+        gateway = Gateway(config: config)
+        store = try UsageStore(path: config.databasePath)
+        try store.syncConfiguredUsers(config.users)
+        try store.setDisabled(username: "off", true)
+    }
+
+    func decide(_ method: String, _ path: String, headers: [String: String] = ["authorization": "Bearer alice-key-1"],
+                body: String = "") -> GatewayDecision {
+        gateway.decide(GatewayRequest(method: method, path: path, headers: headers), store: store) { limit in
+            if body.utf8.count > limit { throw OpenAIError.tooLarge(limit: limit) }
+            return Array(body.utf8)
+        }
+    }
+
+    func response(_ decision: GatewayDecision) throws -> GatewayResponse {
+        guard case .respond(let response) = decision.action else { throw CancellationError() }
+        return response
+    }
+
+    func errorCode(_ decision: GatewayDecision) throws -> (Int, String?) {
+        let response = try response(decision)
+        let object = try JSONSerialization.jsonObject(with: Data(response.body)) as? [String: [String: Any]]
+        let error = try #require(object?["error"])
+        #expect(Set(error.keys) == ["message", "type", "param", "code"])
+        return (response.status, error["code"] as? String)
+    }
+
+    @Test func forwardsChatWithAzureKeyOnly() throws {
+        let decision = decide("POST", "/v1/chat/completions",
+                              headers: ["authorization": "Bearer alice-key-1", "content-type": "application/json", "accept": "text/event-stream"],
+                              body: #"{"model":"gpt-4o","stream":true,"messages":[]}"#)
+        guard case .forward(let call) = decision.action else { Issue.record("not forwarded"); return }
+        #expect(call.url == "https://team.openai.azure.com/openai/deployments/prod-4o/chat/completions?api-version=2024-10-21")
+        #expect(call.route.streaming && call.route.model == "gpt-4o" && call.route.deployment == "prod-4o")
+        #expect(call.headers.contains { $0 == ("api-key", "AZURE-SECRET") })
+        #expect(call.headers.contains { $0 == ("Accept", "text/event-stream") })
+        #expect(!call.headers.contains { $0.1.contains("alice-key-1") })
+        #expect(!call.headers.contains { $0.0.lowercased() == "authorization" })
+        #expect(String(decoding: call.body, as: UTF8.self) == #"{"model":"gpt-4o","stream":true,"messages":[]}"#)
+        #expect(decision.user?.username == "alice")
+    }
+
+    @Test func unmappedModelIsTheDeployment() throws {
+        guard case .forward(let call) = decide("POST", "/v1/embeddings", body: #"{"model":"text-embedding-3-small","input":"x"}"#).action else {
+            Issue.record("not forwarded"); return
+        }
+        #expect(call.url.contains("/openai/deployments/text-embedding-3-small/embeddings?"))
+        #expect(!call.route.streaming)
+    }
+
+    @Test func authFailures() throws {
+        #expect(try errorCode(decide("POST", "/v1/chat/completions", headers: [:])) == (401, "missing_api_key"))
+        #expect(try errorCode(decide("POST", "/v1/chat/completions", headers: ["api-key": "nope"])) == (401, "invalid_api_key"))
+        #expect(try errorCode(decide("POST", "/v1/chat/completions", headers: ["api-key": "off-key-12"])) == (403, "user_disabled"))
+    }
+
+    @Test func requestErrors() throws {
+        #expect(try errorCode(decide("POST", "/v1/chat/completions", body: "{")) == (400, "invalid_json"))
+        #expect(try errorCode(decide("POST", "/v1/chat/completions", body: #"{"messages":[]}"#)) == (400, "missing_model"))
+        #expect(try errorCode(decide("POST", "/v1/chat/completions", body: #"{"model":"../x"}"#)) == (404, "model_not_found"))
+        #expect(try errorCode(decide("GET", "/v1/chat/completions")) == (405, "method_not_allowed"))
+        #expect(try errorCode(decide("POST", "/v1/moderations", body: "{}")) == (404, "unknown_url"))
+        #expect(try errorCode(decide("POST", "/admin")) == (404, "unknown_url"))
+    }
+
+    @Test func tooLargeBody() throws {
+        var small = gateway
+        small.maxJSONBody = 10
+        let decision = small.decide(GatewayRequest(method: "POST", path: "/v1/chat/completions", headers: ["api-key": "alice-key-1"]), store: store) { limit in
+            throw OpenAIError.tooLarge(limit: limit)
+        }
+        #expect(try errorCode(decision) == (413, "request_too_large"))
+    }
+
+    @Test func preflightAndHealthNeedNoKey() throws {
+        let preflight = try response(decide("OPTIONS", "/v1/chat/completions", headers: ["access-control-request-headers": "authorization,content-type"]))
+        #expect(preflight.status == 204)
+        #expect(preflight.headers.contains { $0 == ("Access-Control-Allow-Headers", "authorization,content-type") })
+        #expect(try response(decide("GET", "/healthz", headers: [:])).status == 200)
+    }
+
+    @Test func modelListIsOpenAIShaped() throws {
+        let list = try response(decide("GET", "/v1/models"))
+        let object = try JSONSerialization.jsonObject(with: Data(list.body)) as? [String: Any]
+        #expect(object?["object"] as? String == "list")
+        let data = try #require(object?["data"] as? [[String: Any]])
+        #expect(data.map { $0["id"] as? String } == ["gpt-4o", "gpt-4o-mini"])
+        #expect(data.allSatisfy { $0["object"] as? String == "model" && $0["owned_by"] != nil && $0["created"] != nil })
+    }
+}

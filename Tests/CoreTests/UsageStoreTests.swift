@@ -1,0 +1,101 @@
+import Foundation
+import Testing
+import CSQLite
+@testable import Core
+
+func temporaryDatabase() -> String {
+    let folder = FileManager.default.temporaryDirectory.appendingPathComponent("chatazure-tests-\(UUID().uuidString)")
+    try? FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+    return folder.appendingPathComponent("chat.db").path
+}
+
+@Suite struct UsageStoreTests {
+    @Test func keysAreHashedNeverStored() throws {
+        let path = temporaryDatabase()
+        let store = try UsageStore(path: path)
+        try store.syncConfiguredUsers([ConfiguredUser(username: "alice", key: "alice-plaintext-key")])
+        #expect(try store.user(forKey: "alice-plaintext-key")?.username == "alice")
+        #expect(try store.user(forKey: "alice-plaintext-KEY") == nil)
+        try store.connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+        #expect(bytes.range(of: Data("alice-plaintext-key".utf8)) == nil)
+        #expect(bytes.range(of: Data(UserKey.hash("alice-plaintext-key").utf8)) != nil)
+    }
+
+    @Test func configSyncRekeysButKeepsDisabledFlag() throws {
+        let store = try UsageStore(path: temporaryDatabase())
+        try store.syncConfiguredUsers([ConfiguredUser(username: "bob", key: "first-key-123")])
+        try store.setDisabled(username: "bob", true)
+        try store.syncConfiguredUsers([ConfiguredUser(username: "bob", key: "second-key-456")])
+        #expect(try store.user(forKey: "first-key-123") == nil)
+        let bob = try #require(try store.user(forKey: "second-key-456"))
+        #expect(bob.disabled)
+        #expect(bob.source == "config")
+    }
+
+    @Test func addUserRefusesDuplicates() throws {
+        let store = try UsageStore(path: temporaryDatabase())
+        try store.addUser(username: "carol", key: "carol-key-123")
+        #expect(throws: StoreError.self) { try store.addUser(username: "carol", key: "other-key-123") }
+        #expect(throws: StoreError.self) { try store.addUser(username: "dave", key: "carol-key-123") }
+        #expect(throws: StoreError.self) { try store.setDisabled(username: "nobody", true) }
+    }
+
+    @Test func countsAreExactAcrossConnectionsAndThreads() throws {
+        let path = temporaryDatabase()
+        let setup = try UsageStore(path: path)
+        try setup.syncConfiguredUsers([ConfiguredUser(username: "u1", key: "u1-key-1234"), ConfiguredUser(username: "u2", key: "u2-key-1234")])
+        let ids = try setup.listUsers().map(\.id)
+        let threads = 6, perThread = 150
+        let failures = FailureCount()
+        DispatchQueue.concurrentPerform(iterations: threads) { index in
+            do {
+                let store = try UsageStore(path: path)  // its own connection, as each worker thread has
+                for _ in 0..<perThread { try store.countRequest(userID: ids[index % 2], endpoint: "chat/completions") }
+            } catch {
+                failures.add()
+            }
+        }
+        #expect(failures.value == 0)
+        let totals = try setup.totals()
+        #expect(totals.map(\.requests) == [Int64(threads / 2 * perThread), Int64(threads / 2 * perThread)])
+    }
+
+    @Test func tokensAddUpPerUser() throws {
+        let store = try UsageStore(path: temporaryDatabase())
+        try store.addUser(username: "t", key: "t-key-12345")
+        let id = try #require(try store.user(forKey: "t-key-12345")).id
+        try store.countRequest(userID: id, endpoint: "chat/completions")
+        try store.addTokens(userID: id, endpoint: "chat/completions", prompt: 10, completion: 5)
+        try store.addTokens(userID: id, endpoint: "embeddings", prompt: 3, completion: 0)
+        let total = try #require(try store.totals().first)
+        #expect(total.requests == 1 && total.promptTokens == 13 && total.completionTokens == 5)
+    }
+
+    @Test func importsTheOriginalProgramsPlaintextUsers() throws {
+        let path = temporaryDatabase()
+        do {
+            let legacy = try SQLiteConnection(path: path)
+            try legacy.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, username TEXT, token TEXT, count INTEGER);"
+                               + "INSERT INTO users (username, token, count) VALUES ('old', 'old-token-123', 7);")
+        }
+        let store = try UsageStore(path: path)
+        let user = try #require(try store.user(forKey: "old-token-123"))
+        #expect(user.username == "old" && user.source == "legacy")
+        let tables = try store.connection.prepare("SELECT name FROM sqlite_master WHERE type = 'table'").rows { $0.text(0) }
+        #expect(!tables.contains("legacy_users"))
+    }
+
+    @Test func dayIsUTC() throws {
+        let store = try UsageStore(path: temporaryDatabase())
+        #expect(store.day(Date(timeIntervalSince1970: 86_400 * 365 - 1)) == "1970-12-31")
+        #expect(store.day(Date(timeIntervalSince1970: 86_400 * 365)) == "1971-01-01")
+    }
+}
+
+final class FailureCount: @unchecked Sendable {
+    private let lock = NSLock()
+    private var count = 0
+    func add() { lock.lock(); count += 1; lock.unlock() }
+    var value: Int { lock.lock(); defer { lock.unlock() }; return count }
+}

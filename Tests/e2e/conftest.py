@@ -1,0 +1,184 @@
+"""End-to-end fixtures: the Azure emulator, and a gateway made of real nginx + spawn-fcgi workers."""
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import openai
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+BIN = os.environ.get("CHATAZURE_BIN") or str(ROOT / ".build" / "debug" / "chatazure-fcgi")
+AZURE_KEY = "e2e-azure-secret-key-0123456789abcdef"
+USERS = {
+    "alice": "sk-alice-e2e-key-0001",
+    "bob": "sk-bob-e2e-key-0002",
+    "dora": "sk-dora-e2e-key-0003",
+    "count1": "sk-count1-e2e-key-0004",
+    "count2": "sk-count2-e2e-key-0005",
+}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(check, timeout=10.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except Exception:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def http_json(method, url, body=None, headers=None, timeout=10):
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+class Emulator:
+    def __init__(self, workdir):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = open(workdir / "emulator.log", "w")
+        self.process = subprocess.Popen(
+            [sys.executable, str(ROOT / "Tests" / "emulator" / "azure_emulator.py"), "--port", str(self.port),
+             "--api-key", AZURE_KEY], stdout=self.log, stderr=subprocess.STDOUT)
+        wait_for(lambda: http_json("GET", self.url + "/_emulator/health")[0] == 200, what="emulator")
+
+    def requests(self):
+        return json.loads(http_json("GET", self.url + "/_emulator/requests")[2])
+
+    def stats(self):
+        return json.loads(http_json("GET", self.url + "/_emulator/stats")[2])
+
+    def clear(self):
+        http_json("DELETE", self.url + "/_emulator/requests")
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(5)
+
+
+class Gateway:
+    """nginx with the shipped location block in front of `processes` spawn-fcgi worker processes."""
+
+    def __init__(self, workdir, endpoint, workers=4, processes=2, keepalive=4, nginx_workers=2,
+                 users=USERS, extra_azure=""):
+        self.dir = workdir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.socket = str(self.dir / "fcgi.sock")
+        self.config = str(self.dir / "config.yaml")
+        self.log_path = self.dir / "worker.log"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        user_lines = "".join(f"  - username: {name}\n    password: {key}\n" for name, key in users.items())
+        (self.dir / "config.yaml").write_text(
+            f"web:\n  port: 8080\n  dbName: chat.db\n"
+            f"azure:\n  endpoint: {endpoint}\n  api-key: {AZURE_KEY}\n  connect-timeout-ms: 2000\n"
+            f"  deployments:\n    gpt-4o: gpt-4o\n    gpt-4o-mini: gpt-4o-mini\n{extra_azure}"
+            f"users:\n{user_lines}"
+            f"fastcgi:\n  workers: {workers}\n")
+        self.workers, self.processes = workers, processes
+        self.nginx_workers, self.keepalive = nginx_workers, keepalive
+        self.start_workers()
+        self.start_nginx()
+
+    def start_workers(self):
+        pidfile = self.dir / "workers.pid"
+        command = f'exec "{BIN}" serve --config "{self.config}" 2>>"{self.log_path}"'
+        subprocess.run(["spawn-fcgi", "-s", self.socket, "-M", "0666", "-F", str(self.processes),
+                        "-P", str(pidfile), "--", "/bin/sh", "-c", command],
+                       check=True, capture_output=True)
+        self.pids = [int(line) for line in pidfile.read_text().split()]
+        wait_for(lambda: self.log().count("serving") >= self.processes, what="workers serving")
+
+    def start_nginx(self):
+        upstream = (ROOT / "nginx" / "chatazure-upstream.conf").read_text()
+        upstream = upstream.replace("server unix:/run/chatazure/fcgi.sock;", f"server unix:{self.socket};")
+        upstream = upstream.replace("keepalive 4;", f"keepalive {self.keepalive};")
+        (self.dir / "upstream.conf").write_text(upstream)
+        user = "user root;" if os.geteuid() == 0 else ""
+        (self.dir / "temp").mkdir(exist_ok=True)
+        (self.dir / "nginx.conf").write_text(f"""{user}
+worker_processes {self.nginx_workers};
+pid {self.dir}/nginx.pid;
+error_log {self.dir}/nginx-error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {self.dir}/temp;
+    include {self.dir}/upstream.conf;
+    server {{
+        listen 127.0.0.1:{self.port};
+        include {ROOT}/nginx/chatazure.conf;
+    }}
+}}
+""")
+        self.nginx_args = ["nginx", "-p", str(self.dir), "-c", str(self.dir / "nginx.conf"),
+                           "-e", str(self.dir / "nginx-error.log")]
+        subprocess.run(self.nginx_args, check=True)
+        wait_for(lambda: http_json("GET", self.url + "/healthz")[0] == 200, what="nginx + worker health")
+
+    def log(self):
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+    def cli(self, *args, check=True):
+        return subprocess.run([BIN, *args, "--config", self.config], capture_output=True, text=True, check=check)
+
+    def usage(self):
+        return {row["username"]: row for row in json.loads(self.cli("usage", "--json").stdout)}
+
+    def client(self, key, **options):
+        return openai.OpenAI(base_url=self.url + "/v1", api_key=key, max_retries=0, timeout=30, **options)
+
+    def stop(self):
+        subprocess.run(self.nginx_args + ["-s", "stop"], capture_output=True)
+        for pid in self.pids:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 10
+        for pid in self.pids:
+            while time.monotonic() < deadline:
+                try:
+                    os.kill(pid, 0)
+                    time.sleep(0.05)
+                except ProcessLookupError:
+                    break
+
+
+@pytest.fixture(scope="session")
+def emulator(tmp_path_factory):
+    instance = Emulator(tmp_path_factory.mktemp("emulator"))
+    yield instance
+    instance.stop()
+
+
+@pytest.fixture(scope="session")
+def gateway(tmp_path_factory, emulator):
+    instance = Gateway(tmp_path_factory.mktemp("gateway"), emulator.url)
+    yield instance
+    instance.stop()
+
+
+@pytest.fixture
+def alice(gateway):
+    return gateway.client(USERS["alice"])

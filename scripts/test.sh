@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs every test: Swift unit tests for Core, then the end-to-end suite (real nginx, spawn-fcgi,
+# SQLite and libcurl against the local Azure emulator, driven by the openai SDK and curl),
+# then a seconds-long smoke run of the bench. Exits non-zero on any failure.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+"$root/scripts/bootstrap.sh" --venv
+
+echo "test: building…"
+swift build --build-tests 2>&1 | grep -E "error|warning: |Build complete" || true
+swift build --build-tests >/dev/null 2>&1 || { swift build --build-tests; exit 1; }
+
+echo "test: unit tests (Core)"
+swift test --skip-build
+
+echo "test: end-to-end"
+export CHATAZURE_BIN="$(swift build --show-bin-path)/chatazure-fcgi"
+"$root/.venv/bin/python" -m pytest -q -p no:cacheprovider "$root/Tests/e2e" "$@"
