@@ -146,7 +146,8 @@ http {{
         return {row["username"]: row for row in json.loads(self.cli("usage", "--json").stdout)}
 
     def client(self, key, **options):
-        return openai.OpenAI(base_url=self.url + "/v1", api_key=key, max_retries=0, timeout=30, **options)
+        options = {"max_retries": 0, "timeout": 30, **options}
+        return openai.OpenAI(base_url=self.url + "/v1", api_key=key, **options)
 
     def stop(self):
         subprocess.run(self.nginx_args + ["-s", "stop"], capture_output=True)

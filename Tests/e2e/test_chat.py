@@ -43,7 +43,8 @@ def test_stream_headers_and_done_marker(gateway):
          "-H", f"Authorization: Bearer {USERS['alice']}", "-H", "Content-Type: application/json",
          "-d", json.dumps({"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": "hi"}]})],
         capture_output=True, text=True, timeout=30, check=True)
-    head, _, body = result.stdout.partition("\r\n\r\n")
+    # text mode turned CRLF into LF
+    head, _, body = result.stdout.partition("\n\n")
     lowered = head.lower()
     assert "content-type: text/event-stream" in lowered
     assert "cache-control: no-cache" in lowered
