@@ -5,17 +5,12 @@ import Foundation
 public struct Gateway: Sendable {
     /// The validated configuration.
     public let config: GatewayConfig
-    /// Largest JSON body accepted, in bytes.
-    public var maxJSONBody: Int = 50 << 20
+    /// Largest request body accepted, in bytes (nginx's `client_max_body_size` is 64 MB).
+    public var maxBody: Int = 64 << 20
 
     public init(config: GatewayConfig) {
         self.config = config
     }
-
-    /// Operations below `/v1/` that take a JSON body naming a model and go to a deployment.
-    public static let jsonOperations: Set<String> = [
-        "chat/completions", "completions", "embeddings", "images/generations", "audio/speech",
-    ]
 
     /// Decides for `request`. `readBody(limit)` returns the request body, or throws an
     /// `OpenAIError` (413) when it is longer than `limit`.
@@ -51,57 +46,14 @@ public struct Gateway: Sendable {
         }
     }
 
-    private func route(_ request: GatewayRequest, user: StoredUser, readBody: (Int) throws -> [UInt8]) throws -> GatewayDecision.Action {
-        let path = request.path
-        if path == "/v1/models" || path == "/models" {
-            guard request.method == "GET" else { throw OpenAIError.methodNotAllowed(method: request.method, path: path) }
-            return .respond(modelList())
-        }
-        guard path.hasPrefix("/v1/") else { throw OpenAIError.notFound(method: request.method, path: path) }
-        let operation = String(path.dropFirst(4))
-        guard Self.jsonOperations.contains(operation) else { throw OpenAIError.notFound(method: request.method, path: path) }
-        guard request.method == "POST" else { throw OpenAIError.methodNotAllowed(method: request.method, path: path) }
-
-        let body = try readBody(maxJSONBody)
-        let fields = try Self.jsonFields(body)
-        guard let model = fields.model, !model.isEmpty else {
-            throw OpenAIError.invalidRequest("You must provide a model parameter.", param: "model", code: "missing_model")
-        }
-        let route = try AzureRoute.classic(operation: operation, model: model, streaming: fields.stream, azure: config.azure)
-        var headers: [(String, String)] = [
-            ("api-key", config.azure.apiKey),
-            ("Content-Type", request.headers["content-type"] ?? "application/json"),
-            // curl would otherwise add Expect: 100-continue to large bodies and wait a round trip.
-            ("Expect", ""),
-        ]
+    /// Headers every upstream request carries: the Azure key and the client's content negotiation.
+    func upstreamHeaders(_ request: GatewayRequest, contentType: String?) -> [(String, String)] {
+        var headers: [(String, String)] = [("api-key", config.azure.apiKey)]
+        if let contentType { headers.append(("Content-Type", contentType)) }
         if let accept = request.headers["accept"] { headers.append(("Accept", accept)) }
-        return .forward(UpstreamCall(method: "POST", url: route.url, headers: headers, body: body, route: route, user: user))
-    }
-
-    /// `model` and `stream` from a JSON request body.
-    static func jsonFields(_ body: [UInt8]) throws -> (model: String?, stream: Bool) {
-        guard !body.isEmpty else {
-            throw OpenAIError.invalidRequest("The request body is empty; send a JSON object.", code: "invalid_json")
-        }
-        let object: Any
-        do {
-            object = try JSONSerialization.jsonObject(with: Data(body), options: [])
-        } catch {
-            throw OpenAIError.invalidRequest("We could not parse the JSON body of your request. Send valid JSON.", code: "invalid_json")
-        }
-        guard let dictionary = object as? [String: Any] else {
-            throw OpenAIError.invalidRequest("The request body must be a JSON object.", code: "invalid_json")
-        }
-        if let model = dictionary["model"], !(model is String) {
-            throw OpenAIError.invalidRequest("'model' must be a string.", param: "model", code: "invalid_type")
-        }
-        let stream: Bool
-        switch dictionary["stream"] {
-        case nil, is NSNull: stream = false
-        case let flag as Bool: stream = flag
-        default: throw OpenAIError.invalidRequest("'stream' must be a boolean.", param: "stream", code: "invalid_type")
-        }
-        return (dictionary["model"] as? String, stream)
+        // curl would otherwise add Expect: 100-continue to large bodies and wait a round trip.
+        headers.append(("Expect", ""))
+        return headers
     }
 
     /// The OpenAI-shaped model list: every configured model name.
@@ -144,7 +96,7 @@ public struct UpstreamCall: Sendable {
     public var headers: [(String, String)]
     /// Body bytes.
     public var body: [UInt8]
-    /// Model, deployment and streaming mode.
+    /// Model, deployment, streaming and normalization.
     public var route: AzureRoute
     /// Who is charged.
     public var user: StoredUser

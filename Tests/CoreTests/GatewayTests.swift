@@ -50,7 +50,15 @@ import Testing
         #expect(call.headers.contains { $0 == ("Accept", "text/event-stream") })
         #expect(!call.headers.contains { $0.1.contains("alice-key-1") })
         #expect(!call.headers.contains { $0.0.lowercased() == "authorization" })
-        #expect(String(decoding: call.body, as: UTF8.self) == #"{"model":"gpt-4o","stream":true,"messages":[]}"#)
+        // Streams get include_usage added for token accounting; everything else is kept.
+        let sent = try JSONSerialization.jsonObject(with: Data(call.body)) as? [String: Any]
+        #expect(sent?["model"] as? String == "gpt-4o" && sent?["stream"] as? Bool == true && sent?["messages"] != nil)
+        #expect((sent?["stream_options"] as? [String: Any])?["include_usage"] as? Bool == true)
+        #expect(!call.route.clientWantsUsage)
+        guard case .forward(let plain) = decide("POST", "/v1/chat/completions", body: #"{"model":"gpt-4o", "messages":[]}"#).action else {
+            Issue.record("not forwarded"); return
+        }
+        #expect(String(decoding: plain.body, as: UTF8.self) == #"{"model":"gpt-4o", "messages":[]}"#)
         #expect(decision.user?.username == "alice")
     }
 
@@ -79,7 +87,7 @@ import Testing
 
     @Test func tooLargeBody() throws {
         var small = gateway
-        small.maxJSONBody = 10
+        small.maxBody = 10
         let decision = small.decide(GatewayRequest(method: "POST", path: "/v1/chat/completions", headers: ["api-key": "alice-key-1"]), store: store) { limit in
             throw OpenAIError.tooLarge(limit: limit)
         }
@@ -100,5 +108,64 @@ import Testing
         let data = try #require(object?["data"] as? [[String: Any]])
         #expect(data.map { $0["id"] as? String } == ["gpt-4o", "gpt-4o-mini"])
         #expect(data.allSatisfy { $0["object"] as? String == "model" && $0["owned_by"] != nil && $0["created"] != nil })
+    }
+}
+
+@Suite struct GatewayRouteTests {
+    func gateway(style: AzureSettings.APIStyle) throws -> (Gateway, UsageStore) {
+        let config = GatewayConfig(
+            databasePath: temporaryDatabase(),
+            azure: AzureSettings(endpoint: "https://r.openai.azure.com", apiKey: "AZ", deployments: ["gpt-4o": "prod"], apiStyle: style),
+            users: [ConfiguredUser(username: "u", key: "user-key-1")])
+        let store = try UsageStore(path: config.databasePath)
+        try store.syncConfiguredUsers(config.users)
+        return (Gateway(config: config), store)
+    }
+
+    func call(_ gateway: Gateway, _ store: UsageStore, _ method: String, _ path: String, query: String = "",
+              body: String = "", type: String = "application/json") -> UpstreamCall? {
+        let request = GatewayRequest(method: method, path: path, query: query, headers: ["api-key": "user-key-1", "content-type": type])
+        guard case .forward(let call) = gateway.decide(request, store: store, readBody: { _ in Array(body.utf8) }).action else { return nil }
+        return call
+    }
+
+    @Test func v1StylePutsDeploymentInBody() throws {
+        let (gateway, store) = try gateway(style: .v1)
+        let forwarded = try #require(call(gateway, store, "POST", "/v1/chat/completions", body: #"{"model":"gpt-4o","stream":true}"#))
+        #expect(forwarded.url == "https://r.openai.azure.com/openai/v1/chat/completions")
+        let object = try JSONSerialization.jsonObject(with: Data(forwarded.body)) as? [String: Any]
+        #expect(object?["model"] as? String == "prod")
+        #expect((object?["stream_options"] as? [String: Any])?["include_usage"] as? Bool == true)
+        #expect(forwarded.route.model == "gpt-4o" && !forwarded.route.clientWantsUsage)
+    }
+
+    @Test func azureStylePathsKeepClientVersionOrFillOurs() throws {
+        let (gateway, store) = try gateway(style: .classic)
+        let given = try #require(call(gateway, store, "POST", "/openai/deployments/prod/embeddings", query: "api-version=2024-06-01&api-key=x",
+                                      body: #"{"input":"x"}"#))
+        #expect(given.url == "https://r.openai.azure.com/openai/deployments/prod/embeddings?api-version=2024-06-01")
+        let filled = try #require(call(gateway, store, "POST", "/openai/deployments/prod/chat/completions", body: #"{"messages":[]}"#))
+        #expect(filled.url.hasSuffix("?api-version=2024-10-21"))
+        let responses = try #require(call(gateway, store, "GET", "/openai/responses/resp_1"))
+        #expect(responses.url == "https://r.openai.azure.com/openai/responses/resp_1?api-version=2025-04-01-preview")
+        #expect(call(gateway, store, "POST", "/openai/deployments/prod/files", body: "{}") == nil)
+        #expect(call(gateway, store, "POST", "/openai/v1/fine_tuning/jobs", body: "{}") == nil)
+    }
+
+    @Test func unsafePathsAreRefused() {
+        for path in ["/v1/../x", "/openai//v1/chat/completions", "/openai/deployments/%2e%2e/x", "/v1/chat\\completions", "/v1/a%2Fb"] {
+            #expect(!Gateway.isSafePath(path), "\(path)")
+        }
+        #expect(Gateway.isSafePath("/openai/deployments/gpt-4.1/chat/completions"))
+    }
+
+    @Test func multipartNeedsModelField() throws {
+        let (gateway, store) = try gateway(style: .classic)
+        let body = "--b\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\ngpt-4o\r\n--b--\r\n"
+        let forwarded = try #require(call(gateway, store, "POST", "/v1/audio/transcriptions", body: body, type: "multipart/form-data; boundary=b"))
+        #expect(forwarded.url.hasPrefix("https://r.openai.azure.com/openai/deployments/prod/audio/transcriptions?api-version="))
+        #expect(forwarded.body == Array(body.utf8))
+        #expect(forwarded.headers.contains { $0 == ("Content-Type", "multipart/form-data; boundary=b") })
+        #expect(call(gateway, store, "POST", "/v1/audio/transcriptions", body: "{}", type: "application/json") == nil)
     }
 }

@@ -80,7 +80,7 @@ class Gateway:
     """nginx with the shipped location block in front of `processes` spawn-fcgi worker processes."""
 
     def __init__(self, workdir, endpoint, workers=4, processes=2, keepalive=4, nginx_workers=2,
-                 users=USERS, extra_azure=""):
+                 users=USERS, extra_azure="", serve_args=""):
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.socket = str(self.dir / "fcgi.sock")
@@ -95,14 +95,14 @@ class Gateway:
             f"  deployments:\n    gpt-4o: gpt-4o\n    gpt-4o-mini: gpt-4o-mini\n{extra_azure}"
             f"users:\n{user_lines}"
             f"fastcgi:\n  workers: {workers}\n")
-        self.workers, self.processes = workers, processes
+        self.workers, self.processes, self.serve_args = workers, processes, serve_args
         self.nginx_workers, self.keepalive = nginx_workers, keepalive
         self.start_workers()
         self.start_nginx()
 
     def start_workers(self):
         pidfile = self.dir / "workers.pid"
-        command = f'exec "{BIN}" serve --config "{self.config}" 2>>"{self.log_path}"'
+        command = f'exec "{BIN}" serve --config "{self.config}" {self.serve_args} 2>>"{self.log_path}"'
         subprocess.run(["spawn-fcgi", "-s", self.socket, "-M", "0666", "-F", str(self.processes),
                         "-P", str(pidfile), "--", "/bin/sh", "-c", command],
                        check=True, capture_output=True)

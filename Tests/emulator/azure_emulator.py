@@ -2,6 +2,8 @@
 """A local stand-in for an Azure OpenAI resource, speaking Azure's wire format and quirks.
 
 Classic paths: /openai/deployments/{deployment}/{operation}?api-version=...
+v1 paths: /openai/v1/{operation}, the deployment in the body's `model` (or the form's), no api-version.
+Responses: /openai/responses[/{id}]?api-version=... and /openai/v1/responses[/{id}].
   - no api-version -> 404 {"error":{"code":"404","message":"Resource not found"}}
   - wrong api-key -> 401 with Azure's "Access denied" message
   - unknown deployment -> 404 DeploymentNotFound
@@ -14,6 +16,8 @@ Introspection: GET /_emulator/requests lists what arrived (method, path, headers
 Standard library only, so it runs anywhere python3 does.
 """
 import argparse
+import base64
+import hashlib
 import json
 import re
 import sys
@@ -42,6 +46,25 @@ def controls(text):
             key, value = pair.split("=")
             found[key] = int(value)
     return found
+
+
+def parse_multipart(raw, content_type):
+    """multipart/form-data -> {name: str for fields, bytes for files}."""
+    match = re.search(r'boundary="?([^";]+)"?', content_type)
+    if not match:
+        return {}
+    delimiter = b"--" + match.group(1).encode()
+    fields = {}
+    for part in raw.split(delimiter)[1:]:
+        if part.startswith(b"--"):
+            break
+        head, _, value = part.partition(b"\r\n\r\n")
+        value = value[:-2] if value.endswith(b"\r\n") else value
+        name = re.search(rb'name="([^"]*)"', head)
+        if not name:
+            continue
+        fields[name.group(1).decode()] = value if b"filename=" in head else value.decode()
+    return fields
 
 
 def last_user_text(body):
@@ -118,7 +141,7 @@ class Emulator(BaseHTTPRequestHandler):
         if self.path.startswith("/_emulator/health"):
             return self.send_json(200, {"status": "ok"})
         self.record(None)
-        return self.azure_error(404, "404", "Resource not found")
+        return self.stored_response(delete=False)
 
     def do_DELETE(self):
         if self.path.startswith("/_emulator/requests"):
@@ -126,43 +149,89 @@ class Emulator(BaseHTTPRequestHandler):
                 self.server.seen.clear()
             return self.send_json(200, {"cleared": True})
         self.record(None)
-        return self.azure_error(404, "404", "Resource not found")
+        return self.stored_response(delete=True)
+
+    def stored_response(self, delete):
+        url = urlsplit(self.path)
+        match = re.fullmatch(r"/openai(?:/v1)?/responses/([A-Za-z0-9_\-]+)", url.path)
+        if not match or not self.authorized(url):
+            return
+        with self.server.lock:
+            found = self.server.responses.get(match.group(1))
+            if found and delete:
+                del self.server.responses[match.group(1)]
+        if not found:
+            return self.azure_error(404, "NotFound", f"Response with id '{match.group(1)}' not found.")
+        if delete:
+            return self.send_json(200, {"id": match.group(1), "object": "response", "deleted": True})
+        return self.send_json(200, found)
+
+    def authorized(self, url):
+        """Azure's checks in Azure's order: path and api-version, then key."""
+        v1 = url.path.startswith("/openai/v1/")
+        if not v1 and not parse_qs(url.query).get("api-version"):
+            self.azure_error(404, "404", "Resource not found")
+            return False
+        if self.headers.get("api-key") != self.server.api_key:
+            self.azure_error(401, "401", ACCESS_DENIED)
+            return False
+        return True
 
     def do_POST(self):
         raw = self.read_body()
-        try:
-            body = json.loads(raw) if raw else {}
-        except ValueError:
-            body = None
-        self.record(body)
+        content_type = self.headers.get("Content-Type") or ""
+        form = parse_multipart(raw, content_type) if content_type.startswith("multipart/form-data") else None
+        body = None
+        if form is None:
+            try:
+                body = json.loads(raw) if raw else {}
+            except ValueError:
+                body = None
+        self.record(body if form is None else {k: (v if isinstance(v, str) else f"<{len(v)} bytes>") for k, v in form.items()})
         url = urlsplit(self.path)
         query = parse_qs(url.query)
-        match = re.fullmatch(r"/openai/deployments/([^/]+)/(.+)", url.path)
-        if not match:
-            return self.azure_error(404, "404", "Resource not found")
-        deployment, operation = match.groups()
         api_version = (query.get("api-version") or [None])[0]
-        if not api_version:
+        classic = re.fullmatch(r"/openai/deployments/([^/]+)/(.+)", url.path)
+        v1 = re.fullmatch(r"/openai/v1/(.+)", url.path)
+        if classic:
+            deployment, operation = classic.groups()
+        elif v1:
+            operation = v1.group(1)
+            deployment = (form or {}).get("model") if form is not None else (body or {}).get("model")
+            api_version = "v1"
+        elif url.path == "/openai/responses":
+            operation, deployment = "responses", (body or {}).get("model")
+        else:
             return self.azure_error(404, "404", "Resource not found")
-        if self.headers.get("api-key") != self.server.api_key:
-            return self.azure_error(401, "401", ACCESS_DENIED)
+        if not self.authorized(url):
+            return
+        if operation == "responses" and api_version != "v1" and api_version < "2025-03-01-preview":
+            return self.azure_error(400, "BadRequest", "API version not supported")
         if deployment not in self.server.deployments:
             return self.azure_error(404, "DeploymentNotFound",
                                     "The API deployment for this resource does not exist. If you created the deployment "
                                     "within the last 5 minutes, please wait a moment and try again.")
-        if body is None:
+        if form is None and body is None:
             return self.openai_error(400, "We could not parse the JSON body of your request.")
-        if operation == "chat/completions":
-            return self.chat(body, api_version)
-        if operation == "completions":
-            return self.completion(body)
-        if operation == "embeddings":
-            return self.embeddings(body)
-        return self.azure_error(404, "404", "Resource not found")
+        handlers = {
+            "chat/completions": lambda: self.chat(body, api_version),
+            "completions": lambda: self.completion(body),
+            "embeddings": lambda: self.embeddings(body),
+            "images/generations": lambda: self.image(body.get("prompt", "")),
+            "images/edits": lambda: self.image(form.get("prompt", "")) if form else self.openai_error(400, "multipart expected"),
+            "audio/transcriptions": lambda: self.transcription(form),
+            "audio/translations": lambda: self.transcription(form),
+            "audio/speech": lambda: self.speech(body),
+            "responses": lambda: self.response(body),
+        }
+        handler = handlers.get(operation)
+        if handler is None:
+            return self.azure_error(404, "404", "Resource not found")
+        return handler()
 
     # ---- operations -----------------------------------------------------------------------
     def chat(self, body, api_version):
-        if "stream_options" in body and api_version < "2024-09-01-preview":
+        if "stream_options" in body and api_version != "v1" and api_version < "2024-09-01-preview":
             return self.openai_error(400, "Unrecognized request argument supplied: stream_options")
         text = last_user_text(body)
         ctl = controls(text)
@@ -213,9 +282,13 @@ class Emulator(BaseHTTPRequestHandler):
         events.append(chunk([{"content_filter_results": {}, "delta": {}, "finish_reason": "stop", "index": 0, "logprobs": None}]))
         if (body.get("stream_options") or {}).get("include_usage"):
             events.append(chunk([], usage=usage))
+        # A long silence mid-stream, as a reasoning model gives before its answer.
+        pause_after = ctl.get("pause_ms", 0) / 1000
         try:
             for index, event in enumerate(events):
                 self.write_chunk(f"data: {json.dumps(event, separators=(',', ':'))}\n\n".encode())
+                if index == 1 and pause_after:
+                    time.sleep(pause_after)
                 if delay and 1 < index < len(events) - 1:
                     time.sleep(delay)
             self.write_chunk(b"data: [DONE]\n\n")
@@ -223,6 +296,62 @@ class Emulator(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             with self.server.lock:
                 self.server.aborted += 1
+
+    def start_stream(self, content_type="text/event-stream; charset=utf-8"):
+        self.send_response(200)
+        for name, value in self.azure_headers().items():
+            self.send_header(name, value)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+
+    def image(self, prompt):
+        self.send_json(200, {"created": int(time.time()), "data": [{
+            "b64_json": base64.b64encode(f"PNG:{prompt}".encode()).decode(), "revised_prompt": "A picture of " + prompt,
+            "content_filter_results": FILTER_OK, "prompt_filter_results": FILTER_OK}],
+            "usage": {"input_tokens": 10, "output_tokens": 100, "total_tokens": 110}})
+
+    def transcription(self, form):
+        upload = (form or {}).get("file")
+        if not isinstance(upload, bytes):
+            return self.openai_error(400, "'file' is a required property", param="file")
+        self.send_json(200, {"text": f"{len(upload)} bytes sha256={hashlib.sha256(upload).hexdigest()}"})
+
+    def speech(self, body):
+        size = 64 * 1024
+        pattern = hashlib.sha256((body.get("input") or "").encode()).digest()
+        audio = (b"ID3" + pattern * (size // len(pattern) + 1))[:size]
+        self.start_stream("audio/mpeg")
+        for offset in range(0, size, 8192):
+            self.write_chunk(audio[offset:offset + 8192])
+        self.write_chunk(b"")
+
+    def response(self, body):
+        text = body.get("input") if isinstance(body.get("input"), str) else last_user_text({"messages": body.get("input") or []})
+        ident = "resp_" + uuid.uuid4().hex
+        message = {"type": "message", "id": "msg_" + uuid.uuid4().hex[:16], "status": "completed", "role": "assistant",
+                   "content": [{"type": "output_text", "text": "Echo: " + (text or ""), "annotations": []}]}
+        usage = {"input_tokens": max(1, len((text or "").split())), "output_tokens": 2, "total_tokens": 0,
+                 "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0}}
+        usage["total_tokens"] = usage["input_tokens"] + usage["output_tokens"]
+        done = {"id": ident, "object": "response", "created_at": int(time.time()), "status": "completed",
+                "model": UNDERLYING_MODEL, "output": [message], "usage": usage, "error": None,
+                "incomplete_details": None, "instructions": None, "metadata": {}, "parallel_tool_calls": True,
+                "temperature": 1.0, "tool_choice": "auto", "tools": [], "top_p": 1.0}
+        with self.server.lock:
+            self.server.responses[ident] = done
+        if not body.get("stream"):
+            return self.send_json(200, done)
+        self.start_stream()
+        pending = dict(done, status="in_progress", output=[], usage=None)
+        events = [("response.created", {"type": "response.created", "sequence_number": 0, "response": pending})]
+        for number, word in enumerate(("Echo: " + (text or "")).split(" ")):
+            events.append(("response.output_text.delta", {"type": "response.output_text.delta", "item_id": message["id"],
+                           "output_index": 0, "content_index": 0, "delta": word + " ", "sequence_number": number + 1}))
+        events.append(("response.completed", {"type": "response.completed", "sequence_number": len(events), "response": done}))
+        for name, payload in events:
+            self.write_chunk(f"event: {name}\ndata: {json.dumps(payload)}\n\n".encode())
+        self.write_chunk(b"")
 
     def write_chunk(self, data):
         self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
@@ -251,7 +380,8 @@ def main():
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=18080)
     parser.add_argument("--api-key", default="emulator-azure-key")
-    parser.add_argument("--deployments", default="gpt-4o,gpt-4o-mini,text-embedding-3-small,gpt-35-turbo-instruct",
+    parser.add_argument("--deployments", default="gpt-4o,gpt-4o-mini,text-embedding-3-small,gpt-35-turbo-instruct,"
+                                                  "dall-e-3,gpt-image-1,whisper,tts",
                         help="comma-separated deployment names that exist")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args()
@@ -263,6 +393,7 @@ def main():
     server.lock = threading.Lock()
     server.seen = []
     server.aborted = 0
+    server.responses = {}
     print(f"azure emulator listening on http://{args.host}:{server.server_address[1]}", flush=True)
     try:
         server.serve_forever()

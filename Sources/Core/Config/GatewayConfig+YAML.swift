@@ -46,7 +46,8 @@ extension GatewayConfig {
             throw ConfigError(file: file, key: "azure", reason: "missing section; it needs at least endpoint and api-key")
         }
         let azure = try reader.mapping(azureNode, at: "azure",
-                                       allowed: ["endpoint", "api-key", "api-version", "deployments", "connect-timeout-ms"])
+                                       allowed: ["endpoint", "api-key", "api-version", "api-versions", "api-style",
+                                                "deployments", "connect-timeout-ms", "normalize"])
         guard let endpointNode = azure["endpoint"] else {
             throw ConfigError(file: file, key: "azure.endpoint", reason: "missing; set it to your resource, e.g. https://NAME.openai.azure.com")
         }
@@ -74,6 +75,25 @@ extension GatewayConfig {
                 deployments[model] = deployment
             }
         }
+        var apiVersions: [String: String] = [:]
+        if let node = azure["api-versions"] {
+            for (operation, value) in try reader.mapping(node, at: "azure.api-versions", allowed: nil) {
+                let version = try reader.string(value, at: "azure.api-versions.\(operation)")
+                guard AzureRoute.isPlainToken(version) else {
+                    throw ConfigError(file: file, key: "azure.api-versions.\(operation)", reason: "'\(version)' is not an api-version")
+                }
+                apiVersions[operation] = version
+            }
+        }
+        var style = AzureSettings.APIStyle.classic
+        if let node = azure["api-style"] {
+            let value = try reader.string(node, at: "azure.api-style")
+            guard let parsed = AzureSettings.APIStyle(rawValue: value) else {
+                throw ConfigError(file: file, key: "azure.api-style", reason: "must be 'classic' or 'v1', got '\(value)'")
+            }
+            style = parsed
+        }
+        let normalize = try azure["normalize"].map { try reader.bool($0, at: "azure.normalize") } ?? true
         let connectTimeout = try azure["connect-timeout-ms"].map { try reader.int($0, at: "azure.connect-timeout-ms", range: 100...120_000) } ?? 5000
 
         // users:
@@ -117,7 +137,8 @@ extension GatewayConfig {
         return GatewayConfig(
             databasePath: resolve(databasePath, against: baseDirectory),
             azure: AzureSettings(endpoint: endpoint, apiKey: apiKey, apiVersion: apiVersion,
-                                 deployments: deployments, connectTimeoutMs: connectTimeout),
+                                 deployments: deployments, connectTimeoutMs: connectTimeout, apiStyle: style,
+                                 apiVersions: apiVersions, normalize: normalize),
             users: users, fastcgi: fastcgi, warnings: warnings, file: file)
     }
 
@@ -176,6 +197,15 @@ struct YAMLReader {
             throw ConfigError(file: file, key: key, reason: "must not be empty")
         }
         return value.string
+    }
+
+    func bool(_ node: Node, at key: String) throws -> Bool {
+        let value = try scalar(node, at: key)
+        switch value.string.lowercased() {
+        case "true", "yes", "on": return true
+        case "false", "no", "off": return false
+        default: throw ConfigError(file: file, key: key, reason: "must be true or false, got '\(value.string)'")
+        }
     }
 
     func int(_ node: Node, at key: String, range: ClosedRange<Int>) throws -> Int {

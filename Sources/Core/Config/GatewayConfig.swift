@@ -36,21 +36,50 @@ public struct AzureSettings: Sendable {
     public var deployments: [String: String]
     /// Milliseconds to wait for a TCP/TLS connection to Azure before answering 502.
     public var connectTimeoutMs: Int
+    /// Which Azure URL style OpenAI-style requests are sent to.
+    public var apiStyle: APIStyle
+    /// Per-operation api-version overrides (e.g. `images/generations`, `responses`).
+    public var apiVersions: [String: String]
+    /// Whether answers are normalized for OpenAI clients.
+    public var normalize: Bool
+
+    /// Azure's two URL styles.
+    public enum APIStyle: String, Sendable {
+        /// `/openai/deployments/{deployment}/{op}?api-version=`.
+        case classic
+        /// `/openai/v1/{op}` with the deployment as `model`, no api-version.
+        case v1
+    }
 
     public static let defaultAPIVersion = "2024-10-21"
+    /// Operations that only exist in preview api-versions, when not overridden in config.
+    public static let defaultOperationVersions = [
+        "responses": "2025-04-01-preview",
+        "images/edits": "2025-04-01-preview",
+        "audio/speech": "2025-03-01-preview",
+    ]
 
     public init(endpoint: String, apiKey: String, apiVersion: String = AzureSettings.defaultAPIVersion,
-                deployments: [String: String] = [:], connectTimeoutMs: Int = 5000) {
+                deployments: [String: String] = [:], connectTimeoutMs: Int = 5000, apiStyle: APIStyle = .classic,
+                apiVersions: [String: String] = [:], normalize: Bool = true) {
         self.endpoint = endpoint
         self.apiKey = apiKey
         self.apiVersion = apiVersion
         self.deployments = deployments
         self.connectTimeoutMs = connectTimeoutMs
+        self.apiStyle = apiStyle
+        self.apiVersions = apiVersions
+        self.normalize = normalize
     }
 
     /// The deployment that serves `model`.
     public func deployment(for model: String) -> String {
         deployments[model] ?? model
+    }
+
+    /// The api-version for a classic request to `operation`.
+    public func apiVersion(for operation: String) -> String {
+        apiVersions[operation] ?? Self.defaultOperationVersions[operation] ?? apiVersion
     }
 }
 

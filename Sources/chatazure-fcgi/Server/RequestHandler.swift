@@ -21,6 +21,7 @@ struct RequestHandler {
         var bytes = 0
         var upstreamMs: Int?
         var route: AzureRoute?
+        var tokens: TokenUsage?
         switch decision.action {
         case .respond(let response):
             status = response.status
@@ -38,9 +39,18 @@ struct RequestHandler {
                 status = refusal.status
                 break
             }
-            let relay = SSERelay(exchange: exchange, keepaliveSeconds: keepaliveSeconds)
+            let relay = SSERelay(exchange: exchange, route: call.route, keepaliveSeconds: keepaliveSeconds)
             let outcome = upstream.perform(call, into: relay)
             relay.finish(outcome)
+            if let usage = relay.usage {
+                tokens = usage
+                do {
+                    try store.addTokens(userID: call.user.id, endpoint: call.route.operation,
+                                        prompt: usage.prompt, completion: usage.completion)
+                } catch {
+                    logger.error("recording tokens failed: \(error)")
+                }
+            }
             status = relay.clientGone ? 499 : relay.sentStatus
             bytes = relay.bytesSent
             upstreamMs = outcome.milliseconds
@@ -65,6 +75,7 @@ struct RequestHandler {
             metadata["stream"] = "\(route.streaming)"
         }
         if let upstreamMs { metadata["upstream_ms"] = "\(upstreamMs)" }
+        if let tokens { metadata["tokens"] = "\(tokens.prompt)+\(tokens.completion)" }
         logger.info("request", metadata: metadata)
     }
 }

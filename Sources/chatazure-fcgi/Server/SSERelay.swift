@@ -2,10 +2,11 @@ import CCurl
 import Core
 import Foundation
 
-/// Receives Azure's answer from libcurl and relays it to nginx. Success is passed through as it
-/// arrives; event streams go out one whole event per FastCGI record, flushed at once; errors are
-/// collected and rewritten into OpenAI's shape. A failed write marks the client gone, which
-/// makes libcurl abort the upstream transfer.
+/// Receives Azure's answer from libcurl and relays it to nginx. Event streams go out one whole
+/// (normalized) event per FastCGI record, flushed at once; JSON answers are collected, normalized
+/// and sent whole; anything else (audio) passes through as it arrives; errors are collected and
+/// rewritten into OpenAI's shape. A failed write marks the client gone, which makes libcurl abort
+/// the upstream transfer.
 final class SSERelay {
     private let exchange: FastCGIExchange
     private let keepaliveNanos: UInt64
@@ -13,8 +14,9 @@ final class SSERelay {
     private var headers: [(String, String)] = []
     private var contentType = ""
     private var headSent = false
-    private var errorBody: [UInt8] = []
+    private var collected: [UInt8] = []
     private var splitter = SSEEventSplitter()
+    private var normalizer: ResponseNormalizer
     private var lastWrite = DispatchTime.now().uptimeNanoseconds
 
     /// The client stopped reading; the transfer must end.
@@ -26,12 +28,17 @@ final class SSERelay {
     /// SSE events relayed.
     private(set) var events = 0
 
-    init(exchange: FastCGIExchange, keepaliveSeconds: Int) {
+    init(exchange: FastCGIExchange, route: AzureRoute, keepaliveSeconds: Int) {
         self.exchange = exchange
+        self.normalizer = ResponseNormalizer(route: route)
         self.keepaliveNanos = UInt64(keepaliveSeconds) * 1_000_000_000
     }
 
+    /// Tokens Azure reported, if it did.
+    var usage: TokenUsage? { normalizer.usage }
+
     private var isEventStream: Bool { contentType.hasPrefix("text/event-stream") }
+    private var isJSON: Bool { contentType.hasPrefix("application/json") }
 
     /// One raw header line from libcurl, status line included.
     func headerLine(_ line: UnsafeRawBufferPointer) {
@@ -55,13 +62,18 @@ final class SSERelay {
     func body(_ bytes: UnsafeRawBufferPointer) -> Bool {
         if clientGone { return false }
         if status >= 400 {
-            if errorBody.count < 1 << 20 { errorBody.append(contentsOf: bytes) }
+            if collected.count < 1 << 20 { collected.append(contentsOf: bytes) }
+            return true
+        }
+        if isJSON {
+            collected.append(contentsOf: bytes)
             return true
         }
         if !headSent { sendHead() }
         if isEventStream {
             for event in splitter.append(bytes) {
-                guard send(event, flush: true) else { return false }
+                guard let out = normalizer.event(event) else { continue }
+                guard send(out, flush: true) else { return false }
                 events += 1
             }
             return !clientGone
@@ -93,7 +105,7 @@ final class SSERelay {
             return
         }
         if status >= 400 {
-            let body = UpstreamResponse.normalizedError(status: status, body: errorBody)
+            let body = UpstreamResponse.normalizedError(status: status, body: collected)
             headers.removeAll { $0.0 == "content-type" }
             headers.append(("Content-Type", "application/json"))
             headers.append(("Content-Length", String(body.count)))
@@ -101,16 +113,23 @@ final class SSERelay {
             if exchange.writeHead(status: status, headers: headers) { bytesSent += body.count; exchange.write(body) }
             return
         }
+        if isJSON && !headSent {
+            let body = normalizer.body(collected)
+            sendHead(contentLength: body.count)
+            send(body)
+            return
+        }
         if !headSent { sendHead() }
-        if isEventStream, let rest = splitter.finish() {
-            if send(rest, flush: true) { events += 1 }
+        if isEventStream, let rest = splitter.finish(), let out = normalizer.event(rest) {
+            if send(out, flush: true) { events += 1 }
         }
     }
 
-    private func sendHead() {
+    private func sendHead(contentLength: Int? = nil) {
         headSent = true
         sentStatus = status
         var fields = headers
+        if let contentLength { fields.append(("Content-Length", String(contentLength))) }
         if isEventStream {
             fields.append(("Cache-Control", "no-cache"))
             fields.append(("X-Accel-Buffering", "no"))
@@ -120,6 +139,7 @@ final class SSERelay {
         }
     }
 
+    @discardableResult
     private func send(_ bytes: [UInt8], flush: Bool = false) -> Bool {
         bytes.withUnsafeBytes { send($0, flush: flush) }
     }

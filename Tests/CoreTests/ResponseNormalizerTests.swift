@@ -1,0 +1,101 @@
+import Foundation
+import Testing
+@testable import Core
+
+@Suite struct ResponseNormalizerTests {
+    let route = AzureRoute(operation: "chat/completions", model: "gpt-4o", deployment: "prod", url: "", streaming: true,
+                           normalize: true, clientWantsUsage: false)
+
+    func text(_ bytes: [UInt8]?) -> String? { bytes.map { String(decoding: $0, as: UTF8.self) } }
+
+    @Test func dropsAzuresEmptyChoicesFilterChunk() {
+        var normalizer = ResponseNormalizer(route: route)
+        let first = #"data: {"choices":[],"created":0,"id":"","model":"","object":"","prompt_filter_results":[{"prompt_index":0}]}"# + "\n\n"
+        #expect(normalizer.event(Array(first.utf8)) == nil)
+        let offsets = #"data: {"choices":[],"content_filter_offsets":{"check_offset":0},"id":"x"}"# + "\n\n"
+        #expect(normalizer.event(Array(offsets.utf8)) == nil)
+    }
+
+    @Test func rewritesModelInChunks() {
+        var normalizer = ResponseNormalizer(route: route)
+        let chunk = #"data: {"choices":[{"delta":{"content":"hi"}}],"model":"gpt-4o-2024-08-06","object":"chat.completion.chunk"}"# + "\n\n"
+        #expect(text(normalizer.event(Array(chunk.utf8))) ==
+                #"data: {"choices":[{"delta":{"content":"hi"}}],"model":"gpt-4o","object":"chat.completion.chunk"}"# + "\n\n")
+    }
+
+    @Test func usageChunkIsReadAndDroppedUnlessAsked() {
+        let usage = #"data: {"choices":[],"model":"m","usage":{"prompt_tokens":5,"completion_tokens":7,"total_tokens":12}}"# + "\n\n"
+        var quiet = ResponseNormalizer(route: route)
+        #expect(quiet.event(Array(usage.utf8)) == nil)
+        #expect(quiet.usage == TokenUsage(prompt: 5, completion: 7))
+        var asked = route
+        asked.clientWantsUsage = true
+        var loud = ResponseNormalizer(route: asked)
+        #expect(text(loud.event(Array(usage.utf8)))?.contains(#""model":"gpt-4o""#) == true)
+        #expect(loud.usage == TokenUsage(prompt: 5, completion: 7))
+    }
+
+    @Test func offLeavesBytesButStillCountsTokens() {
+        var off = route
+        off.normalize = false
+        var normalizer = ResponseNormalizer(route: off)
+        let first = #"data: {"choices":[],"prompt_filter_results":[]}"# + "\n\n"
+        #expect(text(normalizer.event(Array(first.utf8))) == first)
+        let body = #"{"model":"gpt-4o-2024-08-06","usage":{"prompt_tokens":1,"completion_tokens":2}}"#
+        #expect(text(normalizer.body(Array(body.utf8))) == body)
+        #expect(normalizer.usage == TokenUsage(prompt: 1, completion: 2))
+    }
+
+    @Test func passesDoneCommentsAndResponsesEvents() {
+        var normalizer = ResponseNormalizer(route: route)
+        #expect(text(normalizer.event(Array("data: [DONE]\n\n".utf8))) == "data: [DONE]\n\n")
+        #expect(text(normalizer.event(Array(": keepalive\n\n".utf8))) == ": keepalive\n\n")
+        var responses = ResponseNormalizer(route: AzureRoute(operation: "responses", model: "gpt-4o", deployment: "d", url: "",
+                                                             streaming: true, normalize: true))
+        let completed = "event: response.completed\n" + #"data: {"type":"response.completed","response":{"model":"x","usage":{"input_tokens":3,"output_tokens":4}}}"# + "\n\n"
+        #expect(text(responses.event(Array(completed.utf8))) == completed)
+        #expect(responses.usage == TokenUsage(prompt: 3, completion: 4))
+    }
+
+    @Test func modelReplacementKeepsJSONValid() throws {
+        let body = Array(#"{"id":"x", "model" : "a\"b", "n":1}"#.utf8)
+        let replaced = ResponseNormalizer.replacingModel(in: body, with: #"we"ird/name"#)
+        let object = try JSONSerialization.jsonObject(with: Data(replaced)) as? [String: Any]
+        #expect(object?["model"] as? String == #"we"ird/name"#)
+        #expect(object?["n"] as? Int == 1)
+    }
+}
+
+@Suite struct RequestBodyTests {
+    @Test func rewritesOnlyWhenNeeded() throws {
+        let original = #"{"model":"gpt-4o","stream":true,"messages":[]}"#
+        var untouched = try JSONRequestBody(Array(original.utf8))
+        untouched.finish()
+        #expect(String(decoding: untouched.bytes, as: UTF8.self) == original)
+
+        var body = try JSONRequestBody(Array(#"{"model":"gpt-4o","stream":true,"stream_options":{"x":1}}"#.utf8))
+        body.requestUsage()
+        body.setModel("prod-4o")
+        body.finish()
+        let object = try JSONSerialization.jsonObject(with: Data(body.bytes)) as? [String: Any]
+        #expect(object?["model"] as? String == "prod-4o")
+        let options = object?["stream_options"] as? [String: Any]
+        #expect(options?["include_usage"] as? Bool == true && options?["x"] as? Int == 1)
+
+        var old = try JSONRequestBody(Array(#"{"model":"m","stream":true,"stream_options":{"include_usage":true}}"#.utf8))
+        #expect(old.clientWantsUsage)
+        old.dropStreamOptions()
+        old.finish()
+        #expect(!String(decoding: old.bytes, as: UTF8.self).contains("stream_options"))
+    }
+
+    @Test func multipartModelField() {
+        let boundary = "XyZ"
+        let body = Array(("--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.mp3\"\r\nContent-Type: audio/mpeg\r\n\r\n"
+            + "model\r\n--XyZ\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper-1\r\n--XyZ--\r\n").utf8)
+        #expect(MultipartForm.boundary(fromContentType: "multipart/form-data; boundary=\"XyZ\"") == boundary)
+        #expect(MultipartForm.boundary(fromContentType: "application/json") == nil)
+        #expect(MultipartForm.field("model", in: body, boundary: boundary) == "whisper-1")
+        #expect(MultipartForm.field("prompt", in: body, boundary: boundary) == nil)
+    }
+}
