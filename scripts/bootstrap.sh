@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Installs what the gateway and its tests need and is missing: Debian packages, and with
-# --venv a Python venv (.venv) holding the official openai SDK and pytest.
+# --venv Chromium plus a Python venv (.venv) holding the official openai SDK and pytest;
+# with --bench, wrk and valgrind.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 
 packages=(libfcgi-dev libfcgi-bin libcurl4-openssl-dev libsqlite3-dev nginx-light spawn-fcgi curl sqlite3 python3-venv)
+# The end-to-end suite also drives a real browser.
+if [[ " $* " == *" --venv "* ]]; then packages+=(chromium); fi
 if [[ " $* " == *" --bench "* ]]; then packages+=(wrk valgrind); fi
 missing=()
 for package in "${packages[@]}"; do
