@@ -1,0 +1,506 @@
+#!/usr/bin/env python3
+"""chatazure-fcgi bench: one run starts its own upstreams and measures, side by side and interleaved,
+  (a) nginx proxy_pass straight to the upstream,
+  (b) a C libfcgi fixed-body program behind the same nginx (the physical limit of our path),
+  (c) chatazure-fcgi behind the same nginx,
+  (d) the LiteLLM proxy pointed at the same upstream,
+then prints medians and ratios, checks the targets and writes bench/RESULTS.md.
+Run it with bench/run.sh; `--smoke` is the seconds-long version CI runs (no targets)."""
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+KEY = "sk-bench-user-key-0001"
+AZURE_KEY = "bench-azure-key"
+CHAT_BODY = json.dumps({
+    "choices": [{"finish_reason": "stop", "index": 0, "logprobs": None,
+                 "message": {"content": "Hello! How can I help you today?", "refusal": None, "role": "assistant"},
+                 "content_filter_results": {"hate": {"filtered": False, "severity": "safe"}}}],
+    "created": 1730000000, "id": "chatcmpl-bench", "model": "gpt-4o-2024-08-06", "object": "chat.completion",
+    "system_fingerprint": "fp_bench", "usage": {"completion_tokens": 9, "prompt_tokens": 9, "total_tokens": 18}},
+    separators=(",", ":"))
+REQUEST = json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "hello"}]})
+AZURE_PATH = "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url, timeout=60, headers=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=2)
+            return True
+        except urllib.error.HTTPError:
+            return True
+        except Exception:
+            time.sleep(0.2)
+    return False
+
+
+def rss_mb(pid):
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except FileNotFoundError:
+        pass
+    return 0.0
+
+
+class Rig:
+    """Every process of one bench run, all on loopback."""
+
+    def __init__(self, work, binary, workers, smoke):
+        self.work, self.binary, self.smoke = work, binary, smoke
+        self.processes = []
+        work.mkdir(parents=True, exist_ok=True)
+        (work / "temp").mkdir(exist_ok=True)
+        (work / "body.json").write_text(CHAT_BODY)
+        self.ports = {name: free_port() for name in ("upstream", "a", "b", "c", "a_stream", "c_stream", "emulator", "litellm")}
+        self.start_emulator()
+        self.start_upstream_nginx()
+        self.start_baseline()
+        self.start_gateway(workers)
+        self.start_front_nginx()
+
+    def spawn(self, args, log, **kwargs):
+        process = subprocess.Popen(args, stdout=open(self.work / log, "w"), stderr=subprocess.STDOUT, **kwargs)
+        self.processes.append(process)
+        return process
+
+    def start_emulator(self):
+        self.spawn([sys.executable, str(ROOT / "Tests/emulator/azure_emulator.py"), "--port", str(self.ports["emulator"]),
+                    "--api-key", AZURE_KEY], "emulator.log")
+        assert wait_http(f"http://127.0.0.1:{self.ports['emulator']}/_emulator/health"), "emulator did not start"
+
+    def nginx(self, name, http_block, workers=2):
+        user = "user root;" if os.geteuid() == 0 else ""
+        conf = self.work / f"{name}.conf"
+        conf.write_text(f"""{user}
+worker_processes {workers};
+worker_rlimit_nofile 65536;
+pid {self.work}/{name}.pid;
+error_log {self.work}/{name}-error.log error;
+events {{ worker_connections 16384; }}
+http {{
+    access_log off;
+    client_body_temp_path {self.work}/temp;
+    {http_block}
+}}
+""")
+        subprocess.run(["nginx", "-p", str(self.work), "-c", str(conf), "-e", str(self.work / f"{name}-error.log")], check=True)
+        self.nginx_confs = getattr(self, "nginx_confs", []) + [conf]
+
+    def start_upstream_nginx(self):
+        # A fixed Azure answer; 1 worker so it is never the bottleneck that hides the others.
+        self.nginx("upstream", f"""server {{
+        listen 127.0.0.1:{self.ports['upstream']} backlog=4096;
+        keepalive_requests 1000000;
+        location / {{ default_type application/json; return 200 '{CHAT_BODY}'; }}
+    }}""", workers=1)
+
+    def start_baseline(self):
+        self.baseline_socket = str(self.work / "baseline.sock")
+        executable = self.work / "baseline_fcgi"
+        subprocess.run(["gcc", "-O2", "-o", str(executable), str(ROOT / "bench/baseline_fcgi.c"), "-lfcgi", "-lpthread"], check=True)
+        self.spawn([str(executable), self.baseline_socket, "64", str(self.work / "body.json")], "baseline.log")
+        deadline = time.monotonic() + 10
+        while not os.path.exists(self.baseline_socket) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def gateway_config(self, endpoint, workers):
+        path = self.work / f"gateway-{endpoint.rsplit(':', 1)[1]}.yaml"
+        path.write_text(f"web:\n  dbName: bench.db\nazure:\n  endpoint: {endpoint}\n  api-key: {AZURE_KEY}\n"
+                        f"users:\n  - username: bench\n    password: {KEY}\nfastcgi:\n  workers: {workers}\n")
+        return str(path)
+
+    def start_gateway(self, workers):
+        # One worker process for the fixed-body upstream, one for the SSE emulator, as a team runs it.
+        self.gateway_socket = str(self.work / "gateway.sock")
+        self.stream_socket = str(self.work / "gateway-stream.sock")
+        self.gateway = self.spawn([self.binary, "serve", "--config", self.gateway_config(f"http://127.0.0.1:{self.ports['upstream']}", workers),
+                                   "--socket", self.gateway_socket], "gateway.log")
+        self.stream_gateway = self.spawn([self.binary, "serve", "--config", self.gateway_config(f"http://127.0.0.1:{self.ports['emulator']}", workers),
+                                          "--socket", self.stream_socket], "gateway-stream.log")
+        deadline = time.monotonic() + 10
+        while not (os.path.exists(self.gateway_socket) and os.path.exists(self.stream_socket)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        self.idle_rss = rss_mb(self.gateway.pid)
+
+    def start_front_nginx(self):
+        location = (ROOT / "nginx/chatazure.conf").read_text()
+        self.nginx("front", f"""
+    upstream direct {{ server 127.0.0.1:{self.ports['upstream']}; keepalive 64; }}
+    upstream direct_stream {{ server 127.0.0.1:{self.ports['emulator']}; keepalive 64; }}
+    upstream baseline {{ server unix:{self.baseline_socket}; keepalive 16; }}
+    upstream chatazure_fcgi {{ server unix:{self.gateway_socket}; keepalive 16; }}
+    upstream chatazure_stream {{ server unix:{self.stream_socket}; keepalive 16; }}
+    server {{
+        listen 127.0.0.1:{self.ports['a']} backlog=4096;
+        location / {{ proxy_pass http://direct; proxy_http_version 1.1; proxy_set_header Connection ""; }}
+    }}
+    server {{
+        listen 127.0.0.1:{self.ports['a_stream']} backlog=4096;
+        location / {{ proxy_pass http://direct_stream; proxy_http_version 1.1; proxy_set_header Connection "";
+                     proxy_buffering off; proxy_read_timeout 600s; }}
+    }}
+    server {{
+        listen 127.0.0.1:{self.ports['b']} backlog=4096;
+        location / {{ fastcgi_pass baseline; fastcgi_keep_conn on;
+                     fastcgi_param REQUEST_METHOD $request_method; fastcgi_param CONTENT_LENGTH $content_length; }}
+    }}
+    server {{
+        listen 127.0.0.1:{self.ports['c']} backlog=4096;
+        {location}
+    }}
+    server {{
+        listen 127.0.0.1:{self.ports['c_stream']} backlog=4096;
+        {location.replace('fastcgi_pass chatazure_fcgi;', 'fastcgi_pass chatazure_stream;')}
+    }}""")
+        assert wait_http(f"http://127.0.0.1:{self.ports['c']}/healthz"), "front nginx or gateway did not start"
+
+    def start_litellm(self):
+        litellm = ROOT / ".venv-bench/bin/litellm"
+        if not litellm.exists():
+            return False
+        config = self.work / "litellm.yaml"
+        config.write_text(f"""model_list:
+  - model_name: gpt-4o
+    litellm_params:
+      model: azure/gpt-4o
+      api_base: http://127.0.0.1:{self.ports['upstream']}
+      api_key: {AZURE_KEY}
+      api_version: "2024-10-21"
+""")
+        self.spawn([str(litellm), "--config", str(config), "--port", str(self.ports["litellm"]), "--num_workers", "2"],
+                   "litellm.log", env={**os.environ, "LITELLM_LOG": "ERROR"})
+        return wait_http(f"http://127.0.0.1:{self.ports['litellm']}/health/liveliness", timeout=180)
+
+    def stop(self):
+        for conf in getattr(self, "nginx_confs", []):
+            subprocess.run(["nginx", "-p", str(self.work), "-c", str(conf), "-e", "/dev/null", "-s", "stop"], capture_output=True)
+        for process in self.processes:
+            process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+# ---- load generators ------------------------------------------------------------------------------
+
+def wrk(url, key_header, body, connections, threads, seconds, latency=False):
+    script = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-post-{os.getpid()}.lua"
+    headers = "".join(f'wrk.headers["{name}"] = "{value}"\n' for name, value in key_header.items())
+    script.write_text(f'wrk.method = "POST"\nwrk.body = {json.dumps(body)}\n'
+                      f'wrk.headers["Content-Type"] = "application/json"\n{headers}')
+    args = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "-s", str(script)]
+    if latency:
+        args.append("--latency")
+    output = subprocess.run(args + [url], capture_output=True, text=True, check=True).stdout
+    result = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))}
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    result["non2xx"] = int(errors.group(1)) if errors else 0
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    result["socket_errors"] = sum(map(int, socket_errors.groups())) if socket_errors else 0
+    if latency:
+        for percentile in ("50", "99"):
+            value, unit = re.search(rf"\s{percentile}%\s+([\d.]+)(us|ms|s)", output).groups()
+            result[f"p{percentile}_ms"] = float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    return result
+
+
+async def stream_once(port, path, headers, body):
+    """One streamed request on a fresh connection; arrival times of each SSE data event."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    payload = body.encode()
+    head = f"POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
+    head += "".join(f"{name}: {value}\r\n" for name, value in headers.items()) + "Connection: close\r\n\r\n"
+    started = time.perf_counter()
+    writer.write(head.encode() + payload)
+    await writer.drain()
+    status_line = await reader.readline()
+    status = int(status_line.split()[1]) if status_line else 0
+    buffer = b""
+    arrivals, reads, done = [], 0, False
+    while True:
+        data = await reader.read(65536)
+        if not data:
+            break
+        now = time.perf_counter() - started
+        reads += 1
+        buffer += data
+        count = buffer.count(b'"delta":{"content":"w')
+        while len(arrivals) < count:
+            arrivals.append(now)
+        if b"data: [DONE]" in buffer:
+            done = True
+            break
+    writer.close()
+    return {"status": status, "arrivals": arrivals, "done": done}
+
+
+def percentile(values, fraction):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))] if ordered else float("nan")
+
+
+def stream_timing(rig, runs, chunks, gap_ms):
+    """TTFB and inter-chunk gaps, direct (a) vs through the gateway (c), interleaved."""
+    body = json.dumps({"model": "gpt-4o", "stream": True,
+                       "messages": [{"role": "user", "content": f"[chunks={chunks} delay_ms={gap_ms}]"}]})
+    sides = {"a": (rig.ports["a_stream"], AZURE_PATH, {"api-key": AZURE_KEY}),
+             "c": (rig.ports["c_stream"], "/v1/chat/completions", {"Authorization": f"Bearer {KEY}"})}
+    found = {side: {"ttfb": [], "gaps": [], "coalesced": 0, "received": 0, "sent": 0, "errors": 0} for side in sides}
+    for _ in range(runs):
+        for side, (port, path, headers) in sides.items():
+            result = asyncio.run(stream_once(port, path, headers, body))
+            entry = found[side]
+            entry["sent"] += chunks
+            if result["status"] != 200 or not result["done"] or len(result["arrivals"]) != chunks:
+                entry["errors"] += 1
+                continue
+            arrivals = result["arrivals"]
+            entry["received"] += len(arrivals)
+            entry["ttfb"].append(arrivals[0] * 1000)
+            gaps = [(b - a) * 1000 for a, b in zip(arrivals, arrivals[1:])]
+            entry["gaps"].extend(gaps)
+            entry["coalesced"] += sum(1 for gap in gaps if gap < gap_ms / 4)
+    return found
+
+
+async def many_streams(port, count, chunks, gap_ms, sample):
+    body = json.dumps({"model": "gpt-4o", "stream": True,
+                       "messages": [{"role": "user", "content": f"[chunks={chunks} delay_ms={gap_ms}]"}]})
+    headers = {"Authorization": f"Bearer {KEY}"}
+
+    async def one():
+        try:
+            result = await asyncio.wait_for(stream_once(port, "/v1/chat/completions", headers, body), timeout=120)
+            return result["status"] == 200 and result["done"] and len(result["arrivals"]) == chunks
+        except Exception:
+            return False
+
+    sampler = asyncio.create_task(sample())
+    results = await asyncio.gather(*(one() for _ in range(count)))
+    sampler.cancel()
+    return results.count(False)
+
+
+def concurrency(rig, count, chunks, gap_ms):
+    peak = [0.0]
+
+    async def sample():
+        while True:
+            peak[0] = max(peak[0], rss_mb(rig.stream_gateway.pid))
+            await asyncio.sleep(0.2)
+
+    started = time.monotonic()
+    errors = asyncio.run(many_streams(rig.ports["c_stream"], count, chunks, gap_ms, sample))
+    return {"streams": count, "errors": errors, "peak_rss_mb": peak[0], "seconds": time.monotonic() - started}
+
+
+def callgrind(binary, work, upstream_port):
+    """Instructions per request for (c): two runs with different request counts under callgrind,
+    so start-up cancels out. Instruction counts repeat exactly here, unlike seconds."""
+    results = {}
+    for count in (20, 120):
+        sock = str(work / f"callgrind-{count}.sock")
+        out = work / f"callgrind-{count}.out"
+        config = work / f"callgrind-{count}.yaml"
+        config.write_text(f"web:\n  dbName: callgrind-{count}.db\nazure:\n  endpoint: http://127.0.0.1:{upstream_port}\n"
+                          f"  api-key: {AZURE_KEY}\nusers:\n  - username: bench\n    password: {KEY}\n")
+        process = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+                                    binary, "serve", "--config", str(config), "--socket", sock, "--workers", "1"],
+                                   stdout=subprocess.DEVNULL, stderr=open(work / f"callgrind-{count}.log", "w"))
+        deadline = time.monotonic() + 120
+        while not os.path.exists(sock) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        env = {"REQUEST_METHOD": "POST", "REQUEST_URI": "/v1/chat/completions", "CONTENT_TYPE": "application/json",
+               "CONTENT_LENGTH": str(len(REQUEST)), "HTTP_AUTHORIZATION": f"Bearer {KEY}", "PATH": os.environ["PATH"]}
+        for _ in range(count):
+            subprocess.run(["cgi-fcgi", "-bind", "-connect", sock], input=REQUEST.encode(), env=env,
+                           capture_output=True, timeout=60, check=True)
+        process.send_signal(signal.SIGTERM)
+        process.wait(120)
+        text = out.read_text(errors="replace")
+        match = re.search(r"^(?:summary|totals):\s+(\d+)", text, re.M)
+        results[count] = int(match.group(1))
+    return (results[120] - results[20]) / 100
+
+
+# ---- the run --------------------------------------------------------------------------------------
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="seconds-long run, no LiteLLM, no callgrind, no targets")
+    parser.add_argument("--binary", default=str(ROOT / ".build/release/chatazure-fcgi"))
+    parser.add_argument("--streams", type=int, default=1000)
+    parser.add_argument("--also-streams", type=int, default=5000, help="a larger concurrency run, reported only")
+    parser.add_argument("--workers", type=int, default=64)
+    args = parser.parse_args()
+    smoke = args.smoke
+    seconds, rounds = (1, 1) if smoke else (5, 3)
+    work = ROOT / "bench" / ".work"
+    shutil.rmtree(work, ignore_errors=True)
+    rig = Rig(work, args.binary, args.workers, smoke)
+    rows, checks = {}, []
+    try:
+        has_litellm = (not smoke) and rig.start_litellm()
+        body = REQUEST
+        targets = {
+            "a": (f"http://127.0.0.1:{rig.ports['a']}{AZURE_PATH}", {"api-key": AZURE_KEY}),
+            "b": (f"http://127.0.0.1:{rig.ports['b']}/v1/chat/completions", {}),
+            "c": (f"http://127.0.0.1:{rig.ports['c']}/v1/chat/completions", {"Authorization": f"Bearer {KEY}"}),
+        }
+        if has_litellm:
+            targets["d"] = (f"http://127.0.0.1:{rig.ports['litellm']}/v1/chat/completions", {"Authorization": "Bearer x"})
+        # Warm every path once.
+        for url, headers in targets.values():
+            wrk(url, headers, body, 4, 1, 1)
+
+        throughput = {side: [] for side in targets}
+        for _ in range(rounds):
+            for side, (url, headers) in targets.items():
+                result = wrk(url, headers, body, 64, 2, seconds)
+                throughput[side].append(result["rps"])
+                rows.setdefault(f"errors_{side}", 0)
+                rows[f"errors_{side}"] += result["non2xx"] + result["socket_errors"]
+        rows["throughput"] = {side: statistics.median(values) for side, values in throughput.items()}
+
+        latency = {"a": [], "c": []}
+        for _ in range(rounds):
+            for side in ("a", "c"):
+                url, headers = targets[side]
+                latency[side].append(wrk(url, headers, body, 1, 1, seconds, latency=True))
+        rows["latency"] = {side: {p: statistics.median(r[p] for r in runs) for p in ("p50_ms", "p99_ms")}
+                           for side, runs in latency.items()}
+
+        unauthorized = [wrk(targets["c"][0], {"Authorization": "Bearer wrong"}, body, 64, 2, seconds)["rps"] for _ in range(rounds)]
+        rows["unauthorized_rps"] = statistics.median(unauthorized)
+
+        rows["streams"] = stream_timing(rig, 3 if smoke else 20, 10 if smoke else 30, 20)
+        rows["idle_rss_mb"] = rig.idle_rss
+        rows["concurrency"] = [concurrency(rig, 50 if smoke else args.streams, 5, 1000)]
+        if not smoke and args.also_streams:
+            rows["concurrency"].append(concurrency(rig, args.also_streams, 5, 1000))
+        if not smoke:
+            rows["callgrind_instructions_per_request"] = callgrind(args.binary, work, rig.ports["upstream"])
+    finally:
+        rig.stop()
+
+    report = render(rows, smoke, args)
+    print(report["text"])
+    if not smoke:
+        (ROOT / "bench" / "RESULTS.md").write_text(report["markdown"])
+        print("wrote bench/RESULTS.md")
+    failures = [name for name, ok, _ in report["checks"] if not ok]
+    if smoke:
+        broken = rows["concurrency"][0]["errors"] or rows["streams"]["c"]["errors"] or rows["errors_c"]
+        print(f"bench smoke: {'FAILED' if broken else 'ok'} (no targets in smoke mode)")
+        return 1 if broken else 0
+    return 1 if failures else 0
+
+
+def render(rows, smoke, args):
+    tp = rows["throughput"]
+    lat = rows["latency"]
+    streams = rows["streams"]
+    checks = []
+
+    def check(name, ok, detail):
+        checks.append((name, ok, detail))
+
+    check("throughput c >= 0.25 x a", tp["c"] >= 0.25 * tp["a"], f"{tp['c'] / tp['a']:.2f}x")
+    if "d" in tp:
+        check("throughput c >= 50 x d (LiteLLM)", tp["c"] >= 50 * tp["d"], f"{tp['c'] / tp['d']:.0f}x")
+    else:
+        check("throughput c >= 50 x d (LiteLLM)", False, "LiteLLM not measured (bench/run.sh installs it)")
+    added50 = lat["c"]["p50_ms"] - lat["a"]["p50_ms"]
+    added99 = lat["c"]["p99_ms"] - lat["a"]["p99_ms"]
+    check("added latency p50 <= 0.3 ms", added50 <= 0.3, f"{added50:.3f} ms")
+    check("added latency p99 <= 1 ms", added99 <= 1.0, f"{added99:.3f} ms")
+    ttfb99 = percentile(streams["c"]["ttfb"], 0.99) - percentile(streams["a"]["ttfb"], 0.99)
+    gap99 = percentile(streams["c"]["gaps"], 0.99) - percentile(streams["a"]["gaps"], 0.99)
+    check("added first-chunk p99 <= 2 ms", ttfb99 <= 2.0, f"{ttfb99:.3f} ms")
+    check("added inter-chunk gap p99 <= 1 ms", gap99 <= 1.0, f"{gap99:.3f} ms")
+    check("zero coalesced chunks", streams["c"]["coalesced"] == 0, f"{streams['c']['coalesced']} coalesced, "
+          f"{streams['c']['received']}/{streams['c']['sent']} received")
+    first = rows["concurrency"][0]
+    check(f"{first['streams']} concurrent streams, 0 errors", first["errors"] == 0, f"{first['errors']} errors")
+    check(f"{first['streams']} streams worker RSS <= 150 MB", first["peak_rss_mb"] <= 150, f"{first['peak_rss_mb']:.1f} MB")
+    check("idle worker RSS <= 30 MB", rows["idle_rss_mb"] <= 30, f"{rows['idle_rss_mb']:.1f} MB")
+
+    lines = ["", "chatazure-fcgi bench" + (" (smoke)" if smoke else ""), ""]
+    lines.append(f"{'scenario':44} {'a nginx':>10} {'b C fcgi':>10} {'c gateway':>10} {'d LiteLLM':>10}  ratios")
+    lines.append(f"{'throughput, req/s (median)':44} {tp['a']:10.0f} {tp['b']:10.0f} {tp['c']:10.0f} "
+                 f"{tp.get('d', float('nan')):10.0f}  c/a={tp['c'] / tp['a']:.2f} c/b={tp['c'] / tp['b']:.2f}"
+                 + (f" c/d={tp['c'] / tp['d']:.0f}" if "d" in tp else ""))
+    lines.append(f"{'light load p50 / p99, ms':44} {lat['a']['p50_ms']:5.3f}/{lat['a']['p99_ms']:<5.3f} {'':10} "
+                 f"{lat['c']['p50_ms']:5.3f}/{lat['c']['p99_ms']:<5.3f}{'':12}added p50={added50:.3f} p99={added99:.3f}")
+    lines.append(f"{'401 path, req/s':44} {'':10} {'':10} {rows['unauthorized_rps']:10.0f} {'':10}  401/a={rows['unauthorized_rps'] / tp['a']:.2f}")
+    for side in ("a", "c"):
+        entry = streams[side]
+        lines.append(f"stream {side}: ttfb p50={percentile(entry['ttfb'], .5):.2f} p99={percentile(entry['ttfb'], .99):.2f} ms, "
+                     f"gap p50={percentile(entry['gaps'], .5):.2f} p99={percentile(entry['gaps'], .99):.2f} ms, "
+                     f"{entry['received']}/{entry['sent']} chunks, {entry['coalesced']} coalesced, {entry['errors']} errors")
+    for run in rows["concurrency"]:
+        lines.append(f"concurrency: {run['streams']} open streams, {run['errors']} errors, peak worker RSS {run['peak_rss_mb']:.1f} MB, "
+                     f"{run['seconds']:.1f} s")
+    lines.append(f"idle worker RSS: {rows['idle_rss_mb']:.1f} MB")
+    if "callgrind_instructions_per_request" in rows:
+        lines.append(f"callgrind: {rows['callgrind_instructions_per_request']:,.0f} instructions per request (c)")
+    if not smoke:
+        lines.append("")
+        for name, ok, detail in checks:
+            lines.append(f"  [{'PASS' if ok else 'FAIL'}] {name}: {detail}")
+    text = "\n".join(lines)
+
+    machine = f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores, " + \
+        next((l.split(':', 1)[1].strip() for l in Path('/proc/cpuinfo').read_text().splitlines() if l.startswith('model name')), "?")
+    memory = next((l.split(':', 1)[1].strip() for l in Path('/proc/meminfo').read_text().splitlines() if l.startswith('MemTotal')), "?")
+    versions = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip()
+    markdown = f"""# Bench results
+
+Written by `bench/run.sh` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.
+
+- Machine: {machine}, {memory} memory (shared and noisy: compare ratios, not absolute figures).
+- {versions}; wrk; one front nginx (2 workers) for (a), (b), (c); upstream: nginx `return 200` with a fixed
+  chat-completion body (throughput) and the bundled Azure emulator (streams).
+- (a) nginx `proxy_pass` straight to the upstream; (b) `bench/baseline_fcgi.c`, libfcgi, 64 threads, fixed body,
+  `fastcgi_keep_conn on`; (c) chatazure-fcgi, one worker process, `--workers {args.workers}`, the shipped
+  `nginx/chatazure.conf`; (d) LiteLLM proxy, `--num_workers 2`, no database, `azure/` model on the same upstream.
+- Throughput: `wrk -t2 -c64 -d5s` POST, 3 interleaved rounds (a b c d a b c d …), median.
+  Light load: `wrk -t1 -c1 -d5s --latency`, a and c interleaved, 3 rounds, median of p50/p99.
+- Streams: 20 streams of 30 chunks 20 ms apart, one at a time, a and c interleaved; concurrency: N streams at once,
+  5 chunks 1 s apart, worker RSS sampled every 0.2 s.
+
+```
+{text}
+```
+"""
+    return {"text": text, "markdown": markdown, "checks": checks}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
