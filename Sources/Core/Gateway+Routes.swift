@@ -30,9 +30,9 @@ extension Gateway {
 
     /// Rejects paths that could climb out of the inference API once decoded or merged.
     static func isSafePath(_ path: String) -> Bool {
-        let lowered = path.lowercased()
-        return !(lowered.contains("..") || lowered.contains("//") || lowered.contains("\\")
-            || lowered.contains("%2e") || lowered.contains("%2f") || lowered.contains("%5c") || lowered.contains("%00"))
+        !(ASCII.containsLowercased(path, "..") || ASCII.containsLowercased(path, "//") || ASCII.containsLowercased(path, "\\")
+            || ASCII.containsLowercased(path, "%2e") || ASCII.containsLowercased(path, "%2f")
+            || ASCII.containsLowercased(path, "%5c") || ASCII.containsLowercased(path, "%00"))
     }
 
     // MARK: OpenAI-style paths

@@ -99,3 +99,47 @@ import Testing
         #expect(MultipartForm.field("prompt", in: body, boundary: boundary) == nil)
     }
 }
+
+@Suite struct JSONScannerTests {
+    func object(_ bytes: [UInt8]) throws -> [String: Any] {
+        try #require(try JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any])
+    }
+
+    @Test(arguments: ["{", "{\"a\":}", "{\"a\" 1}", "{\"a\":1,}", "{\"a\":tru}", "{\"a\":\"x}", "{\"a\":1} x", "{'a':1}",
+                      "{\"a\":[1,2}", "{\"a\":-}", "{\"a\":\"\u{01}\"}", "nul"])
+    func rejectsInvalidJSON(text: String) {
+        #expect(throws: OpenAIError.self) { try JSONRequestBody(Array(text.utf8)) }
+    }
+
+    @Test func readsTopLevelFieldsOnly() throws {
+        let body = try JSONRequestBody(Array(#" { "messages":[{"model":"inner","stream":true}], "model" : "gpt\u002d4o", "stream":false, "n":1e3 } "#.utf8))
+        #expect(body.model == "gpt-4o")
+        #expect(!body.stream && !body.clientWantsUsage)
+    }
+
+    @Test func editsKeepEverythingElse() throws {
+        var body = try JSONRequestBody(Array(#"{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":false},"temperature":0.70}"#.utf8))
+        body.setModel("prod \"4o\"")
+        body.requestUsage()
+        let edited = try object(body.bytes)
+        #expect(edited["model"] as? String == "prod \"4o\"")
+        #expect((edited["stream_options"] as? [String: Any])?["include_usage"] as? Bool == true)
+        #expect(String(decoding: body.bytes, as: UTF8.self).contains(#""temperature":0.70"#))
+
+        var empty = try JSONRequestBody(Array(#"{"stream":true,"stream_options":{}}"#.utf8))
+        empty.requestUsage()
+        #expect(String(decoding: empty.bytes, as: UTF8.self) == #"{"stream":true,"stream_options":{"include_usage":true}}"#)
+
+        for text in [#"{"stream_options":{"include_usage":true},"stream":true}"#, #"{"stream":true, "stream_options":{"include_usage":true}}"#,
+                     #"{"stream_options":null}"#] {
+            var dropped = try JSONRequestBody(Array(text.utf8))
+            dropped.dropStreamOptions()
+            let result = try object(dropped.bytes)
+            #expect(result["stream_options"] == nil, "\(text)")
+        }
+
+        var bare = try JSONRequestBody(Array("{}".utf8))
+        bare.setModel("m")
+        #expect(String(decoding: bare.bytes, as: UTF8.self) == #"{"model":"m"}"#)
+    }
+}

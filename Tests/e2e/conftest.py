@@ -80,7 +80,7 @@ class Gateway:
     """nginx with the shipped location block in front of `processes` spawn-fcgi worker processes."""
 
     def __init__(self, workdir, endpoint, workers=4, processes=2, keepalive=4, nginx_workers=2,
-                 users=USERS, extra_azure="", serve_args=""):
+                 users=USERS, extra_azure="", serve_args="", extra_fastcgi=""):
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.socket = str(self.dir / "fcgi.sock")
@@ -94,7 +94,7 @@ class Gateway:
             f"azure:\n  endpoint: {endpoint}\n  api-key: {AZURE_KEY}\n  connect-timeout-ms: 2000\n"
             f"  deployments:\n    gpt-4o: gpt-4o\n    gpt-4o-mini: gpt-4o-mini\n{extra_azure}"
             f"users:\n{user_lines}"
-            f"fastcgi:\n  workers: {workers}\n")
+            f"fastcgi:\n  workers: {workers}\n{extra_fastcgi}")
         self.workers, self.processes, self.serve_args = workers, processes, serve_args
         self.nginx_workers, self.keepalive = nginx_workers, keepalive
         self.start_workers()

@@ -107,10 +107,13 @@ def test_sigterm_exit_code_is_zero_standalone(tmp_path, emulator):
     assert not (tmp_path / "w.sock").exists()
 
 
-def test_keep_conn_pool_smaller_than_nginx_keepalive_does_not_stall(tmp_path, emulator):
+@pytest.mark.parametrize("max_workers", [2, 64])
+def test_keep_conn_pool_smaller_than_nginx_keepalive_does_not_stall(tmp_path, emulator, max_workers):
     """2 nginx workers x keepalive 8 = 16 kept connections, but only 2 threads: the documented
-    misconfiguration. Parked threads must give idle connections up instead of stalling."""
-    gateway = Gateway(tmp_path / "gw", emulator.url, processes=1, workers=2, keepalive=8, nginx_workers=2)
+    misconfiguration. Parked threads must grow the pool or, at its maximum, give idle
+    connections up instead of stalling."""
+    gateway = Gateway(tmp_path / "gw", emulator.url, processes=1, workers=2, keepalive=8, nginx_workers=2,
+                      extra_fastcgi=f"  max-workers: {max_workers}\n")
     try:
         client = gateway.client(USERS["alice"], timeout=8)
 

@@ -126,12 +126,25 @@ extension GatewayConfig {
         // fastcgi:
         var fastcgi = FastCGISettings()
         if let node = top["fastcgi"] {
-            let section = try reader.mapping(node, at: "fastcgi", allowed: ["socket", "workers"])
+            let section = try reader.mapping(node, at: "fastcgi",
+                                             allowed: ["socket", "workers", "max-workers", "idle-seconds", "queue-timeout-ms"])
             if let socket = section["socket"] {
                 let value = try reader.string(socket, at: "fastcgi.socket")
                 fastcgi.socket = value.contains("/") || !value.contains(":") ? resolve(value, against: baseDirectory) : value
             }
-            if let workers = section["workers"] { fastcgi.workers = try reader.int(workers, at: "fastcgi.workers", range: 1...4096) }
+            if let workers = section["workers"] { fastcgi.workers = try reader.int(workers, at: "fastcgi.workers", range: 1...10_000) }
+            if let node = section["max-workers"] {
+                fastcgi.maxWorkers = try reader.int(node, at: "fastcgi.max-workers", range: 1...10_000)
+                guard fastcgi.maxWorkers >= fastcgi.workers else {
+                    throw ConfigError(file: file, key: "fastcgi.max-workers", reason: "must be at least fastcgi.workers (\(fastcgi.workers))")
+                }
+            } else {
+                fastcgi.maxWorkers = max(fastcgi.maxWorkers, fastcgi.workers)
+            }
+            if let node = section["idle-seconds"] { fastcgi.idleSeconds = try reader.int(node, at: "fastcgi.idle-seconds", range: 1...86_400) }
+            if let node = section["queue-timeout-ms"] {
+                fastcgi.queueTimeoutMs = try reader.int(node, at: "fastcgi.queue-timeout-ms", range: 0...600_000)
+            }
         }
 
         return GatewayConfig(

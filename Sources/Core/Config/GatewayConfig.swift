@@ -100,13 +100,24 @@ public struct ConfiguredUser: Sendable, Equatable {
 public struct FastCGISettings: Sendable, Equatable {
     /// Unix socket path or `host:port`; nil under spawn-fcgi, where the socket is fd 0.
     public var socket: String?
-    /// Threads in the pool; each serves one FastCGI connection at a time.
+    /// Threads always running; each serves one FastCGI connection (one request or stream) at a time.
     public var workers: Int
+    /// Threads the pool may grow to under load.
+    public var maxWorkers: Int
+    /// Seconds a thread above `workers` may idle before it exits.
+    public var idleSeconds: Int
+    /// Milliseconds a request waits for a thread when all `maxWorkers` are busy, before a 503.
+    public var queueTimeoutMs: Int
 
     public static let defaultWorkers = 16
+    public static let defaultMaxWorkers = 1024
 
-    public init(socket: String? = nil, workers: Int = FastCGISettings.defaultWorkers) {
+    public init(socket: String? = nil, workers: Int = FastCGISettings.defaultWorkers,
+                maxWorkers: Int? = nil, idleSeconds: Int = 30, queueTimeoutMs: Int = 3000) {
         self.socket = socket
         self.workers = workers
+        self.maxWorkers = max(maxWorkers ?? FastCGISettings.defaultMaxWorkers, workers)
+        self.idleSeconds = idleSeconds
+        self.queueTimeoutMs = queueTimeoutMs
     }
 }

@@ -16,15 +16,48 @@ public struct GatewayRequest: Sendable {
         self.path = path
         self.query = query
         var lowered: [String: String] = [:]
-        for (name, value) in headers { lowered[name.lowercased()] = value }
+        for (name, value) in headers { lowered[ASCII.lowercased(name)] = value }
         self.headers = lowered
+    }
+
+    /// Builds a request straight from libfcgi's `NAME=value` param strings, without Foundation.
+    public init(cParams: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) {
+        var method = "GET", uri = "/", query = ""
+        var headers: [String: String] = [:]
+        var cursor = cParams
+        while let entry = cursor?.pointee {
+            let length = strlen(entry)
+            let bytes = UnsafeRawBufferPointer(start: entry, count: length)
+            if let equals = bytes.firstIndex(of: UInt8(ascii: "=")) {
+                let name = UnsafeRawBufferPointer(rebasing: bytes[..<equals])
+                let value = String(decoding: bytes[(equals + 1)...], as: UTF8.self)
+                if name.starts(with: "HTTP_".utf8) {
+                    headers[ASCII.headerName(fromParam: name)] = value
+                } else {
+                    switch String(decoding: name, as: UTF8.self) {
+                    case "REQUEST_METHOD": method = value
+                    case "REQUEST_URI": uri = value
+                    case "QUERY_STRING": query = value
+                    case "CONTENT_TYPE": if !value.isEmpty { headers["content-type"] = value }
+                    case "CONTENT_LENGTH": if !value.isEmpty { headers["content-length"] = value }
+                    default: break
+                    }
+                }
+            }
+            cursor = cursor?.advanced(by: 1)
+        }
+        let path = uri.utf8.firstIndex(of: UInt8(ascii: "?")).map { String(uri[..<$0]) } ?? uri
+        self.method = ASCII.lowercased(method).uppercased()
+        self.path = path
+        self.query = query
+        self.headers = headers
     }
 
     /// Builds a request from FastCGI/CGI params (`HTTP_API_KEY` becomes `api-key`).
     public init(params: [String: String]) {
         var headers: [String: String] = [:]
         for (name, value) in params where name.hasPrefix("HTTP_") {
-            headers[name.dropFirst(5).lowercased().replacingOccurrences(of: "_", with: "-")] = value
+            headers[String(ASCII.lowercased(name.dropFirst(5)).map { $0 == "_" ? "-" : $0 })] = value
         }
         if let type = params["CONTENT_TYPE"], !type.isEmpty { headers["content-type"] = type }
         if let length = params["CONTENT_LENGTH"], !length.isEmpty { headers["content-length"] = length }
@@ -35,19 +68,19 @@ public struct GatewayRequest: Sendable {
 
     /// Declared body length; 0 when absent or malformed.
     public var contentLength: Int {
-        headers["content-length"].flatMap { Int($0.trimmingCharacters(in: .whitespaces)) } ?? 0
+        headers["content-length"].flatMap { Int(ASCII.trimmed($0)) } ?? 0
     }
 
     /// The user's key from `Authorization: Bearer` or `api-key`, whichever is present.
     public var presentedKey: String? {
         if let auth = headers["authorization"] {
-            let trimmed = auth.trimmingCharacters(in: .whitespaces)
-            if trimmed.lowercased().hasPrefix("bearer ") {
-                let key = trimmed.dropFirst(7).trimmingCharacters(in: .whitespaces)
-                if !key.isEmpty { return key }
+            let trimmed = ASCII.trimmed(auth)
+            if ASCII.hasPrefixLowercased(trimmed, "bearer ") {
+                let key = ASCII.trimmed(trimmed.dropFirst(7))
+                if !key.isEmpty { return String(key) }
             }
         }
-        if let key = headers["api-key"]?.trimmingCharacters(in: .whitespaces), !key.isEmpty { return key }
+        if let key = headers["api-key"].map(ASCII.trimmed), !key.isEmpty { return String(key) }
         return nil
     }
 }

@@ -1,73 +1,266 @@
 import Foundation
 
-/// A JSON request body: the fields the gateway reads, and the rewrites it makes before forwarding.
-/// The client's bytes go upstream untouched unless a rewrite is needed.
+/// A JSON request body: the top-level fields the gateway reads, and the byte edits it makes
+/// before forwarding. A small scanner instead of JSONSerialization: it validates the structure,
+/// finds `model`, `stream` and `stream_options` without building the object (which cost more
+/// than the rest of a request), and leaves every other byte as the client sent it.
 public struct JSONRequestBody {
     /// The bytes to send upstream.
     public private(set) var bytes: [UInt8]
     /// `model`, when present.
-    public let model: String?
+    public private(set) var model: String?
     /// `stream == true`.
-    public let stream: Bool
+    public private(set) var stream = false
     /// `stream_options.include_usage == true`.
-    public let clientWantsUsage: Bool
-    private var object: [String: Any]
-    private var dirty = false
+    public private(set) var clientWantsUsage = false
+    /// Byte ranges of top-level members: key start ..< value end, and the value alone.
+    private var members: [String: (member: Range<Int>, value: Range<Int>)] = [:]
+    private var usageValue: Range<Int>?
 
     public init(_ bytes: [UInt8]) throws {
         guard !bytes.isEmpty else {
             throw OpenAIError.invalidRequest("The request body is empty; send a JSON object.", code: "invalid_json")
         }
-        let parsed: Any
-        do {
-            parsed = try JSONSerialization.jsonObject(with: Data(bytes), options: [])
-        } catch {
-            throw OpenAIError.invalidRequest("We could not parse the JSON body of your request. Send valid JSON.", code: "invalid_json")
-        }
-        guard let object = parsed as? [String: Any] else {
-            throw OpenAIError.invalidRequest("The request body must be a JSON object.", code: "invalid_json")
-        }
-        if let model = object["model"], !(model is String) {
-            throw OpenAIError.invalidRequest("'model' must be a string.", param: "model", code: "invalid_type")
-        }
-        switch object["stream"] {
-        case nil, is NSNull: stream = false
-        case let flag as Bool: stream = flag
-        default: throw OpenAIError.invalidRequest("'stream' must be a boolean.", param: "stream", code: "invalid_type")
-        }
         self.bytes = bytes
-        self.object = object
-        self.model = object["model"] as? String
-        self.clientWantsUsage = ((object["stream_options"] as? [String: Any])?["include_usage"] as? Bool) ?? false
+        try scan()
     }
 
     /// Sets `model` (the v1 API wants the deployment there).
     public mutating func setModel(_ model: String) {
         guard self.model != model else { return }
-        object["model"] = model
-        dirty = true
+        let literal = Self.literal(model)
+        if let range = members["model"]?.value {
+            splice(range, with: literal)
+        } else {
+            insertMember(#""model":"# + literal)
+        }
     }
 
     /// Asks Azure for the final usage chunk of a stream, keeping the client's other stream options.
     public mutating func requestUsage() {
         guard stream, !clientWantsUsage else { return }
-        var options = object["stream_options"] as? [String: Any] ?? [:]
-        options["include_usage"] = true
-        object["stream_options"] = options
-        dirty = true
+        if let range = usageValue {
+            splice(range, with: "true")
+        } else if let options = members["stream_options"]?.value, bytes[options.lowerBound] == UInt8(ascii: "{") {
+            let empty = bytes[(options.lowerBound + 1)..<(options.upperBound - 1)].allSatisfy(ASCII.isSpace)
+            splice(options.lowerBound + 1 ..< options.lowerBound + 1, with: empty ? #""include_usage":true"# : #""include_usage":true,"#)
+        } else if let options = members["stream_options"]?.value {
+            splice(options, with: #"{"include_usage":true}"#)  // was null
+        } else {
+            insertMember(#""stream_options":{"include_usage":true}"#)
+        }
     }
 
     /// Removes `stream_options`, which api-versions before 2024-09-01-preview reject with a 400.
     public mutating func dropStreamOptions() {
-        guard object["stream_options"] != nil else { return }
-        object["stream_options"] = nil
-        dirty = true
+        guard let member = members["stream_options"]?.member else { return }
+        // Take the comma after the member, or else the one before it.
+        var end = member.upperBound
+        while end < bytes.count, ASCII.isSpace(bytes[end]) { end += 1 }
+        if end < bytes.count, bytes[end] == UInt8(ascii: ",") {
+            splice(member.lowerBound ..< end + 1, with: "")
+            return
+        }
+        var start = member.lowerBound
+        while start > 0, ASCII.isSpace(bytes[start - 1]) { start -= 1 }
+        if start > 0, bytes[start - 1] == UInt8(ascii: ",") { start -= 1 }
+        splice(start ..< member.upperBound, with: "")
     }
 
-    /// Applies pending rewrites to `bytes`.
-    public mutating func finish() {
-        guard dirty, let data = try? JSONSerialization.data(withJSONObject: object, options: [.withoutEscapingSlashes]) else { return }
-        bytes = [UInt8](data)
-        dirty = false
+    /// Kept for call sites that batch edits; edits apply at once.
+    public mutating func finish() {}
+
+    // MARK: Editing
+
+    private mutating func insertMember(_ member: String) {
+        let open = bytes.firstIndex(of: UInt8(ascii: "{"))!
+        splice(open + 1 ..< open + 1, with: members.isEmpty ? member : member + ",")
+    }
+
+    private mutating func splice(_ range: Range<Int>, with text: String) {
+        bytes.replaceSubrange(range, with: Array(text.utf8))
+        try? scan()  // the edit keeps the body valid; re-read the ranges
+    }
+
+    /// `value` as a JSON string literal.
+    static func literal(_ value: String) -> String {
+        var out = "\""
+        for scalar in value.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            case _ where scalar.value < 0x20: out += String(format: "\\u%04x", scalar.value)
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        return out + "\""
+    }
+
+    // MARK: Scanning
+
+    private mutating func scan() throws {
+        var scanner = JSONScanner(bytes: bytes)
+        scanner.skipSpace()
+        guard scanner.peek == UInt8(ascii: "{") else {
+            if (try? scanner.skipValue()) != nil {
+                throw OpenAIError.invalidRequest("The request body must be a JSON object.", code: "invalid_json")
+            }
+            throw Self.invalid
+        }
+        members = [:]
+        model = nil
+        stream = false
+        clientWantsUsage = false
+        usageValue = nil
+        try scanner.forEachMember { key, keyStart, value, scanner in
+            members[key] = (keyStart ..< value.upperBound, value)
+            switch key {
+            case "model":
+                guard scanner.bytes[value.lowerBound] == UInt8(ascii: "\"") else {
+                    throw OpenAIError.invalidRequest("'model' must be a string.", param: "model", code: "invalid_type")
+                }
+                model = scanner.string(value)
+            case "stream":
+                switch scanner.literal(value) {
+                case "true": stream = true
+                case "false", "null": stream = false
+                default: throw OpenAIError.invalidRequest("'stream' must be a boolean.", param: "stream", code: "invalid_type")
+                }
+            case "stream_options" where scanner.bytes[value.lowerBound] == UInt8(ascii: "{"):
+                var inner = JSONScanner(bytes: scanner.bytes, position: value.lowerBound)
+                try inner.forEachMember { innerKey, _, innerValue, innerScanner in
+                    if innerKey == "include_usage" {
+                        usageValue = innerValue
+                        clientWantsUsage = innerScanner.literal(innerValue) == "true"
+                    }
+                }
+            default:
+                break
+            }
+        }
+        scanner.skipSpace()
+        guard scanner.atEnd else { throw Self.invalid }
+    }
+
+    static let invalid = OpenAIError.invalidRequest("We could not parse the JSON body of your request. Send valid JSON.", code: "invalid_json")
+}
+
+/// Walks JSON bytes: validates structure and reports value ranges, building nothing.
+struct JSONScanner {
+    let bytes: [UInt8]
+    var position = 0
+
+    init(bytes: [UInt8], position: Int = 0) {
+        self.bytes = bytes
+        self.position = position
+    }
+
+    var atEnd: Bool { position >= bytes.count }
+    var peek: UInt8? { position < bytes.count ? bytes[position] : nil }
+
+    mutating func skipSpace() {
+        while position < bytes.count, ASCII.isSpace(bytes[position]) { position += 1 }
+    }
+
+    /// Calls `body` with each member of the object at `position`: key, key start, value range.
+    mutating func forEachMember(_ body: (String, Int, Range<Int>, JSONScanner) throws -> Void) throws {
+        guard peek == UInt8(ascii: "{") else { throw JSONRequestBody.invalid }
+        position += 1
+        skipSpace()
+        if peek == UInt8(ascii: "}") { position += 1; return }
+        while true {
+            skipSpace()
+            let keyStart = position
+            guard peek == UInt8(ascii: "\"") else { throw JSONRequestBody.invalid }
+            try skipString()
+            let key = string(keyStart ..< position)
+            skipSpace()
+            guard peek == UInt8(ascii: ":") else { throw JSONRequestBody.invalid }
+            position += 1
+            skipSpace()
+            let valueStart = position
+            try skipValue()
+            try body(key, keyStart, valueStart ..< position, self)
+            skipSpace()
+            switch peek {
+            case UInt8(ascii: ","): position += 1
+            case UInt8(ascii: "}"): position += 1; return
+            default: throw JSONRequestBody.invalid
+            }
+        }
+    }
+
+    mutating func skipValue(depth: Int = 0) throws {
+        guard depth < 256, let byte = peek else { throw JSONRequestBody.invalid }
+        switch byte {
+        case UInt8(ascii: "\""):
+            try skipString()
+        case UInt8(ascii: "{"):
+            try forEachMember { _, _, _, _ in }
+        case UInt8(ascii: "["):
+            position += 1
+            skipSpace()
+            if peek == UInt8(ascii: "]") { position += 1; return }
+            while true {
+                skipSpace()
+                try skipValue(depth: depth + 1)
+                skipSpace()
+                switch peek {
+                case UInt8(ascii: ","): position += 1
+                case UInt8(ascii: "]"): position += 1; return
+                default: throw JSONRequestBody.invalid
+                }
+            }
+        case UInt8(ascii: "t"): try expect("true")
+        case UInt8(ascii: "f"): try expect("false")
+        case UInt8(ascii: "n"): try expect("null")
+        case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+            let start = position
+            while let next = peek, (next >= 48 && next <= 57) || next == UInt8(ascii: "-") || next == UInt8(ascii: "+")
+                || next == UInt8(ascii: ".") || next == UInt8(ascii: "e") || next == UInt8(ascii: "E") {
+                position += 1
+            }
+            guard position > start, bytes[position - 1] >= 48 && bytes[position - 1] <= 57 else { throw JSONRequestBody.invalid }
+        default:
+            throw JSONRequestBody.invalid
+        }
+    }
+
+    private mutating func expect(_ word: StaticString) throws {
+        let count = word.utf8CodeUnitCount
+        guard position + count <= bytes.count else { throw JSONRequestBody.invalid }
+        for offset in 0..<count where bytes[position + offset] != word.utf8Start[offset] { throw JSONRequestBody.invalid }
+        position += count
+    }
+
+    private mutating func skipString() throws {
+        position += 1
+        while position < bytes.count {
+            switch bytes[position] {
+            case UInt8(ascii: "\""): position += 1; return
+            case UInt8(ascii: "\\"): position += 2
+            case 0..<0x20: throw JSONRequestBody.invalid
+            default: position += 1
+            }
+        }
+        throw JSONRequestBody.invalid
+    }
+
+    /// The decoded text of the string literal at `range`.
+    func string(_ range: Range<Int>) -> String {
+        let inner = bytes[(range.lowerBound + 1) ..< (range.upperBound - 1)]
+        if !inner.contains(UInt8(ascii: "\\")) { return String(decoding: inner, as: UTF8.self) }
+        let decoded = try? JSONSerialization.jsonObject(with: Data(bytes[range]), options: [.fragmentsAllowed]) as? String
+        return decoded ?? String(decoding: inner, as: UTF8.self)
+    }
+
+    /// The literal word (`true`, `false`, `null`, a number) at `range`, or "" for other values.
+    func literal(_ range: Range<Int>) -> String {
+        guard let first = range.first.map({ bytes[$0] }), first != UInt8(ascii: "\""), first != UInt8(ascii: "{"),
+              first != UInt8(ascii: "[") else { return "" }
+        return String(decoding: bytes[range], as: UTF8.self)
     }
 }

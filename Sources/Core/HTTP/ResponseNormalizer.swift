@@ -12,11 +12,37 @@ public struct TokenUsage: Sendable, Equatable {
         self.completion = completion
     }
 
-    /// Reads `usage` in either shape: chat (`prompt_tokens`) or Responses (`input_tokens`).
-    init?(_ object: Any?) {
-        guard let usage = object as? [String: Any] else { return nil }
-        let prompt = (usage["prompt_tokens"] ?? usage["input_tokens"]) as? Int
-        let completion = (usage["completion_tokens"] ?? usage["output_tokens"]) as? Int
+    /// Reads the `usage` object of a JSON text in either shape: chat (`prompt_tokens`) or
+    /// Responses (`input_tokens`). A byte scan: parsing a whole answer to read two numbers
+    /// cost more than the rest of the request.
+    init?<C: Collection>(scanning json: C) where C.Element == UInt8, C.Index == Int {
+        let bytes = Array(json)
+        guard let key = MultipartForm.find(Array(#""usage""#.utf8), in: bytes, from: 0) else { return nil }
+        var index = key + 7
+        while index < bytes.count, bytes[index] == 0x20 || bytes[index] == UInt8(ascii: ":") { index += 1 }
+        guard index < bytes.count, bytes[index] == UInt8(ascii: "{") else { return nil }  // null or absent
+        // The usage object ends at its matching brace; it holds no strings with braces.
+        var depth = 0, end = index
+        while end < bytes.count {
+            if bytes[end] == UInt8(ascii: "{") { depth += 1 }
+            if bytes[end] == UInt8(ascii: "}") { depth -= 1; if depth == 0 { break } }
+            end += 1
+        }
+        let usage = Array(bytes[index..<min(end + 1, bytes.count)])
+        func number(_ name: String) -> Int? {
+            guard let at = MultipartForm.find(Array("\"\(name)\"".utf8), in: usage, from: 0) else { return nil }
+            var cursor = at + name.utf8.count + 2
+            while cursor < usage.count, usage[cursor] == 0x20 || usage[cursor] == UInt8(ascii: ":") { cursor += 1 }
+            var value = 0, digits = 0
+            while cursor < usage.count, usage[cursor] >= 48, usage[cursor] <= 57 {
+                value = value * 10 + Int(usage[cursor] - 48)
+                cursor += 1
+                digits += 1
+            }
+            return digits > 0 ? value : nil
+        }
+        let prompt = number("prompt_tokens") ?? number("input_tokens")
+        let completion = number("completion_tokens") ?? number("output_tokens")
         guard prompt != nil || completion != nil else { return nil }
         self.init(prompt: prompt ?? 0, completion: completion ?? 0)
     }
@@ -37,8 +63,11 @@ public struct ResponseNormalizer {
     /// Usage seen so far (the last report wins).
     public private(set) var usage: TokenUsage?
 
+    private let escapedModel: [UInt8]
+
     public init(route: AzureRoute) {
         self.route = route
+        self.escapedModel = Self.escaped(route.model)
     }
 
     private var rewritesChunks: Bool { route.normalize && Gateway.chunkedOperations.contains(route.operation) }
@@ -48,13 +77,10 @@ public struct ResponseNormalizer {
         guard let data = Self.dataPayload(event) else { return event }  // comments, [DONE], non-data lines
         let mayMatter = Self.contains(data, #""choices":[]"#) || Self.contains(data, #""choices": []"#)
             || Self.contains(data, #""usage""#)
-        guard mayMatter else { return rewritesChunks ? Self.replacingModel(in: event, with: route.model) : event }
-        guard let object = try? JSONSerialization.jsonObject(with: Data(data)) as? [String: Any] else { return event }
-        // Responses API events nest usage in `response`.
-        if let found = TokenUsage(object["usage"]) ?? TokenUsage((object["response"] as? [String: Any])?["usage"]) {
-            usage = found
-        }
-        guard rewritesChunks else { return event }
+        guard mayMatter else { return rewritesChunks ? Self.replacingModel(in: event, escaped: escapedModel) : event }
+        // Responses API events nest usage in `response`; the scan finds it there too.
+        if let found = TokenUsage(scanning: data) { usage = found }
+        guard rewritesChunks, let object = try? JSONSerialization.jsonObject(with: Data(data)) as? [String: Any] else { return event }
         if let choices = object["choices"] as? [Any], choices.isEmpty {
             let hasUsage = object["usage"] != nil && !(object["usage"] is NSNull)
             if hasUsage && !route.clientWantsUsage { return nil }
@@ -63,16 +89,14 @@ public struct ResponseNormalizer {
                 return nil
             }
         }
-        return Self.replacingModel(in: event, with: route.model)
+        return Self.replacingModel(in: event, escaped: escapedModel)
     }
 
     /// A whole JSON answer in, the answer to send out.
     public mutating func body(_ body: [UInt8]) -> [UInt8] {
-        if let object = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any], let found = TokenUsage(object["usage"]) {
-            usage = found
-        }
+        if let found = TokenUsage(scanning: body) { usage = found }
         guard route.normalize, route.operation != "responses", route.model != "-" else { return body }
-        return Self.replacingModel(in: body, with: route.model)
+        return Self.replacingModel(in: body, escaped: escapedModel)
     }
 
     // MARK: Bytes
@@ -93,8 +117,18 @@ public struct ResponseNormalizer {
         MultipartForm.find(Array(needle.utf8), in: Array(haystack), from: 0) != nil
     }
 
+    /// `model` as the inside of a JSON string literal.
+    static func escaped(_ model: String) -> [UInt8] {
+        (try? JSONSerialization.data(withJSONObject: [model], options: [.withoutEscapingSlashes]))
+            .map { Array($0.dropFirst(2).dropLast(2)) } ?? Array(model.utf8)
+    }
+
     /// Replaces the string value of the first `"model"` key with `model`.
     static func replacingModel(in bytes: [UInt8], with model: String) -> [UInt8] {
+        replacingModel(in: bytes, escaped: escaped(model))
+    }
+
+    static func replacingModel(in bytes: [UInt8], escaped: [UInt8]) -> [UInt8] {
         let key = Array(#""model""#.utf8)
         guard let keyAt = MultipartForm.find(key, in: bytes, from: 0) else { return bytes }
         var index = keyAt + key.count
@@ -110,8 +144,6 @@ public struct ResponseNormalizer {
             valueEnd += bytes[valueEnd] == UInt8(ascii: "\\") ? 2 : 1
         }
         guard valueEnd < bytes.count else { return bytes }
-        let escaped = (try? JSONSerialization.data(withJSONObject: [model], options: [.withoutEscapingSlashes]))
-            .map { Array($0.dropFirst(2).dropLast(2)) } ?? Array(model.utf8)
         var result = bytes
         result.replaceSubrange(valueStart..<valueEnd, with: escaped)
         return result

@@ -6,7 +6,14 @@ public enum UserKey {
     /// Hex SHA-256 of the key. Keys are high-entropy tokens, so a fast hash is the right
     /// tool (as for GitHub or Stripe tokens); the plaintext is never stored.
     public static func hash(_ key: String) -> String {
-        SHA256.hash(data: Array(key.utf8)).map { String(format: "%02x", $0) }.joined()
+        let digits = Array("0123456789abcdef".utf8)
+        var hex = [UInt8]()
+        hex.reserveCapacity(64)
+        for byte in SHA256.hash(data: Array(key.utf8)) {
+            hex.append(digits[Int(byte >> 4)])
+            hex.append(digits[Int(byte & 0x0f)])
+        }
+        return String(decoding: hex, as: UTF8.self)
     }
 
     /// A new key: `sk-` plus 48 random alphanumerics (~285 bits).

@@ -19,8 +19,11 @@ extension ChatAzureFCGI {
         @Option(help: "Unix socket path or host:port; overrides fastcgi.socket.")
         var socket: String?
 
-        @Option(help: "Threads in the pool; overrides fastcgi.workers.")
+        @Option(help: "Threads always running; overrides fastcgi.workers.")
         var workers: Int?
+
+        @Option(help: "Threads the pool may grow to; overrides fastcgi.max-workers.")
+        var maxWorkers: Int?
 
         @Option(help: "Seconds in-flight requests get to finish after SIGTERM.")
         var drainSeconds: Int = 30
@@ -45,7 +48,10 @@ extension ChatAzureFCGI {
             }
             for warning in config.warnings { logger.warning("\(warning)") }
             let threads = workers ?? config.fastcgi.workers
-            guard (1...4096).contains(threads) else { ExitWithMessage.fail("--workers must be between 1 and 4096") }
+            let maxThreads = maxWorkers ?? max(config.fastcgi.maxWorkers, threads)
+            guard (1...10_000).contains(threads), maxThreads >= threads, maxThreads <= 10_000 else {
+                ExitWithMessage.fail("--workers must be 1...10000 and --max-workers at least --workers")
+            }
 
             // Migrate the schema and sync config users once, before any thread opens the file.
             do {
@@ -64,7 +70,7 @@ extension ChatAzureFCGI {
                 listenSocket = 0
                 logger.info("listening on the socket passed as fd 0 (spawn-fcgi)")
             } else if let path = socket ?? config.fastcgi.socket {
-                listenSocket = Self.open(path, backlog: max(128, threads * 2))
+                listenSocket = Self.open(path, backlog: 4096)
                 logger.info("listening", metadata: ["socket": "\(path)"])
             } else {
                 ExitWithMessage.fail("no socket: set fastcgi.socket in \(config.file), pass --socket, or run under spawn-fcgi")
@@ -73,8 +79,11 @@ extension ChatAzureFCGI {
             logger.info("upstream", metadata: ["endpoint": "\(config.azure.endpoint)", "api_version": "\(config.azure.apiVersion)"])
             let pool = WorkerPool(
                 gateway: Gateway(config: config),
-                settings: .init(listenSocket: listenSocket, threads: threads, drainSeconds: drainSeconds,
-                                keepaliveSeconds: keepaliveSeconds, stackSize: 512 * 1024),
+                settings: .init(listenSocket: listenSocket, minThreads: threads, maxThreads: maxThreads,
+                                idleSeconds: config.fastcgi.idleSeconds, queueTimeoutMs: config.fastcgi.queueTimeoutMs,
+                                drainSeconds: drainSeconds, keepaliveSeconds: keepaliveSeconds,
+                                // Small stacks: a thousand open streams are a thousand threads.
+                                stackSize: 256 * 1024),
                 logger: logger)
             let code = pool.run()
             if listenSocket != 0, let path = socket ?? config.fastcgi.socket, path.contains("/") { unlink(path) }

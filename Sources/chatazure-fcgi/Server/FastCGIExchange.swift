@@ -8,17 +8,7 @@ struct FastCGIExchange {
 
     /// The request as the gateway sees it, built from the params nginx sent.
     func request() -> GatewayRequest {
-        var params: [String: String] = [:]
-        if var cursor = raw.pointee.envp {
-            while let entry = cursor.pointee {
-                let pair = String(cString: entry)
-                if let equals = pair.firstIndex(of: "=") {
-                    params[String(pair[..<equals])] = String(pair[pair.index(after: equals)...])
-                }
-                cursor += 1
-            }
-        }
-        return GatewayRequest(params: params)
+        GatewayRequest(cParams: raw.pointee.envp)
     }
 
     /// Reads the whole body, refusing more than `limit` bytes with a 413.

@@ -6,7 +6,7 @@ import Logging
 /// Serves one request on a worker thread: decide, count, forward, relay, log.
 struct RequestHandler {
     let gateway: Gateway
-    let store: UsageStore
+    let stores: UsageStorePool
     let upstream: UpstreamClient
     let keepaliveSeconds: Int
     let logger: Logger
@@ -14,8 +14,19 @@ struct RequestHandler {
     func serve(_ exchange: FastCGIExchange) {
         let started = DispatchTime.now().uptimeNanoseconds
         let request = exchange.request()
-        let decision = gateway.decide(request, store: store) { limit in
-            try exchange.readBody(declaredLength: request.contentLength, limit: limit)
+        let decision: GatewayDecision
+        do {
+            decision = try stores.with { store in
+                gateway.decide(request, store: store) { limit in
+                    try exchange.readBody(declaredLength: request.contentLength, limit: limit)
+                }
+            }
+        } catch {
+            logger.error("cannot open the database: \(error)")
+            let failure = OpenAIError(status: 503, message: "The usage database cannot be opened.", type: "server_error",
+                                      code: "database_unavailable")
+            exchange.respond(failure.response)
+            return
         }
         var status = 0
         var bytes = 0
@@ -31,7 +42,7 @@ struct RequestHandler {
             route = call.route
             do {
                 // Counted before forwarding: a request Azure sees is never left uncounted.
-                try store.countRequest(userID: call.user.id, endpoint: call.route.operation)
+                try stores.with { try $0.countRequest(userID: call.user.id, endpoint: call.route.operation) }
             } catch {
                 let refusal = OpenAIError.overloaded("the usage database is busy; the request was not forwarded")
                 logger.error("counting failed: \(error)")
@@ -45,8 +56,10 @@ struct RequestHandler {
             if let usage = relay.usage {
                 tokens = usage
                 do {
-                    try store.addTokens(userID: call.user.id, endpoint: call.route.operation,
-                                        prompt: usage.prompt, completion: usage.completion)
+                    try stores.with {
+                        try $0.addTokens(userID: call.user.id, endpoint: call.route.operation,
+                                         prompt: usage.prompt, completion: usage.completion)
+                    }
                 } catch {
                     logger.error("recording tokens failed: \(error)")
                 }
@@ -60,23 +73,16 @@ struct RequestHandler {
         }
         exchange.drainBody()
 
-        let totalMs = Double(DispatchTime.now().uptimeNanoseconds - started) / 1_000_000
-        var metadata: Logger.Metadata = [
-            "id": "\(RequestID.make())",
-            "user": "\(decision.user?.username ?? "-")",
-            "method": "\(request.method)",
-            "path": "\(request.path)",
-            "status": "\(status)",
-            "ms": "\(String(format: "%.1f", totalMs))",
-            "bytes": "\(bytes)",
-        ]
+        // One pre-built line: metadata would be sorted and re-formatted by the handler per request.
+        let totalMs = Double((DispatchTime.now().uptimeNanoseconds - started) / 100_000) / 10
+        var line = "request id=\(RequestID.make()) user=\(decision.user?.username ?? "-") method=\(request.method)"
+        line += " path=\(request.path) status=\(status) ms=\(totalMs) bytes=\(bytes)"
         if let route {
-            metadata["model"] = "\(route.model) -> \(route.deployment)"
-            metadata["stream"] = "\(route.streaming)"
+            line += " model=\(route.model) -> \(route.deployment) stream=\(route.streaming)"
         }
-        if let upstreamMs { metadata["upstream_ms"] = "\(upstreamMs)" }
-        if let tokens { metadata["tokens"] = "\(tokens.prompt)+\(tokens.completion)" }
-        logger.info("request", metadata: metadata)
+        if let upstreamMs { line += " upstream_ms=\(upstreamMs)" }
+        if let tokens { line += " tokens=\(tokens.prompt)+\(tokens.completion)" }
+        logger.info("\(line)")
     }
 }
 

@@ -40,22 +40,34 @@ final class SSERelay {
     private var isEventStream: Bool { contentType.hasPrefix("text/event-stream") }
     private var isJSON: Bool { contentType.hasPrefix("application/json") }
 
-    /// One raw header line from libcurl, status line included.
+    /// One raw header line from libcurl, status line included. Byte-level: it runs for every
+    /// header of every answer.
     func headerLine(_ line: UnsafeRawBufferPointer) {
-        let text = String(decoding: line, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-        if text.hasPrefix("HTTP/") {
+        let whole = ASCII.trimmed(line, 0..<line.count)
+        guard !whole.isEmpty else { return }
+        if whole.count > 5, line.starts(with: "HTTP/".utf8) {
             // A new response starts (after 100 Continue or a redirect): forget the last one.
-            let parts = text.split(separator: " ", maxSplits: 2)
-            status = parts.count > 1 ? Int(parts[1]) ?? 502 : 502
+            var index = whole.lowerBound
+            while index < whole.upperBound, line[index] != 0x20 { index += 1 }
+            while index < whole.upperBound, line[index] == 0x20 { index += 1 }
+            var code = 0, digits = 0
+            while index < whole.upperBound, line[index] >= 48, line[index] <= 57, digits < 3 {
+                code = code * 10 + Int(line[index] - 48)
+                index += 1
+                digits += 1
+            }
+            status = digits == 3 ? code : 502
             headers.removeAll()
             contentType = ""
             return
         }
-        guard let colon = text.firstIndex(of: ":") else { return }
-        let name = text[..<colon].lowercased()
-        let value = text[text.index(after: colon)...].trimmingCharacters(in: .whitespaces)
-        if name == "content-type" { contentType = value.lowercased() }
-        if UpstreamResponse.isForwarded(name) { headers.append((name, value)) }
+        guard let colon = line[whole].firstIndex(of: UInt8(ascii: ":")) else { return }
+        let name = ASCII.lowercased(line, whole.lowerBound..<colon)
+        let isType = name == "content-type"
+        guard isType || UpstreamResponse.isForwarded(name) else { return }
+        let value = String(decoding: line[ASCII.trimmed(line, (colon + 1)..<whole.upperBound)], as: UTF8.self)
+        if isType { contentType = ASCII.lowercased(value) }
+        headers.append((name, value))
     }
 
     /// Body bytes from libcurl; false aborts the transfer.

@@ -5,20 +5,23 @@ import Foundation
 import Logging
 import Synchronization
 
-/// The FastCGI worker pool: a fixed number of threads, each with its own `FCGX_Request`,
-/// SQLite connection and libcurl handle, all accepting on one listening socket.
-///
-/// libfcgi serves one connection per thread. With `fastcgi_keep_conn on`, a thread stays parked
-/// on its kept-alive connection between requests; size the pool above nginx's
-/// worker_processes × keepalive so parked threads never leave new connections waiting. When it is
-/// not, a parked thread gives its idle connection up for a waiting one (see `WorkerThread`).
+/// The FastCGI worker pool. libfcgi serves one connection per thread, and an open stream holds its
+/// thread, so the pool grows like php-fpm's dynamic mode: from `minThreads` up to `maxThreads`
+/// whenever no thread is left accepting, and back down when threads sit idle. Each thread has its
+/// own `FCGX_Request` and libcurl handle; SQLite connections are shared through a `UsageStorePool`.
 final class WorkerPool: @unchecked Sendable {
-    /// Everything a worker thread needs, fixed at start.
+    /// Everything fixed at start.
     struct Settings {
         /// Listening socket (fd 0 under spawn-fcgi).
         var listenSocket: Int32
-        /// Threads to run.
-        var threads: Int
+        /// Threads kept even when idle.
+        var minThreads: Int
+        /// Threads at most; beyond, requests wait `queueTimeoutMs` and then get a 503.
+        var maxThreads: Int
+        /// Seconds a thread above `minThreads` may idle before it exits.
+        var idleSeconds: Int
+        /// Milliseconds a request may wait for a thread when all `maxThreads` are busy.
+        var queueTimeoutMs: Int
         /// Seconds to let in-flight requests finish after SIGTERM.
         var drainSeconds: Int
         /// Seconds of upstream silence before an SSE comment is sent.
@@ -30,26 +33,30 @@ final class WorkerPool: @unchecked Sendable {
     let gateway: Gateway
     let settings: Settings
     let logger: Logger
+    let stores: UsageStorePool
     /// Requests accepted and not yet finished.
     let inFlight = Atomic<Int>(0)
     /// Threads blocked in accept() on the listening socket.
     let accepting = Atomic<Int>(0)
-    /// Threads still running their loop.
-    let running = Atomic<Int>(0)
+    /// Threads alive (or reserved while starting).
+    let total = Atomic<Int>(0)
     /// Set once SIGTERM arrived.
     let stopping = Atomic<Bool>(false)
-    private var workers: [WorkerThread] = []
+    private let workers = Mutex<[WorkerThread]>([])
+    private let nextIndex = Atomic<Int>(0)
+    private var overflow: OverflowResponder?
 
     init(gateway: Gateway, settings: Settings, logger: Logger) {
         self.gateway = gateway
         self.settings = settings
         self.logger = logger
+        self.stores = UsageStorePool(path: gateway.config.databasePath)
     }
 
-    /// Starts the threads and blocks until SIGTERM/SIGINT has been handled. Returns the exit code.
+    /// Starts the threads and supervises them until SIGTERM/SIGINT has been handled.
     func run() -> Int32 {
         signal(SIGPIPE, SIG_IGN)
-        // SIGUSR1 only interrupts a blocking accept()/read() in an idle thread during shutdown.
+        // SIGUSR1 only interrupts a blocking accept()/read()/poll() so a thread re-reads its flags.
         var wake = sigaction()
         wake.__sigaction_handler.sa_handler = { _ in }
         wake.sa_flags = 0  // no SA_RESTART: the blocked call must return EINTR
@@ -62,32 +69,92 @@ final class WorkerPool: @unchecked Sendable {
         for number in [SIGTERM, SIGINT, SIGHUP] { sigaddset(&stopSignals, number) }
         pthread_sigmask(SIG_BLOCK, &stopSignals, nil)
 
-        for index in 0..<settings.threads {
-            let worker = WorkerThread(pool: self, index: index)
-            workers.append(worker)
-            running.add(1, ordering: .relaxed)
-            guard worker.start(stackSize: settings.stackSize) else {
-                running.subtract(1, ordering: .relaxed)
-                logger.critical("cannot start worker thread \(index): \(String(cString: strerror(errno)))")
+        for _ in 0..<settings.minThreads {
+            guard spawn() else {
+                logger.critical("cannot start worker threads: \(String(cString: strerror(errno)))")
                 return 1
             }
         }
-        logger.info("serving", metadata: ["threads": "\(settings.threads)"])
+        overflow = OverflowResponder(pool: self)
+        guard overflow!.start() else { return 1 }
+        logger.info("serving", metadata: ["threads": "\(settings.minThreads)", "max_threads": "\(settings.maxThreads)"])
 
         var received: Int32 = 0
-        sigwait(&stopSignals, &received)
+        var tick = timespec(tv_sec: 0, tv_nsec: 100_000_000)
+        var lastShrink = DispatchTime.now().uptimeNanoseconds
+        while true {
+            received = sigtimedwait(&stopSignals, nil, &tick)
+            if received > 0 { break }
+            overflow?.unblockIfStale()
+            let now = DispatchTime.now().uptimeNanoseconds
+            if now - lastShrink >= 1_000_000_000 {
+                lastShrink = now
+                shrink(now: now)
+            }
+        }
+        return drain(signal: received)
+    }
+
+    /// Starts one more thread if below the maximum; false when at the maximum or pthread failed.
+    @discardableResult
+    func spawn() -> Bool {
+        while true {
+            let current = total.load(ordering: .relaxed)
+            guard current < settings.maxThreads else { return false }
+            if total.compareExchange(expected: current, desired: current + 1, ordering: .relaxed).exchanged { break }
+        }
+        let worker = WorkerThread(pool: self, index: nextIndex.add(1, ordering: .relaxed).oldValue)
+        workers.withLock { $0.append(worker) }
+        guard worker.start(stackSize: settings.stackSize) else {
+            workers.withLock { list in list.removeAll { $0 === worker } }
+            total.subtract(1, ordering: .relaxed)
+            return false
+        }
+        return true
+    }
+
+    /// Called by a thread that just took a request: keep one thread accepting while we may grow.
+    func growIfNeeded() {
+        if accepting.load(ordering: .relaxed) == 0 && !stopping.load(ordering: .relaxed) { spawn() }
+    }
+
+    /// Called by a thread leaving its loop.
+    func exited(_ worker: WorkerThread) {
+        workers.withLock { list in list.removeAll { $0 === worker } }
+        total.subtract(1, ordering: .relaxed)
+    }
+
+    /// Retires threads above the minimum that have idled longer than `idleSeconds`.
+    private func shrink(now: UInt64) {
+        var excess = total.load(ordering: .relaxed) - settings.minThreads
+        guard excess > 0 else { return }
+        let limit = UInt64(settings.idleSeconds) * 1_000_000_000
+        workers.withLock { list in
+            for worker in list where excess > 0 && worker.idleLongerThan(limit, now: now) {
+                // Keep one thread accepting, so a new connection never waits for a spawn.
+                if worker.isAccepting && accepting.load(ordering: .relaxed) <= 1 { continue }
+                worker.retire()
+                excess -= 1
+            }
+        }
+    }
+
+    private func drain(signal received: Int32) -> Int32 {
         logger.info("shutting down: stop accepting, draining in-flight requests",
                     metadata: ["signal": "\(received)", "in_flight": "\(inFlight.load(ordering: .relaxed))"])
         stopping.store(true, ordering: .sequentiallyConsistent)
         FCGX_ShutdownPending()
-
         let deadline = DispatchTime.now().uptimeNanoseconds + UInt64(settings.drainSeconds) * 1_000_000_000
         while DispatchTime.now().uptimeNanoseconds < deadline {
             // Wake threads parked in accept() or on an idle kept-alive connection; repeat, since a
             // thread may have been between its idle mark and the blocking call.
-            for worker in workers where worker.isIdle { worker.wake() }
-            if running.load(ordering: .relaxed) == 0 { break }
-            if inFlight.load(ordering: .relaxed) == 0 && workers.allSatisfy({ $0.isIdle || $0.hasExited }) { break }
+            let idleLeft = workers.withLock { list -> Bool in
+                for worker in list where worker.isIdle { worker.wake() }
+                return list.allSatisfy { $0.isIdle }
+            }
+            overflow?.wake()
+            if total.load(ordering: .relaxed) == 0 { break }
+            if inFlight.load(ordering: .relaxed) == 0 && idleLeft { break }
             usleep(50_000)
         }
         let left = inFlight.load(ordering: .relaxed)

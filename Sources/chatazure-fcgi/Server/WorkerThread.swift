@@ -5,23 +5,33 @@ import Foundation
 import Logging
 import Synchronization
 
-/// One pool thread: accept a request, serve it, repeat.
+/// One pool thread: accept a request, serve it, repeat, until shutdown or retirement.
 final class WorkerThread: @unchecked Sendable {
     private unowned let pool: WorkerPool
     let index: Int
     private var thread = pthread_t()
-    private let idle = Atomic<Bool>(false)
-    private let exited = Atomic<Bool>(false)
+    /// What the thread is doing: see `State`.
+    private let state = Atomic<Int>(State.busy.rawValue)
+    private let idleSince = Atomic<UInt64>(0)
+    private let retiring = Atomic<Bool>(false)
+
+    enum State: Int {
+        case busy, accepting, parked
+    }
 
     init(pool: WorkerPool, index: Int) {
         self.pool = pool
         self.index = index
     }
 
-    /// Parked in `FCGX_Accept_r`, serving nothing.
-    var isIdle: Bool { idle.load(ordering: .sequentiallyConsistent) }
-    /// Left its loop.
-    var hasExited: Bool { exited.load(ordering: .relaxed) }
+    /// Waiting for work: in accept(), or parked on an idle kept-alive connection.
+    var isIdle: Bool { state.load(ordering: .sequentiallyConsistent) != State.busy.rawValue }
+    /// Blocked in accept() on the listening socket.
+    var isAccepting: Bool { state.load(ordering: .relaxed) == State.accepting.rawValue }
+
+    func idleLongerThan(_ nanos: UInt64, now: UInt64) -> Bool {
+        isIdle && now - idleSince.load(ordering: .relaxed) > nanos
+    }
 
     func start(stackSize: Int) -> Bool {
         var attributes = pthread_attr_t()
@@ -38,47 +48,63 @@ final class WorkerThread: @unchecked Sendable {
         return rc == 0
     }
 
-    /// Interrupts a blocking accept()/read() so the loop sees the shutdown.
+    /// Interrupts a blocking accept()/read()/poll() so the loop re-reads its flags.
     func wake() {
         pthread_kill(thread, SIGUSR1)
     }
 
+    /// Asks an idle thread to exit.
+    func retire() {
+        retiring.store(true, ordering: .sequentiallyConsistent)
+        wake()
+    }
+
+    private var shouldExit: Bool {
+        pool.stopping.load(ordering: .sequentiallyConsistent) || retiring.load(ordering: .sequentiallyConsistent)
+    }
+
     private func loop() {
-        defer {
-            exited.store(true, ordering: .relaxed)
-            pool.running.subtract(1, ordering: .relaxed)
-        }
+        defer { pool.exited(self) }
         var logger = pool.logger
         logger[metadataKey: "thread"] = "\(index)"
-        let store: UsageStore
-        do {
-            store = try UsageStore(path: pool.gateway.config.databasePath)
-        } catch {
-            logger.critical("cannot open the database: \(error)")
-            return
-        }
-        let upstream = UpstreamClient(connectTimeoutMs: pool.gateway.config.azure.connectTimeoutMs)
+        // Created on first use: an idle thread costs its stack and nothing more.
+        var upstream: UpstreamClient?
         let request = UnsafeMutablePointer<FCGX_Request>.allocate(capacity: 1)
         defer { request.deallocate() }
-        FCGX_InitRequest(request, pool.settings.listenSocket, 0)
-        let handler = RequestHandler(gateway: pool.gateway, store: store, upstream: upstream,
-                                     keepaliveSeconds: pool.settings.keepaliveSeconds, logger: logger)
+        // FAIL_ACCEPT_ON_INTR: a SIGUSR1 (retire, shutdown) makes accept() return instead of retrying.
+        FCGX_InitRequest(request, pool.settings.listenSocket, Int32(FCGI_FAIL_ACCEPT_ON_INTR))
 
-        while !pool.stopping.load(ordering: .sequentiallyConsistent) {
-            idle.store(true, ordering: .sequentiallyConsistent)
-            waitOnKeptConnection(request)
+        while !shouldExit {
+            idleSince.store(DispatchTime.now().uptimeNanoseconds, ordering: .relaxed)
+            if request.pointee.ipcFd >= 0 {
+                state.store(State.parked.rawValue, ordering: .sequentiallyConsistent)
+                waitOnKeptConnection(request)
+                if shouldExit { break }
+            }
             let accepting = request.pointee.ipcFd < 0
-            if accepting { pool.accepting.add(1, ordering: .relaxed) }
+            if accepting {
+                state.store(State.accepting.rawValue, ordering: .sequentiallyConsistent)
+                pool.accepting.add(1, ordering: .relaxed)
+                if shouldExit {
+                    pool.accepting.subtract(1, ordering: .relaxed)
+                    break
+                }
+            }
             let accepted = FCGX_Accept_r(request)
             if accepting { pool.accepting.subtract(1, ordering: .relaxed) }
-            idle.store(false, ordering: .sequentiallyConsistent)
+            state.store(State.busy.rawValue, ordering: .sequentiallyConsistent)
             if accepted < 0 {
-                if pool.stopping.load(ordering: .sequentiallyConsistent) { break }
-                logger.error("FCGX_Accept_r failed: \(accepted)")
-                usleep(10_000)
+                if accepted != -EINTR && !shouldExit {
+                    logger.error("FCGX_Accept_r failed: \(accepted)")
+                    usleep(10_000)
+                }
                 continue
             }
             pool.inFlight.add(1, ordering: .relaxed)
+            pool.growIfNeeded()
+            if upstream == nil { upstream = UpstreamClient(connectTimeoutMs: pool.gateway.config.azure.connectTimeoutMs) }
+            let handler = RequestHandler(gateway: pool.gateway, stores: pool.stores, upstream: upstream!,
+                                         keepaliveSeconds: pool.settings.keepaliveSeconds, logger: logger)
             handler.serve(FastCGIExchange(raw: request))
             FCGX_Finish_r(request)
             pool.inFlight.subtract(1, ordering: .relaxed)
@@ -90,20 +116,29 @@ final class WorkerThread: @unchecked Sendable {
     /// libfcgi would block reading the next request on a kept-alive connection, even while new
     /// connections queue on the listening socket with no thread to accept them: the stall that
     /// `fastcgi_keep_conn on` causes when nginx keeps more connections than the pool has threads.
-    /// Wait on both instead, and give the idle connection up when a new one has nobody to take
-    /// it. nginx watches its cached connections and drops a closed one at once.
+    /// Wait on both instead: grow the pool for a waiting connection, or, at the maximum, give the
+    /// idle connection up (nginx drops a closed cached connection, and retries a request it sent
+    /// on one, see `fastcgi_next_upstream` in nginx/chatazure.conf).
     private func waitOnKeptConnection(_ request: UnsafeMutablePointer<FCGX_Request>) {
         let kept = request.pointee.ipcFd
-        guard kept >= 0 else { return }
         var fds = [pollfd(fd: kept, events: Int16(POLLIN), revents: 0),
                    pollfd(fd: pool.settings.listenSocket, events: Int16(POLLIN), revents: 0)]
-        while !pool.stopping.load(ordering: .relaxed) {
+        while !shouldExit {
             fds[0].revents = 0
             fds[1].revents = 0
             let ready = poll(&fds, 2, 1000)
             if ready < 0 && errno != EINTR { return }
-            if fds[0].revents != 0 { return }  // the next request, or nginx closed it
+            if fds[0].revents != 0 {
+                // The next request, or nginx closed the connection: then accept as a counted acceptor.
+                var byte: UInt8 = 0
+                if recv(kept, &byte, 1, Int32(MSG_PEEK | MSG_DONTWAIT)) == 0 { closeKeptConnection(request) }
+                return
+            }
             if fds[1].revents != 0 && pool.accepting.load(ordering: .relaxed) == 0 {
+                if pool.spawn() {
+                    usleep(1000)
+                    continue
+                }
                 closeKeptConnection(request)
                 return
             }

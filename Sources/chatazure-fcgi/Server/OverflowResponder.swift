@@ -1,0 +1,83 @@
+import CFastCGI
+import Core
+import Foundation
+import Synchronization
+
+/// Answers 503 when the pool is at its maximum and a request has waited `queueTimeoutMs` for a
+/// thread, so a saturated gateway says so instead of leaving clients hanging. A thread of its own,
+/// outside the pool's count, accepting only in that case.
+final class OverflowResponder: @unchecked Sendable {
+    private unowned let pool: WorkerPool
+    private var thread = pthread_t()
+    /// When the current accept() started; 0 when not accepting.
+    private let acceptStarted = Atomic<UInt64>(0)
+
+    init(pool: WorkerPool) {
+        self.pool = pool
+    }
+
+    func start() -> Bool {
+        var attributes = pthread_attr_t()
+        pthread_attr_init(&attributes)
+        defer { pthread_attr_destroy(&attributes) }
+        pthread_attr_setstacksize(&attributes, pool.settings.stackSize)
+        pthread_attr_setdetachstate(&attributes, Int32(PTHREAD_CREATE_DETACHED))
+        let context = Unmanaged.passRetained(self).toOpaque()
+        return pthread_create(&thread, &attributes, { context in
+            Unmanaged<OverflowResponder>.fromOpaque(context!).takeRetainedValue().loop()
+            return nil
+        }, context) == 0
+    }
+
+    func wake() {
+        pthread_kill(thread, SIGUSR1)
+    }
+
+    /// Called by the supervisor: an accept() that found nothing within 200 ms lost the connection
+    /// to a pool thread; interrupt it, so the next connection is not refused while threads are free.
+    func unblockIfStale() {
+        let started = acceptStarted.load(ordering: .relaxed)
+        if started != 0 && DispatchTime.now().uptimeNanoseconds - started > 200_000_000 { wake() }
+    }
+
+    private var saturated: Bool {
+        pool.accepting.load(ordering: .relaxed) == 0 && pool.total.load(ordering: .relaxed) >= pool.settings.maxThreads
+    }
+
+    private func loop() {
+        let request = UnsafeMutablePointer<FCGX_Request>.allocate(capacity: 1)
+        defer { request.deallocate() }
+        FCGX_InitRequest(request, pool.settings.listenSocket, Int32(FCGI_FAIL_ACCEPT_ON_INTR))
+        var pendingSince: UInt64 = 0
+        var listen = pollfd(fd: pool.settings.listenSocket, events: Int16(POLLIN), revents: 0)
+        while !pool.stopping.load(ordering: .relaxed) {
+            listen.revents = 0
+            _ = poll(&listen, 1, 100)
+            let now = DispatchTime.now().uptimeNanoseconds
+            guard listen.revents != 0, saturated else {
+                pendingSince = 0
+                continue
+            }
+            if pendingSince == 0 { pendingSince = now }
+            guard now - pendingSince >= UInt64(pool.settings.queueTimeoutMs) * 1_000_000 else { continue }
+            acceptStarted.store(now, ordering: .relaxed)
+            let accepted = FCGX_Accept_r(request)
+            acceptStarted.store(0, ordering: .relaxed)
+            guard accepted >= 0 else { continue }
+            let exchange = FastCGIExchange(raw: request)
+            let incoming = exchange.request()
+            exchange.drainBody()
+            let refusal = OpenAIError.overloaded("all \(pool.settings.maxThreads) worker threads are busy; retry shortly")
+            var response = refusal.response
+            response.headers.append(("Retry-After", "1"))
+            exchange.respond(response)
+            FCGX_Finish_r(request)
+            if request.pointee.ipcFd >= 0 {
+                close(request.pointee.ipcFd)
+                request.pointee.ipcFd = -1
+            }
+            pool.logger.warning("request refused: pool saturated", metadata: ["path": "\(incoming.path)", "status": "503"])
+            pendingSince = 0
+        }
+    }
+}

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Where the instructions of one request go: runs one worker under callgrind against a fixed
+# nginx upstream, sends N requests with cgi-fcgi, prints callgrind_annotate's inclusive top.
+#   bench/profile.sh [N]
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+count="${1:-200}"
+work="$(mktemp -d)"
+trap 'nginx -c "$work/up.conf" -s stop 2>/dev/null || true; rm -rf "$work"' EXIT
+swift build -c release --product chatazure-fcgi --package-path "$root" >/dev/null
+cp "$(swift build -c release --show-bin-path --package-path "$root")/chatazure-fcgi" "$work/gw"
+strip -g "$work/gw"   # valgrind 3.19 cannot read Swift's DWARF 5
+port=18099
+cat > "$work/up.conf" <<CONF
+worker_processes 1; pid $work/up.pid; error_log $work/up.err; events {}
+http { access_log off; server { listen 127.0.0.1:$port; location / { default_type application/json;
+  return 200 '{"choices":[{"index":0,"message":{"role":"assistant","content":"hi"}}],"model":"gpt-4o-x","usage":{"prompt_tokens":1,"completion_tokens":2}}'; } } }
+CONF
+nginx -c "$work/up.conf" -e "$work/up.err"
+printf 'web:\n  dbName: p.db\nazure:\n  endpoint: http://127.0.0.1:%s\n  api-key: k\nusers:\n  - username: bench\n    password: sk-bench-user-key-0001\n' "$port" > "$work/c.yaml"
+valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" "$work/gw" serve --config "$work/c.yaml" --socket "$work/s.sock" --workers 1 2>"$work/vg.log" &
+for _ in $(seq 200); do [[ -S "$work/s.sock" ]] && break; sleep 0.2; done
+body='{"model":"gpt-4o","messages":[{"role":"user","content":"hello"}]}'
+for _ in $(seq "$count"); do
+    printf '%s' "$body" | REQUEST_METHOD=POST REQUEST_URI=/v1/chat/completions CONTENT_TYPE=application/json \
+        CONTENT_LENGTH=${#body} HTTP_AUTHORIZATION="Bearer sk-bench-user-key-0001" cgi-fcgi -bind -connect "$work/s.sock" >/dev/null
+done
+kill -TERM %1; wait %1 || true
+callgrind_annotate --inclusive=yes "$work/cg.out" 2>/dev/null | sed -n '1,80p' | cut -c1-180
