@@ -26,4 +26,4 @@ for _ in $(seq "$count"); do
         CONTENT_LENGTH=${#body} HTTP_AUTHORIZATION="Bearer sk-bench-user-key-0001" cgi-fcgi -bind -connect "$work/s.sock" >/dev/null
 done
 kill -TERM %1; wait %1 || true
-callgrind_annotate --inclusive=yes "$work/cg.out" 2>/dev/null | sed -n '1,80p' | cut -c1-180
+callgrind_annotate --inclusive=${PROFILE_INCLUSIVE:-yes} ${PROFILE_TREE:+--tree=$PROFILE_TREE} "$work/cg.out" 2>/dev/null | sed -n "1,${PROFILE_LINES:-80}p" | cut -c1-180

@@ -157,3 +157,23 @@ def test_logs_hold_no_keys_and_one_line_per_request(gateway, alice):
     line = [l for l in log.splitlines() if "user=alice" in l and "path=/v1/chat/completions" in l][-1]
     for field in ("id=", "method=POST", "model=gpt-4o -> gpt-4o", "status=200", "upstream_ms=", "bytes=", "ms="):
         assert field in line, line
+
+
+
+@pytest.mark.parametrize("attempt", range(10))
+def test_processes_starting_together_on_a_new_database_all_serve(tmp_path, emulator, attempt):
+    """Workers started at the same instant on a database none of them has created yet (as
+    spawn-fcgi -F N or a supervisor restart does) must all come up."""
+    config = write(tmp_path / "config.yaml", f"web:\n  dbName: shared.db\nazure:\n  endpoint: {emulator.url}\n"
+                   f"  api-key: {AZURE_KEY}\nusers:\n  - username: alice\n    password: {USERS['alice']}\n")
+    workers = [subprocess.Popen([BIN, "serve", "--config", config, "--socket", str(tmp_path / f"w{index}.sock"),
+                                 "--workers", "1"], stderr=subprocess.PIPE, text=True) for index in range(8)]
+    try:
+        wait_for(lambda: all((tmp_path / f"w{index}.sock").exists() or workers[index].poll() is not None
+                             for index in range(8)), timeout=20, what="workers")
+        failed = [worker.stderr.read() for worker in workers if worker.poll() is not None]
+        assert failed == [], failed
+    finally:
+        for worker in workers:
+            worker.terminate()
+            worker.wait(10)

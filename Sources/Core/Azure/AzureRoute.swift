@@ -55,8 +55,8 @@ public struct AzureRoute: Sendable, Equatable {
     /// and not `.` or `..`.
     public static func isPlainToken(_ value: String) -> Bool {
         guard !value.isEmpty, value.count <= 128, value != ".", value != ".." else { return false }
-        return value.unicodeScalars.allSatisfy { scalar in
-            (scalar.value < 128 && CharacterSet.alphanumerics.contains(scalar)) || scalar == "-" || scalar == "_" || scalar == "."
+        return value.utf8.allSatisfy { byte in
+            ASCII.isAlphanumeric(byte) || byte == UInt8(ascii: "-") || byte == UInt8(ascii: "_") || byte == UInt8(ascii: ".")
         }
     }
 

@@ -65,6 +65,10 @@ public enum ASCII {
         return true
     }
 
+    @inline(__always) public static func isAlphanumeric(_ byte: UInt8) -> Bool {
+        (byte >= 48 && byte <= 57) || (byte >= 65 && byte <= 90) || (byte >= 97 && byte <= 122)
+    }
+
     @inline(__always) public static func isSpace(_ byte: UInt8) -> Bool {
         byte == 32 || byte == 9 || byte == 13 || byte == 10
     }

@@ -119,8 +119,7 @@ public struct ResponseNormalizer {
 
     /// `model` as the inside of a JSON string literal.
     static func escaped(_ model: String) -> [UInt8] {
-        (try? JSONSerialization.data(withJSONObject: [model], options: [.withoutEscapingSlashes]))
-            .map { Array($0.dropFirst(2).dropLast(2)) } ?? Array(model.utf8)
+        Array(JSONRequestBody.literal(model).utf8.dropFirst().dropLast())
     }
 
     /// Replaces the string value of the first `"model"` key with `model`.

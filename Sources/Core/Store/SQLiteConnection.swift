@@ -1,4 +1,5 @@
 import CSQLite
+import Foundation
 
 /// Owns one `sqlite3*`. Not shared between threads: every worker thread opens its own.
 public final class SQLiteConnection {
@@ -18,7 +19,9 @@ public final class SQLiteConnection {
         handle = db
         sqlite3_extended_result_codes(db, 1)
         sqlite3_busy_timeout(db, busyTimeoutMs)
-        try execute("PRAGMA journal_mode=WAL")
+        // Switching to WAL needs a moment of exclusive access and does not wait on busy_timeout:
+        // processes started together (spawn-fcgi -F N) would fail here, so retry for a while.
+        try Self.retryingWhileBusy(milliseconds: Int(busyTimeoutMs)) { try execute("PRAGMA journal_mode=WAL") }
         // NORMAL is durable across process crashes in WAL mode; only power loss can drop the last commits.
         try execute("PRAGMA synchronous=NORMAL")
         try execute("PRAGMA foreign_keys=ON")
@@ -26,6 +29,18 @@ public final class SQLiteConnection {
 
     deinit {
         sqlite3_close_v2(handle)
+    }
+
+    static func retryingWhileBusy(milliseconds: Int, _ body: () throws -> Void) throws {
+        var waited = 0
+        while true {
+            do {
+                return try body()
+            } catch let error as SQLiteError where error.isBusy && waited < milliseconds {
+                usleep(10_000)
+                waited += 10
+            }
+        }
     }
 
     /// Runs one or more statements that return no rows.

@@ -30,6 +30,10 @@ public final class UsageStore {
     }
 
     private static func migrate(_ connection: SQLiteConnection) throws {
+        try SQLiteConnection.retryingWhileBusy(milliseconds: 5000) { try migrateOnce(connection) }
+    }
+
+    private static func migrateOnce(_ connection: SQLiteConnection) throws {
         try connection.writeTransaction {
             let version = try connection.prepare("PRAGMA user_version").rows { Int32($0.int(0)) }.first ?? 0
             guard version < schemaVersion else { return }

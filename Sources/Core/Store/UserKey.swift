@@ -26,8 +26,9 @@ public enum UserKey {
     /// Usernames are shown in logs and CLI output, so keep them to a safe alphabet.
     public static func isValidUsername(_ name: String) -> Bool {
         guard (1...64).contains(name.count) else { return false }
-        return name.unicodeScalars.allSatisfy { scalar in
-            (scalar.value < 128 && CharacterSet.alphanumerics.contains(scalar)) || "._-@".unicodeScalars.contains(scalar)
+        return name.utf8.allSatisfy { byte in
+            ASCII.isAlphanumeric(byte) || byte == UInt8(ascii: ".") || byte == UInt8(ascii: "_")
+                || byte == UInt8(ascii: "-") || byte == UInt8(ascii: "@")
         }
     }
 }

@@ -14,24 +14,25 @@ struct FastCGIExchange {
     /// Reads the whole body, refusing more than `limit` bytes with a 413.
     func readBody(declaredLength: Int, limit: Int) throws -> [UInt8] {
         if declaredLength > limit { throw OpenAIError.tooLarge(limit: limit) }
+        // A stack buffer, not a zero-filled array: this runs for every request.
         var body = [UInt8]()
         body.reserveCapacity(declaredLength)
-        var chunk = [UInt8](repeating: 0, count: 16 * 1024)
-        while true {
-            let read = chunk.withUnsafeMutableBytes { buffer in
-                FCGX_GetStr(buffer.baseAddress!.assumingMemoryBound(to: CChar.self), Int32(buffer.count), raw.pointee.in)
+        try withUnsafeTemporaryAllocation(of: CChar.self, capacity: 16 * 1024) { buffer in
+            while true {
+                let read = FCGX_GetStr(buffer.baseAddress, Int32(buffer.count), raw.pointee.in)
+                if read <= 0 { break }
+                body.append(contentsOf: UnsafeRawBufferPointer(start: buffer.baseAddress, count: Int(read)))
+                if body.count > limit { throw OpenAIError.tooLarge(limit: limit) }
             }
-            if read <= 0 { break }
-            body.append(contentsOf: chunk[0..<Int(read)])
-            if body.count > limit { throw OpenAIError.tooLarge(limit: limit) }
         }
         return body
     }
 
     /// Discards what is left of stdin, so a kept-alive connection stays in step.
     func drainBody() {
-        var chunk = [CChar](repeating: 0, count: 16 * 1024)
-        while chunk.withUnsafeMutableBufferPointer({ FCGX_GetStr($0.baseAddress, Int32($0.count), raw.pointee.in) }) > 0 {}
+        withUnsafeTemporaryAllocation(of: CChar.self, capacity: 4096) { buffer in
+            while FCGX_GetStr(buffer.baseAddress, Int32(buffer.count), raw.pointee.in) > 0 {}
+        }
     }
 
     /// Writes the CGI header block: `Status:`, the given fields and the CORS fields.

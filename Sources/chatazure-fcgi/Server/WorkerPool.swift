@@ -7,7 +7,8 @@ import Synchronization
 
 /// The FastCGI worker pool. libfcgi serves one connection per thread, and an open stream holds its
 /// thread, so the pool grows like php-fpm's dynamic mode: from `minThreads` up to `maxThreads`
-/// whenever no thread is left accepting, and back down when threads sit idle. Each thread has its
+/// whenever a connection waits with no thread accepting (see `ListenWatcher`), and back down when
+/// threads sit idle. Each thread has its
 /// own `FCGX_Request` and libcurl handle; SQLite connections are shared through a `UsageStorePool`.
 final class WorkerPool: @unchecked Sendable {
     /// Everything fixed at start.
@@ -44,7 +45,7 @@ final class WorkerPool: @unchecked Sendable {
     let stopping = Atomic<Bool>(false)
     private let workers = Mutex<[WorkerThread]>([])
     private let nextIndex = Atomic<Int>(0)
-    private var overflow: OverflowResponder?
+    private var watcher: ListenWatcher?
 
     init(gateway: Gateway, settings: Settings, logger: Logger) {
         self.gateway = gateway
@@ -75,8 +76,8 @@ final class WorkerPool: @unchecked Sendable {
                 return 1
             }
         }
-        overflow = OverflowResponder(pool: self)
-        guard overflow!.start() else { return 1 }
+        watcher = ListenWatcher(pool: self)
+        guard watcher!.start() else { return 1 }
         logger.info("serving", metadata: ["threads": "\(settings.minThreads)", "max_threads": "\(settings.maxThreads)"])
 
         var received: Int32 = 0
@@ -85,7 +86,7 @@ final class WorkerPool: @unchecked Sendable {
         while true {
             received = sigtimedwait(&stopSignals, nil, &tick)
             if received > 0 { break }
-            overflow?.unblockIfStale()
+            watcher?.unblockIfStale()
             let now = DispatchTime.now().uptimeNanoseconds
             if now - lastShrink >= 1_000_000_000 {
                 lastShrink = now
@@ -111,11 +112,6 @@ final class WorkerPool: @unchecked Sendable {
             return false
         }
         return true
-    }
-
-    /// Called by a thread that just took a request: keep one thread accepting while we may grow.
-    func growIfNeeded() {
-        if accepting.load(ordering: .relaxed) == 0 && !stopping.load(ordering: .relaxed) { spawn() }
     }
 
     /// Called by a thread leaving its loop.
@@ -152,7 +148,7 @@ final class WorkerPool: @unchecked Sendable {
                 for worker in list where worker.isIdle { worker.wake() }
                 return list.allSatisfy { $0.isIdle }
             }
-            overflow?.wake()
+            watcher?.wake()
             if total.load(ordering: .relaxed) == 0 { break }
             if inFlight.load(ordering: .relaxed) == 0 && idleLeft { break }
             usleep(50_000)

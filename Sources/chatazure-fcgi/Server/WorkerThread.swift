@@ -101,7 +101,6 @@ final class WorkerThread: @unchecked Sendable {
                 continue
             }
             pool.inFlight.add(1, ordering: .relaxed)
-            pool.growIfNeeded()
             if upstream == nil { upstream = UpstreamClient(connectTimeoutMs: pool.gateway.config.azure.connectTimeoutMs) }
             let handler = RequestHandler(gateway: pool.gateway, stores: pool.stores, upstream: upstream!,
                                          keepaliveSeconds: pool.settings.keepaliveSeconds, logger: logger)

@@ -3,10 +3,11 @@ import Core
 import Foundation
 import Synchronization
 
-/// Answers 503 when the pool is at its maximum and a request has waited `queueTimeoutMs` for a
-/// thread, so a saturated gateway says so instead of leaving clients hanging. A thread of its own,
-/// outside the pool's count, accepting only in that case.
-final class OverflowResponder: @unchecked Sendable {
+/// Watches the listening socket for connections nobody is accepting. Below the maximum it grows
+/// the pool at once; at the maximum, after `queueTimeoutMs`, it accepts the connection itself and
+/// answers 503, so a saturated gateway says so instead of leaving clients hanging. A thread of its
+/// own, outside the pool's count.
+final class ListenWatcher: @unchecked Sendable {
     private unowned let pool: WorkerPool
     private var thread = pthread_t()
     /// When the current accept() started; 0 when not accepting.
@@ -24,7 +25,7 @@ final class OverflowResponder: @unchecked Sendable {
         pthread_attr_setdetachstate(&attributes, Int32(PTHREAD_CREATE_DETACHED))
         let context = Unmanaged.passRetained(self).toOpaque()
         return pthread_create(&thread, &attributes, { context in
-            Unmanaged<OverflowResponder>.fromOpaque(context!).takeRetainedValue().loop()
+            Unmanaged<ListenWatcher>.fromOpaque(context!).takeRetainedValue().loop()
             return nil
         }, context) == 0
     }
@@ -40,9 +41,6 @@ final class OverflowResponder: @unchecked Sendable {
         if started != 0 && DispatchTime.now().uptimeNanoseconds - started > 200_000_000 { wake() }
     }
 
-    private var saturated: Bool {
-        pool.accepting.load(ordering: .relaxed) == 0 && pool.total.load(ordering: .relaxed) >= pool.settings.maxThreads
-    }
 
     private func loop() {
         let request = UnsafeMutablePointer<FCGX_Request>.allocate(capacity: 1)
@@ -53,13 +51,22 @@ final class OverflowResponder: @unchecked Sendable {
         while !pool.stopping.load(ordering: .relaxed) {
             listen.revents = 0
             _ = poll(&listen, 1, 100)
-            let now = DispatchTime.now().uptimeNanoseconds
-            guard listen.revents != 0, saturated else {
+            guard listen.revents != 0, pool.accepting.load(ordering: .relaxed) == 0 else {
                 pendingSince = 0
+                if listen.revents != 0 { usleep(200) }  // an acceptor is about to take it
                 continue
             }
+            if pool.spawn() {
+                // Give the new thread time to reach accept() before looking again.
+                usleep(2000)
+                continue
+            }
+            let now = DispatchTime.now().uptimeNanoseconds
             if pendingSince == 0 { pendingSince = now }
-            guard now - pendingSince >= UInt64(pool.settings.queueTimeoutMs) * 1_000_000 else { continue }
+            guard now - pendingSince >= UInt64(pool.settings.queueTimeoutMs) * 1_000_000 else {
+                usleep(1000)
+                continue
+            }
             acceptStarted.store(now, ordering: .relaxed)
             let accepted = FCGX_Accept_r(request)
             acceptStarted.store(0, ordering: .relaxed)
