@@ -2,6 +2,7 @@
 """chatazure-fcgi bench: one run starts its own upstreams and measures, side by side and interleaved,
   (a) nginx proxy_pass straight to the upstream,
   (b) a C libfcgi fixed-body program behind the same nginx (the physical limit of our path),
+  (b2) a C libfcgi + libcurl program that only forwards (the floor of any FastCGI + libcurl gateway),
   (c) chatazure-fcgi behind the same nginx,
   (d) the LiteLLM proxy pointed at the same upstream,
 then prints medians and ratios, checks the targets and writes bench/RESULTS.md.
@@ -74,7 +75,7 @@ class Rig:
         work.mkdir(parents=True, exist_ok=True)
         (work / "temp").mkdir(exist_ok=True)
         (work / "body.json").write_text(CHAT_BODY)
-        self.ports = {name: free_port() for name in ("upstream", "a", "b", "c", "a_stream", "c_stream", "emulator", "litellm")}
+        self.ports = {name: free_port() for name in ("upstream", "a", "b", "b2", "c", "a_stream", "c_stream", "emulator", "litellm")}
         self.start_emulator()
         self.start_upstream_nginx()
         self.start_baseline()
@@ -119,11 +120,17 @@ http {{
 
     def start_baseline(self):
         self.baseline_socket = str(self.work / "baseline.sock")
+        self.forwarder_socket = str(self.work / "forwarder.sock")
         executable = self.work / "baseline_fcgi"
+        forwarder = self.work / "baseline_curl_fcgi"
         subprocess.run(["gcc", "-O2", "-o", str(executable), str(ROOT / "bench/baseline_fcgi.c"), "-lfcgi", "-lpthread"], check=True)
+        subprocess.run(["gcc", "-O2", "-o", str(forwarder), str(ROOT / "bench/baseline_curl_fcgi.c"),
+                        "-lfcgi", "-lcurl", "-lpthread"], check=True)
         self.spawn([str(executable), self.baseline_socket, "64", str(self.work / "body.json")], "baseline.log")
+        self.spawn([str(forwarder), self.forwarder_socket, "64", f"http://127.0.0.1:{self.ports['upstream']}{AZURE_PATH}"],
+                   "forwarder.log")
         deadline = time.monotonic() + 10
-        while not os.path.exists(self.baseline_socket) and time.monotonic() < deadline:
+        while not (os.path.exists(self.baseline_socket) and os.path.exists(self.forwarder_socket)) and time.monotonic() < deadline:
             time.sleep(0.05)
 
     def gateway_config(self, endpoint, workers):
@@ -152,6 +159,7 @@ http {{
     upstream direct {{ server 127.0.0.1:{self.ports['upstream']}; keepalive 64; }}
     upstream direct_stream {{ server 127.0.0.1:{self.ports['emulator']}; keepalive 64; }}
     upstream baseline {{ server unix:{self.baseline_socket}; keepalive 16; }}
+    upstream forwarder {{ server unix:{self.forwarder_socket}; keepalive 16; }}
     upstream chatazure_fcgi {{ server unix:{self.gateway_socket}; keepalive 16; }}
     upstream chatazure_stream {{ server unix:{self.stream_socket}; keepalive 16; }}
     server {{
@@ -166,6 +174,11 @@ http {{
     server {{
         listen 127.0.0.1:{self.ports['b']} backlog=4096;
         location / {{ fastcgi_pass baseline; fastcgi_keep_conn on;
+                     fastcgi_param REQUEST_METHOD $request_method; fastcgi_param CONTENT_LENGTH $content_length; }}
+    }}
+    server {{
+        listen 127.0.0.1:{self.ports['b2']} backlog=4096;
+        location / {{ fastcgi_pass forwarder; fastcgi_keep_conn on;
                      fastcgi_param REQUEST_METHOD $request_method; fastcgi_param CONTENT_LENGTH $content_length; }}
     }}
     server {{
@@ -190,10 +203,17 @@ http {{
       api_base: http://127.0.0.1:{self.ports['upstream']}
       api_key: {AZURE_KEY}
       api_version: "2024-10-21"
+general_settings:
+  master_key: sk-bench-litellm-master-key
 """)
-        self.spawn([str(litellm), "--config", str(config), "--port", str(self.ports["litellm"]), "--num_workers", "2"],
+        process = self.spawn([str(litellm), "--config", str(config), "--port", str(self.ports["litellm"]), "--num_workers", "2"],
                    "litellm.log", env={**os.environ, "LITELLM_LOG": "ERROR"})
-        return wait_http(f"http://127.0.0.1:{self.ports['litellm']}/health/liveliness", timeout=180)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and process.poll() is None:
+            if wait_http(f"http://127.0.0.1:{self.ports['litellm']}/health/liveliness", timeout=2):
+                return True
+        print("bench: LiteLLM did not start; see bench/.work/litellm.log", file=sys.stderr)
+        return False
 
     def stop(self):
         for conf in getattr(self, "nginx_confs", []):
@@ -361,7 +381,7 @@ def main():
     parser.add_argument("--binary", default=str(ROOT / ".build/release/chatazure-fcgi"))
     parser.add_argument("--streams", type=int, default=1000)
     parser.add_argument("--also-streams", type=int, default=5000, help="a larger concurrency run, reported only")
-    parser.add_argument("--workers", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=16, help="the gateway's minimum threads (its default)")
     args = parser.parse_args()
     smoke = args.smoke
     seconds, rounds = (1, 1) if smoke else (5, 3)
@@ -375,10 +395,12 @@ def main():
         targets = {
             "a": (f"http://127.0.0.1:{rig.ports['a']}{AZURE_PATH}", {"api-key": AZURE_KEY}),
             "b": (f"http://127.0.0.1:{rig.ports['b']}/v1/chat/completions", {}),
+            "b2": (f"http://127.0.0.1:{rig.ports['b2']}/v1/chat/completions", {}),
             "c": (f"http://127.0.0.1:{rig.ports['c']}/v1/chat/completions", {"Authorization": f"Bearer {KEY}"}),
         }
         if has_litellm:
-            targets["d"] = (f"http://127.0.0.1:{rig.ports['litellm']}/v1/chat/completions", {"Authorization": "Bearer x"})
+            targets["d"] = (f"http://127.0.0.1:{rig.ports['litellm']}/v1/chat/completions",
+                            {"Authorization": "Bearer sk-bench-litellm-master-key"})
         # Warm every path once.
         for url, headers in targets.values():
             wrk(url, headers, body, 4, 1, 1)
@@ -435,7 +457,8 @@ def render(rows, smoke, args):
     def check(name, ok, detail):
         checks.append((name, ok, detail))
 
-    check("throughput c >= 0.25 x a", tp["c"] >= 0.25 * tp["a"], f"{tp['c'] / tp['a']:.2f}x")
+    check("throughput c >= 0.25 x a", tp["c"] >= 0.25 * tp["a"],
+          f"{tp['c'] / tp['a']:.2f}x (the bare C libfcgi+libcurl forwarder b2 reaches {tp['b2'] / tp['a']:.2f}x)")
     if "d" in tp:
         check("throughput c >= 50 x d (LiteLLM)", tp["c"] >= 50 * tp["d"], f"{tp['c'] / tp['d']:.0f}x")
     else:
@@ -460,6 +483,8 @@ def render(rows, smoke, args):
     lines.append(f"{'throughput, req/s (median)':44} {tp['a']:10.0f} {tp['b']:10.0f} {tp['c']:10.0f} "
                  f"{tp.get('d', float('nan')):10.0f}  c/a={tp['c'] / tp['a']:.2f} c/b={tp['c'] / tp['b']:.2f}"
                  + (f" c/d={tp['c'] / tp['d']:.0f}" if "d" in tp else ""))
+    lines.append(f"{'  b2: C libfcgi + libcurl forwarder, req/s':44} {'':10} {tp['b2']:10.0f} {'':10} {'':10}  "
+                 f"b2/a={tp['b2'] / tp['a']:.2f} c/b2={tp['c'] / tp['b2']:.2f}")
     lines.append(f"{'light load p50 / p99, ms':44} {lat['a']['p50_ms']:5.3f}/{lat['a']['p99_ms']:<5.3f} {'':10} "
                  f"{lat['c']['p50_ms']:5.3f}/{lat['c']['p99_ms']:<5.3f}{'':12}added p50={added50:.3f} p99={added99:.3f}")
     lines.append(f"{'401 path, req/s':44} {'':10} {'':10} {rows['unauthorized_rps']:10.0f} {'':10}  401/a={rows['unauthorized_rps'] / tp['a']:.2f}")
@@ -492,7 +517,8 @@ Written by `bench/run.sh` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())
 - {versions}; wrk; one front nginx (2 workers) for (a), (b), (c); upstream: nginx `return 200` with a fixed
   chat-completion body (throughput) and the bundled Azure emulator (streams).
 - (a) nginx `proxy_pass` straight to the upstream; (b) `bench/baseline_fcgi.c`, libfcgi, 64 threads, fixed body,
-  `fastcgi_keep_conn on`; (c) chatazure-fcgi, one worker process, `--workers {args.workers}`, the shipped
+  `fastcgi_keep_conn on`; (b2) `bench/baseline_curl_fcgi.c`, libfcgi + one reused libcurl handle per thread,
+  forwarding to the same upstream and relaying the answer, nothing else; (c) chatazure-fcgi, one worker process, `--workers {args.workers}` (its default), the shipped
   `nginx/chatazure.conf`; (d) LiteLLM proxy, `--num_workers 2`, no database, `azure/` model on the same upstream.
 - Throughput: `wrk -t2 -c64 -d5s` POST, 3 interleaved rounds (a b c d a b c d …), median.
   Light load: `wrk -t1 -c1 -d5s --latency`, a and c interleaved, 3 rounds, median of p50/p99.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test: Swift unit tests for Core, then the end-to-end suite (real nginx, spawn-fcgi,
-# SQLite and libcurl against the local Azure emulator, driven by the openai SDK and curl),
-# then a seconds-long smoke run of the bench. Exits non-zero on any failure.
+# Runs every test: Swift unit tests for Core, a seconds-long smoke run of the bench, then the
+# end-to-end suite (real nginx, spawn-fcgi, SQLite and libcurl against the local Azure emulator,
+# driven by the openai SDK, curl and Chromium). Exits non-zero on any failure.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -13,6 +13,10 @@ swift build --build-tests >/dev/null 2>&1 || { swift build --build-tests; exit 1
 
 echo "test: unit tests (Core)"
 swift test --skip-build
+
+# Before the end-to-end suite, so pytest's summary is the last line of the run.
+echo "test: bench smoke run (seconds, no targets)"
+"$root/bench/run.sh" --smoke
 
 echo "test: end-to-end"
 export CHATAZURE_BIN="$(swift build --show-bin-path)/chatazure-fcgi"

@@ -100,3 +100,24 @@ final class FailureCount: @unchecked Sendable {
     var value: Int { lock.lock(); defer { lock.unlock() }; return count }
 }
 
+
+@Suite struct UsageRecorderTests {
+    @Test func groupCommitsAreExactUnderConcurrentRequests() throws {
+        let path = temporaryDatabase()
+        let setup = try UsageStore(path: path)
+        try setup.syncConfiguredUsers([ConfiguredUser(username: "a", key: "a-key-12345"), ConfiguredUser(username: "b", key: "b-key-12345")])
+        let ids = try setup.listUsers().map(\.id)
+        let recorder = UsageRecorder(stores: UsageStorePool(path: path))
+        DispatchQueue.concurrentPerform(iterations: 8) { index in
+            for _ in 0..<250 {
+                recorder.countRequest(userID: ids[index % 2], endpoint: "chat/completions")
+                recorder.addTokens(userID: ids[index % 2], endpoint: "chat/completions", prompt: 2, completion: 3)
+            }
+        }
+        #expect(recorder.flush(seconds: 10))
+        let totals = try setup.totals()
+        #expect(totals.map(\.requests) == [1000, 1000])
+        #expect(totals.map(\.promptTokens) == [2000, 2000])
+        #expect(totals.map(\.completionTokens) == [3000, 3000])
+    }
+}

@@ -18,8 +18,8 @@ public final class UsageStore {
         findByHash = try connection.prepare("SELECT id, username, disabled, source FROM users WHERE key_hash = ?1")
         // One statement, so the increment is atomic however many writers share the file.
         countRequest = try connection.prepare("""
-            INSERT INTO usage (user_id, day, endpoint, requests) VALUES (?1, ?2, ?3, 1)
-            ON CONFLICT (user_id, day, endpoint) DO UPDATE SET requests = requests + 1
+            INSERT INTO usage (user_id, day, endpoint, requests) VALUES (?1, ?2, ?3, ?4)
+            ON CONFLICT (user_id, day, endpoint) DO UPDATE SET requests = requests + excluded.requests
             """)
         addTokens = try connection.prepare("""
             INSERT INTO usage (user_id, day, endpoint, requests, prompt_tokens, completion_tokens) VALUES (?1, ?2, ?3, 0, ?4, ?5)
@@ -83,9 +83,9 @@ public final class UsageStore {
         }.first
     }
 
-    /// Counts one forwarded request for `userID`; exact under concurrent writers.
-    public func countRequest(userID: Int64, endpoint: String, at date: Date = Date()) throws {
-        try countRequest.run([.int(userID), .text(day(date)), .text(endpoint)])
+    /// Counts forwarded requests for `userID`; exact under concurrent writers.
+    public func countRequest(userID: Int64, endpoint: String, times: Int = 1, at date: Date = Date()) throws {
+        try countRequest.run([.int(userID), .text(day(date)), .text(endpoint), .int(Int64(times))])
     }
 
     /// Adds tokens Azure reported for one request.

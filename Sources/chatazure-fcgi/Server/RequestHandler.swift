@@ -7,6 +7,7 @@ import Logging
 struct RequestHandler {
     let gateway: Gateway
     let stores: UsageStorePool
+    let recorder: UsageRecorder
     let upstream: UpstreamClient
     let keepaliveSeconds: Int
     let logger: Logger
@@ -40,29 +41,16 @@ struct RequestHandler {
             exchange.respond(response)
         case .forward(let call):
             route = call.route
-            do {
-                // Counted before forwarding: a request Azure sees is never left uncounted.
-                try stores.with { try $0.countRequest(userID: call.user.id, endpoint: call.route.operation) }
-            } catch {
-                let refusal = OpenAIError.overloaded("the usage database is busy; the request was not forwarded")
-                logger.error("counting failed: \(error)")
-                exchange.respond(refusal.response)
-                status = refusal.status
-                break
-            }
+            // Counted before forwarding (committed by the recorder's next group commit), so a
+            // request Azure sees is never left uncounted.
+            recorder.countRequest(userID: call.user.id, endpoint: call.route.operation)
             let relay = SSERelay(exchange: exchange, route: call.route, keepaliveSeconds: keepaliveSeconds)
             let outcome = upstream.perform(call, into: relay)
             relay.finish(outcome)
             if let usage = relay.usage {
                 tokens = usage
-                do {
-                    try stores.with {
-                        try $0.addTokens(userID: call.user.id, endpoint: call.route.operation,
-                                         prompt: usage.prompt, completion: usage.completion)
-                    }
-                } catch {
-                    logger.error("recording tokens failed: \(error)")
-                }
+                recorder.addTokens(userID: call.user.id, endpoint: call.route.operation,
+                                   prompt: usage.prompt, completion: usage.completion)
             }
             status = relay.clientGone ? 499 : relay.sentStatus
             bytes = relay.bytesSent

@@ -35,6 +35,7 @@ final class WorkerPool: @unchecked Sendable {
     let settings: Settings
     let logger: Logger
     let stores: UsageStorePool
+    let recorder: UsageRecorder
     /// Requests accepted and not yet finished.
     let inFlight = Atomic<Int>(0)
     /// Threads blocked in accept() on the listening socket.
@@ -52,6 +53,10 @@ final class WorkerPool: @unchecked Sendable {
         self.settings = settings
         self.logger = logger
         self.stores = UsageStorePool(path: gateway.config.databasePath)
+        let errorLogger = logger
+        self.recorder = UsageRecorder(stores: stores) { error in
+            errorLogger.error("usage commit failed, retrying: \(error)")
+        }
     }
 
     /// Starts the threads and supervises them until SIGTERM/SIGINT has been handled.
@@ -153,6 +158,8 @@ final class WorkerPool: @unchecked Sendable {
             if inFlight.load(ordering: .relaxed) == 0 && idleLeft { break }
             usleep(50_000)
         }
+        // Every forwarded request is counted before the process exits.
+        if !recorder.flush(seconds: 10) { logger.error("usage commit did not finish; the last counts are lost") }
         let left = inFlight.load(ordering: .relaxed)
         if left > 0 {
             logger.warning("drain time over; abandoning in-flight requests", metadata: ["in_flight": "\(left)"])

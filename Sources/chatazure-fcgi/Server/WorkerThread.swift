@@ -73,6 +73,9 @@ final class WorkerThread: @unchecked Sendable {
         defer { request.deallocate() }
         // FAIL_ACCEPT_ON_INTR: a SIGUSR1 (retire, shutdown) makes accept() return instead of retrying.
         FCGX_InitRequest(request, pool.settings.listenSocket, Int32(FCGI_FAIL_ACCEPT_ON_INTR))
+        var wakeSignal = sigset_t()
+        sigemptyset(&wakeSignal)
+        sigaddset(&wakeSignal, SIGUSR1)
 
         while !shouldExit {
             idleSince.store(DispatchTime.now().uptimeNanoseconds, ordering: .relaxed)
@@ -101,8 +104,12 @@ final class WorkerThread: @unchecked Sendable {
                 continue
             }
             pool.inFlight.add(1, ordering: .relaxed)
+            // A wake-up meant for an idle thread must not interrupt a write to nginx mid-request:
+            // hold SIGUSR1 until the request is done (it is delivered then, before the next accept).
+            pthread_sigmask(SIG_BLOCK, &wakeSignal, nil)
+            defer { pthread_sigmask(SIG_UNBLOCK, &wakeSignal, nil) }
             if upstream == nil { upstream = UpstreamClient(connectTimeoutMs: pool.gateway.config.azure.connectTimeoutMs) }
-            let handler = RequestHandler(gateway: pool.gateway, stores: pool.stores, upstream: upstream!,
+            let handler = RequestHandler(gateway: pool.gateway, stores: pool.stores, recorder: pool.recorder, upstream: upstream!,
                                          keepaliveSeconds: pool.settings.keepaliveSeconds, logger: logger)
             handler.serve(FastCGIExchange(raw: request))
             FCGX_Finish_r(request)

@@ -1,0 +1,108 @@
+import Foundation
+
+/// Takes usage writes off the request path: requests hand their counts over and go on, one
+/// thread commits whatever has gathered in one transaction (group commit). Under load a commit
+/// carries many requests; when idle, each count is committed within a commit's time. Counts are
+/// kept until committed: a busy database delays them, never drops them, and `flush()` (run on
+/// shutdown) waits for the last one.
+public final class UsageRecorder: @unchecked Sendable {
+    struct Key: Hashable {
+        var userID: Int64
+        var endpoint: String
+    }
+
+    struct Amount {
+        var requests = 0
+        var prompt = 0
+        var completion = 0
+    }
+
+    private let condition = NSCondition()
+    private var pending: [Key: Amount] = [:]
+    private var committing = false
+    private let stores: UsageStorePool
+    private let onError: @Sendable (Error) -> Void
+
+    public init(stores: UsageStorePool, onError: @escaping @Sendable (Error) -> Void = { _ in }) {
+        self.stores = stores
+        self.onError = onError
+        let thread = Thread { [unowned self] in self.run() }
+        thread.name = "usage-recorder"
+        thread.start()
+    }
+
+    /// Counts one forwarded request.
+    public func countRequest(userID: Int64, endpoint: String) {
+        add(Key(userID: userID, endpoint: endpoint)) { $0.requests += 1 }
+    }
+
+    /// Adds tokens Azure reported.
+    public func addTokens(userID: Int64, endpoint: String, prompt: Int, completion: Int) {
+        add(Key(userID: userID, endpoint: endpoint)) {
+            $0.prompt += prompt
+            $0.completion += completion
+        }
+    }
+
+    /// Blocks until everything handed over so far is committed, or `seconds` pass; false on timeout.
+    @discardableResult
+    public func flush(seconds: Double = 10) -> Bool {
+        let deadline = Date(timeIntervalSinceNow: seconds)
+        condition.lock()
+        defer { condition.unlock() }
+        while !pending.isEmpty || committing {
+            if !condition.wait(until: deadline) { return false }
+        }
+        return true
+    }
+
+    private func add(_ key: Key, _ change: (inout Amount) -> Void) {
+        condition.lock()
+        change(&pending[key, default: Amount()])
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    private func run() {
+        while true {
+            condition.lock()
+            while pending.isEmpty { condition.wait() }
+            let batch = pending
+            pending = [:]
+            committing = true
+            condition.unlock()
+
+            var committed = false
+            while !committed {
+                do {
+                    try stores.with { store in try store.record(batch.map { ($0.key.userID, $0.key.endpoint, $0.value) }) }
+                    committed = true
+                } catch {
+                    onError(error)
+                    usleep(50_000)  // the database is busy or gone; keep the counts and retry
+                }
+            }
+            condition.lock()
+            committing = false
+            condition.broadcast()
+            condition.unlock()
+        }
+    }
+}
+
+extension UsageStore {
+    /// Applies a batch of counts in one `BEGIN IMMEDIATE` transaction.
+    func record(_ batch: [(userID: Int64, endpoint: String, amount: UsageRecorder.Amount)]) throws {
+        try connection.writeTransaction {
+            for entry in batch {
+                if entry.amount.requests > 0 {
+                    try countRequest(userID: entry.userID, endpoint: entry.endpoint, times: entry.amount.requests)
+                }
+                if entry.amount.prompt > 0 || entry.amount.completion > 0 {
+                    try addTokens(userID: entry.userID, endpoint: entry.endpoint,
+                                  prompt: entry.amount.prompt, completion: entry.amount.completion)
+                }
+            }
+        }
+    }
+}
