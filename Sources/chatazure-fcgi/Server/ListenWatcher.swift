@@ -18,20 +18,13 @@ final class ListenWatcher: @unchecked Sendable {
     }
 
     func start() -> Bool {
-        var attributes = pthread_attr_t()
-        pthread_attr_init(&attributes)
-        defer { pthread_attr_destroy(&attributes) }
-        pthread_attr_setstacksize(&attributes, pool.settings.stackSize)
-        pthread_attr_setdetachstate(&attributes, Int32(PTHREAD_CREATE_DETACHED))
-        let context = Unmanaged.passRetained(self).toOpaque()
-        return pthread_create(&thread, &attributes, { context in
-            Unmanaged<ListenWatcher>.fromOpaque(context!).takeRetainedValue().loop()
-            return nil
-        }, context) == 0
+        guard let started = DetachedThread.start(stackSize: pool.settings.stackSize, { self.loop() }) else { return false }
+        thread = started
+        return true
     }
 
     func wake() {
-        pthread_kill(thread, SIGUSR1)
+        if thread != 0 { pthread_kill(thread, SIGUSR1) }  // 0 until start() has stored it
     }
 
     /// Called by the supervisor: an accept() that found nothing within 200 ms lost the connection

@@ -30,27 +30,20 @@ final class WorkerThread: @unchecked Sendable {
     var isAccepting: Bool { state.load(ordering: .relaxed) == State.accepting.rawValue }
 
     func idleLongerThan(_ nanos: UInt64, now: UInt64) -> Bool {
-        isIdle && now - idleSince.load(ordering: .relaxed) > nanos
+        // The thread may have marked itself idle after the caller read the clock.
+        let since = idleSince.load(ordering: .relaxed)
+        return isIdle && now > since && now - since > nanos
     }
 
     func start(stackSize: Int) -> Bool {
-        var attributes = pthread_attr_t()
-        pthread_attr_init(&attributes)
-        defer { pthread_attr_destroy(&attributes) }
-        pthread_attr_setstacksize(&attributes, stackSize)
-        pthread_attr_setdetachstate(&attributes, Int32(PTHREAD_CREATE_DETACHED))
-        let context = Unmanaged.passRetained(self).toOpaque()
-        let rc = pthread_create(&thread, &attributes, { context in
-            let worker = Unmanaged<WorkerThread>.fromOpaque(context!).takeRetainedValue()
-            worker.loop()
-            return nil
-        }, context)
-        return rc == 0
+        guard let started = DetachedThread.start(stackSize: stackSize, { self.loop() }) else { return false }
+        thread = started
+        return true
     }
 
     /// Interrupts a blocking accept()/read()/poll() so the loop re-reads its flags.
     func wake() {
-        pthread_kill(thread, SIGUSR1)
+        if thread != 0 { pthread_kill(thread, SIGUSR1) }  // 0 until start() has stored it
     }
 
     /// Asks an idle thread to exit.
