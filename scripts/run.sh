@@ -9,10 +9,13 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 "$root/scripts/bootstrap.sh"
 
-echo "run: building (release)…"
-swift build -c release --product chatazure-fcgi 2>&1 | grep -E "error|warning: |Compiling|Build complete" | grep -v "^\[" || true
-binary="$(swift build -c release --show-bin-path)/chatazure-fcgi"
-[[ -x "$binary" ]] || { echo "run: build failed" >&2; exit 1; }
+echo "run: building (release; a few minutes the first time)…"
+if ! swift build -c release --static-swift-stdlib --product chatazure-fcgi > "$root/.build-release.log" 2>&1; then
+    cat "$root/.build-release.log" >&2
+    echo "run: build failed" >&2
+    exit 1
+fi
+binary="$(swift build -c release --static-swift-stdlib --show-bin-path)/chatazure-fcgi"
 
 state="$root/.run"
 mkdir -p "$state/nginx-temp"

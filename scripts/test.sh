@@ -8,8 +8,11 @@ cd "$root"
 "$root/scripts/bootstrap.sh" --venv
 
 echo "test: building…"
-swift build --build-tests 2>&1 | grep -E "error|warning: |Build complete" || true
-swift build --build-tests >/dev/null 2>&1 || { swift build --build-tests; exit 1; }
+if ! swift build --build-tests > "$root/.build-tests.log" 2>&1; then
+    cat "$root/.build-tests.log" >&2
+    echo "test: build failed" >&2
+    exit 1
+fi
 
 echo "test: unit tests (Core)"
 swift test --skip-build

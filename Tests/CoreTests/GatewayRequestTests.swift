@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import Core
 
@@ -21,5 +22,24 @@ import Testing
         #expect(GatewayRequest(method: "GET", path: "/", headers: ["api-key": "sk-3"]).presentedKey == "sk-3")
         #expect(GatewayRequest(method: "GET", path: "/", headers: ["authorization": "Basic abc"]).presentedKey == nil)
         #expect(GatewayRequest(method: "GET", path: "/", headers: ["authorization": "Bearer "]).presentedKey == nil)
+    }
+}
+
+@Suite struct FastCGIParamsTests {
+    @Test func buildsFromLibfcgiParamStrings() {
+        let entries = ["REQUEST_METHOD=post", "REQUEST_URI=/v1/chat/completions?a=b", "QUERY_STRING=a=b",
+                       "CONTENT_TYPE=application/json", "CONTENT_LENGTH=42", "HTTP_AUTHORIZATION=Bearer sk-x",
+                       "HTTP_API_KEY=k", "HTTP_X_STAINLESS_OS=Linux", "HTTP_ACCEPT=text/event-stream", "EMPTY="]
+        var pointers: [UnsafeMutablePointer<CChar>?] = entries.map { strdup($0) } + [nil]
+        defer { pointers.forEach { free($0) } }
+        let request = pointers.withUnsafeMutableBufferPointer { GatewayRequest(cParams: $0.baseAddress) }
+        #expect(request.method == "POST")
+        #expect(request.path == "/v1/chat/completions")
+        #expect(request.query == "a=b")
+        #expect(request.contentLength == 42)
+        #expect(request.headers["content-type"] == "application/json")
+        #expect(request.presentedKey == "sk-x")
+        #expect(request.headers["accept"] == "text/event-stream")
+        #expect(request.headers["x-stainless-os"] == nil)  // not read, so not kept
     }
 }

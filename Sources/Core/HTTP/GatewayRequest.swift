@@ -20,6 +20,11 @@ public struct GatewayRequest: Sendable {
         self.headers = lowered
     }
 
+    /// Request headers the gateway looks at; `init(cParams:)` keeps only these.
+    public static let readHeaders: Set<String> = [
+        "authorization", "api-key", "accept", "access-control-request-headers", "origin",
+    ]
+
     /// Builds a request straight from libfcgi's `NAME=value` param strings, without Foundation.
     public init(cParams: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) {
         var method = "GET", uri = "/", query = ""
@@ -32,7 +37,10 @@ public struct GatewayRequest: Sendable {
                 let name = UnsafeRawBufferPointer(rebasing: bytes[..<equals])
                 let value = String(decoding: bytes[(equals + 1)...], as: UTF8.self)
                 if name.starts(with: "HTTP_".utf8) {
-                    headers[ASCII.headerName(fromParam: name)] = value
+                    // Only the headers the gateway reads: clients send a dozen more (user-agent,
+                    // x-stainless-*, …) and building each costs more than using them saves.
+                    let header = ASCII.headerName(fromParam: name)
+                    if Self.readHeaders.contains(header) { headers[header] = value }
                 } else {
                     switch String(decoding: name, as: UTF8.self) {
                     case "REQUEST_METHOD": method = value

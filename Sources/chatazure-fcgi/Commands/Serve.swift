@@ -31,10 +31,16 @@ extension ChatAzureFCGI {
         @Option(help: "Seconds of upstream silence before an SSE keepalive comment.")
         var keepaliveSeconds: Int = 15
 
+        @Option(help: "info logs one line per request; warning logs only problems.")
+        var logLevel: String = "info"
+
         func run() throws {
             LoggingSystem.bootstrap { label in StreamLogHandler.standardError(label: label) }
             var logger = Logger(label: "chatazure")
-            logger.logLevel = .info
+            guard let level = Logger.Level(rawValue: logLevel) else {
+                ExitWithMessage.fail("--log-level must be one of trace, debug, info, notice, warning, error, critical")
+            }
+            logger.logLevel = level
             logger[metadataKey: "pid"] = "\(getpid())"
 
             let config: GatewayConfig
