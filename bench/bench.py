@@ -136,7 +136,7 @@ http {{
     def gateway_config(self, endpoint, workers):
         path = self.work / f"gateway-{endpoint.rsplit(':', 1)[1]}.yaml"
         path.write_text(f"web:\n  dbName: bench.db\nazure:\n  endpoint: {endpoint}\n  api-key: {AZURE_KEY}\n"
-                        f"users:\n  - username: bench\n    password: {KEY}\nfastcgi:\n  workers: {workers}\n")
+                        f"users:\n  - username: bench\n    password: {KEY}\nfastcgi:\n  workers: {workers}\n  idle-seconds: 5\n")
         return str(path)
 
     def start_gateway(self, workers):
@@ -422,7 +422,8 @@ def main():
         rows["latency"] = {side: {p: statistics.median(r[p] for r in runs) for p in ("p50_ms", "p99_ms")}
                            for side, runs in latency.items()}
 
-        time.sleep(2)
+        # Threads grown for the load exit after idle-seconds (5 here); then the worker is idle again.
+        time.sleep(1 if smoke else 8)
         rows["idle_rss_after_load_mb"] = rss_mb(rig.gateway.pid)
         unauthorized = [wrk(targets["c"][0], {"Authorization": "Bearer wrong"}, body, 64, 2, seconds)["rps"] for _ in range(rounds)]
         rows["unauthorized_rps"] = statistics.median(unauthorized)
@@ -523,7 +524,7 @@ Written by `bench/run.sh` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())
   chat-completion body (throughput) and the bundled Azure emulator (streams).
 - (a) nginx `proxy_pass` straight to the upstream; (b) `bench/baseline_fcgi.c`, libfcgi, 64 threads, fixed body,
   `fastcgi_keep_conn on`; (b2) `bench/baseline_curl_fcgi.c`, libfcgi + one reused libcurl handle per thread,
-  forwarding to the same upstream and relaying the answer, nothing else; (c) chatazure-fcgi, one worker process, `--workers {args.workers}` (its default), the shipped
+  forwarding to the same upstream and relaying the answer, nothing else; (c) chatazure-fcgi, one worker process, `--workers {args.workers}` (its default), `idle-seconds: 5`, the shipped
   `nginx/chatazure.conf`; (d) LiteLLM proxy, `--num_workers 2`, no database, `azure/` model on the same upstream.
 - Throughput: `wrk -t2 -c64 -d5s` POST, 3 interleaved rounds (a b c d a b c d …), median.
   Light load: `wrk -t1 -c1 -d5s --latency`, a and c interleaved, 3 rounds, median of p50/p99.

@@ -46,6 +46,7 @@ final class WorkerPool: @unchecked Sendable {
     let stopping = Atomic<Bool>(false)
     private let workers = Mutex<[WorkerThread]>([])
     private let nextIndex = Atomic<Int>(0)
+    private var trimAfterExits = false
     private var watcher: ListenWatcher?
 
     init(gateway: Gateway, settings: Settings, logger: Logger) {
@@ -95,6 +96,10 @@ final class WorkerPool: @unchecked Sendable {
             let now = DispatchTime.now().uptimeNanoseconds
             if now - lastShrink >= 1_000_000_000 {
                 lastShrink = now
+                if trimAfterExits {
+                    trimAfterExits = false
+                    malloc_trim(0)
+                }
                 shrink(now: now)
             }
         }
@@ -130,6 +135,11 @@ final class WorkerPool: @unchecked Sendable {
         var excess = total.load(ordering: .relaxed) - settings.minThreads
         guard excess > 0 else { return }
         let limit = UInt64(settings.idleSeconds) * 1_000_000_000
+        let before = excess
+        defer {
+            // Exited threads leave freed memory in glibc's per-thread arenas; hand it back.
+            if excess < before { trimAfterExits = true }
+        }
         workers.withLock { list in
             for worker in list where excess > 0 && worker.idleLongerThan(limit, now: now) {
                 // Keep one thread accepting, so a new connection never waits for a spawn.
@@ -169,3 +179,7 @@ final class WorkerPool: @unchecked Sendable {
         return 0
     }
 }
+
+/// glibc's `malloc_trim` (malloc.h, which the Glibc module does not export).
+@_silgen_name("malloc_trim")
+private func malloc_trim(_ pad: Int) -> Int32
