@@ -6,9 +6,13 @@ public final class UsageStorePool: @unchecked Sendable {
     private let path: String
     private let lock = NSLock()
     private var idle: [UsageStore] = []
+    /// Connections kept open between uses; more are closed when returned, so a burst that
+    /// opened many (each with its page cache) does not keep them for the life of the process.
+    private let maxIdle: Int
 
-    public init(path: String) {
+    public init(path: String, maxIdle: Int = 4) {
         self.path = path
+        self.maxIdle = maxIdle
     }
 
     /// Runs `body` with a connection of its own.
@@ -19,7 +23,7 @@ public final class UsageStorePool: @unchecked Sendable {
         let store = try reused ?? UsageStore(path: path)
         defer {
             lock.lock()
-            idle.append(store)
+            if idle.count < maxIdle { idle.append(store) }
             lock.unlock()
         }
         return try body(store)
