@@ -441,7 +441,12 @@ def main():
     report = render(rows, smoke, args)
     print(report["text"])
     if not smoke:
-        (ROOT / "bench" / "RESULTS.md").write_text(report["markdown"])
+        results = ROOT / "bench" / "RESULTS.md"
+        # Keep the hand-written history of what was measured before and after each fix.
+        marker = "<!-- history -->"
+        previous = results.read_text() if results.exists() else ""
+        history = previous[previous.index(marker):] if marker in previous else marker + "\n"
+        results.write_text(report["markdown"] + "\n" + history)
         print("wrote bench/RESULTS.md")
     failures = [name for name, ok, _ in report["checks"] if not ok]
     if smoke:
