@@ -7,6 +7,8 @@ public struct Gateway: Sendable {
     public let config: GatewayConfig
     /// Largest request body accepted, in bytes (nginx's `client_max_body_size` is 64 MB).
     public var maxBody: Int = 64 << 20
+    /// Recently seen users, so a busy key is not looked up on every request.
+    public let users = UserCache()
 
     public init(config: GatewayConfig) {
         self.config = config
@@ -30,7 +32,9 @@ public struct Gateway: Sendable {
         let user: StoredUser
         do {
             guard let key = request.presentedKey else { return GatewayDecision(.respond(OpenAIError.missingKey.response)) }
-            guard let found = try store.user(forKey: key) else { return GatewayDecision(.respond(OpenAIError.invalidKey.response)) }
+            let hash = UserKey.hash(key)
+            let found = try users.user(forHash: hash) { try store.user(forHash: hash) }
+            guard let found else { return GatewayDecision(.respond(OpenAIError.invalidKey.response)) }
             user = found
         } catch {
             return GatewayDecision(.respond(OpenAIError.gatewayFailure("user lookup failed: \(error)").response))

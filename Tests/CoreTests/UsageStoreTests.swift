@@ -121,3 +121,25 @@ final class FailureCount: @unchecked Sendable {
         #expect(totals.map(\.completionTokens) == [3000, 3000])
     }
 }
+
+@Suite struct UserCacheTests {
+    @Test func servesFromCacheUntilTheTTLThenReloads() throws {
+        let store = try UsageStore(path: temporaryDatabase())
+        try store.addUser(username: "c", key: "c-key-12345")
+        let cache = UserCache(ttlSeconds: 0.2)
+        let hash = UserKey.hash("c-key-12345")
+        var loads = 0
+        func lookup() throws -> StoredUser? { try cache.user(forHash: hash) { loads += 1; return try store.user(forHash: hash) } }
+        #expect(try lookup()?.disabled == false)
+        try store.setDisabled(username: "c", true)
+        #expect(try lookup()?.disabled == false)  // cached
+        #expect(loads == 1)
+        usleep(250_000)
+        #expect(try lookup()?.disabled == true)
+        #expect(loads == 2)
+        var misses = 0
+        #expect(try cache.user(forHash: UserKey.hash("nope")) { misses += 1; return nil } == nil)
+        #expect(try cache.user(forHash: UserKey.hash("nope")) { misses += 1; return nil } == nil)
+        #expect(misses == 2)  // unknown keys are never cached
+    }
+}

@@ -58,8 +58,11 @@ public final class UsageRecorder: @unchecked Sendable {
 
     private func add(_ key: Key, _ change: (inout Amount) -> Void) {
         condition.lock()
+        // The writer only sleeps when nothing is pending: wake it on that transition alone,
+        // not once per request.
+        let wasEmpty = pending.isEmpty
         change(&pending[key, default: Amount()])
-        condition.broadcast()
+        if wasEmpty { condition.broadcast() }
         condition.unlock()
     }
 

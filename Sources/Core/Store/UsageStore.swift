@@ -78,7 +78,12 @@ public final class UsageStore {
 
     /// The user owning `key`, or nil.
     public func user(forKey key: String) throws -> StoredUser? {
-        try findByHash.rows([.text(UserKey.hash(key))]) { row in
+        try user(forHash: UserKey.hash(key))
+    }
+
+    /// The user whose key hashes to `keyHash`, or nil.
+    public func user(forHash keyHash: String) throws -> StoredUser? {
+        try findByHash.rows([.text(keyHash)]) { row in
             StoredUser(id: row.int(0), username: row.text(1), disabled: row.int(2) != 0, source: row.text(3))
         }.first
     }
