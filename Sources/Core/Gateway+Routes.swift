@@ -104,7 +104,6 @@ extension Gateway {
                 body.requestUsage()  // for token accounting; the usage chunk reaches the client only if it asked
             }
         }
-        body.finish()
         return .forward(UpstreamCall(method: "POST", url: route.url,
                                      headers: upstreamHeaders(request, contentType: request.headers["content-type"] ?? "application/json"),
                                      body: body.bytes, route: route, user: user))

@@ -69,14 +69,12 @@ import Testing
 @Suite struct RequestBodyTests {
     @Test func rewritesOnlyWhenNeeded() throws {
         let original = #"{"model":"gpt-4o","stream":true,"messages":[]}"#
-        var untouched = try JSONRequestBody(Array(original.utf8))
-        untouched.finish()
+        let untouched = try JSONRequestBody(Array(original.utf8))
         #expect(String(decoding: untouched.bytes, as: UTF8.self) == original)
 
         var body = try JSONRequestBody(Array(#"{"model":"gpt-4o","stream":true,"stream_options":{"x":1}}"#.utf8))
         body.requestUsage()
         body.setModel("prod-4o")
-        body.finish()
         let object = try JSONSerialization.jsonObject(with: Data(body.bytes)) as? [String: Any]
         #expect(object?["model"] as? String == "prod-4o")
         let options = object?["stream_options"] as? [String: Any]
@@ -85,7 +83,6 @@ import Testing
         var old = try JSONRequestBody(Array(#"{"model":"m","stream":true,"stream_options":{"include_usage":true}}"#.utf8))
         #expect(old.clientWantsUsage)
         old.dropStreamOptions()
-        old.finish()
         #expect(!String(decoding: old.bytes, as: UTF8.self).contains("stream_options"))
     }
 

@@ -61,18 +61,6 @@ public struct GatewayRequest: Sendable {
         self.headers = headers
     }
 
-    /// Builds a request from FastCGI/CGI params (`HTTP_API_KEY` becomes `api-key`).
-    public init(params: [String: String]) {
-        var headers: [String: String] = [:]
-        for (name, value) in params where name.hasPrefix("HTTP_") {
-            headers[String(ASCII.lowercased(name.dropFirst(5)).map { $0 == "_" ? "-" : $0 })] = value
-        }
-        if let type = params["CONTENT_TYPE"], !type.isEmpty { headers["content-type"] = type }
-        if let length = params["CONTENT_LENGTH"], !length.isEmpty { headers["content-length"] = length }
-        let uri = params["REQUEST_URI"] ?? params["DOCUMENT_URI"] ?? "/"
-        let path = uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? "/"
-        self.init(method: params["REQUEST_METHOD"] ?? "GET", path: path, query: params["QUERY_STRING"] ?? "", headers: headers)
-    }
 
     /// Declared body length; 0 when absent or malformed.
     public var contentLength: Int {

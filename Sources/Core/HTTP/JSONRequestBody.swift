@@ -67,9 +67,6 @@ public struct JSONRequestBody {
         splice(start ..< member.upperBound, with: "")
     }
 
-    /// Kept for call sites that batch edits; edits apply at once.
-    public mutating func finish() {}
-
     // MARK: Editing
 
     private mutating func insertMember(_ member: String) {
