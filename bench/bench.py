@@ -386,6 +386,12 @@ def main():
     smoke = args.smoke
     seconds, rounds = (1, 1) if smoke else (5, 3)
     work = ROOT / "bench" / ".work"
+    # An interrupted earlier run may have left its nginx running: stop it before its pid file goes.
+    for pidfile in work.glob("*.pid"):
+        try:
+            os.kill(int(pidfile.read_text().strip()), signal.SIGTERM)
+        except (ValueError, ProcessLookupError, PermissionError):
+            pass
     shutil.rmtree(work, ignore_errors=True)
     rig = Rig(work, args.binary, args.workers, smoke)
     rows, checks = {}, []
