@@ -70,38 +70,3 @@ public struct Gateway: Sendable {
         return GatewayResponse(status: 200, headers: [("Content-Type", "application/json")], body: [UInt8](body))
     }
 }
-
-/// What `Gateway.decide` chose, and for whom.
-public struct GatewayDecision {
-    /// Answer here, or forward.
-    public enum Action {
-        case respond(GatewayResponse)
-        case forward(UpstreamCall)
-    }
-
-    /// The chosen action.
-    public var action: Action
-    /// The authenticated user, when authentication got that far.
-    public var user: StoredUser?
-
-    init(_ action: Action, user: StoredUser? = nil) {
-        self.action = action
-        self.user = user
-    }
-}
-
-/// One request to send to Azure.
-public struct UpstreamCall: Sendable {
-    /// HTTP method.
-    public var method: String
-    /// Full URL.
-    public var url: String
-    /// Headers to send; the Azure key is among them, the client's key never is.
-    public var headers: [(String, String)]
-    /// Body bytes.
-    public var body: [UInt8]
-    /// Model, deployment, streaming and normalization.
-    public var route: AzureRoute
-    /// Who is charged.
-    public var user: StoredUser
-}

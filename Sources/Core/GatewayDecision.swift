@@ -1,0 +1,18 @@
+/// What `Gateway.decide` chose, and for whom.
+public struct GatewayDecision {
+    /// Answer here, or forward.
+    public enum Action {
+        case respond(GatewayResponse)
+        case forward(UpstreamCall)
+    }
+
+    /// The chosen action.
+    public var action: Action
+    /// The authenticated user, when authentication got that far.
+    public var user: StoredUser?
+
+    init(_ action: Action, user: StoredUser? = nil) {
+        self.action = action
+        self.user = user
+    }
+}

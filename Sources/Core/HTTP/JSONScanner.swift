@@ -1,0 +1,118 @@
+import Foundation
+
+/// Walks JSON bytes: validates structure and reports value ranges, building nothing.
+struct JSONScanner {
+    let bytes: [UInt8]
+    var position = 0
+
+    init(bytes: [UInt8], position: Int = 0) {
+        self.bytes = bytes
+        self.position = position
+    }
+
+    var atEnd: Bool { position >= bytes.count }
+    var peek: UInt8? { position < bytes.count ? bytes[position] : nil }
+
+    mutating func skipSpace() {
+        while position < bytes.count, ASCII.isSpace(bytes[position]) { position += 1 }
+    }
+
+    /// Calls `body` with each member of the object at `position`: key, key start, value range.
+    mutating func forEachMember(_ body: (String, Int, Range<Int>, JSONScanner) throws -> Void) throws {
+        guard peek == UInt8(ascii: "{") else { throw JSONRequestBody.invalid }
+        position += 1
+        skipSpace()
+        if peek == UInt8(ascii: "}") { position += 1; return }
+        while true {
+            skipSpace()
+            let keyStart = position
+            guard peek == UInt8(ascii: "\"") else { throw JSONRequestBody.invalid }
+            try skipString()
+            let key = string(keyStart ..< position)
+            skipSpace()
+            guard peek == UInt8(ascii: ":") else { throw JSONRequestBody.invalid }
+            position += 1
+            skipSpace()
+            let valueStart = position
+            try skipValue()
+            try body(key, keyStart, valueStart ..< position, self)
+            skipSpace()
+            switch peek {
+            case UInt8(ascii: ","): position += 1
+            case UInt8(ascii: "}"): position += 1; return
+            default: throw JSONRequestBody.invalid
+            }
+        }
+    }
+
+    mutating func skipValue(depth: Int = 0) throws {
+        guard depth < 256, let byte = peek else { throw JSONRequestBody.invalid }
+        switch byte {
+        case UInt8(ascii: "\""):
+            try skipString()
+        case UInt8(ascii: "{"):
+            try forEachMember { _, _, _, _ in }
+        case UInt8(ascii: "["):
+            position += 1
+            skipSpace()
+            if peek == UInt8(ascii: "]") { position += 1; return }
+            while true {
+                skipSpace()
+                try skipValue(depth: depth + 1)
+                skipSpace()
+                switch peek {
+                case UInt8(ascii: ","): position += 1
+                case UInt8(ascii: "]"): position += 1; return
+                default: throw JSONRequestBody.invalid
+                }
+            }
+        case UInt8(ascii: "t"): try expect("true")
+        case UInt8(ascii: "f"): try expect("false")
+        case UInt8(ascii: "n"): try expect("null")
+        case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+            let start = position
+            while let next = peek, (next >= 48 && next <= 57) || next == UInt8(ascii: "-") || next == UInt8(ascii: "+")
+                || next == UInt8(ascii: ".") || next == UInt8(ascii: "e") || next == UInt8(ascii: "E") {
+                position += 1
+            }
+            guard position > start, bytes[position - 1] >= 48 && bytes[position - 1] <= 57 else { throw JSONRequestBody.invalid }
+        default:
+            throw JSONRequestBody.invalid
+        }
+    }
+
+    private mutating func expect(_ word: StaticString) throws {
+        let count = word.utf8CodeUnitCount
+        guard position + count <= bytes.count else { throw JSONRequestBody.invalid }
+        for offset in 0..<count where bytes[position + offset] != word.utf8Start[offset] { throw JSONRequestBody.invalid }
+        position += count
+    }
+
+    private mutating func skipString() throws {
+        position += 1
+        while position < bytes.count {
+            switch bytes[position] {
+            case UInt8(ascii: "\""): position += 1; return
+            case UInt8(ascii: "\\"): position += 2
+            case 0..<0x20: throw JSONRequestBody.invalid
+            default: position += 1
+            }
+        }
+        throw JSONRequestBody.invalid
+    }
+
+    /// The decoded text of the string literal at `range`.
+    func string(_ range: Range<Int>) -> String {
+        let inner = bytes[(range.lowerBound + 1) ..< (range.upperBound - 1)]
+        if !inner.contains(UInt8(ascii: "\\")) { return String(decoding: inner, as: UTF8.self) }
+        let decoded = try? JSONSerialization.jsonObject(with: Data(bytes[range]), options: [.fragmentsAllowed]) as? String
+        return decoded ?? String(decoding: inner, as: UTF8.self)
+    }
+
+    /// The literal word (`true`, `false`, `null`, a number) at `range`, or "" for other values.
+    func literal(_ range: Range<Int>) -> String {
+        guard let first = range.first.map({ bytes[$0] }), first != UInt8(ascii: "\""), first != UInt8(ascii: "{"),
+              first != UInt8(ascii: "[") else { return "" }
+        return String(decoding: bytes[range], as: UTF8.self)
+    }
+}
