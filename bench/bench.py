@@ -133,10 +133,11 @@ http {{
         while not (os.path.exists(self.baseline_socket) and os.path.exists(self.forwarder_socket)) and time.monotonic() < deadline:
             time.sleep(0.05)
 
-    def gateway_config(self, endpoint, workers):
+    def gateway_config(self, endpoint, workers, max_workers=1024):
         path = self.work / f"gateway-{endpoint.rsplit(':', 1)[1]}.yaml"
         path.write_text(f"web:\n  dbName: bench.db\nazure:\n  endpoint: {endpoint}\n  api-key: {AZURE_KEY}\n"
-                        f"users:\n  - username: bench\n    password: {KEY}\nfastcgi:\n  workers: {workers}\n  idle-seconds: 5\n")
+                        f"users:\n  - username: bench\n    password: {KEY}\nfastcgi:\n  workers: {workers}\n"
+                        f"  max-workers: {max_workers}\n  idle-seconds: 5\n")
         return str(path)
 
     def start_gateway(self, workers):
@@ -145,7 +146,7 @@ http {{
         self.stream_socket = str(self.work / "gateway-stream.sock")
         self.gateway = self.spawn([self.binary, "serve", "--config", self.gateway_config(f"http://127.0.0.1:{self.ports['upstream']}", workers),
                                    "--socket", self.gateway_socket], "gateway.log")
-        self.stream_gateway = self.spawn([self.binary, "serve", "--config", self.gateway_config(f"http://127.0.0.1:{self.ports['emulator']}", workers),
+        self.stream_gateway = self.spawn([self.binary, "serve", "--config", self.gateway_config(f"http://127.0.0.1:{self.ports['emulator']}", workers, max_workers=6000),
                                           "--socket", self.stream_socket], "gateway-stream.log")
         deadline = time.monotonic() + 10
         while not (os.path.exists(self.gateway_socket) and os.path.exists(self.stream_socket)) and time.monotonic() < deadline:
@@ -535,7 +536,8 @@ Written by `bench/run.sh` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())
   chat-completion body (throughput) and the bundled Azure emulator (streams).
 - (a) nginx `proxy_pass` straight to the upstream; (b) `bench/baseline_fcgi.c`, libfcgi, 64 threads, fixed body,
   `fastcgi_keep_conn on`; (b2) `bench/baseline_curl_fcgi.c`, libfcgi + one reused libcurl handle per thread,
-  forwarding to the same upstream and relaying the answer, nothing else; (c) chatazure-fcgi, one worker process, `--workers {args.workers}` (its default), `idle-seconds: 5`, the shipped
+  forwarding to the same upstream and relaying the answer, nothing else; (c) chatazure-fcgi, one worker process, `--workers {args.workers}` (its default), `idle-seconds: 5`
+  (`max-workers: 6000` for the stream process, so 5,000 streams can all be open), the shipped
   `nginx/chatazure.conf`; (d) LiteLLM proxy, `--num_workers 2`, no database, `azure/` model on the same upstream.
 - Throughput: `wrk -t2 -c64 -d5s` POST, 3 interleaved rounds (a b c d a b c d …), median.
   Light load: `wrk -t1 -c1 -d5s --latency`, a and c interleaved, 3 rounds, median of p50/p99.

@@ -4,8 +4,9 @@ import Foundation
 import Synchronization
 
 /// Watches the listening socket for connections nobody is accepting. Below the maximum it grows
-/// the pool at once; at the maximum, after `queueTimeoutMs`, it accepts the connection itself and
-/// answers 503, so a saturated gateway says so instead of leaving clients hanging. A thread of its
+/// the pool at once; once the pool has been saturated for `queueTimeoutMs`, it accepts waiting
+/// connections itself and answers 503 until a thread frees up, so a saturated gateway says so
+/// instead of leaving clients hanging. A thread of its
 /// own, outside the pool's count.
 final class ListenWatcher: @unchecked Sendable {
     private unowned let pool: WorkerPool
@@ -77,7 +78,8 @@ final class ListenWatcher: @unchecked Sendable {
                 request.pointee.ipcFd = -1
             }
             pool.logger.warning("request refused: pool saturated", metadata: ["path": "\(incoming.path)", "status": "503"])
-            pendingSince = 0
+            // pendingSince stays: while the pool stays saturated, the rest of the queue has waited
+            // at least as long, so it is refused at once instead of one connection per timeout.
         }
     }
 }
