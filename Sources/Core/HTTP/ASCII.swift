@@ -72,4 +72,24 @@ public enum ASCII {
     @inline(__always) public static func isSpace(_ byte: UInt8) -> Bool {
         byte == 32 || byte == 9 || byte == 13 || byte == 10
     }
+
+    /// The first index of `needle` in `haystack` at or after `from`.
+    static func find(_ needle: [UInt8], in haystack: [UInt8], from: Int) -> Int? {
+        guard !needle.isEmpty, haystack.count >= needle.count, from <= haystack.count - needle.count else { return nil }
+        let first = needle[0]
+        var index = from
+        let last = haystack.count - needle.count
+        while index <= last {
+            if haystack[index] == first {
+                var match = true
+                for offset in 1..<needle.count where haystack[index + offset] != needle[offset] {
+                    match = false
+                    break
+                }
+                if match { return index }
+            }
+            index += 1
+        }
+        return nil
+    }
 }

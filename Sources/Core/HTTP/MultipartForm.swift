@@ -21,37 +21,18 @@ public enum MultipartForm {
         let delimiter = Array("--\(boundary)".utf8)
         let headerEnd: [UInt8] = [13, 10, 13, 10]
         var position = 0
-        while let start = find(delimiter, in: body, from: position) {
+        while let start = ASCII.find(delimiter, in: body, from: position) {
             let partStart = start + delimiter.count
-            guard let headersEnd = find(headerEnd, in: body, from: partStart) else { return nil }
+            guard let headersEnd = ASCII.find(headerEnd, in: body, from: partStart) else { return nil }
             let headers = String(decoding: body[partStart..<headersEnd], as: UTF8.self).lowercased()
             let valueStart = headersEnd + 4
-            guard let next = find(delimiter, in: body, from: valueStart) else { return nil }
+            guard let next = ASCII.find(delimiter, in: body, from: valueStart) else { return nil }
             if headers.contains("name=\"\(name.lowercased())\""), !headers.contains("filename=") {
                 var valueEnd = next
                 if valueEnd >= 2, body[valueEnd - 2] == 13, body[valueEnd - 1] == 10 { valueEnd -= 2 }
                 return String(decoding: body[valueStart..<max(valueStart, valueEnd)], as: UTF8.self)
             }
             position = next
-        }
-        return nil
-    }
-
-    static func find(_ needle: [UInt8], in haystack: [UInt8], from: Int) -> Int? {
-        guard !needle.isEmpty, haystack.count >= needle.count, from <= haystack.count - needle.count else { return nil }
-        let first = needle[0]
-        var index = from
-        let last = haystack.count - needle.count
-        while index <= last {
-            if haystack[index] == first {
-                var match = true
-                for offset in 1..<needle.count where haystack[index + offset] != needle[offset] {
-                    match = false
-                    break
-                }
-                if match { return index }
-            }
-            index += 1
         }
         return nil
     }

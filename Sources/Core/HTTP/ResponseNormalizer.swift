@@ -15,9 +15,8 @@ public struct TokenUsage: Sendable, Equatable {
     /// Reads the `usage` object of a JSON text in either shape: chat (`prompt_tokens`) or
     /// Responses (`input_tokens`). A byte scan: parsing a whole answer to read two numbers
     /// cost more than the rest of the request.
-    init?<C: Collection>(scanning json: C) where C.Element == UInt8, C.Index == Int {
-        let bytes = Array(json)
-        guard let key = MultipartForm.find(Array(#""usage""#.utf8), in: bytes, from: 0) else { return nil }
+    init?(scanning bytes: [UInt8]) {
+        guard let key = ASCII.find(ResponseNormalizer.usageKey, in: bytes, from: 0) else { return nil }
         var index = key + 7
         while index < bytes.count, bytes[index] == 0x20 || bytes[index] == UInt8(ascii: ":") { index += 1 }
         guard index < bytes.count, bytes[index] == UInt8(ascii: "{") else { return nil }  // null or absent
@@ -30,7 +29,7 @@ public struct TokenUsage: Sendable, Equatable {
         }
         let usage = Array(bytes[index..<min(end + 1, bytes.count)])
         func number(_ name: String) -> Int? {
-            guard let at = MultipartForm.find(Array("\"\(name)\"".utf8), in: usage, from: 0) else { return nil }
+            guard let at = ASCII.find(Array("\"\(name)\"".utf8), in: usage, from: 0) else { return nil }
             var cursor = at + name.utf8.count + 2
             while cursor < usage.count, usage[cursor] == 0x20 || usage[cursor] == UInt8(ascii: ":") { cursor += 1 }
             var value = 0, digits = 0
@@ -74,9 +73,10 @@ public struct ResponseNormalizer {
 
     /// One whole SSE event in, the event to send out (nil: drop it).
     public mutating func event(_ event: [UInt8]) -> [UInt8]? {
-        guard let data = Self.dataPayload(event) else { return event }  // comments, [DONE], non-data lines
-        let mayMatter = Self.contains(data, #""choices":[]"#) || Self.contains(data, #""choices": []"#)
-            || Self.contains(data, #""usage""#)
+        guard let slice = Self.dataPayload(event) else { return event }  // comments, [DONE], non-data lines
+        let data = Array(slice)  // one copy per event, shared by the checks below
+        let mayMatter = Self.contains(data, Self.emptyChoices) || Self.contains(data, Self.emptyChoicesSpaced)
+            || Self.contains(data, Self.usageKey)
         guard mayMatter else { return rewritesChunks ? Self.replacingModel(in: event, escaped: escapedModel) : event }
         // Responses API events nest usage in `response`; the scan finds it there too.
         if let found = TokenUsage(scanning: data) { usage = found }
@@ -104,7 +104,7 @@ public struct ResponseNormalizer {
     /// The bytes after `data:` when the event is one data line with a JSON object.
     static func dataPayload(_ event: [UInt8]) -> ArraySlice<UInt8>? {
         let prefix = Array("data:".utf8)
-        guard let start = MultipartForm.find(prefix, in: event, from: 0) else { return nil }
+        guard let start = ASCII.find(prefix, in: event, from: 0) else { return nil }
         var index = start + prefix.count
         while index < event.count, event[index] == 0x20 { index += 1 }
         guard index < event.count, event[index] == UInt8(ascii: "{") else { return nil }
@@ -113,8 +113,12 @@ public struct ResponseNormalizer {
         return event[index..<end]
     }
 
-    static func contains(_ haystack: ArraySlice<UInt8>, _ needle: String) -> Bool {
-        MultipartForm.find(Array(needle.utf8), in: Array(haystack), from: 0) != nil
+    static let emptyChoices = Array(#""choices":[]"#.utf8)
+    static let emptyChoicesSpaced = Array(#""choices": []"#.utf8)
+    static let usageKey = Array(#""usage""#.utf8)
+
+    static func contains(_ haystack: [UInt8], _ needle: [UInt8]) -> Bool {
+        ASCII.find(needle, in: haystack, from: 0) != nil
     }
 
     /// `model` as the inside of a JSON string literal.
@@ -129,7 +133,7 @@ public struct ResponseNormalizer {
 
     static func replacingModel(in bytes: [UInt8], escaped: [UInt8]) -> [UInt8] {
         let key = Array(#""model""#.utf8)
-        guard let keyAt = MultipartForm.find(key, in: bytes, from: 0) else { return bytes }
+        guard let keyAt = ASCII.find(key, in: bytes, from: 0) else { return bytes }
         var index = keyAt + key.count
         func skipSpaces() { while index < bytes.count, bytes[index] == 0x20 || bytes[index] == 0x09 { index += 1 } }
         skipSpaces()

@@ -77,5 +77,4 @@ public final class SQLiteStatement {
         sqlite3_column_text(handle, column).map { String(cString: $0) } ?? ""
     }
 
-    public func isNull(_ column: Int32) -> Bool { sqlite3_column_type(handle, column) == SQLITE_NULL }
 }

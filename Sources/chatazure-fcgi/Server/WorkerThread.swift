@@ -61,7 +61,7 @@ final class WorkerThread: @unchecked Sendable {
         var logger = pool.logger
         logger[metadataKey: "thread"] = "\(index)"
         // Created on first use: an idle thread costs its stack and nothing more.
-        var upstream: UpstreamClient?
+        var handler: RequestHandler?
         let request = UnsafeMutablePointer<FCGX_Request>.allocate(capacity: 1)
         defer { request.deallocate() }
         // FAIL_ACCEPT_ON_INTR: a SIGUSR1 (retire, shutdown) makes accept() return instead of retrying.
@@ -101,10 +101,12 @@ final class WorkerThread: @unchecked Sendable {
             // hold SIGUSR1 until the request is done (it is delivered then, before the next accept).
             pthread_sigmask(SIG_BLOCK, &wakeSignal, nil)
             defer { pthread_sigmask(SIG_UNBLOCK, &wakeSignal, nil) }
-            if upstream == nil { upstream = UpstreamClient(connectTimeoutMs: pool.gateway.config.azure.connectTimeoutMs) }
-            let handler = RequestHandler(gateway: pool.gateway, stores: pool.stores, recorder: pool.recorder, upstream: upstream!,
+            if handler == nil {
+                handler = RequestHandler(gateway: pool.gateway, stores: pool.stores, recorder: pool.recorder,
+                                         upstream: UpstreamClient(connectTimeoutMs: pool.gateway.config.azure.connectTimeoutMs),
                                          keepaliveSeconds: pool.settings.keepaliveSeconds, logger: logger)
-            handler.serve(FastCGIExchange(raw: request))
+            }
+            handler!.serve(FastCGIExchange(raw: request))
             FCGX_Finish_r(request)
             pool.inFlight.subtract(1, ordering: .relaxed)
         }
