@@ -51,8 +51,9 @@ static void *serve(void *unused) {
         curl_easy_setopt(curl, CURLOPT_WRITEDATA, &out);
         long status = 502;
         if (curl_easy_perform(curl) == CURLE_OK) curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
-        FCGX_FPrintF(request.out, "Status: %ld\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
-                     status, out.length);
+        /* libfcgi's printf has no %zu */
+        FCGX_FPrintF(request.out, "Status: %ld\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n",
+                     status, (int)out.length);
         FCGX_PutStr(out.data, (int)out.length, request.out);
         FCGX_Finish_r(&request);
     }

@@ -18,8 +18,8 @@ static void *serve(void *unused) {
     char buffer[16384];
     while (FCGX_Accept_r(&request) >= 0) {
         while (FCGX_GetStr(buffer, sizeof buffer, request.in) > 0) {}
-        FCGX_FPrintF(request.out, "Status: 200 OK\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
-                     strlen(body), body);
+        FCGX_FPrintF(request.out, "Status: 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
+                     (int)strlen(body), body);  /* libfcgi's printf has no %zu */
         FCGX_Finish_r(&request);
     }
     return NULL;

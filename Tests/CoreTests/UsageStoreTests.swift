@@ -120,6 +120,26 @@ final class FailureCount: @unchecked Sendable {
         #expect(totals.map(\.promptTokens) == [2000, 2000])
         #expect(totals.map(\.completionTokens) == [3000, 3000])
     }
+
+    @Test func gathersForTheIntervalButFlushCommitsAtOnce() throws {
+        let path = temporaryDatabase()
+        let setup = try UsageStore(path: path)
+        try setup.syncConfiguredUsers([ConfiguredUser(username: "a", key: "a-key-12345")])
+        let id = try #require(setup.listUsers().first?.id)
+        let recorder = UsageRecorder(stores: UsageStorePool(path: path), commitInterval: 0.3)
+        recorder.countRequest(userID: id, endpoint: "embeddings")
+        usleep(100_000)
+        #expect(try setup.totals().map(\.requests) == [0])  // still gathering
+        usleep(400_000)
+        #expect(try setup.totals().map(\.requests) == [1])  // committed after the interval, without a flush
+
+        let slow = UsageRecorder(stores: UsageStorePool(path: path), commitInterval: 30)
+        slow.countRequest(userID: id, endpoint: "embeddings")
+        let started = Date()
+        #expect(slow.flush(seconds: 5))
+        #expect(Date().timeIntervalSince(started) < 2)
+        #expect(try setup.totals().map(\.requests) == [2])
+    }
 }
 
 @Suite struct UserCacheTests {

@@ -1,10 +1,11 @@
 import Foundation
 
 /// Takes usage writes off the request path: requests hand their counts over and go on, one
-/// thread commits whatever has gathered in one transaction (group commit). Under load a commit
-/// carries many requests; when idle, each count is committed within a commit's time. Counts are
-/// kept until committed: a busy database delays them, never drops them, and `flush()` (run on
-/// shutdown) waits for the last one.
+/// thread commits whatever has gathered in one transaction (group commit). After the first count
+/// arrives the writer gathers for `commitInterval` more, so under load one commit (and one wake-up
+/// of this thread) carries many requests instead of two or three. Counts are kept until
+/// committed: a busy database delays them, never drops them, and `flush()` (run on shutdown)
+/// commits at once and waits for the last one.
 public final class UsageRecorder: @unchecked Sendable {
     struct Key: Hashable {
         var userID: Int64
@@ -20,11 +21,14 @@ public final class UsageRecorder: @unchecked Sendable {
     private let condition = NSCondition()
     private var pending: [Key: Amount] = [:]
     private var committing = false
+    private var flushing = 0
+    private let commitInterval: Double
     private let stores: UsageStorePool
     private let onError: @Sendable (Error) -> Void
 
-    public init(stores: UsageStorePool, onError: @escaping @Sendable (Error) -> Void = { _ in }) {
+    public init(stores: UsageStorePool, commitInterval: Double = 0.02, onError: @escaping @Sendable (Error) -> Void = { _ in }) {
         self.stores = stores
+        self.commitInterval = commitInterval
         self.onError = onError
         let thread = Thread { [unowned self] in self.run() }
         thread.name = "usage-recorder"
@@ -49,7 +53,12 @@ public final class UsageRecorder: @unchecked Sendable {
     public func flush(seconds: Double = 10) -> Bool {
         let deadline = Date(timeIntervalSinceNow: seconds)
         condition.lock()
-        defer { condition.unlock() }
+        flushing += 1
+        condition.broadcast()  // cut a gathering wait short
+        defer {
+            flushing -= 1
+            condition.unlock()
+        }
         while !pending.isEmpty || committing {
             if !condition.wait(until: deadline) { return false }
         }
@@ -70,6 +79,8 @@ public final class UsageRecorder: @unchecked Sendable {
         while true {
             condition.lock()
             while pending.isEmpty { condition.wait() }
+            let gathered = Date(timeIntervalSinceNow: commitInterval)
+            while flushing == 0 && condition.wait(until: gathered) {}
             let batch = pending
             pending = [:]
             committing = true

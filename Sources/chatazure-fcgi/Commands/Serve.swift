@@ -35,7 +35,7 @@ extension ChatAzureFCGI {
         var logLevel: String = "info"
 
         func run() throws {
-            LoggingSystem.bootstrap { label in StreamLogHandler.standardError(label: label) }
+            LoggingSystem.bootstrap { label in LogLineHandler(label: label) }
             var logger = Logger(label: "chatazure")
             guard let level = Logger.Level(rawValue: logLevel) else {
                 ExitWithMessage.fail("--log-level must be one of trace, debug, info, notice, warning, error, critical")

@@ -73,10 +73,3 @@ struct RequestHandler {
         logger.info("\(line)")
     }
 }
-
-/// Short random ids that tie a log line to a client report.
-enum RequestID {
-    static func make() -> String {
-        String(UInt64.random(in: .min ... .max), radix: 16, uppercase: false)
-    }
-}

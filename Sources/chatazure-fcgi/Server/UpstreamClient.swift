@@ -23,6 +23,31 @@ final class UpstreamClient {
         guard let handle = curl_easy_init() else { fatalError("curl_easy_init failed") }
         self.handle = handle
         self.connectTimeoutMs = connectTimeoutMs
+        // What never changes is set once: perform() only sets what differs per request, and never
+        // calls curl_easy_reset, which re-initialises every option on each call.
+        ccurl_setopt_long(handle, CURLOPT_NOSIGNAL, 1)
+        ccurl_setopt_long(handle, CURLOPT_CONNECTTIMEOUT_MS, connectTimeoutMs)
+        ccurl_setopt_long(handle, CURLOPT_TCP_KEEPALIVE, 1)
+        // A stream may think for minutes, but a transfer silent for 10 minutes is dead.
+        ccurl_setopt_long(handle, CURLOPT_LOW_SPEED_LIMIT, 1)
+        ccurl_setopt_long(handle, CURLOPT_LOW_SPEED_TIME, 600)
+        ccurl_setopt_datafn(handle, CURLOPT_HEADERFUNCTION, { pointer, size, count, context in
+            let relay = Unmanaged<SSERelay>.fromOpaque(context!).takeUnretainedValue()
+            relay.headerLine(UnsafeRawBufferPointer(start: pointer, count: size * count))
+            return size * count
+        })
+        ccurl_setopt_datafn(handle, CURLOPT_WRITEFUNCTION, { pointer, size, count, context in
+            let relay = Unmanaged<SSERelay>.fromOpaque(context!).takeUnretainedValue()
+            // Returning less than given makes libcurl abort with CURLE_WRITE_ERROR.
+            return relay.body(UnsafeRawBufferPointer(start: pointer, count: size * count)) ? size * count : 0
+        })
+        // Called about once a second even when Azure is silent: the relay sends keepalives
+        // and notices a client that went away.
+        ccurl_setopt_long(handle, CURLOPT_NOPROGRESS, 0)
+        ccurl_setopt_xferfn(handle, CURLOPT_XFERINFOFUNCTION, { context, _, _, _, _ in
+            let relay = Unmanaged<SSERelay>.fromOpaque(context!).takeUnretainedValue()
+            return relay.tick() ? 0 : 1
+        })
     }
 
     deinit {
@@ -31,54 +56,38 @@ final class UpstreamClient {
 
     /// Sends `call` and feeds the answer into `sink`. Blocks until the transfer ends.
     func perform(_ call: UpstreamCall, into sink: SSERelay) -> Outcome {
-        curl_easy_reset(handle)  // clears options, keeps the connection cache
         var headerList: UnsafeMutablePointer<curl_slist>?
         for (name, value) in call.headers {
             // "Name;" sends an empty header; "Name:" would remove it.
             headerList = curl_slist_append(headerList, value.isEmpty ? "\(name):" : "\(name): \(value)")
         }
-        defer { curl_slist_free_all(headerList) }
+        defer {
+            ccurl_setopt_slist(handle, CURLOPT_HTTPHEADER, nil)  // the list is freed below
+            ccurl_setopt_pointer(handle, CURLOPT_POSTFIELDS, nil)  // and so is the body
+            curl_slist_free_all(headerList)
+        }
 
         let started = DispatchTime.now().uptimeNanoseconds
         let context = Unmanaged.passUnretained(sink).toOpaque()
         let code: CURLcode = call.body.withUnsafeBytes { body in
             ccurl_setopt_string(handle, CURLOPT_URL, call.url)
-            ccurl_setopt_long(handle, CURLOPT_NOSIGNAL, 1)
-            ccurl_setopt_long(handle, CURLOPT_CONNECTTIMEOUT_MS, connectTimeoutMs)
-            ccurl_setopt_long(handle, CURLOPT_TCP_KEEPALIVE, 1)
-            // A stream may think for minutes, but a transfer silent for 10 minutes is dead.
-            ccurl_setopt_long(handle, CURLOPT_LOW_SPEED_LIMIT, 1)
-            ccurl_setopt_long(handle, CURLOPT_LOW_SPEED_TIME, 600)
             ccurl_setopt_slist(handle, CURLOPT_HTTPHEADER, headerList)
+            // Each branch sets the method completely, since the previous request's options remain.
             switch call.method {
             case "POST":
+                ccurl_setopt_string(handle, CURLOPT_CUSTOMREQUEST, nil)
                 ccurl_setopt_long(handle, CURLOPT_POST, 1)
                 ccurl_setopt_pointer(handle, CURLOPT_POSTFIELDS, UnsafeMutableRawPointer(mutating: body.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!))
                 ccurl_setopt_off(handle, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(body.count))
             case "GET":
+                ccurl_setopt_string(handle, CURLOPT_CUSTOMREQUEST, nil)
                 ccurl_setopt_long(handle, CURLOPT_HTTPGET, 1)
             default:
+                ccurl_setopt_long(handle, CURLOPT_HTTPGET, 1)
                 ccurl_setopt_string(handle, CURLOPT_CUSTOMREQUEST, call.method)
             }
-            ccurl_setopt_datafn(handle, CURLOPT_HEADERFUNCTION, { pointer, size, count, context in
-                let relay = Unmanaged<SSERelay>.fromOpaque(context!).takeUnretainedValue()
-                relay.headerLine(UnsafeRawBufferPointer(start: pointer, count: size * count))
-                return size * count
-            })
             ccurl_setopt_pointer(handle, CURLOPT_HEADERDATA, context)
-            ccurl_setopt_datafn(handle, CURLOPT_WRITEFUNCTION, { pointer, size, count, context in
-                let relay = Unmanaged<SSERelay>.fromOpaque(context!).takeUnretainedValue()
-                // Returning less than given makes libcurl abort with CURLE_WRITE_ERROR.
-                return relay.body(UnsafeRawBufferPointer(start: pointer, count: size * count)) ? size * count : 0
-            })
             ccurl_setopt_pointer(handle, CURLOPT_WRITEDATA, context)
-            // Called about once a second even when Azure is silent: the relay sends keepalives
-            // and notices a client that went away.
-            ccurl_setopt_long(handle, CURLOPT_NOPROGRESS, 0)
-            ccurl_setopt_xferfn(handle, CURLOPT_XFERINFOFUNCTION, { context, _, _, _, _ in
-                let relay = Unmanaged<SSERelay>.fromOpaque(context!).takeUnretainedValue()
-                return relay.tick() ? 0 : 1
-            })
             ccurl_setopt_pointer(handle, CURLOPT_XFERINFODATA, context)
             return curl_easy_perform(handle)
         }

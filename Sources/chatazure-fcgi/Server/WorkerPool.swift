@@ -98,7 +98,7 @@ final class WorkerPool: @unchecked Sendable {
                 lastShrink = now
                 if trimAfterExits {
                     trimAfterExits = false
-                    malloc_trim(0)
+                    _ = malloc_trim(0)
                 }
                 shrink(now: now)
             }

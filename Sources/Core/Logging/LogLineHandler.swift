@@ -1,0 +1,83 @@
+import Foundation
+import Logging
+
+/// swift-log handler that writes each message as one line with a single write(2):
+/// `2026-11-26T16:40:33.607Z info chatazure pid=12 thread=3: message`.
+/// It replaces StreamLogHandler on the request path, which cost about a sixth of a request's
+/// instructions: metadata is rendered when it changes rather than per message, and the UTC
+/// timestamp needs no time zone (localtime_r stats /etc/localtime on every call).
+public struct LogLineHandler: LogHandler {
+    /// The logger's label, written after the level.
+    public let label: String
+    /// Where lines go; 2 is standard error.
+    public let fileDescriptor: Int32
+    /// Messages below this level are dropped by `Logger` before they reach the handler.
+    public var logLevel: Logger.Level = .info
+    /// Adds metadata at log time; rendered per message, so unused on the hot path.
+    public var metadataProvider: Logger.MetadataProvider?
+    /// The logger's own metadata, rendered once per change into `renderedMetadata`.
+    public var metadata: Logger.Metadata = [:] {
+        didSet { renderedMetadata = Self.render(metadata) }
+    }
+    /// `metadata` as ` key=value` pairs, sorted by key.
+    private var renderedMetadata = ""
+
+    public init(label: String, fileDescriptor: Int32 = 2) {
+        self.label = label
+        self.fileDescriptor = fileDescriptor
+    }
+
+    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    public func log(event: LogEvent) {
+        var line = Self.timestamp(Self.now())
+        line += " "
+        line += event.level.rawValue
+        line += " "
+        line += label
+        line += renderedMetadata
+        var extra = metadataProvider?.get() ?? [:]
+        if let own = event.metadata { extra.merge(own) { _, new in new } }
+        if !extra.isEmpty { line += Self.render(extra) }
+        line += ": "
+        line += event.message.description
+        line += "\n"
+        line.withUTF8 { bytes in
+            var offset = 0
+            while offset < bytes.count {
+                let written = write(fileDescriptor, bytes.baseAddress! + offset, bytes.count - offset)
+                if written < 0 && errno == EINTR { continue }
+                if written <= 0 { return }  // nowhere to log to; the request goes on
+                offset += written
+            }
+        }
+    }
+
+    /// Wall-clock seconds and milliseconds since the epoch.
+    static func now() -> (seconds: Int, milliseconds: Int) {
+        var time = timespec()
+        clock_gettime(CLOCK_REALTIME, &time)
+        return (time.tv_sec, time.tv_nsec / 1_000_000)
+    }
+
+    /// ISO 8601 in UTC with milliseconds, e.g. `2026-11-26T16:40:33.607Z`.
+    static func timestamp(_ time: (seconds: Int, milliseconds: Int)) -> String {
+        var seconds = time_t(time.seconds)
+        var parts = tm()
+        gmtime_r(&seconds, &parts)
+        func pad(_ value: Int32, _ width: Int) -> String {
+            let digits = String(value)
+            return digits.count >= width ? digits : String(repeating: "0", count: width - digits.count) + digits
+        }
+        return "\(pad(parts.tm_year + 1900, 4))-\(pad(parts.tm_mon + 1, 2))-\(pad(parts.tm_mday, 2))T"
+            + "\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2)).\(pad(Int32(time.milliseconds), 3))Z"
+    }
+
+    /// ` key=value` for each entry, sorted by key so lines are comparable.
+    static func render(_ metadata: Logger.Metadata) -> String {
+        metadata.sorted { $0.key < $1.key }.map { " \($0.key)=\($0.value)" }.joined()
+    }
+}
