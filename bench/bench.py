@@ -69,13 +69,13 @@ def rss_mb(pid):
 class Rig:
     """Every process of one bench run, all on loopback."""
 
-    def __init__(self, work, binary, workers, smoke):
-        self.work, self.binary, self.smoke = work, binary, smoke
+    def __init__(self, work, binary, workers, smoke, previous=None):
+        self.work, self.binary, self.smoke, self.previous = work, binary, smoke, previous
         self.processes = []
         work.mkdir(parents=True, exist_ok=True)
         (work / "temp").mkdir(exist_ok=True)
         (work / "body.json").write_text(CHAT_BODY)
-        self.ports = {name: free_port() for name in ("upstream", "a", "b", "b2", "c", "a_stream", "c_stream", "emulator", "litellm")}
+        self.ports = {name: free_port() for name in ("upstream", "a", "b", "b2", "c", "c0", "a_stream", "c_stream", "emulator", "litellm")}
         self.start_emulator()
         self.start_upstream_nginx()
         self.start_baseline()
@@ -126,16 +126,16 @@ http {{
         subprocess.run(["gcc", "-O2", "-o", str(executable), str(ROOT / "bench/baseline_fcgi.c"), "-lfcgi", "-lpthread"], check=True)
         subprocess.run(["gcc", "-O2", "-o", str(forwarder), str(ROOT / "bench/baseline_curl_fcgi.c"),
                         "-lfcgi", "-lcurl", "-lpthread"], check=True)
-        self.spawn([str(executable), self.baseline_socket, "64", str(self.work / "body.json")], "baseline.log")
-        self.spawn([str(forwarder), self.forwarder_socket, "64", f"http://127.0.0.1:{self.ports['upstream']}{AZURE_PATH}"],
+        self.baseline = self.spawn([str(executable), self.baseline_socket, "64", str(self.work / "body.json")], "baseline.log")
+        self.forwarder = self.spawn([str(forwarder), self.forwarder_socket, "64", f"http://127.0.0.1:{self.ports['upstream']}{AZURE_PATH}"],
                    "forwarder.log")
         deadline = time.monotonic() + 10
         while not (os.path.exists(self.baseline_socket) and os.path.exists(self.forwarder_socket)) and time.monotonic() < deadline:
             time.sleep(0.05)
 
-    def gateway_config(self, endpoint, workers, max_workers=1024):
-        path = self.work / f"gateway-{endpoint.rsplit(':', 1)[1]}.yaml"
-        path.write_text(f"web:\n  dbName: bench.db\nazure:\n  endpoint: {endpoint}\n  api-key: {AZURE_KEY}\n"
+    def gateway_config(self, endpoint, workers, max_workers=1024, name=None):
+        path = self.work / f"gateway-{name or endpoint.rsplit(':', 1)[1]}.yaml"
+        path.write_text(f"web:\n  dbName: {name or 'bench'}.db\nazure:\n  endpoint: {endpoint}\n  api-key: {AZURE_KEY}\n"
                         f"users:\n  - username: bench\n    password: {KEY}\nfastcgi:\n  workers: {workers}\n"
                         f"  max-workers: {max_workers}\n  idle-seconds: 5\n")
         return str(path)
@@ -148,8 +148,13 @@ http {{
                                    "--socket", self.gateway_socket], "gateway.log")
         self.stream_gateway = self.spawn([self.binary, "serve", "--config", self.gateway_config(f"http://127.0.0.1:{self.ports['emulator']}", workers, max_workers=6000),
                                           "--socket", self.stream_socket], "gateway-stream.log")
+        self.previous_socket = str(self.work / "gateway-previous.sock")
+        if self.previous:
+            self.previous_process = self.spawn([self.previous, "serve", "--config", self.gateway_config(f"http://127.0.0.1:{self.ports['upstream']}", workers, name="previous"),
+                        "--socket", self.previous_socket], "gateway-previous.log")
         deadline = time.monotonic() + 10
-        while not (os.path.exists(self.gateway_socket) and os.path.exists(self.stream_socket)) and time.monotonic() < deadline:
+        while not (os.path.exists(self.gateway_socket) and os.path.exists(self.stream_socket)
+                   and (not self.previous or os.path.exists(self.previous_socket))) and time.monotonic() < deadline:
             time.sleep(0.05)
         time.sleep(0.5)
         self.idle_rss = rss_mb(self.gateway.pid)
@@ -163,6 +168,7 @@ http {{
     upstream forwarder {{ server unix:{self.forwarder_socket}; keepalive 16; }}
     upstream chatazure_fcgi {{ server unix:{self.gateway_socket}; keepalive 16; }}
     upstream chatazure_stream {{ server unix:{self.stream_socket}; keepalive 16; }}
+    upstream chatazure_previous {{ server unix:{self.previous_socket}; keepalive 16; }}
     server {{
         listen 127.0.0.1:{self.ports['a']} backlog=4096;
         location / {{ proxy_pass http://direct; proxy_http_version 1.1; proxy_set_header Connection ""; }}
@@ -185,6 +191,10 @@ http {{
     server {{
         listen 127.0.0.1:{self.ports['c']} backlog=4096;
         {location}
+    }}
+    server {{
+        listen 127.0.0.1:{self.ports['c0']} backlog=4096;
+        {location.replace('fastcgi_pass chatazure_fcgi;', 'fastcgi_pass chatazure_previous;')}
     }}
     server {{
         listen 127.0.0.1:{self.ports['c_stream']} backlog=4096;
@@ -239,7 +249,8 @@ def wrk(url, key_header, body, connections, threads, seconds, latency=False):
     if latency:
         args.append("--latency")
     output = subprocess.run(args + [url], capture_output=True, text=True, check=True).stdout
-    result = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))}
+    result = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
+              "requests": int(re.search(r"(\d+) requests in", output).group(1))}
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     result["non2xx"] = int(errors.group(1)) if errors else 0
     socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
@@ -357,7 +368,9 @@ def callgrind(binary, work, upstream_port):
                           f"  api-key: {AZURE_KEY}\nusers:\n  - username: bench\n    password: {KEY}\n")
         process = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
                                     str(stripped), "serve", "--config", str(config), "--socket", sock, "--workers", "1"],
-                                   stdout=subprocess.DEVNULL, stderr=open(work / f"callgrind-{count}.log", "w"))
+                                   stdout=subprocess.DEVNULL, stderr=open(work / f"callgrind-{count}.log", "w"),
+                                   # Set already, so serve does not re-execute itself out of valgrind's sight.
+                                   env={**os.environ, "GLIBC_TUNABLES": "glibc.malloc.tcache_count=64"})
         deadline = time.monotonic() + 120
         while not os.path.exists(sock) and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -385,6 +398,8 @@ def main():
     parser.add_argument("--workers", type=int, default=16, help="the gateway's minimum threads (its default)")
     parser.add_argument("--throughput-only", type=int, metavar="ROUNDS", default=0,
                         help="only the throughput scenario for a, b, b2 and c, ROUNDS rounds; prints ratios, writes nothing")
+    parser.add_argument("--previous", metavar="BINARY", help="with --throughput-only: another chatazure-fcgi build "
+                        "measured as c0 in the same rounds, for a before/after ratio")
     args = parser.parse_args()
     smoke = args.smoke
     seconds, rounds = (1, 1) if smoke else (5, 3)
@@ -396,7 +411,7 @@ def main():
         except (ValueError, ProcessLookupError, PermissionError):
             pass
     shutil.rmtree(work, ignore_errors=True)
-    rig = Rig(work, args.binary, args.workers, smoke)
+    rig = Rig(work, args.binary, args.workers, smoke, previous=args.previous if args.throughput_only else None)
     rows, checks = {}, []
     try:
         has_litellm = (not smoke) and not args.throughput_only and rig.start_litellm()
@@ -407,6 +422,8 @@ def main():
             "b2": (f"http://127.0.0.1:{rig.ports['b2']}/v1/chat/completions", {}),
             "c": (f"http://127.0.0.1:{rig.ports['c']}/v1/chat/completions", {"Authorization": f"Bearer {KEY}"}),
         }
+        if rig.previous:
+            targets["c0"] = (f"http://127.0.0.1:{rig.ports['c0']}/v1/chat/completions", {"Authorization": f"Bearer {KEY}"})
         if has_litellm:
             targets["d"] = (f"http://127.0.0.1:{rig.ports['litellm']}/v1/chat/completions",
                             {"Authorization": "Bearer sk-bench-litellm-master-key"})
@@ -414,7 +431,10 @@ def main():
         for url, headers in targets.values():
             wrk(url, headers, body, 4, 1, 1)
         if args.throughput_only:
-            return quick_throughput(targets, body, args.throughput_only, seconds)
+            pids = {"b": rig.baseline.pid, "b2": rig.forwarder.pid, "c": rig.gateway.pid}
+            if rig.previous:
+                pids["c0"] = rig.previous_process.pid
+            return quick_throughput(targets, body, args.throughput_only, seconds, pids)
 
         throughput = {side: [] for side in targets}
         for _ in range(rounds):
@@ -468,11 +488,24 @@ def main():
     return 1 if failures else 0
 
 
-def quick_throughput(targets, body, rounds, seconds):
-    """For iterating on the hot path: interleaved throughput rounds, each ratio against (a) of the same round."""
+def cpu_seconds(pid):
+    """User plus system CPU seconds a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def quick_throughput(targets, body, rounds, seconds, pids):
+    """For iterating on the hot path: interleaved throughput rounds, each ratio against (a) of the same round,
+    and the CPU time each FastCGI process spent per request, which the machine's noise disturbs less."""
     ratios = {side: [] for side in targets if side != "a"}
+    cpu = {side: [] for side in pids}
     for index in range(rounds):
-        results = {side: wrk(url, headers, body, 64, 2, seconds) for side, (url, headers) in targets.items()}
+        results = {}
+        for side, (url, headers) in targets.items():
+            before = cpu_seconds(pids[side]) if side in pids else 0
+            results[side] = wrk(url, headers, body, 64, 2, seconds)
+            if side in pids:
+                cpu[side].append((cpu_seconds(pids[side]) - before) / max(1, results[side]["requests"]) * 1e6)
         rps = {side: result["rps"] for side, result in results.items()}
         errors = {side: result["non2xx"] + result["socket_errors"] for side, result in results.items()}
         for side in ratios:
@@ -483,6 +516,10 @@ def quick_throughput(targets, body, rounds, seconds):
             print("a side answered with errors: its figure means nothing", file=sys.stderr)
             return 1
     print("median ratio to a: " + "  ".join(f"{side} {statistics.median(values):.3f}" for side, values in ratios.items()))
+    print("CPU µs per request (median): " + "  ".join(f"{side} {statistics.median(values):.1f}" for side, values in cpu.items()))
+    if "c0" in ratios:
+        print(f"c/c0 (this build over --previous), median of rounds: "
+              f"{statistics.median(c / c0 for c, c0 in zip(ratios['c'], ratios['c0'])):.3f}")
     return 0
 
 

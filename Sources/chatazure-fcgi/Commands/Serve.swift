@@ -35,6 +35,7 @@ extension ChatAzureFCGI {
         var logLevel: String = "info"
 
         func run() throws {
+            MallocTunables.applyByReexecuting()
             LoggingSystem.bootstrap { label in LogLineHandler(label: label) }
             var logger = Logger(label: "chatazure")
             guard let level = Logger.Level(rawValue: logLevel) else {

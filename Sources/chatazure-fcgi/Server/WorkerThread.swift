@@ -16,7 +16,11 @@ final class WorkerThread: @unchecked Sendable {
     private let retiring = Atomic<Bool>(false)
 
     enum State: Int {
-        case busy, accepting, parked
+        /// Serving a request; never signalled, it re-reads its flags when the request is done.
+        case busy
+        case accepting, parked
+        /// Idle and sent SIGUSR1: if it turns busy now, the signal may still arrive mid-request.
+        case waking
     }
 
     init(pool: WorkerPool, index: Int) {
@@ -41,9 +45,21 @@ final class WorkerThread: @unchecked Sendable {
         return true
     }
 
-    /// Interrupts a blocking accept()/read()/poll() so the loop re-reads its flags.
+    /// Interrupts an idle thread's blocking accept()/poll() so the loop re-reads its flags. A busy
+    /// thread is left alone (a signal would break libfcgi's writes, which treat EINTR as failure);
+    /// it re-reads the flags after its request.
     func wake() {
-        if thread != 0 { pthread_kill(thread, SIGUSR1) }  // 0 until start() has stored it
+        guard thread != 0 else { return }  // 0 until start() has stored it
+        var current = state.load(ordering: .sequentiallyConsistent)
+        while current != State.busy.rawValue {
+            let (exchanged, found) = state.compareExchange(expected: current, desired: State.waking.rawValue,
+                                                           ordering: .sequentiallyConsistent)
+            if exchanged {
+                pthread_kill(thread, SIGUSR1)
+                return
+            }
+            current = found
+        }
     }
 
     /// Asks an idle thread to exit.
@@ -88,7 +104,7 @@ final class WorkerThread: @unchecked Sendable {
             }
             let accepted = FCGX_Accept_r(request)
             if accepting { pool.accepting.subtract(1, ordering: .relaxed) }
-            state.store(State.busy.rawValue, ordering: .sequentiallyConsistent)
+            let wasWoken = state.exchange(State.busy.rawValue, ordering: .sequentiallyConsistent) == State.waking.rawValue
             if accepted < 0 {
                 if accepted != -EINTR && !shouldExit {
                     logger.error("FCGX_Accept_r failed: \(accepted)")
@@ -97,10 +113,11 @@ final class WorkerThread: @unchecked Sendable {
                 continue
             }
             pool.inFlight.add(1, ordering: .relaxed)
-            // A wake-up meant for an idle thread must not interrupt a write to nginx mid-request:
-            // hold SIGUSR1 until the request is done (it is delivered then, before the next accept).
-            pthread_sigmask(SIG_BLOCK, &wakeSignal, nil)
-            defer { pthread_sigmask(SIG_UNBLOCK, &wakeSignal, nil) }
+            // A wake-up sent while this thread was idle may land now and must not interrupt a write
+            // to nginx: hold it until the request is done. Only then, so the usual request costs no
+            // sigprocmask calls.
+            if wasWoken { pthread_sigmask(SIG_BLOCK, &wakeSignal, nil) }
+            defer { if wasWoken { pthread_sigmask(SIG_UNBLOCK, &wakeSignal, nil) } }
             if handler == nil {
                 handler = RequestHandler(gateway: pool.gateway, stores: pool.stores, recorder: pool.recorder,
                                          upstream: UpstreamClient(connectTimeoutMs: pool.gateway.config.azure.connectTimeoutMs),
@@ -122,7 +139,8 @@ final class WorkerThread: @unchecked Sendable {
     /// on one, see `fastcgi_next_upstream` in nginx/chatazure.conf).
     private func waitOnKeptConnection(_ request: UnsafeMutablePointer<FCGX_Request>) {
         let kept = request.pointee.ipcFd
-        var fds = [pollfd(fd: kept, events: Int16(POLLIN), revents: 0),
+        // POLLRDHUP tells nginx closing the connection from the next request without a peek.
+        var fds = [pollfd(fd: kept, events: Int16(POLLIN) | pollReadHangUp, revents: 0),
                    pollfd(fd: pool.settings.listenSocket, events: Int16(POLLIN), revents: 0)]
         while !shouldExit {
             fds[0].revents = 0
@@ -131,8 +149,7 @@ final class WorkerThread: @unchecked Sendable {
             if ready < 0 && errno != EINTR { return }
             if fds[0].revents != 0 {
                 // The next request, or nginx closed the connection: then accept as a counted acceptor.
-                var byte: UInt8 = 0
-                if recv(kept, &byte, 1, Int32(MSG_PEEK | MSG_DONTWAIT)) == 0 { closeKeptConnection(request) }
+                if fds[0].revents & (pollReadHangUp | Int16(POLLHUP | POLLERR)) != 0 { closeKeptConnection(request) }
                 return
             }
             if fds[1].revents != 0 && pool.accepting.load(ordering: .relaxed) == 0 {
@@ -154,3 +171,6 @@ final class WorkerThread: @unchecked Sendable {
         }
     }
 }
+
+/// POLLRDHUP (Linux), which the Glibc module leaves out: it is defined under _GNU_SOURCE only.
+private let pollReadHangUp: Int16 = 0x2000

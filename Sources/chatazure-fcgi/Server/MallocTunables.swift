@@ -1,0 +1,20 @@
+import Foundation
+
+/// glibc keeps 7 freed blocks per size class per thread (its tcache). One request frees more than
+/// that of the same few sizes (strings, arrays, libcurl's and libfcgi's buffers), so the rest went
+/// through glibc's slower locked paths: 64 cut the worker's CPU time per request by about a tenth
+/// (`bench/bench.py --throughput-only`, see bench/RESULTS.md). glibc reads tunables once, at
+/// process start, so `serve` re-executes itself once with the setting added.
+enum MallocTunables {
+    static let setting = "glibc.malloc.tcache_count=64"
+
+    /// Re-executes this program with `setting` in GLIBC_TUNABLES, unless a tcache count is already
+    /// set there. Returns only when nothing needs doing or the exec failed (then glibc's defaults
+    /// stay, which only costs speed).
+    static func applyByReexecuting() {
+        let current = getenv("GLIBC_TUNABLES").map { String(cString: $0) } ?? ""
+        guard !current.contains("tcache_count") else { return }
+        setenv("GLIBC_TUNABLES", current.isEmpty ? setting : "\(current):\(setting)", 1)
+        execv("/proc/self/exe", CommandLine.unsafeArgv)
+    }
+}
