@@ -40,8 +40,9 @@ extension Gateway {
     private func openAIRoute(_ request: GatewayRequest, operation: String, user: StoredUser,
                              readBody: (Int) throws -> [UInt8]) throws -> GatewayDecision.Action {
         let azure = config.azure
-        let segments = operation.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
-        // GET/DELETE /v1/responses/{id}[/input_items]
+        // GET/DELETE /v1/responses/{id}[/input_items]; split only then, it runs for every request.
+        let segments = operation.utf8.starts(with: "responses/".utf8)
+            ? operation.split(separator: "/", omittingEmptySubsequences: false).map(String.init) : []
         if segments.count >= 2, segments[0] == "responses", AzureRoute.isPlainToken(segments[1]),
            segments.count == 2 || (segments.count == 3 && segments[2] == "input_items") {
             guard request.method == "GET" || (request.method == "DELETE" && segments.count == 2) else {

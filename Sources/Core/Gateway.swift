@@ -15,17 +15,17 @@ public struct Gateway: Sendable {
     }
 
     /// Decides for `request`. `readBody(limit)` returns the request body, or throws an
-    /// `OpenAIError` (413) when it is longer than `limit`.
-    public func decide(_ request: GatewayRequest, store: UsageStore,
+    /// `OpenAIError` (413) when it is longer than `limit`. A connection is borrowed from `stores`
+    /// only when the user cache misses (or for /healthz): under load, most requests need none.
+    public func decide(_ request: GatewayRequest, stores: UsageStorePool,
                        readBody: (Int) throws -> [UInt8]) -> GatewayDecision {
         if request.method == "OPTIONS" { return GatewayDecision(.respond(CORS.preflight(request))) }
         if request.path == "/healthz" {
             guard request.method == "GET" || request.method == "HEAD" else {
                 return GatewayDecision(.respond(OpenAIError.methodNotAllowed(method: request.method, path: request.path).response))
             }
-            return GatewayDecision(.respond(store.isReadable()
-                ? .json(200, #"{"status":"ok"}"#)
-                : OpenAIError(status: 503, message: "The usage database cannot be read.", type: "server_error", code: "database_unavailable").response))
+            let readable = (try? stores.with { $0.isReadable() }) ?? false
+            return GatewayDecision(.respond(readable ? .json(200, #"{"status":"ok"}"#) : OpenAIError.databaseUnavailable.response))
         }
 
         // Authenticate before reading the body, so a wrong key costs no upload.
@@ -33,11 +33,11 @@ public struct Gateway: Sendable {
         do {
             guard let key = request.presentedKey else { return GatewayDecision(.respond(OpenAIError.missingKey.response)) }
             let hash = UserKey.hash(key)
-            let found = try users.user(forHash: hash) { try store.user(forHash: hash) }
+            let found = try users.user(forHash: hash) { try stores.with { try $0.user(forHash: hash) } }
             guard let found else { return GatewayDecision(.respond(OpenAIError.invalidKey.response)) }
             user = found
         } catch {
-            return GatewayDecision(.respond(OpenAIError.gatewayFailure("user lookup failed: \(error)").response))
+            return GatewayDecision(.respond(OpenAIError.databaseUnavailable.response), failure: "user lookup failed: \(error)")
         }
         if user.disabled { return GatewayDecision(.respond(OpenAIError.disabledUser(user.username).response), user: user) }
 

@@ -10,9 +10,12 @@ public struct GatewayDecision {
     public var action: Action
     /// The authenticated user, when authentication got that far.
     public var user: StoredUser?
+    /// What failed on the gateway's side, for the log only.
+    public var failure: String?
 
-    init(_ action: Action, user: StoredUser? = nil) {
+    init(_ action: Action, user: StoredUser? = nil, failure: String? = nil) {
         self.action = action
         self.user = user
+        self.failure = failure
     }
 }

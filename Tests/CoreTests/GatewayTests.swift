@@ -5,6 +5,7 @@ import Testing
 @Suite struct GatewayTests {
     let gateway: Gateway
     let store: UsageStore
+    let stores: UsageStorePool
 
     init() throws {
         let config = GatewayConfig(
@@ -14,13 +15,14 @@ import Testing
             users: [ConfiguredUser(username: "alice", key: "alice-key-1"), ConfiguredUser(username: "off", key: "off-key-12")])
         gateway = Gateway(config: config)
         store = try UsageStore(path: config.databasePath)
+        stores = UsageStorePool(path: config.databasePath)
         try store.syncConfiguredUsers(config.users)
         try store.setDisabled(username: "off", true)
     }
 
     func decide(_ method: String, _ path: String, headers: [String: String] = ["authorization": "Bearer alice-key-1"],
                 body: String = "") -> GatewayDecision {
-        gateway.decide(GatewayRequest(method: method, path: path, headers: headers), store: store) { limit in
+        gateway.decide(GatewayRequest(method: method, path: path, headers: headers), stores: stores) { limit in
             if body.utf8.count > limit { throw OpenAIError.tooLarge(limit: limit) }
             return Array(body.utf8)
         }
@@ -37,6 +39,21 @@ import Testing
         let error = try #require(object?["error"])
         #expect(Set(error.keys) == ["message", "type", "param", "code"])
         return (response.status, error["code"] as? String)
+    }
+
+    @Test func borrowsNoDatabaseConnectionOnAUserCacheHit() throws {
+        let unopenable = UsageStorePool(path: "/nonexistent-dir/usage.db")
+        func decide(_ path: String, _ stores: UsageStorePool) -> GatewayDecision {
+            gateway.decide(GatewayRequest(method: path == "/healthz" ? "GET" : "POST", path: path,
+                                          headers: ["authorization": "Bearer alice-key-1"]), stores: stores) { _ in
+                Array(#"{"model":"gpt-4o","messages":[]}"#.utf8)
+            }
+        }
+        #expect(try errorCode(decide("/v1/chat/completions", unopenable)) == (503, "database_unavailable"))
+        guard case .forward = decide("/v1/chat/completions", stores).action else { throw CancellationError() }
+        // alice is cached now: the database is not needed until the entry expires.
+        guard case .forward = decide("/v1/chat/completions", unopenable).action else { throw CancellationError() }
+        #expect(try errorCode(decide("/healthz", unopenable)) == (503, "database_unavailable"))
     }
 
     @Test func forwardsChatWithAzureKeyOnly() throws {
@@ -88,7 +105,7 @@ import Testing
     @Test func tooLargeBody() throws {
         var small = gateway
         small.maxBody = 10
-        let decision = small.decide(GatewayRequest(method: "POST", path: "/v1/chat/completions", headers: ["api-key": "alice-key-1"]), store: store) { limit in
+        let decision = small.decide(GatewayRequest(method: "POST", path: "/v1/chat/completions", headers: ["api-key": "alice-key-1"]), stores: stores) { limit in
             throw OpenAIError.tooLarge(limit: limit)
         }
         #expect(try errorCode(decision) == (413, "request_too_large"))
@@ -112,20 +129,20 @@ import Testing
 }
 
 @Suite struct GatewayRouteTests {
-    func gateway(style: AzureSettings.APIStyle) throws -> (Gateway, UsageStore) {
+    func gateway(style: AzureSettings.APIStyle) throws -> (Gateway, UsageStorePool) {
         let config = GatewayConfig(
             databasePath: temporaryDatabase(),
             azure: AzureSettings(endpoint: "https://r.openai.azure.com", apiKey: "AZ", deployments: ["gpt-4o": "prod"], apiStyle: style),
             users: [ConfiguredUser(username: "u", key: "user-key-1")])
         let store = try UsageStore(path: config.databasePath)
         try store.syncConfiguredUsers(config.users)
-        return (Gateway(config: config), store)
+        return (Gateway(config: config), UsageStorePool(path: config.databasePath))
     }
 
-    func call(_ gateway: Gateway, _ store: UsageStore, _ method: String, _ path: String, query: String = "",
+    func call(_ gateway: Gateway, _ stores: UsageStorePool, _ method: String, _ path: String, query: String = "",
               body: String = "", type: String = "application/json") -> UpstreamCall? {
         let request = GatewayRequest(method: method, path: path, query: query, headers: ["api-key": "user-key-1", "content-type": type])
-        guard case .forward(let call) = gateway.decide(request, store: store, readBody: { _ in Array(body.utf8) }).action else { return nil }
+        guard case .forward(let call) = gateway.decide(request, stores: stores, readBody: { _ in Array(body.utf8) }).action else { return nil }
         return call
     }
 

@@ -162,4 +162,27 @@ final class FailureCount: @unchecked Sendable {
         #expect(try cache.user(forHash: UserKey.hash("nope")) { misses += 1; return nil } == nil)
         #expect(misses == 2)  // unknown keys are never cached
     }
+
+    @Test func oneThreadReloadsAnExpiredEntryWhileTheOthersUseIt() throws {
+        let path = temporaryDatabase()
+        try UsageStore(path: path).addUser(username: "d", key: "d-key-12345")
+        let stores = UsageStorePool(path: path)
+        let cache = UserCache(ttlSeconds: 0.2)
+        let hash = UserKey.hash("d-key-12345")
+        let loads = FailureCount()
+        let found = FailureCount()
+        @Sendable func lookup() {
+            let user = try? cache.user(forHash: hash) {
+                loads.add()
+                usleep(100_000)  // a slow lookup: the other threads arrive while it runs
+                return try stores.with { try $0.user(forHash: hash) }
+            }
+            if user?.username == "d" { found.add() }
+        }
+        lookup()
+        usleep(250_000)
+        DispatchQueue.concurrentPerform(iterations: 8) { _ in lookup() }
+        #expect(loads.value == 2)
+        #expect(found.value == 9)
+    }
 }

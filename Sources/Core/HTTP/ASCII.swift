@@ -17,6 +17,11 @@ public enum ASCII {
         String(decoding: value.utf8.map { $0 >= 65 && $0 <= 90 ? $0 + 32 : $0 }, as: UTF8.self)
     }
 
+    /// ASCII letters upper-cased; other bytes kept.
+    public static func uppercased<C: Collection<UInt8>>(_ bytes: C) -> String {
+        String(decoding: bytes.map { $0 >= 97 && $0 <= 122 ? $0 - 32 : $0 }, as: UTF8.self)
+    }
+
     /// The bytes of `buffer` in `range`, ASCII letters lower-cased, as a String.
     public static func lowercased(_ buffer: UnsafeRawBufferPointer, _ range: Range<Int>) -> String {
         String(decoding: buffer[range].map { $0 >= 65 && $0 <= 90 ? $0 + 32 : $0 }, as: UTF8.self)
@@ -28,14 +33,6 @@ public enum ASCII {
         while start < end, isSpace(buffer[start]) { start += 1 }
         while end > start, isSpace(buffer[end - 1]) { end -= 1 }
         return start..<end
-    }
-
-    /// `HTTP_API_KEY` -> `api-key`: the header name behind a CGI param.
-    static func headerName(fromParam name: UnsafeRawBufferPointer) -> String {
-        String(decoding: name.dropFirst(5).map { byte -> UInt8 in
-            if byte == 95 { return 45 }  // _ -> -
-            return byte >= 65 && byte <= 90 ? byte + 32 : byte
-        }, as: UTF8.self)
     }
 
     /// True when `haystack` contains `needle`, ignoring ASCII case in `haystack` (`needle` is lower-case).

@@ -25,42 +25,48 @@ public struct GatewayRequest: Sendable {
         "authorization", "api-key", "accept", "access-control-request-headers", "origin",
     ]
 
+    /// The `HTTP_*` param behind each of `readHeaders`, as bytes, so other params are skipped
+    /// without building a String.
+    static let readParams: [(param: [UInt8], header: String)] = readHeaders.map { header in
+        (Array("HTTP_".utf8) + header.utf8.map { $0 == UInt8(ascii: "-") ? UInt8(ascii: "_") : $0 >= 97 && $0 <= 122 ? $0 - 32 : $0 },
+         header)
+    }
+
     /// Builds a request straight from libfcgi's `NAME=value` param strings, without Foundation.
+    /// It runs for every request, so only the values the gateway reads become Strings.
     public init(cParams: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) {
         var method = "GET", uri = "/", query = ""
         var headers: [String: String] = [:]
         var cursor = cParams
         while let entry = cursor?.pointee {
-            let length = strlen(entry)
-            let bytes = UnsafeRawBufferPointer(start: entry, count: length)
-            if let equals = bytes.firstIndex(of: UInt8(ascii: "=")) {
-                let name = UnsafeRawBufferPointer(rebasing: bytes[..<equals])
-                let value = String(decoding: bytes[(equals + 1)...], as: UTF8.self)
-                if name.starts(with: "HTTP_".utf8) {
-                    // Only the headers the gateway reads: clients send a dozen more (user-agent,
-                    // x-stainless-*, …) and building each costs more than using them saves.
-                    let header = ASCII.headerName(fromParam: name)
-                    if Self.readHeaders.contains(header) { headers[header] = value }
-                } else {
-                    switch String(decoding: name, as: UTF8.self) {
-                    case "REQUEST_METHOD": method = value
-                    case "REQUEST_URI": uri = value
-                    case "QUERY_STRING": query = value
-                    case "CONTENT_TYPE": if !value.isEmpty { headers["content-type"] = value }
-                    case "CONTENT_LENGTH": if !value.isEmpty { headers["content-length"] = value }
-                    default: break
-                    }
-                }
-            }
             cursor = cursor?.advanced(by: 1)
+            let bytes = UnsafeRawBufferPointer(start: entry, count: strlen(entry))
+            guard let equals = bytes.firstIndex(of: UInt8(ascii: "=")) else { continue }
+            let name = UnsafeRawBufferPointer(rebasing: bytes[..<equals])
+            let rawValue = bytes[(equals + 1)...]
+            if name.starts(with: "HTTP_".utf8) {
+                // Only the headers the gateway reads: clients send a dozen more (user-agent,
+                // x-stainless-*, …) and building each costs more than using them saves.
+                for (param, header) in Self.readParams where param.count == name.count && param.elementsEqual(name) {
+                    headers[header] = String(decoding: rawValue, as: UTF8.self)
+                }
+                continue
+            }
+            switch String(decoding: name, as: UTF8.self) {  // short names: no allocation
+            case "REQUEST_METHOD": method = ASCII.uppercased(rawValue)
+            case "REQUEST_URI": uri = String(decoding: rawValue, as: UTF8.self)
+            case "QUERY_STRING": query = String(decoding: rawValue, as: UTF8.self)
+            case "CONTENT_TYPE": if !rawValue.isEmpty { headers["content-type"] = String(decoding: rawValue, as: UTF8.self) }
+            case "CONTENT_LENGTH": if !rawValue.isEmpty { headers["content-length"] = String(decoding: rawValue, as: UTF8.self) }
+            default: break
+            }
         }
         let path = uri.utf8.firstIndex(of: UInt8(ascii: "?")).map { String(uri[..<$0]) } ?? uri
-        self.method = ASCII.lowercased(method).uppercased()
+        self.method = method
         self.path = path
         self.query = query
         self.headers = headers
     }
-
 
     /// Declared body length; 0 when absent or malformed.
     public var contentLength: Int {

@@ -81,6 +81,10 @@ extension OpenAIError {
         OpenAIError(status: 500, message: "The gateway failed: \(detail)", type: "server_error", code: "gateway_error")
     }
 
+    /// The SQLite file cannot be opened or read; the details go to the log, not to the client.
+    public static let databaseUnavailable = OpenAIError(status: 503, message: "The usage database cannot be read.",
+                                                        type: "server_error", code: "database_unavailable")
+
     public static func overloaded(_ detail: String) -> OpenAIError {
         OpenAIError(status: 503, message: "The gateway is overloaded: \(detail)", type: "server_error", code: "overloaded")
     }

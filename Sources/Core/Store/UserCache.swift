@@ -15,15 +15,25 @@ public final class UserCache: @unchecked Sendable {
     }
 
     /// The user for `keyHash`: from the cache while fresh, else from `load` (nil: no such key).
+    /// When an entry expires, the first thread to see it reloads it and the others go on with the
+    /// entry meanwhile, so a busy key costs one lookup per TTL rather than one per waiting thread.
     public func user(forHash keyHash: String, load: () throws -> StoredUser?) rethrows -> StoredUser? {
         let now = DispatchTime.now().uptimeNanoseconds
         lock.lock()
-        if let entry = entries[keyHash], entry.expires > now {
-            lock.unlock()
-            return entry.user
+        if let entry = entries[keyHash] {
+            if entry.expires > now {
+                lock.unlock()
+                return entry.user
+            }
+            entries[keyHash] = (entry.user, now + ttlNanos)  // others use it while this thread reloads
         }
         lock.unlock()
-        guard let user = try load() else { return nil }
+        guard let user = try load() else {
+            lock.lock()
+            entries[keyHash] = nil
+            lock.unlock()
+            return nil
+        }
         lock.lock()
         if entries.count >= capacity { entries.removeAll(keepingCapacity: true) }
         entries[keyHash] = (user, now + ttlNanos)

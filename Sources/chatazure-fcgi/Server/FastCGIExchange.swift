@@ -38,10 +38,24 @@ struct FastCGIExchange {
     /// Writes the CGI header block: `Status:`, the given fields and the CORS fields.
     @discardableResult
     func writeHead(status: Int, headers: [(String, String)]) -> Bool {
-        var head = "Status: \(status) \(HTTPStatus.reason(status))\r\n"
-        for (name, value) in headers + CORS.responseHeaders { head += "\(name): \(value)\r\n" }
-        head += "\r\n"
-        return write(Array(head.utf8))
+        // Appended as bytes into one buffer: this runs for every response.
+        var head = [UInt8]()
+        head.reserveCapacity(512)
+        head += "Status: ".utf8
+        head += String(status).utf8
+        head.append(UInt8(ascii: " "))
+        head += HTTPStatus.reason(status).utf8
+        head += "\r\n".utf8
+        for fields in [headers, CORS.responseHeaders] {
+            for (name, value) in fields {
+                head += name.utf8
+                head += ": ".utf8
+                head += value.utf8
+                head += "\r\n".utf8
+            }
+        }
+        head += "\r\n".utf8
+        return write(head)
     }
 
     /// Writes body bytes; false when the client is gone.

@@ -15,20 +15,10 @@ struct RequestHandler {
     func serve(_ exchange: FastCGIExchange) {
         let started = DispatchTime.now().uptimeNanoseconds
         let request = exchange.request()
-        let decision: GatewayDecision
-        do {
-            decision = try stores.with { store in
-                gateway.decide(request, store: store) { limit in
-                    try exchange.readBody(declaredLength: request.contentLength, limit: limit)
-                }
-            }
-        } catch {
-            logger.error("cannot open the database: \(error)")
-            let failure = OpenAIError(status: 503, message: "The usage database cannot be opened.", type: "server_error",
-                                      code: "database_unavailable")
-            exchange.respond(failure.response)
-            return
+        let decision = gateway.decide(request, stores: stores) { limit in
+            try exchange.readBody(declaredLength: request.contentLength, limit: limit)
         }
+        if let failure = decision.failure { logger.error("\(failure)") }
         var status = 0
         var bytes = 0
         var upstreamMs: Int?
@@ -63,7 +53,9 @@ struct RequestHandler {
 
         // One pre-built line: metadata would be sorted and re-formatted by the handler per request.
         let totalMs = Double((DispatchTime.now().uptimeNanoseconds - started) / 100_000) / 10
-        var line = "request id=\(RequestID.make()) user=\(decision.user?.username ?? "-") method=\(request.method)"
+        var line = ""
+        line.reserveCapacity(256)
+        line += "request id=\(RequestID.make()) user=\(decision.user?.username ?? "-") method=\(request.method)"
         line += " path=\(request.path) status=\(status) ms=\(totalMs) bytes=\(bytes)"
         if let route {
             line += " model=\(route.model) -> \(route.deployment) stream=\(route.streaming)"
