@@ -47,6 +47,7 @@ final class WorkerPool: @unchecked Sendable {
     private let workers = Mutex<[WorkerThread]>([])
     private let nextIndex = Atomic<Int>(0)
     private var trimAfterExits = false
+    private var releasePagesWhenIdle = false
     private var watcher: ListenWatcher?
 
     init(gateway: Gateway, settings: Settings, logger: Logger) {
@@ -84,7 +85,8 @@ final class WorkerPool: @unchecked Sendable {
         }
         watcher = ListenWatcher(pool: self)
         guard watcher!.start() else { return 1 }
-        logger.info("serving", metadata: ["threads": "\(settings.minThreads)", "max_threads": "\(settings.maxThreads)"])
+        logger.info("serving", metadata: ["threads": "\(settings.minThreads)", "max_threads": "\(settings.maxThreads)",
+                                          "released_startup_kb": "\(CleanFilePages.release())"])
 
         var received: Int32 = 0
         var tick = timespec(tv_sec: 0, tv_nsec: 100_000_000)
@@ -93,12 +95,19 @@ final class WorkerPool: @unchecked Sendable {
             received = sigtimedwait(&stopSignals, nil, &tick)
             if received > 0 { break }
             watcher?.unblockIfStale()
+            topUp()
             let now = DispatchTime.now().uptimeNanoseconds
             if now - lastShrink >= 1_000_000_000 {
                 lastShrink = now
                 if trimAfterExits {
                     trimAfterExits = false
                     _ = malloc_trim(0)
+                    releasePagesWhenIdle = true
+                }
+                // Not while requests run: they would fault their pages straight back in.
+                if releasePagesWhenIdle && inFlight.load(ordering: .relaxed) == 0 {
+                    releasePagesWhenIdle = false
+                    CleanFilePages.release()
                 }
                 shrink(now: now)
             }
@@ -130,23 +139,34 @@ final class WorkerPool: @unchecked Sendable {
         total.subtract(1, ordering: .relaxed)
     }
 
-    /// Retires threads above the minimum that have idled longer than `idleSeconds`.
+    /// Retires threads that have idled longer than `idleSeconds`: any above the minimum, and at
+    /// the minimum those that have served, which `topUp()` replaces with fresh ones. A served
+    /// thread holds its libcurl handle and buffers and glibc's per-thread cache; exiting hands
+    /// them back, so a worker idle after a burst returns to its start-up size. The price: that
+    /// thread's connection to Azure is closed after a pause, and reopened by the next request.
     private func shrink(now: UInt64) {
         var excess = total.load(ordering: .relaxed) - settings.minThreads
-        guard excess > 0 else { return }
         let limit = UInt64(settings.idleSeconds) * 1_000_000_000
-        let before = excess
+        var retired = 0
         defer {
             // Exited threads leave freed memory in glibc's per-thread arenas; hand it back.
-            if excess < before { trimAfterExits = true }
+            if retired > 0 { trimAfterExits = true }
         }
         workers.withLock { list in
-            for worker in list where excess > 0 && worker.idleLongerThan(limit, now: now) {
+            for worker in list where (excess > 0 || worker.hasServed) && worker.idleLongerThan(limit, now: now) {
                 // Keep one thread accepting, so a new connection never waits for a spawn.
                 if worker.isAccepting && accepting.load(ordering: .relaxed) <= 1 { continue }
                 worker.retire()
                 excess -= 1
+                retired += 1
             }
+        }
+    }
+
+    /// Starts fresh threads for those `shrink` retired at the minimum.
+    private func topUp() {
+        while !stopping.load(ordering: .relaxed) && total.load(ordering: .relaxed) < settings.minThreads {
+            guard spawn() else { return }
         }
     }
 

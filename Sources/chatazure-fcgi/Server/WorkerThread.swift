@@ -14,6 +14,7 @@ final class WorkerThread: @unchecked Sendable {
     private let state = Atomic<Int>(State.busy.rawValue)
     private let idleSince = Atomic<UInt64>(0)
     private let retiring = Atomic<Bool>(false)
+    private let served = Atomic<Bool>(false)
 
     enum State: Int {
         /// Serving a request; never signalled, it re-reads its flags when the request is done.
@@ -30,6 +31,8 @@ final class WorkerThread: @unchecked Sendable {
 
     /// Waiting for work: in accept(), or parked on an idle kept-alive connection.
     var isIdle: Bool { state.load(ordering: .sequentiallyConsistent) != State.busy.rawValue }
+    /// Has served a request, so it holds a libcurl handle, buffers and glibc's per-thread cache.
+    var hasServed: Bool { served.load(ordering: .relaxed) }
     /// Blocked in accept() on the listening socket.
     var isAccepting: Bool { state.load(ordering: .relaxed) == State.accepting.rawValue }
 
@@ -119,6 +122,7 @@ final class WorkerThread: @unchecked Sendable {
             if wasWoken { pthread_sigmask(SIG_BLOCK, &wakeSignal, nil) }
             defer { if wasWoken { pthread_sigmask(SIG_UNBLOCK, &wakeSignal, nil) } }
             if handler == nil {
+                served.store(true, ordering: .relaxed)
                 handler = RequestHandler(gateway: pool.gateway, stores: pool.stores, recorder: pool.recorder,
                                          upstream: UpstreamClient(connectTimeoutMs: pool.gateway.config.azure.connectTimeoutMs),
                                          keepaliveSeconds: pool.settings.keepaliveSeconds, logger: logger)
