@@ -28,11 +28,31 @@ extension Gateway {
         throw OpenAIError.notFound(method: request.method, path: path)
     }
 
-    /// Rejects paths that could climb out of the inference API once decoded or merged.
+    /// Rejects paths that could climb out of the inference API once decoded or merged:
+    /// `..`, `//`, `\`, and the encoded `.`, `/`, `\` and NUL. One pass over the bytes.
     static func isSafePath(_ path: String) -> Bool {
-        !(ASCII.containsLowercased(path, "..") || ASCII.containsLowercased(path, "//") || ASCII.containsLowercased(path, "\\")
-            || ASCII.containsLowercased(path, "%2e") || ASCII.containsLowercased(path, "%2f")
-            || ASCII.containsLowercased(path, "%5c") || ASCII.containsLowercased(path, "%00"))
+        var previous: UInt8 = 0
+        var bytes = path.utf8.makeIterator()
+        while let byte = bytes.next() {
+            switch byte {
+            case UInt8(ascii: "\\"): return false
+            case UInt8(ascii: "."), UInt8(ascii: "/"): if previous == byte { return false }
+            case UInt8(ascii: "%"):
+                guard let high = bytes.next(), let low = bytes.next() else { return true }
+                let lowered = low >= 65 && low <= 90 ? low + 32 : low
+                switch (high, lowered) {
+                case (UInt8(ascii: "2"), UInt8(ascii: "e")), (UInt8(ascii: "2"), UInt8(ascii: "f")),
+                     (UInt8(ascii: "5"), UInt8(ascii: "c")), (UInt8(ascii: "0"), UInt8(ascii: "0")):
+                    return false
+                default: break
+                }
+                previous = lowered
+                continue
+            default: break
+            }
+            previous = byte
+        }
+        return true
     }
 
     // MARK: OpenAI-style paths

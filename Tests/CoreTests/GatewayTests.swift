@@ -170,10 +170,13 @@ import Testing
     }
 
     @Test func unsafePathsAreRefused() {
-        for path in ["/v1/../x", "/openai//v1/chat/completions", "/openai/deployments/%2e%2e/x", "/v1/chat\\completions", "/v1/a%2Fb"] {
+        for path in ["/v1/../x", "/openai//v1/chat/completions", "/openai/deployments/%2e%2e/x", "/v1/chat\\completions", "/v1/a%2Fb",
+                     "/v1/%2E%2e/x", "/v1/a%5cb", "/v1/a%00", "/v1/x/..", "/v1//"] {
             #expect(!Gateway.isSafePath(path), "\(path)")
         }
         #expect(Gateway.isSafePath("/openai/deployments/gpt-4.1/chat/completions"))
+        #expect(Gateway.isSafePath("/v1/a.b/c.d%41"))
+        #expect(Gateway.isSafePath("/v1/a%2"))
     }
 
     @Test func multipartNeedsModelField() throws {

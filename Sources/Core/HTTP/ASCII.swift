@@ -51,6 +51,18 @@ public enum ASCII {
         return false
     }
 
+    /// True when `bytes` equal `lowercase` (lower-case already), ignoring ASCII case in `bytes`.
+    public static func equalsIgnoringCase<C: Collection<UInt8>>(_ bytes: C, _ lowercase: [UInt8]) -> Bool {
+        guard bytes.count == lowercase.count else { return false }
+        var index = 0
+        for var byte in bytes {
+            if byte >= 65 && byte <= 90 { byte += 32 }
+            if byte != lowercase[index] { return false }
+            index += 1
+        }
+        return true
+    }
+
     /// True when `value` starts with `prefix`, ignoring ASCII case (`prefix` is lower-case).
     public static func hasPrefixLowercased<S: StringProtocol>(_ value: S, _ prefix: String) -> Bool {
         var iterator = value.utf8.makeIterator()

@@ -4,15 +4,29 @@ import Foundation
 public enum UpstreamResponse {
     /// Azure response headers passed to the client (lower-case). Everything else, hop-by-hop
     /// headers and cookies included, stays behind.
+    static let forwardedNames: [[UInt8]] = [
+        "content-type", "x-request-id", "apim-request-id", "retry-after", "retry-after-ms",
+        "openai-processing-ms", "openai-version",
+    ].map { Array($0.utf8) }
+    /// Prefixes of forwarded header families (Azure's rate-limit headers).
+    static let forwardedPrefixes: [[UInt8]] = [
+        "x-ratelimit-remaining-", "x-ratelimit-limit-", "x-ratelimit-reset-",
+    ].map { Array($0.utf8) }
+
     public static func isForwarded(_ name: String) -> Bool {
-        switch name {
-        case "content-type", "x-request-id", "apim-request-id", "retry-after", "retry-after-ms",
-             "openai-processing-ms", "openai-version":
-            return true
-        default:
-            return name.hasPrefix("x-ratelimit-remaining-") || name.hasPrefix("x-ratelimit-limit-")
-                || name.hasPrefix("x-ratelimit-reset-")
+        forwardedName(Array(name.utf8)) != nil
+    }
+
+    /// The lower-cased header name when a header with `name` (any case) is forwarded, else nil.
+    /// Byte-level and without a String for the rest: it runs for every header of every answer.
+    public static func forwardedName<C: Collection<UInt8>>(_ name: C) -> String? {
+        for candidate in forwardedNames where candidate.count == name.count && ASCII.equalsIgnoringCase(name, candidate) {
+            return String(decoding: candidate, as: UTF8.self)
         }
+        for prefix in forwardedPrefixes where name.count > prefix.count && ASCII.equalsIgnoringCase(name.prefix(prefix.count), prefix) {
+            return ASCII.lowercased(String(decoding: name, as: UTF8.self))
+        }
+        return nil
     }
 
     /// Makes an upstream error body OpenAI-shaped: Azure's own errors lack `type` and `param`,

@@ -33,19 +33,22 @@ public struct LogLineHandler: LogHandler {
     }
 
     public func log(event: LogEvent) {
-        var line = Self.timestamp(Self.now())
-        line += " "
-        line += event.level.rawValue
-        line += " "
-        line += label
-        line += renderedMetadata
+        // Built as bytes in one buffer: this runs once per request.
+        var line = [UInt8]()
+        line.reserveCapacity(320)
+        Self.appendTimestamp(Self.now(), to: &line)
+        line.append(UInt8(ascii: " "))
+        line += event.level.rawValue.utf8
+        line.append(UInt8(ascii: " "))
+        line += label.utf8
+        line += renderedMetadata.utf8
         var extra = metadataProvider?.get() ?? [:]
         if let own = event.metadata { extra.merge(own) { _, new in new } }
-        if !extra.isEmpty { line += Self.render(extra) }
-        line += ": "
-        line += event.message.description
-        line += "\n"
-        line.withUTF8 { bytes in
+        if !extra.isEmpty { line += Self.render(extra).utf8 }
+        line += ": ".utf8
+        line += event.message.description.utf8
+        line.append(UInt8(ascii: "\n"))
+        line.withUnsafeBytes { bytes in
             var offset = 0
             while offset < bytes.count {
                 let written = write(fileDescriptor, bytes.baseAddress! + offset, bytes.count - offset)
@@ -65,15 +68,37 @@ public struct LogLineHandler: LogHandler {
 
     /// ISO 8601 in UTC with milliseconds, e.g. `2026-11-26T16:40:33.607Z`.
     static func timestamp(_ time: (seconds: Int, milliseconds: Int)) -> String {
+        var bytes = [UInt8]()
+        appendTimestamp(time, to: &bytes)
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    static func appendTimestamp(_ time: (seconds: Int, milliseconds: Int), to bytes: inout [UInt8]) {
         var seconds = time_t(time.seconds)
         var parts = tm()
         gmtime_r(&seconds, &parts)
-        func pad(_ value: Int32, _ width: Int) -> String {
-            let digits = String(value)
-            return digits.count >= width ? digits : String(repeating: "0", count: width - digits.count) + digits
+        func digits(_ value: Int, _ width: Int) {
+            var divisor = 1
+            for _ in 1..<width { divisor *= 10 }
+            while divisor > 0 {
+                bytes.append(UInt8(48 + (value / divisor) % 10))
+                divisor /= 10
+            }
         }
-        return "\(pad(parts.tm_year + 1900, 4))-\(pad(parts.tm_mon + 1, 2))-\(pad(parts.tm_mday, 2))T"
-            + "\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2)).\(pad(Int32(time.milliseconds), 3))Z"
+        digits(Int(parts.tm_year) + 1900, 4)
+        bytes.append(UInt8(ascii: "-"))
+        digits(Int(parts.tm_mon) + 1, 2)
+        bytes.append(UInt8(ascii: "-"))
+        digits(Int(parts.tm_mday), 2)
+        bytes.append(UInt8(ascii: "T"))
+        digits(Int(parts.tm_hour), 2)
+        bytes.append(UInt8(ascii: ":"))
+        digits(Int(parts.tm_min), 2)
+        bytes.append(UInt8(ascii: ":"))
+        digits(Int(parts.tm_sec), 2)
+        bytes.append(UInt8(ascii: "."))
+        digits(time.milliseconds, 3)
+        bytes.append(UInt8(ascii: "Z"))
     }
 
     /// ` key=value` for each entry, sorted by key so lines are comparable.

@@ -52,16 +52,40 @@ struct RequestHandler {
         exchange.drainBody()
 
         // One pre-built line: metadata would be sorted and re-formatted by the handler per request.
+        // Appended piece by piece, since each interpolation would build a String of its own.
         let totalMs = Double((DispatchTime.now().uptimeNanoseconds - started) / 100_000) / 10
-        var line = ""
+        var line = "request id="
         line.reserveCapacity(256)
-        line += "request id=\(RequestID.make()) user=\(decision.user?.username ?? "-") method=\(request.method)"
-        line += " path=\(request.path) status=\(status) ms=\(totalMs) bytes=\(bytes)"
+        line += RequestID.make()
+        line += " user="
+        line += decision.user?.username ?? "-"
+        line += " method="
+        line += request.method
+        line += " path="
+        line += request.path
+        line += " status="
+        line += String(status)
+        line += " ms="
+        line += String(totalMs)
+        line += " bytes="
+        line += String(bytes)
         if let route {
-            line += " model=\(route.model) -> \(route.deployment) stream=\(route.streaming)"
+            line += " model="
+            line += route.model
+            line += " -> "
+            line += route.deployment
+            line += route.streaming ? " stream=true" : " stream=false"
         }
-        if let upstreamMs { line += " upstream_ms=\(upstreamMs)" }
-        if let tokens { line += " tokens=\(tokens.prompt)+\(tokens.completion)" }
-        logger.info("\(line)")
+        if let upstreamMs {
+            line += " upstream_ms="
+            line += String(upstreamMs)
+        }
+        if let tokens {
+            line += " tokens="
+            line += String(tokens.prompt)
+            line += "+"
+            line += String(tokens.completion)
+        }
+        logger.info(Logger.Message(stringLiteral: line))
     }
 }

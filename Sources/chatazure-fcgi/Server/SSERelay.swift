@@ -62,9 +62,8 @@ final class SSERelay {
             return
         }
         guard let colon = line[whole].firstIndex(of: UInt8(ascii: ":")) else { return }
-        let name = ASCII.lowercased(line, whole.lowerBound..<colon)
+        guard let name = UpstreamResponse.forwardedName(line[whole.lowerBound..<colon]) else { return }
         let isType = name == "content-type"
-        guard isType || UpstreamResponse.isForwarded(name) else { return }
         let value = String(decoding: line[ASCII.trimmed(line, (colon + 1)..<whole.upperBound)], as: UTF8.self)
         if isType { contentType = ASCII.lowercased(value) }
         headers.append((name, value))
