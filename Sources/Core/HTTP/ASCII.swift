@@ -2,6 +2,7 @@
 /// and `contains` go through NSString on Linux and cost microseconds each; these cost nanoseconds.
 public enum ASCII {
     /// `value` without leading and trailing spaces, tabs, CR and LF.
+    @inlinable
     public static func trimmed<S: StringProtocol>(_ value: S) -> Substring {
         let whole = Substring(value)
         let utf8 = whole.utf8
@@ -13,6 +14,7 @@ public enum ASCII {
     }
 
     /// ASCII letters lower-cased; other bytes kept.
+    @inlinable
     public static func lowercased<S: StringProtocol>(_ value: S) -> String {
         String(decoding: value.utf8.map { $0 >= 65 && $0 <= 90 ? $0 + 32 : $0 }, as: UTF8.self)
     }
@@ -52,18 +54,18 @@ public enum ASCII {
     }
 
     /// True when `bytes` equal `lowercase` (lower-case already), ignoring ASCII case in `bytes`.
-    public static func equalsIgnoringCase<C: Collection<UInt8>>(_ bytes: C, _ lowercase: [UInt8]) -> Bool {
+    public static func equalsIgnoringCase(_ bytes: UnsafeRawBufferPointer, _ lowercase: [UInt8]) -> Bool {
         guard bytes.count == lowercase.count else { return false }
-        var index = 0
-        for var byte in bytes {
+        for index in 0..<bytes.count {
+            var byte = bytes[index]
             if byte >= 65 && byte <= 90 { byte += 32 }
             if byte != lowercase[index] { return false }
-            index += 1
         }
         return true
     }
 
     /// True when `value` starts with `prefix`, ignoring ASCII case (`prefix` is lower-case).
+    @inlinable
     public static func hasPrefixLowercased<S: StringProtocol>(_ value: S, _ prefix: String) -> Bool {
         var iterator = value.utf8.makeIterator()
         for expected in prefix.utf8 {

@@ -14,17 +14,19 @@ public enum UpstreamResponse {
     ].map { Array($0.utf8) }
 
     public static func isForwarded(_ name: String) -> Bool {
-        forwardedName(Array(name.utf8)) != nil
+        Array(name.utf8).withUnsafeBytes { forwardedName($0) } != nil
     }
 
     /// The lower-cased header name when a header with `name` (any case) is forwarded, else nil.
     /// Byte-level and without a String for the rest: it runs for every header of every answer.
-    public static func forwardedName<C: Collection<UInt8>>(_ name: C) -> String? {
+    /// Not generic on purpose: called from the executable, a generic would run unspecialized.
+    public static func forwardedName(_ name: UnsafeRawBufferPointer) -> String? {
         for candidate in forwardedNames where candidate.count == name.count && ASCII.equalsIgnoringCase(name, candidate) {
             return String(decoding: candidate, as: UTF8.self)
         }
-        for prefix in forwardedPrefixes where name.count > prefix.count && ASCII.equalsIgnoringCase(name.prefix(prefix.count), prefix) {
-            return ASCII.lowercased(String(decoding: name, as: UTF8.self))
+        for prefix in forwardedPrefixes where name.count > prefix.count
+            && ASCII.equalsIgnoringCase(UnsafeRawBufferPointer(rebasing: name[..<prefix.count]), prefix) {
+            return ASCII.lowercased(name, 0..<name.count)
         }
         return nil
     }

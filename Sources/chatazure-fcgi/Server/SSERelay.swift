@@ -62,7 +62,7 @@ final class SSERelay {
             return
         }
         guard let colon = line[whole].firstIndex(of: UInt8(ascii: ":")) else { return }
-        guard let name = UpstreamResponse.forwardedName(line[whole.lowerBound..<colon]) else { return }
+        guard let name = UpstreamResponse.forwardedName(UnsafeRawBufferPointer(rebasing: line[whole.lowerBound..<colon])) else { return }
         let isType = name == "content-type"
         let value = String(decoding: line[ASCII.trimmed(line, (colon + 1)..<whole.upperBound)], as: UTF8.self)
         if isType { contentType = ASCII.lowercased(value) }

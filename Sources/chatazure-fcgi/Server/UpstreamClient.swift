@@ -42,8 +42,7 @@ final class UpstreamClient {
             return relay.body(UnsafeRawBufferPointer(start: pointer, count: size * count)) ? size * count : 0
         })
         // Called about once a second even when Azure is silent: the relay sends keepalives
-        // and notices a client that went away.
-        ccurl_setopt_long(handle, CURLOPT_NOPROGRESS, 0)
+        // and notices a client that went away. Switched on per request, for streams only.
         ccurl_setopt_xferfn(handle, CURLOPT_XFERINFOFUNCTION, { context, _, _, _, _ in
             let relay = Unmanaged<SSERelay>.fromOpaque(context!).takeUnretainedValue()
             return relay.tick() ? 0 : 1
@@ -89,6 +88,9 @@ final class UpstreamClient {
             ccurl_setopt_pointer(handle, CURLOPT_HEADERDATA, context)
             ccurl_setopt_pointer(handle, CURLOPT_WRITEDATA, context)
             ccurl_setopt_pointer(handle, CURLOPT_XFERINFODATA, context)
+            // A JSON answer is relayed whole at the end, so ticks could do nothing for it; without
+            // them libcurl skips its progress bookkeeping on every pass of its transfer loop.
+            ccurl_setopt_long(handle, CURLOPT_NOPROGRESS, call.route.streaming ? 0 : 1)
             return curl_easy_perform(handle)
         }
         let elapsed = Int((DispatchTime.now().uptimeNanoseconds - started) / 1_000_000)
