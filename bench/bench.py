@@ -437,13 +437,19 @@ def main():
             return quick_throughput(targets, body, args.throughput_only, seconds, pids)
 
         throughput = {side: [] for side in targets}
+        pids = {"b": rig.baseline.pid, "b2": rig.forwarder.pid, "c": rig.gateway.pid}
+        cpu = {side: [] for side in pids}
         for _ in range(rounds):
             for side, (url, headers) in targets.items():
+                before = cpu_seconds(pids[side]) if side in pids else 0
                 result = wrk(url, headers, body, 64, 2, seconds)
+                if side in pids:
+                    cpu[side].append((cpu_seconds(pids[side]) - before) / max(1, result["requests"]) * 1e6)
                 throughput[side].append(result["rps"])
                 rows.setdefault(f"errors_{side}", 0)
                 rows[f"errors_{side}"] += result["non2xx"] + result["socket_errors"]
         rows["throughput"] = {side: statistics.median(values) for side, values in throughput.items()}
+        rows["cpu_us_per_request"] = {side: statistics.median(values) for side, values in cpu.items()}
 
         latency = {"a": [], "c": []}
         for _ in range(rounds):
@@ -565,6 +571,9 @@ def render(rows, smoke, args):
                  + (f" c/d={tp['c'] / tp['d']:.0f}" if "d" in tp else ""))
     lines.append(f"{'  b2: C libfcgi + libcurl forwarder, req/s':44} {'':10} {tp['b2']:10.0f} {'':10} {'':10}  "
                  f"b2/a={tp['b2'] / tp['a']:.2f} c/b2={tp['c'] / tp['b2']:.2f}")
+    cpu = rows["cpu_us_per_request"]
+    lines.append(f"{'  CPU µs per request of the FastCGI process':44} {'':10} {cpu['b']:10.1f} {cpu['c']:10.1f} {'':10}  "
+                 f"b2={cpu['b2']:.1f} (c/b2={cpu['c'] / cpu['b2']:.2f})")
     lines.append(f"{'light load p50 / p99, ms':44} {lat['a']['p50_ms']:5.3f}/{lat['a']['p99_ms']:<5.3f} {'':10} "
                  f"{lat['c']['p50_ms']:5.3f}/{lat['c']['p99_ms']:<5.3f}{'':12}added p50={added50:.3f} p99={added99:.3f}")
     lines.append(f"{'401 path, req/s':44} {'':10} {'':10} {rows['unauthorized_rps']:10.0f} {'':10}  401/a={rows['unauthorized_rps'] / tp['a']:.2f}")

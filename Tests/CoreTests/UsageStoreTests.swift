@@ -101,6 +101,31 @@ final class FailureCount: @unchecked Sendable {
 }
 
 
+@Suite struct UsageStorePoolTests {
+    @Test func opensAtMostMaxOpenConnectionsUnderConcurrentBorrowers() throws {
+        let path = temporaryDatabase()
+        try UsageStore(path: path).addUser(username: "p", key: "p-key-12345")
+        let stores = UsageStorePool(path: path, maxOpen: 2)
+        let seen = ObjectSet()
+        DispatchQueue.concurrentPerform(iterations: 8) { _ in
+            for _ in 0..<50 {
+                _ = try? stores.with { store in
+                    seen.insert(store)
+                    return try store.user(forHash: UserKey.hash("p-key-12345"))
+                }
+            }
+        }
+        #expect(seen.count >= 1 && seen.count <= 2)
+    }
+}
+
+final class ObjectSet: @unchecked Sendable {
+    private let lock = NSLock()
+    private var ids = Set<ObjectIdentifier>()
+    func insert(_ object: AnyObject) { lock.lock(); ids.insert(ObjectIdentifier(object)); lock.unlock() }
+    var count: Int { lock.lock(); defer { lock.unlock() }; return ids.count }
+}
+
 @Suite struct UsageRecorderTests {
     @Test func groupCommitsAreExactUnderConcurrentRequests() throws {
         let path = temporaryDatabase()

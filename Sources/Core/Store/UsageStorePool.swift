@@ -2,29 +2,43 @@ import Foundation
 
 /// SQLite connections shared by the pool's threads. A thread borrows one for each database step,
 /// so a thousand threads holding open streams do not hold a thousand connections and page caches.
+/// At most `maxOpen` are open: a borrower finding none free waits for one (a step takes
+/// microseconds) rather than opening another, so a burst of lookups (say, of unknown keys, which
+/// are never cached) does not turn into a burst of opens and closes.
 public final class UsageStorePool: @unchecked Sendable {
     private let path: String
-    private let lock = NSLock()
+    private let condition = NSCondition()
     private var idle: [UsageStore] = []
-    /// Connections kept open between uses; more are closed when returned, so a burst that
-    /// opened many (each with its page cache) does not keep them for the life of the process.
-    private let maxIdle: Int
+    private var open = 0
+    private let maxOpen: Int
 
-    public init(path: String, maxIdle: Int = 4) {
+    public init(path: String, maxOpen: Int = 8) {
         self.path = path
-        self.maxIdle = maxIdle
+        self.maxOpen = max(1, maxOpen)
     }
 
     /// Runs `body` with a connection of its own.
     public func with<T>(_ body: (UsageStore) throws -> T) throws -> T {
-        lock.lock()
+        condition.lock()
+        while idle.isEmpty && open >= maxOpen { condition.wait() }
         let reused = idle.popLast()
-        lock.unlock()
-        let store = try reused ?? UsageStore(path: path)
+        if reused == nil { open += 1 }
+        condition.unlock()
+        let store: UsageStore
+        do {
+            store = try reused ?? UsageStore(path: path)
+        } catch {
+            condition.lock()
+            open -= 1
+            condition.signal()
+            condition.unlock()
+            throw error
+        }
         defer {
-            lock.lock()
-            if idle.count < maxIdle { idle.append(store) }
-            lock.unlock()
+            condition.lock()
+            idle.append(store)
+            condition.signal()
+            condition.unlock()
         }
         return try body(store)
     }
