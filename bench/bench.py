@@ -37,10 +37,18 @@ REQUEST = json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content"
 AZURE_PATH = "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_ports(names):
+    """A distinct free loopback port per name: all held open until every one is chosen, since a
+    port closed right away can be handed out again (two servers on one port: nginx refuses)."""
+    sockets = []
+    try:
+        for _ in names:
+            sockets.append(socket.socket())
+            sockets[-1].bind(("127.0.0.1", 0))
+        return {name: sock.getsockname()[1] for name, sock in zip(names, sockets)}
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def wait_http(url, timeout=60, headers=None):
@@ -66,6 +74,18 @@ def rss_mb(pid):
     return 0.0
 
 
+def rss_parts_mb(pid):
+    """(anonymous, file-backed) resident MB: private memory versus pages shared with the page cache."""
+    parts = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(("RssAnon:", "RssFile:")):
+                parts[line.split(":")[0]] = int(line.split()[1]) / 1024
+    except FileNotFoundError:
+        pass
+    return parts.get("RssAnon", 0.0), parts.get("RssFile", 0.0)
+
+
 class Rig:
     """Every process of one bench run, all on loopback."""
 
@@ -75,7 +95,7 @@ class Rig:
         work.mkdir(parents=True, exist_ok=True)
         (work / "temp").mkdir(exist_ok=True)
         (work / "body.json").write_text(CHAT_BODY)
-        self.ports = {name: free_port() for name in ("upstream", "a", "b", "b2", "c", "c0", "a_stream", "c_stream", "emulator", "litellm")}
+        self.ports = free_ports(("upstream", "a", "b", "b2", "c", "c0", "a_stream", "c_stream", "emulator", "litellm"))
         self.start_emulator()
         self.start_upstream_nginx()
         self.start_baseline()
@@ -158,6 +178,7 @@ http {{
             time.sleep(0.05)
         time.sleep(0.5)
         self.idle_rss = rss_mb(self.gateway.pid)
+        self.idle_parts = rss_parts_mb(self.gateway.pid)
 
     def start_front_nginx(self):
         location = (ROOT / "nginx/chatazure.conf").read_text()
@@ -462,11 +483,13 @@ def main():
         # Threads grown for the load exit after idle-seconds (5 here); then the worker is idle again.
         time.sleep(1 if smoke else 8)
         rows["idle_rss_after_load_mb"] = rss_mb(rig.gateway.pid)
+        rows["idle_parts_after_load"] = rss_parts_mb(rig.gateway.pid)
         unauthorized = [wrk(targets["c"][0], {"Authorization": "Bearer wrong"}, body, 64, 2, seconds)["rps"] for _ in range(rounds)]
         rows["unauthorized_rps"] = statistics.median(unauthorized)
 
         rows["streams"] = stream_timing(rig, 3 if smoke else 20, 10 if smoke else 30, 20)
         rows["idle_rss_mb"] = rig.idle_rss
+        rows["idle_parts"] = rig.idle_parts
         rows["concurrency"] = [concurrency(rig, 50 if smoke else args.streams, 5, 1000)]
         if not smoke and args.also_streams:
             rows["concurrency"].append(concurrency(rig, args.also_streams, 5, 1000))
@@ -585,8 +608,9 @@ def render(rows, smoke, args):
     for run in rows["concurrency"]:
         lines.append(f"concurrency: {run['streams']} open streams, {run['errors']} errors, peak worker RSS {run['peak_rss_mb']:.1f} MB, "
                      f"{run['seconds']:.1f} s")
-    lines.append(f"idle worker RSS: {rows['idle_rss_mb']:.1f} MB at start, {rows['idle_rss_after_load_mb']:.1f} MB idle after load "
-                 f"(VmRSS; most of it is shared library text, see RssFile in /proc/PID/status)")
+    (anon, file), (anon_after, file_after) = rows["idle_parts"], rows["idle_parts_after_load"]
+    lines.append(f"idle worker RSS: {rows['idle_rss_mb']:.1f} MB at start ({anon:.1f} anonymous + {file:.1f} file-backed), "
+                 f"{rows['idle_rss_after_load_mb']:.1f} MB idle after load ({anon_after:.1f} + {file_after:.1f})")
     if "callgrind_instructions_per_request" in rows:
         lines.append(f"callgrind: {rows['callgrind_instructions_per_request']:,.0f} instructions per request (c)")
     if not smoke:
