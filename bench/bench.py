@@ -96,11 +96,15 @@ class Rig:
         (work / "temp").mkdir(exist_ok=True)
         (work / "body.json").write_text(CHAT_BODY)
         self.ports = free_ports(("upstream", "a", "b", "b2", "c", "c0", "a_stream", "c_stream", "emulator", "litellm"))
-        self.start_emulator()
-        self.start_upstream_nginx()
-        self.start_baseline()
-        self.start_gateway(workers)
-        self.start_front_nginx()
+        try:
+            self.start_emulator()
+            self.start_upstream_nginx()
+            self.start_baseline()
+            self.start_gateway(workers)
+            self.start_front_nginx()
+        except BaseException:
+            self.stop()  # what did start must not outlive a failed start
+            raise
 
     def spawn(self, args, log, **kwargs):
         process = subprocess.Popen(args, stdout=open(self.work / log, "w"), stderr=subprocess.STDOUT, **kwargs)
