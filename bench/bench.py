@@ -455,21 +455,19 @@ def main():
         # Warm every path once.
         for url, headers in targets.values():
             wrk(url, headers, body, 4, 1, 1)
+        # The FastCGI processes whose CPU time per request is measured.
+        pids = {"b": rig.baseline.pid, "b2": rig.forwarder.pid, "c": rig.gateway.pid}
+        if rig.previous:
+            pids["c0"] = rig.previous_process.pid
         if args.throughput_only:
-            pids = {"b": rig.baseline.pid, "b2": rig.forwarder.pid, "c": rig.gateway.pid}
-            if rig.previous:
-                pids["c0"] = rig.previous_process.pid
             return quick_throughput(targets, body, args.throughput_only, seconds, pids)
 
         throughput = {side: [] for side in targets}
-        pids = {"b": rig.baseline.pid, "b2": rig.forwarder.pid, "c": rig.gateway.pid}
         cpu = {side: [] for side in pids}
         for _ in range(rounds):
-            for side, (url, headers) in targets.items():
-                before = cpu_seconds(pids[side]) if side in pids else 0
-                result = wrk(url, headers, body, 64, 2, seconds)
-                if side in pids:
-                    cpu[side].append((cpu_seconds(pids[side]) - before) / max(1, result["requests"]) * 1e6)
+            for side, result in throughput_round(targets, body, seconds, pids).items():
+                if "cpu_us" in result:
+                    cpu[side].append(result["cpu_us"])
                 throughput[side].append(result["rps"])
                 rows.setdefault(f"errors_{side}", 0)
                 rows[f"errors_{side}"] += result["non2xx"] + result["socket_errors"]
@@ -528,18 +526,27 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def throughput_round(targets, body, seconds, pids):
+    """One closed-loop `wrk -t2 -c64` run per side, in order; `cpu_us` is the CPU time the side's
+    process (when it has one in `pids`) spent per request during its run."""
+    results = {}
+    for side, (url, headers) in targets.items():
+        before = cpu_seconds(pids[side]) if side in pids else 0
+        results[side] = wrk(url, headers, body, 64, 2, seconds)
+        if side in pids:
+            results[side]["cpu_us"] = (cpu_seconds(pids[side]) - before) / max(1, results[side]["requests"]) * 1e6
+    return results
+
+
 def quick_throughput(targets, body, rounds, seconds, pids):
     """For iterating on the hot path: interleaved throughput rounds, each ratio against (a) of the same round,
     and the CPU time each FastCGI process spent per request, which the machine's noise disturbs less."""
     ratios = {side: [] for side in targets if side != "a"}
     cpu = {side: [] for side in pids}
     for index in range(rounds):
-        results = {}
-        for side, (url, headers) in targets.items():
-            before = cpu_seconds(pids[side]) if side in pids else 0
-            results[side] = wrk(url, headers, body, 64, 2, seconds)
-            if side in pids:
-                cpu[side].append((cpu_seconds(pids[side]) - before) / max(1, results[side]["requests"]) * 1e6)
+        results = throughput_round(targets, body, seconds, pids)
+        for side in pids:
+            cpu[side].append(results[side]["cpu_us"])
         rps = {side: result["rps"] for side, result in results.items()}
         errors = {side: result["non2xx"] + result["socket_errors"] for side, result in results.items()}
         for side in ratios:

@@ -37,22 +37,6 @@ public enum ASCII {
         return start..<end
     }
 
-    /// True when `haystack` contains `needle`, ignoring ASCII case in `haystack` (`needle` is lower-case).
-    public static func containsLowercased(_ haystack: String, _ needle: StaticString) -> Bool {
-        let target = UnsafeBufferPointer(start: needle.utf8Start, count: needle.utf8CodeUnitCount)
-        let bytes = Array(haystack.utf8)
-        guard bytes.count >= target.count else { return false }
-        outer: for start in 0...(bytes.count - target.count) {
-            for offset in 0..<target.count {
-                var byte = bytes[start + offset]
-                if byte >= 65 && byte <= 90 { byte += 32 }
-                if byte != target[offset] { continue outer }
-            }
-            return true
-        }
-        return false
-    }
-
     /// True when `bytes` equal `lowercase` (lower-case already), ignoring ASCII case in `bytes`.
     public static func equalsIgnoringCase(_ bytes: UnsafeRawBufferPointer, _ lowercase: [UInt8]) -> Bool {
         guard bytes.count == lowercase.count else { return false }

@@ -1,5 +1,6 @@
 import CFastCGI
 import Core
+import Foundation
 
 /// One accepted FastCGI request: its params, its body on stdin, and the response on stdout.
 /// Writes go through libfcgi's 8 KB buffer; `flush()` pushes a record to nginx immediately.
@@ -84,5 +85,14 @@ struct FastCGIExchange {
             headers.append(("Content-Length", String(response.body.count)))
         }
         return writeHead(status: response.status, headers: headers) && write(response.body)
+    }
+
+    /// Closes the connection to nginx, which libfcgi keeps open after FCGX_Finish_r when nginx
+    /// asked to keep it alive; nginx then drops it from its cache at once.
+    func closeConnection() {
+        if raw.pointee.ipcFd >= 0 {
+            close(raw.pointee.ipcFd)
+            raw.pointee.ipcFd = -1
+        }
     }
 }

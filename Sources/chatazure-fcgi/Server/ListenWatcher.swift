@@ -73,10 +73,7 @@ final class ListenWatcher: @unchecked Sendable {
             response.headers.append(("Retry-After", "1"))
             exchange.respond(response)
             FCGX_Finish_r(request)
-            if request.pointee.ipcFd >= 0 {
-                close(request.pointee.ipcFd)
-                request.pointee.ipcFd = -1
-            }
+            exchange.closeConnection()
             pool.logger.warning("request refused: pool saturated", metadata: ["path": "\(incoming.path)", "status": "503"])
             // pendingSince stays: while the pool stays saturated, the rest of the queue has waited
             // at least as long, so it is refused at once instead of one connection per timeout.

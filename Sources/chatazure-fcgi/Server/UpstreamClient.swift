@@ -6,7 +6,6 @@ import Foundation
 /// TCP/TLS connection to Azure stays alive between requests.
 final class UpstreamClient {
     private let handle: UnsafeMutableRawPointer
-    private let connectTimeoutMs: Int
 
     /// Outcome of one transfer.
     struct Outcome {
@@ -22,7 +21,6 @@ final class UpstreamClient {
         // curl_global_init ran in main before any thread started.
         guard let handle = curl_easy_init() else { fatalError("curl_easy_init failed") }
         self.handle = handle
-        self.connectTimeoutMs = connectTimeoutMs
         // What never changes is set once: perform() only sets what differs per request, and never
         // calls curl_easy_reset, which re-initialises every option on each call.
         ccurl_setopt_long(handle, CURLOPT_NOSIGNAL, 1)
@@ -32,20 +30,17 @@ final class UpstreamClient {
         ccurl_setopt_long(handle, CURLOPT_LOW_SPEED_LIMIT, 1)
         ccurl_setopt_long(handle, CURLOPT_LOW_SPEED_TIME, 600)
         ccurl_setopt_datafn(handle, CURLOPT_HEADERFUNCTION, { pointer, size, count, context in
-            let relay = Unmanaged<SSERelay>.fromOpaque(context!).takeUnretainedValue()
-            relay.headerLine(UnsafeRawBufferPointer(start: pointer, count: size * count))
+            relay(context).headerLine(UnsafeRawBufferPointer(start: pointer, count: size * count))
             return size * count
         })
         ccurl_setopt_datafn(handle, CURLOPT_WRITEFUNCTION, { pointer, size, count, context in
-            let relay = Unmanaged<SSERelay>.fromOpaque(context!).takeUnretainedValue()
             // Returning less than given makes libcurl abort with CURLE_WRITE_ERROR.
-            return relay.body(UnsafeRawBufferPointer(start: pointer, count: size * count)) ? size * count : 0
+            relay(context).body(UnsafeRawBufferPointer(start: pointer, count: size * count)) ? size * count : 0
         })
         // Called about once a second even when Azure is silent: the relay sends keepalives
         // and notices a client that went away. Switched on per request, for streams only.
         ccurl_setopt_xferfn(handle, CURLOPT_XFERINFOFUNCTION, { context, _, _, _, _ in
-            let relay = Unmanaged<SSERelay>.fromOpaque(context!).takeUnretainedValue()
-            return relay.tick() ? 0 : 1
+            relay(context).tick() ? 0 : 1
         })
     }
 
@@ -96,4 +91,10 @@ final class UpstreamClient {
         let elapsed = Int((DispatchTime.now().uptimeNanoseconds - started) / 1_000_000)
         return Outcome(code: code, message: String(cString: curl_easy_strerror(code)), milliseconds: elapsed)
     }
+}
+
+/// The relay behind the context pointer `perform` hands libcurl for its callbacks (C function
+/// pointers, which cannot capture it).
+private func relay(_ context: UnsafeMutableRawPointer?) -> SSERelay {
+    Unmanaged<SSERelay>.fromOpaque(context!).takeUnretainedValue()
 }

@@ -132,7 +132,7 @@ final class WorkerThread: @unchecked Sendable {
             pool.inFlight.subtract(1, ordering: .relaxed)
         }
         // A kept-alive connection survives FCGX_Finish_r; close it so nginx notices now.
-        closeKeptConnection(request)
+        FastCGIExchange(raw: request).closeConnection()
     }
 
     /// libfcgi would block reading the next request on a kept-alive connection, even while new
@@ -153,7 +153,9 @@ final class WorkerThread: @unchecked Sendable {
             if ready < 0 && errno != EINTR { return }
             if fds[0].revents != 0 {
                 // The next request, or nginx closed the connection: then accept as a counted acceptor.
-                if fds[0].revents & (pollReadHangUp | Int16(POLLHUP | POLLERR)) != 0 { closeKeptConnection(request) }
+                if fds[0].revents & (pollReadHangUp | Int16(POLLHUP | POLLERR)) != 0 {
+                    FastCGIExchange(raw: request).closeConnection()
+                }
                 return
             }
             if fds[1].revents != 0 && pool.accepting.load(ordering: .relaxed) == 0 {
@@ -161,17 +163,10 @@ final class WorkerThread: @unchecked Sendable {
                     usleep(1000)
                     continue
                 }
-                closeKeptConnection(request)
+                FastCGIExchange(raw: request).closeConnection()
                 return
             }
             if fds[1].revents != 0 { usleep(1000) }  // another thread is accepting it
-        }
-    }
-
-    private func closeKeptConnection(_ request: UnsafeMutablePointer<FCGX_Request>) {
-        if request.pointee.ipcFd >= 0 {
-            close(request.pointee.ipcFd)
-            request.pointee.ipcFd = -1
         }
     }
 }
