@@ -423,6 +423,8 @@ def main():
     parser.add_argument("--workers", type=int, default=16, help="the gateway's minimum threads (its default)")
     parser.add_argument("--throughput-only", type=int, metavar="ROUNDS", default=0,
                         help="only the throughput scenario for a, b, b2 and c, ROUNDS rounds; prints ratios, writes nothing")
+    parser.add_argument("--streams-only", type=int, metavar="RUNS", default=0,
+                        help="only first-chunk timing, RUNS short streams per side; prints figures, writes nothing")
     parser.add_argument("--previous", metavar="BINARY", help="with --throughput-only: another chatazure-fcgi build "
                         "measured as c0 in the same rounds, for a before/after ratio")
     args = parser.parse_args()
@@ -461,6 +463,8 @@ def main():
             pids["c0"] = rig.previous_process.pid
         if args.throughput_only:
             return quick_throughput(targets, body, args.throughput_only, seconds, pids)
+        if args.streams_only:
+            return quick_streams(rig, args.streams_only)
 
         throughput = {side: [] for side in targets}
         cpu = {side: [] for side in pids}
@@ -536,6 +540,17 @@ def throughput_round(targets, body, seconds, pids):
         if side in pids:
             results[side]["cpu_us"] = (cpu_seconds(pids[side]) - before) / max(1, results[side]["requests"]) * 1e6
     return results
+
+
+def quick_streams(rig, runs):
+    """For iterating on first-chunk latency: short streams (3 chunks), direct and through the gateway, interleaved."""
+    found = stream_timing(rig, runs, 3, 20)
+    for side, entry in found.items():
+        print(f"stream {side}: ttfb p50={percentile(entry['ttfb'], .5):.3f} p90={percentile(entry['ttfb'], .9):.3f} "
+              f"p99={percentile(entry['ttfb'], .99):.3f} ms, errors {entry['errors']}")
+    added = {p: percentile(found["c"]["ttfb"], p) - percentile(found["a"]["ttfb"], p) for p in (.5, .9, .99)}
+    print("added first-chunk: " + "  ".join(f"p{round(p * 100)} {value:.3f} ms" for p, value in added.items()))
+    return 1 if found["a"]["errors"] or found["c"]["errors"] else 0
 
 
 def quick_throughput(targets, body, rounds, seconds, pids):

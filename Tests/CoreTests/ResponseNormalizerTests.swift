@@ -16,6 +16,25 @@ import Testing
         #expect(normalizer.event(Array(offsets.utf8)) == nil)
     }
 
+    @Test func dropRulesReadTopLevelMembersOnly() {
+        var normalizer = ResponseNormalizer(route: route)
+        // Spaced JSON, as other Azure front doors send it: still dropped.
+        let spaced = #"data: { "choices" : [ ] , "prompt_filter_results" : [ { "prompt_index" : 0 } ] }"# + "\n\n"
+        #expect(normalizer.event(Array(spaced.utf8)) == nil)
+        // `usage: null` is no usage: the filter chunk is still dropped.
+        let nullUsage = #"data: {"choices":[],"usage":null,"prompt_filter_results":[]}"# + "\n\n"
+        #expect(normalizer.event(Array(nullUsage.utf8)) == nil)
+        // Filter results inside a choice, with content: kept.
+        let content = #"data: {"choices":[{"delta":{"content":"a"},"content_filter_results":{}}],"model":"m"}"# + "\n\n"
+        #expect(text(normalizer.event(Array(content.utf8)))?.contains(#""content":"a""#) == true)
+        // Empty choices named only inside a nested object do not count.
+        let nested = #"data: {"choices":[{"x":{"choices":[]}}],"prompt_filter_results":[]}"# + "\n\n"
+        #expect(normalizer.event(Array(nested.utf8)) != nil)
+        // Not JSON after all: passed through untouched.
+        let broken = #"data: {"choices":[],"prompt_filter_results":[]"# + "\n\n"
+        #expect(text(normalizer.event(Array(broken.utf8))) == broken)
+    }
+
     @Test func rewritesModelInChunks() {
         var normalizer = ResponseNormalizer(route: route)
         let chunk = #"data: {"choices":[{"delta":{"content":"hi"}}],"model":"gpt-4o-2024-08-06","object":"chat.completion.chunk"}"# + "\n\n"

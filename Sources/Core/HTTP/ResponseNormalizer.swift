@@ -75,19 +75,14 @@ public struct ResponseNormalizer {
     public mutating func event(_ event: [UInt8]) -> [UInt8]? {
         guard let slice = Self.dataPayload(event) else { return event }  // comments, [DONE], non-data lines
         let data = Array(slice)  // one copy per event, shared by the checks below
-        let mayMatter = Self.contains(data, Self.emptyChoices) || Self.contains(data, Self.emptyChoicesSpaced)
-            || Self.contains(data, Self.usageKey)
+        let mayMatter = Self.hasEmptyChoices(data) || Self.contains(data, Self.usageKey)
         guard mayMatter else { return rewritesChunks ? Self.replacingModel(in: event, escaped: escapedModel) : event }
         // Responses API events nest usage in `response`; the scan finds it there too.
         if let found = TokenUsage(scanning: data) { usage = found }
-        guard rewritesChunks, let object = try? JSONSerialization.jsonObject(with: Data(data)) as? [String: Any] else { return event }
-        if let choices = object["choices"] as? [Any], choices.isEmpty {
-            let hasUsage = object["usage"] != nil && !(object["usage"] is NSNull)
-            if hasUsage && !route.clientWantsUsage { return nil }
-            if !hasUsage && (object["prompt_filter_results"] != nil || object["content_filter_offsets"] != nil
-                             || object["content_filter_results"] != nil) {
-                return nil
-            }
+        guard rewritesChunks, let top = Self.topLevel(data) else { return event }
+        if top.emptyChoices {
+            if top.usage && !route.clientWantsUsage { return nil }
+            if !top.usage && top.filterResults { return nil }
         }
         return Self.replacingModel(in: event, escaped: escapedModel)
     }
@@ -101,6 +96,35 @@ public struct ResponseNormalizer {
 
     // MARK: Bytes
 
+    /// What the drop rules need from a chunk's top-level members; nil when it is not a JSON
+    /// object. A scan, not JSONSerialization: Azure's first chunk is one of these, and parsing
+    /// it into Foundation objects delayed every stream's first token.
+    static func topLevel(_ data: [UInt8]) -> (emptyChoices: Bool, usage: Bool, filterResults: Bool)? {
+        var scanner = JSONScanner(bytes: data)
+        var found = (emptyChoices: false, usage: false, filterResults: false)
+        do {
+            try scanner.forEachMember { key, _, value, _ in
+                switch key {
+                case "choices":
+                    var inner = JSONScanner(bytes: data, position: value.lowerBound + 1)
+                    inner.skipSpace()
+                    found.emptyChoices = data[value.lowerBound] == UInt8(ascii: "[") && inner.peek == UInt8(ascii: "]")
+                case "usage":
+                    found.usage = data[value.lowerBound] != UInt8(ascii: "n")
+                case "prompt_filter_results", "content_filter_offsets", "content_filter_results":
+                    found.filterResults = true
+                default:
+                    break
+                }
+            }
+            scanner.skipSpace()
+            guard scanner.atEnd else { return nil }
+        } catch {
+            return nil
+        }
+        return found
+    }
+
     /// The bytes after `data:` when the event is one data line with a JSON object.
     static func dataPayload(_ event: [UInt8]) -> ArraySlice<UInt8>? {
         let prefix = Array("data:".utf8)
@@ -113,9 +137,25 @@ public struct ResponseNormalizer {
         return event[index..<end]
     }
 
-    static let emptyChoices = Array(#""choices":[]"#.utf8)
-    static let emptyChoicesSpaced = Array(#""choices": []"#.utf8)
+    static let choicesKey = Array(#""choices""#.utf8)
     static let usageKey = Array(#""usage""#.utf8)
+
+    /// Whether some `"choices"` key, at any depth and with any spacing, holds `[]`: the cheap
+    /// test that spares most chunks the scan in `topLevel`.
+    static func hasEmptyChoices(_ data: [UInt8]) -> Bool {
+        var from = 0
+        while let key = ASCII.find(choicesKey, in: data, from: from) {
+            var index = key + choicesKey.count
+            for expected in [UInt8(ascii: ":"), UInt8(ascii: "["), UInt8(ascii: "]")] {
+                while index < data.count, ASCII.isSpace(data[index]) { index += 1 }
+                guard index < data.count, data[index] == expected else { index = -1; break }
+                index += 1
+            }
+            if index >= 0 { return true }
+            from = key + 1
+        }
+        return false
+    }
 
     static func contains(_ haystack: [UInt8], _ needle: [UInt8]) -> Bool {
         ASCII.find(needle, in: haystack, from: 0) != nil

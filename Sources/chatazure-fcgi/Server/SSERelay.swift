@@ -82,12 +82,14 @@ final class SSERelay {
         }
         if !headSent { sendHead() }
         if isEventStream {
+            // Each event is flushed as soon as it is here; events that came in one upstream read
+            // (Azure's first three do) share one flush, so they reach the client in one packet.
             for event in splitter.append(bytes) {
                 guard let out = normalizer.event(event) else { continue }
-                guard send(out, flush: true) else { return false }
+                guard send(out) else { return false }
                 events += 1
             }
-            return !clientGone
+            return flushNow()
         }
         return send(bytes)
     }
@@ -132,8 +134,9 @@ final class SSERelay {
         }
         if !headSent { sendHead() }
         if isEventStream, let rest = splitter.finish(), let out = normalizer.event(rest) {
-            if send(out, flush: true) { events += 1 }
+            if send(out) { events += 1 }
         }
+        if isEventStream { _ = flushNow() }
     }
 
     private func sendHead(contentLength: Int? = nil) {
@@ -145,9 +148,15 @@ final class SSERelay {
             fields.append(("Cache-Control", "no-cache"))
             fields.append(("X-Accel-Buffering", "no"))
         }
-        if !exchange.writeHead(status: status, headers: fields) || (isEventStream && !exchange.flush()) {
-            clientGone = true
-        }
+        // An event stream's head goes out with the first events, flushed by the caller.
+        if !exchange.writeHead(status: status, headers: fields) { clientGone = true }
+    }
+
+    /// Pushes what is written so far to nginx; false (and the client gone) when it cannot.
+    private func flushNow() -> Bool {
+        if clientGone { return false }
+        if !exchange.flush() { clientGone = true }
+        return !clientGone
     }
 
     @discardableResult
