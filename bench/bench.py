@@ -89,8 +89,10 @@ def rss_parts_mb(pid):
 class Rig:
     """Every process of one bench run, all on loopback."""
 
-    def __init__(self, work, binary, workers, smoke, previous=None):
+    def __init__(self, work, binary, workers, smoke, previous=None, previous_streams=False):
         self.work, self.binary, self.smoke, self.previous = work, binary, smoke, previous
+        # The previous build forwards to the SSE emulator instead of the fixed-body upstream.
+        self.previous_upstream = "emulator" if previous_streams else "upstream"
         self.processes = []
         work.mkdir(parents=True, exist_ok=True)
         (work / "temp").mkdir(exist_ok=True)
@@ -174,7 +176,7 @@ http {{
                                           "--socket", self.stream_socket], "gateway-stream.log")
         self.previous_socket = str(self.work / "gateway-previous.sock")
         if self.previous:
-            self.previous_process = self.spawn([self.previous, "serve", "--config", self.gateway_config(f"http://127.0.0.1:{self.ports['upstream']}", workers, name="previous"),
+            self.previous_process = self.spawn([self.previous, "serve", "--config", self.gateway_config(f"http://127.0.0.1:{self.ports[self.previous_upstream]}", workers, name="previous"),
                         "--socket", self.previous_socket], "gateway-previous.log")
         deadline = time.monotonic() + 10
         while not (os.path.exists(self.gateway_socket) and os.path.exists(self.stream_socket)
@@ -323,11 +325,14 @@ def percentile(values, fraction):
 
 
 def stream_timing(rig, runs, chunks, gap_ms):
-    """TTFB and inter-chunk gaps, direct (a) vs through the gateway (c), interleaved."""
+    """TTFB and inter-chunk gaps, direct (a) vs through the gateway (c, and c0 for a previous
+    build), interleaved."""
     body = json.dumps({"model": "gpt-4o", "stream": True,
                        "messages": [{"role": "user", "content": f"[chunks={chunks} delay_ms={gap_ms}]"}]})
     sides = {"a": (rig.ports["a_stream"], AZURE_PATH, {"api-key": AZURE_KEY}),
              "c": (rig.ports["c_stream"], "/v1/chat/completions", {"Authorization": f"Bearer {KEY}"})}
+    if rig.previous and rig.previous_upstream == "emulator":
+        sides["c0"] = (rig.ports["c0"], "/v1/chat/completions", {"Authorization": f"Bearer {KEY}"})
     found = {side: {"ttfb": [], "gaps": [], "coalesced": 0, "received": 0, "sent": 0, "errors": 0} for side in sides}
     for _ in range(runs):
         for side, (port, path, headers) in sides.items():
@@ -425,7 +430,7 @@ def main():
                         help="only the throughput scenario for a, b, b2 and c, ROUNDS rounds; prints ratios, writes nothing")
     parser.add_argument("--streams-only", type=int, metavar="RUNS", default=0,
                         help="only first-chunk timing, RUNS short streams per side; prints figures, writes nothing")
-    parser.add_argument("--previous", metavar="BINARY", help="with --throughput-only: another chatazure-fcgi build "
+    parser.add_argument("--previous", metavar="BINARY", help="with --throughput-only or --streams-only: another chatazure-fcgi build "
                         "measured as c0 in the same rounds, for a before/after ratio")
     args = parser.parse_args()
     smoke = args.smoke
@@ -438,7 +443,8 @@ def main():
         except (ValueError, ProcessLookupError, PermissionError):
             pass
     shutil.rmtree(work, ignore_errors=True)
-    rig = Rig(work, args.binary, args.workers, smoke, previous=args.previous if args.throughput_only else None)
+    rig = Rig(work, args.binary, args.workers, smoke, previous=args.previous if args.throughput_only or args.streams_only else None,
+              previous_streams=bool(args.streams_only))
     rows, checks = {}, []
     try:
         has_litellm = (not smoke) and not args.throughput_only and rig.start_litellm()
@@ -548,9 +554,12 @@ def quick_streams(rig, runs):
     for side, entry in found.items():
         print(f"stream {side}: ttfb p50={percentile(entry['ttfb'], .5):.3f} p90={percentile(entry['ttfb'], .9):.3f} "
               f"p99={percentile(entry['ttfb'], .99):.3f} ms, errors {entry['errors']}")
-    added = {p: percentile(found["c"]["ttfb"], p) - percentile(found["a"]["ttfb"], p) for p in (.5, .9, .99)}
-    print("added first-chunk: " + "  ".join(f"p{round(p * 100)} {value:.3f} ms" for p, value in added.items()))
-    return 1 if found["a"]["errors"] or found["c"]["errors"] else 0
+    for side in found:
+        if side == "a":
+            continue
+        added = {p: percentile(found[side]["ttfb"], p) - percentile(found["a"]["ttfb"], p) for p in (.5, .9, .99)}
+        print(f"added first-chunk {side}: " + "  ".join(f"p{round(p * 100)} {value:.3f} ms" for p, value in added.items()))
+    return 1 if any(entry["errors"] for entry in found.values()) else 0
 
 
 def quick_throughput(targets, body, rounds, seconds, pids):

@@ -10,6 +10,12 @@ func temporaryDatabase() -> String {
 }
 
 @Suite struct UsageStoreTests {
+    @Test func keyHashIsHexSHA256() {
+        // Stored hashes must never change: existing databases hold them.
+        #expect(UserKey.hash("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        #expect(UserKey.hash("") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+    }
+
     @Test func keysAreHashedNeverStored() throws {
         let path = temporaryDatabase()
         let store = try UsageStore(path: path)

@@ -69,6 +69,17 @@ public enum ASCII {
     }
 
     /// The first index of `needle` in `haystack` at or after `from`.
+    /// Appends `value` in decimal, without building a String.
+    public static func appendDecimal(_ value: Int, to bytes: inout [UInt8]) {
+        if value < 0 {
+            bytes.append(UInt8(ascii: "-"))
+            appendDecimal(0 - value, to: &bytes)  // Int.min does not occur for counts and times
+            return
+        }
+        if value >= 10 { appendDecimal(value / 10, to: &bytes) }
+        bytes.append(UInt8(48 + value % 10))
+    }
+
     static func find(_ needle: [UInt8], in haystack: [UInt8], from: Int) -> Int? {
         guard !needle.isEmpty, haystack.count >= needle.count, from <= haystack.count - needle.count else { return nil }
         let first = needle[0]

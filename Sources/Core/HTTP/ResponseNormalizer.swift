@@ -27,24 +27,30 @@ public struct TokenUsage: Sendable, Equatable {
             if bytes[end] == UInt8(ascii: "}") { depth -= 1; if depth == 0 { break } }
             end += 1
         }
-        let usage = Array(bytes[index..<min(end + 1, bytes.count)])
-        func number(_ name: String) -> Int? {
-            guard let at = ASCII.find(Array("\"\(name)\"".utf8), in: usage, from: 0) else { return nil }
-            var cursor = at + name.utf8.count + 2
-            while cursor < usage.count, usage[cursor] == 0x20 || usage[cursor] == UInt8(ascii: ":") { cursor += 1 }
+        let usage = index..<min(end + 1, bytes.count)
+        // Searched in place with static keys: this runs on every JSON answer.
+        func number(_ key: [UInt8]) -> Int? {
+            guard let at = ASCII.find(key, in: bytes, from: usage.lowerBound), at < usage.upperBound else { return nil }
+            var cursor = at + key.count
+            while cursor < usage.upperBound, bytes[cursor] == 0x20 || bytes[cursor] == UInt8(ascii: ":") { cursor += 1 }
             var value = 0, digits = 0
-            while cursor < usage.count, usage[cursor] >= 48, usage[cursor] <= 57 {
-                value = value * 10 + Int(usage[cursor] - 48)
+            while cursor < usage.upperBound, bytes[cursor] >= 48, bytes[cursor] <= 57 {
+                value = value * 10 + Int(bytes[cursor] - 48)
                 cursor += 1
                 digits += 1
             }
             return digits > 0 ? value : nil
         }
-        let prompt = number("prompt_tokens") ?? number("input_tokens")
-        let completion = number("completion_tokens") ?? number("output_tokens")
+        let prompt = number(Self.promptKey) ?? number(Self.inputKey)
+        let completion = number(Self.completionKey) ?? number(Self.outputKey)
         guard prompt != nil || completion != nil else { return nil }
         self.init(prompt: prompt ?? 0, completion: completion ?? 0)
     }
+
+    private static let promptKey = Array(#""prompt_tokens""#.utf8)
+    private static let inputKey = Array(#""input_tokens""#.utf8)
+    private static let completionKey = Array(#""completion_tokens""#.utf8)
+    private static let outputKey = Array(#""output_tokens""#.utf8)
 }
 
 /// Makes Azure's answers look like OpenAI's to clients, and picks out token usage on the way.

@@ -6,15 +6,27 @@ public enum UserKey {
     /// Hex SHA-256 of the key. Keys are high-entropy tokens, so a fast hash is the right
     /// tool (as for GitHub or Stripe tokens); the plaintext is never stored.
     public static func hash(_ key: String) -> String {
-        let digits = Array("0123456789abcdef".utf8)
-        var hex = [UInt8]()
-        hex.reserveCapacity(64)
-        for byte in SHA256.hash(data: Array(key.utf8)) {
-            hex.append(digits[Int(byte >> 4)])
-            hex.append(digits[Int(byte & 0x0f)])
+        // Written straight into the String's storage: this runs on every request.
+        var hasher = SHA256()
+        let utf8 = key.utf8
+        if utf8.withContiguousStorageIfAvailable({ hasher.update(bufferPointer: UnsafeRawBufferPointer($0)) }) == nil {
+            hasher.update(data: Array(utf8))
         }
-        return String(decoding: hex, as: UTF8.self)
+        let digest = hasher.finalize()
+        return String(unsafeUninitializedCapacity: 64) { out in
+            var index = 0
+            digest.withUnsafeBytes { bytes in
+                for byte in bytes {
+                    out[index] = hexDigits[Int(byte >> 4)]
+                    out[index + 1] = hexDigits[Int(byte & 0x0f)]
+                    index += 2
+                }
+            }
+            return index
+        }
     }
+
+    private static let hexDigits: [UInt8] = Array("0123456789abcdef".utf8)
 
     /// A new key: `sk-` plus 48 random alphanumerics (~285 bits).
     public static func generate() -> String {

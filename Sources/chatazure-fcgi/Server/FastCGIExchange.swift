@@ -42,22 +42,20 @@ struct FastCGIExchange {
         // Appended as bytes into one buffer: this runs for every response.
         var head = [UInt8]()
         head.reserveCapacity(512)
-        head += "Status: ".utf8
-        head += String(status).utf8
-        head.append(UInt8(ascii: " "))
-        head += HTTPStatus.reason(status).utf8
-        head += "\r\n".utf8
-        for fields in [headers, CORS.responseHeaders] {
-            for (name, value) in fields {
-                head += name.utf8
-                head += ": ".utf8
-                head += value.utf8
-                head += "\r\n".utf8
-            }
+        head += status == 200 ? Self.okStatusLine : Array("Status: \(status) \(HTTPStatus.reason(status))\r\n".utf8)
+        for (name, value) in headers {
+            head += name.utf8
+            head += ": ".utf8
+            head += value.utf8
+            head += "\r\n".utf8
         }
-        head += "\r\n".utf8
+        head += Self.corsLinesAndEnd
         return write(head)
     }
+
+    private static let okStatusLine = Array("Status: 200 OK\r\n".utf8)
+    /// The CORS fields and the blank line that ends the head, the same for every response.
+    private static let corsLinesAndEnd = Array((CORS.responseHeaders.map { "\($0.0): \($0.1)\r\n" }.joined() + "\r\n").utf8)
 
     /// Writes body bytes; false when the client is gone.
     @discardableResult

@@ -52,40 +52,43 @@ struct RequestHandler {
         exchange.drainBody()
 
         // One pre-built line: metadata would be sorted and re-formatted by the handler per request.
-        // Appended piece by piece, since each interpolation would build a String of its own.
-        let totalMs = Double((DispatchTime.now().uptimeNanoseconds - started) / 100_000) / 10
-        var line = "request id="
+        // Built as bytes, since each String append or interpolation costs an allocation check.
+        let tenths = Int((DispatchTime.now().uptimeNanoseconds - started) / 100_000)
+        var line = [UInt8]()
         line.reserveCapacity(256)
-        line += RequestID.make()
-        line += " user="
-        line += decision.user?.username ?? "-"
-        line += " method="
-        line += request.method
-        line += " path="
-        line += request.path
-        line += " status="
-        line += String(status)
-        line += " ms="
-        line += String(totalMs)
-        line += " bytes="
-        line += String(bytes)
+        line += "request id=".utf8
+        line += RequestID.make().utf8
+        line += " user=".utf8
+        line += (decision.user?.username ?? "-").utf8
+        line += " method=".utf8
+        line += request.method.utf8
+        line += " path=".utf8
+        line += request.path.utf8
+        line += " status=".utf8
+        ASCII.appendDecimal(status, to: &line)
+        line += " ms=".utf8
+        ASCII.appendDecimal(tenths / 10, to: &line)
+        line.append(UInt8(ascii: "."))
+        ASCII.appendDecimal(tenths % 10, to: &line)
+        line += " bytes=".utf8
+        ASCII.appendDecimal(bytes, to: &line)
         if let route {
-            line += " model="
-            line += route.model
-            line += " -> "
-            line += route.deployment
-            line += route.streaming ? " stream=true" : " stream=false"
+            line += " model=".utf8
+            line += route.model.utf8
+            line += " -> ".utf8
+            line += route.deployment.utf8
+            line += (route.streaming ? " stream=true" : " stream=false").utf8
         }
         if let upstreamMs {
-            line += " upstream_ms="
-            line += String(upstreamMs)
+            line += " upstream_ms=".utf8
+            ASCII.appendDecimal(upstreamMs, to: &line)
         }
         if let tokens {
-            line += " tokens="
-            line += String(tokens.prompt)
-            line += "+"
-            line += String(tokens.completion)
+            line += " tokens=".utf8
+            ASCII.appendDecimal(tokens.prompt, to: &line)
+            line.append(UInt8(ascii: "+"))
+            ASCII.appendDecimal(tokens.completion, to: &line)
         }
-        logger.info(Logger.Message(stringLiteral: line))
+        logger.info(Logger.Message(stringLiteral: String(decoding: line, as: UTF8.self)))
     }
 }
