@@ -14,6 +14,12 @@ public struct Gateway: Sendable {
         self.config = config
     }
 
+    /// Reloads the cached users that requests used in the last 10 s before they expire, so those
+    /// requests never wait for SQLite. The worker pool's supervisor calls it every 100 ms.
+    public func refreshUsers(stores: UsageStorePool) {
+        users.refresh(aheadSeconds: 0.3, activeSeconds: 10) { hash in try stores.with { try $0.user(forHash: hash) } }
+    }
+
     /// Decides for `request`. `readBody(limit)` returns the request body, or throws an
     /// `OpenAIError` (413) when it is longer than `limit`. A connection is borrowed from `stores`
     /// only when the user cache misses (or for /healthz): under load, most requests need none.

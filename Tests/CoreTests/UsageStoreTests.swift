@@ -194,6 +194,45 @@ final class ObjectSet: @unchecked Sendable {
         #expect(misses == 2)  // unknown keys are never cached
     }
 
+    @Test func refreshReloadsKeysInUseBeforeTheyExpire() throws {
+        let store = try UsageStore(path: temporaryDatabase())
+        try store.addUser(username: "e", key: "e-key-12345")
+        try store.addUser(username: "f", key: "f-key-12345")
+        let cache = UserCache(ttlSeconds: 0.4)
+        let used = UserKey.hash("e-key-12345"), idle = UserKey.hash("f-key-12345")
+        var requestLoads = 0
+        func lookup(_ hash: String) throws -> StoredUser? {
+            try cache.user(forHash: hash) { requestLoads += 1; return try store.user(forHash: hash) }
+        }
+        _ = try lookup(used)
+        _ = try lookup(idle)
+        #expect(requestLoads == 2)
+        var refreshed: [String] = []
+        func refresh(active: Double) {
+            cache.refresh(aheadSeconds: 0.3, activeSeconds: active) { hash in refreshed.append(hash); return try store.user(forHash: hash) }
+        }
+        refresh(active: 10)
+        #expect(refreshed.isEmpty)  // 0.4 s left: not due yet
+        usleep(150_000)
+        try store.setDisabled(username: "e", true)
+        refresh(active: 10)
+        #expect(Set(refreshed) == [used, idle])
+        // The request sees the change without loading anything itself.
+        #expect(try lookup(used)?.disabled == true)
+        #expect(requestLoads == 2)
+        // Past its expiry, a refresh leaves an entry to the next request.
+        usleep(450_000)
+        refreshed = []
+        refresh(active: 10)
+        #expect(refreshed.isEmpty)
+        // Keys no request used within activeSeconds are not refreshed.
+        _ = try lookup(used)
+        usleep(150_000)
+        refresh(active: 0.05)
+        #expect(refreshed.isEmpty)
+        #expect(requestLoads == 3)
+    }
+
     @Test func oneThreadReloadsAnExpiredEntryWhileTheOthersUseIt() throws {
         let path = temporaryDatabase()
         try UsageStore(path: path).addUser(username: "d", key: "d-key-12345")

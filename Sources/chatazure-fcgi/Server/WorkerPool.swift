@@ -96,6 +96,7 @@ final class WorkerPool: @unchecked Sendable {
             if received > 0 { break }
             watcher?.unblockIfStale()
             topUp()
+            gateway.refreshUsers(stores: stores)
             let now = DispatchTime.now().uptimeNanoseconds
             if now - lastShrink >= 1_000_000_000 {
                 lastShrink = now
