@@ -68,7 +68,6 @@ public enum ASCII {
         byte == 32 || byte == 9 || byte == 13 || byte == 10
     }
 
-    /// The first index of `needle` in `haystack` at or after `from`.
     /// Appends `value` in decimal, without building a String.
     public static func appendDecimal(_ value: Int, to bytes: inout [UInt8]) {
         if value < 0 {
@@ -80,6 +79,7 @@ public enum ASCII {
         bytes.append(UInt8(48 + value % 10))
     }
 
+    /// The first index of `needle` in `haystack` at or after `from`.
     static func find(_ needle: [UInt8], in haystack: [UInt8], from: Int) -> Int? {
         guard !needle.isEmpty, haystack.count >= needle.count, from <= haystack.count - needle.count else { return nil }
         let first = needle[0]

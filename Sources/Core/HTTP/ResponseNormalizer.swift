@@ -145,6 +145,8 @@ public struct ResponseNormalizer {
 
     static let choicesKey = Array(#""choices""#.utf8)
     static let usageKey = Array(#""usage""#.utf8)
+    /// What follows `"choices"` when it is empty, spaces aside.
+    static let emptyArrayValue = Array(":[]".utf8)
 
     /// Whether some `"choices"` key, at any depth and with any spacing, holds `[]`: the cheap
     /// test that spares most chunks the scan in `topLevel`.
@@ -152,7 +154,7 @@ public struct ResponseNormalizer {
         var from = 0
         while let key = ASCII.find(choicesKey, in: data, from: from) {
             var index = key + choicesKey.count
-            for expected in [UInt8(ascii: ":"), UInt8(ascii: "["), UInt8(ascii: "]")] {
+            for expected in emptyArrayValue {
                 while index < data.count, ASCII.isSpace(data[index]) { index += 1 }
                 guard index < data.count, data[index] == expected else { index = -1; break }
                 index += 1

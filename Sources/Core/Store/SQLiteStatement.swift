@@ -76,5 +76,4 @@ public final class SQLiteStatement {
     public func text(_ column: Int32) -> String {
         sqlite3_column_text(handle, column).map { String(cString: $0) } ?? ""
     }
-
 }

@@ -100,7 +100,7 @@ final class SSERelay {
         let now = DispatchTime.now().uptimeNanoseconds
         if headSent, isEventStream, now - lastWrite >= keepaliveNanos {
             // A comment line: clients ignore it, nginx and proxies see traffic.
-            return send(Array(": keepalive\n\n".utf8), flush: true)
+            return send(Array(": keepalive\n\n".utf8)) && flushNow()
         }
         return true
     }
@@ -160,13 +160,13 @@ final class SSERelay {
     }
 
     @discardableResult
-    private func send(_ bytes: [UInt8], flush: Bool = false) -> Bool {
-        bytes.withUnsafeBytes { send($0, flush: flush) }
+    private func send(_ bytes: [UInt8]) -> Bool {
+        bytes.withUnsafeBytes { send($0) }
     }
 
-    private func send(_ bytes: UnsafeRawBufferPointer, flush: Bool = false) -> Bool {
+    private func send(_ bytes: UnsafeRawBufferPointer) -> Bool {
         guard !clientGone else { return false }
-        if !exchange.write(bytes) || (flush && !exchange.flush()) {
+        if !exchange.write(bytes) {
             clientGone = true
             return false
         }

@@ -24,7 +24,7 @@ final class UpstreamClient {
 
     init(connectTimeoutMs: Int) {
         // curl_global_init ran in main before any thread started.
-        guard let handle = curl_easy_init(), let parsedURL = curl_url() else { fatalError("curl_easy_init failed") }
+        guard let handle = curl_easy_init(), let parsedURL = curl_url() else { fatalError("libcurl could not allocate a handle") }
         self.handle = handle
         self.parsedURL = parsedURL
         // What never changes is set once: perform() only sets what differs per request, and never
