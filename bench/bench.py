@@ -9,6 +9,7 @@ then prints medians and ratios, checks the targets and writes bench/RESULTS.md.
 Run it with bench/run.sh; `--smoke` is the seconds-long version CI runs (no targets)."""
 import argparse
 import asyncio
+import gc
 import json
 import os
 import platform
@@ -334,20 +335,24 @@ def stream_timing(rig, runs, chunks, gap_ms):
     if rig.previous and rig.previous_upstream == "emulator":
         sides["c0"] = (rig.ports["c0"], "/v1/chat/completions", {"Authorization": f"Bearer {KEY}"})
     found = {side: {"ttfb": [], "gaps": [], "coalesced": 0, "received": 0, "sent": 0, "errors": 0} for side in sides}
-    for _ in range(runs):
-        for side, (port, path, headers) in sides.items():
-            result = asyncio.run(stream_once(port, path, headers, body))
-            entry = found[side]
-            entry["sent"] += chunks
-            if result["status"] != 200 or not result["done"] or len(result["arrivals"]) != chunks:
-                entry["errors"] += 1
-                continue
-            arrivals = result["arrivals"]
-            entry["received"] += len(arrivals)
-            entry["ttfb"].append(arrivals[0] * 1000)
-            gaps = [(b - a) * 1000 for a, b in zip(arrivals, arrivals[1:])]
-            entry["gaps"].extend(gaps)
-            entry["coalesced"] += sum(1 for gap in gaps if gap < gap_ms / 4)
+    gc.disable()  # a collection pass of this client would land in some stream's timing
+    try:
+        for _ in range(runs):
+            for side, (port, path, headers) in sides.items():
+                result = asyncio.run(stream_once(port, path, headers, body))
+                entry = found[side]
+                entry["sent"] += chunks
+                if result["status"] != 200 or not result["done"] or len(result["arrivals"]) != chunks:
+                    entry["errors"] += 1
+                    continue
+                arrivals = result["arrivals"]
+                entry["received"] += len(arrivals)
+                entry["ttfb"].append(arrivals[0] * 1000)
+                gaps = [(b - a) * 1000 for a, b in zip(arrivals, arrivals[1:])]
+                entry["gaps"].extend(gaps)
+                entry["coalesced"] += sum(1 for gap in gaps if gap < gap_ms / 4)
+    finally:
+        gc.enable()
     return found
 
 
@@ -434,7 +439,7 @@ def main():
                         "measured as c0 in the same rounds, for a before/after ratio")
     args = parser.parse_args()
     smoke = args.smoke
-    seconds, rounds = (1, 1) if smoke else (5, 3)
+    seconds, rounds = (1, 1) if smoke else (5, 5)
     work = ROOT / "bench" / ".work"
     # An interrupted earlier run may have left its nginx running: stop it before its pid file goes.
     for pidfile in work.glob("*.pid"):
@@ -482,6 +487,10 @@ def main():
                 rows.setdefault(f"errors_{side}", 0)
                 rows[f"errors_{side}"] += result["non2xx"] + result["socket_errors"]
         rows["throughput"] = {side: statistics.median(values) for side, values in throughput.items()}
+        # Each side against (a) of its own round, then the median: a round shares the machine's
+        # state of the moment, and (a) alone swung 46k-71k req/s between rounds of one run.
+        rows["ratio_to_a"] = {side: statistics.median(value / base for value, base in zip(values, throughput["a"]))
+                              for side, values in throughput.items()}
         rows["cpu_us_per_request"] = {side: statistics.median(values) for side, values in cpu.items()}
 
         latency = {"a": [], "c": []}
@@ -501,6 +510,12 @@ def main():
 
         # 100 per side: with 20, the p99 the targets use would be the single slowest stream.
         rows["streams"] = stream_timing(rig, 3 if smoke else 100, 10 if smoke else 30, 20)
+        if not smoke:
+            # The first-chunk p99 from 100 streams is their second slowest, one scheduling hiccup
+            # of this shared machine; 300 short streams more per side put it on the fourth of 400.
+            for side, entry in stream_timing(rig, 300, 2, 20).items():
+                rows["streams"][side]["ttfb"] += entry["ttfb"]
+                rows["streams"][side]["errors"] += entry["errors"]
         rows["idle_rss_mb"] = rig.idle_rss
         rows["idle_parts"] = rig.idle_parts
         rows["concurrency"] = [concurrency(rig, 50 if smoke else args.streams, 5, 1000)]
@@ -590,6 +605,7 @@ def quick_throughput(targets, body, rounds, seconds, pids):
 
 def render(rows, smoke, args):
     tp = rows["throughput"]
+    ratio = rows["ratio_to_a"]
     lat = rows["latency"]
     streams = rows["streams"]
     checks = []
@@ -600,8 +616,8 @@ def render(rows, smoke, args):
     # A side that answers errors is fast for the wrong reason (an early baseline did: libfcgi's printf has no %zu).
     failing = {side: rows[f"errors_{side}"] for side in tp if rows.get(f"errors_{side}")}
     check("every throughput side answered 2xx", not failing, ", ".join(f"{side}: {count} errors" for side, count in failing.items()) or "0 errors")
-    check("throughput c >= 0.25 x a", tp["c"] >= 0.25 * tp["a"],
-          f"{tp['c'] / tp['a']:.2f}x (the bare C libfcgi+libcurl forwarder b2 reaches {tp['b2'] / tp['a']:.2f}x)")
+    check("throughput c >= 0.25 x a", ratio["c"] >= 0.25,
+          f"{ratio['c']:.2f}x (the bare C libfcgi+libcurl forwarder b2 reaches {ratio['b2']:.2f}x)")
     if "d" in tp:
         check("throughput c >= 50 x d (LiteLLM)", tp["c"] >= 50 * tp["d"], f"{tp['c'] / tp['d']:.0f}x")
     else:
@@ -614,8 +630,9 @@ def render(rows, smoke, args):
     gap99 = percentile(streams["c"]["gaps"], 0.99) - percentile(streams["a"]["gaps"], 0.99)
     check("added first-chunk p99 <= 2 ms", ttfb99 <= 2.0, f"{ttfb99:.3f} ms")
     check("added inter-chunk gap p99 <= 1 ms", gap99 <= 1.0, f"{gap99:.3f} ms")
-    check("zero coalesced chunks", streams["c"]["coalesced"] == 0, f"{streams['c']['coalesced']} coalesced, "
-          f"{streams['c']['received']}/{streams['c']['sent']} received")
+    check("zero coalesced chunks, every timed stream complete", streams["c"]["coalesced"] == 0 and not streams["c"]["errors"],
+          f"{streams['c']['coalesced']} coalesced, {streams['c']['received']}/{streams['c']['sent']} received, "
+          f"{streams['c']['errors']} failed streams")
     first = rows["concurrency"][0]
     check(f"{first['streams']} concurrent streams, 0 errors", first["errors"] == 0, f"{first['errors']} errors")
     check(f"{first['streams']} streams worker RSS <= 150 MB", first["peak_rss_mb"] <= 150, f"{first['peak_rss_mb']:.1f} MB")
@@ -626,10 +643,10 @@ def render(rows, smoke, args):
     lines = ["", "chatazure-fcgi bench" + (" (smoke)" if smoke else ""), ""]
     lines.append(f"{'scenario':44} {'a nginx':>10} {'b C fcgi':>10} {'c gateway':>10} {'d LiteLLM':>10}  ratios")
     lines.append(f"{'throughput, req/s (median)':44} {tp['a']:10.0f} {tp['b']:10.0f} {tp['c']:10.0f} "
-                 f"{tp.get('d', float('nan')):10.0f}  c/a={tp['c'] / tp['a']:.2f} c/b={tp['c'] / tp['b']:.2f}"
+                 f"{tp.get('d', float('nan')):10.0f}  c/a={ratio['c']:.2f} c/b={ratio['c'] / ratio['b']:.2f}"
                  + (f" c/d={tp['c'] / tp['d']:.0f}" if "d" in tp else ""))
     lines.append(f"{'  b2: C libfcgi + libcurl forwarder, req/s':44} {'':10} {tp['b2']:10.0f} {'':10} {'':10}  "
-                 f"b2/a={tp['b2'] / tp['a']:.2f} c/b2={tp['c'] / tp['b2']:.2f}")
+                 f"b2/a={ratio['b2']:.2f} c/b2={ratio['c'] / ratio['b2']:.2f}")
     cpu = rows["cpu_us_per_request"]
     lines.append(f"{'  CPU µs per request of the FastCGI process':44} {'':10} {cpu['b']:10.1f} {cpu['c']:10.1f} {'':10}  "
                  f"b2={cpu['b2']:.1f} (c/b2={cpu['c'] / cpu['b2']:.2f})")
@@ -638,7 +655,8 @@ def render(rows, smoke, args):
     lines.append(f"{'401 path, req/s':44} {'':10} {'':10} {rows['unauthorized_rps']:10.0f} {'':10}  401/a={rows['unauthorized_rps'] / tp['a']:.2f}")
     for side in ("a", "c"):
         entry = streams[side]
-        lines.append(f"stream {side}: ttfb p50={percentile(entry['ttfb'], .5):.2f} p99={percentile(entry['ttfb'], .99):.2f} ms, "
+        lines.append(f"stream {side}: ttfb p50={percentile(entry['ttfb'], .5):.2f} p99={percentile(entry['ttfb'], .99):.2f} ms "
+                     f"({len(entry['ttfb'])} streams), "
                      f"gap p50={percentile(entry['gaps'], .5):.2f} p99={percentile(entry['gaps'], .99):.2f} ms, "
                      f"{entry['received']}/{entry['sent']} chunks, {entry['coalesced']} coalesced, {entry['errors']} errors")
     for run in rows["concurrency"]:
@@ -671,9 +689,11 @@ Written by `bench/run.sh` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())
   forwarding to the same upstream and relaying the answer, nothing else; (c) chatazure-fcgi, one worker process, `--workers {args.workers}` (its default), `idle-seconds: 5`
   (`max-workers: 6000` for the stream process, so 5,000 streams can all be open), the shipped
   `nginx/chatazure.conf`; (d) LiteLLM proxy, `--num_workers 2`, no database, `azure/` model on the same upstream.
-- Throughput: `wrk -t2 -c64 -d5s` POST, 3 interleaved rounds (a b c d a b c d …), median.
-  Light load: `wrk -t1 -c1 -d5s --latency`, a and c interleaved, 3 rounds, median of p50/p99.
-- Streams: 100 streams of 30 chunks 20 ms apart, one at a time, a and c interleaved; concurrency: N streams at once,
+- Throughput: `wrk -t2 -c64 -d5s` POST, 5 interleaved rounds (a b c d a b c d …), median req/s per side;
+  the ratios are the median of each round's ratio to (a) of the same round.
+  Light load: `wrk -t1 -c1 -d5s --latency`, a and c interleaved, 5 rounds, median of p50/p99.
+- Streams: 100 streams of 30 chunks 20 ms apart, one at a time, a and c interleaved (gaps, coalescing); first chunk
+  over those and 300 more streams of 2 chunks per side (400 each); concurrency: N streams at once,
   5 chunks 1 s apart, worker RSS sampled every 0.2 s.
 
 ```
