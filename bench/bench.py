@@ -245,7 +245,7 @@ http {{
 general_settings:
   master_key: sk-bench-litellm-master-key
 """)
-        process = self.spawn([str(litellm), "--config", str(config), "--port", str(self.ports["litellm"]), "--num_workers", "2"],
+        process = self.litellm = self.spawn([str(litellm), "--config", str(config), "--port", str(self.ports["litellm"]), "--num_workers", "2"],
                    "litellm.log", env={**os.environ, "LITELLM_LOG": "ERROR"})
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and process.poll() is None:
@@ -253,6 +253,17 @@ general_settings:
                 return True
         print("bench: LiteLLM did not start; see bench/.work/litellm.log", file=sys.stderr)
         return False
+
+    def stop_litellm(self):
+        """Idle, the LiteLLM proxy still wakes for ~30 ms of CPU every second or two (sampled from
+        /proc at 0.1 s): after its throughput rounds it would only add noise to the timings."""
+        process = getattr(self, "litellm", None)
+        if process and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
 
     def stop(self):
         for conf in getattr(self, "nginx_confs", []):
@@ -492,6 +503,7 @@ def main():
         rows["ratio_to_a"] = {side: statistics.median(value / base for value, base in zip(values, throughput["a"]))
                               for side, values in throughput.items()}
         rows["cpu_us_per_request"] = {side: statistics.median(values) for side, values in cpu.items()}
+        rig.stop_litellm()
 
         latency = {"a": [], "c": []}
         for _ in range(rounds):
