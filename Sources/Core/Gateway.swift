@@ -58,7 +58,9 @@ public struct Gateway: Sendable {
 
     /// Headers every upstream request carries: the Azure key and the client's content negotiation.
     func upstreamHeaders(_ request: GatewayRequest, contentType: String?) -> [(String, String)] {
-        var headers: [(String, String)] = [("api-key", config.azure.apiKey)]
+        var headers: [(String, String)] = []
+        headers.reserveCapacity(4)
+        headers.append(("api-key", config.azure.apiKey))
         if let contentType { headers.append(("Content-Type", contentType)) }
         if let accept = request.headers["accept"] { headers.append(("Accept", accept)) }
         // curl would otherwise add Expect: 100-continue to large bodies and wait a round trip.

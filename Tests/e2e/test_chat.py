@@ -117,3 +117,28 @@ def test_unknown_deployment_is_azure_404_in_openai_shape(alice):
         body = error.response.json()["error"]
         assert body["code"] == "DeploymentNotFound"
         assert set(body) >= {"message", "type", "param", "code"}
+
+
+def test_each_request_sends_its_own_headers_upstream(tmp_path, emulator):
+    # One thread, so one libcurl handle serves every request: the header list it keeps from the
+    # last request must change when the next request's headers differ.
+    from conftest import Gateway
+    single = Gateway(tmp_path / "single", emulator.url, processes=1, workers=1, nginx_workers=1, keepalive=1,
+                     extra_fastcgi="  max-workers: 1\n")
+    try:
+        url = single.url + "/v1/chat/completions"
+        body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "headers"}]}
+        sent = [{"Accept": "application/json"}, {"Accept": "text/plain"}, {}, {"Accept": "application/json"}]
+        emulator.clear()
+        for extra in sent:
+            status, _, answer = http_json("POST", url, body, {"Authorization": f"Bearer {USERS['alice']}",
+                                                               "Content-Type": "application/json", **extra})
+            assert status == 200, answer
+        seen = [request["headers"] for request in emulator.requests()]
+        # Without one from the client, libcurl sends its own default.
+        assert [headers.get("accept") for headers in seen] == [extra.get("Accept", "*/*") for extra in sent]
+        for headers in seen:
+            assert headers["api-key"] == AZURE_KEY and headers["content-type"] == "application/json"
+            assert "expect" not in headers and "authorization" not in headers
+    finally:
+        single.stop()

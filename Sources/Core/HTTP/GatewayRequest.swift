@@ -37,6 +37,7 @@ public struct GatewayRequest: Sendable {
     public init(cParams: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) {
         var method = "GET", uri = "/", query = ""
         var headers: [String: String] = [:]
+        headers.reserveCapacity(Self.readParams.count + 2)  // grown from empty, it was rehashed twice
         var cursor = cParams
         while let entry = cursor?.pointee {
             cursor = cursor?.advanced(by: 1)

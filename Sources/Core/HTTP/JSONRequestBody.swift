@@ -108,6 +108,7 @@ public struct JSONRequestBody {
             throw Self.invalid
         }
         members = [:]
+        members.reserveCapacity(16)  // grown from empty, a chat body's members rehashed it twice
         model = nil
         stream = false
         clientWantsUsage = false

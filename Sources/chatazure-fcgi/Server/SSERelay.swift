@@ -32,6 +32,7 @@ final class SSERelay {
         self.exchange = exchange
         self.normalizer = ResponseNormalizer(route: route)
         self.keepaliveNanos = UInt64(keepaliveSeconds) * 1_000_000_000
+        headers.reserveCapacity(8)
     }
 
     /// Tokens Azure reported, if it did.
@@ -143,6 +144,7 @@ final class SSERelay {
         headSent = true
         sentStatus = status
         var fields = headers
+        fields.reserveCapacity(headers.count + 3)
         if let contentLength { fields.append(("Content-Length", String(contentLength))) }
         if isEventStream {
             fields.append(("Cache-Control", "no-cache"))

@@ -11,6 +11,10 @@ final class UpstreamClient {
     private let parsedURL: OpaquePointer
     /// The URL `parsedURL` holds; empty when it holds none.
     private var parsedText = ""
+    /// The header list set on the handle, and the headers it was built from: nearly every
+    /// request sends the same few, and each list entry costs libcurl and Swift allocations.
+    private var headerList: UnsafeMutablePointer<curl_slist>?
+    private var listedHeaders: [(String, String)] = []
 
     /// Outcome of one transfer.
     struct Outcome {
@@ -53,6 +57,21 @@ final class UpstreamClient {
     deinit {
         curl_easy_cleanup(handle)
         curl_url_cleanup(parsedURL)
+        curl_slist_free_all(headerList)
+    }
+
+    /// Sets the request headers, building a new list only when they differ from the last ones.
+    private func setHeaders(_ headers: [(String, String)]) {
+        if headers.elementsEqual(listedHeaders, by: ==) && (headerList != nil || headers.isEmpty) { return }
+        var list: UnsafeMutablePointer<curl_slist>?
+        for (name, value) in headers {
+            // An empty value as "Name:" drops a header libcurl would add itself (Expect).
+            list = curl_slist_append(list, value.isEmpty ? "\(name):" : "\(name): \(value)")
+        }
+        ccurl_setopt_slist(handle, CURLOPT_HTTPHEADER, list)
+        curl_slist_free_all(headerList)  // after the handle lets go of it
+        headerList = list
+        listedHeaders = list == nil ? [] : headers
     }
 
     /// Points the handle at `url`, parsed only when it differs from the last one. A URL the
@@ -73,22 +92,13 @@ final class UpstreamClient {
 
     /// Sends `call` and feeds the answer into `sink`. Blocks until the transfer ends.
     func perform(_ call: UpstreamCall, into sink: SSERelay) -> Outcome {
-        var headerList: UnsafeMutablePointer<curl_slist>?
-        for (name, value) in call.headers {
-            // "Name;" sends an empty header; "Name:" would remove it.
-            headerList = curl_slist_append(headerList, value.isEmpty ? "\(name):" : "\(name): \(value)")
-        }
-        defer {
-            ccurl_setopt_slist(handle, CURLOPT_HTTPHEADER, nil)  // the list is freed below
-            ccurl_setopt_pointer(handle, CURLOPT_POSTFIELDS, nil)  // and so is the body
-            curl_slist_free_all(headerList)
-        }
+        defer { ccurl_setopt_pointer(handle, CURLOPT_POSTFIELDS, nil) }  // the body is freed after
 
         let started = DispatchTime.now().uptimeNanoseconds
         let context = Unmanaged.passUnretained(sink).toOpaque()
         let code: CURLcode = call.body.withUnsafeBytes { body in
             setURL(call.url)
-            ccurl_setopt_slist(handle, CURLOPT_HTTPHEADER, headerList)
+            setHeaders(call.headers)
             // Each branch sets the method completely, since the previous request's options remain.
             switch call.method {
             case "POST":
