@@ -65,6 +65,17 @@ def wait_http(url, timeout=60, headers=None):
     return False
 
 
+def machine_cpu_ticks():
+    """The machine's CPU time so far, all of it and the part the hypervisor stole (/proc/stat)."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(fields[:8]), fields[7]
+
+
+def steal_percent(before, after):
+    total, stolen = after[0] - before[0], after[1] - before[1]
+    return 100.0 * stolen / total if total else 0.0
+
+
 def rss_mb(pid):
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -521,6 +532,7 @@ def main():
         rows["unauthorized_rps"] = statistics.median(unauthorized)
 
         # 100 per side: with 20, the p99 the targets use would be the single slowest stream.
+        cpu_before = machine_cpu_ticks()
         rows["streams"] = stream_timing(rig, 3 if smoke else 100, 10 if smoke else 30, 20)
         if not smoke:
             # The first-chunk p99 from 100 streams is their second slowest, one scheduling hiccup
@@ -528,6 +540,7 @@ def main():
             for side, entry in stream_timing(rig, 300, 2, 20).items():
                 rows["streams"][side]["ttfb"] += entry["ttfb"]
                 rows["streams"][side]["errors"] += entry["errors"]
+        rows["streams_steal"] = steal_percent(cpu_before, machine_cpu_ticks())
         rows["idle_rss_mb"] = rig.idle_rss
         rows["idle_parts"] = rig.idle_parts
         rows["concurrency"] = [concurrency(rig, 50 if smoke else args.streams, 5, 1000)]
@@ -671,6 +684,7 @@ def render(rows, smoke, args):
                      f"({len(entry['ttfb'])} streams), "
                      f"gap p50={percentile(entry['gaps'], .5):.2f} p99={percentile(entry['gaps'], .99):.2f} ms, "
                      f"{entry['received']}/{entry['sent']} chunks, {entry['coalesced']} coalesced, {entry['errors']} errors")
+    lines.append(f"  the hypervisor took {rows['streams_steal']:.1f}% of this machine's CPU time while the streams were timed (steal, /proc/stat)")
     for run in rows["concurrency"]:
         lines.append(f"concurrency: {run['streams']} open streams, {run['errors']} errors, peak worker RSS {run['peak_rss_mb']:.1f} MB, "
                      f"{run['seconds']:.1f} s")
