@@ -11,9 +11,10 @@ final class UpstreamClient {
     private let parsedURL: OpaquePointer
     /// The URL `parsedURL` holds; empty when it holds none.
     private var parsedText = ""
-    /// The header list set on the handle, and the headers it was built from: nearly every
-    /// request sends the same few, and each list entry costs libcurl and Swift allocations.
+    /// The header list set on the handle, kept while requests send the same few headers
+    /// (building it costs libcurl and Swift allocations per entry).
     private var headerList: UnsafeMutablePointer<curl_slist>?
+    /// The headers `headerList` was built from.
     private var listedHeaders: [(String, String)] = []
 
     /// Outcome of one transfer.
