@@ -63,7 +63,7 @@ final class UpstreamClient {
 
     /// Sets the request headers, building a new list only when they differ from the last ones.
     private func setHeaders(_ headers: [(String, String)]) {
-        if headers.elementsEqual(listedHeaders, by: ==) && (headerList != nil || headers.isEmpty) { return }
+        if headers.elementsEqual(listedHeaders, by: ==) { return }
         var list: UnsafeMutablePointer<curl_slist>?
         for (name, value) in headers {
             // An empty value as "Name:" drops a header libcurl would add itself (Expect).
