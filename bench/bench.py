@@ -509,10 +509,7 @@ def main():
                 rows.setdefault(f"errors_{side}", 0)
                 rows[f"errors_{side}"] += result["non2xx"] + result["socket_errors"]
         rows["throughput"] = {side: statistics.median(values) for side, values in throughput.items()}
-        # Each side against (a) of its own round, then the median: a round shares the machine's
-        # state of the moment, and (a) alone swung 46k-71k req/s between rounds of one run.
-        rows["ratio_to_a"] = {side: statistics.median(value / base for value, base in zip(values, throughput["a"]))
-                              for side, values in throughput.items()}
+        rows["ratio_to_a"] = {side: statistics.median(values) for side, values in round_ratios(throughput).items()}
         rows["cpu_us_per_request"] = {side: statistics.median(values) for side, values in cpu.items()}
         rig.stop_litellm()
 
@@ -602,10 +599,17 @@ def quick_streams(rig, runs):
     return 1 if any(entry["errors"] for entry in found.values()) else 0
 
 
+def round_ratios(throughput):
+    """Each side's req/s over (a)'s of the same round, round by round: a round shares the machine's
+    state of the moment, and (a) alone swung 46k-71k req/s between rounds of one run."""
+    return {side: [value / base for value, base in zip(values, throughput["a"])]
+            for side, values in throughput.items() if side != "a"}
+
+
 def quick_throughput(targets, body, rounds, seconds, pids):
     """For iterating on the hot path: interleaved throughput rounds, each ratio against (a) of the same round,
     and the CPU time each FastCGI process spent per request, which the machine's noise disturbs less."""
-    ratios = {side: [] for side in targets if side != "a"}
+    throughput = {side: [] for side in targets}
     cpu = {side: [] for side in pids}
     for index in range(rounds):
         results = throughput_round(targets, body, seconds, pids)
@@ -613,13 +617,14 @@ def quick_throughput(targets, body, rounds, seconds, pids):
             cpu[side].append(results[side]["cpu_us"])
         rps = {side: result["rps"] for side, result in results.items()}
         errors = {side: result["non2xx"] + result["socket_errors"] for side, result in results.items()}
-        for side in ratios:
-            ratios[side].append(rps[side] / rps["a"])
+        for side in throughput:
+            throughput[side].append(rps[side])
         print(f"round {index + 1}: " + "  ".join(f"{side} {value:,.0f}" for side, value in rps.items())
               + "".join(f"  ({side}: {count} errors)" for side, count in errors.items() if count), flush=True)
         if any(errors.values()):
             print("a side answered with errors: its figure means nothing", file=sys.stderr)
             return 1
+    ratios = round_ratios(throughput)
     print("median ratio to a: " + "  ".join(f"{side} {statistics.median(values):.3f}" for side, values in ratios.items()))
     print("CPU µs per request (median): " + "  ".join(f"{side} {statistics.median(values):.1f}" for side, values in cpu.items()))
     if "c0" in ratios:
