@@ -24,7 +24,8 @@ import Testing
     @Test func buildsFromLibfcgiParamStrings() {
         let entries = ["REQUEST_METHOD=post", "REQUEST_URI=/v1/chat/completions?a=b", "QUERY_STRING=a=b",
                        "CONTENT_TYPE=application/json", "CONTENT_LENGTH=42", "HTTP_AUTHORIZATION=Bearer sk-x",
-                       "HTTP_API_KEY=k", "HTTP_X_STAINLESS_OS=Linux", "HTTP_ACCEPT=text/event-stream", "EMPTY="]
+                       "HTTP_API_KEY=k", "HTTP_X_STAINLESS_OS=Linux", "HTTP_ACCEPT=text/event-stream", "EMPTY=",
+                       "NO_EQUALS_SIGN", "REQUEST_URIX=/elsewhere", "QUERY_STRIN=x", "HTTP_=v", "HTTP_ORIGIN=https://a.example/?x=1"]
         var pointers: [UnsafeMutablePointer<CChar>?] = entries.map { strdup($0) } + [nil]
         defer { pointers.forEach { free($0) } }
         let request = pointers.withUnsafeMutableBufferPointer { GatewayRequest(cParams: $0.baseAddress) }
@@ -36,5 +37,7 @@ import Testing
         #expect(request.presentedKey == "sk-x")
         #expect(request.headers["accept"] == "text/event-stream")
         #expect(request.headers["x-stainless-os"] == nil)  // not read, so not kept
+        #expect(request.headers["origin"] == "https://a.example/?x=1")  // the first '=' ends the name
+        #expect(request.headers.count == 6)
     }
 }

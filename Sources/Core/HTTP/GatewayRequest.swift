@@ -41,25 +41,28 @@ public struct GatewayRequest: Sendable {
         var cursor = cParams
         while let entry = cursor?.pointee {
             cursor = cursor?.advanced(by: 1)
-            let bytes = UnsafeRawBufferPointer(start: entry, count: strlen(entry))
-            guard let equals = bytes.firstIndex(of: UInt8(ascii: "=")) else { continue }
-            let name = UnsafeRawBufferPointer(rebasing: bytes[..<equals])
-            let rawValue = bytes[(equals + 1)...]
-            if name.starts(with: "HTTP_".utf8) {
+            let length = strlen(entry)
+            // nginx sends ~20 params per request: match names as bytes, build Strings only for values kept.
+            guard let equals = memchr(entry, Int32(UInt8(ascii: "=")), length) else { continue }
+            let nameCount = UnsafeRawPointer(equals) - UnsafeRawPointer(entry)
+            let name = UnsafeRawBufferPointer(start: entry, count: nameCount)
+            let rawValue = UnsafeRawBufferPointer(start: equals + 1, count: length - nameCount - 1)
+            if Self.named(name, "HTTP_", prefix: true) {
                 // Only the headers the gateway reads: clients send a dozen more (user-agent,
                 // x-stainless-*, …) and building each costs more than using them saves.
                 for (param, header) in Self.readParams where param.count == name.count && param.elementsEqual(name) {
                     headers[header] = String(decoding: rawValue, as: UTF8.self)
                 }
-                continue
-            }
-            switch String(decoding: name, as: UTF8.self) {  // short names: no allocation
-            case "REQUEST_METHOD": method = ASCII.uppercased(rawValue)
-            case "REQUEST_URI": uri = String(decoding: rawValue, as: UTF8.self)
-            case "QUERY_STRING": query = String(decoding: rawValue, as: UTF8.self)
-            case "CONTENT_TYPE": if !rawValue.isEmpty { headers["content-type"] = String(decoding: rawValue, as: UTF8.self) }
-            case "CONTENT_LENGTH": if !rawValue.isEmpty { headers["content-length"] = String(decoding: rawValue, as: UTF8.self) }
-            default: break
+            } else if Self.named(name, "REQUEST_METHOD") {
+                method = ASCII.uppercased(rawValue)
+            } else if Self.named(name, "REQUEST_URI") {
+                uri = String(decoding: rawValue, as: UTF8.self)
+            } else if Self.named(name, "QUERY_STRING") {
+                query = String(decoding: rawValue, as: UTF8.self)
+            } else if Self.named(name, "CONTENT_TYPE") {
+                if !rawValue.isEmpty { headers["content-type"] = String(decoding: rawValue, as: UTF8.self) }
+            } else if Self.named(name, "CONTENT_LENGTH") {
+                if !rawValue.isEmpty { headers["content-length"] = String(decoding: rawValue, as: UTF8.self) }
             }
         }
         let path = uri.utf8.firstIndex(of: UInt8(ascii: "?")).map { String(uri[..<$0]) } ?? uri
@@ -67,6 +70,14 @@ public struct GatewayRequest: Sendable {
         self.path = path
         self.query = query
         self.headers = headers
+    }
+
+    /// True when the param name `name` is `literal` (or starts with it, for `prefix`).
+    @inline(__always)
+    static func named(_ name: UnsafeRawBufferPointer, _ literal: StaticString, prefix: Bool = false) -> Bool {
+        let count = literal.utf8CodeUnitCount
+        guard prefix ? name.count >= count : name.count == count, let base = name.baseAddress else { return false }
+        return memcmp(base, literal.utf8Start, count) == 0
     }
 
     /// Declared body length; 0 when absent or malformed.
