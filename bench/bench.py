@@ -312,27 +312,34 @@ def wrk(url, key_header, body, connections, threads, seconds, latency=False):
     return result
 
 
-async def stream_once(port, path, headers, body):
-    """One streamed request on a fresh connection; arrival times of each SSE data event."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+def request_bytes(path, headers, body):
+    """One HTTP/1.1 POST on a connection of its own."""
     payload = body.encode()
     head = f"POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
     head += "".join(f"{name}: {value}\r\n" for name, value in headers.items()) + "Connection: close\r\n\r\n"
+    return head.encode() + payload
+
+
+CHUNK_MARK = b'"delta":{"content":"w'
+
+
+async def stream_once(port, path, headers, body):
+    """One streamed request on a fresh connection; when each SSE data event was read (for many at once)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
     started = time.perf_counter()
-    writer.write(head.encode() + payload)
+    writer.write(request_bytes(path, headers, body))
     await writer.drain()
     status_line = await reader.readline()
     status = int(status_line.split()[1]) if status_line else 0
     buffer = b""
-    arrivals, reads, done = [], 0, False
+    arrivals, done = [], False
     while True:
         data = await reader.read(65536)
         if not data:
             break
         now = time.perf_counter() - started
-        reads += 1
         buffer += data
-        count = buffer.count(b'"delta":{"content":"w')
+        count = buffer.count(CHUNK_MARK)
         while len(arrivals) < count:
             arrivals.append(now)
         if b"data: [DONE]" in buffer:
@@ -340,6 +347,46 @@ async def stream_once(port, path, headers, body):
             break
     writer.close()
     return {"status": status, "arrivals": arrivals, "done": done}
+
+
+SO_TIMESTAMPNS = 35  # Linux; the kernel stamps each received packet, the stamp comes with recvmsg
+
+
+def stream_kernel_times(port, path, headers, body):
+    """One streamed request, timed by when each SSE event's last byte reached this machine's socket
+    (the kernel's receive stamp), not by when this client got around to reading it. Each recvmsg
+    stops at an event's end, so its stamp is that of the packet that completed the event. A stall of
+    this client shorter than the gap to the next chunk then moves no time; a longer one still merges
+    (TCP joins queued packets and keeps the newest stamp), as reading did before."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    started = time.time_ns()  # the stamps are CLOCK_REALTIME
+    sock.sendall(request_bytes(path, headers, body))
+    received, pending, arrivals, done = b"", b"", [], False
+    try:
+        while not done:
+            peek = sock.recv(65536, socket.MSG_PEEK)
+            if not peek:
+                break
+            end = (pending + peek).find(b"\n\n")
+            take = end + 2 - len(pending) if end >= 0 else len(peek)
+            data, ancillary, _, _ = sock.recvmsg(take, socket.CMSG_SPACE(16))
+            pending += data
+            if end < 0:
+                continue  # no whole event yet: keep its first part, wait for the rest
+            stamp = next((int.from_bytes(value[:8], "little") * 1_000_000_000 + int.from_bytes(value[8:16], "little")
+                          for level, kind, value in ancillary if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS), None)
+            if stamp is None:
+                raise RuntimeError("the kernel gave no receive stamp (SO_TIMESTAMPNS); the stream timing needs one")
+            if CHUNK_MARK in pending:
+                arrivals.append(stamp - started)
+            done = b"data: [DONE]" in pending
+            received += pending
+            pending = b""
+    finally:
+        sock.close()
+    status = int(received.split(b" ", 2)[1]) if received.startswith(b"HTTP/") else 0
+    return {"status": status, "arrivals": [ns / 1e9 for ns in arrivals], "done": done}
 
 
 def percentile(values, fraction):
@@ -361,7 +408,7 @@ def stream_timing(rig, runs, chunks, gap_ms):
     try:
         for _ in range(runs):
             for side, (port, path, headers) in sides.items():
-                result = asyncio.run(stream_once(port, path, headers, body))
+                result = stream_kernel_times(port, path, headers, body)
                 entry = found[side]
                 entry["sent"] += chunks
                 if result["status"] != 200 or not result["done"] or len(result["arrivals"]) != chunks:
@@ -724,7 +771,8 @@ Written by `bench/run.sh` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())
   the ratios are the median of each round's ratio to (a) of the same round.
   Light load: `wrk -t1 -c1 -d5s --latency`, a and c interleaved, 5 rounds, median of p50/p99.
 - Streams: 100 streams of 30 chunks 20 ms apart, one at a time, a and c interleaved (gaps, coalescing); first chunk
-  over those and 300 more streams of 2 chunks per side (400 each); concurrency: N streams at once,
+  over those and 300 more streams of 2 chunks per side (400 each); each chunk timed by the kernel's receive stamp of
+  the packet that completed it (SO_TIMESTAMPNS), not by when the Python client read it; concurrency: N streams at once,
   5 chunks 1 s apart, worker RSS sampled every 0.2 s.
 
 ```
