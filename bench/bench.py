@@ -352,6 +352,28 @@ async def stream_once(port, path, headers, body):
 SO_TIMESTAMPNS = 35  # Linux; the kernel stamps each received packet, the stamp comes with recvmsg
 
 
+class ReceiveStamps:
+    """Keeps the kernel stamping received packets for as long as it is open. The kernel turns
+    stamping on and off with the first and last socket that asks, and turns it on late (from a work
+    queue): with one stream socket at a time, packets of a new stream came without a stamp."""
+
+    def __enter__(self):
+        self.holder = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.holder.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        self.holder.bind(("127.0.0.1", 0))
+        deadline = time.time() + 5
+        while time.time() < deadline:  # until a datagram to itself comes back stamped
+            self.holder.sendto(b"x", self.holder.getsockname())
+            _, ancillary, _, _ = self.holder.recvmsg(1, socket.CMSG_SPACE(16))
+            if ancillary:
+                return self
+            time.sleep(0.01)
+        raise RuntimeError("the kernel does not stamp received packets (SO_TIMESTAMPNS); the stream timing needs it")
+
+    def __exit__(self, *exc):
+        self.holder.close()
+
+
 def stream_kernel_times(port, path, headers, body):
     """One streamed request, timed by when each SSE event's last byte reached this machine's socket
     (the kernel's receive stamp), not by when this client got around to reading it. Each recvmsg
@@ -406,20 +428,21 @@ def stream_timing(rig, runs, chunks, gap_ms):
     found = {side: {"ttfb": [], "gaps": [], "coalesced": 0, "received": 0, "sent": 0, "errors": 0} for side in sides}
     gc.disable()  # a collection pass of this client would land in some stream's timing
     try:
-        for _ in range(runs):
-            for side, (port, path, headers) in sides.items():
-                result = stream_kernel_times(port, path, headers, body)
-                entry = found[side]
-                entry["sent"] += chunks
-                if result["status"] != 200 or not result["done"] or len(result["arrivals"]) != chunks:
-                    entry["errors"] += 1
-                    continue
-                arrivals = result["arrivals"]
-                entry["received"] += len(arrivals)
-                entry["ttfb"].append(arrivals[0] * 1000)
-                gaps = [(b - a) * 1000 for a, b in zip(arrivals, arrivals[1:])]
-                entry["gaps"].extend(gaps)
-                entry["coalesced"] += sum(1 for gap in gaps if gap < gap_ms / 4)
+        with ReceiveStamps():
+            for _ in range(runs):
+                for side, (port, path, headers) in sides.items():
+                    result = stream_kernel_times(port, path, headers, body)
+                    entry = found[side]
+                    entry["sent"] += chunks
+                    if result["status"] != 200 or not result["done"] or len(result["arrivals"]) != chunks:
+                        entry["errors"] += 1
+                        continue
+                    arrivals = result["arrivals"]
+                    entry["received"] += len(arrivals)
+                    entry["ttfb"].append(arrivals[0] * 1000)
+                    gaps = [(b - a) * 1000 for a, b in zip(arrivals, arrivals[1:])]
+                    entry["gaps"].extend(gaps)
+                    entry["coalesced"] += sum(1 for gap in gaps if gap < gap_ms / 4)
     finally:
         gc.enable()
     return found
