@@ -487,7 +487,7 @@ def callgrind(binary, work, upstream_port):
     """Instructions per request for (c): two runs with different request counts under callgrind,
     so start-up cancels out. Instruction counts repeat far better than seconds, not exactly: timed
     work (a group commit takes what arrived in its 20 ms, the user cache reloads after its TTL)
-    falls differently, and full runs gave 167k-188k."""
+    falls differently, and full runs gave 167k-193k."""
     results = {}
     # valgrind 3.19 cannot read the DWARF 5 that Swift emits; symbols are enough.
     stripped = work / "chatazure-fcgi-stripped"
