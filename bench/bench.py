@@ -171,11 +171,11 @@ http {{
         while not (os.path.exists(self.baseline_socket) and os.path.exists(self.forwarder_socket)) and time.monotonic() < deadline:
             time.sleep(0.05)
 
-    def gateway_config(self, endpoint, workers, max_workers=1024, name=None):
+    def gateway_config(self, endpoint, workers, max_workers=1024, name=None, idle_seconds=5):
         path = self.work / f"gateway-{name or endpoint.rsplit(':', 1)[1]}.yaml"
         path.write_text(f"web:\n  dbName: {name or 'bench'}.db\nazure:\n  endpoint: {endpoint}\n  api-key: {AZURE_KEY}\n"
                         f"users:\n  - username: bench\n    password: {KEY}\nfastcgi:\n  workers: {workers}\n"
-                        f"  max-workers: {max_workers}\n  idle-seconds: 5\n")
+                        f"  max-workers: {max_workers}\n  idle-seconds: {idle_seconds}\n")
         return str(path)
 
     def start_gateway(self, workers):
@@ -184,7 +184,10 @@ http {{
         self.stream_socket = str(self.work / "gateway-stream.sock")
         self.gateway = self.spawn([self.binary, "serve", "--config", self.gateway_config(f"http://127.0.0.1:{self.ports['upstream']}", workers),
                                    "--socket", self.gateway_socket], "gateway.log")
-        self.stream_gateway = self.spawn([self.binary, "serve", "--config", self.gateway_config(f"http://127.0.0.1:{self.ports['emulator']}", workers, max_workers=6000),
+        # The stream process keeps the shipped idle-seconds (30). With 5, the threads taking turns
+        # on one-at-a-time long streams each idled past it between turns: 468 threads served 800
+        # timed streams, each on a fresh libcurl handle, with a malloc_trim after every retirement.
+        self.stream_gateway = self.spawn([self.binary, "serve", "--config", self.gateway_config(f"http://127.0.0.1:{self.ports['emulator']}", workers, max_workers=6000, idle_seconds=30),
                                           "--socket", self.stream_socket], "gateway-stream.log")
         self.previous_socket = str(self.work / "gateway-previous.sock")
         if self.previous:
@@ -816,7 +819,7 @@ Written by `bench/run.sh` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())
   chat-completion body (throughput) and the bundled Azure emulator (streams).
 - (a) nginx `proxy_pass` straight to the upstream; (b) `bench/baseline_fcgi.c`, libfcgi, 64 threads, fixed body,
   `fastcgi_keep_conn on`; (b2) `bench/baseline_curl_fcgi.c`, libfcgi + one reused libcurl handle per thread,
-  forwarding to the same upstream and relaying the answer, nothing else; (c) chatazure-fcgi, one worker process, `--workers {args.workers}` (its default), `idle-seconds: 5`
+  forwarding to the same upstream and relaying the answer, nothing else; (c) chatazure-fcgi, one worker process, `--workers {args.workers}` (its default), `idle-seconds: 5` (30, the default, for the stream process)
   (`max-workers: 6000` for the stream process, so 5,000 streams can all be open), the shipped
   `nginx/chatazure.conf`; (d) LiteLLM proxy, `--num_workers 2`, no database, `azure/` model on the same upstream.
 - Throughput: `wrk -t2 -c64 -d5s --timeout 10s` POST, 5 interleaved rounds (a b c d a b c d …), median req/s per side;
