@@ -184,9 +184,9 @@ http {{
         self.stream_socket = str(self.work / "gateway-stream.sock")
         self.gateway = self.spawn([self.binary, "serve", "--config", self.gateway_config(f"http://127.0.0.1:{self.ports['upstream']}", workers),
                                    "--socket", self.gateway_socket], "gateway.log")
-        # The stream process keeps the shipped idle-seconds (30). With 5, the threads taking turns
-        # on one-at-a-time long streams each idled past it between turns: 468 threads served 800
-        # timed streams, each on a fresh libcurl handle, with a malloc_trim after every retirement.
+        # The stream process keeps the shipped idle-seconds (30). The threads take turns on new
+        # requests; with 5, one-at-a-time long streams (1.2 s per a/c pair) would leave each idle
+        # past it between turns, to be retired and replaced by one with a fresh libcurl handle.
         self.stream_gateway = self.spawn([self.binary, "serve", "--config", self.gateway_config(f"http://127.0.0.1:{self.ports['emulator']}", workers, max_workers=6000, idle_seconds=30),
                                           "--socket", self.stream_socket], "gateway-stream.log")
         self.previous_socket = str(self.work / "gateway-previous.sock")
