@@ -331,29 +331,24 @@ CHUNK_MARK = b'"delta":{"content":"w'
 
 
 async def stream_once(port, path, headers, body):
-    """One streamed request on a fresh connection; when each SSE data event was read (for many at once)."""
+    """One streamed request on a fresh connection, for many at once: its status, how many chunks
+    came and whether [DONE] did. The timed streams use stream_kernel_times."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    started = time.perf_counter()
     writer.write(request_bytes(path, headers, body))
     await writer.drain()
     status_line = await reader.readline()
     status = int(status_line.split()[1]) if status_line else 0
-    buffer = b""
-    arrivals, done = [], False
+    buffer, done = b"", False
     while True:
         data = await reader.read(65536)
         if not data:
             break
-        now = time.perf_counter() - started
         buffer += data
-        count = buffer.count(CHUNK_MARK)
-        while len(arrivals) < count:
-            arrivals.append(now)
         if b"data: [DONE]" in buffer:
             done = True
             break
     writer.close()
-    return {"status": status, "arrivals": arrivals, "done": done}
+    return {"status": status, "chunks": buffer.count(CHUNK_MARK), "done": done}
 
 
 SO_TIMESTAMPNS = 35  # Linux; the kernel stamps each received packet, the stamp comes with recvmsg
@@ -482,7 +477,7 @@ async def many_streams(port, count, chunks, gap_ms, sample):
     async def one():
         try:
             result = await asyncio.wait_for(stream_once(port, "/v1/chat/completions", headers, body), timeout=120)
-            return result["status"] == 200 and result["done"] and len(result["arrivals"]) == chunks
+            return result["status"] == 200 and result["done"] and result["chunks"] == chunks
         except Exception:
             return False
 
