@@ -177,3 +177,11 @@ def test_processes_starting_together_on_a_new_database_all_serve(tmp_path, emula
         for worker in workers:
             worker.terminate()
             worker.wait(10)
+
+
+def test_workers_run_by_their_own_name_with_the_malloc_setting(gateway):
+    # serve re-executes itself once to set a glibc tunable; by its real path, so that ps, top and
+    # `pgrep chatazure-fcgi` find the workers (through /proc/self/exe they were all named "exe").
+    for pid in gateway.pids:
+        assert open(f"/proc/{pid}/comm").read().strip() == "chatazure-fcgi"
+        assert b"glibc.malloc.tcache_count=64" in open(f"/proc/{pid}/environ", "rb").read()

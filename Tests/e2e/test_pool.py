@@ -1,4 +1,5 @@
 """The pool grows under load, shrinks when idle, and answers 503 when saturated instead of hanging."""
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -14,6 +15,25 @@ def threads_of(pid):
         if line.startswith("Threads:"):
             return int(line.split()[1])
     return 0
+
+
+def upstream_connections(pid, port):
+    """The worker's established TCP connections to 127.0.0.1:`port`, read from /proc."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue  # closed meanwhile
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:["):-1])
+    count = 0
+    for line in open(f"/proc/{pid}/net/tcp").readlines()[1:]:
+        fields = line.split()
+        remote, state, inode = fields[2], fields[3], fields[9]
+        if inode in inodes and remote == f"0100007F:{port:04X}" and state == "01":
+            count += 1
+    return count
 
 
 def slow_stream(client, chunks=6, delay_ms=300):
@@ -41,7 +61,33 @@ def test_pool_grows_for_concurrent_streams_and_shrinks_when_idle(tmp_path, emula
         # 20 streams of ~1.8 s on 2 initial threads: only concurrent service finishes in ~2 s.
         assert elapsed < 6, elapsed
         assert "status=503" not in gateway.log()
+        # One connection to Azure per concurrent stream, until idle-seconds pass: then all but
+        # the most recently used one are closed with their libcurl handles.
+        assert upstream_connections(pid, emulator.port) >= 10
         wait_for(lambda: threads_of(pid) <= idle_threads + 1, timeout=10, what="pool shrinking back")
+        wait_for(lambda: upstream_connections(pid, emulator.port) == 1, timeout=10, what="idle connections to Azure closed")
+    finally:
+        gateway.stop()
+
+
+def test_a_request_after_a_pause_reuses_the_connection_to_azure(tmp_path, emulator):
+    """Threads take turns and are replaced after idle-seconds; the connection to Azure (a TLS
+    handshake away, in production) must survive both."""
+    gateway = Gateway(tmp_path / "reuse", emulator.url, processes=1, workers=2, extra_fastcgi="  idle-seconds: 1\n")
+    try:
+        pid = gateway.pids[0]
+        client = gateway.client(USERS["alice"], timeout=30)
+        emulator.clear()
+        threads_before = set(os.listdir(f"/proc/{pid}/task"))
+        for index in range(3):
+            if index:
+                time.sleep(2.5)  # past idle-seconds and the next shrink: the threads that served are replaced
+            answer = client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": f"pause {index}"}])
+            assert answer.choices[0].message.content == f"Echo: pause {index}"
+        assert threads_before - set(os.listdir(f"/proc/{pid}/task")), "no thread was replaced: the test shows nothing"
+        peers = [seen["peer"] for seen in emulator.requests()]
+        assert len(peers) == 3 and len(set(peers)) == 1, peers
+        assert upstream_connections(pid, emulator.port) == 1
     finally:
         gateway.stop()
 

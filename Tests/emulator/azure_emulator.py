@@ -12,7 +12,8 @@ Responses: /openai/responses[/{id}]?api-version=... and /openai/v1/responses[/{i
     content chunks with `content_filter_results`, a finish chunk, an optional usage chunk, `data: [DONE]`.
 
 Test controls, read from the last user message: `[chunks=N delay_ms=D ttfb_ms=T status=S]`.
-Introspection: GET /_emulator/requests lists what arrived (method, path, headers); DELETE clears it.
+Introspection: GET /_emulator/requests lists what arrived (method, path, headers, the client port
+of its connection); DELETE clears it.
 Standard library only, so it runs anywhere python3 does.
 """
 import argparse
@@ -122,6 +123,8 @@ class Emulator(BaseHTTPRequestHandler):
             self.server.seen.append({
                 "method": self.command,
                 "path": self.path,
+                # Which TCP connection it came on: tests check that the gateway reuses one.
+                "peer": self.client_address[1],
                 "headers": {k.lower(): v for k, v in self.headers.items()},
                 "body": body,
             })

@@ -15,6 +15,17 @@ enum MallocTunables {
         let current = getenv("GLIBC_TUNABLES").map { String(cString: $0) } ?? ""
         guard !current.contains("tcache_count") else { return }
         setenv("GLIBC_TUNABLES", current.isEmpty ? setting : "\(current):\(setting)", 1)
-        execv("/proc/self/exe", CommandLine.unsafeArgv)
+        // By its real path: the kernel names a process after the file it executes, and through
+        // /proc/self/exe every worker showed up as "exe" in ps, top and pgrep.
+        execv(executablePath() ?? "/proc/self/exe", CommandLine.unsafeArgv)
+    }
+
+    /// This program's file, unless it was replaced or removed since it started.
+    private static func executablePath() -> String? {
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let length = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+        guard length > 0 else { return nil }
+        let path = String(decoding: buffer[..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return access(path, X_OK) == 0 ? path : nil
     }
 }

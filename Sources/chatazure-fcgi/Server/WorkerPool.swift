@@ -8,8 +8,8 @@ import Synchronization
 /// The FastCGI worker pool. libfcgi serves one connection per thread, and an open stream holds its
 /// thread, so the pool grows like php-fpm's dynamic mode: from `minThreads` up to `maxThreads`
 /// whenever a connection waits with no thread accepting (see `ListenWatcher`), and back down when
-/// threads sit idle. Each thread has its
-/// own `FCGX_Request` and libcurl handle; SQLite connections are shared through a `UsageStorePool`.
+/// threads sit idle. Each thread has its own `FCGX_Request` and, once it serves, a libcurl handle
+/// from the `UpstreamClientPool`; SQLite connections are shared through a `UsageStorePool`.
 final class WorkerPool: @unchecked Sendable {
     /// Everything fixed at start.
     struct Settings {
@@ -36,6 +36,7 @@ final class WorkerPool: @unchecked Sendable {
     let logger: Logger
     let stores: UsageStorePool
     let recorder: UsageRecorder
+    let upstreams: UpstreamClientPool
     /// Requests accepted and not yet finished.
     let inFlight = Atomic<Int>(0)
     /// Threads blocked in accept() on the listening socket.
@@ -55,6 +56,7 @@ final class WorkerPool: @unchecked Sendable {
         self.settings = settings
         self.logger = logger
         self.stores = UsageStorePool(path: gateway.config.databasePath)
+        self.upstreams = UpstreamClientPool(connectTimeoutMs: gateway.config.azure.connectTimeoutMs)
         let errorLogger = logger
         self.recorder = UsageRecorder(stores: stores) { error in
             errorLogger.error("usage commit failed, retrying: \(error)")
@@ -142,16 +144,17 @@ final class WorkerPool: @unchecked Sendable {
 
     /// Retires threads that have idled longer than `idleSeconds`: any above the minimum, and at
     /// the minimum those that have served, which `topUp()` replaces with fresh ones. A served
-    /// thread holds its libcurl handle and buffers and glibc's per-thread cache; exiting hands
-    /// them back, so a worker idle after a burst returns to its start-up size. The price: that
-    /// thread's connection to Azure is closed after a pause, and reopened by the next request.
+    /// thread holds glibc's per-thread cache; exiting hands it back, so a worker idle after a
+    /// burst returns to its start-up size. Its libcurl handle goes to `upstreams`, where the next
+    /// thread to serve takes it with its open connection; handles left there as long are freed,
+    /// all but the most recent.
     private func shrink(now: UInt64) {
         var excess = total.load(ordering: .relaxed) - settings.minThreads
         let limit = UInt64(settings.idleSeconds) * 1_000_000_000
-        var retired = 0
+        var released = upstreams.trim(idleLongerThan: limit, now: now)
         defer {
-            // Exited threads leave freed memory in glibc's per-thread arenas; hand it back.
-            if retired > 0 { trimAfterExits = true }
+            // Exited threads and freed handles leave free memory in glibc's arenas; hand it back.
+            if released > 0 { trimAfterExits = true }
         }
         workers.withLock { list in
             for worker in list where (excess > 0 || worker.hasServed) && worker.idleLongerThan(limit, now: now) {
@@ -159,7 +162,7 @@ final class WorkerPool: @unchecked Sendable {
                 if worker.isAccepting && accepting.load(ordering: .relaxed) <= 1 { continue }
                 worker.retire()
                 excess -= 1
-                retired += 1
+                released += 1
             }
         }
     }

@@ -31,7 +31,7 @@ final class WorkerThread: @unchecked Sendable {
 
     /// Waiting for work: in accept(), or parked on an idle kept-alive connection.
     var isIdle: Bool { state.load(ordering: .sequentiallyConsistent) != State.busy.rawValue }
-    /// Has served a request, so it holds a libcurl handle, buffers and glibc's per-thread cache.
+    /// Has served a request, so it holds a libcurl handle and glibc's per-thread cache of freed memory.
     var hasServed: Bool { served.load(ordering: .relaxed) }
     /// Blocked in accept() on the listening socket.
     var isAccepting: Bool { state.load(ordering: .relaxed) == State.accepting.rawValue }
@@ -77,10 +77,12 @@ final class WorkerThread: @unchecked Sendable {
 
     private func loop() {
         defer { pool.exited(self) }
+        // Its libcurl handle, with the connection to Azure, goes on to the next thread to serve.
+        var handler: RequestHandler?
+        defer { if let handler { pool.upstreams.give(handler.upstream) } }
         var logger = pool.logger
         logger[metadataKey: "thread"] = "\(index)"
-        // Created on first use: an idle thread costs its stack and nothing more.
-        var handler: RequestHandler?
+        // The handler is created on first use: an idle thread costs its stack and nothing more.
         let request = UnsafeMutablePointer<FCGX_Request>.allocate(capacity: 1)
         defer { request.deallocate() }
         // FAIL_ACCEPT_ON_INTR: a SIGUSR1 (retire, shutdown) makes accept() return instead of retrying.
@@ -124,7 +126,7 @@ final class WorkerThread: @unchecked Sendable {
             if handler == nil {
                 served.store(true, ordering: .relaxed)
                 handler = RequestHandler(gateway: pool.gateway, stores: pool.stores, recorder: pool.recorder,
-                                         upstream: UpstreamClient(connectTimeoutMs: pool.gateway.config.azure.connectTimeoutMs),
+                                         upstream: pool.upstreams.take(),
                                          keepaliveSeconds: pool.settings.keepaliveSeconds, logger: logger)
             }
             handler!.serve(FastCGIExchange(raw: request))

@@ -1,0 +1,44 @@
+import Foundation
+import Synchronization
+
+/// The libcurl handles no thread holds. A thread takes one when it serves its first request and
+/// keeps it, with its open connection to Azure, for every request after (a lock per request cost
+/// a fifth of the worker's time under load); when the pool retires the thread after idling, the
+/// handle comes back here and the next thread to serve takes the one given back last. So the
+/// connection to Azure, a TCP and TLS handshake away, outlives the threads that used it: a team
+/// sending a request now and then finds it warm. Handles left here longer than idle-seconds are
+/// freed, all but the most recent one, so the memory of a burst goes back.
+final class UpstreamClientPool: @unchecked Sendable {
+    /// Handles not in use, oldest first, each with when it was given back.
+    private let idle = Mutex<[(client: UpstreamClient, since: UInt64)]>([])
+    /// Passed to each new handle.
+    private let connectTimeoutMs: Int
+
+    init(connectTimeoutMs: Int) {
+        self.connectTimeoutMs = connectTimeoutMs
+    }
+
+    /// The handle given back last, or a new one when none is here.
+    func take() -> UpstreamClient {
+        idle.withLock { $0.popLast()?.client } ?? UpstreamClient(connectTimeoutMs: connectTimeoutMs)
+    }
+
+    /// Takes back the handle of a thread that is exiting.
+    func give(_ client: UpstreamClient) {
+        let now = DispatchTime.now().uptimeNanoseconds
+        idle.withLock { $0.append((client, now)) }
+    }
+
+    /// Frees the handles idle longer than `nanos`, except the most recent; returns how many.
+    @discardableResult
+    func trim(idleLongerThan nanos: UInt64, now: UInt64) -> Int {
+        let freed = idle.withLock { list -> [UpstreamClient] in
+            var stale = 0
+            while stale < list.count - 1, now > list[stale].since, now - list[stale].since > nanos { stale += 1 }
+            let old = list[..<stale].map(\.client)
+            list.removeFirst(stale)
+            return old
+        }
+        return freed.count  // freed here, outside the lock, as `freed` goes
+    }
+}
