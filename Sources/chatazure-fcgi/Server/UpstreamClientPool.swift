@@ -4,12 +4,12 @@ import Synchronization
 /// The libcurl handles no thread holds. A thread takes one when it serves its first request and
 /// keeps it, with its open connection to Azure, for every request after (a lock per request cost
 /// a fifth of the worker's time under load); when the pool retires the thread after idling, the
-/// handle comes back here and the next thread to serve takes the one given back last. So the
+/// handle comes back here and the next thread to serve takes the most recently used one. So the
 /// connection to Azure, a TCP and TLS handshake away, outlives the threads that used it: a team
-/// sending a request now and then finds it warm. Handles left here longer than idle-seconds are
+/// sending a request now and then finds it warm. Handles unused for longer than idle-seconds are
 /// freed, all but the most recent one, so the memory of a burst goes back.
 final class UpstreamClientPool: @unchecked Sendable {
-    /// Handles not in use, oldest first, each with when it was given back.
+    /// Handles not in use, least recently used first, each with when it was last used.
     private let idle = Mutex<[(client: UpstreamClient, since: UInt64)]>([])
     /// Passed to each new handle.
     private let connectTimeoutMs: Int
@@ -18,15 +18,18 @@ final class UpstreamClientPool: @unchecked Sendable {
         self.connectTimeoutMs = connectTimeoutMs
     }
 
-    /// The handle given back last, or a new one when none is here.
+    /// The most recently used handle here, or a new one when none is.
     func take() -> UpstreamClient {
         idle.withLock { $0.popLast()?.client } ?? UpstreamClient(connectTimeoutMs: connectTimeoutMs)
     }
 
-    /// Takes back the handle of a thread that is exiting.
-    func give(_ client: UpstreamClient) {
-        let now = DispatchTime.now().uptimeNanoseconds
-        idle.withLock { $0.append((client, now)) }
+    /// Takes back the handle of a thread that is exiting, last used at `lastUsed` (uptime nanoseconds).
+    func give(_ client: UpstreamClient, lastUsed: UInt64) {
+        idle.withLock { list in
+            // Kept in order of last use, so the most recent is at the end.
+            let position = list.lastIndex { $0.since <= lastUsed }.map { $0 + 1 } ?? 0
+            list.insert((client, lastUsed), at: position)
+        }
     }
 
     /// Frees the handles idle longer than `nanos`, except the most recent; returns how many.

@@ -146,7 +146,7 @@ final class WorkerPool: @unchecked Sendable {
     /// the minimum those that have served, which `topUp()` replaces with fresh ones. A served
     /// thread holds glibc's per-thread cache; exiting hands it back, so a worker idle after a
     /// burst returns to its start-up size. Its libcurl handle goes to `upstreams`, where the next
-    /// thread to serve takes it with its open connection; handles left there as long are freed,
+    /// thread to serve takes it with its open connection; handles unused as long are freed,
     /// all but the most recent.
     private func shrink(now: UInt64) {
         var excess = total.load(ordering: .relaxed) - settings.minThreads

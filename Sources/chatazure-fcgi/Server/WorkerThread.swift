@@ -79,7 +79,7 @@ final class WorkerThread: @unchecked Sendable {
         defer { pool.exited(self) }
         // Its libcurl handle, with the connection to Azure, goes on to the next thread to serve.
         var handler: RequestHandler?
-        defer { if let handler { pool.upstreams.give(handler.upstream) } }
+        defer { if let handler { pool.upstreams.give(handler.upstream, lastUsed: idleSince.load(ordering: .relaxed)) } }
         var logger = pool.logger
         logger[metadataKey: "thread"] = "\(index)"
         // The handler is created on first use: an idle thread costs its stack and nothing more.
