@@ -307,10 +307,10 @@ def wrk(url, key_header, body, connections, threads, seconds, latency=False):
     output = subprocess.run(args + [url], capture_output=True, text=True, check=True).stdout
     result = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
               "requests": int(re.search(r"(\d+) requests in", output).group(1))}
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    result["non2xx"] = int(errors.group(1)) if errors else 0
+    # Errors: answers other than 2xx/3xx, and socket errors (connect, read, write, timeout).
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
-    result["socket_errors"] = sum(map(int, socket_errors.groups())) if socket_errors else 0
+    result["errors"] = (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, socket_errors.groups())) if socket_errors else 0)
     result["timeouts"] = int(socket_errors.group(4)) if socket_errors else 0
     if latency:
         for percentile in ("50", "99"):
@@ -500,41 +500,45 @@ def concurrency(rig, count, chunks, gap_ms):
     return {"streams": count, "errors": errors, "peak_rss_mb": peak[0], "seconds": time.monotonic() - started}
 
 
+def callgrind_run(binary, work, upstream_port, count, out):
+    """Runs the gateway under callgrind, sends it `count` requests with cgi-fcgi (only the params
+    nginx would send) and returns the instructions callgrind counted; `out` keeps its output.
+    bench/profile.sh runs this too."""
+    # valgrind 3.19 cannot read the DWARF 5 that Swift emits; symbols are enough.
+    stripped = work / "chatazure-fcgi-stripped"
+    if not stripped.exists():
+        shutil.copy(binary, stripped)
+        subprocess.run(["strip", "-g", str(stripped)], check=True)
+    sock = str(work / f"callgrind-{count}.sock")
+    config = work / f"callgrind-{count}.yaml"
+    config.write_text(f"web:\n  dbName: callgrind-{count}.db\nazure:\n  endpoint: http://127.0.0.1:{upstream_port}\n"
+                      f"  api-key: {AZURE_KEY}\nusers:\n  - username: bench\n    password: {KEY}\n")
+    process = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+                                str(stripped), "serve", "--config", str(config), "--socket", sock, "--workers", "1"],
+                               stdout=subprocess.DEVNULL, stderr=open(work / f"callgrind-{count}.log", "w"),
+                               # Set already, so serve does not re-execute itself out of valgrind's sight.
+                               env={**os.environ, "GLIBC_TUNABLES": "glibc.malloc.tcache_count=64"})
+    deadline = time.monotonic() + 120
+    while not os.path.exists(sock) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    env = {"REQUEST_METHOD": "POST", "REQUEST_URI": "/v1/chat/completions", "CONTENT_TYPE": "application/json",
+           "CONTENT_LENGTH": str(len(REQUEST)), "HTTP_AUTHORIZATION": f"Bearer {KEY}", "PATH": os.environ["PATH"]}
+    for _ in range(count):
+        subprocess.run(["cgi-fcgi", "-bind", "-connect", sock], input=REQUEST.encode(), env=env,
+                       capture_output=True, timeout=60, check=True)
+    process.send_signal(signal.SIGTERM)
+    process.wait(120)
+    match = re.search(r"^(?:summary|totals):\s+(\d+)", Path(out).read_text(errors="replace"), re.M)
+    return int(match.group(1))
+
+
 def callgrind(binary, work, upstream_port):
     """Instructions per request for (c): two runs with different request counts under callgrind,
     so start-up cancels out. Instruction counts repeat far better than seconds, not exactly: timed
     work (a group commit takes what arrived in its 20 ms, the user cache reloads after its TTL)
     falls differently, and full runs gave 167k-193k."""
-    results = {}
-    # valgrind 3.19 cannot read the DWARF 5 that Swift emits; symbols are enough.
-    stripped = work / "chatazure-fcgi-stripped"
-    shutil.copy(binary, stripped)
-    subprocess.run(["strip", "-g", str(stripped)], check=True)
-    for count in (20, 120):
-        sock = str(work / f"callgrind-{count}.sock")
-        out = work / f"callgrind-{count}.out"
-        config = work / f"callgrind-{count}.yaml"
-        config.write_text(f"web:\n  dbName: callgrind-{count}.db\nazure:\n  endpoint: http://127.0.0.1:{upstream_port}\n"
-                          f"  api-key: {AZURE_KEY}\nusers:\n  - username: bench\n    password: {KEY}\n")
-        process = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-                                    str(stripped), "serve", "--config", str(config), "--socket", sock, "--workers", "1"],
-                                   stdout=subprocess.DEVNULL, stderr=open(work / f"callgrind-{count}.log", "w"),
-                                   # Set already, so serve does not re-execute itself out of valgrind's sight.
-                                   env={**os.environ, "GLIBC_TUNABLES": "glibc.malloc.tcache_count=64"})
-        deadline = time.monotonic() + 120
-        while not os.path.exists(sock) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        env = {"REQUEST_METHOD": "POST", "REQUEST_URI": "/v1/chat/completions", "CONTENT_TYPE": "application/json",
-               "CONTENT_LENGTH": str(len(REQUEST)), "HTTP_AUTHORIZATION": f"Bearer {KEY}", "PATH": os.environ["PATH"]}
-        for _ in range(count):
-            subprocess.run(["cgi-fcgi", "-bind", "-connect", sock], input=REQUEST.encode(), env=env,
-                           capture_output=True, timeout=60, check=True)
-        process.send_signal(signal.SIGTERM)
-        process.wait(120)
-        text = out.read_text(errors="replace")
-        match = re.search(r"^(?:summary|totals):\s+(\d+)", text, re.M)
-        results[count] = int(match.group(1))
-    return (results[120] - results[20]) / 100
+    totals = {count: callgrind_run(binary, work, upstream_port, count, work / f"callgrind-{count}.out") for count in (20, 120)}
+    return (totals[120] - totals[20]) / 100
 
 
 # ---- the run --------------------------------------------------------------------------------------
@@ -552,7 +556,16 @@ def main():
                         help="only first-chunk timing, RUNS short streams per side; prints figures, writes nothing")
     parser.add_argument("--previous", metavar="BINARY", help="with --throughput-only or --streams-only: another chatazure-fcgi build "
                         "measured as c0 in the same rounds, for a before/after ratio")
+    parser.add_argument("--callgrind-only", type=int, metavar="REQUESTS", default=0,
+                        help="only run the gateway under callgrind for REQUESTS requests (bench/profile.sh)")
+    parser.add_argument("--upstream-port", type=int, help="with --callgrind-only: the upstream already listening")
+    parser.add_argument("--callgrind-out", help="with --callgrind-only: where callgrind writes")
     args = parser.parse_args()
+    if args.callgrind_only:
+        out = Path(args.callgrind_out)
+        total = callgrind_run(args.binary, out.parent, args.upstream_port, args.callgrind_only, out)
+        print(f"callgrind: {total:,} instructions for {args.callgrind_only} requests and start-up")
+        return 0
     smoke = args.smoke
     seconds, rounds = (1, 1) if smoke else (5, 5)
     work = ROOT / "bench" / ".work"
@@ -600,7 +613,7 @@ def main():
                     cpu[side].append(result["cpu_us"])
                 throughput[side].append(result["rps"])
                 rows.setdefault(f"errors_{side}", 0)
-                rows[f"errors_{side}"] += result["non2xx"] + result["socket_errors"]
+                rows[f"errors_{side}"] += result["errors"]
                 rows[f"timeouts_{side}"] = rows.get(f"timeouts_{side}", 0) + result["timeouts"]
         rows["throughput"] = {side: statistics.median(values) for side, values in throughput.items()}
         rows["ratio_to_a"] = {side: statistics.median(values) for side, values in round_ratios(throughput).items()}
@@ -711,7 +724,7 @@ def quick_throughput(targets, body, rounds, seconds, pids):
         for side in pids:
             cpu[side].append(results[side]["cpu_us"])
         rps = {side: result["rps"] for side, result in results.items()}
-        errors = {side: result["non2xx"] + result["socket_errors"] for side, result in results.items()}
+        errors = {side: result["errors"] for side, result in results.items()}
         for side in throughput:
             throughput[side].append(rps[side])
         print(f"round {index + 1}: " + "  ".join(f"{side} {value:,.0f}" for side, value in rps.items())
