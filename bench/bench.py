@@ -500,7 +500,7 @@ def concurrency(rig, count, chunks, gap_ms):
     return {"streams": count, "errors": errors, "peak_rss_mb": peak[0], "seconds": time.monotonic() - started}
 
 
-def callgrind_run(binary, work, upstream_port, count, out):
+def callgrind_run(binary, work, upstream_port, count, out, collect=None):
     """Runs the gateway under callgrind, sends it `count` requests with cgi-fcgi (only the params
     nginx would send) and returns the instructions callgrind counted; `out` keeps its output.
     bench/profile.sh runs this too."""
@@ -513,7 +513,8 @@ def callgrind_run(binary, work, upstream_port, count, out):
     config = work / f"callgrind-{count}.yaml"
     config.write_text(f"web:\n  dbName: callgrind-{count}.db\nazure:\n  endpoint: http://127.0.0.1:{upstream_port}\n"
                       f"  api-key: {AZURE_KEY}\nusers:\n  - username: bench\n    password: {KEY}\n")
-    process = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+    toggle = [f"--toggle-collect={collect}"] if collect else []
+    process = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *toggle,
                                 str(stripped), "serve", "--config", str(config), "--socket", sock, "--workers", "1"],
                                stdout=subprocess.DEVNULL, stderr=open(work / f"callgrind-{count}.log", "w"),
                                # Set already, so serve does not re-execute itself out of valgrind's sight.
@@ -560,10 +561,11 @@ def main():
                         help="only run the gateway under callgrind for REQUESTS requests (bench/profile.sh)")
     parser.add_argument("--upstream-port", type=int, help="with --callgrind-only: the upstream already listening")
     parser.add_argument("--callgrind-out", help="with --callgrind-only: where callgrind writes")
+    parser.add_argument("--callgrind-collect", help="with --callgrind-only: count only inside functions matching this")
     args = parser.parse_args()
     if args.callgrind_only:
         out = Path(args.callgrind_out)
-        total = callgrind_run(args.binary, out.parent, args.upstream_port, args.callgrind_only, out)
+        total = callgrind_run(args.binary, out.parent, args.upstream_port, args.callgrind_only, out, args.callgrind_collect)
         print(f"callgrind: {total:,} instructions for {args.callgrind_only} requests and start-up")
         return 0
     smoke = args.smoke
