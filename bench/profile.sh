@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Where the instructions of one request go: runs one worker under callgrind against a fixed
-# nginx upstream, sends N requests with cgi-fcgi, prints callgrind_annotate's inclusive top.
+# nginx upstream, sends N requests with cgi-fcgi after 20 warm-up ones (the gateway's counts are
+# zeroed after those, so start-up is not in them), prints callgrind_annotate's inclusive top.
 #   bench/profile.sh [N]      (PROFILE_OUT=FILE keeps the callgrind output)
 #   bench/profile.sh N b2     the same for the C libfcgi + libcurl forwarder (b2), to compare with
 set -euo pipefail
