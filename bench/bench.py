@@ -584,13 +584,11 @@ def main():
                         help="only run the gateway under callgrind for REQUESTS requests (bench/profile.sh)")
     parser.add_argument("--upstream-port", type=int, help="with --callgrind-only: the upstream already listening")
     parser.add_argument("--callgrind-out", help="with --callgrind-only: where callgrind writes")
-    parser.add_argument("--callgrind-collect", help="with --callgrind-only: count only inside functions matching this")
     args = parser.parse_args()
     if args.callgrind_only:
         out = Path(args.callgrind_out)
-        total = callgrind_run(args.binary, out.parent, args.upstream_port, args.callgrind_only, out, args.callgrind_collect)
-        print(f"callgrind: {total:,} instructions for {args.callgrind_only} requests after 20 warm-up ones"
-              + (f", inside {args.callgrind_collect}" if args.callgrind_collect else ""))
+        total = callgrind_run(args.binary, out.parent, args.upstream_port, args.callgrind_only, out)
+        print(f"callgrind: {total:,} instructions for {args.callgrind_only} requests after 20 warm-up ones")
         return 0
     smoke = args.smoke
     seconds, rounds = (1, 1) if smoke else (5, 5)
