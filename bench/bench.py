@@ -79,9 +79,9 @@ def steal_percent(before, after):
 def evict_page_cache(path):
     """Drops a file's cached pages, so every run maps the binary from the same state (as after a
     reboot). A binary just read through the page cache (copied, or read by this bench's callgrind
-    step) sits there in larger folios, and the worker maps each folio whole when it touches a page
-    of it: 1-4 MB more file-backed RSS at start (20.5 MB from a dropped cache, 21.6-25.0 MB from a
-    fresh copy of the same binary, measured 1 s after start)."""
+    step) maps more pages per touch (most likely cached in larger folios, which are mapped whole):
+    1-4 MB more file-backed RSS at start (20.5 MB from a dropped cache, 21.6-25.0 MB from a fresh
+    copy of the same binary, measured 1 s after start)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
