@@ -5,9 +5,10 @@ import Synchronization
 /// keeps it, with its open connection to Azure, for every request after (a lock per request cost
 /// a fifth of the worker's time under load); when the pool retires the thread after idling, the
 /// handle comes back here and the next thread to serve takes the most recently used one. So the
-/// connection to Azure, a TCP and TLS handshake away, outlives the threads that used it: a team
-/// sending a request now and then finds it warm. Handles unused for longer than idle-seconds are
-/// freed, all but the most recent one, so the memory of a burst goes back.
+/// connection to Azure, a TCP and TLS handshake away, outlives the threads that used it: a request
+/// after a pause, when the threads that served have been replaced, finds it warm. Handles unused
+/// for longer than idle-seconds are freed, all but the most recent one, so the memory of a burst
+/// goes back.
 final class UpstreamClientPool: @unchecked Sendable {
     /// Handles not in use, least recently used first, each with when it was last used.
     private let idle = Mutex<[(client: UpstreamClient, since: UInt64)]>([])
