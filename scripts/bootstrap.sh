@@ -6,8 +6,8 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 
 packages=(libfcgi-dev libfcgi-bin libcurl4-openssl-dev libsqlite3-dev nginx-light spawn-fcgi curl sqlite3 python3-venv)
-# The end-to-end suite also drives a real browser.
-if [[ " $* " == *" --venv "* ]]; then packages+=(chromium); fi
+# The end-to-end suite also drives a real browser, and makes a TLS certificate for the emulator.
+if [[ " $* " == *" --venv "* ]]; then packages+=(chromium openssl); fi
 if [[ " $* " == *" --bench "* ]]; then packages+=(wrk valgrind); fi
 missing=()
 for package in "${packages[@]}"; do

@@ -29,6 +29,21 @@ static inline CURLcode ccurl_setopt_datafn(CURL *h, CURLoption opt, ccurl_data_f
 static inline CURLcode ccurl_setopt_xferfn(CURL *h, CURLoption opt, ccurl_xfer_fn v) {
     return curl_easy_setopt(h, opt, v);
 }
+/* curl_share_setopt is variadic too. */
+typedef void (*ccurl_lock_fn)(CURL *handle, curl_lock_data data, curl_lock_access access, void *userptr);
+typedef void (*ccurl_unlock_fn)(CURL *handle, curl_lock_data data, void *userptr);
+static inline CURLSHcode ccurl_share_setopt_long(CURLSH *s, CURLSHoption opt, long v) {
+    return curl_share_setopt(s, opt, v);
+}
+static inline CURLSHcode ccurl_share_setopt_pointer(CURLSH *s, CURLSHoption opt, void *v) {
+    return curl_share_setopt(s, opt, v);
+}
+static inline CURLSHcode ccurl_share_setopt_lockfn(CURLSH *s, ccurl_lock_fn v) {
+    return curl_share_setopt(s, CURLSHOPT_LOCKFUNC, v);
+}
+static inline CURLSHcode ccurl_share_setopt_unlockfn(CURLSH *s, ccurl_unlock_fn v) {
+    return curl_share_setopt(s, CURLSHOPT_UNLOCKFUNC, v);
+}
 static inline CURLcode ccurl_getinfo_long(CURL *h, CURLINFO info, long *v) {
     return curl_easy_getinfo(h, info, v);
 }

@@ -64,6 +64,17 @@ import Testing
         #expect(tcp.fastcgi.workers == FastCGISettings.defaultWorkers)
     }
 
+    @Test func caFileResolvesAgainstTheConfigDirectory() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("ca-\(getpid())").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        try "-----BEGIN CERTIFICATE-----\n".write(toFile: directory + "/azure-ca.pem", atomically: true, encoding: .utf8)
+        let config = try GatewayConfig.parse(yaml: original.replacingOccurrences(of: "  api-key: azure-secret\n", with: "  api-key: azure-secret\n  ca-file: azure-ca.pem\n"),
+                                             file: directory + "/config.yaml", baseDirectory: directory, environment: [:])
+        #expect(config.azure.caFile == directory + "/azure-ca.pem")
+        #expect(try parse(original).azure.caFile == nil)
+    }
+
     @Test(arguments: [
         ("azure: [\n", ""),
         ("web: {}\n", "azure"),
@@ -79,6 +90,7 @@ import Testing
         ("azure:\n  endpoint: https://x\n  api-key: k\nusers:\n  - username: a b\n    password: longenough\n", "users[0].username"),
         ("azure:\n  endpoint: https://x\n  api-key: k\nusers:\n  - {username: a, password: longenough}\n  - {username: a, password: longenough2}\n", "users[1].username"),
         ("extra: 1\nazure:\n  endpoint: https://x\n  api-key: k\n", "extra"),
+        ("azure:\n  endpoint: https://x\n  api-key: k\n  ca-file: no-such-ca.pem\n", "azure.ca-file"),
     ])
     func invalidConfigNamesTheKey(text: String, key: String) throws {
         let error = try #require(failure(text))

@@ -4,6 +4,7 @@ import os
 import pathlib
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -42,34 +43,41 @@ def wait_for(check, timeout=10.0, what="condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def http_json(method, url, body=None, headers=None, timeout=10):
+def http_json(method, url, body=None, headers=None, timeout=10, context=None):
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
             return response.status, dict(response.headers), response.read()
     except urllib.error.HTTPError as error:
         return error.code, dict(error.headers), error.read()
 
 
 class Emulator:
-    def __init__(self, workdir):
+    """The Azure emulator; with `tls=(cert, key)` it serves HTTPS with that certificate."""
+
+    def __init__(self, workdir, tls=None):
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        self.context = ssl.create_default_context(cafile=tls[0]) if tls else None
         self.log = open(workdir / "emulator.log", "w")
         self.process = subprocess.Popen(
             [sys.executable, str(ROOT / "Tests" / "emulator" / "azure_emulator.py"), "--port", str(self.port),
-             "--api-key", AZURE_KEY], stdout=self.log, stderr=subprocess.STDOUT)
-        wait_for(lambda: http_json("GET", self.url + "/_emulator/health")[0] == 200, what="emulator")
+             "--api-key", AZURE_KEY, *(["--tls-cert", tls[0], "--tls-key", tls[1]] if tls else [])],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        wait_for(lambda: self.get("/_emulator/health")[0] == 200, what="emulator")
+
+    def get(self, path, method="GET"):
+        return http_json(method, self.url + path, context=self.context)
 
     def requests(self):
-        return json.loads(http_json("GET", self.url + "/_emulator/requests")[2])
+        return json.loads(self.get("/_emulator/requests")[2])
 
     def stats(self):
-        return json.loads(http_json("GET", self.url + "/_emulator/stats")[2])
+        return json.loads(self.get("/_emulator/stats")[2])
 
     def clear(self):
-        http_json("DELETE", self.url + "/_emulator/requests")
+        self.get("/_emulator/requests", method="DELETE")
 
     def stop(self):
         self.process.terminate()

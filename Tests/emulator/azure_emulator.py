@@ -21,6 +21,7 @@ import base64
 import hashlib
 import json
 import re
+import ssl
 import sys
 import threading
 import time
@@ -125,6 +126,8 @@ class Emulator(BaseHTTPRequestHandler):
                 "path": self.path,
                 # Which TCP connection it came on: tests check that the gateway reuses one.
                 "peer": self.client_address[1],
+                # With --tls-cert: whether the connection's TLS handshake resumed an earlier session.
+                "tls_resumed": getattr(self.connection, "session_reused", None),
                 "headers": {k.lower(): v for k, v in self.headers.items()},
                 "body": body,
             })
@@ -387,6 +390,8 @@ def main():
                                                   "dall-e-3,gpt-image-1,whisper,tts",
                         help="comma-separated deployment names that exist")
     parser.add_argument("--verbose", action="store_true")
+    parser.add_argument("--tls-cert", help="serve HTTPS with this PEM certificate (and --tls-key), as Azure does")
+    parser.add_argument("--tls-key")
     args = parser.parse_args()
     server = ThreadingHTTPServer((args.host, args.port), Emulator)
     server.daemon_threads = True
@@ -397,6 +402,10 @@ def main():
     server.seen = []
     server.aborted = 0
     server.responses = {}
+    if args.tls_cert:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     print(f"azure emulator listening on http://{args.host}:{server.server_address[1]}", flush=True)
     try:
         server.serve_forever()

@@ -47,7 +47,7 @@ extension GatewayConfig {
         }
         let azure = try reader.mapping(azureNode, at: "azure",
                                        allowed: ["endpoint", "api-key", "api-version", "api-versions", "api-style",
-                                                "deployments", "connect-timeout-ms", "normalize"])
+                                                "deployments", "connect-timeout-ms", "normalize", "ca-file"])
         guard let endpointNode = azure["endpoint"] else {
             throw ConfigError(file: file, key: "azure.endpoint", reason: "missing; set it to your resource, e.g. https://NAME.openai.azure.com")
         }
@@ -95,6 +95,14 @@ extension GatewayConfig {
         }
         let normalize = try azure["normalize"].map { try reader.bool($0, at: "azure.normalize") } ?? true
         let connectTimeout = try azure["connect-timeout-ms"].map { try reader.int($0, at: "azure.connect-timeout-ms", range: 100...120_000) } ?? 5000
+        var caFile: String?
+        if let node = azure["ca-file"] {
+            let path = resolve(try reader.string(node, at: "azure.ca-file"), against: baseDirectory)
+            guard FileManager.default.isReadableFile(atPath: path) else {
+                throw ConfigError(file: file, key: "azure.ca-file", reason: "'\(path)' is not a readable file")
+            }
+            caFile = path
+        }
 
         // users:
         var users: [ConfiguredUser] = []
@@ -151,7 +159,7 @@ extension GatewayConfig {
             databasePath: resolve(databasePath, against: baseDirectory),
             azure: AzureSettings(endpoint: endpoint, apiKey: apiKey, apiVersion: apiVersion,
                                  deployments: deployments, connectTimeoutMs: connectTimeout, apiStyle: style,
-                                 apiVersions: apiVersions, normalize: normalize),
+                                 apiVersions: apiVersions, normalize: normalize, caFile: caFile),
             users: users, fastcgi: fastcgi, warnings: warnings, file: file)
     }
 

@@ -42,6 +42,8 @@ public struct AzureSettings: Sendable {
     public var apiVersions: [String: String]
     /// Whether answers are normalized for OpenAI clients.
     public var normalize: Bool
+    /// CA certificates (PEM) that Azure's TLS certificate is checked against instead of the system's.
+    public var caFile: String?
 
     /// Azure's two URL styles.
     public enum APIStyle: String, Sendable {
@@ -61,7 +63,7 @@ public struct AzureSettings: Sendable {
 
     public init(endpoint: String, apiKey: String, apiVersion: String = AzureSettings.defaultAPIVersion,
                 deployments: [String: String] = [:], connectTimeoutMs: Int = 5000, apiStyle: APIStyle = .classic,
-                apiVersions: [String: String] = [:], normalize: Bool = true) {
+                apiVersions: [String: String] = [:], normalize: Bool = true, caFile: String? = nil) {
         self.endpoint = endpoint
         self.apiKey = apiKey
         self.apiVersion = apiVersion
@@ -70,6 +72,7 @@ public struct AzureSettings: Sendable {
         self.apiStyle = apiStyle
         self.apiVersions = apiVersions
         self.normalize = normalize
+        self.caFile = caFile
     }
 
     /// The deployment that serves `model`.

@@ -16,6 +16,8 @@ final class UpstreamClient {
     private var headerList: UnsafeMutablePointer<curl_slist>?
     /// The headers `headerList` was built from.
     private var listedHeaders: [(String, String)] = []
+    /// The TLS sessions this handle shares; kept alive as long as the handle points at them.
+    private let sessions: TLSSessionCache
 
     /// Outcome of one transfer.
     struct Outcome {
@@ -27,11 +29,14 @@ final class UpstreamClient {
         var milliseconds: Int
     }
 
-    init(connectTimeoutMs: Int) {
+    init(connectTimeoutMs: Int, caFile: String?, sessions: TLSSessionCache) {
         // curl_global_init ran in main before any thread started.
         guard let handle = curl_easy_init(), let parsedURL = curl_url() else { fatalError("libcurl could not allocate a handle") }
         self.handle = handle
         self.parsedURL = parsedURL
+        self.sessions = sessions
+        ccurl_setopt_pointer(handle, CURLOPT_SHARE, sessions.share)
+        if let caFile { ccurl_setopt_string(handle, CURLOPT_CAINFO, caFile) }
         // What never changes is set once: perform() only sets what differs per request, and never
         // calls curl_easy_reset, which re-initialises every option on each call.
         ccurl_setopt_long(handle, CURLOPT_NOSIGNAL, 1)

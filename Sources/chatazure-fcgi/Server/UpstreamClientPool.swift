@@ -14,14 +14,20 @@ final class UpstreamClientPool: @unchecked Sendable {
     private let idle = Mutex<[(client: UpstreamClient, since: UInt64)]>([])
     /// Passed to each new handle.
     private let connectTimeoutMs: Int
+    /// Trusted CA certificates (PEM) for Azure's TLS certificate, instead of the system's; nil for those.
+    private let caFile: String?
+    /// TLS sessions every handle resumes from.
+    private let sessions = TLSSessionCache()
 
-    init(connectTimeoutMs: Int) {
+    init(connectTimeoutMs: Int, caFile: String?) {
         self.connectTimeoutMs = connectTimeoutMs
+        self.caFile = caFile
     }
 
     /// The most recently used handle here, or a new one when none is.
     func take() -> UpstreamClient {
-        idle.withLock { $0.popLast()?.client } ?? UpstreamClient(connectTimeoutMs: connectTimeoutMs)
+        idle.withLock { $0.popLast()?.client }
+            ?? UpstreamClient(connectTimeoutMs: connectTimeoutMs, caFile: caFile, sessions: sessions)
     }
 
     /// Takes back the handle of a thread that is exiting, last used at `lastUsed` (uptime nanoseconds).

@@ -56,7 +56,8 @@ final class WorkerPool: @unchecked Sendable {
         self.settings = settings
         self.logger = logger
         self.stores = UsageStorePool(path: gateway.config.databasePath)
-        self.upstreams = UpstreamClientPool(connectTimeoutMs: gateway.config.azure.connectTimeoutMs)
+        self.upstreams = UpstreamClientPool(connectTimeoutMs: gateway.config.azure.connectTimeoutMs,
+                                            caFile: gateway.config.azure.caFile)
         let errorLogger = logger
         self.recorder = UsageRecorder(stores: stores) { error in
             errorLogger.error("usage commit failed, retrying: \(error)")

@@ -1,0 +1,64 @@
+"""Azure over TLS, as in production: the emulator serves HTTPS with a certificate made here, and
+the gateway checks it against `azure.ca-file`."""
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+
+import openai
+import pytest
+
+from conftest import USERS, Emulator, Gateway
+
+
+@pytest.fixture(scope="module")
+def tls_emulator(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("tls")
+    cert, key = str(directory / "azure-cert.pem"), str(directory / "azure-key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    instance = Emulator(directory, tls=(cert, key))
+    instance.cert = cert
+    yield instance
+    instance.stop()
+
+
+def chunks_of(client, chunks=4, delay_ms=200):
+    stream = client.chat.completions.create(model="gpt-4o", stream=True,
+                                            messages=[{"role": "user", "content": f"[chunks={chunks} delay_ms={delay_ms}]"}])
+    return sum(1 for chunk in stream if chunk.choices and chunk.choices[0].delta.content)
+
+
+def test_new_connections_resume_the_tls_session_of_earlier_ones(tmp_path, tls_emulator):
+    gateway = Gateway(tmp_path / "tls", tls_emulator.url, processes=1, workers=4,
+                      extra_azure=f"  ca-file: {tls_emulator.cert}\n")
+    try:
+        client = gateway.client(USERS["alice"], timeout=30)
+        tls_emulator.clear()
+        answer = client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "over tls"}])
+        assert answer.choices[0].message.content == "Echo: over tls"
+        # Three streams at once need three connections: the two new ones resume the first one's session.
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            assert list(pool.map(lambda _: chunks_of(client), range(3))) == [4, 4, 4]
+        seen = tls_emulator.requests()
+        first_of_each = {}
+        for request in seen:
+            first_of_each.setdefault(request["peer"], request["tls_resumed"])
+        assert len(first_of_each) == 3, seen
+        assert list(first_of_each.values()).count(False) == 1, first_of_each  # only the very first is a full handshake
+    finally:
+        gateway.stop()
+
+
+def test_a_certificate_the_gateway_does_not_trust_is_a_502(tmp_path, tls_emulator):
+    # Without azure.ca-file the system's CAs apply, and they do not know the emulator's certificate.
+    gateway = Gateway(tmp_path / "untrusted", tls_emulator.url, processes=1, workers=2)
+    try:
+        client = gateway.client(USERS["alice"])
+        tls_emulator.clear()
+        with pytest.raises(openai.APIStatusError) as raised:
+            client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hello"}])
+        assert raised.value.status_code == 502
+        assert set(raised.value.response.json()["error"]) == {"message", "type", "param", "code"}
+        assert tls_emulator.requests() == []  # nothing, the key included, went to an unverified server
+    finally:
+        gateway.stop()
