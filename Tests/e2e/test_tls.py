@@ -47,7 +47,7 @@ def test_new_connections_resume_the_tls_session_of_earlier_ones(tmp_path, tls_em
         handshakes = list(first_of_each.values())
         assert handshakes[0] is False, first_of_each  # the first connection: a full handshake
         # The new ones resume it. Usually all do; when two start at the same moment, one of them
-        # now and then still makes a full handshake (about 1 run in 10 here, not understood yet).
+        # now and then still makes a full handshake (about 1 run in 10; a plain C libcurl client does too).
         assert True in handshakes[1:], first_of_each
     finally:
         gateway.stop()
