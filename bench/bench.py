@@ -515,16 +515,19 @@ def concurrency(rig, count, chunks, gap_ms):
     return {"streams": count, "errors": errors, "peak_rss_mb": peak[0], "seconds": time.monotonic() - started}
 
 
-def callgrind_run(binary, work, upstream_port, count, out, collect=None, warmup=20):
-    """Runs the gateway under callgrind, sends it `warmup` requests, zeroes the counts (start-up and
+# Requests sent before callgrind's counts are zeroed: start-up and one-time work stay out.
+CALLGRIND_WARMUP = 20
+
+
+def callgrind_run(binary, work, upstream_port, count, out, collect=None):
+    """Runs the gateway under callgrind, sends it CALLGRIND_WARMUP requests, zeroes the counts (start-up and
     the first requests' one-time work gone), sends `count` more with cgi-fcgi (only the params nginx
     would send) and returns the instructions callgrind counted for those; `out` keeps its output.
     bench/profile.sh runs this too."""
     # valgrind 3.19 cannot read the DWARF 5 that Swift emits; symbols are enough.
     stripped = work / "chatazure-fcgi-stripped"
-    if not stripped.exists():
-        shutil.copy(binary, stripped)
-        subprocess.run(["strip", "-g", str(stripped)], check=True)
+    shutil.copy(binary, stripped)
+    subprocess.run(["strip", "-g", str(stripped)], check=True)
     sock = str(work / f"callgrind-{count}.sock")
     config = work / f"callgrind-{count}.yaml"
     config.write_text(f"web:\n  dbName: callgrind-{count}.db\nazure:\n  endpoint: http://127.0.0.1:{upstream_port}\n"
@@ -541,8 +544,8 @@ def callgrind_run(binary, work, upstream_port, count, out, collect=None, warmup=
         time.sleep(0.2)
     env = {"REQUEST_METHOD": "POST", "REQUEST_URI": "/v1/chat/completions", "CONTENT_TYPE": "application/json",
            "CONTENT_LENGTH": str(len(REQUEST)), "HTTP_AUTHORIZATION": f"Bearer {KEY}", "PATH": os.environ["PATH"]}
-    for index in range(warmup + count):
-        if index == warmup:
+    for index in range(CALLGRIND_WARMUP + count):
+        if index == CALLGRIND_WARMUP:
             subprocess.run(["callgrind_control", "--zero", str(process.pid)], capture_output=True, timeout=60, check=True)
         subprocess.run(["cgi-fcgi", "-bind", "-connect", sock], input=REQUEST.encode(), env=env,
                        capture_output=True, timeout=60, check=True)
@@ -588,7 +591,7 @@ def main():
     if args.callgrind_only:
         out = Path(args.callgrind_out)
         total = callgrind_run(args.binary, out.parent, args.upstream_port, args.callgrind_only, out)
-        print(f"callgrind: {total:,} instructions for {args.callgrind_only} requests after 20 warm-up ones")
+        print(f"callgrind: {total:,} instructions for {args.callgrind_only} requests after {CALLGRIND_WARMUP} warm-up ones")
         return 0
     smoke = args.smoke
     seconds, rounds = (1, 1) if smoke else (5, 5)

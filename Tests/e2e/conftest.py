@@ -59,25 +59,27 @@ class Emulator:
     def __init__(self, workdir, tls=None):
         self.port = free_port()
         self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
-        self.context = ssl.create_default_context(cafile=tls[0]) if tls else None
+        # The certificate it serves, which clients (and the gateway's azure.ca-file) must trust.
+        self.cert = tls[0] if tls else None
+        self.context = ssl.create_default_context(cafile=self.cert) if tls else None
         self.log = open(workdir / "emulator.log", "w")
         self.process = subprocess.Popen(
             [sys.executable, str(ROOT / "Tests" / "emulator" / "azure_emulator.py"), "--port", str(self.port),
              "--api-key", AZURE_KEY, *(["--tls-cert", tls[0], "--tls-key", tls[1]] if tls else [])],
             stdout=self.log, stderr=subprocess.STDOUT)
-        wait_for(lambda: self.get("/_emulator/health")[0] == 200, what="emulator")
+        wait_for(lambda: self.introspect("GET", "/_emulator/health")[0] == 200, what="emulator")
 
-    def get(self, path, method="GET"):
+    def introspect(self, method, path):
         return http_json(method, self.url + path, context=self.context)
 
     def requests(self):
-        return json.loads(self.get("/_emulator/requests")[2])
+        return json.loads(self.introspect("GET", "/_emulator/requests")[2])
 
     def stats(self):
-        return json.loads(self.get("/_emulator/stats")[2])
+        return json.loads(self.introspect("GET", "/_emulator/stats")[2])
 
     def clear(self):
-        self.get("/_emulator/requests", method="DELETE")
+        self.introspect("DELETE", "/_emulator/requests")
 
     def stop(self):
         self.process.terminate()

@@ -17,7 +17,6 @@ def tls_emulator(tmp_path_factory):
                     "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=127.0.0.1",
                     "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
     instance = Emulator(directory, tls=(cert, key))
-    instance.cert = cert
     yield instance
     instance.stop()
 

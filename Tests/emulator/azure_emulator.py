@@ -406,7 +406,7 @@ def main():
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(args.tls_cert, args.tls_key)
         server.socket = context.wrap_socket(server.socket, server_side=True)
-    print(f"azure emulator listening on http://{args.host}:{server.server_address[1]}", flush=True)
+    print(f"azure emulator listening on {'https' if args.tls_cert else 'http'}://{args.host}:{server.server_address[1]}", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
