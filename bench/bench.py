@@ -9,7 +9,6 @@ then prints medians and ratios, checks the targets and writes bench/RESULTS.md.
 Run it with bench/run.sh; `--smoke` is the seconds-long version CI runs (no targets)."""
 import argparse
 import asyncio
-import gc
 import json
 import os
 import platform
@@ -23,6 +22,9 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+
+from stalls import StallProbe
+from streams import CHUNK_MARK, OUT_OF_REACH, percentile, request_bytes, stall_lines, stream_checks, stream_timing, untouched
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "sk-bench-user-key-0001"
@@ -328,21 +330,10 @@ def wrk(url, key_header, body, connections, threads, seconds, latency=False):
     result["errors"] = (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, socket_errors.groups())) if socket_errors else 0)
     result["timeouts"] = int(socket_errors.group(4)) if socket_errors else 0
     if latency:
-        for percentile in ("50", "99"):
-            value, unit = re.search(rf"\s{percentile}%\s+([\d.]+)(us|ms|s)", output).groups()
-            result[f"p{percentile}_ms"] = float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+        for level in ("50", "99"):
+            value, unit = re.search(rf"\s{level}%\s+([\d.]+)(us|ms|s)", output).groups()
+            result[f"p{level}_ms"] = float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
     return result
-
-
-def request_bytes(path, headers, body):
-    """One HTTP/1.1 POST on a connection of its own."""
-    payload = body.encode()
-    head = f"POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
-    head += "".join(f"{name}: {value}\r\n" for name, value in headers.items()) + "Connection: close\r\n\r\n"
-    return head.encode() + payload
-
-
-CHUNK_MARK = b'"delta":{"content":"w'
 
 
 async def stream_once(port, path, headers, body):
@@ -365,123 +356,6 @@ async def stream_once(port, path, headers, body):
     writer.close()
     return {"status": status, "chunks": buffer.count(CHUNK_MARK), "done": done}
 
-
-SO_TIMESTAMPNS = 35  # Linux; the kernel stamps each received packet, the stamp comes with recvmsg
-
-
-class ReceiveStamps:
-    """Keeps the kernel stamping received packets for as long as it is open. The kernel turns
-    stamping on and off with the first and last socket that asks, and turns it on late (from a work
-    queue): with one stream socket at a time, packets of a new stream came without a stamp."""
-
-    def __enter__(self):
-        self.holder = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.holder.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-        self.holder.bind(("127.0.0.1", 0))
-        deadline = time.time() + 5
-        while time.time() < deadline:  # until a datagram to itself comes back stamped
-            self.holder.sendto(b"x", self.holder.getsockname())
-            _, ancillary, _, _ = self.holder.recvmsg(1, socket.CMSG_SPACE(16))
-            if ancillary:
-                return self
-            time.sleep(0.01)
-        raise RuntimeError("the kernel does not stamp received packets (SO_TIMESTAMPNS); the stream timing needs it")
-
-    def __exit__(self, *exc):
-        self.holder.close()
-
-
-class FirstInLine:
-    """Runs this (main) thread under SCHED_FIFO while streams are timed, where allowed. The kernel's
-    stamps keep a late read from moving a chunk, but a read later than the next chunk lets TCP merge
-    the two packets: the client must not wait behind nginx, the gateway and the emulator to read."""
-
-    def __enter__(self):
-        try:
-            os.sched_setscheduler(0, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(1))
-            self.policy = "SCHED_FIFO"
-        except PermissionError:
-            self.policy = "normal priority (SCHED_FIFO not permitted)"
-        return self
-
-    def __exit__(self, *exc):
-        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
-
-
-def stream_kernel_times(port, path, headers, body):
-    """One streamed request, timed by when each SSE event's last byte reached this machine's socket
-    (the kernel's receive stamp), not by when this client got around to reading it. Each recvmsg
-    stops at an event's end, so its stamp is that of the packet that completed the event. A stall of
-    this client shorter than the gap to the next chunk then moves no time; a longer one still merges
-    (TCP joins queued packets and keeps the newest stamp), as reading did before."""
-    sock = socket.create_connection(("127.0.0.1", port))
-    sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-    started = time.time_ns()  # the stamps are CLOCK_REALTIME
-    sock.sendall(request_bytes(path, headers, body))
-    received, pending, arrivals, done = b"", b"", [], False
-    try:
-        while not done:
-            peek = sock.recv(65536, socket.MSG_PEEK)
-            if not peek:
-                break
-            end = (pending + peek).find(b"\n\n")
-            take = end + 2 - len(pending) if end >= 0 else len(peek)
-            data, ancillary, _, _ = sock.recvmsg(take, socket.CMSG_SPACE(16))
-            pending += data
-            if end < 0:
-                continue  # no whole event yet: keep its first part, wait for the rest
-            stamp = next((int.from_bytes(value[:8], "little") * 1_000_000_000 + int.from_bytes(value[8:16], "little")
-                          for level, kind, value in ancillary if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS), None)
-            if stamp is None:
-                raise RuntimeError("the kernel gave no receive stamp (SO_TIMESTAMPNS); the stream timing needs one")
-            if CHUNK_MARK in pending:
-                arrivals.append(stamp - started)
-            done = b"data: [DONE]" in pending
-            received += pending
-            pending = b""
-        received += pending  # an answer without events (an error) ends here, its status line in it
-    finally:
-        sock.close()
-    status = int(received.split(b" ", 2)[1]) if received.startswith(b"HTTP/") else 0
-    return {"status": status, "arrivals": [ns / 1e9 for ns in arrivals], "done": done}
-
-
-def percentile(values, fraction):
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))] if ordered else float("nan")
-
-
-def stream_timing(rig, runs, chunks, gap_ms):
-    """TTFB and inter-chunk gaps, direct (a) vs through the gateway (c, and c0 for a previous
-    build), interleaved."""
-    body = json.dumps({"model": "gpt-4o", "stream": True,
-                       "messages": [{"role": "user", "content": f"[chunks={chunks} delay_ms={gap_ms}]"}]})
-    sides = {"a": (rig.ports["a_stream"], AZURE_PATH, {"api-key": AZURE_KEY}),
-             "c": (rig.ports["c_stream"], "/v1/chat/completions", {"Authorization": f"Bearer {KEY}"})}
-    if rig.previous and rig.previous_upstream == "emulator":
-        sides["c0"] = (rig.ports["c0"], "/v1/chat/completions", {"Authorization": f"Bearer {KEY}"})
-    found = {side: {"ttfb": [], "gaps": [], "coalesced": 0, "received": 0, "sent": 0, "errors": 0} for side in sides}
-    gc.disable()  # a collection pass of this client would land in some stream's timing
-    try:
-        with ReceiveStamps(), FirstInLine() as priority:
-            rig.client_priority = priority.policy
-            for _ in range(runs):
-                for side, (port, path, headers) in sides.items():
-                    result = stream_kernel_times(port, path, headers, body)
-                    entry = found[side]
-                    entry["sent"] += chunks
-                    if result["status"] != 200 or not result["done"] or len(result["arrivals"]) != chunks:
-                        entry["errors"] += 1
-                        continue
-                    arrivals = result["arrivals"]
-                    entry["received"] += len(arrivals)
-                    entry["ttfb"].append(arrivals[0] * 1000)
-                    gaps = [(b - a) * 1000 for a, b in zip(arrivals, arrivals[1:])]
-                    entry["gaps"].extend(gaps)
-                    entry["coalesced"] += sum(1 for gap in gaps if gap < gap_ms / 4)
-    finally:
-        gc.enable()
-    return found
 
 
 async def many_streams(port, count, chunks, gap_ms, sample):
@@ -581,6 +455,8 @@ def main():
                         help="only the throughput scenario for a, b, b2 and c, ROUNDS rounds; prints ratios, writes nothing")
     parser.add_argument("--streams-only", type=int, metavar="RUNS", default=0,
                         help="only first-chunk timing, RUNS short streams per side; prints figures, writes nothing")
+    parser.add_argument("--stream-targets", action="store_true",
+                        help="only the stream timing of a full run (with the stall probe) and its three checks")
     parser.add_argument("--previous", metavar="BINARY", help="with --throughput-only or --streams-only: another chatazure-fcgi build "
                         "measured as c0 in the same rounds, for a before/after ratio")
     parser.add_argument("--callgrind-only", type=int, metavar="REQUESTS", default=0,
@@ -605,9 +481,9 @@ def main():
     shutil.rmtree(work, ignore_errors=True)
     rig = Rig(work, args.binary, args.workers, smoke, previous=args.previous if args.throughput_only or args.streams_only else None,
               previous_streams=bool(args.streams_only))
-    rows, checks = {}, []
+    rows = {}
     try:
-        has_litellm = (not smoke) and not args.throughput_only and rig.start_litellm()
+        has_litellm = not (smoke or args.throughput_only or args.streams_only or args.stream_targets) and rig.start_litellm()
         body = REQUEST
         targets = {
             "a": (f"http://127.0.0.1:{rig.ports['a']}{AZURE_PATH}", {"api-key": AZURE_KEY}),
@@ -631,6 +507,8 @@ def main():
             return quick_throughput(targets, body, args.throughput_only, seconds, pids)
         if args.streams_only:
             return quick_streams(rig, args.streams_only)
+        if args.stream_targets:
+            return stream_targets(timed_streams(rig, work, smoke=False))
 
         throughput = {side: [] for side in targets}
         cpu = {side: [] for side in pids}
@@ -663,16 +541,7 @@ def main():
         rows["unauthorized_rps"] = statistics.median(unauthorized)
 
         # 100 per side: with 20, the p99 the targets use would be the single slowest stream.
-        cpu_before = machine_cpu_ticks()
-        rows["streams"] = stream_timing(rig, 3 if smoke else 100, 10 if smoke else 30, 20)
-        if not smoke:
-            # The first-chunk p99 from 100 streams is their second slowest, one scheduling hiccup
-            # of this shared machine; 300 short streams more per side put it on the fourth of 400.
-            for side, entry in stream_timing(rig, 300, 2, 20).items():
-                rows["streams"][side]["ttfb"] += entry["ttfb"]
-                rows["streams"][side]["errors"] += entry["errors"]
-        rows["streams_steal"] = steal_percent(cpu_before, machine_cpu_ticks())
-        rows["streams_client"] = rig.client_priority
+        rows.update(timed_streams(rig, work, smoke))
         rows["idle_rss_mb"] = rig.idle_rss
         rows["idle_parts"] = rig.idle_parts
         rows["concurrency"] = [concurrency(rig, 50 if smoke else args.streams, 5, 1000)]
@@ -693,7 +562,7 @@ def main():
         history = previous[previous.index(marker):] if marker in previous else marker + "\n"
         results.write_text(report["markdown"] + "\n" + history)
         print("wrote bench/RESULTS.md")
-    failures = [name for name, ok, _ in report["checks"] if not ok]
+    failures = [name for name, ok, _ in report["checks"] if ok is not OUT_OF_REACH and not ok]
     if smoke:
         broken = rows["concurrency"][0]["errors"] or rows["streams"]["c"]["errors"] or \
             any(rows.get(f"errors_{side}") for side in rows["throughput"])
@@ -720,9 +589,50 @@ def throughput_round(targets, body, seconds, pids):
     return results
 
 
+def timed_streams(rig, work, smoke):
+    """The stream timing of a full run, with the stall probe running: rows streams, streams_client,
+    streams_steal, stalls and streams_clear."""
+    rows = {}
+    cpu_before = machine_cpu_ticks()
+    with StallProbe(work, ROOT / "bench/stall_probe.c") as probe:
+        rows["streams"], rows["streams_client"] = stream_timing(stream_sides(rig), 3 if smoke else 100, 10 if smoke else 30, 20)
+        if not smoke:
+            # The first-chunk p99 from 100 streams is their second slowest, one scheduling hiccup
+            # of this shared machine; 300 short streams more per side put it on the fourth of 400.
+            for side, entry in stream_timing(stream_sides(rig), 300, 2, 20)[0].items():
+                for name in ("ttfb", "ttfb_windows", "errors"):
+                    rows["streams"][side][name] += entry[name]
+    rows["streams_steal"] = steal_percent(cpu_before, machine_cpu_ticks())
+    rows["stalls"] = probe.summary()
+    rows["streams_clear"] = untouched(rows["streams"], probe.touching())
+    return rows
+
+
+def stream_targets(rows):
+    """--stream-targets: the stream timing of a full run and its three checks, nothing else."""
+    streams = rows["streams"]
+    for side in ("a", "c"):
+        print(stream_line(side, streams[side]))
+    print(f"  steal {rows['streams_steal']:.1f}%; the timing client ran at {rows['streams_client']}")
+    print("\n".join(stall_lines(streams, rows["streams_clear"], rows["stalls"])))
+    checks = stream_checks(streams, rows["streams_clear"])
+    for name, verdict, detail in checks:
+        print(f"  [{verdict_label(verdict)}] {name}: {detail}")
+    return 1 if any(verdict is False for _, verdict, _ in checks) else 0
+
+
+def stream_sides(rig):
+    """The timed stream paths: (port, path, headers) for a, c and, with --previous on --streams-only, c0."""
+    sides = {"a": (rig.ports["a_stream"], AZURE_PATH, {"api-key": AZURE_KEY}),
+             "c": (rig.ports["c_stream"], "/v1/chat/completions", {"Authorization": f"Bearer {KEY}"})}
+    if rig.previous and rig.previous_upstream == "emulator":
+        sides["c0"] = (rig.ports["c0"], "/v1/chat/completions", {"Authorization": f"Bearer {KEY}"})
+    return sides
+
+
 def quick_streams(rig, runs):
     """For iterating on first-chunk latency: short streams (3 chunks), direct and through the gateway, interleaved."""
-    found = stream_timing(rig, runs, 3, 20)
+    found, _ = stream_timing(stream_sides(rig), runs, 3, 20)
     for side, entry in found.items():
         print(f"stream {side}: ttfb p50={percentile(entry['ttfb'], .5):.3f} p90={percentile(entry['ttfb'], .9):.3f} "
               f"p99={percentile(entry['ttfb'], .99):.3f} ms, errors {entry['errors']}")
@@ -768,6 +678,16 @@ def quick_throughput(targets, body, rounds, seconds, pids):
     return 0
 
 
+def verdict_label(verdict):
+    return "OUT OF REACH" if verdict is OUT_OF_REACH else "PASS" if verdict else "FAIL"
+
+
+def stream_line(side, entry):
+    return (f"stream {side}: ttfb p50={percentile(entry['ttfb'], .5):.2f} p99={percentile(entry['ttfb'], .99):.2f} ms "
+            f"({len(entry['ttfb'])} streams), gap p50={percentile(entry['gaps'], .5):.2f} p99={percentile(entry['gaps'], .99):.2f} ms, "
+            f"{entry['received']}/{entry['sent']} chunks, {entry['coalesced']} coalesced, {entry['errors']} errors")
+
+
 def render(rows, smoke, args):
     tp = rows["throughput"]
     ratio = rows["ratio_to_a"]
@@ -792,13 +712,8 @@ def render(rows, smoke, args):
     added99 = lat["c"]["p99_ms"] - lat["a"]["p99_ms"]
     check("added latency p50 <= 0.3 ms", added50 <= 0.3, f"{added50:.3f} ms")
     check("added latency p99 <= 1 ms", added99 <= 1.0, f"{added99:.3f} ms")
-    ttfb99 = percentile(streams["c"]["ttfb"], 0.99) - percentile(streams["a"]["ttfb"], 0.99)
-    gap99 = percentile(streams["c"]["gaps"], 0.99) - percentile(streams["a"]["gaps"], 0.99)
-    check("added first-chunk p99 <= 2 ms", ttfb99 <= 2.0, f"{ttfb99:.3f} ms")
-    check("added inter-chunk gap p99 <= 1 ms", gap99 <= 1.0, f"{gap99:.3f} ms")
-    check("zero coalesced chunks, every timed stream complete", streams["c"]["coalesced"] == 0 and not streams["c"]["errors"],
-          f"{streams['c']['coalesced']} coalesced, {streams['c']['received']}/{streams['c']['sent']} received, "
-          f"{streams['c']['errors']} failed streams")
+    for name, verdict, detail in stream_checks(streams, rows["streams_clear"]):
+        check(name, verdict, detail)
     first = rows["concurrency"][0]
     check(f"{first['streams']} concurrent streams, 0 errors", first["errors"] == 0, f"{first['errors']} errors")
     check(f"{first['streams']} streams worker RSS <= 150 MB", first["peak_rss_mb"] <= 150, f"{first['peak_rss_mb']:.1f} MB")
@@ -820,13 +735,10 @@ def render(rows, smoke, args):
                  f"{lat['c']['p50_ms']:5.3f}/{lat['c']['p99_ms']:<5.3f}{'':12}added p50={added50:.3f} p99={added99:.3f}")
     lines.append(f"{'401 path, req/s':44} {'':10} {'':10} {rows['unauthorized_rps']:10.0f} {'':10}  401/a={rows['unauthorized_rps'] / tp['a']:.2f}")
     for side in ("a", "c"):
-        entry = streams[side]
-        lines.append(f"stream {side}: ttfb p50={percentile(entry['ttfb'], .5):.2f} p99={percentile(entry['ttfb'], .99):.2f} ms "
-                     f"({len(entry['ttfb'])} streams), "
-                     f"gap p50={percentile(entry['gaps'], .5):.2f} p99={percentile(entry['gaps'], .99):.2f} ms, "
-                     f"{entry['received']}/{entry['sent']} chunks, {entry['coalesced']} coalesced, {entry['errors']} errors")
+        lines.append(stream_line(side, streams[side]))
     lines.append(f"  the hypervisor took {rows['streams_steal']:.1f}% of this machine's CPU time while the streams were timed (steal, /proc/stat); "
                  f"the timing client ran at {rows['streams_client']}")
+    lines += stall_lines(streams, rows["streams_clear"], rows["stalls"])
     for run in rows["concurrency"]:
         lines.append(f"concurrency: {run['streams']} open streams, {run['errors']} errors, peak worker RSS {run['peak_rss_mb']:.1f} MB, "
                      f"{run['seconds']:.1f} s")
@@ -838,7 +750,9 @@ def render(rows, smoke, args):
     if not smoke:
         lines.append("")
         for name, ok, detail in checks:
-            lines.append(f"  [{'PASS' if ok else 'FAIL'}] {name}: {detail}")
+            lines.append(f"  [{verdict_label(ok)}] {name}: {detail}")
+        if any(ok is OUT_OF_REACH for _, ok, _ in checks):
+            lines.append("  OUT OF REACH: missed over all streams, met over the samples that no stall of this machine (measured above) touched.")
     text = "\n".join(lines)
 
     machine = f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores, " + \
