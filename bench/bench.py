@@ -589,22 +589,26 @@ def throughput_round(targets, body, seconds, pids):
     return results
 
 
+# The timed streams' chunk spacing (the issue's "chunks sent at 20 ms spacing").
+STREAM_GAP_MS = 20
+
+
 def timed_streams(rig, work, smoke):
     """The stream timing of a full run, with the stall probe running: rows streams, streams_client,
     streams_steal, stalls and streams_clear."""
     rows = {}
     cpu_before = machine_cpu_ticks()
     with StallProbe(work, ROOT / "bench/stall_probe.c") as probe:
-        rows["streams"], rows["streams_client"] = stream_timing(stream_sides(rig), 3 if smoke else 100, 10 if smoke else 30, 20)
+        rows["streams"], rows["streams_client"] = stream_timing(stream_sides(rig), 3 if smoke else 100, 10 if smoke else 30, STREAM_GAP_MS)
         if not smoke:
             # The first-chunk p99 from 100 streams is their second slowest, one scheduling hiccup
             # of this shared machine; 300 short streams more per side put it on the fourth of 400.
-            for side, entry in stream_timing(stream_sides(rig), 300, 2, 20)[0].items():
+            for side, entry in stream_timing(stream_sides(rig), 300, 2, STREAM_GAP_MS)[0].items():
                 for name in ("ttfb", "ttfb_windows", "errors"):
                     rows["streams"][side][name] += entry[name]
     rows["streams_steal"] = steal_percent(cpu_before, machine_cpu_ticks())
     rows["stalls"] = probe.summary()
-    rows["streams_clear"] = untouched(rows["streams"], probe.touching())
+    rows["streams_clear"] = untouched(rows["streams"], probe.windows(), STREAM_GAP_MS)
     return rows
 
 

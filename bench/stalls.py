@@ -41,8 +41,8 @@ class StallProbe:
             self.stalls += [(int(start), int(end), cpu) for start, end in (line.split() for line in lines)]
         self.stalls.sort()
 
-    def touching(self):
-        """A test for 'did a stall overlap this (start_ns, end_ns) window?'."""
+    def windows(self):
+        """The stalls as StallWindows, to ask how much of a sample's window they took."""
         return StallWindows(self.stalls)
 
     def summary(self):
@@ -54,7 +54,8 @@ class StallProbe:
 
 
 class StallWindows:
-    """The stalls merged into disjoint intervals, sorted, so an overlap test is one bisect."""
+    """The stalls of all CPUs merged into disjoint intervals, sorted, so the overlap with a window is
+    one bisect away. Merging counts a moment both CPUs stalled once, so it never overstates."""
 
     def __init__(self, stalls):
         self.starts, self.ends = [], []
@@ -65,7 +66,8 @@ class StallWindows:
                 self.starts.append(start)
                 self.ends.append(end)
 
-    def __call__(self, start, end):
-        # The last interval that starts before the window ends is the one that reaches furthest.
-        index = bisect.bisect_left(self.starts, end) - 1
-        return index >= 0 and self.ends[index] > start
+    def stalled_ms(self, start, end):
+        """Milliseconds of the window (start_ns, end_ns) in which the machine was stalled."""
+        first = bisect.bisect_right(self.ends, start)  # the first interval ending inside or after it
+        last = bisect.bisect_left(self.starts, end)  # past the last one starting before it ends
+        return sum(min(end, self.ends[i]) - max(start, self.starts[i]) for i in range(first, last)) / 1e6
