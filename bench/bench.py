@@ -783,6 +783,13 @@ Written by `bench/run.sh` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())
   the packet that completed it (SO_TIMESTAMPNS), not by when the Python client read it, and that client runs under
   SCHED_FIFO where allowed, so it reads before the next chunk comes; concurrency: N streams at once,
   5 chunks 1 s apart, worker RSS sampled every 0.2 s.
+- Stalls of the machine (from run 29): while the streams are timed, `bench/stall_probe.c` runs pinned to each CPU
+  under SCHED_FIFO above the client and sleeps 1 ms at a time; a wake-up more than 1 ms late is a stall, which
+  nothing the bench runs can cause (the hypervisor took the virtual CPU, or the kernel did not let it run). A
+  first chunk or gap counts as touched when a stall overlapped its window (request to first chunk; chunk before
+  to chunk after); a merge of two chunks only when stalls took 3/4 of the spacing around it. A stream target
+  missed over all samples but met over the untouched ones is `OUT OF REACH` (both figures printed), and does
+  not fail the run; one missed over the untouched samples too is `FAIL`. `--stream-targets` runs only this part.
 - Callgrind: the gateway alone, requests sent with `cgi-fcgi` to the fixed-body upstream, instructions counted
   inside the worker thread's loop only (`--toggle-collect`), over 250 requests after 20 warm-up ones; before
   run 26 the whole process was counted, which moved with the timed work of other threads (167k-193k).
