@@ -142,7 +142,12 @@ def callgrind_run(binary, work, upstream_port, count, out, collect=None):
         subprocess.run(["cgi-fcgi", "-bind", "-connect", sock], input=REQUEST.encode(), env=env,
                        capture_output=True, timeout=60, check=True)
     process.send_signal(signal.SIGTERM)
-    process.wait(120)
+    try:
+        process.wait(120)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise RuntimeError(f"the gateway under callgrind did not exit within 120 s of SIGTERM (see {work}/callgrind-{count}.log)")
     match = re.search(r"^(?:summary|totals):\s+(\d+)", Path(out).read_text(errors="replace"), re.M)
     return int(match.group(1))
 
@@ -266,7 +271,11 @@ def main():
         if not smoke and args.also_streams:
             rows["concurrency"].append(concurrency(rig, args.also_streams, 5, 1000))
         if not smoke:
-            rows["callgrind_instructions_per_request"] = callgrind(args.binary, work, rig.ports["upstream"])
+            # The last step: a failure here must not cost the run's other figures.
+            try:
+                rows["callgrind_instructions_per_request"] = callgrind(args.binary, work, rig.ports["upstream"])
+            except (RuntimeError, subprocess.SubprocessError) as error:
+                rows["callgrind_error"] = str(error)
     finally:
         rig.stop()
 
@@ -469,6 +478,8 @@ def render(rows, smoke, args):
                  f"{rows['idle_rss_after_load_mb']:.1f} MB idle after load ({anon_after:.1f} + {file_after:.1f})")
     if "callgrind_instructions_per_request" in rows:
         lines.append(f"callgrind: {rows['callgrind_instructions_per_request']:,.0f} instructions per request (c, its worker thread's loop)")
+    if "callgrind_error" in rows:
+        lines.append(f"callgrind: not measured: {rows['callgrind_error']}")
     if not smoke:
         lines.append("")
         for name, ok, detail in checks:

@@ -87,7 +87,7 @@ def stream_kernel_times(port, path, headers, body):
             if stamp is None:
                 raise RuntimeError("the kernel gave no receive stamp (SO_TIMESTAMPNS); the stream timing needs one")
             if CHUNK_MARK in pending:
-                arrivals.append(stamp - started)
+                arrivals.append(stamp)
             done = b"data: [DONE]" in pending
             received += pending
             pending = b""
@@ -95,7 +95,7 @@ def stream_kernel_times(port, path, headers, body):
     finally:
         sock.close()
     status = int(received.split(b" ", 2)[1]) if received.startswith(b"HTTP/") else 0
-    return {"status": status, "arrivals": [ns / 1e9 for ns in arrivals], "done": done, "started_ns": started}
+    return {"status": status, "started_ns": started, "arrivals_ns": arrivals, "done": done}
 
 
 def percentile(values, fraction):
@@ -121,15 +121,14 @@ def stream_timing(sides, runs, chunks, gap_ms):
                     result = stream_kernel_times(port, path, headers, body)
                     entry = found[side]
                     entry["sent"] += chunks
-                    if result["status"] != 200 or not result["done"] or len(result["arrivals"]) != chunks:
+                    if result["status"] != 200 or not result["done"] or len(result["arrivals_ns"]) != chunks:
                         entry["errors"] += 1
                         continue
-                    arrivals = result["arrivals"]
-                    at = [result["started_ns"]] + [result["started_ns"] + round(arrival * 1e9) for arrival in arrivals]
-                    entry["received"] += len(arrivals)
-                    entry["ttfb"].append(arrivals[0] * 1000)
+                    at = [result["started_ns"]] + result["arrivals_ns"]
+                    entry["received"] += chunks
+                    entry["ttfb"].append((at[1] - at[0]) / 1e6)
                     entry["ttfb_windows"].append((at[0], at[1]))
-                    gaps = [(b - a) * 1000 for a, b in zip(arrivals, arrivals[1:])]
+                    gaps = [(b - a) / 1e6 for a, b in zip(at[1:], at[2:])]
                     windows = [(at[index], at[index + 2]) for index in range(len(gaps))]
                     entry["gaps"].extend(gaps)
                     entry["gap_windows"].extend(windows)

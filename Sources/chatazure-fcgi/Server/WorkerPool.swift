@@ -52,6 +52,13 @@ final class WorkerPool: @unchecked Sendable {
     private var watcher: ListenWatcher?
 
     init(gateway: Gateway, settings: Settings, logger: Logger) {
+        // Before the usage recorder's thread, the first this process starts: a thread inherits the
+        // mask of the thread that starts it, and a process-directed SIGTERM goes to any thread that
+        // does not block it. One that did (the recorder's, once) took it with the default action
+        // whenever the main thread was between two waits: the process died without draining, and
+        // the last counts were lost.
+        var stop = Self.stopSignals
+        pthread_sigmask(SIG_BLOCK, &stop, nil)
         self.gateway = gateway
         self.settings = settings
         self.logger = logger
@@ -64,6 +71,14 @@ final class WorkerPool: @unchecked Sendable {
         }
     }
 
+    /// SIGTERM, SIGINT and SIGHUP: blocked in every thread, taken by `run()` with sigtimedwait.
+    static let stopSignals: sigset_t = {
+        var set = sigset_t()
+        sigemptyset(&set)
+        for number in [SIGTERM, SIGINT, SIGHUP] { sigaddset(&set, number) }
+        return set
+    }()
+
     /// Starts the threads and supervises them until SIGTERM/SIGINT has been handled.
     func run() -> Int32 {
         signal(SIGPIPE, SIG_IGN)
@@ -74,11 +89,8 @@ final class WorkerPool: @unchecked Sendable {
         sigemptyset(&wake.sa_mask)
         sigaction(SIGUSR1, &wake, nil)
 
-        // Termination signals are taken synchronously by this thread alone.
-        var stopSignals = sigset_t()
-        sigemptyset(&stopSignals)
-        for number in [SIGTERM, SIGINT, SIGHUP] { sigaddset(&stopSignals, number) }
-        pthread_sigmask(SIG_BLOCK, &stopSignals, nil)
+        // Termination signals are taken synchronously by this thread alone (blocked since init).
+        var stopSignals = Self.stopSignals
 
         for _ in 0..<settings.minThreads {
             guard spawn() else {
