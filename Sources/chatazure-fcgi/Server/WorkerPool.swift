@@ -54,9 +54,9 @@ final class WorkerPool: @unchecked Sendable {
     init(gateway: Gateway, settings: Settings, logger: Logger) {
         // Before the usage recorder's thread, the first this process starts: a thread inherits the
         // mask of the thread that starts it, and a process-directed SIGTERM goes to any thread that
-        // does not block it. One that did (the recorder's, once) took it with the default action
-        // whenever the main thread was between two waits: the process died without draining, and
-        // the last counts were lost.
+        // does not block it. Blocked later, the recorder's thread could take a SIGTERM that came
+        // while the main thread was between two waits, with the default action: no drain, and the
+        // counts not yet committed lost.
         var stop = Self.stopSignals
         pthread_sigmask(SIG_BLOCK, &stop, nil)
         self.gateway = gateway
