@@ -23,7 +23,7 @@ from pathlib import Path
 
 from rig import AZURE_KEY, AZURE_PATH, KEY, REQUEST, ROOT, Rig, machine_cpu_ticks, rss_mb, rss_parts_mb, steal_percent
 from stalls import StallProbe
-from streams import CHUNK_MARK, OUT_OF_REACH, percentile, request_bytes, stall_lines, stream_checks, stream_timing, untouched
+from streams import CHUNK_MARK, OUT_OF_REACH, failed, percentile, request_bytes, stall_lines, stream_checks, stream_timing, untouched
 
 
 # ---- load generators ------------------------------------------------------------------------------
@@ -158,7 +158,7 @@ WORKER_LOOP = "*WorkerThreadC4loop*"
 
 def callgrind(binary, work, upstream_port, count=250):
     """Instructions per request for (c), counted by callgrind inside the worker thread's loop only
-    (libfcgi, the gateway's own work, libcurl) after 20 warm-up requests. Runs 1-25 counted the
+    (libfcgi, the gateway's own work, libcurl) after CALLGRIND_WARMUP warm-up requests. Runs 1-25 counted the
     whole process instead, (120 requests - 20) / 100, which moved with the timed work of other
     threads (the supervisor's 100 ms ticks, the group commit): 167k-193k across full runs. What
     still moves is libcurl's transfer loop (how many reads an answer takes) and malloc: ~0.1%."""
@@ -289,7 +289,7 @@ def main():
         history = previous[previous.index(marker):] if marker in previous else marker + "\n"
         results.write_text(report["markdown"] + "\n" + history)
         print("wrote bench/RESULTS.md")
-    failures = [name for name, ok, _ in report["checks"] if ok is not OUT_OF_REACH and not ok]
+    failures = [name for name, ok, _ in report["checks"] if failed(ok)]
     if smoke:
         broken = rows["concurrency"][0]["errors"] or rows["streams"]["c"]["errors"] or \
             any(rows.get(f"errors_{side}") for side in rows["throughput"])
@@ -325,12 +325,13 @@ def timed_streams(rig, work, smoke):
     streams_steal, stalls and streams_clear."""
     rows = {}
     cpu_before = machine_cpu_ticks()
+    sides = stream_sides(rig)
     with StallProbe(work, ROOT / "bench/stall_probe.c") as probe:
-        rows["streams"], rows["streams_client"] = stream_timing(stream_sides(rig), 3 if smoke else 100, 10 if smoke else 30, STREAM_GAP_MS)
+        rows["streams"], rows["streams_client"] = stream_timing(sides, 3 if smoke else 100, 10 if smoke else 30, STREAM_GAP_MS)
         if not smoke:
             # The first-chunk p99 from 100 streams is their second slowest, one scheduling hiccup
             # of this shared machine; 300 short streams more per side put it on the fourth of 400.
-            for side, entry in stream_timing(stream_sides(rig), 300, 2, STREAM_GAP_MS)[0].items():
+            for side, entry in stream_timing(sides, 300, 2, STREAM_GAP_MS)[0].items():
                 for name in ("ttfb", "ttfb_windows", "errors"):
                     rows["streams"][side][name] += entry[name]
     rows["streams_steal"] = steal_percent(cpu_before, machine_cpu_ticks())
@@ -349,7 +350,7 @@ def stream_targets(rows):
     checks = stream_checks(streams, rows["streams_clear"])
     for name, verdict, detail in checks:
         print(f"  [{verdict_label(verdict)}] {name}: {detail}")
-    return 1 if any(verdict is False for _, verdict, _ in checks) else 0
+    return 1 if any(failed(verdict) for _, verdict, _ in checks) else 0
 
 
 def stream_sides(rig):

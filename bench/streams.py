@@ -144,6 +144,11 @@ def stream_timing(sides, runs, chunks, gap_ms):
 OUT_OF_REACH = "out of reach"
 
 
+def failed(verdict):
+    """Whether a check's verdict (True, False or OUT_OF_REACH) fails the run."""
+    return verdict is not OUT_OF_REACH and not verdict
+
+
 def untouched(streams, stalls, gap_ms):
     """Each side's stream samples that no stall of the machine (stalls: StallWindows) could explain.
     A first chunk or a gap counts as touched when any stall overlapped its window. Two chunks sent

@@ -189,8 +189,8 @@ def test_workers_run_by_their_own_name_with_the_malloc_setting(gateway):
 
 def test_only_the_supervisor_takes_stop_signals(gateway, alice):
     # SIGTERM, SIGINT and SIGHUP go to the thread waiting for them in sigtimedwait. A thread that did
-    # not block them (the usage recorder's, started before they were blocked) took a SIGTERM sent
-    # while that thread was between two waits, with the default action: no drain, counts lost.
+    # not block them (the usage recorder's, started before they were blocked) could take a SIGTERM
+    # sent while that thread was between two waits, with the default action: no drain, counts lost.
     alice.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "start every thread kind"}])
     stop = (1 << (signal.SIGHUP - 1)) | (1 << (signal.SIGINT - 1)) | (1 << (signal.SIGTERM - 1))
     for pid in gateway.pids:
