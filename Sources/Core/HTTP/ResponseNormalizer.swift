@@ -171,7 +171,8 @@ public struct ResponseNormalizer {
 
     /// `model` as the inside of a JSON string literal.
     static func escaped(_ model: String) -> [UInt8] {
-        Array(JSONRequestBody.literal(model).utf8.dropFirst().dropLast())
+        if !JSONRequestBody.needsEscaping(model) { return Array(model.utf8) }
+        return Array(JSONRequestBody.literal(model).utf8.dropFirst().dropLast())
     }
 
     /// Replaces the string value of the first `"model"` key with `model`.

@@ -4,10 +4,10 @@ import Foundation
 public enum UpstreamResponse {
     /// Azure response headers passed to the client (lower-case). Everything else, hop-by-hop
     /// headers and cookies included, stays behind.
-    static let forwardedNames: [[UInt8]] = [
+    static let forwardedNames: [(bytes: [UInt8], name: String)] = [
         "content-type", "x-request-id", "apim-request-id", "retry-after", "retry-after-ms",
         "openai-processing-ms", "openai-version",
-    ].map { Array($0.utf8) }
+    ].map { (Array($0.utf8), $0) }
     /// Prefixes of forwarded header families (Azure's rate-limit headers).
     static let forwardedPrefixes: [[UInt8]] = [
         "x-ratelimit-remaining-", "x-ratelimit-limit-", "x-ratelimit-reset-",
@@ -21,8 +21,8 @@ public enum UpstreamResponse {
     /// Byte-level and without a String for the rest: it runs for every header of every answer.
     /// Not generic on purpose: called from the executable, a generic would run unspecialized.
     public static func forwardedName(_ name: UnsafeRawBufferPointer) -> String? {
-        for candidate in forwardedNames where candidate.count == name.count && ASCII.equalsIgnoringCase(name, candidate) {
-            return String(decoding: candidate, as: UTF8.self)
+        for candidate in forwardedNames where candidate.bytes.count == name.count && ASCII.equalsIgnoringCase(name, candidate.bytes) {
+            return candidate.name
         }
         for prefix in forwardedPrefixes where name.count > prefix.count
             && ASCII.equalsIgnoringCase(UnsafeRawBufferPointer(rebasing: name[..<prefix.count]), prefix) {

@@ -38,15 +38,15 @@ public struct LogLineHandler: LogHandler {
         line.reserveCapacity(320)
         Self.appendTimestamp(Self.now(), to: &line)
         line.append(UInt8(ascii: " "))
-        line += event.level.rawValue.utf8
+        ASCII.append(event.level.rawValue, to: &line)
         line.append(UInt8(ascii: " "))
-        line += label.utf8
-        line += renderedMetadata.utf8
+        ASCII.append(label, to: &line)
+        ASCII.append(renderedMetadata, to: &line)
         var extra = metadataProvider?.get() ?? [:]
         if let own = event.metadata { extra.merge(own) { _, new in new } }
-        if !extra.isEmpty { line += Self.render(extra).utf8 }
-        line += ": ".utf8
-        line += event.message.description.utf8
+        if !extra.isEmpty { ASCII.append(Self.render(extra), to: &line) }
+        ASCII.appendLiteral(": ", to: &line)
+        ASCII.append(event.message.description, to: &line)
         line.append(UInt8(ascii: "\n"))
         line.withUnsafeBytes { bytes in
             var offset = 0
@@ -77,27 +77,27 @@ public struct LogLineHandler: LogHandler {
         var seconds = time_t(time.seconds)
         var parts = tm()
         gmtime_r(&seconds, &parts)
-        func digits(_ value: Int, _ width: Int) {
-            var divisor = 1
-            for _ in 1..<width { divisor *= 10 }
-            while divisor > 0 {
-                bytes.append(UInt8(48 + (value / divisor) % 10))
-                divisor /= 10
-            }
+        // Constant divisors, which compile to multiplications: this runs once per log line.
+        func two(_ value: Int) {
+            bytes.append(UInt8(48 + value / 10 % 10))
+            bytes.append(UInt8(48 + value % 10))
         }
-        digits(Int(parts.tm_year) + 1900, 4)
+        let year = Int(parts.tm_year) + 1900
+        two(year / 100)
+        two(year)
         bytes.append(UInt8(ascii: "-"))
-        digits(Int(parts.tm_mon) + 1, 2)
+        two(Int(parts.tm_mon) + 1)
         bytes.append(UInt8(ascii: "-"))
-        digits(Int(parts.tm_mday), 2)
+        two(Int(parts.tm_mday))
         bytes.append(UInt8(ascii: "T"))
-        digits(Int(parts.tm_hour), 2)
+        two(Int(parts.tm_hour))
         bytes.append(UInt8(ascii: ":"))
-        digits(Int(parts.tm_min), 2)
+        two(Int(parts.tm_min))
         bytes.append(UInt8(ascii: ":"))
-        digits(Int(parts.tm_sec), 2)
+        two(Int(parts.tm_sec))
         bytes.append(UInt8(ascii: "."))
-        digits(time.milliseconds, 3)
+        bytes.append(UInt8(48 + time.milliseconds / 100 % 10))
+        two(time.milliseconds)
         bytes.append(UInt8(ascii: "Z"))
     }
 

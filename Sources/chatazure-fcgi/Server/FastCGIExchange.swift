@@ -44,10 +44,10 @@ struct FastCGIExchange {
         head.reserveCapacity(512)
         head += status == 200 ? Self.okStatusLine : Array("Status: \(status) \(HTTPStatus.reason(status))\r\n".utf8)
         for (name, value) in headers {
-            head += name.utf8
-            head += ": ".utf8
-            head += value.utf8
-            head += "\r\n".utf8
+            ASCII.append(name, to: &head)
+            ASCII.appendLiteral(": ", to: &head)
+            ASCII.append(value, to: &head)
+            ASCII.appendLiteral("\r\n", to: &head)
         }
         head += Self.corsLinesAndEnd
         return write(head)

@@ -56,35 +56,35 @@ struct RequestHandler {
         let tenths = Int((DispatchTime.now().uptimeNanoseconds - started) / 100_000)
         var line = [UInt8]()
         line.reserveCapacity(256)
-        line += "request id=".utf8
-        line += RequestID.make().utf8
-        line += " user=".utf8
-        line += (decision.user?.username ?? "-").utf8
-        line += " method=".utf8
-        line += request.method.utf8
-        line += " path=".utf8
-        line += request.path.utf8
-        line += " status=".utf8
+        ASCII.appendLiteral("request id=", to: &line)
+        RequestID.append(to: &line)
+        ASCII.appendLiteral(" user=", to: &line)
+        ASCII.append(decision.user?.username ?? "-", to: &line)
+        ASCII.appendLiteral(" method=", to: &line)
+        ASCII.append(request.method, to: &line)
+        ASCII.appendLiteral(" path=", to: &line)
+        ASCII.append(request.path, to: &line)
+        ASCII.appendLiteral(" status=", to: &line)
         ASCII.appendDecimal(status, to: &line)
-        line += " ms=".utf8
+        ASCII.appendLiteral(" ms=", to: &line)
         ASCII.appendDecimal(tenths / 10, to: &line)
         line.append(UInt8(ascii: "."))
         ASCII.appendDecimal(tenths % 10, to: &line)
-        line += " bytes=".utf8
+        ASCII.appendLiteral(" bytes=", to: &line)
         ASCII.appendDecimal(bytes, to: &line)
         if let route {
-            line += " model=".utf8
-            line += route.model.utf8
-            line += " -> ".utf8
-            line += route.deployment.utf8
-            line += (route.streaming ? " stream=true" : " stream=false").utf8
+            ASCII.appendLiteral(" model=", to: &line)
+            ASCII.append(route.model, to: &line)
+            ASCII.appendLiteral(" -> ", to: &line)
+            ASCII.append(route.deployment, to: &line)
+            ASCII.appendLiteral(route.streaming ? " stream=true" : " stream=false", to: &line)
         }
         if let upstreamMs {
-            line += " upstream_ms=".utf8
+            ASCII.appendLiteral(" upstream_ms=", to: &line)
             ASCII.appendDecimal(upstreamMs, to: &line)
         }
         if let tokens {
-            line += " tokens=".utf8
+            ASCII.appendLiteral(" tokens=", to: &line)
             ASCII.appendDecimal(tokens.prompt, to: &line)
             line.append(UInt8(ascii: "+"))
             ASCII.appendDecimal(tokens.completion, to: &line)

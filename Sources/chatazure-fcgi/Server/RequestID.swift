@@ -7,7 +7,12 @@ enum RequestID {
     private static let prefix = UInt64(UInt32.random(in: .min ... .max)) << 32
     private static let counter = Atomic<UInt64>(0)
 
-    static func make() -> String {
-        String(prefix | (counter.add(1, ordering: .relaxed).newValue & 0xffff_ffff), radix: 16)
+    /// Appends the next id as 16 hex digits, written in place (`String(radix:)` cost ~700 instructions).
+    static func append(to bytes: inout [UInt8]) {
+        let id = prefix | (counter.add(1, ordering: .relaxed).newValue & 0xffff_ffff)
+        for shift in stride(from: 60, through: 0, by: -4) {
+            let nibble = UInt8((id >> UInt64(shift)) & 0xf)
+            bytes.append(nibble < 10 ? 48 + nibble : 87 + nibble)
+        }
     }
 }

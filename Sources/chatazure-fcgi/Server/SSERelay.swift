@@ -12,7 +12,10 @@ final class SSERelay {
     private let keepaliveNanos: UInt64
     private var status = 0
     private var headers: [(String, String)] = []
-    private var contentType = ""
+    /// Azure's answer is an event stream (`text/event-stream`, any case).
+    private var isEventStream = false
+    /// Azure's answer is JSON (`application/json`, any case).
+    private var isJSON = false
     private var headSent = false
     private var collected: [UInt8] = []
     private var splitter = SSEEventSplitter()
@@ -38,9 +41,6 @@ final class SSERelay {
     /// Tokens Azure reported, if it did.
     var usage: TokenUsage? { normalizer.usage }
 
-    private var isEventStream: Bool { contentType.hasPrefix("text/event-stream") }
-    private var isJSON: Bool { contentType.hasPrefix("application/json") }
-
     /// One raw header line from libcurl, status line included. Byte-level: it runs for every
     /// header of every answer.
     func headerLine(_ line: UnsafeRawBufferPointer) {
@@ -59,14 +59,17 @@ final class SSERelay {
             }
             status = digits == 3 ? code : 502
             headers.removeAll()
-            contentType = ""
+            isEventStream = false
+            isJSON = false
             return
         }
         guard let colon = line[whole].firstIndex(of: UInt8(ascii: ":")) else { return }
         guard let name = UpstreamResponse.forwardedName(UnsafeRawBufferPointer(rebasing: line[whole.lowerBound..<colon])) else { return }
-        let isType = name == "content-type"
         let value = String(decoding: line[ASCII.trimmed(line, (colon + 1)..<whole.upperBound)], as: UTF8.self)
-        if isType { contentType = ASCII.lowercased(value) }
+        if name == "content-type" {
+            isEventStream = ASCII.hasPrefixLowercased(value, "text/event-stream")
+            isJSON = ASCII.hasPrefixLowercased(value, "application/json")
+        }
         headers.append((name, value))
     }
 
