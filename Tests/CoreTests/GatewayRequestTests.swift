@@ -17,6 +17,12 @@ import Testing
         #expect(GatewayRequest(method: "GET", path: "/", headers: ["api-key": "sk-3"]).presentedKey == "sk-3")
         #expect(GatewayRequest(method: "GET", path: "/", headers: ["authorization": "Basic abc"]).presentedKey == nil)
         #expect(GatewayRequest(method: "GET", path: "/", headers: ["authorization": "Bearer "]).presentedKey == nil)
+        #expect(GatewayRequest(method: "GET", path: "/", headers: ["authorization": "Bearer"]).presentedKey == nil)
+        #expect(GatewayRequest(method: "GET", path: "/", headers: ["authorization": "Bearersk-4"]).presentedKey == nil)
+        #expect(GatewayRequest(method: "GET", path: "/", headers: ["authorization": "\tBEARER\tsk-5\r\n"]).presentedKey == nil)
+        #expect(GatewayRequest(method: "GET", path: "/", headers: ["authorization": " BEARER sk-é6 "]).presentedKey == "sk-é6")
+        #expect(GatewayRequest(method: "GET", path: "/", headers: ["authorization": "Basic x", "api-key": " sk-7\t"]).presentedKey == "sk-7")
+        #expect(GatewayRequest(method: "GET", path: "/", headers: ["api-key": "  "]).presentedKey == nil)
     }
 }
 

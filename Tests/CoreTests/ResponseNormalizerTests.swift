@@ -133,6 +133,25 @@ import Testing
         #expect(!body.stream && !body.clientWantsUsage)
     }
 
+    @Test func keysAreReadAsJSONReadsThem() throws {
+        // An escaped key names the same member as the plain one.
+        var escaped = try JSONRequestBody(Array(#"{"mod\u0065l":"m","stre\u0061m":true,"stream_opt\u0069ons":{"include_usage":true}}"#.utf8))
+        #expect(escaped.model == "m" && escaped.stream && escaped.clientWantsUsage)
+        escaped.setModel("d")
+        #expect(try object(escaped.bytes)["model"] as? String == "d")
+        // A repeated key counts as its last occurrence, as Python's json and JSONSerialization read it.
+        var twice = try JSONRequestBody(Array(#"{"model":"a","stream_options":{"include_usage":true},"model":"b","stream":true,"stream_options":{}}"#.utf8))
+        #expect(twice.model == "b" && !twice.clientWantsUsage)
+        twice.setModel("c")
+        twice.requestUsage()
+        #expect(String(decoding: twice.bytes, as: UTF8.self)
+                == #"{"model":"a","stream_options":{"include_usage":true},"model":"c","stream":true,"stream_options":{"include_usage":true}}"#)
+        // Names that only start like a key the gateway reads are other members.
+        let near = try JSONRequestBody(Array(#"{"models":"x","streams":true,"model_":"y"}"#.utf8))
+        #expect(near.model == nil && !near.stream)
+        #expect(ResponseNormalizer.topLevel(Array(#"{"choice":[],"usages":{},"choices":[ ]}"#.utf8))! == (true, false, false))
+    }
+
     @Test func editsKeepEverythingElse() throws {
         var body = try JSONRequestBody(Array(#"{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":false},"temperature":0.70}"#.utf8))
         body.setModel("prod \"4o\"")

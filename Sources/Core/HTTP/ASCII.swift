@@ -50,6 +50,18 @@ public enum ASCII {
         return true
     }
 
+    /// True when `bytes` start with `lowercase` (lower-case already), ignoring ASCII case in `bytes`.
+    public static func hasPrefixIgnoringCase(_ bytes: UnsafeRawBufferPointer, _ lowercase: StaticString) -> Bool {
+        let count = lowercase.utf8CodeUnitCount
+        guard bytes.count >= count else { return false }
+        for index in 0..<count {
+            var byte = bytes[index]
+            if byte >= 65 && byte <= 90 { byte += 32 }
+            if byte != lowercase.utf8Start[index] { return false }
+        }
+        return true
+    }
+
     /// True when `value` starts with `prefix`, ignoring ASCII case (`prefix` is lower-case).
     @inlinable
     public static func hasPrefixLowercased<S: StringProtocol>(_ value: S, _ prefix: String) -> Bool {

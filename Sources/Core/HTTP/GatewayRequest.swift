@@ -86,15 +86,22 @@ public struct GatewayRequest: Sendable {
     }
 
     /// The user's key from `Authorization: Bearer` or `api-key`, whichever is present.
+    /// Read as bytes: it runs for every request.
     public var presentedKey: String? {
-        if let auth = headers["authorization"] {
-            let trimmed = ASCII.trimmed(auth)
-            if ASCII.hasPrefixLowercased(trimmed, "bearer ") {
-                let key = ASCII.trimmed(trimmed.dropFirst(7))
-                if !key.isEmpty { return String(key) }
-            }
-        }
-        if let key = headers["api-key"].map(ASCII.trimmed), !key.isEmpty { return String(key) }
+        if let auth = headers["authorization"], let key = Self.token(in: auth, after: "bearer ") { return key }
+        if let apiKey = headers["api-key"], let key = Self.token(in: apiKey, after: "") { return key }
         return nil
+    }
+
+    /// The trimmed, non-empty text after `prefix` (any case) in the trimmed `value`.
+    static func token(in value: String, after prefix: StaticString) -> String? {
+        var value = value
+        return value.withUTF8 { utf8 in
+            let bytes = UnsafeRawBufferPointer(utf8)
+            let whole = ASCII.trimmed(bytes, 0..<bytes.count)
+            guard ASCII.hasPrefixIgnoringCase(UnsafeRawBufferPointer(rebasing: bytes[whole]), prefix) else { return nil }
+            let key = ASCII.trimmed(bytes, (whole.lowerBound + prefix.utf8CodeUnitCount)..<whole.upperBound)
+            return key.isEmpty ? nil : String(decoding: bytes[key], as: UTF8.self)
+        }
     }
 }

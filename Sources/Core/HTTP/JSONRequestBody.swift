@@ -13,8 +13,12 @@ public struct JSONRequestBody {
     public private(set) var stream = false
     /// `stream_options.include_usage == true`.
     public private(set) var clientWantsUsage = false
-    /// Byte ranges of top-level members: key start ..< value end, and the value alone.
-    private var members: [String: (member: Range<Int>, value: Range<Int>)] = [:]
+    /// Byte ranges of the `model` member: key start ..< value end, and the value alone.
+    private var modelMember: (member: Range<Int>, value: Range<Int>)?
+    /// The same for `stream_options`.
+    private var optionsMember: (member: Range<Int>, value: Range<Int>)?
+    /// Top-level members in the body.
+    private var memberCount = 0
     private var usageValue: Range<Int>?
 
     public init(_ bytes: [UInt8]) throws {
@@ -29,7 +33,7 @@ public struct JSONRequestBody {
     public mutating func setModel(_ model: String) {
         guard self.model != model else { return }
         let literal = Self.literal(model)
-        if let range = members["model"]?.value {
+        if let range = modelMember?.value {
             splice(range, with: literal)
         } else {
             insertMember(#""model":"# + literal)
@@ -41,10 +45,10 @@ public struct JSONRequestBody {
         guard stream, !clientWantsUsage else { return }
         if let range = usageValue {
             splice(range, with: "true")
-        } else if let options = members["stream_options"]?.value, bytes[options.lowerBound] == UInt8(ascii: "{") {
+        } else if let options = optionsMember?.value, bytes[options.lowerBound] == UInt8(ascii: "{") {
             let empty = bytes[(options.lowerBound + 1)..<(options.upperBound - 1)].allSatisfy(ASCII.isSpace)
             splice(options.lowerBound + 1 ..< options.lowerBound + 1, with: empty ? #""include_usage":true"# : #""include_usage":true,"#)
-        } else if let options = members["stream_options"]?.value {
+        } else if let options = optionsMember?.value {
             splice(options, with: #"{"include_usage":true}"#)  // was null
         } else {
             insertMember(#""stream_options":{"include_usage":true}"#)
@@ -53,7 +57,7 @@ public struct JSONRequestBody {
 
     /// Removes `stream_options`, which api-versions before 2024-09-01-preview reject with a 400.
     public mutating func dropStreamOptions() {
-        guard let member = members["stream_options"]?.member else { return }
+        guard let member = optionsMember?.member else { return }
         // Take the comma after the member, or else the one before it.
         var end = member.upperBound
         while end < bytes.count, ASCII.isSpace(bytes[end]) { end += 1 }
@@ -71,7 +75,7 @@ public struct JSONRequestBody {
 
     private mutating func insertMember(_ member: String) {
         let open = bytes.firstIndex(of: UInt8(ascii: "{"))!
-        splice(open + 1 ..< open + 1, with: members.isEmpty ? member : member + ",")
+        splice(open + 1 ..< open + 1, with: memberCount == 0 ? member : member + ",")
     }
 
     private mutating func splice(_ range: Range<Int>, with text: String) {
@@ -114,36 +118,42 @@ public struct JSONRequestBody {
             }
             throw Self.invalid
         }
-        members = [:]
-        members.reserveCapacity(16)  // grown from empty, a chat body's members rehashed it twice
+        modelMember = nil
+        optionsMember = nil
+        memberCount = 0
         model = nil
         stream = false
         clientWantsUsage = false
         usageValue = nil
-        try scanner.forEachMember { key, keyStart, value, scanner in
-            members[key] = (keyStart ..< value.upperBound, value)
-            switch key {
-            case "model":
+        // Keys are compared as bytes: a String and a dictionary entry per member cost more than
+        // the rest of the scan. A repeated key counts as its last occurrence.
+        try scanner.forEachMember { key, value, scanner in
+            memberCount += 1
+            if scanner.key(key, is: "model") {
+                modelMember = (key.lowerBound ..< value.upperBound, value)
                 guard scanner.bytes[value.lowerBound] == UInt8(ascii: "\"") else {
                     throw OpenAIError.invalidRequest("'model' must be a string.", param: "model", code: "invalid_type")
                 }
                 model = scanner.string(value)
-            case "stream":
+            } else if scanner.key(key, is: "stream") {
                 switch scanner.literal(value) {
                 case "true": stream = true
                 case "false", "null": stream = false
                 default: throw OpenAIError.invalidRequest("'stream' must be a boolean.", param: "stream", code: "invalid_type")
                 }
-            case "stream_options" where scanner.bytes[value.lowerBound] == UInt8(ascii: "{"):
+            } else if scanner.key(key, is: "stream_options") {
+                optionsMember = (key.lowerBound ..< value.upperBound, value)
+                // A repeated stream_options replaces the earlier one, usage flag included.
+                usageValue = nil
+                clientWantsUsage = false
+                guard scanner.bytes[value.lowerBound] == UInt8(ascii: "{") else { return }
                 var inner = JSONScanner(bytes: scanner.bytes, position: value.lowerBound)
-                try inner.forEachMember { innerKey, _, innerValue, innerScanner in
-                    if innerKey == "include_usage" {
+                try inner.forEachMember { innerKey, innerValue, innerScanner in
+                    if innerScanner.key(innerKey, is: "include_usage") {
                         usageValue = innerValue
                         clientWantsUsage = innerScanner.literal(innerValue) == "true"
                     }
                 }
-            default:
-                break
             }
         }
         scanner.skipSpace()

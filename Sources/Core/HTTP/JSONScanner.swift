@@ -17,8 +17,9 @@ struct JSONScanner {
         while position < bytes.count, ASCII.isSpace(bytes[position]) { position += 1 }
     }
 
-    /// Calls `body` with each member of the object at `position`: key, key start, value range.
-    mutating func forEachMember(_ body: (String, Int, Range<Int>, JSONScanner) throws -> Void) throws {
+    /// Calls `body` with each member of the object at `position`: the key's literal (quotes
+    /// included) and the value's range. Keys stay bytes; compare them with `key(_:is:)`.
+    mutating func forEachMember(_ body: (Range<Int>, Range<Int>, JSONScanner) throws -> Void) throws {
         guard peek == UInt8(ascii: "{") else { throw JSONRequestBody.invalid }
         position += 1
         skipSpace()
@@ -28,14 +29,14 @@ struct JSONScanner {
             let keyStart = position
             guard peek == UInt8(ascii: "\"") else { throw JSONRequestBody.invalid }
             try skipString()
-            let key = string(keyStart ..< position)
+            let key = keyStart ..< position
             skipSpace()
             guard peek == UInt8(ascii: ":") else { throw JSONRequestBody.invalid }
             position += 1
             skipSpace()
             let valueStart = position
             try skipValue()
-            try body(key, keyStart, valueStart ..< position, self)
+            try body(key, valueStart ..< position, self)
             skipSpace()
             switch peek {
             case UInt8(ascii: ","): position += 1
@@ -51,7 +52,7 @@ struct JSONScanner {
         case UInt8(ascii: "\""):
             try skipString()
         case UInt8(ascii: "{"):
-            try forEachMember { _, _, _, _ in }
+            try forEachMember { _, _, _ in }
         case UInt8(ascii: "["):
             position += 1
             skipSpace()
@@ -99,6 +100,15 @@ struct JSONScanner {
             }
         }
         throw JSONRequestBody.invalid
+    }
+
+    /// Whether the string literal at `range` reads `name`. Compared as bytes, without building a
+    /// String, unless the literal has escapes.
+    func key(_ range: Range<Int>, is name: StaticString) -> Bool {
+        let inner = (range.lowerBound + 1) ..< (range.upperBound - 1)
+        if bytes[inner].contains(UInt8(ascii: "\\")) { return string(range) == name.description }
+        guard inner.count == name.utf8CodeUnitCount else { return false }
+        return bytes.withUnsafeBytes { memcmp($0.baseAddress! + inner.lowerBound, name.utf8Start, inner.count) == 0 }
     }
 
     /// The decoded text of the string literal at `range`.

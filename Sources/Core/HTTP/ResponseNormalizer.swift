@@ -109,18 +109,16 @@ public struct ResponseNormalizer {
         var scanner = JSONScanner(bytes: data)
         var found = (emptyChoices: false, usage: false, filterResults: false)
         do {
-            try scanner.forEachMember { key, _, value, _ in
-                switch key {
-                case "choices":
+            try scanner.forEachMember { key, value, scanner in
+                if scanner.key(key, is: "choices") {
                     var inner = JSONScanner(bytes: data, position: value.lowerBound + 1)
                     inner.skipSpace()
                     found.emptyChoices = data[value.lowerBound] == UInt8(ascii: "[") && inner.peek == UInt8(ascii: "]")
-                case "usage":
+                } else if scanner.key(key, is: "usage") {
                     found.usage = data[value.lowerBound] != UInt8(ascii: "n")
-                case "prompt_filter_results", "content_filter_offsets", "content_filter_results":
+                } else if scanner.key(key, is: "prompt_filter_results") || scanner.key(key, is: "content_filter_offsets")
+                            || scanner.key(key, is: "content_filter_results") {
                     found.filterResults = true
-                default:
-                    break
                 }
             }
             scanner.skipSpace()

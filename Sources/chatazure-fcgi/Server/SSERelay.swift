@@ -65,12 +65,13 @@ final class SSERelay {
         }
         guard let colon = line[whole].firstIndex(of: UInt8(ascii: ":")) else { return }
         guard let name = UpstreamResponse.forwardedName(UnsafeRawBufferPointer(rebasing: line[whole.lowerBound..<colon])) else { return }
-        let value = String(decoding: line[ASCII.trimmed(line, (colon + 1)..<whole.upperBound)], as: UTF8.self)
+        let valueRange = ASCII.trimmed(line, (colon + 1)..<whole.upperBound)
         if name == "content-type" {
-            isEventStream = ASCII.hasPrefixLowercased(value, "text/event-stream")
-            isJSON = ASCII.hasPrefixLowercased(value, "application/json")
+            let value = UnsafeRawBufferPointer(rebasing: line[valueRange])
+            isEventStream = ASCII.hasPrefixIgnoringCase(value, "text/event-stream")
+            isJSON = ASCII.hasPrefixIgnoringCase(value, "application/json")
         }
-        headers.append((name, value))
+        headers.append((name, String(decoding: line[valueRange], as: UTF8.self)))
     }
 
     /// Body bytes from libcurl; false aborts the transfer.
