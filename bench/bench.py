@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from rig import AZURE_KEY, AZURE_PATH, KEY, REQUEST, ROOT, Rig, machine_cpu_ticks, rss_mb, rss_parts_mb, steal_percent
+from rig import AZURE_KEY, AZURE_PATH, KEY, MODEL, REQUEST, ROOT, Rig, machine_cpu_ticks, rss_mb, rss_parts_mb, steal_percent
 from stalls import StallProbe
 from streams import CHUNK_MARK, OUT_OF_REACH, failed, percentile, request_bytes, stall_lines, stream_checks, stream_timing, untouched
 
@@ -77,7 +77,7 @@ async def stream_once(port, path, headers, body):
 
 
 async def many_streams(port, count, chunks, gap_ms, sample):
-    body = json.dumps({"model": "gpt-4o", "stream": True,
+    body = json.dumps({"model": MODEL, "stream": True,
                        "messages": [{"role": "user", "content": f"[chunks={chunks} delay_ms={gap_ms}]"}]})
     headers = {"Authorization": f"Bearer {KEY}"}
 
@@ -123,7 +123,7 @@ def callgrind_run(binary, work, upstream_port, count, out, collect=None):
     sock = str(work / f"callgrind-{count}.sock")
     config = work / f"callgrind-{count}.yaml"
     config.write_text(f"web:\n  dbName: callgrind-{count}.db\nazure:\n  endpoint: http://127.0.0.1:{upstream_port}\n"
-                      f"  api-key: {AZURE_KEY}\nusers:\n  - username: bench\n    password: {KEY}\n")
+                      f"  api-key: {AZURE_KEY}\n  deployments:\n    {MODEL}: {MODEL}\nusers:\n  - username: bench\n    password: {KEY}\n")
     toggle = [f"--toggle-collect={collect}"] if collect else []
     process = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *toggle,
                                 str(stripped), "serve", "--config", str(config), "--socket", sock, "--workers", "1"],

@@ -20,7 +20,10 @@ CHAT_BODY = json.dumps({
     "created": 1730000000, "id": "chatcmpl-bench", "model": "gpt-4o-2024-08-06", "object": "chat.completion",
     "system_fingerprint": "fp_bench", "usage": {"completion_tokens": 9, "prompt_tokens": 9, "total_tokens": 18}},
     separators=(",", ":"))
-REQUEST = json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "hello"}]})
+# The model every bench request names; the gateways' configs list it under deployments, as
+# config.yaml.example does.
+MODEL = "gpt-4o"
+REQUEST = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "hello"}]})
 AZURE_PATH = "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"
 
 
@@ -173,7 +176,7 @@ http {{
     def gateway_config(self, endpoint, workers, max_workers=1024, name=None, idle_seconds=5):
         path = self.work / f"gateway-{name or endpoint.rsplit(':', 1)[1]}.yaml"
         path.write_text(f"web:\n  dbName: {name or 'bench'}.db\nazure:\n  endpoint: {endpoint}\n  api-key: {AZURE_KEY}\n"
-                        f"users:\n  - username: bench\n    password: {KEY}\nfastcgi:\n  workers: {workers}\n"
+                        f"  deployments:\n    {MODEL}: {MODEL}\nusers:\n  - username: bench\n    password: {KEY}\nfastcgi:\n  workers: {workers}\n"
                         f"  max-workers: {max_workers}\n  idle-seconds: {idle_seconds}\n")
         return str(path)
 

@@ -83,7 +83,7 @@ extension Gateway {
         let raw = try readBody(maxBody)
 
         if !isJSON {
-            let type = request.headers["content-type"] ?? ""
+            let type = request.headers[.contentType] ?? ""
             guard let boundary = MultipartForm.boundary(fromContentType: type) else {
                 throw OpenAIError.invalidRequest("\(request.path) takes multipart/form-data.", code: "invalid_content_type", status: 415)
             }
@@ -102,7 +102,11 @@ extension Gateway {
             throw OpenAIError.invalidRequest("You must provide a model parameter.", param: "model", code: "missing_model")
         }
         var route: AzureRoute
-        if operation == "responses" {
+        if let planned = plannedRoutes[operation]?[model] {
+            route = planned
+            route.streaming = body.stream
+            if azure.apiStyle == .v1 { body.setModel(route.deployment) }
+        } else if operation == "responses" {
             // Responses has no deployment in its path in either style: the deployment is the model.
             route = try AzureRoute.v1(operation: operation, model: model, streaming: body.stream, azure: azure)
             if azure.apiStyle == .classic {
@@ -126,8 +130,27 @@ extension Gateway {
             }
         }
         return .forward(UpstreamCall(method: "POST", url: route.url,
-                                     headers: upstreamHeaders(request, contentType: request.headers["content-type"] ?? "application/json"),
+                                     headers: upstreamHeaders(request, contentType: request.headers[.contentType] ?? "application/json"),
                                      body: body.bytes, route: route, user: user))
+    }
+
+    /// The route of every configured model for every JSON operation but `responses` (whose classic
+    /// URL differs), as `openAIRoute` would build it for a request that does not stream.
+    static func planRoutes(_ azure: AzureSettings) -> [String: [String: AzureRoute]] {
+        var plans: [String: [String: AzureRoute]] = [:]
+        for operation in jsonOperations where operation != "responses" {
+            var routes: [String: AzureRoute] = [:]
+            for model in azure.deployments.keys {
+                let built = azure.apiStyle == .v1
+                    ? try? AzureRoute.v1(operation: operation, model: model, streaming: false, azure: azure)
+                    : try? AzureRoute.classic(operation: operation, model: model, streaming: false, azure: azure)
+                guard var route = built else { continue }  // an unusable deployment: the request path reports it
+                route.normalize = azure.normalize
+                routes[model] = route
+            }
+            plans[operation] = routes
+        }
+        return plans
     }
 
     // MARK: Azure-style paths (AzureOpenAI clients pointed at the gateway)
@@ -171,11 +194,11 @@ extension Gateway {
         var streaming = false
         if request.method == "POST" {
             body = try readBody(maxBody)
-            if let type = request.headers["content-type"], type.lowercased().hasPrefix("application/json") {
+            if let type = request.headers[.contentType], type.lowercased().hasPrefix("application/json") {
                 let json = try JSONRequestBody(body)
                 streaming = json.stream
                 if let named = json.model { model = named }
-            } else if let boundary = MultipartForm.boundary(fromContentType: request.headers["content-type"] ?? ""),
+            } else if let boundary = MultipartForm.boundary(fromContentType: request.headers[.contentType] ?? ""),
                       let named = MultipartForm.field("model", in: body, boundary: boundary) {
                 model = named
             }
@@ -184,7 +207,7 @@ extension Gateway {
         let label = isResponses ? "responses" : operation
         let route = AzureRoute(operation: label, model: model, deployment: deployment, url: url, streaming: streaming)
         return .forward(UpstreamCall(method: request.method, url: url,
-                                     headers: upstreamHeaders(request, contentType: request.method == "POST" ? request.headers["content-type"] : nil),
+                                     headers: upstreamHeaders(request, contentType: request.method == "POST" ? request.headers[.contentType] : nil),
                                      body: body, route: route, user: user))
     }
 

@@ -10,8 +10,13 @@ public struct Gateway: Sendable {
     /// Recently seen users, so a busy key is not looked up on every request.
     public let users = UserCache()
 
+    /// Routes for the configured models, built once, by operation and then model: a request for
+    /// one of them skips building its URL and looking up its deployment.
+    let plannedRoutes: [String: [String: AzureRoute]]
+
     public init(config: GatewayConfig) {
         self.config = config
+        self.plannedRoutes = Self.planRoutes(config.azure)
     }
 
     /// Reloads the cached users that requests used in the last 10 s before they expire, so those
@@ -62,7 +67,7 @@ public struct Gateway: Sendable {
         headers.reserveCapacity(4)
         headers.append(("api-key", config.azure.apiKey))
         if let contentType { headers.append(("Content-Type", contentType)) }
-        if let accept = request.headers["accept"] { headers.append(("Accept", accept)) }
+        if let accept = request.headers[.accept] { headers.append(("Accept", accept)) }
         // curl would otherwise add Expect: 100-continue to large bodies and wait a round trip.
         headers.append(("Expect", ""))
         return headers

@@ -79,6 +79,32 @@ import Testing
         #expect(decision.user?.username == "alice")
     }
 
+    @Test(arguments: [AzureSettings.APIStyle.classic, .v1])
+    func plannedRoutesAreTheBuiltOnes(style: AzureSettings.APIStyle) throws {
+        // Listed models take the routes planned at start; they must be what a request would build.
+        let azure = AzureSettings(endpoint: "https://team.openai.azure.com", apiKey: "k", apiVersion: "2024-10-21",
+                                  deployments: ["gpt-4o": "prod-4o", "odd": "no/such"], apiStyle: style)
+        let planned = Gateway(config: GatewayConfig(databasePath: gateway.config.databasePath, azure: azure, users: []))
+        #expect(Set(planned.plannedRoutes.keys) == Gateway.jsonOperations.subtracting(["responses"]))
+        for operation in Gateway.jsonOperations.subtracting(["responses"]) {
+            let decision = planned.decide(GatewayRequest(method: "POST", path: "/v1/\(operation)", headers: ["api-key": "alice-key-1"]),
+                                          stores: stores) { _ in Array(#"{"model":"gpt-4o","stream":true}"#.utf8) }
+            guard case .forward(let call) = decision.action else { Issue.record("\(operation) not forwarded"); continue }
+            var built = style == .v1
+                ? try AzureRoute.v1(operation: operation, model: "gpt-4o", streaming: true, azure: azure)
+                : try AzureRoute.classic(operation: operation, model: "gpt-4o", streaming: true, azure: azure)
+            built.normalize = true
+            #expect(call.route == built, "\(operation)")
+            #expect(call.url == built.url)
+            let sent = try JSONSerialization.jsonObject(with: Data(call.body)) as? [String: Any]
+            #expect(sent?["model"] as? String == (style == .v1 ? "prod-4o" : "gpt-4o"), "\(operation)")
+            // A listed model whose deployment is unusable is refused, not planned.
+            let odd = planned.decide(GatewayRequest(method: "POST", path: "/v1/\(operation)", headers: ["api-key": "alice-key-1"]),
+                                     stores: stores) { _ in Array(#"{"model":"odd"}"#.utf8) }
+            #expect(try errorCode(odd) == (404, "model_not_found"), "\(operation)")
+        }
+    }
+
     @Test func unmappedModelIsTheDeployment() throws {
         guard case .forward(let call) = decide("POST", "/v1/embeddings", body: #"{"model":"text-embedding-3-small","input":"x"}"#).action else {
             Issue.record("not forwarded"); return

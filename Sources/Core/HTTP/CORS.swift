@@ -12,7 +12,7 @@ public enum CORS {
 
     /// The answer to an `OPTIONS` preflight.
     public static func preflight(_ request: GatewayRequest) -> GatewayResponse {
-        let asked = request.headers["access-control-request-headers"].flatMap { value -> String? in
+        let asked = request.headers[.accessControlRequestHeaders].flatMap { value -> String? in
             // Echo only header-name characters back.
             let clean = value.filter { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "," || $0 == " " || $0 == "_" }
             return clean.isEmpty ? nil : clean

@@ -8,36 +8,30 @@ public struct GatewayRequest: Sendable {
     public var path: String
     /// `QUERY_STRING`, without the `?`.
     public var query: String
-    /// Request headers with lower-case names (from the `HTTP_*` params plus content type and length).
-    public var headers: [String: String]
+    /// The request headers the gateway reads (from the `HTTP_*` params plus content type and length).
+    public var headers: RequestHeaders
 
     public init(method: String, path: String, query: String = "", headers: [String: String] = [:]) {
         self.method = method.uppercased()
         self.path = path
         self.query = query
-        var lowered: [String: String] = [:]
-        for (name, value) in headers { lowered[ASCII.lowercased(name)] = value }
-        self.headers = lowered
+        self.headers = RequestHeaders(headers)
     }
 
-    /// Request headers the gateway looks at; `init(cParams:)` keeps only these.
-    public static let readHeaders: Set<String> = [
-        "authorization", "api-key", "accept", "access-control-request-headers", "origin",
-    ]
-
-    /// The `HTTP_*` param behind each of `readHeaders`, as bytes, so other params are skipped
-    /// without building a String.
-    static let readParams: [(param: [UInt8], header: String)] = readHeaders.map { header in
-        (Array("HTTP_".utf8) + header.utf8.map { $0 == UInt8(ascii: "-") ? UInt8(ascii: "_") : $0 >= 97 && $0 <= 122 ? $0 - 32 : $0 },
-         header)
-    }
+    /// The `HTTP_*` param behind each header the gateway reads, as bytes, so other params are
+    /// skipped without building a String.
+    static let readParams: [(param: [UInt8], field: RequestHeaders.Field)] = RequestHeaders.Field.allCases
+        .filter { $0 != .contentType && $0 != .contentLength }  // CONTENT_TYPE and CONTENT_LENGTH, without HTTP_
+        .map { field in
+            (Array("HTTP_".utf8) + field.name.utf8.map { $0 == UInt8(ascii: "-") ? UInt8(ascii: "_") : $0 >= 97 && $0 <= 122 ? $0 - 32 : $0 },
+             field)
+        }
 
     /// Builds a request straight from libfcgi's `NAME=value` param strings, without Foundation.
     /// It runs for every request, so only the values the gateway reads become Strings.
     public init(cParams: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) {
         var method = "GET", uri = "/", query = ""
-        var headers: [String: String] = [:]
-        headers.reserveCapacity(Self.readParams.count + 2)  // grown from empty, it was rehashed twice
+        var headers = RequestHeaders()
         var cursor = cParams
         while let entry = cursor?.pointee {
             cursor = cursor?.advanced(by: 1)
@@ -50,8 +44,8 @@ public struct GatewayRequest: Sendable {
             if Self.named(name, "HTTP_", prefix: true) {
                 // Only the headers the gateway reads: clients send a dozen more (user-agent,
                 // x-stainless-*, …) and building each costs more than using them saves.
-                for (param, header) in Self.readParams where param.count == name.count && param.elementsEqual(name) {
-                    headers[header] = String(decoding: rawValue, as: UTF8.self)
+                for (param, field) in Self.readParams where param.count == name.count && param.elementsEqual(name) {
+                    headers[field] = String(decoding: rawValue, as: UTF8.self)
                 }
             } else if Self.named(name, "REQUEST_METHOD") {
                 method = ASCII.uppercased(rawValue)
@@ -60,9 +54,9 @@ public struct GatewayRequest: Sendable {
             } else if Self.named(name, "QUERY_STRING") {
                 query = String(decoding: rawValue, as: UTF8.self)
             } else if Self.named(name, "CONTENT_TYPE") {
-                if !rawValue.isEmpty { headers["content-type"] = String(decoding: rawValue, as: UTF8.self) }
+                if !rawValue.isEmpty { headers[.contentType] = String(decoding: rawValue, as: UTF8.self) }
             } else if Self.named(name, "CONTENT_LENGTH") {
-                if !rawValue.isEmpty { headers["content-length"] = String(decoding: rawValue, as: UTF8.self) }
+                if !rawValue.isEmpty { headers[.contentLength] = String(decoding: rawValue, as: UTF8.self) }
             }
         }
         let path = uri.utf8.firstIndex(of: UInt8(ascii: "?")).map { String(uri[..<$0]) } ?? uri
@@ -82,14 +76,14 @@ public struct GatewayRequest: Sendable {
 
     /// Declared body length; 0 when absent or malformed.
     public var contentLength: Int {
-        headers["content-length"].flatMap { Int(ASCII.trimmed($0)) } ?? 0
+        headers[.contentLength].flatMap { Int(ASCII.trimmed($0)) } ?? 0
     }
 
     /// The user's key from `Authorization: Bearer` or `api-key`, whichever is present.
     /// Read as bytes: it runs for every request.
     public var presentedKey: String? {
-        if let auth = headers["authorization"], let key = Self.token(in: auth, after: "bearer ") { return key }
-        if let apiKey = headers["api-key"], let key = Self.token(in: apiKey, after: "") { return key }
+        if let auth = headers[.authorization], let key = Self.token(in: auth, after: "bearer ") { return key }
+        if let apiKey = headers[.apiKey], let key = Self.token(in: apiKey, after: "") { return key }
         return nil
     }
 
