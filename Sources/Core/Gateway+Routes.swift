@@ -72,7 +72,7 @@ extension Gateway {
                 ? "\(azure.endpoint)/openai/v1/\(operation)"
                 : "\(azure.endpoint)/openai/\(operation)?api-version=\(azure.apiVersion(for: "responses"))"
             let route = AzureRoute(operation: "responses", model: "-", deployment: "-", url: url, streaming: false)
-            return .forward(UpstreamCall(method: request.method, url: url, headers: upstreamHeaders(request, contentType: nil),
+            return .forward(UpstreamCall(method: request.method, url: url, headers: upstreamHeaders(request, contentType: nil, bodyCount: 0),
                                          body: [], route: route, user: user))
         }
         let isJSON = Self.jsonOperations.contains(operation)
@@ -93,7 +93,7 @@ extension Gateway {
             // The v1 API reads the deployment from the form; keep classic style for uploads so the
             // body is forwarded as it came.
             let route = try AzureRoute.classic(operation: operation, model: model, streaming: false, azure: azure)
-            return .forward(UpstreamCall(method: "POST", url: route.url, headers: upstreamHeaders(request, contentType: type),
+            return .forward(UpstreamCall(method: "POST", url: route.url, headers: upstreamHeaders(request, contentType: type, bodyCount: raw.count),
                                          body: raw, route: route, user: user))
         }
 
@@ -130,7 +130,8 @@ extension Gateway {
             }
         }
         return .forward(UpstreamCall(method: "POST", url: route.url,
-                                     headers: upstreamHeaders(request, contentType: request.headers[.contentType] ?? "application/json"),
+                                     headers: upstreamHeaders(request, contentType: request.headers[.contentType] ?? "application/json",
+                                                              bodyCount: body.bytes.count),
                                      body: body.bytes, route: route, user: user))
     }
 
@@ -207,7 +208,8 @@ extension Gateway {
         let label = isResponses ? "responses" : operation
         let route = AzureRoute(operation: label, model: model, deployment: deployment, url: url, streaming: streaming)
         return .forward(UpstreamCall(method: request.method, url: url,
-                                     headers: upstreamHeaders(request, contentType: request.method == "POST" ? request.headers[.contentType] : nil),
+                                     headers: upstreamHeaders(request, contentType: request.method == "POST" ? request.headers[.contentType] : nil,
+                                                              bodyCount: body.count),
                                      body: body, route: route, user: user))
     }
 

@@ -62,16 +62,21 @@ public struct Gateway: Sendable {
     }
 
     /// Headers every upstream request carries: the Azure key and the client's content negotiation.
-    func upstreamHeaders(_ request: GatewayRequest, contentType: String?) -> [(String, String)] {
+    func upstreamHeaders(_ request: GatewayRequest, contentType: String?, bodyCount: Int) -> [(String, String)] {
         var headers: [(String, String)] = []
         headers.reserveCapacity(4)
         headers.append(("api-key", config.azure.apiKey))
         if let contentType { headers.append(("Content-Type", contentType)) }
         if let accept = request.headers[.accept] { headers.append(("Accept", accept)) }
-        // curl would otherwise add Expect: 100-continue to large bodies and wait a round trip.
-        headers.append(("Expect", ""))
+        // libcurl adds Expect: 100-continue to bodies over 1 MB (EXPECT_100_THRESHOLD) and waits a
+        // round trip; "Expect:" stops it. Only then: libcurl checks each header it sends against
+        // every custom header, so one more costs every request.
+        if bodyCount > Self.expectThreshold { headers.append(("Expect", "")) }
         return headers
     }
+
+    /// Bodies larger than this get Expect: 100-continue from libcurl unless told otherwise.
+    static let expectThreshold = 1 << 20
 
     /// The OpenAI-shaped model list: every configured model name.
     func modelList() -> GatewayResponse {

@@ -140,5 +140,14 @@ def test_each_request_sends_its_own_headers_upstream(tmp_path, emulator):
         for headers in seen:
             assert headers["api-key"] == AZURE_KEY and headers["content-type"] == "application/json"
             assert "expect" not in headers and "authorization" not in headers
+        # Over 1 MB libcurl would add Expect: 100-continue and wait for Azure's go-ahead; the
+        # gateway turns that off for such bodies only.
+        emulator.clear()
+        big = {"model": "gpt-4o", "messages": [{"role": "user", "content": "x" * (1 << 20)}]}
+        status, _, answer = http_json("POST", url, big, {"Authorization": f"Bearer {USERS['alice']}",
+                                                         "Content-Type": "application/json"})
+        assert status == 200, answer
+        [request] = emulator.requests()
+        assert "expect" not in request["headers"] and int(request["headers"]["content-length"]) > 1 << 20
     finally:
         single.stop()
