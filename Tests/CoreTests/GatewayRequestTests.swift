@@ -46,4 +46,20 @@ import Testing
         #expect(request.headers["origin"] == "https://a.example/?x=1")  // the first '=' ends the name
         #expect(request.headers.count == 6)
     }
+
+    @Test func theShippedLocationBlockPassesWhatTheGatewayReads() throws {
+        // nginx/chatazure.conf sends only named params (fastcgi_pass_request_headers off): a header
+        // added to RequestHeaders must be added there too, or it never arrives.
+        let conf = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../nginx/chatazure.conf")
+        let text = try String(contentsOf: conf, encoding: .utf8)
+        let lines = text.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.hasPrefix("#") }
+        #expect(lines.contains("fastcgi_pass_request_headers off;"))
+        let passed = Set(lines.compactMap { line -> String? in
+            let words = line.split(separator: " ", omittingEmptySubsequences: true)
+            return words.count >= 3 && words[0] == "fastcgi_param" ? String(words[1]) : nil
+        })
+        let read = Set(GatewayRequest.readParams.map { String(decoding: $0.param, as: UTF8.self) })
+            .union(["REQUEST_METHOD", "REQUEST_URI", "QUERY_STRING", "CONTENT_TYPE", "CONTENT_LENGTH"])
+        #expect(passed == read)
+    }
 }

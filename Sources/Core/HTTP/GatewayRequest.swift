@@ -30,7 +30,7 @@ public struct GatewayRequest: Sendable {
     /// Builds a request straight from libfcgi's `NAME=value` param strings, without Foundation.
     /// It runs for every request, so only the values the gateway reads become Strings.
     public init(cParams: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) {
-        var method = "GET", uri = "/", query = ""
+        var method = "GET", path = "/", query = ""
         var headers = RequestHeaders()
         var cursor = cParams
         while let entry = cursor?.pointee {
@@ -50,7 +50,9 @@ public struct GatewayRequest: Sendable {
             } else if Self.named(name, "REQUEST_METHOD") {
                 method = ASCII.uppercased(rawValue)
             } else if Self.named(name, "REQUEST_URI") {
-                uri = String(decoding: rawValue, as: UTF8.self)
+                // The path alone: the query comes as QUERY_STRING.
+                let end = rawValue.firstIndex(of: UInt8(ascii: "?")) ?? rawValue.count
+                path = String(decoding: UnsafeRawBufferPointer(rebasing: rawValue[..<end]), as: UTF8.self)
             } else if Self.named(name, "QUERY_STRING") {
                 query = String(decoding: rawValue, as: UTF8.self)
             } else if Self.named(name, "CONTENT_TYPE") {
@@ -59,7 +61,6 @@ public struct GatewayRequest: Sendable {
                 if !rawValue.isEmpty { headers[.contentLength] = String(decoding: rawValue, as: UTF8.self) }
             }
         }
-        let path = uri.utf8.firstIndex(of: UInt8(ascii: "?")).map { String(uri[..<$0]) } ?? uri
         self.method = method
         self.path = path
         self.query = query

@@ -36,9 +36,10 @@ struct FastCGIExchange {
         }
     }
 
-    /// Writes the CGI header block: `Status:`, the given fields and the CORS fields.
+    /// Writes the CGI header block: `Status:`, the given fields, `Content-Length` when given, the
+    /// event-stream fields when asked, and the CORS fields.
     @discardableResult
-    func writeHead(status: Int, headers: [(String, String)]) -> Bool {
+    func writeHead(status: Int, headers: [(String, String)], contentLength: Int? = nil, eventStream: Bool = false) -> Bool {
         // Appended as bytes into one buffer: this runs for every response.
         var head = [UInt8]()
         head.reserveCapacity(512)
@@ -49,6 +50,12 @@ struct FastCGIExchange {
             ASCII.append(value, to: &head)
             ASCII.appendLiteral("\r\n", to: &head)
         }
+        if let contentLength {
+            ASCII.appendLiteral("Content-Length: ", to: &head)
+            ASCII.appendDecimal(contentLength, to: &head)
+            ASCII.appendLiteral("\r\n", to: &head)
+        }
+        if eventStream { ASCII.appendLiteral("Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n", to: &head) }
         head += Self.corsLinesAndEnd
         return write(head)
     }
@@ -78,11 +85,8 @@ struct FastCGIExchange {
     /// Writes a complete response the gateway produced itself.
     @discardableResult
     func respond(_ response: GatewayResponse) -> Bool {
-        var headers = response.headers
-        if !response.body.isEmpty || response.status != 204 {
-            headers.append(("Content-Length", String(response.body.count)))
-        }
-        return writeHead(status: response.status, headers: headers) && write(response.body)
+        let length = !response.body.isEmpty || response.status != 204 ? response.body.count : nil
+        return writeHead(status: response.status, headers: response.headers, contentLength: length) && write(response.body)
     }
 
     /// Closes the connection to nginx, which libfcgi keeps open after FCGX_Finish_r when nginx

@@ -126,9 +126,8 @@ final class SSERelay {
             let body = UpstreamResponse.normalizedError(status: status, body: collected)
             headers.removeAll { $0.0 == "content-type" }
             headers.append(("Content-Type", "application/json"))
-            headers.append(("Content-Length", String(body.count)))
             sentStatus = status
-            if exchange.writeHead(status: status, headers: headers) { bytesSent += body.count; exchange.write(body) }
+            if exchange.writeHead(status: status, headers: headers, contentLength: body.count) { bytesSent += body.count; exchange.write(body) }
             return
         }
         if isJSON && !headSent {
@@ -147,15 +146,10 @@ final class SSERelay {
     private func sendHead(contentLength: Int? = nil) {
         headSent = true
         sentStatus = status
-        var fields = headers
-        fields.reserveCapacity(headers.count + 3)
-        if let contentLength { fields.append(("Content-Length", String(contentLength))) }
-        if isEventStream {
-            fields.append(("Cache-Control", "no-cache"))
-            fields.append(("X-Accel-Buffering", "no"))
-        }
         // An event stream's head goes out with the first events, flushed by the caller.
-        if !exchange.writeHead(status: status, headers: fields) { clientGone = true }
+        if !exchange.writeHead(status: status, headers: headers, contentLength: contentLength, eventStream: isEventStream) {
+            clientGone = true
+        }
     }
 
     /// Pushes what is written so far to nginx; false (and the client gone) when it cannot.
