@@ -9,6 +9,21 @@ import Testing
         #expect(LogLineHandler.timestamp((951_782_400, 999)) == "2000-02-29T00:00:00.999Z")
     }
 
+    @Test func civilDatesAgreeWithGmtime() {
+        // Leap days, century years and year ends, then random seconds from 1970 to 2400.
+        var samples = [0, 86_399, 86_400, 951_868_799, 951_868_800, 4_107_542_399, 4_107_542_400, 4_102_444_799, 13_569_465_600]
+        var generator = SystemRandomNumberGenerator()
+        samples += (0..<5_000).map { _ in Int.random(in: 0...13_569_465_600, using: &generator) }
+        for seconds in samples {
+            var time = time_t(seconds)
+            var parts = tm()
+            gmtime_r(&time, &parts)
+            let civil = LogLineHandler.civil(seconds)
+            #expect(civil.year == Int(parts.tm_year) + 1900 && civil.month == Int(parts.tm_mon) + 1 && civil.day == Int(parts.tm_mday)
+                    && civil.second == Int(parts.tm_hour) * 3600 + Int(parts.tm_min) * 60 + Int(parts.tm_sec), "\(seconds)")
+        }
+    }
+
     @Test func writesOneLineWithSortedMetadataPerMessage() throws {
         var fds: [Int32] = [0, 0]
         #expect(pipe(&fds) == 0)
