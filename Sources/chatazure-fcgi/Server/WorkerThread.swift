@@ -146,21 +146,22 @@ final class WorkerThread: @unchecked Sendable {
     private func waitOnKeptConnection(_ request: UnsafeMutablePointer<FCGX_Request>) {
         let kept = request.pointee.ipcFd
         // POLLRDHUP tells nginx closing the connection from the next request without a peek.
-        var fds = [pollfd(fd: kept, events: Int16(POLLIN) | pollReadHangUp, revents: 0),
-                   pollfd(fd: pool.settings.listenSocket, events: Int16(POLLIN), revents: 0)]
+        // A tuple on the stack, not an array: this runs before every request on a kept connection.
+        var fds = (pollfd(fd: kept, events: Int16(POLLIN) | pollReadHangUp, revents: 0),
+                   pollfd(fd: pool.settings.listenSocket, events: Int16(POLLIN), revents: 0))
         while !shouldExit {
-            fds[0].revents = 0
-            fds[1].revents = 0
-            let ready = poll(&fds, 2, 1000)
+            fds.0.revents = 0
+            fds.1.revents = 0
+            let ready = withUnsafeMutableBytes(of: &fds) { poll($0.baseAddress!.assumingMemoryBound(to: pollfd.self), 2, 1000) }
             if ready < 0 && errno != EINTR { return }
-            if fds[0].revents != 0 {
+            if fds.0.revents != 0 {
                 // The next request, or nginx closed the connection: then accept as a counted acceptor.
-                if fds[0].revents & (pollReadHangUp | Int16(POLLHUP | POLLERR)) != 0 {
+                if fds.0.revents & (pollReadHangUp | Int16(POLLHUP | POLLERR)) != 0 {
                     FastCGIExchange(raw: request).closeConnection()
                 }
                 return
             }
-            if fds[1].revents != 0 && pool.accepting.load(ordering: .relaxed) == 0 {
+            if fds.1.revents != 0 && pool.accepting.load(ordering: .relaxed) == 0 {
                 if pool.spawn() {
                     usleep(1000)
                     continue
@@ -168,7 +169,7 @@ final class WorkerThread: @unchecked Sendable {
                 FastCGIExchange(raw: request).closeConnection()
                 return
             }
-            if fds[1].revents != 0 { usleep(1000) }  // another thread is accepting it
+            if fds.1.revents != 0 { usleep(1000) }  // another thread is accepting it
         }
     }
 }
