@@ -62,18 +62,6 @@ public enum ASCII {
         return true
     }
 
-    /// True when `value` starts with `prefix`, ignoring ASCII case (`prefix` is lower-case).
-    @inlinable
-    public static func hasPrefixLowercased<S: StringProtocol>(_ value: S, _ prefix: String) -> Bool {
-        var iterator = value.utf8.makeIterator()
-        for expected in prefix.utf8 {
-            guard var byte = iterator.next() else { return false }
-            if byte >= 65 && byte <= 90 { byte += 32 }
-            if byte != expected { return false }
-        }
-        return true
-    }
-
     @inline(__always) public static func isAlphanumeric(_ byte: UInt8) -> Bool {
         (byte >= 48 && byte <= 57) || (byte >= 65 && byte <= 90) || (byte >= 97 && byte <= 122)
     }
