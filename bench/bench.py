@@ -299,20 +299,23 @@ def main():
 
 
 def cpu_seconds(pid):
-    """User plus system CPU seconds a process has used so far."""
+    """User and system CPU seconds a process has used so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / os.sysconf("SC_CLK_TCK"), int(fields[12]) / os.sysconf("SC_CLK_TCK")
 
 
 def throughput_round(targets, body, seconds, pids):
     """One closed-loop `wrk -t2 -c64` run per side, in order; `cpu_us` is the CPU time the side's
-    process (when it has one in `pids`) spent per request during its run."""
+    process (when it has one in `pids`) spent per request during its run, `user_us` and `system_us`
+    its two parts."""
     results = {}
     for side, (url, headers) in targets.items():
-        before = cpu_seconds(pids[side]) if side in pids else 0
+        before = cpu_seconds(pids[side]) if side in pids else (0, 0)
         results[side] = wrk(url, headers, body, 64, 2, seconds)
         if side in pids:
-            results[side]["cpu_us"] = (cpu_seconds(pids[side]) - before) / max(1, results[side]["requests"]) * 1e6
+            requests = max(1, results[side]["requests"])
+            user, system = ((after - then) / requests * 1e6 for after, then in zip(cpu_seconds(pids[side]), before))
+            results[side].update(cpu_us=user + system, user_us=user, system_us=system)
     return results
 
 
@@ -388,10 +391,12 @@ def quick_throughput(targets, body, rounds, seconds, pids):
     and the CPU time each FastCGI process spent per request, which the machine's noise disturbs less."""
     throughput = {side: [] for side in targets}
     cpu = {side: [] for side in pids}
+    split = {side: [] for side in pids}
     for index in range(rounds):
         results = throughput_round(targets, body, seconds, pids)
         for side in pids:
             cpu[side].append(results[side]["cpu_us"])
+            split[side].append((results[side]["user_us"], results[side]["system_us"]))
         rps = {side: result["rps"] for side, result in results.items()}
         errors = {side: result["errors"] for side, result in results.items()}
         for side in throughput:
@@ -404,6 +409,8 @@ def quick_throughput(targets, body, rounds, seconds, pids):
     ratios = round_ratios(throughput)
     print("median ratio to a: " + "  ".join(f"{side} {statistics.median(values):.3f}" for side, values in ratios.items()))
     print("CPU µs per request (median): " + "  ".join(f"{side} {statistics.median(values):.1f}" for side, values in cpu.items()))
+    print("  user / system: " + "  ".join(f"{side} {statistics.median(u for u, _ in parts):.1f} / {statistics.median(s for _, s in parts):.1f}"
+                                         for side, parts in split.items()))
     if "c0" in ratios:
         print(f"c/c0 (this build over --previous), median of rounds: "
               f"{statistics.median(c / c0 for c, c0 in zip(ratios['c'], ratios['c0'])):.3f}")
