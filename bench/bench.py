@@ -509,7 +509,8 @@ Written by `bench/run.sh` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())
   chat-completion body (throughput) and the bundled Azure emulator (streams).
 - (a) nginx `proxy_pass` straight to the upstream; (b) `bench/baseline_fcgi.c`, libfcgi, 64 threads, fixed body,
   `fastcgi_keep_conn on`; (b2) `bench/baseline_curl_fcgi.c`, libfcgi + one reused libcurl handle per thread,
-  forwarding to the same upstream and relaying the answer, nothing else; (c) chatazure-fcgi, one worker process, `--workers {args.workers}` (its default), `idle-seconds: 5` (30, the default, for the stream process)
+  forwarding to the same upstream and relaying the answer, nothing else; (c) chatazure-fcgi, one worker process, `--workers {args.workers}` (its default), `idle-seconds: 5` (30, the default, for the stream process),
+  its model listed under `azure.deployments` as in `config.yaml.example` (from run 34)
   (`max-workers: 6000` for the stream process, so 5,000 streams can all be open), the shipped
   `nginx/chatazure.conf`; (d) LiteLLM proxy, `--num_workers 2`, no database, `azure/` model on the same upstream.
 - Throughput: `wrk -t2 -c64 -d5s --timeout 10s` POST, 5 interleaved rounds (a b c d a b c d …), median req/s per side;
