@@ -136,7 +136,8 @@ extension Gateway {
     }
 
     /// The route of every configured model for every JSON operation but `responses` (whose classic
-    /// URL differs), as `openAIRoute` would build it for a request that does not stream.
+    /// URL differs), as `openAIRoute` builds it before the request's own settings (streaming,
+    /// normalization, usage) go on it.
     static func planRoutes(_ azure: AzureSettings) -> [String: [String: AzureRoute]] {
         var plans: [String: [String: AzureRoute]] = [:]
         for operation in jsonOperations where operation != "responses" {
@@ -145,8 +146,7 @@ extension Gateway {
                 let built = azure.apiStyle == .v1
                     ? try? AzureRoute.v1(operation: operation, model: model, streaming: false, azure: azure)
                     : try? AzureRoute.classic(operation: operation, model: model, streaming: false, azure: azure)
-                guard var route = built else { continue }  // an unusable deployment: the request path reports it
-                route.normalize = azure.normalize
+                guard let route = built else { continue }  // an unusable deployment: the request path reports it
                 routes[model] = route
             }
             plans[operation] = routes

@@ -41,23 +41,21 @@ public enum ASCII {
 
     /// True when `bytes` equal `lowercase` (lower-case already), ignoring ASCII case in `bytes`.
     public static func equalsIgnoringCase(_ bytes: UnsafeRawBufferPointer, _ lowercase: [UInt8]) -> Bool {
-        guard bytes.count == lowercase.count else { return false }
-        for index in 0..<bytes.count {
-            var byte = bytes[index]
-            if byte >= 65 && byte <= 90 { byte += 32 }
-            if byte != lowercase[index] { return false }
-        }
-        return true
+        bytes.count == lowercase.count && lowercase.withUnsafeBytes { hasPrefixIgnoringCase(bytes, $0) }
     }
 
     /// True when `bytes` start with `lowercase` (lower-case already), ignoring ASCII case in `bytes`.
     public static func hasPrefixIgnoringCase(_ bytes: UnsafeRawBufferPointer, _ lowercase: StaticString) -> Bool {
-        let count = lowercase.utf8CodeUnitCount
-        guard bytes.count >= count else { return false }
-        for index in 0..<count {
+        hasPrefixIgnoringCase(bytes, UnsafeRawBufferPointer(start: lowercase.utf8Start, count: lowercase.utf8CodeUnitCount))
+    }
+
+    /// True when `bytes` start with `lowercase` (lower-case already), ignoring ASCII case in `bytes`.
+    public static func hasPrefixIgnoringCase(_ bytes: UnsafeRawBufferPointer, _ lowercase: UnsafeRawBufferPointer) -> Bool {
+        guard bytes.count >= lowercase.count else { return false }
+        for index in 0..<lowercase.count {
             var byte = bytes[index]
             if byte >= 65 && byte <= 90 { byte += 32 }
-            if byte != lowercase.utf8Start[index] { return false }
+            if byte != lowercase[index] { return false }
         }
         return true
     }

@@ -3,7 +3,7 @@
 /// Any other name reads as absent and is not kept.
 public struct RequestHeaders: Sendable, ExpressibleByDictionaryLiteral {
     /// One header the gateway reads.
-    enum Field: Int, CaseIterable {
+    enum Field: CaseIterable {
         case authorization, apiKey, accept, accessControlRequestHeaders, origin, contentType, contentLength
 
         /// The header's lower-case name.
@@ -25,7 +25,7 @@ public struct RequestHeaders: Sendable, ExpressibleByDictionaryLiteral {
         }
     }
 
-    /// The values, indexed by `Field.rawValue`.
+    /// The values, in the order of `Field`'s cases.
     private var values: (String?, String?, String?, String?, String?, String?, String?) = (nil, nil, nil, nil, nil, nil, nil)
 
     public init() {}

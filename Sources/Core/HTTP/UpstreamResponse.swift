@@ -25,7 +25,7 @@ public enum UpstreamResponse {
             return candidate.name
         }
         for prefix in forwardedPrefixes where name.count > prefix.count
-            && ASCII.equalsIgnoringCase(UnsafeRawBufferPointer(rebasing: name[..<prefix.count]), prefix) {
+            && prefix.withUnsafeBytes({ ASCII.hasPrefixIgnoringCase(name, $0) }) {
             return ASCII.lowercased(name, 0..<name.count)
         }
         return nil
