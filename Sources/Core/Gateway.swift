@@ -22,7 +22,7 @@ public struct Gateway: Sendable {
     /// Reloads the cached users that requests used in the last 10 s before they expire, so those
     /// requests never wait for SQLite. The worker pool's supervisor calls it every 100 ms.
     public func refreshUsers(stores: UsageStorePool) {
-        users.refresh(aheadSeconds: 0.3, activeSeconds: 10) { hash in try stores.with { try $0.user(forHash: hash) } }
+        users.refresh(aheadSeconds: 0.3, activeSeconds: 10) { digest in try stores.with { try $0.user(for: digest) } }
     }
 
     /// Decides for `request`. `readBody(limit)` returns the request body, or throws an
@@ -43,8 +43,8 @@ public struct Gateway: Sendable {
         let user: StoredUser
         do {
             guard let key = request.presentedKey else { return GatewayDecision(.respond(OpenAIError.missingKey.response)) }
-            let hash = UserKey.hash(key)
-            let found = try users.user(forHash: hash) { try stores.with { try $0.user(forHash: hash) } }
+            let digest = KeyDigest(of: key)
+            let found = try users.user(for: digest) { try stores.with { try $0.user(for: digest) } }
             guard let found else { return GatewayDecision(.respond(OpenAIError.invalidKey.response)) }
             user = found
         } catch {

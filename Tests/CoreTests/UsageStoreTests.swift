@@ -16,6 +16,18 @@ func temporaryDatabase() -> String {
         #expect(UserKey.hash("") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
     }
 
+    @Test func keyDigestsAreEqualExactlyWhenTheirHexIs() {
+        // The cache is keyed by digest (its words), the store by hex: both must tell keys apart alike.
+        let keys = ["abc", "abd", "", "sk-" + String(repeating: "x", count: 48)] + (0..<200).map { "key-\($0)" }
+        let digests = keys.map { KeyDigest(of: $0) }
+        #expect(Set(digests).count == keys.count)
+        #expect(Set(digests.map(\.hex)).count == keys.count)
+        for (key, digest) in zip(keys, digests) {
+            #expect(KeyDigest(of: key) == digest)
+            #expect(KeyDigest(of: key).hashValue == digest.hashValue)
+        }
+    }
+
     @Test func keysAreHashedNeverStored() throws {
         let path = temporaryDatabase()
         let store = try UsageStore(path: path)
@@ -178,9 +190,9 @@ final class ObjectSet: @unchecked Sendable {
         let store = try UsageStore(path: temporaryDatabase())
         try store.addUser(username: "c", key: "c-key-12345")
         let cache = UserCache(ttlSeconds: 0.2)
-        let hash = UserKey.hash("c-key-12345")
+        let digest = KeyDigest(of: "c-key-12345")
         var loads = 0
-        func lookup() throws -> StoredUser? { try cache.user(forHash: hash) { loads += 1; return try store.user(forHash: hash) } }
+        func lookup() throws -> StoredUser? { try cache.user(for: digest) { loads += 1; return try store.user(for: digest) } }
         #expect(try lookup()?.disabled == false)
         try store.setDisabled(username: "c", true)
         #expect(try lookup()?.disabled == false)  // cached
@@ -189,8 +201,8 @@ final class ObjectSet: @unchecked Sendable {
         #expect(try lookup()?.disabled == true)
         #expect(loads == 2)
         var misses = 0
-        #expect(try cache.user(forHash: UserKey.hash("nope")) { misses += 1; return nil } == nil)
-        #expect(try cache.user(forHash: UserKey.hash("nope")) { misses += 1; return nil } == nil)
+        #expect(try cache.user(for: KeyDigest(of: "nope")) { misses += 1; return nil } == nil)
+        #expect(try cache.user(for: KeyDigest(of: "nope")) { misses += 1; return nil } == nil)
         #expect(misses == 2)  // unknown keys are never cached
     }
 
@@ -199,17 +211,17 @@ final class ObjectSet: @unchecked Sendable {
         try store.addUser(username: "e", key: "e-key-12345")
         try store.addUser(username: "f", key: "f-key-12345")
         let cache = UserCache(ttlSeconds: 0.4)
-        let used = UserKey.hash("e-key-12345"), idle = UserKey.hash("f-key-12345")
+        let used = KeyDigest(of: "e-key-12345"), idle = KeyDigest(of: "f-key-12345")
         var requestLoads = 0
-        func lookup(_ hash: String) throws -> StoredUser? {
-            try cache.user(forHash: hash) { requestLoads += 1; return try store.user(forHash: hash) }
+        func lookup(_ digest: KeyDigest) throws -> StoredUser? {
+            try cache.user(for: digest) { requestLoads += 1; return try store.user(for: digest) }
         }
         _ = try lookup(used)
         _ = try lookup(idle)
         #expect(requestLoads == 2)
-        var refreshed: [String] = []
+        var refreshed: [KeyDigest] = []
         func refresh(active: Double) {
-            cache.refresh(aheadSeconds: 0.3, activeSeconds: active) { hash in refreshed.append(hash); return try store.user(forHash: hash) }
+            cache.refresh(aheadSeconds: 0.3, activeSeconds: active) { digest in refreshed.append(digest); return try store.user(for: digest) }
         }
         refresh(active: 10)
         #expect(refreshed.isEmpty)  // 0.4 s left: not due yet
@@ -238,14 +250,14 @@ final class ObjectSet: @unchecked Sendable {
         try UsageStore(path: path).addUser(username: "d", key: "d-key-12345")
         let stores = UsageStorePool(path: path)
         let cache = UserCache(ttlSeconds: 0.2)
-        let hash = UserKey.hash("d-key-12345")
+        let digest = KeyDigest(of: "d-key-12345")
         let loads = FailureCount()
         let found = FailureCount()
         @Sendable func lookup() {
-            let user = try? cache.user(forHash: hash) {
+            let user = try? cache.user(for: digest) {
                 loads.add()
                 usleep(100_000)  // a slow lookup: the other threads arrive while it runs
-                return try stores.with { try $0.user(forHash: hash) }
+                return try stores.with { try $0.user(for: digest) }
             }
             if user?.username == "d" { found.add() }
         }

@@ -81,6 +81,11 @@ public final class UsageStore {
         try user(forHash: UserKey.hash(key))
     }
 
+    /// The user whose key has `digest`, or nil.
+    public func user(for digest: KeyDigest) throws -> StoredUser? {
+        try user(forHash: digest.hex)
+    }
+
     /// The user whose key hashes to `keyHash`, or nil.
     public func user(forHash keyHash: String) throws -> StoredUser? {
         try findByHash.rows([.text(keyHash)]) { row in

@@ -1,6 +1,6 @@
 import Foundation
 
-/// Users found by key hash, remembered for a second so a busy key is not looked up in SQLite on
+/// Users found by key digest, remembered for a second so a busy key is not looked up in SQLite on
 /// every request. A second keeps `user disable` visible well within the two seconds promised.
 /// Only found users are cached: random keys cannot grow it, and it is emptied when it gets large.
 public final class UserCache: @unchecked Sendable {
@@ -21,7 +21,7 @@ public final class UserCache: @unchecked Sendable {
     }
 
     private let lock = NSLock()
-    private var entries: [String: Entry] = [:]
+    private var entries: [KeyDigest: Entry] = [:]
     private let ttlNanos: UInt64
     private let capacity: Int
 
@@ -30,13 +30,13 @@ public final class UserCache: @unchecked Sendable {
         self.capacity = capacity
     }
 
-    /// The user for `keyHash`: from the cache while fresh, else from `load` (nil: no such key).
+    /// The user for `digest`: from the cache while fresh, else from `load` (nil: no such key).
     /// When an entry expires, the first thread to see it reloads it and the others go on with the
     /// entry meanwhile, so a busy key costs one lookup per TTL rather than one per waiting thread.
-    public func user(forHash keyHash: String, load: () throws -> StoredUser?) rethrows -> StoredUser? {
+    public func user(for digest: KeyDigest, load: () throws -> StoredUser?) rethrows -> StoredUser? {
         let now = DispatchTime.now().uptimeNanoseconds
         lock.lock()
-        if let entry = entries[keyHash] {
+        if let entry = entries[digest] {
             entry.lastUsed = now
             if entry.expires > now {
                 lock.unlock()
@@ -45,14 +45,14 @@ public final class UserCache: @unchecked Sendable {
             entry.expires = now + ttlNanos  // others use it while this thread reloads
         }
         lock.unlock()
-        return try reload(keyHash, now: now, load: load)
+        return try reload(digest, now: now, load: load)
     }
 
     /// Reloads, ahead of their expiry, the entries that expire within `aheadSeconds` and that a
     /// request used within `activeSeconds`, so requests for a key in use never wait for SQLite
     /// (a reload took ~0.15 ms of a stream's first token). Others expire as before. A failed load
     /// leaves the entry to expire, and the next request then reports the error.
-    public func refresh(aheadSeconds: Double, activeSeconds: Double, load: (String) throws -> StoredUser?) {
+    public func refresh(aheadSeconds: Double, activeSeconds: Double, load: (KeyDigest) throws -> StoredUser?) {
         let now = DispatchTime.now().uptimeNanoseconds
         let ahead = UInt64(aheadSeconds * 1_000_000_000)
         let active = UInt64(activeSeconds * 1_000_000_000)
@@ -61,25 +61,25 @@ public final class UserCache: @unchecked Sendable {
             entry.expires <= now + ahead && entry.expires > now && now - min(now, entry.lastUsed) <= active ? key : nil
         }
         lock.unlock()
-        for keyHash in due {
-            _ = try? reload(keyHash, now: now, load: { try load(keyHash) })
+        for digest in due {
+            _ = try? reload(digest, now: now, load: { try load(digest) })
         }
     }
 
-    private func reload(_ keyHash: String, now: UInt64, load: () throws -> StoredUser?) rethrows -> StoredUser? {
+    private func reload(_ digest: KeyDigest, now: UInt64, load: () throws -> StoredUser?) rethrows -> StoredUser? {
         guard let user = try load() else {
             lock.lock()
-            entries[keyHash] = nil
+            entries[digest] = nil
             lock.unlock()
             return nil
         }
         lock.lock()
-        if let entry = entries[keyHash] {
+        if let entry = entries[digest] {
             entry.user = user
             entry.expires = now + ttlNanos
         } else {
             if entries.count >= capacity { entries.removeAll(keepingCapacity: true) }
-            entries[keyHash] = Entry(user: user, expires: now + ttlNanos, lastUsed: now)
+            entries[digest] = Entry(user: user, expires: now + ttlNanos, lastUsed: now)
         }
         lock.unlock()
         return user

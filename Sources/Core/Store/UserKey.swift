@@ -1,4 +1,3 @@
-import Crypto
 import Foundation
 
 /// User keys: generation and hashing for storage.
@@ -6,27 +5,8 @@ public enum UserKey {
     /// Hex SHA-256 of the key. Keys are high-entropy tokens, so a fast hash is the right
     /// tool (as for GitHub or Stripe tokens); the plaintext is never stored.
     public static func hash(_ key: String) -> String {
-        // Written straight into the String's storage: this runs on every request.
-        var hasher = SHA256()
-        let utf8 = key.utf8
-        if utf8.withContiguousStorageIfAvailable({ hasher.update(bufferPointer: UnsafeRawBufferPointer($0)) }) == nil {
-            hasher.update(data: Array(utf8))
-        }
-        let digest = hasher.finalize()
-        return String(unsafeUninitializedCapacity: 64) { out in
-            var index = 0
-            digest.withUnsafeBytes { bytes in
-                for byte in bytes {
-                    out[index] = hexDigits[Int(byte >> 4)]
-                    out[index + 1] = hexDigits[Int(byte & 0x0f)]
-                    index += 2
-                }
-            }
-            return index
-        }
+        KeyDigest(of: key).hex
     }
-
-    private static let hexDigits: [UInt8] = Array("0123456789abcdef".utf8)
 
     /// A new key: `sk-` plus 48 random alphanumerics (~285 bits).
     public static func generate() -> String {
