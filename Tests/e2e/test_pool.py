@@ -1,5 +1,9 @@
 """The pool grows under load, shrinks when idle, and answers 503 when saturated instead of hanging."""
+import asyncio
+import json
 import os
+import resource
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -70,6 +74,58 @@ def test_pool_grows_for_concurrent_streams_and_shrinks_when_idle(tmp_path, emula
         gateway.stop()
 
 
+async def raw_stream(port, chunks, delay_ms, sent):
+    """One streamed chat through nginx on a connection of its own; True when it ends with [DONE].
+    Appends to `sent` when the request is written."""
+    body = json.dumps({"model": "gpt-4o", "stream": True,
+                       "messages": [{"role": "user", "content": f"[chunks={chunks} delay_ms={delay_ms}]"}]})
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write((f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {USERS['alice']}\r\n"
+                  f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n{body}").encode())
+    await writer.drain()
+    sent.append(time.monotonic())
+    answer = await reader.read(-1)
+    writer.close()
+    return answer.startswith(b"HTTP/1.1 200") and b"data: [DONE]" in answer
+
+
+def test_a_burst_of_streams_gets_its_threads_at_once(tmp_path, emulator):
+    """300 streams opened at once on a pool of 2: the pool starts threads in doubling batches, so it
+    keeps up with the client. One thread per look at the socket, every 2 ms, took at least 0.6 s
+    for 300 (0.66 s after this client had sent its last request; 0.18-0.29 s now, debug build),
+    and a burst of thousands overflowed the socket's backlog: nginx answered 502."""
+    count = 300
+    gateway = Gateway(tmp_path / "burst", emulator.url, processes=1, workers=2, keepalive=2,
+                      extra_fastcgi=f"  max-workers: {count + 50}\n  idle-seconds: 30\n")
+    try:
+        pid = gateway.pids[0]
+        before = threads_of(pid)
+        reached, peak, sent = [], [before], []
+
+        def watch():
+            started = time.monotonic()
+            while time.monotonic() - started < 10:
+                peak[0] = max(peak[0], threads_of(pid))
+                if peak[0] >= before + count - 2:  # the 2 threads it started with take a stream each
+                    reached.append(time.monotonic())
+                    return
+                time.sleep(0.005)
+
+        async def burst():
+            return await asyncio.gather(*(raw_stream(gateway.port, 2, 1000, sent) for _ in range(count)))
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        results = asyncio.run(burst())
+        watcher.join()
+        assert results.count(True) == count, f"{results.count(False)} streams failed"
+        assert reached, f"the pool never had {count - 2} more threads than at start: {peak[0] - before} at most"
+        # Measured from the client's last request, so a slow client does not fail it.
+        assert reached[0] - max(sent) < 0.5, (reached[0] - max(sent), max(sent) - min(sent))
+    finally:
+        gateway.stop()
+
+
 def test_a_request_after_a_pause_reuses_the_connection_to_azure(tmp_path, emulator):
     """Threads are replaced after idle-seconds; the connection to Azure (a TLS handshake away, in
     production) must survive that."""
@@ -120,6 +176,40 @@ def test_saturated_pool_answers_503_then_recovers(tmp_path, emulator):
             assert 0.4 < waited < 1.5, [w for _, w in outcomes]
         for stream in streams:
             stream.join(30)
+        answer = client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "after"}])
+        assert answer.choices[0].message.content == "Echo: after"
+    finally:
+        gateway.stop()
+
+
+def test_out_of_file_descriptors_the_worker_logs_once_a_second_and_recovers(tmp_path, emulator):
+    """Streams that take every file descriptor make accept() fail at once, again and again. That
+    failure is logged once a second with a count (it was a line per failure: 1.9 million in under
+    a minute), and once descriptors are free again the worker serves as before."""
+    gateway = Gateway(tmp_path / "fds", emulator.url, processes=1, workers=2,
+                      extra_fastcgi="  max-workers: 60\n  queue-timeout-ms: 200\n")
+    pid = gateway.pids[0]
+    client = gateway.client(USERS["alice"])
+    try:
+        assert client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "before"}]).choices
+        soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (len(os.listdir(f"/proc/{pid}/fd")) + 8, hard))
+        # Each stream holds a descriptor from nginx and one to Azure; the rest wait in the
+        # socket's backlog, so it stays readable while accept() has no descriptor to give.
+        async def streams():
+            return await asyncio.gather(*(raw_stream(gateway.port, 4, 1000, []) for _ in range(20)), return_exceptions=True)
+
+        burst = threading.Thread(target=lambda: asyncio.run(streams()))
+        burst.start()
+        wait_for(lambda: "FCGX_Accept_r failed: -24" in gateway.log(), what="accept failing with EMFILE")
+        lines_before = gateway.log().count("FCGX_Accept_r failed")
+        time.sleep(2)
+        failure_lines = [line for line in gateway.log().splitlines() if "FCGX_Accept_r failed" in line]
+        assert 1 <= len(failure_lines) - lines_before <= 3, failure_lines[-6:]
+        counts = [int(line.rsplit("; ", 1)[1].split()[0]) for line in failure_lines[lines_before:]]
+        assert max(counts) > 10, counts  # many failures behind each line
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
+        burst.join(40)
         answer = client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "after"}])
         assert answer.choices[0].message.content == "Echo: after"
     finally:

@@ -4,7 +4,9 @@ import Foundation
 import Synchronization
 
 /// Watches the listening socket for connections nobody is accepting. Below the maximum it grows
-/// the pool at once; once the pool has been saturated for `queueTimeoutMs`, it accepts waiting
+/// the pool at once, in batches that double while connections keep waiting (as php-fpm's dynamic
+/// mode spawns 1, 2, 4, … up to 32 children), so a burst of thousands of streams gets its threads
+/// before the socket's backlog overflows and nginx answers 502; once the pool has been saturated for `queueTimeoutMs`, it accepts waiting
 /// connections itself and answers 503 until a thread frees up, so a saturated gateway says so
 /// instead of leaving clients hanging. A thread of its
 /// own, outside the pool's count.
@@ -13,6 +15,9 @@ final class ListenWatcher: @unchecked Sendable {
     private var thread = pthread_t()
     /// When the current accept() started; 0 when not accepting.
     private let acceptStarted = Atomic<UInt64>(0)
+
+    /// Threads started at most per look at the socket (php-fpm's `pm.max_spawn_rate` default).
+    static let largestBatch = 32
 
     init(pool: WorkerPool) {
         self.pool = pool
@@ -41,17 +46,22 @@ final class ListenWatcher: @unchecked Sendable {
         defer { request.deallocate() }
         FCGX_InitRequest(request, pool.settings.listenSocket, Int32(FCGI_FAIL_ACCEPT_ON_INTR))
         var pendingSince: UInt64 = 0
+        var batch = 1
         var listen = pollfd(fd: pool.settings.listenSocket, events: Int16(POLLIN), revents: 0)
         while !pool.stopping.load(ordering: .relaxed) {
             listen.revents = 0
             _ = poll(&listen, 1, 100)
             guard listen.revents != 0, pool.accepting.load(ordering: .relaxed) == 0 else {
                 pendingSince = 0
+                batch = 1
                 if listen.revents != 0 { usleep(200) }  // an acceptor is about to take it
                 continue
             }
             if pool.spawn() {
-                // Give the new thread time to reach accept() before looking again.
+                var started = 1
+                while started < batch && pool.spawn() { started += 1 }
+                batch = min(batch * 2, Self.largestBatch)
+                // Give the new threads time to reach accept() before looking again.
                 usleep(2000)
                 continue
             }
@@ -64,7 +74,13 @@ final class ListenWatcher: @unchecked Sendable {
             acceptStarted.store(now, ordering: .relaxed)
             let accepted = FCGX_Accept_r(request)
             acceptStarted.store(0, ordering: .relaxed)
-            guard accepted >= 0 else { continue }
+            guard accepted >= 0 else {
+                if accepted != -EINTR {
+                    pool.acceptFailed(accepted)
+                    usleep(10_000)  // out of file descriptors, say: poll() would report the socket ready at once
+                }
+                continue
+            }
             let exchange = FastCGIExchange(raw: request)
             let incoming = exchange.request()
             exchange.drainBody()

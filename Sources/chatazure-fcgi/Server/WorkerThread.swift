@@ -112,7 +112,7 @@ final class WorkerThread: @unchecked Sendable {
             let wasWoken = state.exchange(State.busy.rawValue, ordering: .sequentiallyConsistent) == State.waking.rawValue
             if accepted < 0 {
                 if accepted != -EINTR && !shouldExit {
-                    logger.error("FCGX_Accept_r failed: \(accepted)")
+                    pool.acceptFailed(accepted)
                     usleep(10_000)
                 }
                 continue
