@@ -3,7 +3,6 @@ import asyncio
 import json
 import os
 import resource
-import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
