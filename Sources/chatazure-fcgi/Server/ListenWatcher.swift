@@ -57,9 +57,9 @@ final class ListenWatcher: @unchecked Sendable {
                 if listen.revents != 0 { usleep(200) }  // an acceptor is about to take it
                 continue
             }
-            if pool.spawn() {
+            if pool.grow() {
                 var started = 1
-                while started < batch && pool.spawn() { started += 1 }
+                while started < batch && pool.grow() { started += 1 }
                 batch = min(batch * 2, Self.largestBatch)
                 // Give the new threads time to reach accept() before looking again.
                 usleep(2000)

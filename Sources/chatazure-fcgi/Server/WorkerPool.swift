@@ -48,6 +48,8 @@ final class WorkerPool: @unchecked Sendable {
     /// Failed accepts not yet logged, and when the last line about them went out (uptime ns).
     private let acceptFailures = Atomic<Int>(0)
     private let acceptFailureLogged = Atomic<UInt64>(0)
+    /// When an accept() last failed (uptime ns); 0 if none has.
+    private let lastAcceptFailure = Atomic<UInt64>(0)
     private let workers = Mutex<[WorkerThread]>([])
     private let nextIndex = Atomic<Int>(0)
     private var trimAfterExits = false
@@ -140,6 +142,7 @@ final class WorkerPool: @unchecked Sendable {
     func acceptFailed(_ code: Int32) {
         acceptFailures.add(1, ordering: .relaxed)
         let now = DispatchTime.now().uptimeNanoseconds
+        lastAcceptFailure.store(now, ordering: .relaxed)
         let last = acceptFailureLogged.load(ordering: .relaxed)
         guard last == 0 || now - last >= 1_000_000_000,
               acceptFailureLogged.compareExchange(expected: last, desired: now, ordering: .relaxed).exchanged else { return }
@@ -147,6 +150,16 @@ final class WorkerPool: @unchecked Sendable {
         // libfcgi returns -errno, or -9999 when it has no errno to give.
         let reason = code > -9999 ? String(cString: strerror(-code)) : "libfcgi shutdown pending"
         logger.error("FCGX_Accept_r failed: \(code) (\(reason)); \(count) failed accepts since the last such line")
+    }
+
+    /// Starts one more thread for a connection nobody accepts, unless an accept() failed in the
+    /// last 100 ms: a thread more cannot take a connection that accept() cannot give (out of file
+    /// descriptors), and in the bench's 5,000 streams the pool grew to its maximum, each new thread
+    /// failing again every 10 ms (95,000 failed accepts a second).
+    func grow() -> Bool {
+        let failed = lastAcceptFailure.load(ordering: .relaxed)
+        if failed != 0 && DispatchTime.now().uptimeNanoseconds - failed < 100_000_000 { return false }
+        return spawn()
     }
 
     /// Starts one more thread if below the maximum; false when at the maximum or pthread failed.

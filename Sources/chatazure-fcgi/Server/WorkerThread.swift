@@ -162,7 +162,7 @@ final class WorkerThread: @unchecked Sendable {
                 return
             }
             if fds.1.revents != 0 && pool.accepting.load(ordering: .relaxed) == 0 {
-                if pool.spawn() {
+                if pool.grow() {
                     usleep(1000)
                     continue
                 }
