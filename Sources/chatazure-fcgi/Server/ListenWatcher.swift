@@ -6,9 +6,9 @@ import Synchronization
 /// Watches the listening socket for connections nobody is accepting. Below the maximum it grows
 /// the pool at once, in batches that double while connections keep waiting (as php-fpm's dynamic
 /// mode spawns 1, 2, 4, … up to 32 children), so a burst of thousands of streams gets its threads
-/// before the socket's backlog overflows and nginx answers 502; once the pool has been saturated for `queueTimeoutMs`, it accepts waiting
-/// connections itself and answers 503 until a thread frees up, so a saturated gateway says so
-/// instead of leaving clients hanging. A thread of its
+/// before the socket's backlog overflows and nginx answers 502. Once the pool has been saturated
+/// for `queueTimeoutMs`, it accepts waiting connections itself and answers 503 until a thread
+/// frees up, so a saturated gateway says so instead of leaving clients hanging. A thread of its
 /// own, outside the pool's count.
 final class ListenWatcher: @unchecked Sendable {
     private unowned let pool: WorkerPool

@@ -45,8 +45,9 @@ final class WorkerPool: @unchecked Sendable {
     let total = Atomic<Int>(0)
     /// Set once SIGTERM arrived.
     let stopping = Atomic<Bool>(false)
-    /// Failed accepts not yet logged, and when the last line about them went out (uptime ns).
+    /// Failed accepts not yet logged.
     private let acceptFailures = Atomic<Int>(0)
+    /// When the last line about failed accepts went out (uptime ns); 0 if none has.
     private let acceptFailureLogged = Atomic<UInt64>(0)
     /// When an accept() last failed (uptime ns); 0 if none has.
     private let lastAcceptFailure = Atomic<UInt64>(0)
@@ -141,9 +142,11 @@ final class WorkerPool: @unchecked Sendable {
     /// 1.9 million lines in under a minute (bench, 5,000 streams over a 20,000-file limit).
     func acceptFailed(_ code: Int32) {
         acceptFailures.add(1, ordering: .relaxed)
+        // Loaded before reading the clock, so `now - last` cannot go below zero (other threads
+        // store what they read from the same monotonic clock).
+        let last = acceptFailureLogged.load(ordering: .relaxed)
         let now = DispatchTime.now().uptimeNanoseconds
         lastAcceptFailure.store(now, ordering: .relaxed)
-        let last = acceptFailureLogged.load(ordering: .relaxed)
         guard last == 0 || now - last >= 1_000_000_000,
               acceptFailureLogged.compareExchange(expected: last, desired: now, ordering: .relaxed).exchanged else { return }
         let count = acceptFailures.exchange(0, ordering: .relaxed)
@@ -157,7 +160,7 @@ final class WorkerPool: @unchecked Sendable {
     /// descriptors), and in the bench's 5,000 streams the pool grew to its maximum, each new thread
     /// failing again every 10 ms (95,000 failed accepts a second).
     func grow() -> Bool {
-        let failed = lastAcceptFailure.load(ordering: .relaxed)
+        let failed = lastAcceptFailure.load(ordering: .relaxed)  // before the clock, as above
         if failed != 0 && DispatchTime.now().uptimeNanoseconds - failed < 100_000_000 { return false }
         return spawn()
     }
