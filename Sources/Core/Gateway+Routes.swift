@@ -102,22 +102,17 @@ extension Gateway {
             throw OpenAIError.invalidRequest("You must provide a model parameter.", param: "model", code: "missing_model")
         }
         var route: AzureRoute
-        if let planned = plannedRoutes[operation]?[model] {
-            route = planned
-            route.streaming = body.stream
-            if azure.apiStyle == .v1 { body.setModel(route.deployment) }
-        } else if operation == "responses" {
+        if operation == "responses" {
             // Responses has no deployment in its path in either style: the deployment is the model.
             route = try AzureRoute.v1(operation: operation, model: model, streaming: body.stream, azure: azure)
             if azure.apiStyle == .classic {
                 route.url = "\(azure.endpoint)/openai/responses?api-version=\(azure.apiVersion(for: operation))"
             }
             body.setModel(route.deployment)
-        } else if azure.apiStyle == .v1 {
-            route = try AzureRoute.v1(operation: operation, model: model, streaming: body.stream, azure: azure)
-            body.setModel(route.deployment)
         } else {
-            route = try AzureRoute.classic(operation: operation, model: model, streaming: body.stream, azure: azure)
+            route = try plannedRoutes[operation]?[model] ?? Self.styledRoute(operation: operation, model: model, azure: azure)
+            route.streaming = body.stream
+            if azure.apiStyle == .v1 { body.setModel(route.deployment) }
         }
         route.normalize = azure.normalize
         route.clientWantsUsage = body.clientWantsUsage
@@ -135,6 +130,14 @@ extension Gateway {
                                      body: body.bytes, route: route, user: user))
     }
 
+    /// The route of `model` for `operation` in the configured API style, before the request's own
+    /// settings go on it. Not for `responses`, whose classic URL has no deployment.
+    static func styledRoute(operation: String, model: String, azure: AzureSettings) throws -> AzureRoute {
+        azure.apiStyle == .v1
+            ? try AzureRoute.v1(operation: operation, model: model, streaming: false, azure: azure)
+            : try AzureRoute.classic(operation: operation, model: model, streaming: false, azure: azure)
+    }
+
     /// The route of every configured model for every JSON operation but `responses` (whose classic
     /// URL differs), as `openAIRoute` builds it before the request's own settings (streaming,
     /// normalization, usage) go on it.
@@ -143,11 +146,8 @@ extension Gateway {
         for operation in jsonOperations where operation != "responses" {
             var routes: [String: AzureRoute] = [:]
             for model in azure.deployments.keys {
-                let built = azure.apiStyle == .v1
-                    ? try? AzureRoute.v1(operation: operation, model: model, streaming: false, azure: azure)
-                    : try? AzureRoute.classic(operation: operation, model: model, streaming: false, azure: azure)
-                guard let route = built else { continue }  // an unusable deployment: the request path reports it
-                routes[model] = route
+                // An unusable deployment is left out: the request path reports it.
+                routes[model] = try? styledRoute(operation: operation, model: model, azure: azure)
             }
             plans[operation] = routes
         }

@@ -75,10 +75,7 @@ final class ListenWatcher: @unchecked Sendable {
             let accepted = FCGX_Accept_r(request)
             acceptStarted.store(0, ordering: .relaxed)
             guard accepted >= 0 else {
-                if accepted != -EINTR {
-                    pool.acceptFailed(accepted)
-                    usleep(10_000)  // out of file descriptors, say: poll() would report the socket ready at once
-                }
+                if accepted != -EINTR { pool.acceptFailed(accepted) }
                 continue
             }
             let exchange = FastCGIExchange(raw: request)

@@ -137,10 +137,12 @@ final class WorkerPool: @unchecked Sendable {
         return drain(signal: received)
     }
 
-    /// Logs a failed accept() at most once a second, with how many failed since the last line.
-    /// Out of file descriptors, every acceptor fails again each 10 ms: a line per failure wrote
-    /// 1.9 million lines in under a minute (bench, 5,000 streams over a 20,000-file limit).
+    /// Logs a failed accept() at most once a second, with how many failed since the last line,
+    /// then waits 10 ms before the caller tries again: out of file descriptors, poll() reports the
+    /// socket ready at once. Every acceptor fails again each 10 ms then, and a line per failure
+    /// wrote 1.9 million lines in under a minute (bench, 5,000 streams over a 20,000-file limit).
     func acceptFailed(_ code: Int32) {
+        defer { usleep(10_000) }
         acceptFailures.add(1, ordering: .relaxed)
         // Loaded before reading the clock, so `now - last` cannot go below zero (other threads
         // store what they read from the same monotonic clock).

@@ -111,10 +111,7 @@ final class WorkerThread: @unchecked Sendable {
             if accepting { pool.accepting.subtract(1, ordering: .relaxed) }
             let wasWoken = state.exchange(State.busy.rawValue, ordering: .sequentiallyConsistent) == State.waking.rawValue
             if accepted < 0 {
-                if accepted != -EINTR && !shouldExit {
-                    pool.acceptFailed(accepted)
-                    usleep(10_000)
-                }
+                if accepted != -EINTR && !shouldExit { pool.acceptFailed(accepted) }
                 continue
             }
             pool.inFlight.add(1, ordering: .relaxed)
