@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from rig import AZURE_KEY, AZURE_PATH, KEY, MODEL, REQUEST, ROOT, Rig, machine_cpu_ticks, rss_mb, rss_parts_mb, steal_percent
+from rig import AZURE_KEY, AZURE_PATH, KEY, MODEL, REQUEST, ROOT, Rig, gateway_yaml, machine_cpu_ticks, rss_mb, rss_parts_mb, steal_percent
 from stalls import StallProbe
 from streams import CHUNK_MARK, OUT_OF_REACH, failed, percentile, request_bytes, stall_lines, stream_checks, stream_timing, untouched
 
@@ -122,8 +122,7 @@ def callgrind_run(binary, work, upstream_port, count, out, collect=None):
     subprocess.run(["strip", "-g", str(stripped)], check=True)
     sock = str(work / f"callgrind-{count}.sock")
     config = work / f"callgrind-{count}.yaml"
-    config.write_text(f"web:\n  dbName: callgrind-{count}.db\nazure:\n  endpoint: http://127.0.0.1:{upstream_port}\n"
-                      f"  api-key: {AZURE_KEY}\n  deployments:\n    {MODEL}: {MODEL}\nusers:\n  - username: bench\n    password: {KEY}\n")
+    config.write_text(gateway_yaml(f"http://127.0.0.1:{upstream_port}", f"callgrind-{count}.db"))
     toggle = [f"--toggle-collect={collect}"] if collect else []
     process = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *toggle,
                                 str(stripped), "serve", "--config", str(config), "--socket", sock, "--workers", "1"],

@@ -27,6 +27,12 @@ REQUEST = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "
 AZURE_PATH = "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"
 
 
+def gateway_yaml(endpoint, db_name, fastcgi=""):
+    """A gateway config for the bench: its one user, and MODEL listed under deployments."""
+    return (f"web:\n  dbName: {db_name}\nazure:\n  endpoint: {endpoint}\n  api-key: {AZURE_KEY}\n"
+            f"  deployments:\n    {MODEL}: {MODEL}\nusers:\n  - username: bench\n    password: {KEY}\n{fastcgi}")
+
+
 def free_ports(names):
     """A distinct free loopback port per name: all held open until every one is chosen, since a
     port closed right away can be handed out again (two servers on one port: nginx refuses)."""
@@ -175,9 +181,8 @@ http {{
 
     def gateway_config(self, endpoint, workers, max_workers=1024, name=None, idle_seconds=5):
         path = self.work / f"gateway-{name or endpoint.rsplit(':', 1)[1]}.yaml"
-        path.write_text(f"web:\n  dbName: {name or 'bench'}.db\nazure:\n  endpoint: {endpoint}\n  api-key: {AZURE_KEY}\n"
-                        f"  deployments:\n    {MODEL}: {MODEL}\nusers:\n  - username: bench\n    password: {KEY}\nfastcgi:\n  workers: {workers}\n"
-                        f"  max-workers: {max_workers}\n  idle-seconds: {idle_seconds}\n")
+        path.write_text(gateway_yaml(endpoint, f"{name or 'bench'}.db",
+                                     f"fastcgi:\n  workers: {workers}\n  max-workers: {max_workers}\n  idle-seconds: {idle_seconds}\n"))
         return str(path)
 
     def start_gateway(self, workers):
