@@ -21,7 +21,8 @@ import sys
 import time
 from pathlib import Path
 
-from rig import AZURE_KEY, AZURE_PATH, KEY, MODEL, REQUEST, ROOT, Rig, gateway_yaml, machine_cpu_ticks, rss_mb, rss_parts_mb, steal_percent
+from rig import (AZURE_KEY, AZURE_PATH, KEY, MODEL, REQUEST, ROOT, Rig, gateway_yaml, machine_cpu_ticks, rss_mb, rss_parts_mb,
+                 steal_percent, threads_of)
 from stalls import StallProbe
 from streams import CHUNK_MARK, OUT_OF_REACH, failed, percentile, request_bytes, stall_lines, stream_checks, stream_timing, untouched
 
@@ -94,17 +95,49 @@ async def many_streams(port, count, chunks, gap_ms, sample):
     return results.count(False)
 
 
-def concurrency(rig, count, chunks, gap_ms):
+def concurrency(rig, count, chunks, gap_ms, interval=0.2):
+    """`count` streams at once through the stream worker; its peak RSS and thread count, sampled
+    every `interval` s, and how fast its threads grew: 90% of the growth over the time it took."""
     peak = [0.0]
+    pid = rig.stream_gateway.pid
+    first_threads = threads_of(pid)
+    threads = []  # (seconds since start, thread count)
 
     async def sample():
         while True:
-            peak[0] = max(peak[0], rss_mb(rig.stream_gateway.pid))
-            await asyncio.sleep(0.2)
+            peak[0] = max(peak[0], rss_mb(pid))
+            threads.append((time.monotonic() - started, threads_of(pid)))
+            await asyncio.sleep(interval)
 
     started = time.monotonic()
     errors = asyncio.run(many_streams(rig.ports["c_stream"], count, chunks, gap_ms, sample))
-    return {"streams": count, "errors": errors, "peak_rss_mb": peak[0], "seconds": time.monotonic() - started}
+    peak_threads = max((n for _, n in threads), default=first_threads)
+    grown = 0.9 * (peak_threads - first_threads)
+    began = next((t for t, n in threads if n > first_threads), None)
+    reached = next((t for t, n in threads if n >= first_threads + grown), None)
+    rate = grown / (reached - began) if grown > 0 and began is not None and reached > began else None
+    return {"streams": count, "errors": errors, "peak_rss_mb": peak[0], "seconds": time.monotonic() - started,
+            "peak_threads": peak_threads, "threads_per_s": rate}
+
+
+def quick_concurrency(args, work):
+    """`--concurrency-only`: a cold burst of streams on a fresh rig per build (this one, then
+    --previous), with the thread growth rate; the ratio of the two rates when both ran."""
+    rates = []
+    for binary in filter(None, (args.binary, args.previous)):
+        shutil.rmtree(work, ignore_errors=True)
+        rig = Rig(work, binary, args.workers, False)
+        try:
+            result = concurrency(rig, args.concurrency_only, 5, 1000, interval=0.05)
+        finally:
+            rig.stop()
+        rates.append(result["threads_per_s"])
+        rate = f"{result['threads_per_s']:,.0f}" if result["threads_per_s"] else "-"
+        print(f"{binary}: {result['streams']} streams, {result['errors']} failed, {result['seconds']:.1f} s, "
+              f"peak RSS {result['peak_rss_mb']:.1f} MB, peak {result['peak_threads']} threads, grown {rate} threads/s", flush=True)
+    if len(rates) == 2 and all(rates):
+        print(f"thread growth, this build over --previous: {rates[0] / rates[1]:.2f}x")
+    return 0
 
 
 # Requests sent before callgrind's counts are zeroed: start-up and one-time work stay out.
@@ -179,8 +212,11 @@ def main():
                         help="only first-chunk timing, RUNS short streams per side; prints figures, writes nothing")
     parser.add_argument("--stream-targets", action="store_true",
                         help="only the stream timing of a full run (with the stall probe) and its three checks")
-    parser.add_argument("--previous", metavar="BINARY", help="with --throughput-only or --streams-only: another chatazure-fcgi build "
+    parser.add_argument("--previous", metavar="BINARY", help="with --throughput-only, --streams-only or --concurrency-only: another chatazure-fcgi build "
                         "measured as c0 in the same rounds, for a before/after ratio")
+    parser.add_argument("--concurrency-only", type=int, metavar="STREAMS", default=0,
+                        help="only a cold burst of STREAMS streams (5 chunks 1 s apart), then the same for --previous; "
+                        "prints failures, time, peak RSS and threads, and how fast the pool grew; writes nothing")
     parser.add_argument("--callgrind-only", type=int, metavar="REQUESTS", default=0,
                         help="only run the gateway under callgrind for REQUESTS requests (bench/profile.sh)")
     parser.add_argument("--upstream-port", type=int, help="with --callgrind-only: the upstream already listening")
@@ -201,6 +237,8 @@ def main():
         except (ValueError, ProcessLookupError, PermissionError):
             pass
     shutil.rmtree(work, ignore_errors=True)
+    if args.concurrency_only:
+        return quick_concurrency(args, work)
     rig = Rig(work, args.binary, args.workers, smoke, previous=args.previous if args.throughput_only or args.streams_only else None,
               previous_streams=bool(args.streams_only))
     rows = {}

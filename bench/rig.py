@@ -84,6 +84,14 @@ def evict_page_cache(path):
         os.close(fd)
 
 
+def threads_of(pid):
+    """The threads process `pid` has now."""
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("Threads:"):
+            return int(line.split()[1])
+    return 0
+
+
 def rss_mb(pid):
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():

@@ -3,6 +3,7 @@ import asyncio
 import json
 import os
 import resource
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -10,14 +11,10 @@ from concurrent.futures import ThreadPoolExecutor
 import openai
 import pytest
 
-from conftest import USERS, Gateway, wait_for
+from conftest import ROOT, USERS, Gateway, wait_for
 
-
-def threads_of(pid):
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("Threads:"):
-            return int(line.split()[1])
-    return 0
+sys.path.insert(0, str(ROOT / "bench"))
+from rig import threads_of  # noqa: E402  (the bench's reader of /proc/PID/status)
 
 
 def upstream_connections(pid, port):
