@@ -50,4 +50,15 @@ static inline CURLcode ccurl_getinfo_long(CURL *h, CURLINFO info, long *v) {
 static inline CURLcode ccurl_getinfo_double(CURL *h, CURLINFO info, double *v) {
     return curl_easy_getinfo(h, info, v);
 }
+/* The result of the transfer that ended on `m` (one easy handle per multi handle). */
+static inline CURLcode ccurl_multi_done_result(CURLM *m) {
+    int queued = 0;
+    CURLMsg *msg;
+    CURLcode result = CURLE_OK;
+    while ((msg = curl_multi_info_read(m, &queued)) != NULL) {
+        if (msg->msg == CURLMSG_DONE) result = msg->data.result;
+    }
+    return result;
+}
+
 #endif

@@ -5,8 +5,8 @@ import Foundation
 public struct Gateway: Sendable {
     /// The validated configuration.
     public let config: GatewayConfig
-    /// Largest request body accepted, in bytes (nginx's `client_max_body_size` is 64 MB).
-    public var maxBody: Int = 64 << 20
+    /// Largest request body accepted, in bytes (`fastcgi.max-body-mb`).
+    public var maxBody: Int
     /// Recently seen users, so a busy key is not looked up on every request.
     public let users = UserCache()
 
@@ -16,6 +16,7 @@ public struct Gateway: Sendable {
 
     public init(config: GatewayConfig) {
         self.config = config
+        self.maxBody = config.fastcgi.maxBodyBytes
         self.plannedRoutes = Self.planRoutes(config.azure)
     }
 

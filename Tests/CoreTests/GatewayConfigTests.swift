@@ -58,10 +58,22 @@ import Testing
 
     @Test func fastcgiSection() throws {
         let unix = try parse(original + "\nfastcgi:\n  socket: run/fcgi.sock\n  workers: 64\n")
-        #expect(unix.fastcgi == FastCGISettings(socket: "/etc/chatazure/run/fcgi.sock", workers: 64))
+        #expect(unix.fastcgi == FastCGISettings(socket: .unix(path: "/etc/chatazure/run/fcgi.sock"), workers: 64))
+        #expect(unix.fastcgi.socketMode == 0o660)
+        #expect(unix.fastcgi.socketGroup == nil)
+        #expect(unix.fastcgi.maxBodyBytes == 64 << 20)
         let tcp = try parse(original + "\nfastcgi:\n  socket: 127.0.0.1:9000\n")
-        #expect(tcp.fastcgi.socket == "127.0.0.1:9000")
+        #expect(tcp.fastcgi.socket == .tcp(host: "127.0.0.1", port: 9000))
+        #expect(tcp.fastcgi.socket?.isLocal == true)
         #expect(tcp.fastcgi.workers == FastCGISettings.defaultWorkers)
+        let open = try parse(original + "\nfastcgi:\n  socket: ':9000'\n  socket-mode: '0600'\n  socket-group: www-data\n  max-body-mb: 2\n")
+        #expect(open.fastcgi.socket == .tcp(host: "", port: 9000))
+        #expect(open.fastcgi.socket?.isLocal == false)
+        #expect(open.fastcgi.socketMode == 0o600)
+        #expect(open.fastcgi.socketGroup == "www-data")
+        #expect(open.fastcgi.maxBodyBytes == 2 << 20)
+        #expect(try parse(original + "\nfastcgi:\n  socket: '[::1]:9000'\n").fastcgi.socket?.isLocal == true)
+        #expect(try parse(original + "\nfastcgi:\n  socket: 10.0.0.5:9000\n").fastcgi.socket?.isLocal == false)
     }
 
     @Test func caFileResolvesAgainstTheConfigDirectory() throws {
@@ -86,6 +98,10 @@ import Testing
         ("azure:\n  endpoint: https://x\n  api-key: k\n  deployments:\n    m: a/b\n", "azure.deployments.m"),
         ("azure:\n  endpoint: https://x\n  api-key: k\nfastcgi:\n  workers: 0\n", "fastcgi.workers"),
         ("azure:\n  endpoint: https://x\n  api-key: k\nfastcgi:\n  workers: lots\n", "fastcgi.workers"),
+        ("azure:\n  endpoint: https://x\n  api-key: k\nfastcgi:\n  socket-mode: rw\n", "fastcgi.socket-mode"),
+        ("azure:\n  endpoint: https://x\n  api-key: k\nfastcgi:\n  socket-mode: '1777'\n", "fastcgi.socket-mode"),
+        ("azure:\n  endpoint: https://x\n  api-key: k\nfastcgi:\n  socket: 'host:99999'\n", "fastcgi.socket"),
+        ("azure:\n  endpoint: https://x\n  api-key: k\nfastcgi:\n  max-body-mb: 0\n", "fastcgi.max-body-mb"),
         ("azure:\n  endpoint: https://x\n  api-key: k\nusers:\n  - username: a\n    password: short\n", "users[0].password"),
         ("azure:\n  endpoint: https://x\n  api-key: k\nusers:\n  - username: a b\n    password: longenough\n", "users[0].username"),
         ("azure:\n  endpoint: https://x\n  api-key: k\nusers:\n  - {username: a, password: longenough}\n  - {username: a, password: longenough2}\n", "users[1].username"),

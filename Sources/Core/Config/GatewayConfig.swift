@@ -99,10 +99,14 @@ public struct ConfiguredUser: Sendable, Equatable {
     }
 }
 
-/// The `fastcgi:` section.
+/// The `fastcgi:` section, validated: `maxWorkers` is never below `workers`.
 public struct FastCGISettings: Sendable, Equatable {
-    /// Unix socket path or `host:port`; nil under spawn-fcgi, where the socket is fd 0.
-    public var socket: String?
+    /// Where to listen; nil under spawn-fcgi, where the socket is fd 0.
+    public var socket: ListenAddress?
+    /// Permission bits of a unix socket the gateway creates; 0660 lets only its owner and group in.
+    public var socketMode: UInt32
+    /// Group of a unix socket the gateway creates (nginx's group); nil keeps the process's group.
+    public var socketGroup: String?
     /// Threads always running; each serves one FastCGI connection (one request or stream) at a time.
     public var workers: Int
     /// Threads the pool may grow to under load.
@@ -111,16 +115,25 @@ public struct FastCGISettings: Sendable, Equatable {
     public var idleSeconds: Int
     /// Milliseconds a request waits for a thread when all `maxWorkers` are busy, before a 503.
     public var queueTimeoutMs: Int
+    /// Largest request body the gateway reads, in bytes; larger ones get 413.
+    public var maxBodyBytes: Int
 
     public static let defaultWorkers = 16
     public static let defaultMaxWorkers = 1024
+    public static let defaultSocketMode: UInt32 = 0o660
+    public static let defaultMaxBodyMB = 64
 
-    public init(socket: String? = nil, workers: Int = FastCGISettings.defaultWorkers,
-                maxWorkers: Int? = nil, idleSeconds: Int = 30, queueTimeoutMs: Int = 3000) {
+    public init(socket: ListenAddress? = nil, socketMode: UInt32 = FastCGISettings.defaultSocketMode,
+                socketGroup: String? = nil, workers: Int = FastCGISettings.defaultWorkers,
+                maxWorkers: Int? = nil, idleSeconds: Int = 30, queueTimeoutMs: Int = 3000,
+                maxBodyBytes: Int = FastCGISettings.defaultMaxBodyMB << 20) {
         self.socket = socket
+        self.socketMode = socketMode
+        self.socketGroup = socketGroup
         self.workers = workers
         self.maxWorkers = max(maxWorkers ?? FastCGISettings.defaultMaxWorkers, workers)
         self.idleSeconds = idleSeconds
         self.queueTimeoutMs = queueTimeoutMs
+        self.maxBodyBytes = maxBodyBytes
     }
 }

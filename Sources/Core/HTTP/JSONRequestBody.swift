@@ -7,7 +7,7 @@ import Foundation
 public struct JSONRequestBody {
     /// The bytes to send upstream.
     public private(set) var bytes: [UInt8]
-    /// `model`, when present.
+    /// `model`, when present and not null; always a valid `ModelName`.
     public private(set) var model: String?
     /// `stream == true`.
     public private(set) var stream = false
@@ -131,10 +131,18 @@ public struct JSONRequestBody {
             memberCount += 1
             if scanner.key(key, is: "model") {
                 modelMember = (key.lowerBound ..< value.upperBound, value)
+                // Azure's schemas on deployment paths have no `model`, and clients built for them
+                // send `null`: that is the same as no model.
+                if scanner.literal(value) == "null" {
+                    model = nil
+                    return
+                }
                 guard scanner.bytes[value.lowerBound] == UInt8(ascii: "\"") else {
                     throw OpenAIError.invalidRequest("'model' must be a string.", param: "model", code: "invalid_type")
                 }
-                model = scanner.string(value)
+                let name = scanner.string(value)
+                try ModelName.check(name)
+                model = name
             } else if scanner.key(key, is: "stream") {
                 switch scanner.literal(value) {
                 case "true": stream = true
@@ -161,4 +169,6 @@ public struct JSONRequestBody {
     }
 
     static let invalid = OpenAIError.invalidRequest("We could not parse the JSON body of your request. Send valid JSON.", code: "invalid_json")
+    static let tooDeep = OpenAIError.invalidRequest(
+        "The JSON body nests objects and arrays deeper than \(JSONScanner.maxDepth) levels.", code: "invalid_json")
 }

@@ -35,7 +35,8 @@ struct JSONScanner {
             position += 1
             skipSpace()
             let valueStart = position
-            try skipValue()
+            // The object itself is one level.
+            try skipValue(depthLimit: Self.maxDepth - 1)
             try body(key, valueStart ..< position, self)
             skipSpace()
             switch peek {
@@ -46,27 +47,88 @@ struct JSONScanner {
         }
     }
 
-    mutating func skipValue(depth: Int = 0) throws {
-        guard depth < 256, let byte = peek else { throw JSONRequestBody.invalid }
+    /// Containers nested deeper than this make a body invalid. A client's body gets a 400 for it,
+    /// never a worker thread's stack exhausted: the scan keeps no stack of its own.
+    static let maxDepth = 128
+
+    /// Skips one value. Containers are walked in a loop, with their kinds kept as bits, so
+    /// the depth a body may reach costs no recursion.
+    mutating func skipValue(depthLimit: Int = JSONScanner.maxDepth) throws {
+        // Bit i of `arrays` is set when the container at depth i + 1 is an array.
+        var arrays: (UInt64, UInt64) = (0, 0)
+        var depth = 0
+        func inArray() -> Bool {
+            let bit = depth - 1
+            return bit < 64 ? arrays.0 & (1 << UInt64(bit)) != 0 : arrays.1 & (1 << UInt64(bit - 64)) != 0
+        }
+        func open(array: Bool) throws {
+            guard depth < depthLimit else { throw JSONRequestBody.tooDeep }
+            let bit = depth
+            if bit < 64 {
+                arrays.0 = array ? arrays.0 | (1 << UInt64(bit)) : arrays.0 & ~(1 << UInt64(bit))
+            } else {
+                arrays.1 = array ? arrays.1 | (1 << UInt64(bit - 64)) : arrays.1 & ~(1 << UInt64(bit - 64))
+            }
+            depth += 1
+        }
+        while true {
+            // At the start of a value.
+            skipSpace()
+            guard let byte = peek else { throw JSONRequestBody.invalid }
+            switch byte {
+            case UInt8(ascii: "{"):
+                position += 1
+                skipSpace()
+                if peek == UInt8(ascii: "}") {
+                    position += 1
+                } else {
+                    try open(array: false)
+                    try skipKeyAndColon()
+                    continue
+                }
+            case UInt8(ascii: "["):
+                position += 1
+                skipSpace()
+                if peek == UInt8(ascii: "]") {
+                    position += 1
+                } else {
+                    try open(array: true)
+                    continue
+                }
+            default:
+                try skipScalar(byte)
+            }
+            // After a value: close containers until one continues with a comma.
+            while depth > 0 {
+                skipSpace()
+                let array = inArray()
+                guard let next = peek else { throw JSONRequestBody.invalid }
+                if next == UInt8(ascii: ",") {
+                    position += 1
+                    if !array { try skipKeyAndColon() }
+                    break
+                }
+                guard next == (array ? UInt8(ascii: "]") : UInt8(ascii: "}")) else { throw JSONRequestBody.invalid }
+                position += 1
+                depth -= 1
+            }
+            if depth == 0 { return }
+        }
+    }
+
+    private mutating func skipKeyAndColon() throws {
+        skipSpace()
+        guard peek == UInt8(ascii: "\"") else { throw JSONRequestBody.invalid }
+        try skipString()
+        skipSpace()
+        guard peek == UInt8(ascii: ":") else { throw JSONRequestBody.invalid }
+        position += 1
+    }
+
+    private mutating func skipScalar(_ byte: UInt8) throws {
         switch byte {
         case UInt8(ascii: "\""):
             try skipString()
-        case UInt8(ascii: "{"):
-            try forEachMember { _, _, _ in }
-        case UInt8(ascii: "["):
-            position += 1
-            skipSpace()
-            if peek == UInt8(ascii: "]") { position += 1; return }
-            while true {
-                skipSpace()
-                try skipValue(depth: depth + 1)
-                skipSpace()
-                switch peek {
-                case UInt8(ascii: ","): position += 1
-                case UInt8(ascii: "]"): position += 1; return
-                default: throw JSONRequestBody.invalid
-                }
-            }
         case UInt8(ascii: "t"): try expect("true")
         case UInt8(ascii: "f"): try expect("false")
         case UInt8(ascii: "n"): try expect("null")

@@ -77,6 +77,17 @@ extension OpenAIError {
                     type: "upstream_error", code: "upstream_unreachable")
     }
 
+    public static func upstreamTimeout(_ detail: String) -> OpenAIError {
+        OpenAIError(status: 504, message: "Azure OpenAI did not answer in time: \(detail)",
+                    type: "upstream_error", code: "upstream_timeout")
+    }
+
+    /// Azure's connection broke before its answer was complete.
+    public static func upstreamCut(_ detail: String) -> OpenAIError {
+        OpenAIError(status: 502, message: "Azure OpenAI's answer was cut off before it was complete: \(detail)",
+                    type: "upstream_error", code: "upstream_cut")
+    }
+
     public static func gatewayFailure(_ detail: String) -> OpenAIError {
         OpenAIError(status: 500, message: "The gateway failed: \(detail)", type: "server_error", code: "gateway_error")
     }

@@ -62,7 +62,7 @@ public struct TokenUsage: Sendable, Equatable {
 ///
 /// Rewrites are byte edits on the `model` value, so everything else reaches the client as Azure
 /// sent it; JSON is parsed only for chunks that might be dropped or carry usage.
-public struct ResponseNormalizer {
+public struct ResponseNormalizer: Sendable {
     /// The route's answer rules.
     public let route: AzureRoute
     /// Usage seen so far (the last report wins).

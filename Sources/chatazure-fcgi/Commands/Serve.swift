@@ -19,6 +19,12 @@ extension ChatAzureFCGI {
         @Option(help: "Unix socket path or host:port; overrides fastcgi.socket.")
         var socket: String?
 
+        @Option(help: "Octal mode of the unix socket, e.g. 0660; overrides fastcgi.socket-mode.")
+        var socketMode: String?
+
+        @Option(help: "Group of the unix socket (nginx's); overrides fastcgi.socket-group.")
+        var socketGroup: String?
+
         @Option(help: "Threads always running; overrides fastcgi.workers.")
         var workers: Int?
 
@@ -34,17 +40,44 @@ extension ChatAzureFCGI {
         @Option(help: "info logs one line per request; warning logs only problems.")
         var logLevel: String = "info"
 
+        func validate() throws {
+            if let workers, !(1...10_000).contains(workers) { throw ValidationError("--workers must be 1...10000") }
+            if let maxWorkers, !(1...10_000).contains(maxWorkers) { throw ValidationError("--max-workers must be 1...10000") }
+            if let workers, let maxWorkers, maxWorkers < workers { throw ValidationError("--max-workers must be at least --workers") }
+            if let socketMode, FastCGISettings.socketMode(parsing: socketMode) == nil {
+                throw ValidationError("--socket-mode must be octal permission bits like 0660")
+            }
+            if let socket, ListenAddress(parsing: socket, relativeTo: FileManager.default.currentDirectoryPath) == nil {
+                throw ValidationError("--socket must be a unix socket path or host:port")
+            }
+            guard Logger.Level(rawValue: logLevel) != nil else {
+                throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
+            }
+            guard drainSeconds >= 0, keepaliveSeconds >= 1 else { throw ValidationError("--drain-seconds >= 0, --keepalive-seconds >= 1") }
+        }
+
+        /// The `fastcgi:` settings with this command's overrides applied, once.
+        func fastcgi(_ config: GatewayConfig) -> FastCGISettings {
+            var settings = config.fastcgi
+            if let socket { settings.socket = ListenAddress(parsing: socket, relativeTo: FileManager.default.currentDirectoryPath) }
+            if let socketMode { settings.socketMode = FastCGISettings.socketMode(parsing: socketMode)! }
+            if let socketGroup { settings.socketGroup = socketGroup }
+            if let workers {
+                settings.workers = workers
+                settings.maxWorkers = max(settings.maxWorkers, workers)
+            }
+            if let maxWorkers { settings.maxWorkers = max(maxWorkers, settings.workers) }
+            return settings
+        }
+
         func run() throws {
             MallocTunables.applyByReexecuting()
             LoggingSystem.bootstrap { label in LogLineHandler(label: label) }
             var logger = Logger(label: "chatazure")
-            guard let level = Logger.Level(rawValue: logLevel) else {
-                ExitWithMessage.fail("--log-level must be one of trace, debug, info, notice, warning, error, critical")
-            }
-            logger.logLevel = level
+            logger.logLevel = Logger.Level(rawValue: logLevel)!
             logger[metadataKey: "pid"] = "\(getpid())"
 
-            let config: GatewayConfig
+            var config: GatewayConfig
             do {
                 config = try options.load()
                 try config.validateForServing()
@@ -53,12 +86,8 @@ extension ChatAzureFCGI {
             } catch {
                 ExitWithMessage.fail("\(error)")
             }
+            config.fastcgi = fastcgi(config)
             for warning in config.warnings { logger.warning("\(warning)") }
-            let threads = workers ?? config.fastcgi.workers
-            let maxThreads = maxWorkers ?? max(config.fastcgi.maxWorkers, threads)
-            guard (1...10_000).contains(threads), maxThreads >= threads, maxThreads <= 10_000 else {
-                ExitWithMessage.fail("--workers must be 1...10000 and --max-workers at least --workers")
-            }
 
             // Migrate the schema and sync config users once, before any thread opens the file.
             do {
@@ -72,55 +101,41 @@ extension ChatAzureFCGI {
             guard curl_global_init(Int(CURL_GLOBAL_ALL)) == CURLE_OK else { ExitWithMessage.fail("curl_global_init failed") }
             guard FCGX_Init() == 0 else { ExitWithMessage.fail("FCGX_Init failed") }
 
-            let listenSocket: Int32
-            if Self.isListeningSocket(0) {
-                listenSocket = 0
-                logger.info("listening on the socket passed as fd 0 (spawn-fcgi)")
-            } else if let path = socket ?? config.fastcgi.socket {
-                listenSocket = Self.open(path, backlog: 4096)
-                logger.info("listening", metadata: ["socket": "\(path)"])
-            } else {
-                ExitWithMessage.fail("no socket: set fastcgi.socket in \(config.file), pass --socket, or run under spawn-fcgi")
-            }
-
+            let listener = openListener(config.fastcgi, file: config.file, logger: logger)
             logger.info("upstream", metadata: ["endpoint": "\(config.azure.endpoint)", "api_version": "\(config.azure.apiVersion)"])
             let pool = WorkerPool(
                 gateway: Gateway(config: config),
-                settings: .init(listenSocket: listenSocket, minThreads: threads, maxThreads: maxThreads,
+                settings: .init(listenSocket: listener.fd, minThreads: config.fastcgi.workers, maxThreads: config.fastcgi.maxWorkers,
                                 idleSeconds: config.fastcgi.idleSeconds, queueTimeoutMs: config.fastcgi.queueTimeoutMs,
                                 drainSeconds: drainSeconds, keepaliveSeconds: keepaliveSeconds,
-                                // Small stacks: a thousand open streams are a thousand threads.
+                                // Small stacks: every open stream holds a thread.
                                 stackSize: 256 * 1024),
                 logger: logger)
             let code = pool.run()
-            if listenSocket != 0, let path = socket ?? config.fastcgi.socket, path.contains("/") { unlink(path) }
+            listener.close()
             Foundation.exit(code)
         }
 
-        /// True when `fd` is a listening socket, as spawn-fcgi leaves fd 0.
-        static func isListeningSocket(_ fd: Int32) -> Bool {
-            var accepting: Int32 = 0
-            var length = socklen_t(MemoryLayout<Int32>.size)
-            return getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &length) == 0 && accepting != 0
-        }
-
-        /// Opens a unix socket (replacing a stale file) or a `host:port` TCP socket.
-        static func open(_ path: String, backlog: Int) -> Int32 {
-            let isUnix = path.contains("/") || !path.contains(":")
-            if isUnix {
-                var info = stat()
-                if lstat(path, &info) == 0 {
-                    guard (info.st_mode & S_IFMT) == S_IFSOCK else {
-                        ExitWithMessage.fail("\(path) exists and is not a socket; refusing to replace it")
-                    }
-                    unlink(path)
-                }
+        private func openListener(_ settings: FastCGISettings, file: String, logger: Logger) -> ListenSocket {
+            if let inherited = ListenSocket.inherited() {
+                logger.info("listening on the socket passed as fd 0 (spawn-fcgi)")
+                return inherited
             }
-            let fd = FCGX_OpenSocket(path, Int32(backlog))
-            guard fd >= 0 else { ExitWithMessage.fail("cannot listen on \(path): \(String(cString: strerror(errno)))") }
-            // nginx usually runs as another user; who may connect is decided by the folder's permissions.
-            if isUnix { chmod(path, 0o666) }
-            return fd
+            guard let address = settings.socket else {
+                ExitWithMessage.fail("no socket: set fastcgi.socket in \(file), pass --socket, or run under spawn-fcgi")
+            }
+            do {
+                let listener = try ListenSocket.open(address, mode: settings.socketMode, group: settings.socketGroup, backlog: 4096)
+                logger.info("listening", metadata: ["socket": "\(address)"])
+                if !address.isLocal {
+                    logger.warning("fastcgi.socket \(address) is reachable from other machines: FastCGI has neither authentication nor encryption, and whoever reaches it bypasses nginx; listen on 127.0.0.1 or a unix socket unless a firewall stands in front")
+                }
+                return listener
+            } catch let error as ExitWithMessage {
+                ExitWithMessage.fail(error.message)
+            } catch {
+                ExitWithMessage.fail("\(error)")
+            }
         }
     }
 }

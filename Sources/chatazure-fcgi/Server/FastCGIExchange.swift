@@ -7,6 +7,9 @@ import Foundation
 struct FastCGIExchange {
     let raw: UnsafeMutablePointer<FCGX_Request>
 
+    /// The connection to nginx this request came on.
+    var connection: Int32 { raw.pointee.ipcFd }
+
     /// The request as the gateway sees it, built from the params nginx sent.
     func request() -> GatewayRequest {
         GatewayRequest(cParams: raw.pointee.envp)
@@ -36,28 +39,27 @@ struct FastCGIExchange {
         }
     }
 
-    /// Writes the CGI header block: `Status:`, the given fields, `Content-Length` when given, the
-    /// event-stream fields when asked, and the CORS fields.
+    /// Writes the CGI header block: `Status:`, the head's fields, `Content-Length` when known,
+    /// the event-stream fields when asked, and the CORS fields.
     @discardableResult
-    func writeHead(status: Int, headers: [(String, String)], contentLength: Int? = nil, eventStream: Bool = false) -> Bool {
-        // Appended as bytes into one buffer: this runs for every response.
-        var head = [UInt8]()
-        head.reserveCapacity(512)
-        head += status == 200 ? Self.okStatusLine : Array("Status: \(status) \(HTTPStatus.reason(status))\r\n".utf8)
-        for (name, value) in headers {
-            ASCII.append(name, to: &head)
-            ASCII.appendLiteral(": ", to: &head)
-            ASCII.append(value, to: &head)
-            ASCII.appendLiteral("\r\n", to: &head)
+    func writeHead(_ head: ResponseHead) -> Bool {
+        var bytes = [UInt8]()
+        bytes.reserveCapacity(512)
+        bytes += head.status == 200 ? Self.okStatusLine : Array("Status: \(head.status) \(HTTPStatus.reason(head.status))\r\n".utf8)
+        for (name, value) in head.fields {
+            ASCII.append(name, to: &bytes)
+            ASCII.appendLiteral(": ", to: &bytes)
+            ASCII.append(value, to: &bytes)
+            ASCII.appendLiteral("\r\n", to: &bytes)
         }
-        if let contentLength {
-            ASCII.appendLiteral("Content-Length: ", to: &head)
-            ASCII.appendDecimal(contentLength, to: &head)
-            ASCII.appendLiteral("\r\n", to: &head)
+        if let contentLength = head.contentLength {
+            ASCII.appendLiteral("Content-Length: ", to: &bytes)
+            ASCII.appendDecimal(contentLength, to: &bytes)
+            ASCII.appendLiteral("\r\n", to: &bytes)
         }
-        if eventStream { ASCII.appendLiteral("Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n", to: &head) }
-        head += Self.corsLinesAndEnd
-        return write(head)
+        if head.eventStream { ASCII.appendLiteral("Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n", to: &bytes) }
+        bytes += Self.corsLinesAndEnd
+        return write(bytes)
     }
 
     private static let okStatusLine = Array("Status: 200 OK\r\n".utf8)
@@ -86,7 +88,7 @@ struct FastCGIExchange {
     @discardableResult
     func respond(_ response: GatewayResponse) -> Bool {
         let length = !response.body.isEmpty || response.status != 204 ? response.body.count : nil
-        return writeHead(status: response.status, headers: response.headers, contentLength: length) && write(response.body)
+        return writeHead(ResponseHead(status: response.status, fields: response.headers, contentLength: length)) && write(response.body)
     }
 
     /// Closes the connection to nginx, which libfcgi keeps open after FCGX_Finish_r when nginx

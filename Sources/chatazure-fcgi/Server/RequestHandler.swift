@@ -13,7 +13,7 @@ struct RequestHandler {
     let logger: Logger
 
     func serve(_ exchange: FastCGIExchange) {
-        let started = DispatchTime.now().uptimeNanoseconds
+        let started = MonotonicInstant.now()
         let request = exchange.request()
         let decision = gateway.decide(request, stores: stores) { limit in
             try exchange.readBody(declaredLength: request.contentLength, limit: limit)
@@ -24,6 +24,7 @@ struct RequestHandler {
         var upstreamMs: Int?
         var route: AzureRoute?
         var tokens: TokenUsage?
+        var ending = RelayEnding.complete
         switch decision.action {
         case .respond(let response):
             status = response.status
@@ -34,26 +35,27 @@ struct RequestHandler {
             // Counted before forwarding (committed by the recorder's next group commit), so a
             // request Azure sees is never left uncounted.
             recorder.countRequest(userID: call.user.id, endpoint: call.route.operation)
-            let relay = SSERelay(exchange: exchange, route: call.route, keepaliveSeconds: keepaliveSeconds)
-            let outcome = upstream.perform(call, into: relay)
-            relay.finish(outcome)
-            if let usage = relay.usage {
+            let relay = FastCGIRelay(exchange: exchange, relay: UpstreamRelay(route: call.route, keepaliveSeconds: keepaliveSeconds))
+            let outcome = upstream.perform(call, clientSocket: exchange.connection, into: relay)
+            relay.finish(outcome.result)
+            if let usage = relay.relay.usage {
                 tokens = usage
                 recorder.addTokens(userID: call.user.id, endpoint: call.route.operation,
                                    prompt: usage.prompt, completion: usage.completion)
             }
-            status = relay.clientGone ? 499 : relay.sentStatus
-            bytes = relay.bytesSent
+            ending = relay.relay.ending
+            status = ending == .clientGone ? 499 : relay.relay.sentStatus
+            bytes = relay.relay.bytesSent
             upstreamMs = outcome.milliseconds
-            if outcome.code != CURLE_OK && !relay.clientGone {
-                logger.warning("upstream transfer failed: \(outcome.message)")
+            if ending != .complete && ending != .clientGone {
+                logger.warning("upstream transfer failed: \(outcome.result)")
             }
         }
         exchange.drainBody()
 
         // One pre-built line: metadata would be sorted and re-formatted by the handler per request.
         // Built as bytes, since each String append or interpolation costs an allocation check.
-        let tenths = Int((DispatchTime.now().uptimeNanoseconds - started) / 100_000)
+        let tenths = Int(MonotonicInstant.now().nanoseconds(since: started) / 100_000)
         var line = [UInt8]()
         line.reserveCapacity(256)
         ASCII.appendLiteral("request id=", to: &line)
@@ -88,6 +90,10 @@ struct RequestHandler {
             ASCII.appendDecimal(tokens.prompt, to: &line)
             line.append(UInt8(ascii: "+"))
             ASCII.appendDecimal(tokens.completion, to: &line)
+        }
+        if ending != .complete {
+            ASCII.appendLiteral(" error=", to: &line)
+            ASCII.append(ending.rawValue, to: &line)
         }
         logger.info(Logger.Message(stringLiteral: String(decoding: line, as: UTF8.self)))
     }

@@ -6,6 +6,9 @@ import Foundation
 /// TCP/TLS connection to Azure stays alive between requests.
 final class UpstreamClient {
     private let handle: UnsafeMutableRawPointer
+    /// The multi handle the transfer runs in, so that one poll waits on Azure and on the
+    /// client's FastCGI connection together; it also keeps the connection to Azure.
+    private let multi: UnsafeMutableRawPointer
     /// The last URL, parsed once: libcurl re-parses a CURLOPT_URL string on every transfer,
     /// which was a sixth of its instructions per request (`bench/profile.sh`).
     private let parsedURL: OpaquePointer
@@ -21,18 +24,18 @@ final class UpstreamClient {
 
     /// Outcome of one transfer.
     struct Outcome {
-        /// CURLE_OK or the failure.
-        var code: CURLcode
-        /// libcurl's message for `code`.
-        var message: String
+        var result: TransferResult
         /// Milliseconds from start to the end of the transfer.
         var milliseconds: Int
     }
 
     init(connectTimeoutMs: Int, caFile: String?, sessions: TLSSessionCache) {
         // curl_global_init ran in main before any thread started.
-        guard let handle = curl_easy_init(), let parsedURL = curl_url() else { fatalError("libcurl could not allocate a handle") }
+        guard let handle = curl_easy_init(), let parsedURL = curl_url(), let multi = curl_multi_init() else {
+            fatalError("libcurl could not allocate a handle")
+        }
         self.handle = handle
+        self.multi = multi
         self.parsedURL = parsedURL
         self.sessions = sessions
         ccurl_setopt_pointer(handle, CURLOPT_SHARE, sessions.share)
@@ -53,14 +56,10 @@ final class UpstreamClient {
             // Returning less than given makes libcurl abort with CURLE_WRITE_ERROR.
             relay(context).body(UnsafeRawBufferPointer(start: pointer, count: size * count)) ? size * count : 0
         })
-        // Called about once a second even when Azure is silent: the relay sends keepalives
-        // and notices a client that went away. Switched on per request, for streams only.
-        ccurl_setopt_xferfn(handle, CURLOPT_XFERINFOFUNCTION, { context, _, _, _, _ in
-            relay(context).tick() ? 0 : 1
-        })
     }
 
     deinit {
+        curl_multi_cleanup(multi)
         curl_easy_cleanup(handle)
         curl_url_cleanup(parsedURL)
         curl_slist_free_all(headerList)
@@ -96,44 +95,90 @@ final class UpstreamClient {
         }
     }
 
-    /// Sends `call` and feeds the answer into `sink`. Blocks until the transfer ends.
-    func perform(_ call: UpstreamCall, into sink: SSERelay) -> Outcome {
+    /// Sends `call` and feeds the answer into `sink`, until the transfer ends or the client's
+    /// connection `clientSocket` closes: nginx shows a client that left only by closing it, and
+    /// while Azure is silent no write would fail to tell.
+    func perform(_ call: UpstreamCall, clientSocket: Int32, into sink: FastCGIRelay) -> Outcome {
         defer { ccurl_setopt_pointer(handle, CURLOPT_POSTFIELDS, nil) }  // the body is freed after
-
-        let started = DispatchTime.now().uptimeNanoseconds
+        let started = MonotonicInstant.now()
         let context = Unmanaged.passUnretained(sink).toOpaque()
-        let code: CURLcode = call.body.withUnsafeBytes { body in
+        let result: TransferResult = call.body.withUnsafeBytes { body in
             setURL(call.url)
             setHeaders(call.headers)
-            // Each branch sets the method completely, since the previous request's options remain.
-            switch call.method {
-            case "POST":
-                ccurl_setopt_string(handle, CURLOPT_CUSTOMREQUEST, nil)
-                ccurl_setopt_long(handle, CURLOPT_POST, 1)
-                ccurl_setopt_pointer(handle, CURLOPT_POSTFIELDS, UnsafeMutableRawPointer(mutating: body.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!))
-                ccurl_setopt_off(handle, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(body.count))
-            case "GET":
-                ccurl_setopt_string(handle, CURLOPT_CUSTOMREQUEST, nil)
-                ccurl_setopt_long(handle, CURLOPT_HTTPGET, 1)
-            default:
-                ccurl_setopt_long(handle, CURLOPT_HTTPGET, 1)
-                ccurl_setopt_string(handle, CURLOPT_CUSTOMREQUEST, call.method)
-            }
+            setMethod(call.method, body: body)
             ccurl_setopt_pointer(handle, CURLOPT_HEADERDATA, context)
             ccurl_setopt_pointer(handle, CURLOPT_WRITEDATA, context)
-            ccurl_setopt_pointer(handle, CURLOPT_XFERINFODATA, context)
-            // A JSON answer is relayed whole at the end, so ticks could do nothing for it; without
-            // them libcurl skips its progress bookkeeping on every pass of its transfer loop.
-            ccurl_setopt_long(handle, CURLOPT_NOPROGRESS, call.route.streaming ? 0 : 1)
-            return curl_easy_perform(handle)
+            curl_multi_add_handle(multi, handle)
+            defer { curl_multi_remove_handle(multi, handle) }
+            return transfer(clientSocket: clientSocket, sink: sink)
         }
-        let elapsed = Int((DispatchTime.now().uptimeNanoseconds - started) / 1_000_000)
-        return Outcome(code: code, message: String(cString: curl_easy_strerror(code)), milliseconds: elapsed)
+        return Outcome(result: result, milliseconds: MonotonicInstant.now().milliseconds(since: started))
+    }
+
+    /// Each branch sets the method completely, since the previous request's options remain.
+    private func setMethod(_ method: String, body: UnsafeRawBufferPointer) {
+        switch method {
+        case "POST":
+            ccurl_setopt_string(handle, CURLOPT_CUSTOMREQUEST, nil)
+            ccurl_setopt_long(handle, CURLOPT_POST, 1)
+            ccurl_setopt_pointer(handle, CURLOPT_POSTFIELDS, UnsafeMutableRawPointer(mutating: body.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!))
+            ccurl_setopt_off(handle, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(body.count))
+        case "GET":
+            ccurl_setopt_string(handle, CURLOPT_CUSTOMREQUEST, nil)
+            ccurl_setopt_long(handle, CURLOPT_HTTPGET, 1)
+        default:
+            ccurl_setopt_long(handle, CURLOPT_HTTPGET, 1)
+            ccurl_setopt_string(handle, CURLOPT_CUSTOMREQUEST, method)
+        }
+    }
+
+    /// Runs the transfer as `curl_easy_perform` would, with the client's socket in each poll.
+    private func transfer(clientSocket: Int32, sink: FastCGIRelay) -> TransferResult {
+        var running: Int32 = 1
+        var watching = clientSocket >= 0
+        while true {
+            guard curl_multi_perform(multi, &running) == CURLM_OK else { return .cut("libcurl multi interface failed") }
+            if running == 0 { break }
+            var client = curl_waitfd(fd: clientSocket, events: Int16(CURL_WAIT_POLLIN), revents: 0)
+            guard curl_multi_poll(multi, &client, watching ? 1 : 0, 1000, nil) == CURLM_OK else {
+                return .cut("libcurl multi interface failed")
+            }
+            if watching && client.revents != 0 {
+                if Self.peerClosed(clientSocket) {
+                    sink.clientHungUp()
+                    return .clientGone
+                }
+                watching = false  // bytes nginx sent ahead: nothing to watch for until the next request
+            }
+            if !sink.tick() { return .clientGone }
+        }
+        let code = ccurl_multi_done_result(multi)
+        if sink.relay.isClientGone { return .clientGone }
+        return Self.result(of: code)
+    }
+
+    /// True when the peer of `fd` has closed the connection (a read would return end of file).
+    private static func peerClosed(_ fd: Int32) -> Bool {
+        var byte: UInt8 = 0
+        let read = recv(fd, &byte, 1, Int32(MSG_PEEK | MSG_DONTWAIT))
+        return read == 0 || (read < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+    }
+
+    private static func result(of code: CURLcode) -> TransferResult {
+        let message = String(cString: curl_easy_strerror(code))
+        switch code {
+        case CURLE_OK: return .complete
+        case CURLE_OPERATION_TIMEDOUT: return .timedOut(message)
+        case CURLE_COULDNT_CONNECT, CURLE_COULDNT_RESOLVE_HOST, CURLE_COULDNT_RESOLVE_PROXY, CURLE_SSL_CONNECT_ERROR,
+             CURLE_PEER_FAILED_VERIFICATION, CURLE_SSL_CACERT_BADFILE, CURLE_URL_MALFORMAT, CURLE_UNSUPPORTED_PROTOCOL:
+            return .unreachable(message)
+        default: return .cut(message)
+        }
     }
 }
 
 /// The relay behind the context pointer `perform` hands libcurl for its callbacks (C function
 /// pointers, which cannot capture it).
-private func relay(_ context: UnsafeMutableRawPointer?) -> SSERelay {
-    Unmanaged<SSERelay>.fromOpaque(context!).takeUnretainedValue()
+private func relay(_ context: UnsafeMutableRawPointer?) -> FastCGIRelay {
+    Unmanaged<FastCGIRelay>.fromOpaque(context!).takeUnretainedValue()
 }

@@ -1,0 +1,211 @@
+/// Turns Azure's answer, as the HTTP client hands it over (header lines, body bytes, ticks while
+/// waiting, the end), into what the client receives. A value type with no I/O: the executable
+/// feeds it libcurl's callbacks and carries out each `RelayOutput` on the FastCGI stream.
+///
+/// - An event stream goes out one whole (normalized) event at a time, flushed at once; events
+///   that arrived in one upstream read share one flush. Silences get an SSE comment.
+/// - A JSON answer is collected, normalized and sent whole, with its length.
+/// - Anything else (audio) passes through as it arrives.
+/// - An error status is collected and rewritten into OpenAI's shape.
+/// - A transfer that fails before the head went out becomes a 502 or 504; one that breaks
+///   during a stream ends it with an SSE error event, never with a `[DONE]` Azure did not send.
+public struct UpstreamRelay: Sendable {
+    private var normalizer: ResponseNormalizer
+    private let keepaliveNanos: UInt64
+    private var status = 0
+    private var fields: [(String, String)] = []
+    private var isEventStream = false
+    private var isJSON = false
+    private var headSent = false
+    private var collected: [UInt8] = []
+    private var splitter = SSEEventSplitter()
+    private var lastWrite: MonotonicInstant
+    /// Reused for the bytes of each output, so a stream allocates no buffer per event.
+    private var out: [UInt8] = []
+
+    /// The client stopped reading.
+    public private(set) var isClientGone = false
+    /// Status the client received; 0 until a head went out.
+    public private(set) var sentStatus = 0
+    /// Body bytes handed out for the client.
+    public private(set) var bytesSent = 0
+    /// SSE events relayed.
+    public private(set) var events = 0
+    /// How the request ended; set by `finish`.
+    public private(set) var ending = RelayEnding.complete
+
+    public init(route: AzureRoute, keepaliveSeconds: Int, now: MonotonicInstant = .now()) {
+        normalizer = ResponseNormalizer(route: route)
+        keepaliveNanos = UInt64(max(1, keepaliveSeconds)) * 1_000_000_000
+        lastWrite = now
+        fields.reserveCapacity(8)
+    }
+
+    /// Tokens Azure reported, if it did.
+    public var usage: TokenUsage? { normalizer.usage }
+
+    /// The caller could not write to the client.
+    public mutating func clientGone() {
+        isClientGone = true
+    }
+
+    /// One raw header line, status line included (byte-level: it runs for every header).
+    public mutating func headerLine(_ line: UnsafeRawBufferPointer) {
+        let whole = ASCII.trimmed(line, 0..<line.count)
+        guard !whole.isEmpty else { return }
+        if whole.count > 5, line.starts(with: "HTTP/".utf8) {
+            // A new response starts (after 100 Continue or a redirect): forget the last one.
+            status = Self.statusCode(line, whole)
+            fields.removeAll()
+            isEventStream = false
+            isJSON = false
+            return
+        }
+        guard let colon = line[whole].firstIndex(of: UInt8(ascii: ":")) else { return }
+        guard let name = UpstreamResponse.forwardedName(UnsafeRawBufferPointer(rebasing: line[whole.lowerBound..<colon])) else { return }
+        let valueRange = ASCII.trimmed(line, (colon + 1)..<whole.upperBound)
+        if name == "content-type" {
+            let value = UnsafeRawBufferPointer(rebasing: line[valueRange])
+            isEventStream = ASCII.hasPrefixIgnoringCase(value, "text/event-stream")
+            isJSON = ASCII.hasPrefixIgnoringCase(value, "application/json")
+        }
+        fields.append((name, String(decoding: line[valueRange], as: UTF8.self)))
+    }
+
+    /// The three digits after `HTTP/x `; 502 when there are none.
+    private static func statusCode(_ line: UnsafeRawBufferPointer, _ whole: Range<Int>) -> Int {
+        var index = whole.lowerBound
+        while index < whole.upperBound, line[index] != 0x20 { index += 1 }
+        while index < whole.upperBound, line[index] == 0x20 { index += 1 }
+        var code = 0, digits = 0
+        while index < whole.upperBound, line[index] >= 48, line[index] <= 57, digits < 3 {
+            code = code * 10 + Int(line[index] - 48)
+            index += 1
+            digits += 1
+        }
+        return digits == 3 ? code : 502
+    }
+
+    /// Body bytes as they arrive.
+    public mutating func body(_ bytes: UnsafeRawBufferPointer, now: MonotonicInstant = .now()) -> RelayOutput {
+        if isClientGone { return .stop }
+        if status >= 400 {
+            if collected.count < 1 << 20 { collected.append(contentsOf: bytes) }
+            return .nothing
+        }
+        if isJSON {
+            collected.append(contentsOf: bytes)
+            return .nothing
+        }
+        out.removeAll(keepingCapacity: true)
+        let head = headSent ? nil : takeHead(contentLength: nil)
+        if isEventStream {
+            for event in splitter.append(bytes) {
+                guard let normalized = normalizer.event(event) else { continue }
+                out.append(contentsOf: normalized)
+                events += 1
+            }
+        } else {
+            out.append(contentsOf: bytes)
+        }
+        return emit(head: head, flush: isEventStream, now: now)
+    }
+
+    /// Called while the transfer waits (about once a second); sends an SSE comment after
+    /// `keepaliveSeconds` of silence, so nginx and proxies see traffic.
+    public mutating func tick(now: MonotonicInstant = .now()) -> RelayOutput {
+        if isClientGone { return .stop }
+        guard headSent, isEventStream, now.nanoseconds(since: lastWrite) >= keepaliveNanos else { return .nothing }
+        out.removeAll(keepingCapacity: true)
+        out.append(contentsOf: Self.keepaliveComment)
+        return emit(head: nil, flush: true, now: now)
+    }
+
+    static let keepaliveComment = Array(": keepalive\n\n".utf8)
+
+    /// The end of the transfer: whatever completes the response.
+    public mutating func finish(_ result: TransferResult, now: MonotonicInstant = .now()) -> RelayOutput {
+        ending = Self.ending(of: result)
+        if isClientGone || result == .clientGone {
+            ending = .clientGone
+            return .nothing
+        }
+        if !headSent, status == 0 || result != .complete {
+            // Nothing usable went out yet: the client gets one clear error instead.
+            return respond(Self.error(for: result, status: status))
+        }
+        if status >= 400 {
+            let body = UpstreamResponse.normalizedError(status: status, body: collected)
+            fields.removeAll { $0.0 == "content-type" }
+            fields.append(("Content-Type", "application/json"))
+            return respond(status: status, fields: fields, body: body)
+        }
+        if isJSON && !headSent {
+            let body = normalizer.body(collected)
+            return respond(status: status, fields: fields, body: body)
+        }
+        out.removeAll(keepingCapacity: true)
+        let head = headSent ? nil : takeHead(contentLength: nil)
+        if isEventStream, let rest = splitter.finish(), let normalized = normalizer.event(rest) {
+            out.append(contentsOf: normalized)
+            events += 1
+        }
+        if isEventStream, result != .complete {
+            // The SDKs tell a truncated answer from a whole one only by an error event.
+            out.append(contentsOf: Self.errorEvent(Self.error(for: result, status: status)))
+        }
+        return emit(head: head, flush: isEventStream, now: now)
+    }
+
+    private static func ending(of result: TransferResult) -> RelayEnding {
+        switch result {
+        case .complete: .complete
+        case .unreachable: .upstreamUnreachable
+        case .timedOut: .upstreamTimeout
+        case .cut: .upstreamCut
+        case .clientGone: .clientGone
+        }
+    }
+
+    /// The error a failed transfer gives the client. A cut after a status arrived is a cut
+    /// answer (502); without any status it is an unreachable Azure.
+    static func error(for result: TransferResult, status: Int) -> OpenAIError {
+        switch result {
+        case .timedOut(let detail): .upstreamTimeout(detail)
+        case .cut(let detail) where status != 0: .upstreamCut(detail)
+        case .cut(let detail), .unreachable(let detail): .upstreamUnreachable(detail)
+        case .complete, .clientGone: .upstreamUnreachable("Azure OpenAI sent no answer")
+        }
+    }
+
+    /// `data: {"error":…}` and the blank line that ends the event.
+    static func errorEvent(_ error: OpenAIError) -> [UInt8] {
+        Array("data: ".utf8) + error.body + Array("\n\n".utf8)
+    }
+
+    private mutating func takeHead(contentLength: Int?) -> ResponseHead {
+        headSent = true
+        sentStatus = status
+        return ResponseHead(status: status, fields: fields, contentLength: contentLength, eventStream: isEventStream)
+    }
+
+    private mutating func respond(_ error: OpenAIError) -> RelayOutput {
+        let response = error.response
+        return respond(status: response.status, fields: response.headers, body: response.body)
+    }
+
+    private mutating func respond(status: Int, fields: [(String, String)], body: [UInt8]) -> RelayOutput {
+        headSent = true
+        sentStatus = status
+        bytesSent += body.count
+        return RelayOutput(head: ResponseHead(status: status, fields: fields, contentLength: body.count), body: body)
+    }
+
+    private mutating func emit(head: ResponseHead?, flush: Bool, now: MonotonicInstant) -> RelayOutput {
+        if !out.isEmpty {
+            bytesSent += out.count
+            lastWrite = now
+        }
+        return RelayOutput(head: head, body: out, flush: flush && (head != nil || !out.isEmpty))
+    }
+}

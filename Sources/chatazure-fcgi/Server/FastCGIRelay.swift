@@ -1,0 +1,47 @@
+import Core
+
+/// Carries out an `UpstreamRelay`'s outputs on one FastCGI exchange. A class, because libcurl's
+/// callbacks reach it through one context pointer for the whole transfer.
+final class FastCGIRelay {
+    let exchange: FastCGIExchange
+    private(set) var relay: UpstreamRelay
+
+    init(exchange: FastCGIExchange, relay: UpstreamRelay) {
+        self.exchange = exchange
+        self.relay = relay
+    }
+
+    func headerLine(_ line: UnsafeRawBufferPointer) {
+        relay.headerLine(line)
+    }
+
+    /// False stops the transfer.
+    func body(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        apply(relay.body(bytes))
+    }
+
+    /// False stops the transfer.
+    func tick() -> Bool {
+        apply(relay.tick())
+    }
+
+    /// The client's side of the connection closed while Azure was still answering.
+    func clientHungUp() {
+        relay.clientGone()
+    }
+
+    func finish(_ result: TransferResult) {
+        _ = apply(relay.finish(result))
+    }
+
+    /// Writes what the relay asks for; false (and the relay told) when the client is gone.
+    private func apply(_ output: RelayOutput) -> Bool {
+        if output.abort { return false }
+        var written = true
+        if let head = output.head { written = exchange.writeHead(head) }
+        if written, !output.body.isEmpty { written = exchange.write(output.body) }
+        if written, output.flush { written = exchange.flush() }
+        if !written { relay.clientGone() }
+        return written
+    }
+}
