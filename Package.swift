@@ -25,8 +25,7 @@ let package = Package(
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
-            ],
-            swiftSettings: [.swiftLanguageMode(.v5)]
+            ]
         ),
         .executableTarget(
             name: "chatazure-fcgi",
@@ -34,10 +33,7 @@ let package = Package(
                 "Core", "CFastCGI", "CCurl",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
-            ],
-            // libfcgi and libcurl hand raw pointers across threads; the checks of the
-            // Swift 6 language mode would need unchecked wrappers on every one of them.
-            swiftSettings: [.swiftLanguageMode(.v5)]
+            ]
         ),
         .testTarget(name: "CoreTests", dependencies: ["Core"]),
     ]

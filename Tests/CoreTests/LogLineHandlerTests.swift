@@ -44,4 +44,21 @@ import Testing
         #expect(lines[0].wholeMatch(of: pattern) != nil, "\(lines[0])")
         #expect(lines[1].hasSuffix(" warning chatazure pid=12 thread=3 ms=900: slow"), "\(lines[1])")
     }
+
+    @Test func controlCharactersInAnyFieldAreEscaped() throws {
+        var fds: [Int32] = [0, 0]
+        #expect(pipe(&fds) == 0)
+        defer { close(fds[0]) }
+        var logger = Logger(label: "chat\nazure") { LogLineHandler(label: $0, fileDescriptor: fds[1]) }
+        logger[metadataKey: "path"] = "/v1/x\r\nrequest id=0"
+        logger.info("request model=x\nrequest id=0 user=admin status=200 tab=\t back=\\ del=\u{7f} é")
+        close(fds[1])
+        var output = Data()
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while case let count = read(fds[0], &buffer, buffer.count), count > 0 { output.append(contentsOf: buffer[..<count]) }
+        let text = String(decoding: output, as: UTF8.self)
+        #expect(text.filter { $0 == "\n" }.count == 1 && text.hasSuffix("\n"))
+        #expect(text.contains(#"chat\x0aazure path=/v1/x\x0d\x0arequest id=0: request model=x\x0arequest id=0"#), "\(text)")
+        #expect(text.contains(#"tab=\x09 back=\\ del=\x7f é"#), "\(text)")
+    }
 }

@@ -27,6 +27,7 @@ public struct JSONRequestBody {
         }
         self.bytes = bytes
         try scan()
+        if let model { try ModelName.check(model) }
     }
 
     /// Sets `model` (the v1 API wants the deployment there).
@@ -140,9 +141,7 @@ public struct JSONRequestBody {
                 guard scanner.bytes[value.lowerBound] == UInt8(ascii: "\"") else {
                     throw OpenAIError.invalidRequest("'model' must be a string.", param: "model", code: "invalid_type")
                 }
-                let name = scanner.string(value)
-                try ModelName.check(name)
-                model = name
+                model = scanner.string(value)
             } else if scanner.key(key, is: "stream") {
                 switch scanner.literal(value) {
                 case "true": stream = true

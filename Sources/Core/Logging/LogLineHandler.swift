@@ -40,13 +40,13 @@ public struct LogLineHandler: LogHandler {
         line.append(UInt8(ascii: " "))
         ASCII.append(event.level.rawValue, to: &line)
         line.append(UInt8(ascii: " "))
-        ASCII.append(label, to: &line)
-        ASCII.append(renderedMetadata, to: &line)
+        Self.appendEscaped(label, to: &line)
+        Self.appendEscaped(renderedMetadata, to: &line)
         var extra = metadataProvider?.get() ?? [:]
         if let own = event.metadata { extra.merge(own) { _, new in new } }
-        if !extra.isEmpty { ASCII.append(Self.render(extra), to: &line) }
+        if !extra.isEmpty { Self.appendEscaped(Self.render(extra), to: &line) }
         ASCII.appendLiteral(": ", to: &line)
-        ASCII.append(event.message.description, to: &line)
+        Self.appendEscaped(event.message.description, to: &line)
         line.append(UInt8(ascii: "\n"))
         line.withUnsafeBytes { bytes in
             var offset = 0
@@ -57,6 +57,36 @@ public struct LogLineHandler: LogHandler {
                 offset += written
             }
         }
+    }
+
+    /// Appends `text` with every control character (and DEL and backslash) written as `\xNN`
+    /// (`\\` for a backslash), so no field, whatever a client put in it, can end a line or
+    /// start a forged one.
+    static func appendEscaped(_ text: String, to line: inout [UInt8]) {
+        var text = text
+        text.withUTF8 { bytes in
+            guard bytes.contains(where: needsEscape) else {
+                line.append(contentsOf: bytes)
+                return
+            }
+            for byte in bytes {
+                if byte == UInt8(ascii: "\\") {
+                    line.append(contentsOf: [byte, byte])
+                } else if needsEscape(byte) {
+                    line.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "x"), hexDigit(byte >> 4), hexDigit(byte & 0xf)])
+                } else {
+                    line.append(byte)
+                }
+            }
+        }
+    }
+
+    private static func needsEscape(_ byte: UInt8) -> Bool {
+        byte < 0x20 || byte == 0x7f || byte == UInt8(ascii: "\\")
+    }
+
+    private static func hexDigit(_ nibble: UInt8) -> UInt8 {
+        nibble < 10 ? 48 + nibble : 87 + nibble
     }
 
     /// Wall-clock seconds and milliseconds since the epoch.

@@ -6,6 +6,7 @@ import Foundation
 /// of this thread) carries many requests instead of two or three. Counts are kept until
 /// committed: a busy database delays them, never drops them, and `flush()` (run on shutdown)
 /// commits at once and waits for the last one.
+/// `@unchecked`: every `var` is read and written only while `condition` is locked.
 public final class UsageRecorder: @unchecked Sendable {
     struct Key: Hashable {
         var userID: Int64

@@ -5,6 +5,7 @@ import Foundation
 /// At most `maxOpen` are open: a borrower finding none free waits for one (a step takes
 /// microseconds) rather than opening another, so a burst of lookups (say, of unknown keys, which
 /// are never cached) does not turn into a burst of opens and closes.
+/// `@unchecked`: `idle` and `open` are read and written only while `condition` is locked.
 public final class UsageStorePool: @unchecked Sendable {
     private let path: String
     private let condition = NSCondition()

@@ -1,9 +1,10 @@
 import Foundation
+import Synchronization
 
 /// Users found by key digest, remembered for a second so a busy key is not looked up in SQLite on
 /// every request. A second keeps `user disable` visible well within the two seconds promised.
 /// Only found users are cached: random keys cannot grow it, and it is emptied when it gets large.
-public final class UserCache: @unchecked Sendable {
+public final class UserCache: Sendable {
     /// One cached user; a class, so a hit updates `lastUsed` without rehashing the key.
     final class Entry {
         /// The user as last loaded.
@@ -20,8 +21,7 @@ public final class UserCache: @unchecked Sendable {
         }
     }
 
-    private let lock = NSLock()
-    private var entries: [KeyDigest: Entry] = [:]
+    private let entries = Mutex<[KeyDigest: Entry]>([:])
     private let ttlNanos: UInt64
     private let capacity: Int
 
@@ -35,16 +35,14 @@ public final class UserCache: @unchecked Sendable {
     /// entry meanwhile, so a busy key costs one lookup per TTL rather than one per waiting thread.
     public func user(for digest: KeyDigest, load: () throws -> StoredUser?) rethrows -> StoredUser? {
         let now = DispatchTime.now().uptimeNanoseconds
-        lock.lock()
-        if let entry = entries[digest] {
+        let fresh = entries.withLock { entries -> StoredUser? in
+            guard let entry = entries[digest] else { return nil }
             entry.lastUsed = now
-            if entry.expires > now {
-                lock.unlock()
-                return entry.user
-            }
+            if entry.expires > now { return entry.user }
             entry.expires = now + ttlNanos  // others use it while this thread reloads
+            return nil
         }
-        lock.unlock()
+        if let fresh { return fresh }
         return try reload(digest, now: now, load: load)
     }
 
@@ -56,11 +54,11 @@ public final class UserCache: @unchecked Sendable {
         let now = DispatchTime.now().uptimeNanoseconds
         let ahead = UInt64(aheadSeconds * 1_000_000_000)
         let active = UInt64(activeSeconds * 1_000_000_000)
-        lock.lock()
-        let due = entries.compactMap { key, entry in
-            entry.expires <= now + ahead && entry.expires > now && now - min(now, entry.lastUsed) <= active ? key : nil
+        let due = entries.withLock { entries in
+            entries.compactMap { key, entry in
+                entry.expires <= now + ahead && entry.expires > now && now - min(now, entry.lastUsed) <= active ? key : nil
+            }
         }
-        lock.unlock()
         for digest in due {
             _ = try? reload(digest, now: now, load: { try load(digest) })
         }
@@ -68,20 +66,18 @@ public final class UserCache: @unchecked Sendable {
 
     private func reload(_ digest: KeyDigest, now: UInt64, load: () throws -> StoredUser?) rethrows -> StoredUser? {
         guard let user = try load() else {
-            lock.lock()
-            entries[digest] = nil
-            lock.unlock()
+            entries.withLock { $0[digest] = nil }
             return nil
         }
-        lock.lock()
-        if let entry = entries[digest] {
-            entry.user = user
-            entry.expires = now + ttlNanos
-        } else {
-            if entries.count >= capacity { entries.removeAll(keepingCapacity: true) }
-            entries[digest] = Entry(user: user, expires: now + ttlNanos, lastUsed: now)
+        entries.withLock { entries in
+            if let entry = entries[digest] {
+                entry.user = user
+                entry.expires = now + ttlNanos
+            } else {
+                if entries.count >= capacity { entries.removeAll(keepingCapacity: true) }
+                entries[digest] = Entry(user: user, expires: now + ttlNanos, lastUsed: now)
+            }
         }
-        lock.unlock()
         return user
     }
 }

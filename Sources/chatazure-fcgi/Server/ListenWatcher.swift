@@ -10,9 +10,10 @@ import Synchronization
 /// for `queueTimeoutMs`, it accepts waiting connections itself and answers 503 until a thread
 /// frees up, so a saturated gateway says so instead of leaving clients hanging. A thread of its
 /// own, outside the pool's count.
-final class ListenWatcher: @unchecked Sendable {
+final class ListenWatcher: Sendable {
     private unowned let pool: WorkerPool
-    private var thread = pthread_t()
+    /// The thread's own `pthread_self()`, stored by the thread as it starts; 0 before.
+    private let thread = Atomic<UInt>(0)
     /// When the current accept() started; 0 when not accepting.
     private let acceptStarted = Atomic<UInt64>(0)
 
@@ -24,13 +25,15 @@ final class ListenWatcher: @unchecked Sendable {
     }
 
     func start() -> Bool {
-        guard let started = DetachedThread.start(stackSize: pool.settings.stackSize, { self.loop() }) else { return false }
-        thread = started
-        return true
+        DetachedThread.start(stackSize: pool.settings.stackSize) {
+            self.thread.store(UInt(pthread_self()), ordering: .sequentiallyConsistent)
+            self.loop()
+        } != nil
     }
 
     func wake() {
-        if thread != 0 { pthread_kill(thread, SIGUSR1) }  // 0 until start() has stored it
+        let thread = pthread_t(thread.load(ordering: .sequentiallyConsistent))
+        if thread != 0 { pthread_kill(thread, SIGUSR1) }  // 0 until the thread has started
     }
 
     /// Called by the supervisor: an accept() that found nothing within 200 ms lost the connection

@@ -5,6 +5,7 @@ import Foundation
 /// that opens a new connection to Azure (in a burst, or after its old one was closed) resumes a
 /// session another handle made: an abbreviated TLS handshake instead of a full one. Only sessions
 /// are shared: libcurl does not support sharing connections between concurrent threads.
+/// `@unchecked`: libcurl serializes its use of the share object through the locks below.
 final class TLSSessionCache: @unchecked Sendable {
     /// The share object every handle points at (`CURLOPT_SHARE`).
     let share: UnsafeMutableRawPointer

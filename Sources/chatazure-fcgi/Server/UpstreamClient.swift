@@ -4,7 +4,8 @@ import Foundation
 
 /// One libcurl easy handle, owned by one worker thread and reused for every request, so the
 /// TCP/TLS connection to Azure stays alive between requests.
-final class UpstreamClient {
+/// Used by one thread at a time; it moves between threads only through `UpstreamClientPool`'s lock.
+final class UpstreamClient: @unchecked Sendable {
     private let handle: UnsafeMutableRawPointer
     /// The multi handle the transfer runs in, so that one poll waits on Azure and on the
     /// client's FastCGI connection together; it also keeps the connection to Azure.

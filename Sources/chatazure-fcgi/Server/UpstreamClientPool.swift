@@ -9,7 +9,7 @@ import Synchronization
 /// after a pause, when the threads that served have been replaced, finds it warm. Handles unused
 /// for longer than idle-seconds are freed, all but the most recent one, so the memory of a burst
 /// goes back.
-final class UpstreamClientPool: @unchecked Sendable {
+final class UpstreamClientPool: Sendable {
     /// Handles not in use, least recently used first, each with when it was last used.
     private let idle = Mutex<[(client: UpstreamClient, since: UInt64)]>([])
     /// Passed to each new handle.

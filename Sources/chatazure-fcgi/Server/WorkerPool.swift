@@ -10,6 +10,8 @@ import Synchronization
 /// whenever a connection waits with no thread accepting (see `ListenWatcher`), and back down when
 /// threads sit idle. Each thread has its own `FCGX_Request` and, once it serves, a libcurl handle
 /// from the `UpstreamClientPool`; SQLite connections are shared through a `UsageStorePool`.
+/// `@unchecked`: its `var`s are touched only by the supervising thread in `run()`; the rest is
+/// immutable, atomic or behind `workers`' lock.
 final class WorkerPool: @unchecked Sendable {
     /// Everything fixed at start.
     struct Settings {

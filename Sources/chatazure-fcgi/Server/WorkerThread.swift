@@ -6,10 +6,11 @@ import Logging
 import Synchronization
 
 /// One pool thread: accept a request, serve it, repeat, until shutdown or retirement.
-final class WorkerThread: @unchecked Sendable {
+final class WorkerThread: Sendable {
     private unowned let pool: WorkerPool
     let index: Int
-    private var thread = pthread_t()
+    /// The thread's own `pthread_self()`, stored by the thread as it starts; 0 before.
+    private let thread = Atomic<UInt>(0)
     /// What the thread is doing: see `State`.
     private let state = Atomic<Int>(State.busy.rawValue)
     private let idleSince = Atomic<UInt64>(0)
@@ -43,16 +44,18 @@ final class WorkerThread: @unchecked Sendable {
     }
 
     func start(stackSize: Int) -> Bool {
-        guard let started = DetachedThread.start(stackSize: stackSize, { self.loop() }) else { return false }
-        thread = started
-        return true
+        DetachedThread.start(stackSize: stackSize) {
+            self.thread.store(UInt(pthread_self()), ordering: .sequentiallyConsistent)
+            self.loop()
+        } != nil
     }
 
     /// Interrupts an idle thread's blocking accept()/poll() so the loop re-reads its flags. A busy
     /// thread is left alone (a signal would break libfcgi's writes, which treat EINTR as failure);
     /// it re-reads the flags after its request.
     func wake() {
-        guard thread != 0 else { return }  // 0 until start() has stored it
+        let thread = pthread_t(thread.load(ordering: .sequentiallyConsistent))
+        guard thread != 0 else { return }  // not running yet: it reads its flags before it blocks
         var current = state.load(ordering: .sequentiallyConsistent)
         while current != State.busy.rawValue {
             let (exchanged, found) = state.compareExchange(expected: current, desired: State.waking.rawValue,
