@@ -11,9 +11,24 @@ Responses: /openai/responses[/{id}]?api-version=... and /openai/v1/responses[/{i
   - streamed chat: a first chunk with empty `choices` and `prompt_filter_results`,
     content chunks with `content_filter_results`, a finish chunk, an optional usage chunk, `data: [DONE]`.
 
-Test controls, read from the last user message: `[chunks=N delay_ms=D ttfb_ms=T status=S]`.
+Test controls, read from the last user message, e.g. `[chunks=20 delay_ms=100]`:
+  - chunks=N: answer with N content pieces `w0 w1 ...` instead of echoing the message.
+  - delay_ms=D: streamed chat: D ms between content events.
+  - ttfb_ms=T: wait T ms before answering (nothing is watched meanwhile).
+  - status=S: answer with an Azure error of status S (429 adds retry-after).
+  - pause_ms=P: streamed chat: P ms of silence after the first two events. A close by the gateway
+    during it ends the answer and counts in `aborted_silent`, `last_silent_abort_ms` measured from
+    the start of the pause.
+  - hang_ms=N: chat: read the request, then send nothing at all (no status line) for N ms before
+    answering normally. A close by the gateway meanwhile ends it and counts in `aborted_silent`,
+    `last_silent_abort_ms` measured from the request's arrival.
+  - cut_after=N: streamed chat: after N events (the empty-choices one included) the TCP connection
+    is shut down and closed, without `data: [DONE]` or the chunked terminator. Non-stream chat:
+    a Content-Length of the whole body, then only its first N bytes, then the close.
 Introspection: GET /_emulator/requests lists what arrived (method, path, headers, the client port
-of its connection); DELETE clears it.
+of its connection); DELETE clears it. GET /_emulator/stats: `aborted_streams` (writes that failed
+because the gateway had gone), `aborted_silent` (gateway closes seen during hang_ms/pause_ms
+silences) and `last_silent_abort_ms`.
 Standard library only, so it runs anywhere python3 does.
 """
 import argparse
@@ -21,7 +36,10 @@ import base64
 import hashlib
 import json
 import re
+import select
+import socket
 import ssl
+import struct
 import sys
 import threading
 import time
@@ -38,6 +56,7 @@ FILTER_OK = {
 }
 ACCESS_DENIED = ("Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a "
                  "valid key for an active subscription and use a correct regional API endpoint for your resource.")
+TCP_CLOSE_WAIT = 8  # linux/tcp_states.h: the peer has sent its FIN
 CONTROL = re.compile(r"\[([a-z_]+=[0-9]+(?:\s+[a-z_]+=[0-9]+)*)\]")
 
 
@@ -132,6 +151,55 @@ class Emulator(BaseHTTPRequestHandler):
                 "body": body,
             })
 
+    def peer_closed(self):
+        """Whether the gateway has closed the connection; called when it is readable or as a check."""
+        sock = self.connection
+        try:
+            if not isinstance(sock, ssl.SSLSocket):
+                # Nothing is expected from the gateway before our answer: readable means closed.
+                if sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"":
+                    return True
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True  # reset
+        # TLS (its close_notify is data), or bytes pending: ask the kernel whether a FIN came.
+        try:
+            return struct.unpack("B", sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1))[0] == TCP_CLOSE_WAIT
+        except OSError:
+            return False
+
+    def silent_wait(self, seconds, since):
+        """Stays silent for `seconds`, watching the connection. True (and counted) when the gateway
+        closed it meanwhile; the caller then sends nothing more."""
+        deadline = time.monotonic() + seconds
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            try:
+                readable, _, _ = select.select([self.connection], [], [], min(left, 0.05))
+            except (OSError, ValueError):
+                readable = [self.connection]
+            if readable or isinstance(self.connection, ssl.SSLSocket):
+                if self.peer_closed():
+                    with self.server.lock:
+                        self.server.aborted_silent += 1
+                        self.server.last_silent_abort_ms = int((time.monotonic() - since) * 1000)
+                    self.close_connection = True
+                    return True
+                if readable:
+                    time.sleep(0.02)  # bytes pending that are not a close: do not spin on them
+
+    def cut(self):
+        """Ends the connection abruptly: a FIN where the rest of the answer should be."""
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.connection.close()
+
     def read_body(self):
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length else b""
@@ -143,7 +211,9 @@ class Emulator(BaseHTTPRequestHandler):
                 return self.send_json(200, self.server.seen)
         if self.path.startswith("/_emulator/stats"):
             with self.server.lock:
-                return self.send_json(200, {"aborted_streams": self.server.aborted})
+                return self.send_json(200, {"aborted_streams": self.server.aborted,
+                                            "aborted_silent": self.server.aborted_silent,
+                                            "last_silent_abort_ms": self.server.last_silent_abort_ms})
         if self.path.startswith("/_emulator/health"):
             return self.send_json(200, {"status": "ok"})
         self.record(None)
@@ -184,6 +254,7 @@ class Emulator(BaseHTTPRequestHandler):
         return True
 
     def do_POST(self):
+        self.arrived = time.monotonic()
         raw = self.read_body()
         content_type = self.headers.get("Content-Type") or ""
         form = parse_multipart(raw, content_type) if content_type.startswith("multipart/form-data") else None
@@ -241,6 +312,8 @@ class Emulator(BaseHTTPRequestHandler):
             return self.openai_error(400, "Unrecognized request argument supplied: stream_options")
         text = last_user_text(body)
         ctl = controls(text)
+        if ctl.get("hang_ms") and self.silent_wait(ctl["hang_ms"] / 1000, since=self.arrived):
+            return
         if ctl.get("status"):
             status = ctl["status"]
             extra = {"retry-after": "1", "retry-after-ms": "1000"} if status == 429 else None
@@ -254,8 +327,9 @@ class Emulator(BaseHTTPRequestHandler):
         ident = "chatcmpl-" + uuid.uuid4().hex[:24]
         if ctl.get("ttfb_ms"):
             time.sleep(ctl["ttfb_ms"] / 1000)
+        cut_after = ctl.get("cut_after")
         if not body.get("stream"):
-            return self.send_json(200, {
+            answer = {
                 "choices": [{
                     "content_filter_results": FILTER_OK, "finish_reason": "stop", "index": 0, "logprobs": None,
                     "message": {"content": "".join(pieces).strip(), "refusal": None, "role": "assistant"},
@@ -263,7 +337,22 @@ class Emulator(BaseHTTPRequestHandler):
                 "created": created, "id": ident, "model": UNDERLYING_MODEL, "object": "chat.completion",
                 "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": FILTER_OK}],
                 "system_fingerprint": "fp_emulator", "usage": usage,
-            })
+            }
+            if cut_after is None:
+                return self.send_json(200, answer)
+            data = json.dumps(answer).encode()
+            self.send_response(200)
+            for name, value in self.azure_headers().items():
+                self.send_header(name, value)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            try:
+                self.wfile.write(data[:cut_after])
+                self.wfile.flush()
+            except OSError:
+                pass
+            return self.cut()
         delay = ctl.get("delay_ms", 0) / 1000
         self.send_response(200)
         for name, value in self.azure_headers().items():
@@ -292,9 +381,11 @@ class Emulator(BaseHTTPRequestHandler):
         pause_after = ctl.get("pause_ms", 0) / 1000
         try:
             for index, event in enumerate(events):
+                if cut_after is not None and index >= cut_after:
+                    return self.cut()
                 self.write_chunk(f"data: {json.dumps(event, separators=(',', ':'))}\n\n".encode())
-                if index == 1 and pause_after:
-                    time.sleep(pause_after)
+                if index == 1 and pause_after and self.silent_wait(pause_after, since=time.monotonic()):
+                    return
                 if delay and 1 < index < len(events) - 1:
                     time.sleep(delay)
             self.write_chunk(b"data: [DONE]\n\n")
@@ -407,6 +498,8 @@ def main():
     server.lock = threading.Lock()
     server.seen = []
     server.aborted = 0
+    server.aborted_silent = 0
+    server.last_silent_abort_ms = None
     server.responses = {}
     if args.tls_cert:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

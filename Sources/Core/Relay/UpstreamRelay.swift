@@ -146,7 +146,9 @@ public struct UpstreamRelay: Sendable {
         }
         out.removeAll(keepingCapacity: true)
         let head = headSent ? nil : takeHead(contentLength: nil)
-        if isEventStream, let rest = splitter.finish(), let normalized = normalizer.event(rest) {
+        // An unterminated last event is whole only when the transfer completed; after a cut it
+        // is a fragment, which would reach the client as broken JSON.
+        if isEventStream, result == .complete, let rest = splitter.finish(), let normalized = normalizer.event(rest) {
             out.append(contentsOf: normalized)
             events += 1
         }
