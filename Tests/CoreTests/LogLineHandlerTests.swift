@@ -51,7 +51,7 @@ import Testing
         defer { close(fds[0]) }
         var logger = Logger(label: "chat\nazure") { LogLineHandler(label: $0, fileDescriptor: fds[1]) }
         logger[metadataKey: "path"] = "/v1/x\r\nrequest id=0"
-        logger.info("request model=x\nrequest id=0 user=admin status=200 tab=\t back=\\ del=\u{7f} é")
+        logger.info("request model=x\nrequest id=0 user=admin status=200 tab=\t back=\\ del=\u{7f} é nel=\u{85}")
         close(fds[1])
         var output = Data()
         var buffer = [UInt8](repeating: 0, count: 4096)
@@ -59,6 +59,6 @@ import Testing
         let text = String(decoding: output, as: UTF8.self)
         #expect(text.filter { $0 == "\n" }.count == 1 && text.hasSuffix("\n"))
         #expect(text.contains(#"chat\x0aazure path=/v1/x\x0d\x0arequest id=0: request model=x\x0arequest id=0"#), "\(text)")
-        #expect(text.contains(#"tab=\x09 back=\\ del=\x7f é"#), "\(text)")
+        #expect(text.contains(#"tab=\x09 back=\\ del=\x7f é nel=\u0085"#), "\(text)")
     }
 }

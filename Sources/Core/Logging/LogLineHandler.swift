@@ -59,30 +59,34 @@ public struct LogLineHandler: LogHandler {
         }
     }
 
-    /// Appends `text` with every control character (and DEL and backslash) written as `\xNN`
-    /// (`\\` for a backslash), so no field, whatever a client put in it, can end a line or
-    /// start a forged one.
+    /// Appends `text` with every control character written as an escape: C0 and DEL as `\xNN`,
+    /// C1 (U+0080 to U+009F, which some readers take for line breaks) as `\u00NN`, and a
+    /// backslash as `\\`. So no field, whatever a client put in it, can end a line or start a
+    /// forged one.
     static func appendEscaped(_ text: String, to line: inout [UInt8]) {
         var text = text
         text.withUTF8 { bytes in
-            guard bytes.contains(where: needsEscape) else {
+            guard bytes.contains(where: { $0 < 0x20 || $0 == 0x7f || $0 == UInt8(ascii: "\\") || $0 == 0xc2 }) else {
                 line.append(contentsOf: bytes)
                 return
             }
-            for byte in bytes {
+            var index = 0
+            while index < bytes.count {
+                let byte = bytes[index]
+                index += 1
                 if byte == UInt8(ascii: "\\") {
                     line.append(contentsOf: [byte, byte])
-                } else if needsEscape(byte) {
+                } else if byte < 0x20 || byte == 0x7f {
                     line.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "x"), hexDigit(byte >> 4), hexDigit(byte & 0xf)])
+                } else if byte == 0xc2, index < bytes.count, (0x80...0x9f).contains(bytes[index]) {
+                    let code = bytes[index]
+                    index += 1
+                    line.append(contentsOf: Array("\\u00".utf8) + [hexDigit(code >> 4), hexDigit(code & 0xf)])
                 } else {
                     line.append(byte)
                 }
             }
         }
-    }
-
-    private static func needsEscape(_ byte: UInt8) -> Bool {
-        byte < 0x20 || byte == 0x7f || byte == UInt8(ascii: "\\")
     }
 
     private static func hexDigit(_ nibble: UInt8) -> UInt8 {
