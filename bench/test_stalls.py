@@ -1,4 +1,4 @@
-"""The bench's stall probe and the verdicts built on it (bench/stalls.py, bench/streams.py).
+"""The bench's stall probe and the verdicts built on it (stalls.py, streams.py beside this file).
 
 A stream target the bench calls OUT OF REACH is excused by these measurements, so they are tested
 like the gateway: the probe against a real stall, the verdicts against samples made to fail."""
@@ -6,12 +6,13 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
-
-sys.path.insert(0, str(ROOT / "bench"))
+# Run from the repository root: python3 -m pytest bench/test_stalls.py (needs only pytest and gcc).
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
 from stalls import StallProbe, StallWindows  # noqa: E402
 from streams import OUT_OF_REACH, stream_checks, untouched  # noqa: E402
 
@@ -36,7 +37,7 @@ def test_probe_reports_a_stall_of_its_cpu(tmp_path):
         os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
     except PermissionError:
         pytest.skip("SCHED_FIFO is not permitted here: neither the probe nor this stall can run above normal priority")
-    with StallProbe(tmp_path, ROOT / "bench/stall_probe.c") as probe:
+    with StallProbe(tmp_path, BENCH / "stall_probe.c") as probe:
         time.sleep(0.2)
         hog = subprocess.run([sys.executable, "-c", HOG], capture_output=True, text=True, check=True)
         time.sleep(0.2)

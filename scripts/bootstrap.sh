@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
 # Installs what the gateway and its tests need and is missing: Debian packages, and with
 # --venv Chromium plus a Python venv (.venv) holding the official openai SDK and pytest;
-# with --bench, wrk and valgrind.
+# with --bench, wrk and valgrind. --no-swift skips the check for a Swift toolchain (run.sh
+# passes it when CHATAZURE_BIN names an already-built binary).
+#
+# It never stops, disables or reloads a service: these scripts also run on production servers,
+# where the system nginx is someone else's. When it installs nginx itself (no nginx yet), a
+# temporary /usr/sbin/policy-rc.d keeps the Debian package from starting the system nginx on :80
+# during the install; an existing policy-rc.d is left alone.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 
@@ -13,21 +19,33 @@ missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
 done
-# nginx-full or another flavour also provides the nginx binary.
-if command -v nginx >/dev/null 2>&1; then
-    filtered=(); for package in "${missing[@]}"; do [[ "$package" == nginx-light ]] || filtered+=("$package"); done
+# nginx-full or another flavour also provides the nginx binary (/usr/sbin is not on every user's PATH).
+if command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]]; then
+    filtered=(); for package in "${missing[@]+"${missing[@]}"}"; do [[ "$package" == nginx-light ]] || filtered+=("$package"); done
     missing=("${filtered[@]+"${filtered[@]}"}")
 fi
 if ((${#missing[@]})); then
     sudo=""; [[ "$(id -u)" == 0 ]] || sudo="sudo"
     echo "bootstrap: installing ${missing[*]}"
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    policy_rc_d=/usr/sbin/policy-rc.d
+    if [[ " ${missing[*]} " == *" nginx-light "* && ! -e "$policy_rc_d" && ! -L "$policy_rc_d" ]]; then
+        # invoke-rc.d asks policy-rc.d before starting a service; 101 means "not allowed".
+        # Written only for this install and removed afterwards, also when the install fails.
+        trap '$sudo rm -f "$policy_rc_d"' EXIT
+        trap 'exit 130' INT TERM HUP
+        printf '#!/bin/sh\n# Written by chatazure-fcgi scripts/bootstrap.sh while it installs nginx; removed after.\nexit 101\n' \
+            | $sudo tee "$policy_rc_d" >/dev/null
+        $sudo chmod 755 "$policy_rc_d"
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+        $sudo rm -f "$policy_rc_d"
+        trap - EXIT INT TERM HUP
+    else
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
 fi
-# Debian's nginx package starts a system nginx on :80; the gateway never needs it.
-if [[ "$(id -u)" == 0 ]] && command -v systemctl >/dev/null 2>&1; then systemctl disable --now nginx >/dev/null 2>&1 || true; fi
 
-if ! command -v swift >/dev/null 2>&1; then
+if [[ " $* " != *" --no-swift "* ]] && ! command -v swift >/dev/null 2>&1; then
     echo "bootstrap: no swift on PATH; install Swift 6 (https://www.swift.org/install/linux/) and re-run" >&2
     exit 1
 fi

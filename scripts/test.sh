@@ -18,8 +18,9 @@ echo "test: unit tests (Core)"
 swift test --skip-build
 
 # Before the end-to-end suite, so pytest's summary is the last line of the run.
-echo "test: bench smoke run (seconds, no targets)"
+echo "test: bench smoke run (seconds, no targets), and the bench's own stall probe"
 "$root/bench/run.sh" --smoke
+"$root/.venv/bin/python" -m pytest -q -p no:cacheprovider "$root/bench/test_stalls.py"
 
 echo "test: end-to-end"
 export CHATAZURE_BIN="$(swift build --show-bin-path)/chatazure-fcgi"

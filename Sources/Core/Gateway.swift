@@ -1,65 +1,68 @@
 import Foundation
 
-/// Decides what to do with one request: answer it here, or forward it to Azure.
-/// Pure apart from the store, so every rule is testable without a socket.
+/// Decides what to do with one request: answer it here, or forward it to Azure. The request's
+/// data flows one way: params -> endpoint -> authentication -> body -> upstream call. Pure apart
+/// from the store behind `authenticator`, so every rule is testable without a socket.
 public struct Gateway: Sendable {
     /// The validated configuration.
     public let config: GatewayConfig
     /// Largest request body accepted, in bytes (`fastcgi.max-body-mb`).
     public var maxBody: Int
-    /// Recently seen users, so a busy key is not looked up on every request.
-    public let users = UserCache()
+    /// Who a key belongs to.
+    public let authenticator: Authenticator
 
-    /// Routes for the configured models, built once, by operation and then model: a request for
-    /// one of them skips building its URL and looking up its deployment.
-    let plannedRoutes: [String: [String: AzureRoute]]
+    /// Where the configured models go, for every JSON operation but `responses`, built once: a
+    /// request for one of them skips building its URL and looking up its deployment.
+    let plannedTargets: [String: [String: Target]]
 
-    public init(config: GatewayConfig) {
-        self.config = config
-        self.maxBody = config.fastcgi.maxBodyBytes
-        self.plannedRoutes = Self.planRoutes(config.azure)
+    /// A route with its URL.
+    struct Target: Sendable {
+        var route: AzureRoute
+        var url: String
     }
 
-    /// Reloads the cached users that requests used in the last 10 s before they expire, so those
-    /// requests never wait for SQLite. The worker pool's supervisor calls it every 100 ms.
-    public func refreshUsers(stores: UsageStorePool) {
-        users.refresh(aheadSeconds: 0.3, activeSeconds: 10) { digest in try stores.with { try $0.user(for: digest) } }
+    public init(config: GatewayConfig, authenticator: Authenticator? = nil) {
+        self.config = config
+        self.maxBody = config.fastcgi.maxBodyBytes
+        self.authenticator = authenticator ?? Authenticator(stores: UsageStorePool(path: config.databasePath))
+        self.plannedTargets = Self.planTargets(config.azure)
     }
 
     /// Decides for `request`. `readBody(limit)` returns the request body, or throws an
-    /// `OpenAIError` (413) when it is longer than `limit`. A connection is borrowed from `stores`
-    /// only when the user cache misses (or for /healthz): under load, most requests need none.
-    public func decide(_ request: GatewayRequest, stores: UsageStorePool,
-                       readBody: (Int) throws -> [UInt8]) -> GatewayDecision {
+    /// `OpenAIError` (413) when it is longer than `limit`.
+    public func decide(_ request: GatewayRequest, readBody: (Int) throws -> [UInt8]) -> GatewayDecision {
         if request.method == "OPTIONS" { return GatewayDecision(.respond(CORS.preflight(request))) }
-        if request.path == "/healthz" {
-            guard request.method == "GET" || request.method == "HEAD" else {
-                return GatewayDecision(.respond(OpenAIError.methodNotAllowed(method: request.method, path: request.path).response))
-            }
-            let readable = (try? stores.with { $0.isReadable() }) ?? false
-            return GatewayDecision(.respond(readable ? .json(200, #"{"status":"ok"}"#) : OpenAIError.databaseUnavailable.response))
-        }
-
+        if request.path == "/healthz" { return GatewayDecision(.respond(health(request))) }
         // Authenticate before reading the body, so a wrong key costs no upload.
         let user: StoredUser
-        do {
-            guard let key = request.presentedKey else { return GatewayDecision(.respond(OpenAIError.missingKey.response)) }
-            let digest = KeyDigest(of: key)
-            let found = try users.user(for: digest) { try stores.with { try $0.user(for: digest) } }
-            guard let found else { return GatewayDecision(.respond(OpenAIError.invalidKey.response)) }
-            user = found
-        } catch {
-            return GatewayDecision(.respond(OpenAIError.databaseUnavailable.response), failure: "user lookup failed: \(error)")
+        switch authenticator.user(for: request) {
+        case .success(let found): user = found
+        case .failure(let refusal):
+            return GatewayDecision(.respond(refusal.error.response), user: refusal.user, failure: refusal.failure)
         }
-        if user.disabled { return GatewayDecision(.respond(OpenAIError.disabledUser(user.username).response), user: user) }
+        do {
+            if Self.modelListPaths.contains(request.path) {
+                guard request.method == "GET" else { throw OpenAIError.methodNotAllowed(method: request.method, path: request.path) }
+                return GatewayDecision(.respond(modelList()), user: user)
+            }
+            let endpoint = try Endpoint.resolve(method: request.method, path: request.path)
+            return GatewayDecision(.forward(try call(for: request, endpoint: endpoint, user: user, readBody: readBody)), user: user)
+        } catch {
+            return GatewayDecision(.respond(Self.response(for: error)), user: user)
+        }
+    }
 
-        do {
-            return GatewayDecision(try route(request, user: user, readBody: readBody), user: user)
-        } catch let error as OpenAIError {
-            return GatewayDecision(.respond(error.response), user: user)
-        } catch {
-            return GatewayDecision(.respond(OpenAIError.gatewayFailure("\(error)").response), user: user)
+    static let modelListPaths: Set<String> = ["/v1/models", "/openai/models", "/openai/v1/models"]
+
+    private func health(_ request: GatewayRequest) -> GatewayResponse {
+        guard request.method == "GET" || request.method == "HEAD" else {
+            return OpenAIError.methodNotAllowed(method: request.method, path: request.path).response
         }
+        return authenticator.storeIsReadable() ? .json(200, #"{"status":"ok"}"#) : OpenAIError.databaseUnavailable.response
+    }
+
+    private static func response(for error: Error) -> GatewayResponse {
+        (error as? OpenAIError ?? OpenAIError.gatewayFailure("\(error)")).response
     }
 
     /// Headers every upstream request carries: the Azure key and the client's content negotiation.

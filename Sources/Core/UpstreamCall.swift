@@ -1,15 +1,17 @@
-/// One request to send to Azure.
+/// One request to send to Azure: where, what, and how its answer is shaped for the client.
 public struct UpstreamCall: Sendable {
     /// HTTP method.
     public var method: String
-    /// Full URL.
+    /// The full upstream URL, api-version included where one is needed.
     public var url: String
     /// Headers to send; the Azure key is among them, the client's key never is.
     public var headers: [(String, String)]
     /// Body bytes.
     public var body: [UInt8]
-    /// Model, deployment, streaming and normalization.
+    /// Operation, model, deployment, streaming.
     public var route: AzureRoute
+    /// What happens to the answer on its way back.
+    public var shaping: ResponseShaping
     /// Who is charged.
     public var user: StoredUser
 }

@@ -36,14 +36,6 @@ import Testing
         #expect(ASCII.find(Array(#""model""#.utf8), in: hay, from: 2) == nil)  // the start is past it
     }
 
-    @Test func appendsWholeStrings() {
-        var bytes = Array("a".utf8)
-        ASCII.append("bé", to: &bytes)
-        ASCII.append(String(repeating: "x", count: 40), to: &bytes)  // a heap string, not a small one
-        ASCII.appendLiteral("=\r\n", to: &bytes)
-        #expect(String(decoding: bytes, as: UTF8.self) == "abé" + String(repeating: "x", count: 40) + "=\r\n")
-    }
-
     @Test func jsonLiteralsEscapeOnlyWhatTheyMust() {
         #expect(JSONRequestBody.literal("gpt-4o") == #""gpt-4o""#)
         #expect(JSONRequestBody.literal("é ☃") == "\"é ☃\"")

@@ -4,13 +4,6 @@ import Testing
 
 @Suite struct GatewayRequestTests {
 
-    @Test(arguments: [0, 7, 10, 499, 1_234_567, -42])
-    func decimalDigits(value: Int) {
-        var bytes = Array("x=".utf8)
-        ASCII.appendDecimal(value, to: &bytes)
-        #expect(String(decoding: bytes, as: UTF8.self) == "x=\(value)")
-    }
-
     @Test func keyFromBearerOrApiKey() {
         #expect(GatewayRequest(method: "GET", path: "/", headers: ["Authorization": "Bearer  sk-1 "]).presentedKey == "sk-1")
         #expect(GatewayRequest(method: "GET", path: "/", headers: ["authorization": "bearer sk-2"]).presentedKey == "sk-2")

@@ -22,7 +22,7 @@ import Testing
 
     func decide(_ method: String, _ path: String, headers: [String: String] = ["authorization": "Bearer alice-key-1"],
                 body: String = "") -> GatewayDecision {
-        gateway.decide(GatewayRequest(method: method, path: path, headers: headers), stores: stores) { limit in
+        gateway.decide(GatewayRequest(method: method, path: path, headers: headers)) { limit in
             if body.utf8.count > limit { throw OpenAIError.tooLarge(limit: limit) }
             return Array(body.utf8)
         }
@@ -42,15 +42,17 @@ import Testing
     }
 
     @Test func borrowsNoDatabaseConnectionOnAUserCacheHit() throws {
-        let unopenable = UsageStorePool(path: "/nonexistent-dir/usage.db")
-        func decide(_ path: String, _ stores: UsageStorePool) -> GatewayDecision {
+        // Two gateways sharing one user cache: one with the real store, one whose store cannot open.
+        let unopenable = Gateway(config: gateway.config, authenticator: Authenticator(
+            users: gateway.authenticator.users, stores: UsageStorePool(path: "/nonexistent-dir/usage.db")))
+        func decide(_ path: String, _ gateway: Gateway) -> GatewayDecision {
             gateway.decide(GatewayRequest(method: path == "/healthz" ? "GET" : "POST", path: path,
-                                          headers: ["authorization": "Bearer alice-key-1"]), stores: stores) { _ in
+                                          headers: ["authorization": "Bearer alice-key-1"])) { _ in
                 Array(#"{"model":"gpt-4o","messages":[]}"#.utf8)
             }
         }
         #expect(try errorCode(decide("/v1/chat/completions", unopenable)) == (503, "database_unavailable"))
-        guard case .forward = decide("/v1/chat/completions", stores).action else { throw CancellationError() }
+        guard case .forward = decide("/v1/chat/completions", gateway).action else { throw CancellationError() }
         // alice is cached now: the database is not needed until the entry expires.
         guard case .forward = decide("/v1/chat/completions", unopenable).action else { throw CancellationError() }
         #expect(try errorCode(decide("/healthz", unopenable)) == (503, "database_unavailable"))
@@ -71,7 +73,7 @@ import Testing
         let sent = try JSONSerialization.jsonObject(with: Data(call.body)) as? [String: Any]
         #expect(sent?["model"] as? String == "gpt-4o" && sent?["stream"] as? Bool == true && sent?["messages"] != nil)
         #expect((sent?["stream_options"] as? [String: Any])?["include_usage"] as? Bool == true)
-        #expect(!call.route.clientWantsUsage)
+        #expect(!call.shaping.clientWantsUsage && call.shaping.normalize)
         guard case .forward(let plain) = decide("POST", "/v1/chat/completions", body: #"{"model":"gpt-4o", "messages":[]}"#).action else {
             Issue.record("not forwarded"); return
         }
@@ -85,22 +87,25 @@ import Testing
         let azure = AzureSettings(endpoint: "https://team.openai.azure.com", apiKey: "k", apiVersion: "2024-10-21",
                                   deployments: ["gpt-4o": "prod-4o", "odd": "no/such"], apiStyle: style)
         let planned = Gateway(config: GatewayConfig(databasePath: gateway.config.databasePath, azure: azure, users: []))
-        #expect(Set(planned.plannedRoutes.keys) == Gateway.jsonOperations.subtracting(["responses"]))
-        for operation in Gateway.jsonOperations.subtracting(["responses"]) {
-            let decision = planned.decide(GatewayRequest(method: "POST", path: "/v1/\(operation)", headers: ["api-key": "alice-key-1"]),
-                                          stores: stores) { _ in Array(#"{"model":"gpt-4o","stream":true}"#.utf8) }
+        #expect(Set(planned.plannedTargets.keys) == Endpoint.jsonOperations.subtracting(["responses"]))
+        for operation in Endpoint.jsonOperations.subtracting(["responses"]) {
+            let decision = planned.decide(GatewayRequest(method: "POST", path: "/v1/\(operation)", headers: ["api-key": "alice-key-1"])) { _ in
+                Array(#"{"model":"gpt-4o","stream":true}"#.utf8)
+            }
             guard case .forward(let call) = decision.action else { Issue.record("\(operation) not forwarded"); continue }
-            var built = style == .v1
-                ? try AzureRoute.v1(operation: operation, model: "gpt-4o", streaming: true, azure: azure)
-                : try AzureRoute.classic(operation: operation, model: "gpt-4o", streaming: true, azure: azure)
-            built.normalize = true
-            #expect(call.route == built, "\(operation)")
+            // What a request for a model that was not planned builds.
+            var built = try Gateway.target(operation: operation, model: "gpt-4o", azure: azure)
+            built.route.streaming = true
+            #expect(call.route == built.route, "\(operation)")
             #expect(call.url == built.url)
+            #expect(call.url == (style == .v1 ? "https://team.openai.azure.com/openai/v1/\(operation)"
+                : "https://team.openai.azure.com/openai/deployments/prod-4o/\(operation)?api-version=\(azure.apiVersion(for: operation))"))
             let sent = try JSONSerialization.jsonObject(with: Data(call.body)) as? [String: Any]
             #expect(sent?["model"] as? String == (style == .v1 ? "prod-4o" : "gpt-4o"), "\(operation)")
             // A listed model whose deployment is unusable is refused, not planned.
-            let odd = planned.decide(GatewayRequest(method: "POST", path: "/v1/\(operation)", headers: ["api-key": "alice-key-1"]),
-                                     stores: stores) { _ in Array(#"{"model":"odd"}"#.utf8) }
+            let odd = planned.decide(GatewayRequest(method: "POST", path: "/v1/\(operation)", headers: ["api-key": "alice-key-1"])) { _ in
+                Array(#"{"model":"odd"}"#.utf8)
+            }
             #expect(try errorCode(odd) == (404, "model_not_found"), "\(operation)")
         }
     }
@@ -131,7 +136,7 @@ import Testing
     @Test func tooLargeBody() throws {
         var small = gateway
         small.maxBody = 10
-        let decision = small.decide(GatewayRequest(method: "POST", path: "/v1/chat/completions", headers: ["api-key": "alice-key-1"]), stores: stores) { limit in
+        let decision = small.decide(GatewayRequest(method: "POST", path: "/v1/chat/completions", headers: ["api-key": "alice-key-1"])) { limit in
             throw OpenAIError.tooLarge(limit: limit)
         }
         #expect(try errorCode(decision) == (413, "request_too_large"))
@@ -168,7 +173,7 @@ import Testing
     func call(_ gateway: Gateway, _ stores: UsageStorePool, _ method: String, _ path: String, query: String = "",
               body: String = "", type: String = "application/json") -> UpstreamCall? {
         let request = GatewayRequest(method: method, path: path, query: query, headers: ["api-key": "user-key-1", "content-type": type])
-        guard case .forward(let call) = gateway.decide(request, stores: stores, readBody: { _ in Array(body.utf8) }).action else { return nil }
+        guard case .forward(let call) = gateway.decide(request, readBody: { _ in Array(body.utf8) }).action else { return nil }
         return call
     }
 
@@ -179,7 +184,7 @@ import Testing
         let object = try JSONSerialization.jsonObject(with: Data(forwarded.body)) as? [String: Any]
         #expect(object?["model"] as? String == "prod")
         #expect((object?["stream_options"] as? [String: Any])?["include_usage"] as? Bool == true)
-        #expect(forwarded.route.model == "gpt-4o" && !forwarded.route.clientWantsUsage)
+        #expect(forwarded.route.model == "gpt-4o" && !forwarded.shaping.clientWantsUsage)
     }
 
     @Test func azureStylePathsKeepClientVersionOrFillOurs() throws {
@@ -198,11 +203,11 @@ import Testing
     @Test func unsafePathsAreRefused() {
         for path in ["/v1/../x", "/openai//v1/chat/completions", "/openai/deployments/%2e%2e/x", "/v1/chat\\completions", "/v1/a%2Fb",
                      "/v1/%2E%2e/x", "/v1/a%5cb", "/v1/a%00", "/v1/x/..", "/v1//"] {
-            #expect(!Gateway.isSafePath(path), "\(path)")
+            #expect(!Endpoint.isSafePath(path), "\(path)")
         }
-        #expect(Gateway.isSafePath("/openai/deployments/gpt-4.1/chat/completions"))
-        #expect(Gateway.isSafePath("/v1/a.b/c.d%41"))
-        #expect(Gateway.isSafePath("/v1/a%2"))
+        #expect(Endpoint.isSafePath("/openai/deployments/gpt-4.1/chat/completions"))
+        #expect(Endpoint.isSafePath("/v1/a.b/c.d%41"))
+        #expect(Endpoint.isSafePath("/v1/a%2"))
     }
 
     @Test func multipartNeedsModelField() throws {

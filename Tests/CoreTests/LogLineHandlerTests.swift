@@ -24,21 +24,29 @@ import Testing
         }
     }
 
-    @Test func writesOneLineWithSortedMetadataPerMessage() throws {
+    /// What a logger labelled `label` writes while `body` uses it.
+    func written(label: String, _ body: (inout Logger) -> Void) -> String {
         var fds: [Int32] = [0, 0]
         #expect(pipe(&fds) == 0)
         defer { close(fds[0]) }
-        var logger = Logger(label: "chatazure") { LogLineHandler(label: $0, fileDescriptor: fds[1]) }
-        logger[metadataKey: "thread"] = "3"
-        logger[metadataKey: "pid"] = "12"
-        logger.info("request id=1 status=200")
-        logger.debug("dropped: below the level")
-        logger.warning("slow", metadata: ["ms": "900"])
+        var logger = Logger(label: label) { LogLineHandler(label: $0, fileDescriptor: fds[1]) }
+        body(&logger)
         close(fds[1])
         var output = Data()
         var buffer = [UInt8](repeating: 0, count: 4096)
         while case let count = read(fds[0], &buffer, buffer.count), count > 0 { output.append(contentsOf: buffer[..<count]) }
-        let lines = String(decoding: output, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false)
+        return String(decoding: output, as: UTF8.self)
+    }
+
+    @Test func writesOneLineWithSortedMetadataPerMessage() throws {
+        let output = written(label: "chatazure") { logger in
+            logger[metadataKey: "thread"] = "3"
+            logger[metadataKey: "pid"] = "12"
+            logger.info("request id=1 status=200")
+            logger.debug("dropped: below the level")
+            logger.warning("slow", metadata: ["ms": "900"])
+        }
+        let lines = output.split(separator: "\n", omittingEmptySubsequences: false)
         #expect(lines.count == 3 && lines[2].isEmpty)
         let pattern = #/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z info chatazure pid=12 thread=3: request id=1 status=200$/#
         #expect(lines[0].wholeMatch(of: pattern) != nil, "\(lines[0])")
@@ -46,17 +54,10 @@ import Testing
     }
 
     @Test func controlCharactersInAnyFieldAreEscaped() throws {
-        var fds: [Int32] = [0, 0]
-        #expect(pipe(&fds) == 0)
-        defer { close(fds[0]) }
-        var logger = Logger(label: "chat\nazure") { LogLineHandler(label: $0, fileDescriptor: fds[1]) }
-        logger[metadataKey: "path"] = "/v1/x\r\nrequest id=0"
-        logger.info("request model=x\nrequest id=0 user=admin status=200 tab=\t back=\\ del=\u{7f} é nel=\u{85}")
-        close(fds[1])
-        var output = Data()
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        while case let count = read(fds[0], &buffer, buffer.count), count > 0 { output.append(contentsOf: buffer[..<count]) }
-        let text = String(decoding: output, as: UTF8.self)
+        let text = written(label: "chat\nazure") { logger in
+            logger[metadataKey: "path"] = "/v1/x\r\nrequest id=0"
+            logger.info("request model=x\nrequest id=0 user=admin status=200 tab=\t back=\\ del=\u{7f} é nel=\u{85}")
+        }
         #expect(text.filter { $0 == "\n" }.count == 1 && text.hasSuffix("\n"))
         #expect(text.contains(#"chat\x0aazure path=/v1/x\x0d\x0arequest id=0: request model=x\x0arequest id=0"#), "\(text)")
         #expect(text.contains(#"tab=\x09 back=\\ del=\x7f é nel=\u0085"#), "\(text)")

@@ -3,13 +3,13 @@ import Testing
 @testable import Core
 
 @Suite struct ResponseNormalizerTests {
-    let route = AzureRoute(operation: "chat/completions", model: "gpt-4o", deployment: "prod", url: "", streaming: true,
-                           normalize: true, clientWantsUsage: false)
+    let route = AzureRoute(operation: "chat/completions", model: "gpt-4o", deployment: "prod", streaming: true)
+    let shaping = ResponseShaping(normalize: true, clientWantsUsage: false)
 
     func text(_ bytes: [UInt8]?) -> String? { bytes.map { String(decoding: $0, as: UTF8.self) } }
 
     @Test func dropsAzuresEmptyChoicesFilterChunk() {
-        var normalizer = ResponseNormalizer(route: route)
+        var normalizer = ResponseNormalizer(route: route, shaping: shaping)
         let first = #"data: {"choices":[],"created":0,"id":"","model":"","object":"","prompt_filter_results":[{"prompt_index":0}]}"# + "\n\n"
         #expect(normalizer.event(Array(first.utf8)) == nil)
         let offsets = #"data: {"choices":[],"content_filter_offsets":{"check_offset":0},"id":"x"}"# + "\n\n"
@@ -17,7 +17,7 @@ import Testing
     }
 
     @Test func dropRulesReadTopLevelMembersOnly() {
-        var normalizer = ResponseNormalizer(route: route)
+        var normalizer = ResponseNormalizer(route: route, shaping: shaping)
         // Spaced JSON, as other Azure front doors send it: still dropped.
         let spaced = #"data: { "choices" : [ ] , "prompt_filter_results" : [ { "prompt_index" : 0 } ] }"# + "\n\n"
         #expect(normalizer.event(Array(spaced.utf8)) == nil)
@@ -36,7 +36,7 @@ import Testing
     }
 
     @Test func rewritesModelInChunks() {
-        var normalizer = ResponseNormalizer(route: route)
+        var normalizer = ResponseNormalizer(route: route, shaping: shaping)
         let chunk = #"data: {"choices":[{"delta":{"content":"hi"}}],"model":"gpt-4o-2024-08-06","object":"chat.completion.chunk"}"# + "\n\n"
         #expect(text(normalizer.event(Array(chunk.utf8))) ==
                 #"data: {"choices":[{"delta":{"content":"hi"}}],"model":"gpt-4o","object":"chat.completion.chunk"}"# + "\n\n")
@@ -44,20 +44,16 @@ import Testing
 
     @Test func usageChunkIsReadAndDroppedUnlessAsked() {
         let usage = #"data: {"choices":[],"model":"m","usage":{"prompt_tokens":5,"completion_tokens":7,"total_tokens":12}}"# + "\n\n"
-        var quiet = ResponseNormalizer(route: route)
+        var quiet = ResponseNormalizer(route: route, shaping: shaping)
         #expect(quiet.event(Array(usage.utf8)) == nil)
         #expect(quiet.usage == TokenUsage(prompt: 5, completion: 7))
-        var asked = route
-        asked.clientWantsUsage = true
-        var loud = ResponseNormalizer(route: asked)
+        var loud = ResponseNormalizer(route: route, shaping: ResponseShaping(normalize: true, clientWantsUsage: true))
         #expect(text(loud.event(Array(usage.utf8)))?.contains(#""model":"gpt-4o""#) == true)
         #expect(loud.usage == TokenUsage(prompt: 5, completion: 7))
     }
 
     @Test func offLeavesBytesButStillCountsTokens() {
-        var off = route
-        off.normalize = false
-        var normalizer = ResponseNormalizer(route: off)
+        var normalizer = ResponseNormalizer(route: route, shaping: .unchanged)
         let first = #"data: {"choices":[],"prompt_filter_results":[]}"# + "\n\n"
         #expect(text(normalizer.event(Array(first.utf8))) == first)
         let body = #"{"model":"gpt-4o-2024-08-06","usage":{"prompt_tokens":1,"completion_tokens":2}}"#
@@ -66,11 +62,11 @@ import Testing
     }
 
     @Test func passesDoneCommentsAndResponsesEvents() {
-        var normalizer = ResponseNormalizer(route: route)
+        var normalizer = ResponseNormalizer(route: route, shaping: shaping)
         #expect(text(normalizer.event(Array("data: [DONE]\n\n".utf8))) == "data: [DONE]\n\n")
         #expect(text(normalizer.event(Array(": keepalive\n\n".utf8))) == ": keepalive\n\n")
-        var responses = ResponseNormalizer(route: AzureRoute(operation: "responses", model: "gpt-4o", deployment: "d", url: "",
-                                                             streaming: true, normalize: true))
+        var responses = ResponseNormalizer(route: AzureRoute(operation: "responses", model: "gpt-4o", deployment: "d", streaming: true),
+                                           shaping: shaping)
         let completed = "event: response.completed\n" + #"data: {"type":"response.completed","response":{"model":"x","usage":{"input_tokens":3,"output_tokens":4}}}"# + "\n\n"
         #expect(text(responses.event(Array(completed.utf8))) == completed)
         #expect(responses.usage == TokenUsage(prompt: 3, completion: 4))

@@ -5,18 +5,17 @@ import Testing
 /// Feeds `UpstreamRelay` what libcurl hands the executable (raw header lines, body reads, ticks,
 /// the transfer result) and checks what the client would receive. No sockets, no clock.
 @Suite struct UpstreamRelayTests {
-    let streamRoute = AzureRoute(operation: "chat/completions", model: "gpt-4o", deployment: "dep", url: "", streaming: true,
-                                 normalize: true)
-    let jsonRoute = AzureRoute(operation: "chat/completions", model: "gpt-4o", deployment: "dep", url: "", streaming: false,
-                               normalize: true)
+    let streamRoute = AzureRoute(operation: "chat/completions", model: "gpt-4o", deployment: "dep", streaming: true)
+    let jsonRoute = AzureRoute(operation: "chat/completions", model: "gpt-4o", deployment: "dep", streaming: false)
 
     // MARK: Helpers
 
     /// A fixed instant `ms` milliseconds after an arbitrary start.
     func at(_ ms: UInt64) -> MonotonicInstant { MonotonicInstant(nanoseconds: 1_000_000_000_000 + ms * 1_000_000) }
 
+    /// A relay that normalizes, as the gateway does by default.
     func relay(_ route: AzureRoute, keepalive: Int = 15) -> UpstreamRelay {
-        UpstreamRelay(route: route, keepaliveSeconds: keepalive, now: at(0))
+        UpstreamRelay(route: route, shaping: ResponseShaping(normalize: true), keepaliveSeconds: keepalive, now: at(0))
     }
 
     func headers(_ relay: inout UpstreamRelay, _ lines: [String]) {
@@ -164,9 +163,7 @@ import Testing
     }
 
     @Test func streamWithoutNormalizeKeepsAzuresBytes() {
-        var route = streamRoute
-        route.normalize = false
-        var relay = relay(route)
+        var relay = UpstreamRelay(route: streamRoute, shaping: .unchanged, keepaliveSeconds: 15, now: at(0))
         headers(&relay, Self.streamHeaders)
         let out = body(&relay, Self.filterChunk + Self.chunk("a") + Self.usageChunk, at: 10)
         #expect(text(out.body) == Self.filterChunk + Self.chunk("a") + Self.usageChunk)
@@ -494,8 +491,7 @@ import Testing
     // MARK: Other bodies
 
     @Test func binaryPassesThroughUnchanged() {
-        var relay = relay(AzureRoute(operation: "audio/speech", model: "tts-1", deployment: "dep", url: "", streaming: false,
-                                     normalize: true))
+        var relay = relay(AzureRoute(operation: "audio/speech", model: "tts-1", deployment: "dep", streaming: false))
         headers(&relay, ["HTTP/1.1 200 OK\r\n", "Content-Type: audio/mpeg\r\n", "x-request-id: r\r\n", "\r\n"])
         let one: [UInt8] = [0xFF, 0xFB, 0x90, 0x64, 0x0A, 0x0A, 0x00, 0x0D, 0x0A, 0x0D, 0x0A]
         let two: [UInt8] = Array(#"data: {"model":"x"}"#.utf8) + [0x0A, 0x0A, 0xFE]

@@ -1,12 +1,17 @@
 """End-to-end fixtures: the Azure emulator, and a gateway made of real nginx + spawn-fcgi workers."""
+import atexit
+import grp
 import json
 import os
 import pathlib
+import pwd
+import shutil
 import signal
 import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 
@@ -23,6 +28,32 @@ USERS = {
     "count1": "sk-count1-e2e-key-0004",
     "count2": "sk-count2-e2e-key-0005",
 }
+
+
+def web_user():
+    """The user and group nginx's workers run as when the tests run as root, as on a real
+    install: www-data, or nobody where there is no www-data. None without root (then nginx's
+    workers stay this user)."""
+    if os.geteuid() != 0:
+        return None
+    for name in ("www-data", "nobody"):
+        try:
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            continue
+        return entry.pw_name, grp.getgrgid(entry.pw_gid).gr_name
+    raise RuntimeError("neither www-data nor nobody exists: no user for nginx's workers")
+
+
+def nginx_temp_paths(temp):
+    """Every temp path nginx has, inside `temp`, so that a test nginx never creates or chowns
+    the system nginx's folders (/var/lib/nginx/...). Returns the directives."""
+    modules = ["client_body", "fastcgi"]
+    built = subprocess.run(["nginx", "-V"], capture_output=True, text=True).stderr
+    modules += [m for m in ("proxy", "uwsgi", "scgi") if f"--without-http_{m}_module" not in built]
+    for module in modules:
+        (temp / module).mkdir(parents=True, exist_ok=True)
+    return " ".join(f"{module}_temp_path {temp / module};" for module in modules)
 
 
 def free_port():
@@ -93,7 +124,17 @@ class Gateway:
                  users=USERS, extra_azure="", serve_args="", extra_fastcgi=""):
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.socket = str(self.dir / "fcgi.sock")
+        self.web_user = web_user()
+        # nginx's workers (www-data when root) must reach the socket and write their temp files.
+        # pytest's tmp dirs are 0700 under a 0700 /tmp/pytest-of-USER, and loosening those would
+        # weaken what pytest protects; so the socket and nginx's temp folders live in a run dir
+        # of their own directly in /tmp (1777, traversable by anyone): 0711, so the workers can
+        # pass through but not list it, the temp folder owned by the worker user. Also keeps the
+        # socket path short (unix sockets take 107 bytes). Removed by stop(), or at exit.
+        self.run_dir = pathlib.Path(tempfile.mkdtemp(prefix="chatazure-e2e-", dir="/tmp"))
+        os.chmod(self.run_dir, 0o711)
+        atexit.register(shutil.rmtree, self.run_dir, ignore_errors=True)
+        self.socket = str(self.run_dir / "fcgi.sock")
         self.config = str(self.dir / "config.yaml")
         self.log_path = self.dir / "worker.log"
         self.port = free_port()
@@ -113,7 +154,9 @@ class Gateway:
     def start_workers(self):
         pidfile = self.dir / "workers.pid"
         command = f'exec "{BIN}" serve --config "{self.config}" {self.serve_args} 2>>"{self.log_path}"'
-        subprocess.run(["spawn-fcgi", "-s", self.socket, "-M", "0666", "-F", str(self.processes),
+        # As a real install: only nginx's workers (the socket's owner and group) may connect.
+        owner = ["-U", self.web_user[0], "-G", self.web_user[1]] if self.web_user else []
+        subprocess.run(["spawn-fcgi", "-s", self.socket, "-M", "0660", *owner, "-F", str(self.processes),
                         "-P", str(pidfile), "--", "/bin/sh", "-c", command],
                        check=True, capture_output=True)
         self.pids = [int(line) for line in pidfile.read_text().split()]
@@ -124,8 +167,13 @@ class Gateway:
         upstream = upstream.replace("server unix:/run/chatazure/fcgi.sock;", f"server unix:{self.socket};")
         upstream = upstream.replace("keepalive 4;", f"keepalive {self.keepalive};")
         (self.dir / "upstream.conf").write_text(upstream)
-        user = "user root;" if os.geteuid() == 0 else ""
-        (self.dir / "temp").mkdir(exist_ok=True)
+        user = f"user {self.web_user[0]} {self.web_user[1]};" if self.web_user else ""
+        temp = self.run_dir / "nginx-temp"
+        temp_paths = nginx_temp_paths(temp)
+        os.chmod(temp, 0o700)
+        if self.web_user:
+            for path in [temp, *temp.iterdir()]:
+                shutil.chown(path, *self.web_user)
         (self.dir / "nginx.conf").write_text(f"""{user}
 worker_processes {self.nginx_workers};
 pid {self.dir}/nginx.pid;
@@ -133,10 +181,11 @@ error_log {self.dir}/nginx-error.log warn;
 events {{ worker_connections 1024; }}
 http {{
     access_log off;
-    client_body_temp_path {self.dir}/temp;
+    {temp_paths}
     include {self.dir}/upstream.conf;
     server {{
         listen 127.0.0.1:{self.port};
+        include {ROOT}/nginx/chatazure-server-errors.conf;
         include {ROOT}/nginx/chatazure.conf;
     }}
 }}
@@ -159,8 +208,8 @@ http {{
         options = {"max_retries": 0, "timeout": 30, **options}
         return openai.OpenAI(base_url=self.url + "/v1", api_key=key, **options)
 
-    def stop(self):
-        subprocess.run(self.nginx_args + ["-s", "stop"], capture_output=True)
+    def stop_workers(self):
+        """SIGTERM to the worker processes, and wait (10 s at most) until they are gone."""
         for pid in self.pids:
             try:
                 os.kill(pid, signal.SIGTERM)
@@ -174,6 +223,11 @@ http {{
                     time.sleep(0.05)
                 except ProcessLookupError:
                     break
+
+    def stop(self):
+        subprocess.run(self.nginx_args + ["-s", "stop"], capture_output=True)
+        self.stop_workers()
+        shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

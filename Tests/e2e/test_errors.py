@@ -4,7 +4,7 @@ import socket
 
 import pytest
 
-from conftest import USERS, http_json
+from conftest import USERS, Gateway, http_json
 from test_auth import assert_openai_error
 
 AUTH = {"Authorization": f"Bearer {USERS['alice']}", "Content-Type": "application/json"}
@@ -52,9 +52,25 @@ def test_wrong_method_is_405(gateway):
     assert_openai_error(payload)
 
 
-def test_oversized_body_is_413(gateway):
-    status, payload = raw_post(gateway, "/v1/chat/completions", b'{"model":"gpt-4o","pad":"' + b"x" * (66 << 20) + b'"}')
-    assert status == 413
+def test_oversized_body_is_413(tmp_path, emulator):
+    """Above fastcgi.max-body-mb the gateway itself answers 413. (With the default 64 MB, a body
+    that large is already refused by nginx's client_max_body_size, also 64m: that 413 is nginx's,
+    tested in test_nginx_errors.py.) Its own message tells the two apart."""
+    small = Gateway(tmp_path / "small", emulator.url, processes=1, workers=2, extra_fastcgi="  max-body-mb: 1\n")
+    try:
+        body = json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "x" * (2 << 20)}]}).encode()
+        status, payload = raw_post(small, "/v1/chat/completions", body)
+        assert status == 413
+        error = assert_openai_error(payload)
+        assert error["code"] == "request_too_large"
+        assert "larger than the gateway accepts" in error["message"], error
+        # The worker keeps serving, and a body under the limit goes through.
+        status, payload = raw_post(small, "/v1/chat/completions",
+                                   json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "fits"}]}).encode())
+        assert status == 200, payload
+        assert json.loads(payload)["choices"][0]["message"]["content"] == "Echo: fits"
+    finally:
+        small.stop()
 
 
 def test_models_list(alice):

@@ -3,7 +3,6 @@ import asyncio
 import json
 import os
 import resource
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -11,10 +10,15 @@ from concurrent.futures import ThreadPoolExecutor
 import openai
 import pytest
 
-from conftest import ROOT, USERS, Gateway, wait_for
+from conftest import USERS, Gateway, wait_for
 
-sys.path.insert(0, str(ROOT / "bench"))
-from rig import threads_of  # noqa: E402  (the bench's reader of /proc/PID/status)
+
+def threads_of(pid):
+    """The threads process `pid` has now."""
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("Threads:"):
+            return int(line.split()[1])
+    return 0
 
 
 def upstream_connections(pid, port):

@@ -9,12 +9,12 @@ public final class UserCache: Sendable {
     final class Entry {
         /// The user as last loaded.
         var user: StoredUser
-        /// Uptime (ns) after which the entry must be reloaded before use.
-        var expires: UInt64
-        /// Uptime (ns) of the last request that used it.
-        var lastUsed: UInt64
+        /// After this the entry must be reloaded before use.
+        var expires: MonotonicInstant
+        /// The last request that used it.
+        var lastUsed: MonotonicInstant
 
-        init(user: StoredUser, expires: UInt64, lastUsed: UInt64) {
+        init(user: StoredUser, expires: MonotonicInstant, lastUsed: MonotonicInstant) {
             self.user = user
             self.expires = expires
             self.lastUsed = lastUsed
@@ -22,11 +22,11 @@ public final class UserCache: Sendable {
     }
 
     private let entries = Mutex<[KeyDigest: Entry]>([:])
-    private let ttlNanos: UInt64
+    private let ttlSeconds: Double
     private let capacity: Int
 
     public init(ttlSeconds: Double = 1, capacity: Int = 10_000) {
-        self.ttlNanos = UInt64(ttlSeconds * 1_000_000_000)
+        self.ttlSeconds = ttlSeconds
         self.capacity = capacity
     }
 
@@ -34,12 +34,12 @@ public final class UserCache: Sendable {
     /// When an entry expires, the first thread to see it reloads it and the others go on with the
     /// entry meanwhile, so a busy key costs one lookup per TTL rather than one per waiting thread.
     public func user(for digest: KeyDigest, load: () throws -> StoredUser?) rethrows -> StoredUser? {
-        let now = DispatchTime.now().uptimeNanoseconds
+        let now = MonotonicInstant.now()
         let fresh = entries.withLock { entries -> StoredUser? in
             guard let entry = entries[digest] else { return nil }
             entry.lastUsed = now
             if entry.expires > now { return entry.user }
-            entry.expires = now + ttlNanos  // others use it while this thread reloads
+            entry.expires = now.adding(seconds: ttlSeconds)  // others use it while this thread reloads
             return nil
         }
         if let fresh { return fresh }
@@ -47,16 +47,16 @@ public final class UserCache: Sendable {
     }
 
     /// Reloads, ahead of their expiry, the entries that expire within `aheadSeconds` and that a
-    /// request used within `activeSeconds`, so requests for a key in use never wait for SQLite
-    /// (a reload took ~0.15 ms of a stream's first token). Others expire as before. A failed load
-    /// leaves the entry to expire, and the next request then reports the error.
+    /// request used within `activeSeconds`, so a request for a key in use never waits for SQLite.
+    /// Others expire as before. A failed load leaves the entry to expire, and the next request
+    /// then reports the error.
     public func refresh(aheadSeconds: Double, activeSeconds: Double, load: (KeyDigest) throws -> StoredUser?) {
-        let now = DispatchTime.now().uptimeNanoseconds
-        let ahead = UInt64(aheadSeconds * 1_000_000_000)
-        let active = UInt64(activeSeconds * 1_000_000_000)
+        let now = MonotonicInstant.now()
+        let horizon = now.adding(seconds: aheadSeconds)
+        let active = UInt64(max(0, activeSeconds) * 1_000_000_000)
         let due = entries.withLock { entries in
             entries.compactMap { key, entry in
-                entry.expires <= now + ahead && entry.expires > now && now - min(now, entry.lastUsed) <= active ? key : nil
+                entry.expires <= horizon && entry.expires > now && now.nanoseconds(since: entry.lastUsed) <= active ? key : nil
             }
         }
         for digest in due {
@@ -64,7 +64,7 @@ public final class UserCache: Sendable {
         }
     }
 
-    private func reload(_ digest: KeyDigest, now: UInt64, load: () throws -> StoredUser?) rethrows -> StoredUser? {
+    private func reload(_ digest: KeyDigest, now: MonotonicInstant, load: () throws -> StoredUser?) rethrows -> StoredUser? {
         guard let user = try load() else {
             entries.withLock { $0[digest] = nil }
             return nil
@@ -72,10 +72,10 @@ public final class UserCache: Sendable {
         entries.withLock { entries in
             if let entry = entries[digest] {
                 entry.user = user
-                entry.expires = now + ttlNanos
+                entry.expires = now.adding(seconds: ttlSeconds)
             } else {
                 if entries.count >= capacity { entries.removeAll(keepingCapacity: true) }
-                entries[digest] = Entry(user: user, expires: now + ttlNanos, lastUsed: now)
+                entries[digest] = Entry(user: user, expires: now.adding(seconds: ttlSeconds), lastUsed: now)
             }
         }
         return user

@@ -1,47 +1,23 @@
-import Foundation
-
-/// Where one request goes on Azure, and what the client asked for.
+/// What one request asks of Azure: the operation, the model the client named, the deployment
+/// that serves it, and whether the answer streams. Usage is counted and logged under it.
 public struct AzureRoute: Sendable, Equatable {
     /// Operation path, e.g. `chat/completions`; also the label usage is counted under.
     public var operation: String
-    /// Model name the client sent (or the deployment, for Azure-style paths).
+    /// Model name the client sent (or the deployment, for Azure-style paths without one).
     public var model: String
     /// Azure deployment that serves it.
     public var deployment: String
-    /// Full upstream URL, api-version included where one is needed.
-    public var url: String
     /// Whether the client asked for server-sent events.
     public var streaming: Bool
-    /// Whether Azure's answer is normalized (empty-choices chunks dropped, `model` rewritten).
-    public var normalize: Bool = false
-    /// Whether the client itself asked for the usage chunk (`stream_options.include_usage`).
-    public var clientWantsUsage: Bool = false
 
-    public init(operation: String, model: String, deployment: String, url: String, streaming: Bool,
-                normalize: Bool = false, clientWantsUsage: Bool = false) {
+    public init(operation: String, model: String, deployment: String, streaming: Bool) {
         self.operation = operation
         self.model = model
         self.deployment = deployment
-        self.url = url
         self.streaming = streaming
-        self.normalize = normalize
-        self.clientWantsUsage = clientWantsUsage
     }
 
-    /// The classic deployment route `{endpoint}/openai/deployments/{dep}/{op}?api-version=`.
-    public static func classic(operation: String, model: String, streaming: Bool, azure: AzureSettings) throws -> AzureRoute {
-        let deployment = try checkedDeployment(for: model, azure: azure)
-        let url = "\(azure.endpoint)/openai/deployments/\(deployment)/\(operation)?api-version=\(azure.apiVersion(for: operation))"
-        return AzureRoute(operation: operation, model: model, deployment: deployment, url: url, streaming: streaming)
-    }
-
-    /// The v1 route `{endpoint}/openai/v1/{op}`: no api-version, the deployment goes in the body's `model`.
-    public static func v1(operation: String, model: String, streaming: Bool, azure: AzureSettings) throws -> AzureRoute {
-        let deployment = try checkedDeployment(for: model, azure: azure)
-        return AzureRoute(operation: operation, model: model, deployment: deployment,
-                          url: "\(azure.endpoint)/openai/v1/\(operation)", streaming: streaming)
-    }
-
+    /// The deployment configured for `model`, if it can stand in a URL.
     static func checkedDeployment(for model: String, azure: AzureSettings) throws -> String {
         let deployment = azure.deployment(for: model)
         guard isPlainToken(deployment) else {
@@ -54,7 +30,7 @@ public struct AzureRoute: Sendable, Equatable {
     /// True for names safe to place in a URL path or query unescaped: letters, digits, `-`, `_`, `.`,
     /// and not `.` or `..`.
     public static func isPlainToken(_ value: String) -> Bool {
-        guard !value.isEmpty, value.count <= 128, value != ".", value != ".." else { return false }
+        guard !value.isEmpty, value.utf8.count <= 128, value != ".", value != ".." else { return false }
         return value.utf8.allSatisfy { byte in
             ASCII.isAlphanumeric(byte) || byte == UInt8(ascii: "-") || byte == UInt8(ascii: "_") || byte == UInt8(ascii: ".")
         }
@@ -64,4 +40,21 @@ public struct AzureRoute: Sendable, Equatable {
     public static func supportsStreamOptions(_ version: String) -> Bool {
         String(version.prefix(10)) >= "2024-09-01"
     }
+}
+
+/// How Azure's answer is reshaped for the client; apart from where it goes.
+public struct ResponseShaping: Sendable, Equatable {
+    /// Drop empty-choices filter chunks and write `model` back to the client's name.
+    public var normalize: Bool
+    /// The client itself asked for the usage chunk (`stream_options.include_usage`), so it is
+    /// passed on; one the gateway asked for only for accounting is not.
+    public var clientWantsUsage: Bool
+
+    public init(normalize: Bool, clientWantsUsage: Bool = false) {
+        self.normalize = normalize
+        self.clientWantsUsage = clientWantsUsage
+    }
+
+    /// Answers passed on as Azure sent them.
+    public static let unchanged = ResponseShaping(normalize: false)
 }

@@ -196,12 +196,11 @@ private struct SectionParser {
         if let node = section["socket-group"] { settings.socketGroup = try reader.string(node, at: "fastcgi.socket-group") }
         if let node = section["workers"] { settings.workers = try reader.int(node, at: "fastcgi.workers", range: 1...10_000) }
         if let node = section["max-workers"] {
-            settings.maxWorkers = try reader.int(node, at: "fastcgi.max-workers", range: 1...10_000)
-            guard settings.maxWorkers >= settings.workers else {
+            let maxWorkers = try reader.int(node, at: "fastcgi.max-workers", range: 1...10_000)
+            guard maxWorkers >= settings.workers else {
                 throw ConfigError(file: file, key: "fastcgi.max-workers", reason: "must be at least fastcgi.workers (\(settings.workers))")
             }
-        } else {
-            settings.maxWorkers = max(settings.maxWorkers, settings.workers)
+            settings.maxWorkersSetting = maxWorkers
         }
         if let node = section["idle-seconds"] { settings.idleSeconds = try reader.int(node, at: "fastcgi.idle-seconds", range: 1...86_400) }
         if let node = section["queue-timeout-ms"] {

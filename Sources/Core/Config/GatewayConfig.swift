@@ -99,7 +99,7 @@ public struct ConfiguredUser: Sendable, Equatable {
     }
 }
 
-/// The `fastcgi:` section, validated: `maxWorkers` is never below `workers`.
+/// The `fastcgi:` section, validated.
 public struct FastCGISettings: Sendable, Equatable {
     /// Where to listen; nil under spawn-fcgi, where the socket is fd 0.
     public var socket: ListenAddress?
@@ -109,8 +109,10 @@ public struct FastCGISettings: Sendable, Equatable {
     public var socketGroup: String?
     /// Threads always running; each serves one FastCGI connection (one request or stream) at a time.
     public var workers: Int
-    /// Threads the pool may grow to under load.
-    public var maxWorkers: Int
+    /// Threads the pool may grow to under load, as set; nil for the default.
+    public var maxWorkersSetting: Int?
+    /// Threads the pool may grow to: the setting or the default, and never below `workers`.
+    public var maxWorkers: Int { max(maxWorkersSetting ?? Self.defaultMaxWorkers, workers) }
     /// Seconds a thread above `workers` may idle before it exits.
     public var idleSeconds: Int
     /// Milliseconds a request waits for a thread when all `maxWorkers` are busy, before a 503.
@@ -131,7 +133,7 @@ public struct FastCGISettings: Sendable, Equatable {
         self.socketMode = socketMode
         self.socketGroup = socketGroup
         self.workers = workers
-        self.maxWorkers = max(maxWorkers ?? FastCGISettings.defaultMaxWorkers, workers)
+        self.maxWorkersSetting = maxWorkers
         self.idleSeconds = idleSeconds
         self.queueTimeoutMs = queueTimeoutMs
         self.maxBodyBytes = maxBodyBytes

@@ -68,21 +68,9 @@ public enum ASCII {
         byte == 32 || byte == 9 || byte == 13 || byte == 10
     }
 
-    /// Appends `value` in decimal, without building a String.
-    public static func appendDecimal(_ value: Int, to bytes: inout [UInt8]) {
-        if value < 0 {
-            bytes.append(UInt8(ascii: "-"))
-            appendDecimal(0 - value, to: &bytes)  // Int.min does not occur for counts and times
-            return
-        }
-        if value >= 10 { appendDecimal(value / 10, to: &bytes) }
-        bytes.append(UInt8(48 + value % 10))
-    }
-
     /// The first index of `needle` in `haystack` at or after `from`. `memchr` for the needle's
     /// second byte (a letter in the JSON keys searched, where the first is a quote found at every
-    /// key), then `memcmp`: this runs several times over every JSON answer and event, and a Swift
-    /// byte loop cost ~3k instructions a request.
+    /// key), then `memcmp`: this runs several times over every JSON answer and event.
     static func find(_ needle: [UInt8], in haystack: [UInt8], from: Int) -> Int? {
         guard !needle.isEmpty, from >= 0, haystack.count >= needle.count, from <= haystack.count - needle.count else { return nil }
         let anchor = needle.count > 1 ? 1 : 0
@@ -101,19 +89,5 @@ public enum ASCII {
                 return nil
             }
         }
-    }
-
-    /// Appends the UTF-8 of `text` with one copy. `bytes += text.utf8` goes through the generic
-    /// sequence path and cost ~180 instructions each; the request path does it ~30 times.
-    @inline(__always)
-    public static func append(_ text: String, to bytes: inout [UInt8]) {
-        var text = text
-        text.withUTF8 { bytes.append(contentsOf: $0) }
-    }
-
-    /// Appends a literal's bytes with one copy.
-    @inline(__always)
-    public static func appendLiteral(_ text: StaticString, to bytes: inout [UInt8]) {
-        bytes.append(contentsOf: UnsafeBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
     }
 }

@@ -36,7 +36,7 @@ public struct GatewayRequest: Sendable {
         while let entry = cursor?.pointee {
             cursor = cursor?.advanced(by: 1)
             let length = strlen(entry)
-            // nginx sends ~20 params per request: match names as bytes, build Strings only for values kept.
+            // Names are matched as bytes; Strings are built only for the values kept.
             guard let equals = memchr(entry, Int32(UInt8(ascii: "=")), length) else { continue }
             let nameCount = UnsafeRawPointer(equals) - UnsafeRawPointer(entry)
             let name = UnsafeRawBufferPointer(start: entry, count: nameCount)

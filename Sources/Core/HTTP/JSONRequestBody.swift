@@ -102,8 +102,8 @@ public struct JSONRequestBody {
         return out + "\""
     }
 
-    /// Whether `value` has a byte a JSON string literal must escape. Model names never do, and
-    /// the scalar-by-scalar escape cost ~3k instructions a request.
+    /// Whether `value` has a byte a JSON string literal must escape. Model names never do, so
+    /// they skip the scalar-by-scalar escape.
     static func needsEscaping(_ value: String) -> Bool {
         value.utf8.contains { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }
     }

@@ -1,5 +1,5 @@
 /// The request headers the gateway reads, by lower-case name. A field per header instead of a
-/// dictionary: hashing each name on every insert and lookup cost ~4k instructions a request.
+/// dictionary, which would hash each name on every insert and lookup of every request.
 /// Any other name reads as absent and is not kept.
 public struct RequestHeaders: Sendable, ExpressibleByDictionaryLiteral {
     /// One header the gateway reads.

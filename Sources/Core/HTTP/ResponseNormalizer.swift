@@ -63,19 +63,22 @@ public struct TokenUsage: Sendable, Equatable {
 /// Rewrites are byte edits on the `model` value, so everything else reaches the client as Azure
 /// sent it; JSON is parsed only for chunks that might be dropped or carry usage.
 public struct ResponseNormalizer: Sendable {
-    /// The route's answer rules.
+    /// Whose answer it is.
     public let route: AzureRoute
+    /// What to change in it.
+    public let shaping: ResponseShaping
     /// Usage seen so far (the last report wins).
     public private(set) var usage: TokenUsage?
 
     private let escapedModel: [UInt8]
 
-    public init(route: AzureRoute) {
+    public init(route: AzureRoute, shaping: ResponseShaping) {
         self.route = route
+        self.shaping = shaping
         self.escapedModel = Self.escaped(route.model)
     }
 
-    private var rewritesChunks: Bool { route.normalize && Gateway.chunkedOperations.contains(route.operation) }
+    private var rewritesChunks: Bool { shaping.normalize && Gateway.chunkedOperations.contains(route.operation) }
 
     /// One whole SSE event in, the event to send out (nil: drop it).
     public mutating func event(_ event: [UInt8]) -> [UInt8]? {
@@ -87,7 +90,7 @@ public struct ResponseNormalizer: Sendable {
         if let found = TokenUsage(scanning: data) { usage = found }
         guard rewritesChunks, let top = Self.topLevel(data) else { return event }
         if top.emptyChoices {
-            if top.usage && !route.clientWantsUsage { return nil }
+            if top.usage && !shaping.clientWantsUsage { return nil }
             if !top.usage && top.filterResults { return nil }
         }
         return Self.replacingModel(in: event, escaped: escapedModel)
@@ -96,7 +99,7 @@ public struct ResponseNormalizer: Sendable {
     /// A whole JSON answer in, the answer to send out.
     public mutating func body(_ body: [UInt8]) -> [UInt8] {
         if let found = TokenUsage(scanning: body) { usage = found }
-        guard route.normalize, route.operation != "responses", route.model != "-" else { return body }
+        guard shaping.normalize, route.operation != "responses", route.model != "-" else { return body }
         return Self.replacingModel(in: body, escaped: escapedModel)
     }
 

@@ -34,8 +34,8 @@ public struct UpstreamRelay: Sendable {
     /// How the request ended; set by `finish`.
     public private(set) var ending = RelayEnding.complete
 
-    public init(route: AzureRoute, keepaliveSeconds: Int, now: MonotonicInstant = .now()) {
-        normalizer = ResponseNormalizer(route: route)
+    public init(route: AzureRoute, shaping: ResponseShaping, keepaliveSeconds: Int, now: MonotonicInstant = .now()) {
+        normalizer = ResponseNormalizer(route: route, shaping: shaping)
         keepaliveNanos = UInt64(max(1, keepaliveSeconds)) * 1_000_000_000
         lastWrite = now
         fields.reserveCapacity(8)

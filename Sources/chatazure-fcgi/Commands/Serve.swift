@@ -62,11 +62,8 @@ extension ChatAzureFCGI {
             if let socket { settings.socket = ListenAddress(parsing: socket, relativeTo: FileManager.default.currentDirectoryPath) }
             if let socketMode { settings.socketMode = FastCGISettings.socketMode(parsing: socketMode)! }
             if let socketGroup { settings.socketGroup = socketGroup }
-            if let workers {
-                settings.workers = workers
-                settings.maxWorkers = max(settings.maxWorkers, workers)
-            }
-            if let maxWorkers { settings.maxWorkers = max(maxWorkers, settings.workers) }
+            if let workers { settings.workers = workers }
+            if let maxWorkers { settings.maxWorkersSetting = maxWorkers }
             return settings
         }
 

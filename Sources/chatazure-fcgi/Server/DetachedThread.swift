@@ -1,7 +1,7 @@
 import Foundation
 
 /// Starts detached POSIX threads with a chosen stack size. Foundation's `Thread` cannot set a
-/// stack below its default, and a pool of a thousand threads needs small ones.
+/// stack below its default, and a large pool of threads needs small ones.
 enum DetachedThread {
     /// Runs `body` on a new thread; nil when pthread_create fails.
     static func start(stackSize: Int, _ body: @escaping () -> Void) -> pthread_t? {

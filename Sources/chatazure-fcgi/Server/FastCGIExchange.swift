@@ -43,26 +43,32 @@ struct FastCGIExchange {
     /// the event-stream fields when asked, and the CORS fields.
     @discardableResult
     func writeHead(_ head: ResponseHead) -> Bool {
-        var bytes = [UInt8]()
-        bytes.reserveCapacity(512)
-        bytes += head.status == 200 ? Self.okStatusLine : Array("Status: \(head.status) \(HTTPStatus.reason(head.status))\r\n".utf8)
+        var bytes = OutputBuffer(capacity: 512)
+        if head.status == 200 {
+            bytes.append("Status: 200 OK\r\n")
+        } else {
+            bytes.append("Status: ")
+            bytes.append(decimal: head.status)
+            bytes.append(byte: UInt8(ascii: " "))
+            bytes.append(HTTPStatus.reason(head.status))
+            bytes.append("\r\n")
+        }
         for (name, value) in head.fields {
-            ASCII.append(name, to: &bytes)
-            ASCII.appendLiteral(": ", to: &bytes)
-            ASCII.append(value, to: &bytes)
-            ASCII.appendLiteral("\r\n", to: &bytes)
+            bytes.append(name)
+            bytes.append(": ")
+            bytes.append(value)
+            bytes.append("\r\n")
         }
         if let contentLength = head.contentLength {
-            ASCII.appendLiteral("Content-Length: ", to: &bytes)
-            ASCII.appendDecimal(contentLength, to: &bytes)
-            ASCII.appendLiteral("\r\n", to: &bytes)
+            bytes.append("Content-Length: ")
+            bytes.append(decimal: contentLength)
+            bytes.append("\r\n")
         }
-        if head.eventStream { ASCII.appendLiteral("Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n", to: &bytes) }
-        bytes += Self.corsLinesAndEnd
-        return write(bytes)
+        if head.eventStream { bytes.append("Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n") }
+        bytes.append(Self.corsLinesAndEnd)
+        return write(bytes.bytes)
     }
 
-    private static let okStatusLine = Array("Status: 200 OK\r\n".utf8)
     /// The CORS fields and the blank line that ends the head, the same for every response.
     private static let corsLinesAndEnd = Array((CORS.responseHeaders.map { "\($0.0): \($0.1)\r\n" }.joined() + "\r\n").utf8)
 

@@ -5,8 +5,8 @@ import Synchronization
 
 /// Watches the listening socket for connections nobody is accepting. Below the maximum it grows
 /// the pool at once, in batches that double while connections keep waiting (as php-fpm's dynamic
-/// mode spawns 1, 2, 4, … up to 32 children), so a burst of thousands of streams gets its threads
-/// before the socket's backlog overflows and nginx answers 502. Once the pool has been saturated
+/// mode spawns 1, 2, 4, … up to 32 children), so a large burst of streams gets its threads before
+/// the socket's backlog overflows and nginx answers 502. Once the pool has been saturated
 /// for `queueTimeoutMs`, it accepts waiting connections itself and answers 503 until a thread
 /// frees up, so a saturated gateway says so instead of leaving clients hanging. A thread of its
 /// own, outside the pool's count.
@@ -14,10 +14,11 @@ final class ListenWatcher: Sendable {
     private unowned let pool: WorkerPool
     /// The thread's own `pthread_self()`, stored by the thread as it starts; 0 before.
     private let thread = Atomic<UInt>(0)
-    /// When the current accept() started; 0 when not accepting.
+    /// When the current accept() started (`MonotonicInstant.nanoseconds`); 0 when not accepting.
     private let acceptStarted = Atomic<UInt64>(0)
 
-    /// Threads started at most per look at the socket (php-fpm's `pm.max_spawn_rate` default).
+    /// Threads started at most per look at the socket (php-fpm's `pm.max_spawn_rate` default): a
+    /// burst is met within a few looks without starting far more threads than connections wait.
     static let largestBatch = 32
 
     init(pool: WorkerPool) {
@@ -36,11 +37,14 @@ final class ListenWatcher: Sendable {
         if thread != 0 { pthread_kill(thread, SIGUSR1) }  // 0 until the thread has started
     }
 
-    /// Called by the supervisor: an accept() that found nothing within 200 ms lost the connection
-    /// to a pool thread; interrupt it, so the next connection is not refused while threads are free.
+    /// Called by the supervisor: this thread accepts only a connection already waiting, so an
+    /// accept() still blocked after 200 ms (far longer than taking one) lost it to a pool thread;
+    /// interrupt it, so the next connection is not refused while threads are free.
     func unblockIfStale() {
         let started = acceptStarted.load(ordering: .relaxed)
-        if started != 0 && DispatchTime.now().uptimeNanoseconds - started > 200_000_000 { wake() }
+        if started != 0 && MonotonicInstant.now().nanoseconds(since: MonotonicInstant(nanoseconds: started)) > 200_000_000 {
+            wake()
+        }
     }
 
 
@@ -48,14 +52,15 @@ final class ListenWatcher: Sendable {
         let request = UnsafeMutablePointer<FCGX_Request>.allocate(capacity: 1)
         defer { request.deallocate() }
         FCGX_InitRequest(request, pool.settings.listenSocket, Int32(FCGI_FAIL_ACCEPT_ON_INTR))
-        var pendingSince: UInt64 = 0
+        // Since when connections have waited with the pool saturated; nil while none does.
+        var pendingSince: MonotonicInstant?
         var batch = 1
         var listen = pollfd(fd: pool.settings.listenSocket, events: Int16(POLLIN), revents: 0)
         while !pool.stopping.load(ordering: .relaxed) {
             listen.revents = 0
             _ = poll(&listen, 1, 100)
             guard listen.revents != 0, pool.accepting.load(ordering: .relaxed) == 0 else {
-                pendingSince = 0
+                pendingSince = nil
                 batch = 1
                 if listen.revents != 0 { usleep(200) }  // an acceptor is about to take it
                 continue
@@ -68,13 +73,14 @@ final class ListenWatcher: Sendable {
                 usleep(2000)
                 continue
             }
-            let now = DispatchTime.now().uptimeNanoseconds
-            if pendingSince == 0 { pendingSince = now }
-            guard now - pendingSince >= UInt64(pool.settings.queueTimeoutMs) * 1_000_000 else {
+            let now = MonotonicInstant.now()
+            let waitingSince = pendingSince ?? now
+            pendingSince = waitingSince
+            guard now.nanoseconds(since: waitingSince) >= UInt64(pool.settings.queueTimeoutMs) * 1_000_000 else {
                 usleep(1000)
                 continue
             }
-            acceptStarted.store(now, ordering: .relaxed)
+            acceptStarted.store(now.nanoseconds, ordering: .relaxed)
             let accepted = FCGX_Accept_r(request)
             acceptStarted.store(0, ordering: .relaxed)
             guard accepted >= 0 else {

@@ -1,10 +1,10 @@
 import Foundation
 
-/// glibc keeps 7 freed blocks per size class per thread (its tcache). One request frees more than
-/// that of the same few sizes (strings, arrays, libcurl's and libfcgi's buffers), so the rest went
-/// through glibc's slower locked paths: 64 cut the worker's CPU time per request by about a tenth
-/// (`bench/bench.py --throughput-only`, see bench/RESULTS.md). glibc reads tunables once, at
-/// process start, so `serve` re-executes itself once with the setting added.
+/// A speed setting, applied at start. By default glibc keeps 7 freed blocks per size class per
+/// thread (its tcache); one request frees more than that of the same few sizes (strings, arrays,
+/// libcurl's and libfcgi's buffers), and the rest take glibc's slower locked paths. 64 keeps a
+/// request's worth in the thread's cache. glibc reads tunables once, at process start, so `serve`
+/// re-executes itself once with the setting added.
 enum MallocTunables {
     static let setting = "glibc.malloc.tcache_count=64"
 
@@ -16,7 +16,7 @@ enum MallocTunables {
         guard !current.contains("tcache_count") else { return }
         setenv("GLIBC_TUNABLES", current.isEmpty ? setting : "\(current):\(setting)", 1)
         // By its real path: the kernel names a process after the file it executes, and through
-        // /proc/self/exe every worker showed up as "exe" in ps, top and pgrep.
+        // /proc/self/exe every worker would show as "exe" in ps, top and pgrep.
         execv(executablePath() ?? "/proc/self/exe", CommandLine.unsafeArgv)
     }
 

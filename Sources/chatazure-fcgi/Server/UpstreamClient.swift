@@ -4,14 +4,14 @@ import Foundation
 
 /// One libcurl easy handle, owned by one worker thread and reused for every request, so the
 /// TCP/TLS connection to Azure stays alive between requests.
-/// Used by one thread at a time; it moves between threads only through `UpstreamClientPool`'s lock.
+/// `@unchecked`: used by one thread at a time; it moves between threads only through `UpstreamClientPool`'s lock.
 final class UpstreamClient: @unchecked Sendable {
     private let handle: UnsafeMutableRawPointer
     /// The multi handle the transfer runs in, so that one poll waits on Azure and on the
     /// client's FastCGI connection together; it also keeps the connection to Azure.
     private let multi: UnsafeMutableRawPointer
-    /// The last URL, parsed once: libcurl re-parses a CURLOPT_URL string on every transfer,
-    /// which was a sixth of its instructions per request (`bench/profile.sh`).
+    /// The last URL, parsed once: libcurl re-parses a CURLOPT_URL string on every transfer, and
+    /// requests go to the same few URLs.
     private let parsedURL: OpaquePointer
     /// The URL `parsedURL` holds; empty when it holds none.
     private var parsedText = ""

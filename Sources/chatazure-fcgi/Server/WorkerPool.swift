@@ -9,9 +9,8 @@ import Synchronization
 /// thread, so the pool grows like php-fpm's dynamic mode: from `minThreads` up to `maxThreads`
 /// whenever a connection waits with no thread accepting (see `ListenWatcher`), and back down when
 /// threads sit idle. Each thread has its own `FCGX_Request` and, once it serves, a libcurl handle
-/// from the `UpstreamClientPool`; SQLite connections are shared through a `UsageStorePool`.
-/// `@unchecked`: its `var`s are touched only by the supervising thread in `run()`; the rest is
-/// immutable, atomic or behind `workers`' lock.
+/// from the `UpstreamClientPool`; SQLite connections are shared through the gateway's `UsageStorePool`.
+/// `@unchecked`: `watcher`, its one `var`, is used only by the thread in `run()`; the rest is locked or atomic.
 final class WorkerPool: @unchecked Sendable {
     /// Everything fixed at start.
     struct Settings {
@@ -36,7 +35,6 @@ final class WorkerPool: @unchecked Sendable {
     let gateway: Gateway
     let settings: Settings
     let logger: Logger
-    let stores: UsageStorePool
     let recorder: UsageRecorder
     let upstreams: UpstreamClientPool
     /// Requests accepted and not yet finished.
@@ -49,14 +47,12 @@ final class WorkerPool: @unchecked Sendable {
     let stopping = Atomic<Bool>(false)
     /// Failed accepts not yet logged.
     private let acceptFailures = Atomic<Int>(0)
-    /// When the last line about failed accepts went out (uptime ns); 0 if none has.
+    /// When the last line about failed accepts went out (`MonotonicInstant.nanoseconds`); 0 if none has.
     private let acceptFailureLogged = Atomic<UInt64>(0)
-    /// When an accept() last failed (uptime ns); 0 if none has.
+    /// When an accept() last failed (`MonotonicInstant.nanoseconds`); 0 if none has.
     private let lastAcceptFailure = Atomic<UInt64>(0)
     private let workers = Mutex<[WorkerThread]>([])
     private let nextIndex = Atomic<Int>(0)
-    private var trimAfterExits = false
-    private var releasePagesWhenIdle = false
     private var watcher: ListenWatcher?
 
     init(gateway: Gateway, settings: Settings, logger: Logger) {
@@ -70,11 +66,10 @@ final class WorkerPool: @unchecked Sendable {
         self.gateway = gateway
         self.settings = settings
         self.logger = logger
-        self.stores = UsageStorePool(path: gateway.config.databasePath)
         self.upstreams = UpstreamClientPool(connectTimeoutMs: gateway.config.azure.connectTimeoutMs,
                                             caFile: gateway.config.azure.caFile)
         let errorLogger = logger
-        self.recorder = UsageRecorder(stores: stores) { error in
+        self.recorder = UsageRecorder(stores: gateway.authenticator.stores) { error in
             errorLogger.error("usage commit failed, retrying: \(error)")
         }
     }
@@ -108,32 +103,26 @@ final class WorkerPool: @unchecked Sendable {
         }
         watcher = ListenWatcher(pool: self)
         guard watcher!.start() else { return 1 }
+        var idleMemory = IdleMemory()
         logger.info("serving", metadata: ["threads": "\(settings.minThreads)", "max_threads": "\(settings.maxThreads)",
-                                          "released_startup_kb": "\(CleanFilePages.release())"])
+                                          "released_startup_kb": "\(idleMemory.started())"])
 
         var received: Int32 = 0
+        // How long a stale watcher accept, a retired thread's replacement and the user cache's
+        // refresh may wait; retiring threads and returning memory run once a second.
         var tick = timespec(tv_sec: 0, tv_nsec: 100_000_000)
-        var lastShrink = DispatchTime.now().uptimeNanoseconds
+        var lastShrink = MonotonicInstant.now()
         while true {
             received = sigtimedwait(&stopSignals, nil, &tick)
             if received > 0 { break }
             watcher?.unblockIfStale()
             topUp()
-            gateway.refreshUsers(stores: stores)
-            let now = DispatchTime.now().uptimeNanoseconds
-            if now - lastShrink >= 1_000_000_000 {
+            gateway.authenticator.refresh()
+            let now = MonotonicInstant.now()
+            if now.nanoseconds(since: lastShrink) >= 1_000_000_000 {
                 lastShrink = now
-                if trimAfterExits {
-                    trimAfterExits = false
-                    _ = malloc_trim(0)
-                    releasePagesWhenIdle = true
-                }
-                // Not while requests run: they would fault their pages straight back in.
-                if releasePagesWhenIdle && inFlight.load(ordering: .relaxed) == 0 {
-                    releasePagesWhenIdle = false
-                    CleanFilePages.release()
-                }
-                shrink(now: now)
+                idleMemory.tick(inFlight: inFlight.load(ordering: .relaxed))
+                if shrink(now: now) > 0 { idleMemory.threadsRetired() }
             }
         }
         return drain(signal: received)
@@ -141,18 +130,17 @@ final class WorkerPool: @unchecked Sendable {
 
     /// Logs a failed accept() at most once a second, with how many failed since the last line,
     /// then waits 10 ms before the caller tries again: out of file descriptors, poll() reports the
-    /// socket ready at once. Every acceptor fails again each 10 ms then, and a line per failure
-    /// wrote 1.9 million lines in under a minute (bench, 5,000 streams over a 20,000-file limit).
+    /// socket ready at once, so every acceptor fails again and again, and a line per failure
+    /// would flood the log.
     func acceptFailed(_ code: Int32) {
         defer { usleep(10_000) }
         acceptFailures.add(1, ordering: .relaxed)
-        // Loaded before reading the clock, so `now - last` cannot go below zero (other threads
-        // store what they read from the same monotonic clock).
         let last = acceptFailureLogged.load(ordering: .relaxed)
-        let now = DispatchTime.now().uptimeNanoseconds
-        lastAcceptFailure.store(now, ordering: .relaxed)
-        guard last == 0 || now - last >= 1_000_000_000,
-              acceptFailureLogged.compareExchange(expected: last, desired: now, ordering: .relaxed).exchanged else { return }
+        let now = MonotonicInstant.now()
+        lastAcceptFailure.store(now.nanoseconds, ordering: .relaxed)
+        guard last == 0 || now.nanoseconds(since: MonotonicInstant(nanoseconds: last)) >= 1_000_000_000,
+              acceptFailureLogged.compareExchange(expected: last, desired: now.nanoseconds, ordering: .relaxed).exchanged
+        else { return }
         let count = acceptFailures.exchange(0, ordering: .relaxed)
         // libfcgi returns -errno, or -9999 when it has no errno to give.
         let reason = code > -9999 ? String(cString: strerror(-code)) : "libfcgi shutdown pending"
@@ -160,12 +148,14 @@ final class WorkerPool: @unchecked Sendable {
     }
 
     /// Starts one more thread for a connection nobody accepts, unless an accept() failed in the
-    /// last 100 ms: a thread more cannot take a connection that accept() cannot give (out of file
-    /// descriptors), and in the bench's 5,000 streams the pool grew to its maximum, each new thread
-    /// failing again every 10 ms (95,000 failed accepts a second).
+    /// last 100 ms (several of the acceptors' 10 ms retries, so accept() is still failing): a
+    /// thread more cannot take a connection that accept() cannot give (out of file descriptors),
+    /// it would only fail again every 10 ms too.
     func grow() -> Bool {
-        let failed = lastAcceptFailure.load(ordering: .relaxed)  // before the clock, as above
-        if failed != 0 && DispatchTime.now().uptimeNanoseconds - failed < 100_000_000 { return false }
+        let failed = lastAcceptFailure.load(ordering: .relaxed)
+        if failed != 0 && MonotonicInstant.now().nanoseconds(since: MonotonicInstant(nanoseconds: failed)) < 100_000_000 {
+            return false
+        }
         return spawn()
     }
 
@@ -194,19 +184,15 @@ final class WorkerPool: @unchecked Sendable {
     }
 
     /// Retires threads that have idled longer than `idleSeconds`: any above the minimum, and at
-    /// the minimum those that have served, which `topUp()` replaces with fresh ones. A served
-    /// thread holds glibc's per-thread cache; exiting hands it back, so a worker idle after a
-    /// burst returns to its start-up size. Its libcurl handle goes to `upstreams`, where the next
-    /// thread to serve takes it with its open connection; handles unused as long are freed,
-    /// all but the most recent.
-    private func shrink(now: UInt64) {
+    /// the minimum those that have served, which `topUp()` replaces with fresh ones. Exiting is
+    /// what frees a served thread's glibc per-thread cache (`IdleMemory` then hands it back).
+    /// Its libcurl handle goes to `upstreams`, where the next thread to serve takes it with its
+    /// open connection; handles unused as long are freed, all but the most recent. Returns how
+    /// many threads were retired and handles freed.
+    private func shrink(now: MonotonicInstant) -> Int {
         var excess = total.load(ordering: .relaxed) - settings.minThreads
         let limit = UInt64(settings.idleSeconds) * 1_000_000_000
         var released = upstreams.trim(idleLongerThan: limit, now: now)
-        defer {
-            // Exited threads and freed handles leave free memory in glibc's arenas; hand it back.
-            if released > 0 { trimAfterExits = true }
-        }
         workers.withLock { list in
             for worker in list where (excess > 0 || worker.hasServed) && worker.idleLongerThan(limit, now: now) {
                 // Keep one thread accepting, so a new connection never waits for a spawn.
@@ -216,6 +202,7 @@ final class WorkerPool: @unchecked Sendable {
                 released += 1
             }
         }
+        return released
     }
 
     /// Starts fresh threads for those `shrink` retired at the minimum.
@@ -230,8 +217,8 @@ final class WorkerPool: @unchecked Sendable {
                     metadata: ["signal": "\(received)", "in_flight": "\(inFlight.load(ordering: .relaxed))"])
         stopping.store(true, ordering: .sequentiallyConsistent)
         FCGX_ShutdownPending()
-        let deadline = DispatchTime.now().uptimeNanoseconds + UInt64(settings.drainSeconds) * 1_000_000_000
-        while DispatchTime.now().uptimeNanoseconds < deadline {
+        let deadline = MonotonicInstant.now().adding(seconds: Double(settings.drainSeconds))
+        while MonotonicInstant.now() < deadline {
             // Wake threads parked in accept() or on an idle kept-alive connection; repeat, since a
             // thread may have been between its idle mark and the blocking call.
             let idleLeft = workers.withLock { list -> Bool in
@@ -254,7 +241,3 @@ final class WorkerPool: @unchecked Sendable {
         return 0
     }
 }
-
-/// glibc's `malloc_trim` (malloc.h, which the Glibc module does not export).
-@_silgen_name("malloc_trim")
-private func malloc_trim(_ pad: Int) -> Int32

@@ -13,6 +13,7 @@ final class WorkerThread: Sendable {
     private let thread = Atomic<UInt>(0)
     /// What the thread is doing: see `State`.
     private let state = Atomic<Int>(State.busy.rawValue)
+    /// When the thread last turned idle (`MonotonicInstant.nanoseconds`); 0 before it first did.
     private let idleSince = Atomic<UInt64>(0)
     private let retiring = Atomic<Bool>(false)
     private let served = Atomic<Bool>(false)
@@ -37,10 +38,11 @@ final class WorkerThread: Sendable {
     /// Blocked in accept() on the listening socket.
     var isAccepting: Bool { state.load(ordering: .relaxed) == State.accepting.rawValue }
 
-    func idleLongerThan(_ nanos: UInt64, now: UInt64) -> Bool {
-        // The thread may have marked itself idle after the caller read the clock.
-        let since = idleSince.load(ordering: .relaxed)
-        return isIdle && now > since && now - since > nanos
+    /// Idle for more than `nanos` at `now`. The thread may have marked itself idle after the
+    /// caller read the clock: then it counts as idle for no time at all.
+    func idleLongerThan(_ nanos: UInt64, now: MonotonicInstant) -> Bool {
+        let since = MonotonicInstant(nanoseconds: idleSince.load(ordering: .relaxed))
+        return isIdle && now.nanoseconds(since: since) > nanos
     }
 
     func start(stackSize: Int) -> Bool {
@@ -82,7 +84,11 @@ final class WorkerThread: Sendable {
         defer { pool.exited(self) }
         // Its libcurl handle, with the connection to Azure, goes on to the next thread to serve.
         var handler: RequestHandler?
-        defer { if let handler { pool.upstreams.give(handler.upstream, lastUsed: idleSince.load(ordering: .relaxed)) } }
+        defer {
+            if let handler {
+                pool.upstreams.give(handler.upstream, lastUsed: MonotonicInstant(nanoseconds: idleSince.load(ordering: .relaxed)))
+            }
+        }
         var logger = pool.logger
         logger[metadataKey: "thread"] = "\(index)"
         // The handler is created on first use: an idle thread costs its stack and nothing more.
@@ -95,7 +101,7 @@ final class WorkerThread: Sendable {
         sigaddset(&wakeSignal, SIGUSR1)
 
         while !shouldExit {
-            idleSince.store(DispatchTime.now().uptimeNanoseconds, ordering: .relaxed)
+            idleSince.store(MonotonicInstant.now().nanoseconds, ordering: .relaxed)
             if request.pointee.ipcFd >= 0 {
                 state.store(State.parked.rawValue, ordering: .sequentiallyConsistent)
                 waitOnKeptConnection(request)
@@ -125,7 +131,7 @@ final class WorkerThread: Sendable {
             defer { if wasWoken { pthread_sigmask(SIG_UNBLOCK, &wakeSignal, nil) } }
             if handler == nil {
                 served.store(true, ordering: .relaxed)
-                handler = RequestHandler(gateway: pool.gateway, stores: pool.stores, recorder: pool.recorder,
+                handler = RequestHandler(gateway: pool.gateway, recorder: pool.recorder,
                                          upstream: pool.upstreams.take(),
                                          keepaliveSeconds: pool.settings.keepaliveSeconds, logger: logger)
             }

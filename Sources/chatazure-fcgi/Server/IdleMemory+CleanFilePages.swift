@@ -1,17 +1,14 @@
 import Foundation
 
-/// Starting up touches code and data that serving never uses again: argument parsing, YAML
-/// (Yams resolves scalars with Foundation's regular expressions, which load ICU's tables), the
-/// schema migration; a burst of requests maps code in 64 KB runs around each page it needs.
-/// Those pages stay resident, and count in the worker's RSS, until released. `release()` drops
-/// the clean read-only file pages of every mapping: the pool calls it once serving has started
-/// and again when it has shrunk back after a burst. Pages a request needs come back from the
-/// page cache on first use (a minor fault), the others stay out. Only mappings without a single
-/// private (written) page are touched, so no data can be lost.
-enum CleanFilePages {
-    /// Releases the clean read-only file-backed pages; returns the kilobytes released.
+extension IdleMemory {
+    /// Drops the clean read-only file pages of every mapping (code, read-only data) with
+    /// MADV_DONTNEED; returns the kilobytes released. Start-up touches code and data serving never
+    /// uses again (argument parsing, YAML and the ICU tables its regular expressions load, the
+    /// schema migration), and the kernel maps code in runs around each page a request faults in.
+    /// A page a request needs comes back from the page cache on first use (a minor fault).
+    /// Only mappings without a single private (written) page are touched, so no data can be lost.
     @discardableResult
-    static func release() -> Int {
+    static func releaseCleanFilePages() -> Int {
         guard let smaps = try? String(contentsOfFile: "/proc/self/smaps", encoding: .utf8) else { return 0 }
         var released = 0
         var candidate: (start: UInt, end: UInt)?

@@ -1,0 +1,67 @@
+/// The one line logged per request:
+/// `request id=… user=… method=… path=… status=… ms=… bytes=… [model=… -> deployment stream=…]
+/// [upstream_ms=…] [tokens=prompt+completion] [error=…]`. Fields a client chose (path, model) are
+/// escaped by the log writer, like every other field.
+public struct RequestLogLine: Sendable {
+    public var id: UInt64
+    public var user: String?
+    public var method: String
+    public var path: String
+    public var status = 0
+    /// Time from the request's arrival to its end, in tenths of a millisecond.
+    public var tenthsOfMs = 0
+    public var bytes = 0
+    public var route: AzureRoute?
+    public var upstreamMs: Int?
+    public var tokens: TokenUsage?
+    public var ending = RelayEnding.complete
+
+    public init(id: UInt64, method: String, path: String) {
+        self.id = id
+        self.method = method
+        self.path = path
+    }
+
+    /// Built as bytes in one buffer: this runs for every request.
+    public var text: String {
+        var line = OutputBuffer(capacity: 256)
+        line.append("request id=")
+        line.append(hex: id)
+        line.append(" user=")
+        line.append(user ?? "-")
+        line.append(" method=")
+        line.append(method)
+        line.append(" path=")
+        line.append(path)
+        line.append(" status=")
+        line.append(decimal: status)
+        line.append(" ms=")
+        line.append(decimal: tenthsOfMs / 10)
+        line.append(byte: UInt8(ascii: "."))
+        line.append(decimal: tenthsOfMs % 10)
+        line.append(" bytes=")
+        line.append(decimal: bytes)
+        if let route {
+            line.append(" model=")
+            line.append(route.model)
+            line.append(" -> ")
+            line.append(route.deployment)
+            line.append(route.streaming ? " stream=true" : " stream=false")
+        }
+        if let upstreamMs {
+            line.append(" upstream_ms=")
+            line.append(decimal: upstreamMs)
+        }
+        if let tokens {
+            line.append(" tokens=")
+            line.append(decimal: tokens.prompt)
+            line.append(byte: UInt8(ascii: "+"))
+            line.append(decimal: tokens.completion)
+        }
+        if ending != .complete {
+            line.append(" error=")
+            line.append(ending.rawValue)
+        }
+        return String(decoding: line.bytes, as: UTF8.self)
+    }
+}

@@ -1,0 +1,55 @@
+import Testing
+@testable import Core
+
+@Suite struct OutputBufferTests {
+    func text(_ buffer: OutputBuffer) -> String { String(decoding: buffer.bytes, as: UTF8.self) }
+
+    @Test func appendsWholeStrings() {
+        var buffer = OutputBuffer()
+        buffer.append("a")
+        buffer.append("bé")
+        buffer.append(String(repeating: "x", count: 40))  // a heap string, not a small one
+        buffer.append("=\r\n" as StaticString)
+        buffer.append(Array("[]".utf8))
+        buffer.append(byte: UInt8(ascii: "!"))
+        #expect(text(buffer) == "abé" + String(repeating: "x", count: 40) + "=\r\n[]!")
+    }
+
+    @Test(arguments: [0, 7, 10, 499, 1_234_567, -42])
+    func decimalDigits(value: Int) {
+        var buffer = OutputBuffer()
+        buffer.append("x=")
+        buffer.append(decimal: value)
+        #expect(text(buffer) == "x=\(value)")
+    }
+
+    @Test func hexIsSixteenDigits() {
+        var buffer = OutputBuffer()
+        buffer.append(hex: 0xdead_beef_0000_0001)
+        buffer.append(hex: 0)
+        #expect(text(buffer) == "deadbeef00000001" + String(repeating: "0", count: 16))
+    }
+
+    @Test func escapingLeavesNoControlCharacter() {
+        var buffer = OutputBuffer()
+        buffer.append(escaping: "a\nb\r\u{0}\u{1b}\u{7f}\u{85}\u{9f}\u{a0}é\\")
+        #expect(text(buffer) == #"a\x0ab\x0d\x00\x1b\x7f\u0085\u009f"# + "\u{a0}é" + #"\\"#)
+        for scalar in text(buffer).unicodeScalars {
+            #expect(!(scalar.value < 0x20 || (0x7f...0x9f).contains(scalar.value)))
+        }
+    }
+
+    @Test func requestLineHasEveryField() {
+        var line = RequestLogLine(id: 0xab, method: "POST", path: "/v1/chat/completions")
+        line.user = "alice"
+        line.status = 200
+        line.tenthsOfMs = 123
+        line.bytes = 42
+        #expect(line.text == "request id=00000000000000ab user=alice method=POST path=/v1/chat/completions status=200 ms=12.3 bytes=42")
+        line.route = AzureRoute(operation: "chat/completions", model: "gpt-4o", deployment: "prod", streaming: true)
+        line.upstreamMs = 9
+        line.tokens = TokenUsage(prompt: 3, completion: 4)
+        line.ending = .upstreamCut
+        #expect(line.text.hasSuffix(" bytes=42 model=gpt-4o -> prod stream=true upstream_ms=9 tokens=3+4 error=upstream_cut"))
+    }
+}
