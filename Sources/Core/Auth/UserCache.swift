@@ -1,5 +1,4 @@
 import Foundation
-import Synchronization
 
 /// Users found by key digest, remembered for a second so a busy key is not looked up in SQLite on
 /// every request. A second keeps `user disable` visible well within the two seconds promised.
@@ -21,7 +20,7 @@ public final class UserCache: Sendable {
         }
     }
 
-    private let entries = Mutex<[KeyDigest: Entry]>([:])
+    private let entries = LockedValue<[KeyDigest: Entry]>([:])
     private let ttlSeconds: Double
     private let capacity: Int
 

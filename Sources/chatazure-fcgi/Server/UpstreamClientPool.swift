@@ -1,6 +1,5 @@
 import Core
 import Foundation
-import Synchronization
 
 /// The libcurl handles no thread holds. A thread takes one when it serves its first request and
 /// keeps it, with its open connection to Azure, for every request after, so a request takes no
@@ -11,7 +10,7 @@ import Synchronization
 /// idle-seconds are freed, all but the most recent one, so the memory of a burst goes back.
 final class UpstreamClientPool: Sendable {
     /// Handles not in use, least recently used first, each with when it was last used.
-    private let idle = Mutex<[(client: UpstreamClient, since: MonotonicInstant)]>([])
+    private let idle = LockedValue<[(client: UpstreamClient, since: MonotonicInstant)]>([])
     /// Passed to each new handle.
     private let connectTimeoutMs: Int
     /// Trusted CA certificates (PEM) for Azure's TLS certificate, instead of the system's; nil for those.

@@ -51,7 +51,7 @@ final class WorkerPool: @unchecked Sendable {
     private let acceptFailureLogged = Atomic<UInt64>(0)
     /// When an accept() last failed (`MonotonicInstant.nanoseconds`); 0 if none has.
     private let lastAcceptFailure = Atomic<UInt64>(0)
-    private let workers = Mutex<[WorkerThread]>([])
+    private let workers = LockedValue<[WorkerThread]>([])
     private let nextIndex = Atomic<Int>(0)
     private var watcher: ListenWatcher?
 
