@@ -1,6 +1,8 @@
 extension Gateway {
     /// Operations whose answers carry chat-style chunks and a top-level `model`.
     static let chunkedOperations: Set<String> = ["chat/completions", "completions"]
+    /// Operations billed by tokens, which the gateway estimates when Azure reports none.
+    public static let tokenOperations: Set<String> = ["chat/completions", "completions", "responses", "embeddings"]
 
     /// The upstream call for an authenticated request to `endpoint`.
     func call(for request: GatewayRequest, endpoint: Endpoint, user: StoredUser,

@@ -10,6 +10,8 @@ public struct Gateway: Sendable {
     public var maxBody: Int
     /// Who a key belongs to.
     public let authenticator: Authenticator
+    /// What each user may do.
+    public let policy: Policy
 
     /// Where the configured models go, for every JSON operation but `responses`, built once: a
     /// request for one of them skips building its URL and looking up its deployment.
@@ -26,33 +28,57 @@ public struct Gateway: Sendable {
         self.maxBody = config.fastcgi.maxBodyBytes
         self.authenticator = authenticator ?? Authenticator(stores: UsageStorePool(path: config.databasePath))
         self.plannedTargets = Self.planTargets(config.azure)
+        self.policy = Policy(config: config)
     }
 
     /// Decides for `request`. `readBody(limit)` returns the request body, or throws an
     /// `OpenAIError` (413) when it is longer than `limit`.
-    public func decide(_ request: GatewayRequest, readBody: (Int) throws -> [UInt8]) -> GatewayDecision {
+    public func decide(_ request: GatewayRequest, now: Date = Date(), readBody: (Int) throws -> [UInt8]) -> GatewayDecision {
         if request.method == "OPTIONS" { return GatewayDecision(.respond(CORS.preflight(request))) }
         if request.path == "/healthz" { return GatewayDecision(.respond(health(request))) }
         // Authenticate before reading the body, so a wrong key costs no upload.
         let user: StoredUser
-        switch authenticator.user(for: request) {
+        switch authenticator.user(for: request, now: now) {
         case .success(let found): user = found
         case .failure(let refusal):
             return GatewayDecision(.respond(refusal.error.response), user: refusal.user, failure: refusal.failure)
         }
         do {
-            if Self.modelListPaths.contains(request.path) {
-                guard request.method == "GET" else { throw OpenAIError.methodNotAllowed(method: request.method, path: request.path) }
-                return GatewayDecision(.respond(modelList()), user: user)
-            }
+            if let answer = try modelAnswer(request, user: user) { return GatewayDecision(.respond(answer), user: user) }
             let endpoint = try Endpoint.resolve(method: request.method, path: request.path)
-            return GatewayDecision(.forward(try call(for: request, endpoint: endpoint, user: user, readBody: readBody)), user: user)
+            var call = try call(for: request, endpoint: endpoint, user: user, readBody: readBody)
+            try policy.checkAccess(user, route: call.route, style: endpoint.style)
+            let limits = policy.limits(for: user)
+            switch try policy.admit(call, limits: limits, stores: authenticator.stores, nowMs: Int64(now.timeIntervalSince1970 * 1000)) {
+            case .success(let reservation):
+                call.reservation = reservation
+                if let reservation { call.responseFields = RateHeaders.fields(limits: limits, window: reservation.window) }
+                return GatewayDecision(.forward(call), user: user)
+            case .failure(let refusal):
+                return GatewayDecision(.respond(refusal.response), user: user, refusedModel: call.route.model)
+            }
+        } catch let error as SQLiteError {
+            return GatewayDecision(.respond(OpenAIError.databaseUnavailable.response), user: user, failure: "admission failed: \(error)")
         } catch {
             return GatewayDecision(.respond(Self.response(for: error)), user: user)
         }
     }
 
     static let modelListPaths: Set<String> = ["/v1/models", "/openai/models", "/openai/v1/models"]
+
+    /// The model list, or one model (`GET /v1/models/{id}`), of the models `user` may use.
+    private func modelAnswer(_ request: GatewayRequest, user: StoredUser) throws -> GatewayResponse? {
+        let one = request.path.hasPrefix("/v1/models/") ? String(request.path.dropFirst("/v1/models/".count)) : nil
+        guard Self.modelListPaths.contains(request.path) || one != nil else { return nil }
+        guard request.method == "GET" else { throw OpenAIError.methodNotAllowed(method: request.method, path: request.path) }
+        let visible = policy.visibleModels(for: user, configured: config.azure.deployments.keys.sorted())
+        guard let one else { return modelList(visible) }
+        guard visible.contains(one) else {
+            throw OpenAIError.invalidRequest("The model '\(one)' does not exist or you do not have access to it.",
+                                             param: "model", code: "model_not_found", status: 404)
+        }
+        return .json(200, Self.modelObject(one))
+    }
 
     private func health(_ request: GatewayRequest) -> GatewayResponse {
         guard request.method == "GET" || request.method == "HEAD" else {
@@ -82,13 +108,13 @@ public struct Gateway: Sendable {
     /// Bodies larger than this get Expect: 100-continue from libcurl unless told otherwise.
     static let expectThreshold = 1 << 20
 
-    /// The OpenAI-shaped model list: every configured model name.
-    func modelList() -> GatewayResponse {
-        let created = 1_700_000_000
-        let data = config.azure.deployments.keys.sorted().map { name in
-            ["id": name, "object": "model", "created": created, "owned_by": "azure-openai"] as [String: Any]
-        }
-        let body = (try? JSONSerialization.data(withJSONObject: ["object": "list", "data": data], options: [.sortedKeys])) ?? Data()
-        return GatewayResponse(status: 200, headers: [("Content-Type", "application/json")], body: [UInt8](body))
+    /// The OpenAI-shaped model list of `names`.
+    func modelList(_ names: [String]) -> GatewayResponse {
+        .json(200, #"{"data":["# + names.map(Self.modelObject).joined(separator: ",") + #"],"object":"list"}"#)
+    }
+
+    /// One model in OpenAI's shape.
+    static func modelObject(_ name: String) -> String {
+        #"{"created":1700000000,"id":"# + JSONRequestBody.literal(name) + #","object":"model","owned_by":"azure-openai"}"#
     }
 }

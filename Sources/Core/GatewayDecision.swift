@@ -12,10 +12,13 @@ public struct GatewayDecision {
     public var user: StoredUser?
     /// What failed on the gateway's side, for the log only.
     public var failure: String?
+    /// A request the user's limits refused: counted as refused under this model.
+    public var refusedModel: String?
 
-    init(_ action: Action, user: StoredUser? = nil, failure: String? = nil) {
+    init(_ action: Action, user: StoredUser? = nil, failure: String? = nil, refusedModel: String? = nil) {
         self.action = action
         self.user = user
         self.failure = failure
+        self.refusedModel = refusedModel
     }
 }

@@ -14,4 +14,8 @@ public struct UpstreamCall: Sendable {
     public var shaping: ResponseShaping
     /// Who is charged.
     public var user: StoredUser
+    /// What the request reserved against the user's limits; nil for a user without limits.
+    public var reservation: Reservation? = nil
+    /// Fields the client's response head carries besides Azure's (the user's rate-limit headers).
+    public var responseFields: [(String, String)] = []
 }

@@ -69,7 +69,7 @@ func temporaryDatabase() -> String {
         DispatchQueue.concurrentPerform(iterations: threads) { index in
             do {
                 let store = try UsageStore(path: path)  // its own connection, as each worker thread has
-                for _ in 0..<perThread { try store.countRequest(userID: ids[index % 2], endpoint: "chat/completions") }
+                for _ in 0..<perThread { try store.countRequest(userID: ids[index % 2], model: "gpt-4o") }
             } catch {
                 failures.add()
             }
@@ -83,11 +83,24 @@ func temporaryDatabase() -> String {
         let store = try UsageStore(path: temporaryDatabase())
         try store.addUser(username: "t", key: "t-key-12345")
         let id = try #require(try store.user(forKey: "t-key-12345")).id
-        try store.countRequest(userID: id, endpoint: "chat/completions")
-        try store.addTokens(userID: id, endpoint: "chat/completions", prompt: 10, completion: 5)
-        try store.addTokens(userID: id, endpoint: "embeddings", prompt: 3, completion: 0)
+        try store.countRequest(userID: id, model: "gpt-4o")
+        var chat = RequestRecord(userID: id, model: "gpt-4o", timeMs: Int64(Date().timeIntervalSince1970 * 1000), requestID: "1",
+                                 status: 200, forwarded: true)
+        chat.promptTokens = 10
+        chat.completionTokens = 5
+        var embedding = chat
+        embedding.model = "text-embedding-3-small"
+        embedding.promptTokens = 3
+        embedding.completionTokens = 0
+        var amounts: [LedgerKey: LedgerAmount] = [:]
+        for record in [chat, embedding] { amounts[LedgerKey(userID: id, day: record.day, model: record.model), default: LedgerAmount()].add(record) }
+        try store.apply(amounts, records: [chat, embedding])
         let total = try #require(try store.totals().first)
         #expect(total.requests == 1 && total.promptTokens == 13 && total.completionTokens == 5)
+        let byModel = try store.report(UsageQuery(groups: [.user, .model]))
+        #expect(byModel.map(\.model) == ["gpt-4o", "text-embedding-3-small"])
+        #expect(byModel.map(\.promptTokens) == [10, 3])
+        #expect(try store.connection.prepare("SELECT count(*) FROM requests").rows { $0.int(0) }.first == 2)
     }
 
     @Test func importsTheOriginalProgramsPlaintextUsers() throws {
@@ -105,9 +118,37 @@ func temporaryDatabase() -> String {
     }
 
     @Test func dayIsUTC() throws {
-        let store = try UsageStore(path: temporaryDatabase())
-        #expect(store.day(Date(timeIntervalSince1970: 86_400 * 365 - 1)) == "1970-12-31")
-        #expect(store.day(Date(timeIntervalSince1970: 86_400 * 365)) == "1971-01-01")
+        #expect(UTCDay.day(86_400 * 365 - 1) == "1970-12-31")
+        #expect(UTCDay.day(86_400 * 365) == "1971-01-01")
+        for seconds in stride(from: 0, to: 4_102_444_800, by: 86_400 * 37 + 3_601) {
+            let day = UTCDay.day(seconds)
+            #expect(UTCDay.start(of: day) == seconds - seconds % 86_400, "\(day)")
+        }
+        #expect(UTCDay.startOfNextMonth(after: 951_782_400) == 951_868_800)  // 2000-02-29 -> 2000-03-01
+        #expect(UTCDay.isValid("2024-02-29") && !UTCDay.isValid("2023-02-29") && !UTCDay.isValid("2024-13-01") && !UTCDay.isValid("24-01-01"))
+    }
+
+    @Test func endpointCountsMoveToTheLedger() throws {
+        let path = temporaryDatabase()
+        do {
+            // A version-1 file, as the previous release wrote it.
+            let old = try SQLiteConnection(path: path)
+            try old.execute("""
+                CREATE TABLE users (id INTEGER PRIMARY KEY, username TEXT NOT NULL UNIQUE, key_hash TEXT NOT NULL UNIQUE,
+                  disabled INTEGER NOT NULL DEFAULT 0, source TEXT NOT NULL DEFAULT 'cli', created_at INTEGER NOT NULL DEFAULT (unixepoch()));
+                CREATE TABLE usage (user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE, day TEXT NOT NULL, endpoint TEXT NOT NULL,
+                  requests INTEGER NOT NULL DEFAULT 0, prompt_tokens INTEGER NOT NULL DEFAULT 0, completion_tokens INTEGER NOT NULL DEFAULT 0,
+                  PRIMARY KEY (user_id, day, endpoint)) WITHOUT ROWID;
+                INSERT INTO users (id, username, key_hash) VALUES (1, 'old', 'h');
+                INSERT INTO usage VALUES (1, '2026-11-01', 'chat/completions', 5, 50, 20), (1, '2026-11-01', 'embeddings', 2, 8, 0),
+                  (1, '2026-11-02', 'chat/completions', 1, 3, 4);
+                PRAGMA user_version = 1;
+                """)
+        }
+        let store = try UsageStore(path: path)
+        let total = try #require(try store.totals().first)
+        #expect(total.requests == 8 && total.promptTokens == 61 && total.completionTokens == 24)
+        #expect(try store.report(UsageQuery(groups: [.user, .day])).map(\.requests) == [7, 1])
     }
 }
 
@@ -153,8 +194,12 @@ final class ObjectSet: @unchecked Sendable {
         let recorder = UsageRecorder(stores: UsageStorePool(path: path))
         DispatchQueue.concurrentPerform(iterations: 8) { index in
             for _ in 0..<250 {
-                recorder.countRequest(userID: ids[index % 2], endpoint: "chat/completions")
-                recorder.addTokens(userID: ids[index % 2], endpoint: "chat/completions", prompt: 2, completion: 3)
+                recorder.countRequest(userID: ids[index % 2], model: "gpt-4o")
+                var record = RequestRecord(userID: ids[index % 2], model: "gpt-4o", timeMs: Int64(Date().timeIntervalSince1970 * 1000),
+                                           requestID: "r", status: 200, forwarded: true)
+                record.promptTokens = 2
+                record.completionTokens = 3
+                recorder.record(record)
             }
         }
         #expect(recorder.flush(seconds: 10))
@@ -170,14 +215,14 @@ final class ObjectSet: @unchecked Sendable {
         try setup.syncConfiguredUsers([ConfiguredUser(username: "a", key: "a-key-12345")])
         let id = try #require(setup.listUsers().first?.id)
         let recorder = UsageRecorder(stores: UsageStorePool(path: path), commitInterval: 0.3)
-        recorder.countRequest(userID: id, endpoint: "embeddings")
+        recorder.countRequest(userID: id, model: "text-embedding-3-small")
         usleep(100_000)
         #expect(try setup.totals().map(\.requests) == [0])  // still gathering
         usleep(400_000)
         #expect(try setup.totals().map(\.requests) == [1])  // committed after the interval, without a flush
 
         let slow = UsageRecorder(stores: UsageStorePool(path: path), commitInterval: 30)
-        slow.countRequest(userID: id, endpoint: "embeddings")
+        slow.countRequest(userID: id, model: "text-embedding-3-small")
         let started = Date()
         #expect(slow.flush(seconds: 5))
         #expect(Date().timeIntervalSince(started) < 2)

@@ -1,3 +1,5 @@
+import Foundation
+
 /// Finds the user behind a request's key: in the user cache while fresh, else in the store.
 /// It owns both, so the rest of the request path never touches the store to authenticate.
 public struct Authenticator: Sendable {
@@ -13,7 +15,7 @@ public struct Authenticator: Sendable {
 
     /// The enabled user whose key `request` presents; an OpenAI-shaped 401, 403 or 503 otherwise.
     /// A connection is borrowed only when the cache misses: under load, most requests need none.
-    public func user(for request: GatewayRequest) -> Result<StoredUser, Refusal> {
+    public func user(for request: GatewayRequest, now: Date = Date()) -> Result<StoredUser, Refusal> {
         guard let key = request.presentedKey else { return .failure(Refusal(.missingKey)) }
         let digest = KeyDigest(of: key)
         let found: StoredUser?
@@ -24,6 +26,10 @@ public struct Authenticator: Sendable {
         }
         guard let found else { return .failure(Refusal(.invalidKey)) }
         if found.disabled { return .failure(Refusal(.disabledUser(found.username), user: found)) }
+        // The key works through the end of its last day, UTC.
+        if let expires = found.expires, UTCDay.today(now) > expires {
+            return .failure(Refusal(.expiredKey(found.username, on: expires), user: found))
+        }
         return .success(found)
     }
 

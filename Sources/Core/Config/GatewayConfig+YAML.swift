@@ -28,7 +28,7 @@ extension GatewayConfig {
         }
         let parser = SectionParser(reader: YAMLReader(file: file), baseDirectory: baseDirectory, environment: environment)
         let top = try parser.reader.mapping(root ?? Node.mapping(Node.Mapping([])), at: "",
-                                            allowed: ["web", "azure", "users", "fastcgi"])
+                                            allowed: ["web", "azure", "users", "fastcgi", "limits", "prices", "log"])
         var warnings: [String] = []
         let databasePath = try parser.web(top["web"], warnings: &warnings)
         guard let azure = top["azure"] else {
@@ -36,7 +36,8 @@ extension GatewayConfig {
         }
         return GatewayConfig(
             databasePath: databasePath, azure: try parser.azure(azure), users: try parser.users(top["users"]),
-            fastcgi: try parser.fastcgi(top["fastcgi"]), warnings: warnings, file: file)
+            fastcgi: try parser.fastcgi(top["fastcgi"]), limits: try parser.limitSettings(top["limits"]),
+            prices: try parser.prices(top["prices"]), retentionDays: try parser.retentionDays(top["log"]), warnings: warnings, file: file)
     }
 
     /// What only serving needs: admin commands work without the Azure key.
@@ -154,7 +155,7 @@ private struct SectionParser {
         var seen = Set<String>()
         for (index, item) in list.enumerated() {
             let at = "users[\(index)]"
-            let entry = try reader.mapping(item, at: at, allowed: ["username", "password"])
+            let entry = try reader.mapping(item, at: at, allowed: Self.limitKeys.union(["username", "password", "models", "expires"]))
             guard let nameNode = entry["username"] else { throw ConfigError(file: file, key: "\(at).username", reason: "missing") }
             guard let keyNode = entry["password"] else { throw ConfigError(file: file, key: "\(at).password", reason: "missing") }
             let name = try reader.string(nameNode, at: "\(at).username")
@@ -168,9 +169,82 @@ private struct SectionParser {
             guard seen.insert(name).inserted else {
                 throw ConfigError(file: file, key: "\(at).username", reason: "'\(name)' appears twice")
             }
-            users.append(ConfiguredUser(username: name, key: key))
+            var user = ConfiguredUser(username: name, key: key, limits: try limits(entry, at: at))
+            if let node = entry["models"] {
+                user.models = try reader.list(node, at: "\(at).models")
+                for (index, pattern) in user.models!.enumerated() where !ModelAccess.isValidPattern(pattern) {
+                    throw ConfigError(file: file, key: "\(at).models[\(index)]", reason: "'\(pattern)' is not a model name (a '*' may only end it)")
+                }
+            }
+            if let node = entry["expires"] {
+                let value = try reader.scalar(node, at: "\(at).expires").string
+                guard UTCDay.isValid(value) else {
+                    throw ConfigError(file: file, key: "\(at).expires", reason: "must be a date like 2027-06-30, got '\(value)'")
+                }
+                user.expires = value
+            }
+            users.append(user)
         }
         return users
+    }
+
+    static let limitKeys: Set<String> = ["rpm", "tpm", "tokens-per-day", "tokens-per-month", "budget-per-month", "max-parallel"]
+
+    /// The limit keys of a user entry or of `limits:`.
+    private func limits(_ section: [String: Node], at key: String) throws -> Limits {
+        func count(_ name: String) throws -> Int? {
+            try section[name].map { try reader.int($0, at: key.isEmpty ? name : "\(key).\(name)", range: 0...1_000_000_000_000) }
+        }
+        var limits = Limits(rpm: try count("rpm"), tpm: try count("tpm"), tokensPerDay: try count("tokens-per-day"),
+                            tokensPerMonth: try count("tokens-per-month"), maxParallel: try count("max-parallel"))
+        if let node = section["budget-per-month"] {
+            let at = key.isEmpty ? "budget-per-month" : "\(key).budget-per-month"
+            guard let micros = ModelPrice.micros(try reader.number(node, at: at)) else {
+                throw ConfigError(file: file, key: at, reason: "is too large")
+            }
+            limits.budgetPerMonthMicros = micros
+        }
+        return limits
+    }
+
+    func retentionDays(_ node: Node?) throws -> Int {
+        guard let node else { return 30 }
+        let section = try reader.mapping(node, at: "log", allowed: ["retention-days"])
+        return try section["retention-days"].map { try reader.int($0, at: "log.retention-days", range: 1...36_500) } ?? 30
+    }
+
+    func limitSettings(_ node: Node?) throws -> LimitSettings {
+        guard let node else { return LimitSettings() }
+        let section = try reader.mapping(node, at: "limits", allowed: Self.limitKeys.union(["default-max-tokens"]))
+        var settings = LimitSettings(defaults: try limits(section, at: "limits"))
+        if let node = section["default-max-tokens"] {
+            settings.defaultMaxTokens = try reader.int(node, at: "limits.default-max-tokens", range: 1...10_000_000)
+        }
+        return settings
+    }
+
+    func prices(_ node: Node?) throws -> Prices {
+        guard let node else { return Prices() }
+        let section = try reader.mapping(node, at: "prices", allowed: ["currency", "models"])
+        var prices = Prices()
+        if let node = section["currency"] { prices.currency = try reader.string(node, at: "prices.currency") }
+        if let node = section["models"] {
+            for (model, value) in try reader.mapping(node, at: "prices.models", allowed: nil) {
+                let at = "prices.models.\(model)"
+                let entry = try reader.mapping(value, at: at, allowed: ["input", "cached-input", "output"])
+                func micros(_ name: String) throws -> Int64? {
+                    try entry[name].map { node in
+                        guard let micros = ModelPrice.micros(try reader.number(node, at: "\(at).\(name)")) else {
+                            throw ConfigError(file: file, key: "\(at).\(name)", reason: "is too large")
+                        }
+                        return micros
+                    }
+                }
+                let input = try micros("input") ?? 0
+                prices.models[model] = ModelPrice(input: input, cachedInput: try micros("cached-input") ?? input, output: try micros("output") ?? 0)
+            }
+        }
+        return prices
     }
 
     func fastcgi(_ node: Node?) throws -> FastCGISettings {

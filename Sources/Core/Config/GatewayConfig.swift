@@ -8,13 +8,23 @@ public struct GatewayConfig: Sendable {
     public var users: [ConfiguredUser]
     /// Where and how the FastCGI pool listens.
     public var fastcgi: FastCGISettings
+    /// Default limits for every user.
+    public var limits: LimitSettings
+    /// What tokens cost, per model.
+    public var prices: Prices
+    /// Days the per-request log keeps (`log.retention-days`); the daily ledger is kept for good.
+    public var retentionDays: Int
     /// Things in the file that were accepted but have no effect (e.g. `web.port`).
     public var warnings: [String]
     /// The file this came from, for error messages.
     public var file: String
 
     public init(databasePath: String, azure: AzureSettings, users: [ConfiguredUser] = [],
-                fastcgi: FastCGISettings = FastCGISettings(), warnings: [String] = [], file: String = "config.yaml") {
+                fastcgi: FastCGISettings = FastCGISettings(), limits: LimitSettings = LimitSettings(), prices: Prices = Prices(),
+                retentionDays: Int = 30, warnings: [String] = [], file: String = "config.yaml") {
+        self.retentionDays = retentionDays
+        self.limits = limits
+        self.prices = prices
         self.file = file
         self.databasePath = databasePath
         self.azure = azure
@@ -92,10 +102,19 @@ public struct ConfiguredUser: Sendable, Equatable {
     public var username: String
     /// The user's key (`password` in the original's file).
     public var key: String
+    /// The user's own limits; unset kinds fall back to `limits:`.
+    public var limits: Limits
+    /// Model names the user may use (a trailing `*` matches any rest); nil: every model.
+    public var models: [String]?
+    /// The last UTC day the key works, `YYYY-MM-DD`; nil: no end.
+    public var expires: String?
 
-    public init(username: String, key: String) {
+    public init(username: String, key: String, limits: Limits = Limits(), models: [String]? = nil, expires: String? = nil) {
         self.username = username
         self.key = key
+        self.limits = limits
+        self.models = models
+        self.expires = expires
     }
 }
 

@@ -48,6 +48,19 @@ struct YAMLReader {
         }
     }
 
+    func number(_ node: Node, at key: String) throws -> Double {
+        let value = try scalar(node, at: key)
+        guard value.style == .plain, let number = Double(value.string), number.isFinite, number >= 0 else {
+            throw ConfigError(file: file, key: key, reason: "must be a number of at least 0, got '\(value.string)'")
+        }
+        return number
+    }
+
+    func list(_ node: Node, at key: String) throws -> [String] {
+        guard case .sequence(let items) = node else { throw ConfigError(file: file, key: key, reason: "must be a list") }
+        return try items.enumerated().map { index, item in try string(item, at: "\(key)[\(index)]") }
+    }
+
     func int(_ node: Node, at key: String, range: ClosedRange<Int>) throws -> Int {
         let value = try scalar(node, at: key)
         guard value.style == .plain, let number = Int(value.string) else {

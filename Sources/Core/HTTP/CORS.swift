@@ -4,7 +4,9 @@ public enum CORS {
     /// Headers on every response, including upstream pass-through and errors.
     public static let responseHeaders: [(String, String)] = [
         ("Access-Control-Allow-Origin", "*"),
-        ("Access-Control-Expose-Headers", "x-request-id, apim-request-id, retry-after, retry-after-ms"),
+        ("Access-Control-Expose-Headers", "x-request-id, apim-request-id, retry-after, retry-after-ms, "
+            + "x-ratelimit-limit-requests, x-ratelimit-remaining-requests, x-ratelimit-reset-requests, "
+            + "x-ratelimit-limit-tokens, x-ratelimit-remaining-tokens, x-ratelimit-reset-tokens"),
     ]
 
     static let defaultAllowedHeaders =

@@ -13,6 +13,8 @@ public struct OpenAIError: Error, Sendable, Equatable {
     public var param: String?
     /// Machine-readable code, e.g. `invalid_api_key`.
     public var code: String?
+    /// Sent as `Retry-After` when set.
+    public var retryAfterSeconds: Int?
 
     public init(status: Int, message: String, type: String, param: String? = nil, code: String? = nil) {
         self.status = status
@@ -36,7 +38,9 @@ public struct OpenAIError: Error, Sendable, Equatable {
 
     /// The complete response, with the CORS header every answer carries.
     public var response: GatewayResponse {
-        GatewayResponse(status: status, headers: [("Content-Type", "application/json")], body: body)
+        var headers = [("Content-Type", "application/json")]
+        if let retryAfterSeconds { headers.append(("Retry-After", "\(retryAfterSeconds)")) }
+        return GatewayResponse(status: status, headers: headers, body: body)
     }
 }
 
@@ -56,6 +60,11 @@ extension OpenAIError {
     public static func disabledUser(_ username: String) -> OpenAIError {
         OpenAIError(status: 403, message: "The user '\(username)' is disabled on this gateway.",
                     type: "permission_error", code: "user_disabled")
+    }
+
+    public static func expiredKey(_ username: String, on day: String) -> OpenAIError {
+        OpenAIError(status: 401, message: "The API key of '\(username)' expired at the end of \(day) (UTC).",
+                    type: "invalid_request_error", code: "expired_api_key")
     }
 
     public static func notFound(method: String, path: String) -> OpenAIError {

@@ -6,10 +6,13 @@ public struct TokenUsage: Sendable, Equatable {
     public var prompt: Int
     /// Completion (output) tokens.
     public var completion: Int
+    /// Of the prompt tokens, those Azure served from its prompt cache (`cached_tokens`).
+    public var cached: Int
 
-    public init(prompt: Int, completion: Int) {
+    public init(prompt: Int, completion: Int, cached: Int = 0) {
         self.prompt = prompt
         self.completion = completion
+        self.cached = cached
     }
 
     /// Reads the `usage` object of a JSON text in either shape: chat (`prompt_tokens`) or
@@ -44,13 +47,14 @@ public struct TokenUsage: Sendable, Equatable {
         let prompt = number(Self.promptKey) ?? number(Self.inputKey)
         let completion = number(Self.completionKey) ?? number(Self.outputKey)
         guard prompt != nil || completion != nil else { return nil }
-        self.init(prompt: prompt ?? 0, completion: completion ?? 0)
+        self.init(prompt: prompt ?? 0, completion: completion ?? 0, cached: number(Self.cachedKey) ?? 0)
     }
 
     private static let promptKey = Array(#""prompt_tokens""#.utf8)
     private static let inputKey = Array(#""input_tokens""#.utf8)
     private static let completionKey = Array(#""completion_tokens""#.utf8)
     private static let outputKey = Array(#""output_tokens""#.utf8)
+    private static let cachedKey = Array(#""cached_tokens""#.utf8)
 }
 
 /// Makes Azure's answers look like OpenAI's to clients, and picks out token usage on the way.
@@ -69,6 +73,10 @@ public struct ResponseNormalizer: Sendable {
     public let shaping: ResponseShaping
     /// Usage seen so far (the last report wins).
     public private(set) var usage: TokenUsage?
+    /// Events passed on that carried answer text, and that text's bytes (JSON-escaped): what an
+    /// estimate of the completion delivered rests on when Azure reported no usage.
+    public private(set) var textEvents = 0
+    public private(set) var textBytes = 0
 
     private let escapedModel: [UInt8]
 
@@ -84,6 +92,7 @@ public struct ResponseNormalizer: Sendable {
     public mutating func event(_ event: [UInt8]) -> [UInt8]? {
         guard let slice = Self.dataPayload(event) else { return event }  // comments, [DONE], non-data lines
         let data = Array(slice)  // one copy per event, shared by the checks below
+        countText(data)
         let mayMatter = Self.hasEmptyChoices(data) || Self.contains(data, Self.usageKey)
         guard mayMatter else { return rewritesChunks ? Self.replacingModel(in: event, escaped: escapedModel) : event }
         // Responses API events nest usage in `response`; the scan finds it there too.
@@ -102,6 +111,23 @@ public struct ResponseNormalizer: Sendable {
         guard shaping.normalize, route.operation != "responses", route.model != "-" else { return body }
         return Self.replacingModel(in: body, escaped: escapedModel)
     }
+
+    /// Counts the answer text of a chunk (`"content":"…"`, or a Responses `"delta":"…"`).
+    private mutating func countText(_ data: [UInt8]) {
+        for key in Self.textKeys {
+            guard let at = ASCII.find(key, in: data, from: 0) else { continue }
+            var end = at + key.count
+            while end < data.count, data[end] != UInt8(ascii: "\"") { end += data[end] == UInt8(ascii: "\\") ? 2 : 1 }
+            let length = min(end, data.count) - (at + key.count)
+            if length > 0 {
+                textEvents += 1
+                textBytes += length
+            }
+            return
+        }
+    }
+
+    static let textKeys = [Array(#""content":""#.utf8), Array(#""delta":""#.utf8)]
 
     // MARK: Bytes
 

@@ -22,6 +22,13 @@ public struct RequestLogLine: Sendable {
         self.path = path
     }
 
+    /// The id as the log shows it: 16 hex digits.
+    public var idText: String {
+        var buffer = OutputBuffer(capacity: 16)
+        buffer.append(hex: id)
+        return String(decoding: buffer.bytes, as: UTF8.self)
+    }
+
     /// Built as bytes in one buffer: this runs for every request.
     public var text: String {
         var line = OutputBuffer(capacity: 256)

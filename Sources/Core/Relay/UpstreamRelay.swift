@@ -11,6 +11,8 @@
 ///   during a stream ends it with an SSE error event, never with a `[DONE]` Azure did not send.
 public struct UpstreamRelay: Sendable {
     private var normalizer: ResponseNormalizer
+    /// The gateway's own fields for the head; when they carry rate limits, Azure's go.
+    private let ownFields: [(String, String)]
     private let keepaliveNanos: UInt64
     private var status = 0
     private var fields: [(String, String)] = []
@@ -34,8 +36,10 @@ public struct UpstreamRelay: Sendable {
     /// How the request ended; set by `finish`.
     public private(set) var ending = RelayEnding.complete
 
-    public init(route: AzureRoute, shaping: ResponseShaping, keepaliveSeconds: Int, now: MonotonicInstant = .now()) {
+    public init(route: AzureRoute, shaping: ResponseShaping, ownFields: [(String, String)] = [], keepaliveSeconds: Int,
+                now: MonotonicInstant = .now()) {
         normalizer = ResponseNormalizer(route: route, shaping: shaping)
+        self.ownFields = ownFields
         keepaliveNanos = UInt64(max(1, keepaliveSeconds)) * 1_000_000_000
         lastWrite = now
         fields.reserveCapacity(8)
@@ -43,6 +47,12 @@ public struct UpstreamRelay: Sendable {
 
     /// Tokens Azure reported, if it did.
     public var usage: TokenUsage? { normalizer.usage }
+
+    /// Completion tokens delivered, estimated from the text passed on: at least one per chunk
+    /// that carried text, and at least its bytes / 4.
+    public var deliveredTokensEstimate: Int {
+        max(normalizer.textEvents, (normalizer.textBytes + 3) / 4)
+    }
 
     /// The caller could not write to the client.
     public mutating func clientGone() {
@@ -188,7 +198,7 @@ public struct UpstreamRelay: Sendable {
     private mutating func takeHead(contentLength: Int?) -> ResponseHead {
         headSent = true
         sentStatus = status
-        return ResponseHead(status: status, fields: fields, contentLength: contentLength, eventStream: isEventStream)
+        return ResponseHead(status: status, fields: withOwnFields(fields), contentLength: contentLength, eventStream: isEventStream)
     }
 
     private mutating func respond(_ error: OpenAIError) -> RelayOutput {
@@ -200,7 +210,13 @@ public struct UpstreamRelay: Sendable {
         headSent = true
         sentStatus = status
         bytesSent += body.count
-        return RelayOutput(head: ResponseHead(status: status, fields: fields, contentLength: body.count), body: body)
+        return RelayOutput(head: ResponseHead(status: status, fields: withOwnFields(fields), contentLength: body.count), body: body)
+    }
+
+    /// `fields` with the gateway's own: the user's rate limits replace Azure's resource-wide ones.
+    private func withOwnFields(_ fields: [(String, String)]) -> [(String, String)] {
+        guard !ownFields.isEmpty else { return fields }
+        return fields.filter { !$0.0.hasPrefix("x-ratelimit-") } + ownFields
     }
 
     private mutating func emit(head: ResponseHead?, flush: Bool, now: MonotonicInstant) -> RelayOutput {

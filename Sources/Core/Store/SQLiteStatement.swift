@@ -73,6 +73,16 @@ public final class SQLiteStatement {
 
     public func int(_ column: Int32) -> Int64 { sqlite3_column_int64(handle, column) }
 
+    /// The integer in `column`, or nil when it is NULL.
+    public func optionalInt(_ column: Int32) -> Int64? {
+        sqlite3_column_type(handle, column) == SQLITE_NULL ? nil : int(column)
+    }
+
+    /// The text in `column`, or nil when it is NULL.
+    public func optionalText(_ column: Int32) -> String? {
+        sqlite3_column_type(handle, column) == SQLITE_NULL ? nil : text(column)
+    }
+
     public func text(_ column: Int32) -> String {
         sqlite3_column_text(handle, column).map { String(cString: $0) } ?? ""
     }

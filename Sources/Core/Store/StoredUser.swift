@@ -8,11 +8,21 @@ public struct StoredUser: Sendable, Equatable, Codable {
     public var disabled: Bool
     /// `config` when declared in config.yaml, `cli` when added with `user add`, `legacy` when imported.
     public var source: String
+    /// The user's own limits; the kinds not set fall back to config.yaml's `limits:`.
+    public var limits: Limits
+    /// Model names the user may use (a trailing `*` matches any rest); nil: every model.
+    public var models: [String]?
+    /// The last UTC day the key works, `YYYY-MM-DD`; nil: no end.
+    public var expires: String?
 
-    public init(id: Int64, username: String, disabled: Bool, source: String) {
+    public init(id: Int64, username: String, disabled: Bool, source: String, limits: Limits = Limits(),
+                models: [String]? = nil, expires: String? = nil) {
         self.id = id
         self.username = username
         self.disabled = disabled
         self.source = source
+        self.limits = limits
+        self.models = models
+        self.expires = expires
     }
 }

@@ -1,77 +1,29 @@
 import Foundation
 
-/// Users and their per-day, per-endpoint request counts in one SQLite file.
-/// One instance per thread; several processes may share the file.
+/// Users, the ledger per user, model and day, the per-request log and admission reservations,
+/// in one SQLite file. One instance per thread; several processes may share the file.
 public final class UsageStore {
     let connection: SQLiteConnection
     private let findByHash: SQLiteStatement
-    private let countRequest: SQLiteStatement
-    private let addTokens: SQLiteStatement
-
-    private var cachedDay: (number: Int, text: String) = (-1, "")
-
-    static let schemaVersion: Int32 = 1
+    let ledgerUpsert: SQLiteStatement
+    let requestInsert: SQLiteStatement
 
     public init(path: String) throws {
         connection = try SQLiteConnection(path: path)
         try Self.migrate(connection)
-        findByHash = try connection.prepare("SELECT id, username, disabled, source FROM users WHERE key_hash = ?1")
-        // One statement, so the increment is atomic however many writers share the file.
-        countRequest = try connection.prepare("""
-            INSERT INTO usage (user_id, day, endpoint, requests) VALUES (?1, ?2, ?3, ?4)
-            ON CONFLICT (user_id, day, endpoint) DO UPDATE SET requests = requests + excluded.requests
-            """)
-        addTokens = try connection.prepare("""
-            INSERT INTO usage (user_id, day, endpoint, requests, prompt_tokens, completion_tokens) VALUES (?1, ?2, ?3, 0, ?4, ?5)
-            ON CONFLICT (user_id, day, endpoint) DO UPDATE SET
-              prompt_tokens = prompt_tokens + excluded.prompt_tokens,
-              completion_tokens = completion_tokens + excluded.completion_tokens
-            """)
+        findByHash = try connection.prepare("SELECT \(Self.userColumns) FROM users WHERE key_hash = ?1")
+        ledgerUpsert = try connection.prepare(Self.ledgerUpsertSQL)
+        requestInsert = try connection.prepare(Self.requestInsertSQL)
     }
 
-    private static func migrate(_ connection: SQLiteConnection) throws {
-        try SQLiteConnection.retryingWhileBusy(milliseconds: 5000) { try migrateOnce(connection) }
-    }
+    static let userColumns = "id, username, disabled, source, limits, models, expires"
 
-    private static func migrateOnce(_ connection: SQLiteConnection) throws {
-        try connection.writeTransaction {
-            let version = try connection.prepare("PRAGMA user_version").rows { Int32($0.int(0)) }.first ?? 0
-            guard version < schemaVersion else { return }
-            // The Go original kept `users(username, token)` with plaintext tokens: import them hashed.
-            let userColumns = try connection.prepare("PRAGMA table_info(users)").rows { $0.text(1) }
-            let hasLegacyUsers = !userColumns.isEmpty && !userColumns.contains("key_hash")
-            if hasLegacyUsers { try connection.execute("ALTER TABLE users RENAME TO legacy_users") }
-            try connection.execute("""
-                CREATE TABLE IF NOT EXISTS users (
-                  id INTEGER PRIMARY KEY,
-                  username TEXT NOT NULL UNIQUE,
-                  key_hash TEXT NOT NULL UNIQUE,
-                  disabled INTEGER NOT NULL DEFAULT 0,
-                  source TEXT NOT NULL DEFAULT 'cli',
-                  created_at INTEGER NOT NULL DEFAULT (unixepoch())
-                );
-                CREATE TABLE IF NOT EXISTS usage (
-                  user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-                  day TEXT NOT NULL,
-                  endpoint TEXT NOT NULL,
-                  requests INTEGER NOT NULL DEFAULT 0,
-                  prompt_tokens INTEGER NOT NULL DEFAULT 0,
-                  completion_tokens INTEGER NOT NULL DEFAULT 0,
-                  PRIMARY KEY (user_id, day, endpoint)
-                ) WITHOUT ROWID;
-                """)
-            if hasLegacyUsers && userColumns.contains("username") && userColumns.contains("token") {
-                let legacy = try connection.prepare("SELECT username, token FROM legacy_users WHERE username IS NOT NULL AND token IS NOT NULL")
-                    .rows { ($0.text(0), $0.text(1)) }
-                let insert = try connection.prepare("INSERT OR IGNORE INTO users (username, key_hash, source) VALUES (?1, ?2, 'legacy')")
-                for (name, token) in legacy where !token.isEmpty {
-                    try insert.run([.text(name), .text(UserKey.hash(token))])
-                }
-                // Drop the plaintext tokens now that they are imported.
-                try connection.execute("DROP TABLE legacy_users")
-            }
-            try connection.execute("PRAGMA user_version = \(schemaVersion)")
-        }
+    static func user(_ row: SQLiteStatement) -> StoredUser {
+        let decoder = JSONDecoder()
+        let limits = row.optionalText(4).flatMap { try? decoder.decode(Limits.self, from: Data($0.utf8)) } ?? Limits()
+        let models = row.optionalText(5).flatMap { try? decoder.decode([String].self, from: Data($0.utf8)) }
+        return StoredUser(id: row.int(0), username: row.text(1), disabled: row.int(2) != 0, source: row.text(3),
+                          limits: limits, models: models, expires: row.optionalText(6))
     }
 
     // MARK: Request path
@@ -88,19 +40,12 @@ public final class UsageStore {
 
     /// The user whose key hashes to `keyHash`, or nil.
     public func user(forHash keyHash: String) throws -> StoredUser? {
-        try findByHash.rows([.text(keyHash)]) { row in
-            StoredUser(id: row.int(0), username: row.text(1), disabled: row.int(2) != 0, source: row.text(3))
-        }.first
+        try findByHash.rows([.text(keyHash)], Self.user).first
     }
 
-    /// Counts forwarded requests for `userID`; exact under concurrent writers.
-    public func countRequest(userID: Int64, endpoint: String, times: Int = 1, at date: Date = Date()) throws {
-        try countRequest.run([.int(userID), .text(day(date)), .text(endpoint), .int(Int64(times))])
-    }
-
-    /// Adds tokens Azure reported for one request.
-    public func addTokens(userID: Int64, endpoint: String, prompt: Int, completion: Int, at date: Date = Date()) throws {
-        try addTokens.run([.int(userID), .text(day(date)), .text(endpoint), .int(Int64(prompt)), .int(Int64(completion))])
+    /// Counts one forwarded request for `userID` and `model` today (UTC); exact under concurrent writers.
+    public func countRequest(userID: Int64, model: String, times: Int = 1, at date: Date = Date()) throws {
+        try addToLedger(LedgerKey(userID: userID, day: UTCDay.today(date), model: model), LedgerAmount(requests: times))
     }
 
     /// True when the database answers a read.
@@ -110,14 +55,23 @@ public final class UsageStore {
 
     // MARK: Administration
 
-    /// Creates or re-keys the users declared in config.yaml. Users keep their disabled flag.
+    /// Creates or re-keys the users declared in config.yaml, with their limits, allowlist and
+    /// expiry. Users keep their disabled flag.
     public func syncConfiguredUsers(_ users: [ConfiguredUser]) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
         try connection.writeTransaction {
             let upsert = try connection.prepare("""
-                INSERT INTO users (username, key_hash, source) VALUES (?1, ?2, 'config')
-                ON CONFLICT (username) DO UPDATE SET key_hash = excluded.key_hash
+                INSERT INTO users (username, key_hash, source, limits, models, expires) VALUES (?1, ?2, 'config', ?3, ?4, ?5)
+                ON CONFLICT (username) DO UPDATE SET key_hash = excluded.key_hash, limits = excluded.limits,
+                  models = excluded.models, expires = excluded.expires
                 """)
-            for user in users { try upsert.run([.text(user.username), .text(UserKey.hash(user.key))]) }
+            for user in users {
+                let limits: SQLiteStatement.Value = user.limits.isEmpty
+                    ? .null : .text(String(decoding: try encoder.encode(user.limits), as: UTF8.self))
+                let models: SQLiteStatement.Value = try user.models.map { .text(String(decoding: try encoder.encode($0), as: UTF8.self)) } ?? .null
+                try upsert.run([.text(user.username), .text(UserKey.hash(user.key)), limits, models, user.expires.map { .text($0) } ?? .null])
+            }
         }
     }
 
@@ -139,33 +93,12 @@ public final class UsageStore {
 
     /// Every user, by name.
     public func listUsers() throws -> [StoredUser] {
-        try connection.prepare("SELECT id, username, disabled, source FROM users ORDER BY username").rows { row in
-            StoredUser(id: row.int(0), username: row.text(1), disabled: row.int(2) != 0, source: row.text(3))
-        }
+        try connection.prepare("SELECT \(Self.userColumns) FROM users ORDER BY username").rows([], Self.user)
     }
 
-    /// Totals per user over all days and endpoints, including users with no requests.
+    /// Totals per user over the whole ledger, including users with no requests.
     public func totals() throws -> [UsageTotal] {
-        try connection.prepare("""
-            SELECT u.username, coalesce(sum(g.requests), 0), coalesce(sum(g.prompt_tokens), 0),
-                   coalesce(sum(g.completion_tokens), 0), u.disabled
-            FROM users u LEFT JOIN usage g ON g.user_id = u.id
-            GROUP BY u.id ORDER BY u.username
-            """).rows { row in
-            UsageTotal(username: row.text(0), requests: row.int(1), promptTokens: row.int(2),
-                       completionTokens: row.int(3), disabled: row.int(4) != 0)
-        }
-    }
-
-    /// The UTC day as `YYYY-MM-DD`, formatted once per day rather than per request.
-    func day(_ date: Date) -> String {
-        let number = Int(date.timeIntervalSince1970) / 86_400
-        if number != cachedDay.number {
-            let formatter = ISO8601DateFormatter()
-            formatter.formatOptions = [.withFullDate]
-            cachedDay = (number, formatter.string(from: Date(timeIntervalSince1970: TimeInterval(number * 86_400))))
-        }
-        return cachedDay.text
+        try report(UsageQuery())
     }
 }
 

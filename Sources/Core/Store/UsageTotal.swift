@@ -1,19 +1,84 @@
-/// One user's totals, as `usage` prints them.
+/// One row of a usage report: totals for a user, or a user and model, or a day, over a period.
 public struct UsageTotal: Sendable, Equatable, Codable {
-    /// Login name.
     public var username: String
-    /// Requests forwarded upstream.
+    /// Set when the report is grouped by model.
+    public var model: String?
+    /// Set when the report is grouped by day.
+    public var day: String?
+    /// Requests forwarded to Azure.
     public var requests: Int64
-    /// Prompt tokens Azure reported.
     public var promptTokens: Int64
-    /// Completion tokens Azure reported.
+    public var cachedTokens: Int64
     public var completionTokens: Int64
+    /// How many of the tokens the gateway estimated rather than Azure reported.
+    public var estimatedTokens: Int64
+    /// Requests Azure failed.
+    public var errors: Int64
+    /// Requests the gateway refused; they never went upstream.
+    public var refused: Int64
+    /// Requests the client left before the answer was complete.
+    public var cancelled: Int64
+    public var costMicros: Int64
     /// Whether the user is disabled now.
     public var disabled: Bool
 
+    /// The cost in the price currency.
+    public var cost: Double { Double(costMicros) / 1_000_000 }
+
     enum CodingKeys: String, CodingKey {
-        case username, requests, disabled
+        case username, model, day, requests, errors, refused, cancelled, cost, disabled
         case promptTokens = "prompt_tokens"
+        case cachedTokens = "cached_tokens"
         case completionTokens = "completion_tokens"
+        case estimatedTokens = "estimated_tokens"
+    }
+
+    public init(username: String, model: String? = nil, day: String? = nil, requests: Int64 = 0, promptTokens: Int64 = 0,
+                cachedTokens: Int64 = 0, completionTokens: Int64 = 0, estimatedTokens: Int64 = 0, errors: Int64 = 0,
+                refused: Int64 = 0, cancelled: Int64 = 0, costMicros: Int64 = 0, disabled: Bool = false) {
+        self.username = username
+        self.model = model
+        self.day = day
+        self.requests = requests
+        self.promptTokens = promptTokens
+        self.cachedTokens = cachedTokens
+        self.completionTokens = completionTokens
+        self.estimatedTokens = estimatedTokens
+        self.errors = errors
+        self.refused = refused
+        self.cancelled = cancelled
+        self.costMicros = costMicros
+        self.disabled = disabled
+    }
+
+    public init(from decoder: Decoder) throws {
+        let values = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(username: try values.decode(String.self, forKey: .username), model: try values.decodeIfPresent(String.self, forKey: .model),
+                  day: try values.decodeIfPresent(String.self, forKey: .day), requests: try values.decode(Int64.self, forKey: .requests),
+                  promptTokens: try values.decode(Int64.self, forKey: .promptTokens),
+                  cachedTokens: try values.decode(Int64.self, forKey: .cachedTokens),
+                  completionTokens: try values.decode(Int64.self, forKey: .completionTokens),
+                  estimatedTokens: try values.decode(Int64.self, forKey: .estimatedTokens),
+                  errors: try values.decode(Int64.self, forKey: .errors), refused: try values.decode(Int64.self, forKey: .refused),
+                  cancelled: try values.decode(Int64.self, forKey: .cancelled),
+                  costMicros: Int64((try values.decode(Double.self, forKey: .cost) * 1_000_000).rounded()),
+                  disabled: try values.decode(Bool.self, forKey: .disabled))
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var values = encoder.container(keyedBy: CodingKeys.self)
+        try values.encode(username, forKey: .username)
+        try values.encodeIfPresent(model, forKey: .model)
+        try values.encodeIfPresent(day, forKey: .day)
+        try values.encode(requests, forKey: .requests)
+        try values.encode(promptTokens, forKey: .promptTokens)
+        try values.encode(cachedTokens, forKey: .cachedTokens)
+        try values.encode(completionTokens, forKey: .completionTokens)
+        try values.encode(estimatedTokens, forKey: .estimatedTokens)
+        try values.encode(errors, forKey: .errors)
+        try values.encode(refused, forKey: .refused)
+        try values.encode(cancelled, forKey: .cancelled)
+        try values.encode(cost, forKey: .cost)
+        try values.encode(disabled, forKey: .disabled)
     }
 }

@@ -4,25 +4,104 @@ import Foundation
 
 extension ChatAzureFCGI {
     struct Usage: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Print per-user request totals.")
+        static let configuration = CommandConfiguration(
+            abstract: "Report the ledger: requests, tokens, errors, refusals, cancellations and cost.",
+            discussion: "Days are UTC. --since and --until take YYYY-MM-DD; --since also takes 7d (the last 7 days, today included) or month (this month).")
 
         @OptionGroup var options: ConfigOption
 
-        @Flag(help: "Print a JSON array of {username, requests, prompt_tokens, completion_tokens, disabled}.")
+        @Option(help: "First day: YYYY-MM-DD, Nd or month.")
+        var since: String?
+
+        @Option(help: "Last day, YYYY-MM-DD.")
+        var until: String?
+
+        @Option(help: "Only this user.")
+        var user: String?
+
+        @Option(help: "Only this model (the name clients send).")
+        var model: String?
+
+        @Option(help: "Groups, comma-separated: user, model, day (default user).")
+        var by: String = "user"
+
+        @Flag(help: "Print a JSON array, one object per group.")
         var json = false
+
+        @Flag(help: "Print CSV with a header line.")
+        var csv = false
+
+        func validate() throws {
+            if json && csv { throw ValidationError("--json and --csv exclude each other") }
+            _ = try groups()
+            _ = try Self.day(since, now: Date())
+            if let until, !UTCDay.isValid(until) { throw ValidationError("--until must be a date like 2026-12-31") }
+        }
+
+        func groups() throws -> Set<UsageQuery.Group> {
+            var groups: Set<UsageQuery.Group> = [.user]
+            for name in by.split(separator: ",") {
+                guard let group = UsageQuery.Group(rawValue: name.trimmingCharacters(in: .whitespaces)) else {
+                    throw ValidationError("--by takes user, model and day, comma-separated")
+                }
+                groups.insert(group)
+            }
+            return groups
+        }
+
+        /// `YYYY-MM-DD`, `Nd` (N days back, today included) or `month`, as a day.
+        static func day(_ value: String?, now: Date) throws -> String? {
+            guard let value else { return nil }
+            let today = UTCDay.today(now)
+            if value == "month" { return UTCDay.month(of: today) + "-01" }
+            if value.hasSuffix("d"), let days = Int(value.dropLast()), days >= 1 {
+                return UTCDay.day(Int(now.timeIntervalSince1970) - (days - 1) * 86_400)
+            }
+            guard UTCDay.isValid(value) else { throw ValidationError("--since must be YYYY-MM-DD, Nd or month") }
+            return value
+        }
 
         func run() throws {
             let config = try options.load()
-            let totals = try options.openStore(config).totals()
+            let query = UsageQuery(since: try Self.day(since, now: Date()), until: until, user: user, model: model, groups: try groups())
+            let rows = try options.openStore(config).report(query)
             if json {
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-                print(String(decoding: try encoder.encode(totals), as: UTF8.self))
+                print(String(decoding: try encoder.encode(rows), as: UTF8.self))
                 return
             }
-            print(TextTable.render(
-                header: ["USER", "REQUESTS", "PROMPT_TOKENS", "COMPLETION_TOKENS"],
-                rows: totals.map { [$0.username, String($0.requests), String($0.promptTokens), String($0.completionTokens)] }))
+            let byModel = query.groups.contains(.model), byDay = query.groups.contains(.day)
+            let header = ["USER"] + (byModel ? ["MODEL"] : []) + (byDay ? ["DAY"] : [])
+                + ["REQUESTS", "PROMPT_TOKENS", "COMPLETION_TOKENS", "ERRORS", "REFUSED", "CANCELLED", "COST"]
+            func cells(_ row: UsageTotal, name: String) -> [String] {
+                [name] + (byModel ? [row.model ?? ""] : []) + (byDay ? [row.day ?? ""] : [])
+                    + [row.requests, row.promptTokens, row.completionTokens, row.errors, row.refused, row.cancelled].map(String.init)
+                    + [String(format: "%.6f", row.cost)]
+            }
+            if csv {
+                print(header.map { $0.lowercased() }.joined(separator: ","))
+                for row in rows { print(cells(row, name: row.username).map(Self.csvField).joined(separator: ",")) }
+                return
+            }
+            let total = rows.reduce(into: UsageTotal(username: "TOTAL")) { sum, row in
+                sum.requests += row.requests
+                sum.promptTokens += row.promptTokens
+                sum.completionTokens += row.completionTokens
+                sum.errors += row.errors
+                sum.refused += row.refused
+                sum.cancelled += row.cancelled
+                sum.costMicros += row.costMicros
+            }
+            var totalCells = cells(total, name: "TOTAL")
+            if byModel { totalCells[1] = "" }
+            if byDay { totalCells[byModel ? 2 : 1] = "" }
+            print(TextTable.render(header: header, rows: rows.map { cells($0, name: $0.username) } + [totalCells]))
+            print("cost in \(config.prices.currency)")
+        }
+
+        static func csvField(_ value: String) -> String {
+            value.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" }) ? "\"" + value.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : value
         }
     }
 }

@@ -1,9 +1,10 @@
 import Core
+import Foundation
 import Logging
 
 /// Serves one request on a worker thread, in the order its data flows: FastCGI params ->
-/// request -> gateway decision (authentication, endpoint, upstream call) -> count -> upstream ->
-/// relay -> FastCGI out -> log line.
+/// request -> gateway decision (authentication, endpoint, upstream call, policy) -> count ->
+/// upstream -> relay -> FastCGI out -> ledger -> log line.
 struct RequestHandler {
     let gateway: Gateway
     let recorder: UsageRecorder
@@ -25,6 +26,10 @@ struct RequestHandler {
             line.status = response.status
             line.bytes = response.body.count
             exchange.respond(response)
+            if let model = decision.refusedModel, let user = decision.user {
+                recorder.record(RequestRecord(userID: user.id, model: model, timeMs: Self.nowMs(), requestID: line.idText,
+                                              status: response.status, forwarded: false))
+            }
         case .forward(let call):
             forward(call, on: exchange, into: &line)
         }
@@ -34,17 +39,14 @@ struct RequestHandler {
     }
 
     private func forward(_ call: UpstreamCall, on exchange: FastCGIExchange, into line: inout RequestLogLine) {
-        // Counted before forwarding (committed by the recorder's next group commit), so a
-        // request Azure sees is never left uncounted.
-        recorder.countRequest(userID: call.user.id, endpoint: call.route.operation)
-        let relay = FastCGIRelay(exchange: exchange,
-                                 relay: UpstreamRelay(route: call.route, shaping: call.shaping, keepaliveSeconds: keepaliveSeconds))
+        // Counted before forwarding, so a request Azure sees is never left uncounted; a user
+        // with limits was counted when admitted.
+        if call.reservation == nil { recorder.countRequest(userID: call.user.id, model: call.route.model) }
+        let relay = FastCGIRelay(exchange: exchange, relay: UpstreamRelay(route: call.route, shaping: call.shaping,
+                                                                          ownFields: call.responseFields,
+                                                                          keepaliveSeconds: keepaliveSeconds))
         let outcome = upstream.perform(call, clientSocket: exchange.connection, into: relay)
         relay.finish(outcome.result)
-        if let usage = relay.relay.usage {
-            line.tokens = usage
-            recorder.addTokens(userID: call.user.id, endpoint: call.route.operation, prompt: usage.prompt, completion: usage.completion)
-        }
         line.route = call.route
         line.ending = relay.relay.ending
         line.status = line.ending == .clientGone ? 499 : relay.relay.sentStatus
@@ -53,5 +55,49 @@ struct RequestHandler {
         if line.ending != .complete && line.ending != .clientGone {
             logger.warning("upstream transfer failed: \(outcome.result)")
         }
+        let record = self.record(of: call, relay: relay.relay, line: line)
+        if record.promptTokens + record.completionTokens > 0 {
+            line.tokens = TokenUsage(prompt: record.promptTokens, completion: record.completionTokens, cached: record.cachedTokens)
+        }
+        settle(call, record)
+    }
+
+    /// What the request used: Azure's usage when it reported one; else, for an answer that
+    /// went out (whole or until the client left), the gateway's estimate, marked so. The
+    /// gateway's own error text is never billed.
+    private func record(of call: UpstreamCall, relay: UpstreamRelay, line: RequestLogLine) -> RequestRecord {
+        var record = RequestRecord(userID: call.user.id, model: call.route.model, timeMs: Self.nowMs(), requestID: line.idText,
+                                   status: line.status, forwarded: true)
+        record.upstreamMs = line.upstreamMs
+        record.cancelled = line.ending == .clientGone
+        record.upstreamError = line.ending != .complete && line.ending != .clientGone || relay.sentStatus >= 400
+        if let usage = relay.usage {
+            record.promptTokens = usage.prompt
+            record.cachedTokens = usage.cached
+            record.completionTokens = usage.completion
+        } else if relay.sentStatus == 200 && Gateway.tokenOperations.contains(call.route.operation) {
+            record.promptTokens = RequestEstimate.promptTokens(call.body)
+            record.completionTokens = relay.deliveredTokensEstimate
+            record.estimated = true
+        }
+        record.costMicros = gateway.policy.cost(model: call.route.model, prompt: record.promptTokens, cached: record.cachedTokens,
+                                                completion: record.completionTokens)
+        return record
+    }
+
+    /// A reservation is replaced by the real figures at once, so the user's next admission
+    /// sees them; other requests go through the group commit.
+    private func settle(_ call: UpstreamCall, _ record: RequestRecord) {
+        guard let reservation = call.reservation else { return recorder.record(record) }
+        do {
+            try gateway.authenticator.stores.with { try $0.settle(reservation, record) }
+        } catch {
+            logger.error("settling a reservation failed, recording through the group commit: \(error)")
+            recorder.record(record)
+        }
+    }
+
+    static func nowMs() -> Int64 {
+        Int64(Date().timeIntervalSince1970 * 1000)
     }
 }

@@ -69,7 +69,7 @@ final class WorkerPool: @unchecked Sendable {
         self.upstreams = UpstreamClientPool(connectTimeoutMs: gateway.config.azure.connectTimeoutMs,
                                             caFile: gateway.config.azure.caFile)
         let errorLogger = logger
-        self.recorder = UsageRecorder(stores: gateway.authenticator.stores) { error in
+        self.recorder = UsageRecorder(stores: gateway.authenticator.stores, retentionDays: gateway.config.retentionDays) { error in
             errorLogger.error("usage commit failed, retrying: \(error)")
         }
     }

@@ -1,0 +1,97 @@
+/// A user's limits; nil means none of that kind. Per user in `users:`, with defaults for every
+/// user under the top-level `limits:`.
+public struct Limits: Sendable, Equatable, Codable {
+    /// Requests in any rolling 60 seconds.
+    public var rpm: Int?
+    /// Tokens (prompt plus completion) in any rolling 60 seconds.
+    public var tpm: Int?
+    /// Tokens in a UTC calendar day.
+    public var tokensPerDay: Int?
+    /// Tokens in a UTC calendar month.
+    public var tokensPerMonth: Int?
+    /// Cost in a UTC calendar month, in micro-units of `prices.currency`.
+    public var budgetPerMonthMicros: Int64?
+    /// Requests and open streams at once.
+    public var maxParallel: Int?
+
+    public init(rpm: Int? = nil, tpm: Int? = nil, tokensPerDay: Int? = nil, tokensPerMonth: Int? = nil,
+                budgetPerMonthMicros: Int64? = nil, maxParallel: Int? = nil) {
+        self.rpm = rpm
+        self.tpm = tpm
+        self.tokensPerDay = tokensPerDay
+        self.tokensPerMonth = tokensPerMonth
+        self.budgetPerMonthMicros = budgetPerMonthMicros
+        self.maxParallel = maxParallel
+    }
+
+    /// True when no limit is set: such a user is admitted without a store transaction.
+    public var isEmpty: Bool { self == Limits() }
+
+    /// These limits, with `defaults` for the kinds not set here.
+    public func over(_ defaults: Limits) -> Limits {
+        Limits(rpm: rpm ?? defaults.rpm, tpm: tpm ?? defaults.tpm, tokensPerDay: tokensPerDay ?? defaults.tokensPerDay,
+               tokensPerMonth: tokensPerMonth ?? defaults.tokensPerMonth,
+               budgetPerMonthMicros: budgetPerMonthMicros ?? defaults.budgetPerMonthMicros,
+               maxParallel: maxParallel ?? defaults.maxParallel)
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case rpm, tpm
+        case tokensPerDay = "tokens_per_day"
+        case tokensPerMonth = "tokens_per_month"
+        case budgetPerMonthMicros = "budget_per_month_micros"
+        case maxParallel = "max_parallel"
+    }
+}
+
+/// The top-level `limits:` section: defaults for every user, and the answer size a request that
+/// sets no maximum reserves.
+public struct LimitSettings: Sendable, Equatable {
+    public var defaults = Limits()
+    /// Completion tokens reserved for a request that sets no `max_tokens` (or the like).
+    public var defaultMaxTokens = 4096
+
+    public init(defaults: Limits = Limits(), defaultMaxTokens: Int = 4096) {
+        self.defaults = defaults
+        self.defaultMaxTokens = defaultMaxTokens
+    }
+}
+
+/// `prices:`: per model, per million tokens, in one currency; stored as integer micro-units.
+public struct Prices: Sendable, Equatable {
+    public var currency = "USD"
+    public var models: [String: ModelPrice] = [:]
+
+    public init(currency: String = "USD", models: [String: ModelPrice] = [:]) {
+        self.currency = currency
+        self.models = models
+    }
+}
+
+/// One model's prices, in micro-units of the currency per million tokens.
+public struct ModelPrice: Sendable, Equatable {
+    public var input: Int64
+    public var cachedInput: Int64
+    public var output: Int64
+
+    public init(input: Int64, cachedInput: Int64, output: Int64) {
+        self.input = input
+        self.cachedInput = cachedInput
+        self.output = output
+    }
+
+    /// The cost of one request in micro-units, rounded to the nearest: `cached` of the `prompt`
+    /// tokens at the cached price, the rest at the input price.
+    public func cost(prompt: Int, cached: Int, completion: Int) -> Int64 {
+        let cachedPart = Int64(min(max(cached, 0), prompt))
+        let uncached = Int64(prompt) - cachedPart
+        let total = uncached * input + cachedPart * cachedInput + Int64(completion) * output
+        return (total + 500_000) / 1_000_000
+    }
+
+    /// `value` in currency units as micro-units (2.5 -> 2,500,000), or nil when negative or absurd.
+    public static func micros(_ value: Double) -> Int64? {
+        guard value.isFinite, value >= 0, value < 1e12 else { return nil }
+        return Int64((value * 1_000_000).rounded())
+    }
+}

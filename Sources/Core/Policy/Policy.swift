@@ -1,0 +1,110 @@
+import Foundation
+
+/// What a user may do: which models, within which limits, at what price. Checked for every
+/// request on every path before it goes upstream.
+public struct Policy: Sendable {
+    public let limitSettings: LimitSettings
+    public let prices: Prices
+    /// Azure deployment -> the configured model names that map to it.
+    let modelsByDeployment: [String: [String]]
+
+    public init(config: GatewayConfig) {
+        limitSettings = config.limits
+        prices = config.prices
+        var byDeployment: [String: [String]] = [:]
+        for (model, deployment) in config.azure.deployments { byDeployment[deployment, default: []].append(model) }
+        modelsByDeployment = byDeployment
+    }
+
+    /// The user's own limits over the defaults of `limits:`.
+    public func limits(for user: StoredUser) -> Limits {
+        user.limits.over(limitSettings.defaults)
+    }
+
+    /// A 403 naming the model unless the user's allowlist lets `route` through. On Azure-style
+    /// paths the deployment stands for the configured models that map to it: one the config does
+    /// not name passes only for users with no allowlist.
+    func checkAccess(_ user: StoredUser, route: AzureRoute, style: Endpoint.Style) throws {
+        guard let patterns = user.models, route.model != "-" else { return }
+        let names = style == .openAI ? [route.model] : modelsByDeployment[route.deployment] ?? []
+        guard names.contains(where: { ModelAccess.allows(patterns, $0) }) else {
+            throw OpenAIError(status: 403, message: "The user '\(user.username)' may not use the model '\(route.model)' on this gateway.",
+                              type: "permission_error", param: "model", code: "model_not_allowed")
+        }
+    }
+
+    /// Which of the configured models the user may use.
+    func visibleModels(for user: StoredUser, configured: [String]) -> [String] {
+        configured.filter { ModelAccess.allows(user.models, $0) }
+    }
+
+    /// The cost of tokens of `model`, in micro-units; 0 for a model without a price.
+    public func cost(model: String, prompt: Int, cached: Int, completion: Int) -> Int64 {
+        prices.models[model]?.cost(prompt: prompt, cached: cached, completion: completion) ?? 0
+    }
+
+    /// Reserves `call`'s estimate against the user's limits; nil when the user has none (then
+    /// nothing is written here). A refusal is an OpenAI-shaped 429.
+    func admit(_ call: UpstreamCall, limits: Limits, stores: UsageStorePool, nowMs: Int64) throws -> Result<Reservation?, OpenAIError> {
+        guard !limits.isEmpty else { return .success(nil) }
+        let prompt = RequestEstimate.promptTokens(call.body)
+        let completion = RequestEstimate.completionTokens(call.body, defaultMax: limitSettings.defaultMaxTokens)
+        let cost = self.cost(model: call.route.model, prompt: prompt, cached: 0, completion: completion)
+        let result = try stores.with {
+            try $0.admit(userID: call.user.id, model: call.route.model, limits: limits, tokens: prompt + completion,
+                         costMicros: cost, nowMs: nowMs)
+        }
+        switch result {
+        case .success(let reservation): return .success(reservation)
+        case .failure(let refusal): return .failure(Self.error(refusal, user: call.user.username, currency: prices.currency))
+        }
+    }
+
+    static func error(_ refusal: LimitRefusal, user: String, currency: String) -> OpenAIError {
+        switch refusal {
+        case .rate(let limit, let value, let retryAfterMs):
+            let unit = limit == "rpm" ? "requests" : "tokens"
+            var error = OpenAIError(status: 429, message: "Rate limit reached for '\(user)': \(limit) is \(value) \(unit) per minute. "
+                                    + "Please try again in \(RateHeaders.duration(retryAfterMs)).",
+                                    type: unit, code: "rate_limit_exceeded")
+            error.retryAfterSeconds = Int((retryAfterMs + 999) / 1000)
+            return error
+        case .quota(let limit, let value, let resetsAt):
+            let reset = ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: TimeInterval(resetsAt)))
+            let amount = limit == "budget-per-month" ? "\(value) \(currency)" : value
+            var error = OpenAIError(status: 429, message: "'\(user)' has used up the \(limit) quota of \(amount); it resets at \(reset).",
+                                    type: "insufficient_quota", code: "insufficient_quota")
+            error.retryAfterSeconds = max(1, resetsAt - Int(Date().timeIntervalSince1970))
+            return error
+        case .parallel(let value):
+            var error = OpenAIError(status: 429, message: "Too many requests at once for '\(user)': max-parallel is \(value).",
+                                    type: "requests", code: "rate_limit_exceeded")
+            error.retryAfterSeconds = 1
+            return error
+        }
+    }
+}
+
+/// The user's own `x-ratelimit-*` headers, in OpenAI's format.
+public enum RateHeaders {
+    public static func fields(limits: Limits, window: RateWindow) -> [(String, String)] {
+        var fields: [(String, String)] = []
+        let reset = duration(window.resetMs)
+        if let rpm = limits.rpm {
+            fields += [("x-ratelimit-limit-requests", "\(rpm)"), ("x-ratelimit-remaining-requests", "\(max(0, rpm - window.requests))"),
+                       ("x-ratelimit-reset-requests", reset)]
+        }
+        if let tpm = limits.tpm {
+            fields += [("x-ratelimit-limit-tokens", "\(tpm)"), ("x-ratelimit-remaining-tokens", "\(max(0, tpm - window.tokens))"),
+                       ("x-ratelimit-reset-tokens", reset)]
+        }
+        return fields
+    }
+
+    /// `250ms`, `12s`, `6m0s`, as OpenAI writes reset times.
+    public static func duration(_ milliseconds: Int64) -> String {
+        if milliseconds < 1000 { return "\(max(0, milliseconds))ms" }
+        let seconds = (milliseconds + 999) / 1000
+        return seconds < 60 ? "\(seconds)s" : "\(seconds / 60)m\(seconds % 60)s"
+    }
+}

@@ -1,0 +1,65 @@
+import Foundation
+
+/// UTC calendar days and months as the ledger keys them: `YYYY-MM-DD` and `YYYY-MM`.
+public enum UTCDay {
+    /// The day of `seconds` since the epoch.
+    public static func day(_ seconds: Int) -> String {
+        let parts = LogLineHandler.civil(seconds)
+        return text(year: parts.year, month: parts.month, day: parts.day)
+    }
+
+    /// `YYYY-MM-DD`, digit by digit: this runs for every request.
+    static func text(year: Int, month: Int, day: Int) -> String {
+        func digit(_ value: Int) -> UInt8 { UInt8(48 + value % 10) }
+        let bytes: [UInt8] = [digit(year / 1000), digit(year / 100), digit(year / 10), digit(year), 45,
+                              digit(month / 10), digit(month), 45, digit(day / 10), digit(day)]
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    public static func today(_ now: Date = Date()) -> String {
+        day(Int(now.timeIntervalSince1970))
+    }
+
+    /// The month of a `YYYY-MM-DD` day.
+    public static func month(of day: String) -> String {
+        String(day.prefix(7))
+    }
+
+    /// Seconds since the epoch at the start of the UTC day after `day`; nil when `day` is not a day.
+    public static func end(of day: String) -> Int? {
+        guard let start = start(of: day) else { return nil }
+        return start + 86_400
+    }
+
+    /// Seconds since the epoch at the start of the UTC month after the one `seconds` falls in.
+    public static func startOfNextMonth(after seconds: Int) -> Int {
+        let parts = LogLineHandler.civil(seconds)
+        let next = parts.month == 12 ? (parts.year + 1, 1) : (parts.year, parts.month + 1)
+        return start(of: text(year: next.0, month: next.1, day: 1))!
+    }
+
+    /// Seconds since the epoch at 00:00 UTC of `day`.
+    public static func start(of day: String) -> Int? {
+        guard isValid(day) else { return nil }
+        let parts = day.split(separator: "-").compactMap { Int($0) }
+        // Days from civil (Hinnant), the inverse of `LogLineHandler.civil`.
+        let year = parts[1] <= 2 ? parts[0] - 1 : parts[0]
+        let era = (year >= 0 ? year : year - 399) / 400
+        let yearOfEra = year - era * 400
+        let monthIndex = parts[1] > 2 ? parts[1] - 3 : parts[1] + 9
+        let dayOfYear = (153 * monthIndex + 2) / 5 + parts[2] - 1
+        let dayOfEra = yearOfEra * 365 + yearOfEra / 4 - yearOfEra / 100 + dayOfYear
+        return (era * 146_097 + dayOfEra - 719_468) * 86_400
+    }
+
+    /// `YYYY-MM-DD` naming a real day.
+    public static func isValid(_ text: String) -> Bool {
+        let parts = text.split(separator: "-", omittingEmptySubsequences: false)
+        guard text.utf8.count == 10, parts.count == 3, parts[0].count == 4, parts[1].count == 2, parts[2].count == 2,
+              let year = Int(parts[0]), let month = Int(parts[1]), let day = Int(parts[2]),
+              (1...12).contains(month), day >= 1 else { return false }
+        let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0)
+        let days = [31, leap ? 29 : 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31][month - 1]
+        return day <= days
+    }
+}

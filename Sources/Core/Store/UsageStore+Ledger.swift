@@ -1,0 +1,52 @@
+extension UsageStore {
+    /// Adds `amounts` to the ledger and appends `records` to the per-request log, in one
+    /// `BEGIN IMMEDIATE` transaction; each figure is added with `x = x + ?`, so writers in other
+    /// threads and processes never lose one.
+    func apply(_ amounts: [LedgerKey: LedgerAmount], records: [RequestRecord]) throws {
+        try connection.writeTransaction {
+            for (key, amount) in amounts { try addToLedger(key, amount) }
+            for record in records { try appendRequest(record) }
+        }
+    }
+
+    func addToLedger(_ key: LedgerKey, _ amount: LedgerAmount) throws {
+        try ledgerUpsert.run([
+            .int(key.userID), .text(key.day), .text(key.model), .int(Int64(amount.requests)), .int(Int64(amount.prompt)),
+            .int(Int64(amount.cached)), .int(Int64(amount.completion)), .int(Int64(amount.estimated)), .int(Int64(amount.errors)),
+            .int(Int64(amount.refused)), .int(Int64(amount.cancelled)), .int(amount.costMicros),
+        ])
+    }
+
+    func appendRequest(_ record: RequestRecord) throws {
+        try requestInsert.run([
+            .int(record.timeMs), .text(record.requestID), .int(record.userID), .text(record.model), .int(Int64(record.status)),
+            .int(record.forwarded ? 1 : 0), .int(Int64(record.promptTokens)), .int(Int64(record.cachedTokens)),
+            .int(Int64(record.completionTokens)), .int(record.estimated ? 1 : 0), .int(record.costMicros),
+            record.upstreamMs.map { .int(Int64($0)) } ?? .null, .int(record.cancelled ? 1 : 0),
+        ])
+    }
+
+    /// Deletes per-request log rows older than `days` days; returns how many.
+    @discardableResult
+    public func pruneRequests(olderThanDays days: Int, nowMs: Int64) throws -> Int {
+        try connection.prepare("DELETE FROM requests WHERE time_ms < ?1").run([.int(nowMs - Int64(days) * 86_400_000)])
+        return connection.changes
+    }
+
+    static let ledgerUpsertSQL = """
+        INSERT INTO ledger (user_id, day, model, requests, prompt_tokens, cached_tokens, completion_tokens, estimated_tokens,
+                            errors, refused, cancelled, cost_micros)
+        VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+        ON CONFLICT (user_id, day, model) DO UPDATE SET
+          requests = requests + excluded.requests, prompt_tokens = prompt_tokens + excluded.prompt_tokens,
+          cached_tokens = cached_tokens + excluded.cached_tokens, completion_tokens = completion_tokens + excluded.completion_tokens,
+          estimated_tokens = estimated_tokens + excluded.estimated_tokens, errors = errors + excluded.errors,
+          refused = refused + excluded.refused, cancelled = cancelled + excluded.cancelled, cost_micros = cost_micros + excluded.cost_micros
+        """
+
+    static let requestInsertSQL = """
+        INSERT INTO requests (time_ms, request_id, user_id, model, status, forwarded, prompt_tokens, cached_tokens,
+                              completion_tokens, estimated, cost_micros, upstream_ms, cancelled)
+        VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+        """
+}

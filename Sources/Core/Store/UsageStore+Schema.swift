@@ -1,0 +1,108 @@
+extension UsageStore {
+    static let schemaVersion: Int32 = 2
+
+    static func migrate(_ connection: SQLiteConnection) throws {
+        try SQLiteConnection.retryingWhileBusy(milliseconds: 5000) { try migrateOnce(connection) }
+    }
+
+    private static func migrateOnce(_ connection: SQLiteConnection) throws {
+        try connection.writeTransaction {
+            let version = try connection.prepare("PRAGMA user_version").rows { Int32($0.int(0)) }.first ?? 0
+            guard version < schemaVersion else { return }
+            if version < 1 { try createVersion1(connection) }
+            if version < 2 { try migrateToVersion2(connection) }
+            try connection.execute("PRAGMA user_version = \(schemaVersion)")
+        }
+    }
+
+    /// Users and per-day, per-endpoint counts; the Go original's plaintext `users(username, token)`
+    /// imported as hashes.
+    private static func createVersion1(_ connection: SQLiteConnection) throws {
+        let userColumns = try connection.prepare("PRAGMA table_info(users)").rows { $0.text(1) }
+        let hasLegacyUsers = !userColumns.isEmpty && !userColumns.contains("key_hash")
+        if hasLegacyUsers { try connection.execute("ALTER TABLE users RENAME TO legacy_users") }
+        try connection.execute("""
+            CREATE TABLE IF NOT EXISTS users (
+              id INTEGER PRIMARY KEY,
+              username TEXT NOT NULL UNIQUE,
+              key_hash TEXT NOT NULL UNIQUE,
+              disabled INTEGER NOT NULL DEFAULT 0,
+              source TEXT NOT NULL DEFAULT 'cli',
+              created_at INTEGER NOT NULL DEFAULT (unixepoch())
+            );
+            CREATE TABLE IF NOT EXISTS usage (
+              user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+              day TEXT NOT NULL,
+              endpoint TEXT NOT NULL,
+              requests INTEGER NOT NULL DEFAULT 0,
+              prompt_tokens INTEGER NOT NULL DEFAULT 0,
+              completion_tokens INTEGER NOT NULL DEFAULT 0,
+              PRIMARY KEY (user_id, day, endpoint)
+            ) WITHOUT ROWID;
+            """)
+        if hasLegacyUsers && userColumns.contains("username") && userColumns.contains("token") {
+            let legacy = try connection.prepare("SELECT username, token FROM legacy_users WHERE username IS NOT NULL AND token IS NOT NULL")
+                .rows { ($0.text(0), $0.text(1)) }
+            let insert = try connection.prepare("INSERT OR IGNORE INTO users (username, key_hash, source) VALUES (?1, ?2, 'legacy')")
+            for (name, token) in legacy where !token.isEmpty {
+                try insert.run([.text(name), .text(UserKey.hash(token))])
+            }
+            // Drop the plaintext tokens now that they are imported.
+            try connection.execute("DROP TABLE legacy_users")
+        }
+    }
+
+    /// The ledger per user, model and day; a per-request log; admission reservations; each
+    /// user's own limits, allowlist and expiry. The per-endpoint counts move to the ledger under
+    /// the model `-` (the endpoint counts knew no model).
+    private static func migrateToVersion2(_ connection: SQLiteConnection) throws {
+        try connection.execute("""
+            ALTER TABLE users ADD COLUMN limits TEXT;
+            ALTER TABLE users ADD COLUMN models TEXT;
+            ALTER TABLE users ADD COLUMN expires TEXT;
+            CREATE TABLE ledger (
+              user_id INTEGER NOT NULL,
+              day TEXT NOT NULL,
+              model TEXT NOT NULL,
+              requests INTEGER NOT NULL DEFAULT 0,
+              prompt_tokens INTEGER NOT NULL DEFAULT 0,
+              cached_tokens INTEGER NOT NULL DEFAULT 0,
+              completion_tokens INTEGER NOT NULL DEFAULT 0,
+              estimated_tokens INTEGER NOT NULL DEFAULT 0,
+              errors INTEGER NOT NULL DEFAULT 0,
+              refused INTEGER NOT NULL DEFAULT 0,
+              cancelled INTEGER NOT NULL DEFAULT 0,
+              cost_micros INTEGER NOT NULL DEFAULT 0,
+              PRIMARY KEY (user_id, day, model)
+            ) WITHOUT ROWID;
+            INSERT INTO ledger (user_id, day, model, requests, prompt_tokens, completion_tokens)
+              SELECT user_id, day, '-', sum(requests), sum(prompt_tokens), sum(completion_tokens) FROM usage GROUP BY user_id, day;
+            DROP TABLE usage;
+            CREATE TABLE requests (
+              time_ms INTEGER NOT NULL,
+              request_id TEXT NOT NULL,
+              user_id INTEGER NOT NULL,
+              model TEXT NOT NULL,
+              status INTEGER NOT NULL,
+              forwarded INTEGER NOT NULL,
+              prompt_tokens INTEGER NOT NULL,
+              cached_tokens INTEGER NOT NULL,
+              completion_tokens INTEGER NOT NULL,
+              estimated INTEGER NOT NULL,
+              cost_micros INTEGER NOT NULL,
+              upstream_ms INTEGER,
+              cancelled INTEGER NOT NULL
+            );
+            CREATE INDEX requests_by_user_time ON requests (user_id, time_ms);
+            CREATE INDEX requests_by_time ON requests (time_ms);
+            CREATE TABLE reservations (
+              id INTEGER PRIMARY KEY,
+              user_id INTEGER NOT NULL,
+              expires_ms INTEGER NOT NULL,
+              tokens INTEGER NOT NULL,
+              cost_micros INTEGER NOT NULL
+            );
+            CREATE INDEX reservations_by_user ON reservations (user_id);
+            """)
+    }
+}

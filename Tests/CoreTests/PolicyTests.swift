@@ -1,0 +1,172 @@
+import Foundation
+import Testing
+@testable import Core
+
+@Suite struct PolicyTests {
+    @Test func estimateRule() {
+        let body = Array(#"{"model":"gpt-4o","messages":[{"role":"user","content":"hello"}],"max_tokens":50}"#.utf8)
+        #expect(RequestEstimate.promptTokens(body) == (body.count + 3) / 4)
+        #expect(RequestEstimate.completionTokens(body, defaultMax: 4096) == 50)
+        #expect(RequestEstimate.completionTokens(Array(#"{"max_completion_tokens":7}"#.utf8), defaultMax: 4096) == 7)
+        #expect(RequestEstimate.completionTokens(Array(#"{"max_output_tokens":9}"#.utf8), defaultMax: 4096) == 9)
+        #expect(RequestEstimate.completionTokens(Array(#"{"model":"x"}"#.utf8), defaultMax: 4096) == 4096)
+        // An inline image counts as imageTokens, not as its base64 bytes.
+        let image = "data:image/png;base64," + String(repeating: "A", count: 40_000)
+        let withImage = Array(#"{"content":[{"type":"image_url","image_url":{"url":""#.utf8) + Array(image.utf8) + Array(#""}}]}"#.utf8)
+        let rest = withImage.count - image.utf8.count
+        #expect(RequestEstimate.promptTokens(withImage) == (rest + 3) / 4 + RequestEstimate.imageTokens)
+    }
+
+    @Test func priceMathInMicroUnits() {
+        let price = ModelPrice(input: ModelPrice.micros(2.5)!, cachedInput: ModelPrice.micros(1.25)!, output: ModelPrice.micros(10)!)
+        // 1,000 prompt tokens of which 400 cached, 500 completion: (600*2.5 + 400*1.25 + 500*10) / 1e6 = 0.007
+        #expect(price.cost(prompt: 1000, cached: 400, completion: 500) == 7_000)
+        #expect(price.cost(prompt: 1_000_000, cached: 0, completion: 0) == 2_500_000)
+        #expect(price.cost(prompt: 1, cached: 0, completion: 0) == 3)  // 2.5 micro-units, rounded
+        #expect(UsageStore.decimal(50_000_000) == "50" && UsageStore.decimal(2_500_000) == "2.5" && UsageStore.decimal(2_500) == "0.0025")
+    }
+
+    @Test func allowlistPatterns() {
+        #expect(ModelAccess.allows(nil, "anything"))
+        #expect(ModelAccess.allows(["gpt-4o", "gpt-4o-mini*"], "gpt-4o-mini-2024-07-18"))
+        #expect(!ModelAccess.allows(["gpt-4o", "gpt-4o-mini*"], "gpt-4o-2024-08-06"))
+        #expect(ModelAccess.allows(["*"], "x") && !ModelAccess.allows([], "x"))
+        #expect(ModelAccess.isValidPattern("gpt-4o*") && !ModelAccess.isValidPattern("gpt-*-mini") && !ModelAccess.isValidPattern("a b"))
+    }
+
+    @Test func rateHeadersInOpenAIsFormat() {
+        let fields = RateHeaders.fields(limits: Limits(rpm: 60, tpm: 1000), window: RateWindow(requests: 2, tokens: 300, resetMs: 59_200))
+        #expect(fields.map { "\($0.0): \($0.1)" } == [
+            "x-ratelimit-limit-requests: 60", "x-ratelimit-remaining-requests: 58", "x-ratelimit-reset-requests: 1m0s",
+            "x-ratelimit-limit-tokens: 1000", "x-ratelimit-remaining-tokens: 700", "x-ratelimit-reset-tokens: 1m0s",
+        ])
+        #expect(RateHeaders.duration(250) == "250ms" && RateHeaders.duration(12_000) == "12s" && RateHeaders.duration(361_000) == "6m1s")
+        #expect(RateHeaders.fields(limits: Limits(tokensPerDay: 5), window: RateWindow()).isEmpty)
+    }
+
+    @Test func limitsFallBackToTheDefaults() {
+        let own = Limits(rpm: 5)
+        #expect(own.over(Limits(rpm: 100, tpm: 7)) == Limits(rpm: 5, tpm: 7))
+        #expect(Limits().isEmpty && !own.isEmpty)
+    }
+
+    func store() throws -> (UsageStore, Int64, String) {
+        let path = temporaryDatabase()
+        let store = try UsageStore(path: path)
+        try store.syncConfiguredUsers([ConfiguredUser(username: "u", key: "u-key-12345")])
+        return (store, try #require(try store.listUsers().first).id, path)
+    }
+
+    let nowMs: Int64 = 1_796_000_000_000
+
+    @Test func reservationsAcrossConnectionsNeverOvershoot() throws {
+        let (_, id, path) = try store()
+        let limits = Limits(tokensPerDay: 1000)
+        let admitted = LockedValue(0)
+        DispatchQueue.concurrentPerform(iterations: 6) { _ in
+            guard let mine = try? UsageStore(path: path) else { return }  // its own connection, as another process has
+            for _ in 0..<10 {
+                if case .success = try? mine.admit(userID: id, model: "m", limits: limits, tokens: 100, costMicros: 0, nowMs: nowMs) {
+                    admitted.withLock { $0 += 1 }
+                }
+            }
+        }
+        #expect(admitted.withLock { $0 } == 10)
+    }
+
+    @Test func settlementReplacesTheEstimate() throws {
+        let (store, id, _) = try store()
+        let limits = Limits(tokensPerDay: 1000)
+        guard case .success(let first) = try store.admit(userID: id, model: "m", limits: limits, tokens: 900, costMicros: 0, nowMs: nowMs) else {
+            Issue.record("refused"); return
+        }
+        // The reservation holds 900 of 1,000: a second of 200 does not fit.
+        guard case .failure(.quota(let name, _, let resetsAt)) = try store.admit(userID: id, model: "m", limits: limits, tokens: 200,
+                                                                               costMicros: 0, nowMs: nowMs) else {
+            Issue.record("admitted past the limit"); return
+        }
+        #expect(name == "tokens-per-day" && resetsAt == UTCDay.end(of: UTCDay.day(Int(nowMs / 1000))))
+        var record = RequestRecord(userID: id, model: "m", timeMs: nowMs, requestID: "r", status: 200, forwarded: true)
+        record.promptTokens = 100
+        record.completionTokens = 50
+        try store.settle(first, record)
+        // Settled at 150 real tokens: 200 more fit now.
+        guard case .success = try store.admit(userID: id, model: "m", limits: limits, tokens: 200, costMicros: 0, nowMs: nowMs) else {
+            Issue.record("refused after settlement"); return
+        }
+        let total = try #require(try store.totals().first)
+        #expect(total.requests == 2 && total.promptTokens == 100 && total.completionTokens == 50)
+    }
+
+    @Test func rollingWindowAndParallelLimits() throws {
+        let (store, id, _) = try store()
+        let limits = Limits(rpm: 2, maxParallel: 3)
+        var reservations: [Reservation] = []
+        for offset in [0, 10] {
+            guard case .success(let reservation) = try store.admit(userID: id, model: "m", limits: limits, tokens: 1, costMicros: 0,
+                                                                   nowMs: nowMs + Int64(offset)) else { Issue.record("refused"); return }
+            reservations.append(reservation)
+        }
+        #expect(reservations.map(\.window.requests) == [1, 2])
+        guard case .failure(.rate(let name, let value, _)) = try store.admit(userID: id, model: "m", limits: limits, tokens: 1,
+                                                                            costMicros: 0, nowMs: nowMs + 20) else {
+            Issue.record("a third request in a minute was admitted"); return
+        }
+        #expect(name == "rpm" && value == 2)
+        for reservation in reservations {
+            try store.settle(reservation, RequestRecord(userID: id, model: "m", timeMs: nowMs, requestID: "r", status: 200, forwarded: true))
+        }
+        // A minute after the first, the window admits again.
+        guard case .success(let later) = try store.admit(userID: id, model: "m", limits: limits, tokens: 1, costMicros: 0,
+                                                         nowMs: nowMs + 60_001) else { Issue.record("refused after the window"); return }
+        #expect(later.window.requests == 1)
+        let parallel = Limits(maxParallel: 1)
+        guard case .failure(.parallel(1)) = try store.admit(userID: id, model: "m", limits: parallel, tokens: 1, costMicros: 0,
+                                                            nowMs: nowMs + 60_002) else { Issue.record("max-parallel ignored"); return }
+    }
+
+    @Test func configReadsLimitsPricesAndUsers() throws {
+        let config = try GatewayConfig.parse(yaml: """
+            azure: {endpoint: "https://x.openai.azure.com", api-key: k}
+            prices:
+              currency: EUR
+              models:
+                gpt-4o: { input: 2.50, cached-input: 1.25, output: 10.00 }
+            limits: {rpm: 600, tokens-per-day: 2000000, default-max-tokens: 1024}
+            log: {retention-days: 7}
+            users:
+              - username: alice
+                password: sk-alice-0001
+                models: [gpt-4o, "gpt-4o-mini*"]
+                rpm: 60
+                budget-per-month: 50
+                max-parallel: 4
+                expires: 2027-06-30
+            """, file: "c.yaml", baseDirectory: "/tmp")
+        #expect(config.prices == Prices(currency: "EUR", models: ["gpt-4o": ModelPrice(input: 2_500_000, cachedInput: 1_250_000, output: 10_000_000)]))
+        #expect(config.limits == LimitSettings(defaults: Limits(rpm: 600, tokensPerDay: 2_000_000), defaultMaxTokens: 1024))
+        #expect(config.retentionDays == 7)
+        #expect(config.users == [ConfiguredUser(username: "alice", key: "sk-alice-0001",
+                                                limits: Limits(rpm: 60, budgetPerMonthMicros: 50_000_000, maxParallel: 4),
+                                                models: ["gpt-4o", "gpt-4o-mini*"], expires: "2027-06-30")])
+        for (text, key) in [("limits: {rpm: -1}", "limits.rpm"), ("users: [{username: a, password: aaaaaaaa, expires: soon}]", "users[0].expires"),
+                            ("users: [{username: a, password: aaaaaaaa, models: [\"a*b\"]}]", "users[0].models[0]"),
+                            ("prices: {models: {m: {input: -2}}}", "prices.models.m.input"), ("log: {retention-days: 0}", "log.retention-days")] {
+            #expect(throws: ConfigError.self) {
+                do {
+                    _ = try GatewayConfig.parse(yaml: "azure: {endpoint: \"https://x.openai.azure.com\", api-key: k}\n" + text, file: "c", baseDirectory: "/")
+                } catch let error as ConfigError {
+                    #expect(error.key == key, "\(text)")
+                    throw error
+                }
+            }
+        }
+    }
+
+    @Test func storedUserKeepsPolicyFields() throws {
+        let (store, _, _) = try store()
+        try store.syncConfiguredUsers([ConfiguredUser(username: "u", key: "u-key-12345", limits: Limits(tpm: 9), models: ["a*"], expires: "2030-01-01")])
+        let user = try #require(try store.user(forKey: "u-key-12345"))
+        #expect(user.limits == Limits(tpm: 9) && user.models == ["a*"] && user.expires == "2030-01-01")
+    }
+}
