@@ -214,6 +214,8 @@ def main():
                         help="only the stream timing of a full run (with the stall probe) and its three checks")
     parser.add_argument("--previous", metavar="BINARY", help="with --throughput-only, --streams-only or --concurrency-only: another chatazure-fcgi build "
                         "measured as c0 in the same rounds, for a before/after ratio")
+    parser.add_argument("--limited", action="store_true", help="with --throughput-only and no --previous: c0 is this build with the "
+                        "bench user under rpm and tpm limits it never reaches, so c0/c is what admission and settlement cost")
     parser.add_argument("--concurrency-only", type=int, metavar="STREAMS", default=0,
                         help="only a cold burst of STREAMS streams (5 chunks 1 s apart), then the same for --previous; "
                         "prints failures, time, peak RSS and threads, and how fast the pool grew; writes nothing")
@@ -239,8 +241,11 @@ def main():
     shutil.rmtree(work, ignore_errors=True)
     if args.concurrency_only:
         return quick_concurrency(args, work)
-    rig = Rig(work, args.binary, args.workers, smoke, previous=args.previous if args.throughput_only or args.streams_only else None,
-              previous_streams=bool(args.streams_only))
+    if args.limited and (args.previous or not args.throughput_only):
+        parser.error("--limited goes with --throughput-only and without --previous")
+    previous = args.binary if args.limited else args.previous if args.throughput_only or args.streams_only else None
+    rig = Rig(work, args.binary, args.workers, smoke, previous=previous, previous_streams=bool(args.streams_only),
+              previous_limited=args.limited)
     rows = {}
     try:
         has_litellm = not (smoke or args.throughput_only or args.streams_only or args.stream_targets) and rig.start_litellm()
@@ -264,7 +269,7 @@ def main():
         if rig.previous:
             pids["c0"] = rig.previous_process.pid
         if args.throughput_only:
-            return quick_throughput(targets, body, args.throughput_only, seconds, pids)
+            return quick_throughput(targets, body, args.throughput_only, seconds, pids, limited=args.limited)
         if args.streams_only:
             return quick_streams(rig, args.streams_only)
         if args.stream_targets:
@@ -423,7 +428,7 @@ def round_ratios(throughput):
             for side, values in throughput.items() if side != "a"}
 
 
-def quick_throughput(targets, body, rounds, seconds, pids):
+def quick_throughput(targets, body, rounds, seconds, pids, limited=False):
     """For iterating on the hot path: interleaved throughput rounds, each ratio against (a) of the same round,
     and the CPU time each FastCGI process spent per request, which the machine's noise disturbs less."""
     throughput = {side: [] for side in targets}
@@ -448,7 +453,11 @@ def quick_throughput(targets, body, rounds, seconds, pids):
     print("CPU µs per request (median): " + "  ".join(f"{side} {statistics.median(values):.1f}" for side, values in cpu.items()))
     print("  user / system: " + "  ".join(f"{side} {statistics.median(u for u, _ in parts):.1f} / {statistics.median(s for _, s in parts):.1f}"
                                          for side, parts in split.items()))
-    if "c0" in ratios:
+    if "c0" in ratios and limited:
+        ratio = statistics.median(c0 / c for c, c0 in zip(ratios['c'], ratios['c0']))
+        print(f"c0/c (a user with rpm and tpm limits over one without), median of rounds: {ratio:.3f} "
+              f"(target >= 0.8: {'PASS' if ratio >= 0.8 else 'FAIL'})")
+    elif "c0" in ratios:
         print(f"c/c0 (this build over --previous), median of rounds: "
               f"{statistics.median(c / c0 for c, c0 in zip(ratios['c'], ratios['c0'])):.3f}")
     return 0

@@ -27,10 +27,14 @@ REQUEST = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "
 AZURE_PATH = "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"
 
 
-def gateway_yaml(endpoint, db_name, fastcgi=""):
-    """A gateway config for the bench: its one user, and MODEL listed under deployments."""
+# Limits that never refuse the bench's load, so every request pays admission and settlement.
+LIMITS_NEVER_REACHED = "    rpm: 1000000000\n    tpm: 1000000000000\n"
+
+
+def gateway_yaml(endpoint, db_name, fastcgi="", user_extra=""):
+    """A gateway config for the bench: its one user (with `user_extra` lines), and MODEL listed under deployments."""
     return (f"web:\n  dbName: {db_name}\nazure:\n  endpoint: {endpoint}\n  api-key: {AZURE_KEY}\n"
-            f"  deployments:\n    {MODEL}: {MODEL}\nusers:\n  - username: bench\n    password: {KEY}\n{fastcgi}")
+            f"  deployments:\n    {MODEL}: {MODEL}\nusers:\n  - username: bench\n    password: {KEY}\n{user_extra}{fastcgi}")
 
 
 def free_ports(names):
@@ -117,8 +121,10 @@ def rss_parts_mb(pid):
 class Rig:
     """Every process of one bench run, all on loopback."""
 
-    def __init__(self, work, binary, workers, smoke, previous=None, previous_streams=False):
+    def __init__(self, work, binary, workers, smoke, previous=None, previous_streams=False, previous_limited=False):
         self.work, self.binary, self.smoke, self.previous = work, binary, smoke, previous
+        # With previous_limited, c0 is this build with the bench user under LIMITS_NEVER_REACHED.
+        self.previous_user_extra = LIMITS_NEVER_REACHED if previous_limited else ""
         # The previous build forwards to the SSE emulator instead of the fixed-body upstream.
         self.previous_upstream = "emulator" if previous_streams else "upstream"
         self.processes = []
@@ -187,10 +193,11 @@ http {{
         while not (os.path.exists(self.baseline_socket) and os.path.exists(self.forwarder_socket)) and time.monotonic() < deadline:
             time.sleep(0.05)
 
-    def gateway_config(self, endpoint, workers, max_workers=1024, name=None, idle_seconds=5):
+    def gateway_config(self, endpoint, workers, max_workers=1024, name=None, idle_seconds=5, user_extra=""):
         path = self.work / f"gateway-{name or endpoint.rsplit(':', 1)[1]}.yaml"
         path.write_text(gateway_yaml(endpoint, f"{name or 'bench'}.db",
-                                     f"fastcgi:\n  workers: {workers}\n  max-workers: {max_workers}\n  idle-seconds: {idle_seconds}\n"))
+                                     f"fastcgi:\n  workers: {workers}\n  max-workers: {max_workers}\n  idle-seconds: {idle_seconds}\n",
+                                     user_extra))
         return str(path)
 
     def start_gateway(self, workers):
@@ -208,7 +215,8 @@ http {{
                                           "--socket", self.stream_socket], "gateway-stream.log")
         self.previous_socket = str(self.work / "gateway-previous.sock")
         if self.previous:
-            self.previous_process = self.spawn([self.previous, "serve", "--config", self.gateway_config(f"http://127.0.0.1:{self.ports[self.previous_upstream]}", workers, name="previous"),
+            self.previous_process = self.spawn([self.previous, "serve", "--config", self.gateway_config(f"http://127.0.0.1:{self.ports[self.previous_upstream]}", workers, name="previous",
+                                                                                 user_extra=self.previous_user_extra),
                         "--socket", self.previous_socket], "gateway-previous.log")
         deadline = time.monotonic() + 10
         while not (os.path.exists(self.gateway_socket) and os.path.exists(self.stream_socket)
