@@ -12,6 +12,8 @@ public struct Gateway: Sendable {
     public let authenticator: Authenticator
     /// What each user may do.
     public let policy: Policy
+    /// Admissions and settlements of users with limits.
+    public let admissions: AdmissionQueue
 
     /// Where the configured models go, for every JSON operation but `responses`, built once: a
     /// request for one of them skips building its URL and looking up its deployment.
@@ -29,6 +31,7 @@ public struct Gateway: Sendable {
         self.authenticator = authenticator ?? Authenticator(stores: UsageStorePool(path: config.databasePath))
         self.plannedTargets = Self.planTargets(config.azure)
         self.policy = Policy(config: config)
+        self.admissions = AdmissionQueue(stores: self.authenticator.stores)
     }
 
     /// Decides for `request`. `readBody(limit)` returns the request body, or throws an
@@ -49,7 +52,7 @@ public struct Gateway: Sendable {
             var call = try call(for: request, endpoint: endpoint, user: user, readBody: readBody)
             try policy.checkAccess(user, route: call.route, style: endpoint.style)
             let limits = policy.limits(for: user)
-            switch try policy.admit(call, limits: limits, stores: authenticator.stores, nowMs: Int64(now.timeIntervalSince1970 * 1000)) {
+            switch try policy.admit(call, limits: limits, admissions: admissions, nowMs: Int64(now.timeIntervalSince1970 * 1000)) {
             case .success(let reservation):
                 call.reservation = reservation
                 if let reservation { call.responseFields = RateHeaders.fields(limits: limits, window: reservation.window) }

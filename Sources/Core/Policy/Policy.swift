@@ -45,15 +45,13 @@ public struct Policy: Sendable {
 
     /// Reserves `call`'s estimate against the user's limits; nil when the user has none (then
     /// nothing is written here). A refusal is an OpenAI-shaped 429.
-    func admit(_ call: UpstreamCall, limits: Limits, stores: UsageStorePool, nowMs: Int64) throws -> Result<Reservation?, OpenAIError> {
+    func admit(_ call: UpstreamCall, limits: Limits, admissions: AdmissionQueue, nowMs: Int64) throws -> Result<Reservation?, OpenAIError> {
         guard !limits.isEmpty else { return .success(nil) }
         let prompt = RequestEstimate.promptTokens(call.body)
         let completion = RequestEstimate.completionTokens(call.body, defaultMax: limitSettings.defaultMaxTokens)
         let cost = self.cost(model: call.route.model, prompt: prompt, cached: 0, completion: completion)
-        let result = try stores.with {
-            try $0.admit(userID: call.user.id, model: call.route.model, limits: limits, tokens: prompt + completion,
-                         costMicros: cost, nowMs: nowMs)
-        }
+        let result = try admissions.admit(userID: call.user.id, model: call.route.model, limits: limits, tokens: prompt + completion,
+                                          costMicros: cost, nowMs: nowMs)
         switch result {
         case .success(let reservation): return .success(reservation)
         case .failure(let refusal): return .failure(Self.error(refusal, user: call.user.username, currency: prices.currency))

@@ -40,6 +40,11 @@ public final class UsageRecorder: @unchecked Sendable {
         add(LedgerKey(userID: record.userID, day: record.day, model: record.model), record: record) { $0.add(record) }
     }
 
+    /// Only the line in the per-request log, for a request whose cost a settlement already added.
+    public func log(_ record: RequestRecord) {
+        add(LedgerKey(userID: record.userID, day: record.day, model: record.model), record: record) { _ in }
+    }
+
     /// Blocks until everything handed over so far is committed, or `seconds` pass; false on timeout.
     @discardableResult
     public func flush(seconds: Double = 10) -> Bool {
@@ -70,6 +75,7 @@ public final class UsageRecorder: @unchecked Sendable {
 
     private func run() {
         var lastPrune = Date.distantPast
+        var lastCheckpoint = Date()
         while true {
             condition.lock()
             while pending.isEmpty { condition.wait() }
@@ -82,6 +88,17 @@ public final class UsageRecorder: @unchecked Sendable {
             condition.unlock()
 
             commit(batch, rows)
+            if Date().timeIntervalSince(lastCheckpoint) > 0.5 {
+                lastCheckpoint = Date()
+                do {
+                    try stores.with { store in
+                        try store.checkpoint()
+                        try store.pruneAdmissions(nowMs: Int64(Date().timeIntervalSince1970 * 1000))
+                    }
+                } catch {
+                    onError(error)
+                }
+            }
             if Date().timeIntervalSince(lastPrune) > 3600 {
                 lastPrune = Date()
                 prune()

@@ -3,7 +3,7 @@ extension UsageStore {
     /// `BEGIN IMMEDIATE` transaction; each figure is added with `x = x + ?`, so writers in other
     /// threads and processes never lose one.
     func apply(_ amounts: [LedgerKey: LedgerAmount], records: [RequestRecord]) throws {
-        try connection.writeTransaction {
+        try write {
             for (key, amount) in amounts { try addToLedger(key, amount) }
             for record in records { try appendRequest(record) }
         }
@@ -24,6 +24,11 @@ extension UsageStore {
             .int(Int64(record.completionTokens)), .int(record.estimated ? 1 : 0), .int(record.costMicros),
             record.upstreamMs.map { .int(Int64($0)) } ?? .null, .int(record.cancelled ? 1 : 0),
         ])
+    }
+
+    /// Copies what the WAL holds back into the database file, as far as no reader needs it.
+    public func checkpoint() throws {
+        try connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
     }
 
     /// Deletes per-request log rows older than `days` days; returns how many.

@@ -52,8 +52,9 @@ extension UsageStore {
         }
     }
 
-    /// The ledger per user, model and day; a per-request log; admission reservations; each
-    /// user's own limits, allowlist and expiry. The per-endpoint counts move to the ledger under
+    /// The ledger per user, model and day; a per-request log; admission reservations and
+    /// per-second buckets for the rolling minute of rpm and tpm; each user's own limits,
+    /// allowlist and expiry. The per-endpoint counts move to the ledger under
     /// the model `-` (the endpoint counts knew no model).
     private static func migrateToVersion2(_ connection: SQLiteConnection) throws {
         try connection.execute("""
@@ -96,13 +97,20 @@ extension UsageStore {
             CREATE INDEX requests_by_user_time ON requests (user_id, time_ms);
             CREATE INDEX requests_by_time ON requests (time_ms);
             CREATE TABLE reservations (
-              id INTEGER PRIMARY KEY,
               user_id INTEGER NOT NULL,
+              id INTEGER NOT NULL,
               expires_ms INTEGER NOT NULL,
               tokens INTEGER NOT NULL,
-              cost_micros INTEGER NOT NULL
-            );
-            CREATE INDEX reservations_by_user ON reservations (user_id);
+              cost_micros INTEGER NOT NULL,
+              PRIMARY KEY (user_id, id)
+            ) WITHOUT ROWID;
+            CREATE TABLE rate_buckets (
+              user_id INTEGER NOT NULL,
+              second INTEGER NOT NULL,
+              requests INTEGER NOT NULL DEFAULT 0,
+              tokens INTEGER NOT NULL DEFAULT 0,
+              PRIMARY KEY (user_id, second)
+            ) WITHOUT ROWID;
             """)
     }
 }

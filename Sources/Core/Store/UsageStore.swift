@@ -7,9 +7,34 @@ public final class UsageStore {
     private let findByHash: SQLiteStatement
     let ledgerUpsert: SQLiteStatement
     let requestInsert: SQLiteStatement
+    /// Statements prepared on first use and kept: preparing costs more than running them.
+    private var prepared: [String: SQLiteStatement] = [:]
+
+    /// Write transactions of this process, one at a time: threads waiting for SQLite's write
+    /// lock would each sleep in its busy handler, where a lock hands it on at once. Other
+    /// processes still meet at SQLite's lock.
+    private static let writers = NSLock()
+
+    /// `body` in a `BEGIN IMMEDIATE` transaction, after this process's other writers.
+    func write<T>(_ body: () throws -> T) throws -> T {
+        Self.writers.lock()
+        defer { Self.writers.unlock() }
+        return try connection.writeTransaction(body)
+    }
+
+    /// `sql`, prepared once per connection.
+    func statement(_ sql: String) throws -> SQLiteStatement {
+        if let statement = prepared[sql] { return statement }
+        let statement = try connection.prepare(sql)
+        prepared[sql] = statement
+        return statement
+    }
 
     public init(path: String) throws {
         connection = try SQLiteConnection(path: path)
+        // Checkpoints are the recorder's (`checkpoint()`), off the request path: otherwise the
+        // commit that fills the WAL, an admission's among them, copies it back into the file.
+        try connection.execute("PRAGMA wal_autocheckpoint=0")
         try Self.migrate(connection)
         findByHash = try connection.prepare("SELECT \(Self.userColumns) FROM users WHERE key_hash = ?1")
         ledgerUpsert = try connection.prepare(Self.ledgerUpsertSQL)

@@ -39,9 +39,8 @@ struct RequestHandler {
     }
 
     private func forward(_ call: UpstreamCall, on exchange: FastCGIExchange, into line: inout RequestLogLine) {
-        // Counted before forwarding, so a request Azure sees is never left uncounted; a user
-        // with limits was counted when admitted.
-        if call.reservation == nil { recorder.countRequest(userID: call.user.id, model: call.route.model) }
+        // Counted before forwarding, so a request Azure sees is never left uncounted.
+        recorder.countRequest(userID: call.user.id, model: call.route.model)
         let relay = FastCGIRelay(exchange: exchange, relay: UpstreamRelay(route: call.route, shaping: call.shaping,
                                                                           ownFields: call.responseFields,
                                                                           keepaliveSeconds: keepaliveSeconds))
@@ -90,7 +89,8 @@ struct RequestHandler {
     private func settle(_ call: UpstreamCall, _ record: RequestRecord) {
         guard let reservation = call.reservation else { return recorder.record(record) }
         do {
-            try gateway.authenticator.stores.with { try $0.settle(reservation, record) }
+            try gateway.admissions.settle(reservation, record)
+            recorder.log(record)
         } catch {
             logger.error("settling a reservation failed, recording through the group commit: \(error)")
             recorder.record(record)
