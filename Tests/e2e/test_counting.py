@@ -96,5 +96,13 @@ def test_exact_counts_under_concurrency(gateway):
 
 def test_usage_table_output(gateway):
     table = gateway.cli("usage").stdout.splitlines()
-    assert table[0].split() == ["USER", "REQUESTS", "PROMPT_TOKENS", "COMPLETION_TOKENS"]
-    assert any(line.split()[0] == "alice" for line in table[1:])
+    assert table[0].split() == ["USER", "REQUESTS", "PROMPT_TOKENS", "COMPLETION_TOKENS", "ERRORS", "REFUSED",
+                                "CANCELLED", "COST"]
+    rows = [line.split() for line in table[1:-1] if line.strip()]
+    assert any(row[0] == "alice" for row in rows)
+    # A TOTAL row summing the users' columns, then the currency.
+    total = next(row for row in rows if row[0] == "TOTAL")
+    users = [row for row in rows if row[0] != "TOTAL" and not set(row[0]) <= set("-=")]
+    for column in range(1, 7):
+        assert int(total[column]) == sum(int(row[column]) for row in users), (column, table)
+    assert table[-1] == "cost in USD"

@@ -16,6 +16,8 @@ Test controls, read from the last user message, e.g. `[chunks=20 delay_ms=100]`:
   - delay_ms=D: streamed chat: D ms between content events.
   - ttfb_ms=T: wait T ms before answering (nothing is watched meanwhile).
   - status=S: answer with an Azure error of status S (429 adds retry-after).
+  - cached=N: chat: the usage reports N of the prompt tokens (at most all) as
+    prompt_tokens_details.cached_tokens.
   - pause_ms=P: streamed chat: P ms of silence after the first two events. A close by the gateway
     during it ends the answer and counts in `aborted_silent`, `last_silent_abort_ms` measured from
     the start of the pause.
@@ -323,6 +325,8 @@ class Emulator(BaseHTTPRequestHandler):
         pieces = [f"w{i} " for i in range(count)] if "chunks" in ctl else ["Echo: "] + [w + " " for w in words]
         prompt_tokens = max(1, len(text.split()))
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(pieces), "total_tokens": prompt_tokens + len(pieces)}
+        if "cached" in ctl:
+            usage["prompt_tokens_details"] = {"cached_tokens": min(ctl["cached"], prompt_tokens)}
         created = int(time.time())
         ident = "chatcmpl-" + uuid.uuid4().hex[:24]
         if ctl.get("ttfb_ms"):
