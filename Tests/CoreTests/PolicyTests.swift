@@ -192,7 +192,7 @@ import Testing
         for reservation in reservations {
             var record = RequestRecord(userID: id, model: "m", timeMs: 1_796_000_000_000, requestID: "r", status: 200, forwarded: true)
             record.promptTokens = 60
-            try queues[0].settle(reservation, record)
+            try store.settle(reservation, record)
         }
         #expect(try store.totals().first?.promptTokens == 600)
         #expect(try store.connection.prepare("SELECT count(*) FROM reservations").rows { $0.int(0) }.first == 0)

@@ -11,6 +11,7 @@ public final class UsageRecorder: @unchecked Sendable {
     private let condition = NSCondition()
     private var pending: [LedgerKey: LedgerAmount] = [:]
     private var records: [RequestRecord] = []
+    private var settlements: [Settlement] = []
     private var committing = false
     private var flushing = 0
     private let commitInterval: Double
@@ -35,14 +36,12 @@ public final class UsageRecorder: @unchecked Sendable {
         add(LedgerKey(userID: userID, day: UTCDay.today(now), model: model), record: nil) { $0.requests += 1 }
     }
 
-    /// Adds what a finished (or refused) request cost, and its line in the per-request log.
-    public func record(_ record: RequestRecord) {
-        add(LedgerKey(userID: record.userID, day: record.day, model: record.model), record: record) { $0.add(record) }
-    }
-
-    /// Only the line in the per-request log, for a request whose cost a settlement already added.
-    public func log(_ record: RequestRecord) {
-        add(LedgerKey(userID: record.userID, day: record.day, model: record.model), record: record) { _ in }
+    /// Adds what a finished (or refused) request cost, and its line in the per-request log;
+    /// with `reservation`, replaces that reservation by it in the same commit. Until then the
+    /// reservation holds the estimate, which is never below what it settles to (reported usage
+    /// aside), so admissions stay on the safe side.
+    public func record(_ record: RequestRecord, settling reservation: Reservation? = nil) {
+        add(LedgerKey(userID: record.userID, day: record.day, model: record.model), record: record, settling: reservation) { $0.add(record) }
     }
 
     /// Blocks until everything handed over so far is committed, or `seconds` pass; false on timeout.
@@ -62,13 +61,15 @@ public final class UsageRecorder: @unchecked Sendable {
         return true
     }
 
-    private func add(_ key: LedgerKey, record: RequestRecord?, _ change: (inout LedgerAmount) -> Void) {
+    private func add(_ key: LedgerKey, record: RequestRecord?, settling reservation: Reservation? = nil,
+                     _ change: (inout LedgerAmount) -> Void) {
         condition.lock()
         // The writer only sleeps when nothing is pending: wake it on that transition alone,
         // not once per request.
         let wasEmpty = pending.isEmpty
         change(&pending[key, default: LedgerAmount()])
         if let record { records.append(record) }
+        if let reservation, let record { settlements.append(Settlement(reservation, record)) }
         if wasEmpty { condition.broadcast() }
         condition.unlock()
     }
@@ -81,13 +82,14 @@ public final class UsageRecorder: @unchecked Sendable {
             while pending.isEmpty { condition.wait() }
             let gathered = Date(timeIntervalSinceNow: commitInterval)
             while flushing == 0 && condition.wait(until: gathered) {}
-            let batch = pending, rows = records
+            let batch = pending, rows = records, settled = settlements
             pending = [:]
             records = []
+            settlements = []
             committing = true
             condition.unlock()
 
-            commit(batch, rows)
+            commit(batch, rows, settled)
             if Date().timeIntervalSince(lastCheckpoint) > 0.5 {
                 lastCheckpoint = Date()
                 do {
@@ -110,10 +112,10 @@ public final class UsageRecorder: @unchecked Sendable {
         }
     }
 
-    private func commit(_ batch: [LedgerKey: LedgerAmount], _ rows: [RequestRecord]) {
+    private func commit(_ batch: [LedgerKey: LedgerAmount], _ rows: [RequestRecord], _ settled: [Settlement]) {
         while true {
             do {
-                try stores.with { try $0.apply(batch, records: rows) }
+                try stores.with { try $0.apply(batch, records: rows, settlements: settled) }
                 return
             } catch {
                 onError(error)

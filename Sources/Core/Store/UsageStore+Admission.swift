@@ -10,6 +10,21 @@ public struct Reservation: Sendable, Equatable {
     public var window: RateWindow
 }
 
+/// A reservation ended: its request used `tokens`, and ended at `endedMs`.
+struct Settlement: Sendable, Equatable {
+    var reservationID: Int64
+    var userID: Int64
+    var tokens: Int
+    var endedMs: Int64
+
+    init(_ reservation: Reservation, _ record: RequestRecord) {
+        reservationID = reservation.id
+        userID = reservation.userID
+        tokens = record.promptTokens + record.completionTokens
+        endedMs = record.timeMs
+    }
+}
+
 /// Where a user stands in the rolling 60 seconds, counting the request just admitted.
 public struct RateWindow: Sendable, Equatable {
     public var requests = 0
@@ -91,22 +106,18 @@ extension UsageStore {
     }
 
     /// Replaces a reservation with what its request really used, in one transaction, so the
-    /// user's next admission sees the real figures and never both or neither. The request's
-    /// count and its line in the per-request log go through the group commit, as everyone's.
+    /// user's next admission sees the real figures and never both or neither.
     public func settle(_ reservation: Reservation, _ record: RequestRecord) throws {
-        try write { try settleInTransaction(reservation, record) }
+        var amounts: [LedgerKey: LedgerAmount] = [:]
+        amounts[LedgerKey(userID: record.userID, day: record.day, model: record.model), default: LedgerAmount()].add(record)
+        try apply(amounts, records: [record], settlements: [Settlement(reservation, record)])
     }
 
-    /// `settle` inside a write transaction the caller holds.
-    func settleInTransaction(_ reservation: Reservation, _ record: RequestRecord) throws {
-        do {
-            try statement("DELETE FROM reservations WHERE user_id = ?1 AND id = ?2").run([.int(reservation.userID), .int(reservation.id)])
-            var amount = LedgerAmount()
-            amount.add(record)
-            try addToLedger(LedgerKey(userID: record.userID, day: record.day, model: record.model), amount)
-            try addToBucket(userID: record.userID, second: record.timeMs / 1000, requests: 0,
-                            tokens: record.promptTokens + record.completionTokens)
-        }
+    /// Deletes a reservation and adds the tokens its request used to the rate bucket of the
+    /// second it ended. The ledger gets them with the request's record, in the same transaction.
+    func endReservation(_ settled: Settlement) throws {
+        try statement("DELETE FROM reservations WHERE user_id = ?1 AND id = ?2").run([.int(settled.userID), .int(settled.reservationID)])
+        try addToBucket(userID: settled.userID, second: settled.endedMs / 1000, requests: 0, tokens: settled.tokens)
     }
 
     /// Unique across processes without a rowid index: the process's random high part and a counter.

@@ -1,11 +1,13 @@
 extension UsageStore {
-    /// Adds `amounts` to the ledger and appends `records` to the per-request log, in one
+    /// Adds `amounts` to the ledger, appends `records` to the per-request log and ends the
+    /// `settlements` (reservations, each with the tokens its request really used), in one
     /// `BEGIN IMMEDIATE` transaction; each figure is added with `x = x + ?`, so writers in other
     /// threads and processes never lose one.
-    func apply(_ amounts: [LedgerKey: LedgerAmount], records: [RequestRecord]) throws {
+    func apply(_ amounts: [LedgerKey: LedgerAmount], records: [RequestRecord], settlements: [Settlement] = []) throws {
         try write {
             for (key, amount) in amounts { try addToLedger(key, amount) }
             for record in records { try appendRequest(record) }
+            for settled in settlements { try endReservation(settled) }
         }
     }
 

@@ -84,17 +84,9 @@ struct RequestHandler {
         return record
     }
 
-    /// A reservation is replaced by the real figures at once, so the user's next admission
-    /// sees them; other requests go through the group commit.
+    /// Through the group commit; a reservation is replaced by the real figures in the same commit.
     private func settle(_ call: UpstreamCall, _ record: RequestRecord) {
-        guard let reservation = call.reservation else { return recorder.record(record) }
-        do {
-            try gateway.admissions.settle(reservation, record)
-            recorder.log(record)
-        } catch {
-            logger.error("settling a reservation failed, recording through the group commit: \(error)")
-            recorder.record(record)
-        }
+        recorder.record(record, settling: call.reservation)
     }
 
     static func nowMs() -> Int64 {
