@@ -1,6 +1,6 @@
 import Foundation
 
-/// Admissions of users with limits, committed in batches: the first thread to
+/// Admissions and settlements of users with limits, committed in batches: the first thread to
 /// arrive while none is writing takes everything queued and runs it in one `BEGIN IMMEDIATE`
 /// transaction, in arrival order, then hands each its result; the others wait. So each
 /// admission still sees every reservation before it, in this process and (through SQLite's
@@ -20,10 +20,19 @@ public final class AdmissionQueue: @unchecked Sendable {
     /// See `UsageStore.admit`.
     public func admit(userID: Int64, model: String, limits: Limits, tokens: Int, costMicros: Int64,
                       nowMs: Int64) throws -> Result<Reservation, LimitRefusal> {
-        try run(Job(userID: userID, model: model, limits: limits, tokens: tokens, costMicros: costMicros, nowMs: nowMs))
+        switch try run(Job(.admit(userID: userID, model: model, limits: limits, tokens: tokens, costMicros: costMicros, nowMs: nowMs))) {
+        case .admitted(let result): return result
+        case .settled: preconditionFailure("an admission answered as a settlement")
+        }
     }
 
-    private func run(_ job: Job) throws -> Result<Reservation, LimitRefusal> {
+    /// Replaces `reservation` by what its request used (see `UsageStore.settle`), before the
+    /// request ends: the user's next request, in any process, must see the room it leaves.
+    public func settle(_ reservation: Reservation, _ record: RequestRecord) throws {
+        _ = try run(Job(.settle(Settlement(reservation, record), record)))
+    }
+
+    private func run(_ job: Job) throws -> Job.Outcome {
         lock.lock()
         queue.append(job)
         let leads = !writing
@@ -53,13 +62,19 @@ public final class AdmissionQueue: @unchecked Sendable {
     }
 
     /// Runs `batch` in one transaction; every job fails alike when the transaction does.
-    private func commit(_ batch: [Job]) -> [Result<Result<Reservation, LimitRefusal>, Error>] {
+    private func commit(_ batch: [Job]) -> [Result<Job.Outcome, Error>] {
         do {
             return try stores.with { store in
                 try store.write {
                     try batch.map { job in
-                        .success(try store.admitInTransaction(userID: job.userID, model: job.model, limits: job.limits,
-                                                              tokens: job.tokens, costMicros: job.costMicros, nowMs: job.nowMs))
+                        switch job.work {
+                        case .admit(let userID, let model, let limits, let tokens, let costMicros, let nowMs):
+                            return .success(.admitted(try store.admitInTransaction(userID: userID, model: model, limits: limits, tokens: tokens,
+                                                                                    costMicros: costMicros, nowMs: nowMs)))
+                        case .settle(let settlement, let record):
+                            try store.settleInTransaction(settlement, record)
+                            return .success(.settled)
+                        }
                     }
                 }
             }
@@ -69,23 +84,23 @@ public final class AdmissionQueue: @unchecked Sendable {
     }
 
     final class Job {
-        let userID: Int64
-        let model: String
-        let limits: Limits
-        let tokens: Int
-        let costMicros: Int64
-        let nowMs: Int64
-        var result: Result<Result<Reservation, LimitRefusal>, Error>?
+        enum Work {
+            case admit(userID: Int64, model: String, limits: Limits, tokens: Int, costMicros: Int64, nowMs: Int64)
+            case settle(Settlement, RequestRecord)
+        }
+
+        enum Outcome {
+            case admitted(Result<Reservation, LimitRefusal>)
+            case settled
+        }
+
+        let work: Work
+        var result: Result<Outcome, Error>?
         /// Signalled once for a waiting job: its result is in, or it leads the next batch.
         let wake = DispatchSemaphore(value: 0)
 
-        init(userID: Int64, model: String, limits: Limits, tokens: Int, costMicros: Int64, nowMs: Int64) {
-            self.userID = userID
-            self.model = model
-            self.limits = limits
-            self.tokens = tokens
-            self.costMicros = costMicros
-            self.nowMs = nowMs
+        init(_ work: Work) {
+            self.work = work
         }
     }
 }

@@ -37,11 +37,15 @@ public final class UsageRecorder: @unchecked Sendable {
     }
 
     /// Adds what a finished (or refused) request cost, and its line in the per-request log;
-    /// with `reservation`, replaces that reservation by it in the same commit. Until then the
-    /// reservation holds the estimate, which is never below what it settles to (reported usage
-    /// aside), so admissions stay on the safe side.
+    /// with `reservation`, replaces that reservation by it in the same commit (a settlement the
+    /// admission queue could not make).
     public func record(_ record: RequestRecord, settling reservation: Reservation? = nil) {
         add(LedgerKey(userID: record.userID, day: record.day, model: record.model), record: record, settling: reservation) { $0.add(record) }
+    }
+
+    /// Only the line in the per-request log, for a request whose cost a settlement added.
+    public func log(_ record: RequestRecord) {
+        add(LedgerKey(userID: record.userID, day: record.day, model: record.model), record: record) { _ in }
     }
 
     /// Blocks until everything handed over so far is committed, or `seconds` pass; false on timeout.

@@ -108,9 +108,17 @@ extension UsageStore {
     /// Replaces a reservation with what its request really used, in one transaction, so the
     /// user's next admission sees the real figures and never both or neither.
     public func settle(_ reservation: Reservation, _ record: RequestRecord) throws {
-        var amounts: [LedgerKey: LedgerAmount] = [:]
-        amounts[LedgerKey(userID: record.userID, day: record.day, model: record.model), default: LedgerAmount()].add(record)
-        try apply(amounts, records: [record], settlements: [Settlement(reservation, record)])
+        try write { try settleInTransaction(Settlement(reservation, record), record) }
+    }
+
+    /// `settle` inside a write transaction the caller holds: the reservation ends and the
+    /// request's tokens and cost go to the ledger and the rate bucket. Its count and its line in
+    /// the per-request log go through the group commit, as everyone's.
+    func settleInTransaction(_ settlement: Settlement, _ record: RequestRecord) throws {
+        var amount = LedgerAmount()
+        amount.add(record)
+        try addToLedger(LedgerKey(userID: record.userID, day: record.day, model: record.model), amount)
+        try endReservation(settlement)
     }
 
     /// Deletes a reservation and adds the tokens its request used to the rate bucket of the

@@ -1,5 +1,5 @@
 /// One row of a usage report: totals for a user, or a user and model, or a day, over a period.
-public struct UsageTotal: Sendable, Equatable, Codable {
+public struct UsageTotal: Sendable, Equatable, Encodable {
     public var username: String
     /// Set when the report is grouped by model.
     public var model: String?
@@ -49,20 +49,6 @@ public struct UsageTotal: Sendable, Equatable, Codable {
         self.cancelled = cancelled
         self.costMicros = costMicros
         self.disabled = disabled
-    }
-
-    public init(from decoder: Decoder) throws {
-        let values = try decoder.container(keyedBy: CodingKeys.self)
-        self.init(username: try values.decode(String.self, forKey: .username), model: try values.decodeIfPresent(String.self, forKey: .model),
-                  day: try values.decodeIfPresent(String.self, forKey: .day), requests: try values.decode(Int64.self, forKey: .requests),
-                  promptTokens: try values.decode(Int64.self, forKey: .promptTokens),
-                  cachedTokens: try values.decode(Int64.self, forKey: .cachedTokens),
-                  completionTokens: try values.decode(Int64.self, forKey: .completionTokens),
-                  estimatedTokens: try values.decode(Int64.self, forKey: .estimatedTokens),
-                  errors: try values.decode(Int64.self, forKey: .errors), refused: try values.decode(Int64.self, forKey: .refused),
-                  cancelled: try values.decode(Int64.self, forKey: .cancelled),
-                  costMicros: Int64((try values.decode(Double.self, forKey: .cost) * 1_000_000).rounded()),
-                  disabled: try values.decode(Bool.self, forKey: .disabled))
     }
 
     public func encode(to encoder: Encoder) throws {

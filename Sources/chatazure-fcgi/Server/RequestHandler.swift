@@ -84,9 +84,17 @@ struct RequestHandler {
         return record
     }
 
-    /// Through the group commit; a reservation is replaced by the real figures in the same commit.
+    /// A reservation is replaced by the real figures before the request ends, so the user's
+    /// next request sees the room it leaves; everything else goes through the group commit.
     private func settle(_ call: UpstreamCall, _ record: RequestRecord) {
-        recorder.record(record, settling: call.reservation)
+        guard let reservation = call.reservation else { return recorder.record(record) }
+        do {
+            try gateway.admissions.settle(reservation, record)
+            recorder.log(record)
+        } catch {
+            logger.error("settling a reservation failed; the group commit settles it: \(error)")
+            recorder.record(record, settling: reservation)
+        }
     }
 
     static func nowMs() -> Int64 {
