@@ -6,17 +6,31 @@ extension UsageStore {
     }
 
     private static func migrateOnce(_ connection: SQLiteConnection) throws {
-        try connection.writeTransaction {
+        let imported = try connection.writeTransaction { () -> Bool in
             let version = try connection.prepare("PRAGMA user_version").rows { Int32($0.int(0)) }.first ?? 0
-            guard version < schemaVersion else { return }
+            guard version < schemaVersion else { return false }
             if version < 1 { try createVersion1(connection) }
             if version < 2 { try migrateToVersion2(connection) }
+            // The Go original's users, kept aside by createVersion1, imported once the ledger exists.
+            let legacy = try connection.prepare("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'legacy_users'")
+                .rows { $0.int(0) }.first ?? 0
+            var imported = false
+            // A table that is not the original's is left as it is.
+            if legacy > 0, (try? importLegacyUsers(connection, schema: "main", table: "legacy_users")) != nil {
+                // Overwrite the plaintext keys' pages as they are freed.
+                try connection.execute("PRAGMA secure_delete = ON")
+                try connection.execute("DROP TABLE legacy_users")
+                imported = true
+            }
             try connection.execute("PRAGMA user_version = \(schemaVersion)")
+            return imported
         }
+        // Nor may they survive in the WAL or free pages.
+        if imported { try SQLiteConnection.retryingWhileBusy(milliseconds: 5000) { try scrub(connection) } }
     }
 
-    /// Users and per-day, per-endpoint counts; the Go original's plaintext `users(username, token)`
-    /// imported as hashes.
+    /// Users and per-day, per-endpoint counts; the Go original's `users` table is renamed
+    /// `legacy_users`, for `migrateOnce` to import.
     private static func createVersion1(_ connection: SQLiteConnection) throws {
         let userColumns = try connection.prepare("PRAGMA table_info(users)").rows { $0.text(1) }
         let hasLegacyUsers = !userColumns.isEmpty && !userColumns.contains("key_hash")
@@ -40,16 +54,6 @@ extension UsageStore {
               PRIMARY KEY (user_id, day, endpoint)
             ) WITHOUT ROWID;
             """)
-        if hasLegacyUsers && userColumns.contains("username") && userColumns.contains("token") {
-            let legacy = try connection.prepare("SELECT username, token FROM legacy_users WHERE username IS NOT NULL AND token IS NOT NULL")
-                .rows { ($0.text(0), $0.text(1)) }
-            let insert = try connection.prepare("INSERT OR IGNORE INTO users (username, key_hash, source) VALUES (?1, ?2, 'legacy')")
-            for (name, token) in legacy where !token.isEmpty {
-                try insert.run([.text(name), .text(UserKey.hash(token))])
-            }
-            // Drop the plaintext tokens now that they are imported.
-            try connection.execute("DROP TABLE legacy_users")
-        }
     }
 
     /// The ledger per user, model and day; a per-request log; admission reservations and
