@@ -47,7 +47,9 @@ public struct Gateway: Sendable {
             return GatewayDecision(.respond(refusal.error.response), user: refusal.user, failure: refusal.failure)
         }
         do {
-            if let answer = try modelAnswer(request, user: user) { return GatewayDecision(.respond(answer), user: user) }
+            if let answer = try modelAnswer(request, user: user) ?? selfServiceAnswer(request, user: user, now: now) {
+                return GatewayDecision(.respond(answer), user: user)
+            }
             let endpoint = try Endpoint.resolve(method: request.method, path: request.path)
             var call = try call(for: request, endpoint: endpoint, user: user, readBody: readBody)
             try policy.checkAccess(user, route: call.route, style: endpoint.style)

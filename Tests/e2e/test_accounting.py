@@ -83,6 +83,7 @@ USERS = {
     "streamer": {},
     "ledger": {},
     "coster": {},
+    "selfie": {"budget-per-month": "50", "tokens-per-day": 100000, "models": '[gpt-4o]', "expires": "2030-01-31"},
     "hdr": {"rpm": 10, "tpm": 100000},
     "plain": {},
     "picky": {"models": '[gpt-4o, "gpt-4o-mini*"]'},
@@ -522,3 +523,37 @@ def test_request_log_retention(tmp_path, emulator):
         assert state() == (0, 1, 1), "(old rows, the 10-day-old row, the new request's rows)"
     finally:
         gateway.stop()
+
+
+def test_self_service_endpoints_show_the_users_own_quota_and_spend(acct):
+    client = acct.client(key("selfie"))
+    answer = client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "[chunks=10] a b c"}])
+    spent = cost_micros("gpt-4o", answer.usage.prompt_tokens, 0, answer.usage.completion_tokens)
+    used = answer.usage.prompt_tokens + answer.usage.completion_tokens
+    acct.row("selfie", until=lambda r: r["requests"] == 1 and r["completion_tokens"] > 0)
+    status, _, me = post(acct, "selfie", None, path="/v1/me", method="GET")
+    assert status == 200, me
+    assert me["username"] == "selfie" and me["models"] == ["gpt-4o"] and me["expires"] == "2030-01-31"
+    assert me["limits"]["tokens_per_day"] == 100000 and me["limits"]["budget_per_month_micros"] == 50_000_000
+    assert me["usage"]["requests"] == 1 and me["usage"]["prompt_tokens"] == answer.usage.prompt_tokens
+    assert me["usage"]["completion_tokens"] == answer.usage.completion_tokens
+    assert round(me["usage"]["cost"] * 1e6) == spent
+    assert me["remaining"]["tokens_today"] == 100000 - used
+    assert round(me["remaining"]["budget_this_month"] * 1e6) == 50_000_000 - spent
+    # The legacy billing endpoints, as ChatGPT-Next-Web calls them.
+    status, _, subscription = post(acct, "selfie", None, path="/v1/dashboard/billing/subscription", method="GET")
+    assert status == 200 and subscription["hard_limit_usd"] == 50
+    assert subscription["access_until"] == int(datetime.datetime(2030, 2, 1, tzinfo=datetime.timezone.utc).timestamp())
+    start = TODAY.replace(day=1).isoformat()
+    end = (TODAY + datetime.timedelta(days=1)).isoformat()
+    status, _, usage = post(acct, "selfie", None, path=f"/v1/dashboard/billing/usage?start_date={start}&end_date={end}", method="GET")
+    assert status == 200
+    assert abs(usage["total_usage"] - float(spent) / 1e4) < 1e-9  # cents
+    assert [item["name"] for day in usage["daily_costs"] for item in day["line_items"]] == ["gpt-4o"]
+    # Another user's key sees only its own; no key, none.
+    status, _, other = post(acct, "plain", None, path="/v1/me", method="GET")
+    assert status == 200 and other["username"] == "plain" and "gpt-4o-mini" in other["models"] and other["remaining"].get("tokens_today") is None
+    connection = http.client.HTTPConnection("127.0.0.1", acct.port, timeout=10)
+    connection.request("GET", "/v1/me")
+    assert connection.getresponse().status == 401
+    connection.close()
