@@ -1,11 +1,10 @@
 import Synchronization
 
-/// A request admitted against its user's limits: what it reserved, until it is settled.
+/// A request admitted against its user's limits, until it is settled. What it reserved is in
+/// the `reservations` table, where every admission counts it.
 public struct Reservation: Sendable, Equatable {
     public var id: Int64
     public var userID: Int64
-    public var tokens: Int
-    public var costMicros: Int64
     /// The user's rolling-window figures after this request, for the rate-limit headers.
     public var window: RateWindow
 }
@@ -101,7 +100,7 @@ extension UsageStore {
             try statement("INSERT INTO reservations (user_id, id, expires_ms, tokens, cost_micros) VALUES (?1, ?2, ?3, ?4, ?5)")
                 .run([.int(userID), .int(id), .int(nowMs + Self.reservationLifetimeMs), .int(Int64(tokens)), .int(costMicros)])
             if limits.rpm != nil || limits.tpm != nil { try addToBucket(userID: userID, second: second, requests: 1, tokens: 0) }
-            return .success(Reservation(id: id, userID: userID, tokens: tokens, costMicros: costMicros, window: window))
+            return .success(Reservation(id: id, userID: userID, window: window))
         }
     }
 
