@@ -14,9 +14,13 @@ public struct StoredUser: Sendable, Equatable, Codable {
     public var models: [String]?
     /// The last UTC day the key works, `YYYY-MM-DD`; nil: no end.
     public var expires: String?
+    /// What identifies the key without revealing it, e.g. `sk-…a1b2`; nil for keys stored before hints.
+    public var keyHint: String?
+    /// Removed with `user remove`: the key no longer works; the row keeps the history's name.
+    public var removed: Bool
 
     public init(id: Int64, username: String, disabled: Bool, source: String, limits: Limits = Limits(),
-                models: [String]? = nil, expires: String? = nil) {
+                models: [String]? = nil, expires: String? = nil, keyHint: String? = nil, removed: Bool = false) {
         self.id = id
         self.username = username
         self.disabled = disabled
@@ -24,5 +28,7 @@ public struct StoredUser: Sendable, Equatable, Codable {
         self.limits = limits
         self.models = models
         self.expires = expires
+        self.keyHint = keyHint
+        self.removed = removed
     }
 }

@@ -130,7 +130,7 @@ public final class UsageRecorder: @unchecked Sendable {
 
     private func prune() {
         do {
-            try stores.with { try $0.pruneRequests(olderThanDays: retentionDays, nowMs: Int64(Date().timeIntervalSince1970 * 1000)) }
+            _ = try stores.with { try $0.pruneRequests(olderThanDays: retentionDays, nowMs: Int64(Date().timeIntervalSince1970 * 1000)) }
         } catch {
             onError(error)
         }

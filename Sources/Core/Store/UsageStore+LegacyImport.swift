@@ -26,7 +26,7 @@ extension UsageStore {
             FROM \(schema).\(table) WHERE username IS NOT NULL AND \(keyColumn) IS NOT NULL
             """).rows { ($0.text(0), $0.text(1), $0.int(2), $0.int(3), $0.optionalText(4), $0.int(5)) }
         let insert = try connection.prepare("""
-            INSERT INTO users (username, key_hash, source, disabled, models) VALUES (?1, ?2, 'legacy', ?3, ?4)
+            INSERT INTO users (username, key_hash, source, disabled, models, key_hint) VALUES (?1, ?2, 'legacy', ?3, ?4, ?5)
             ON CONFLICT DO NOTHING
             """)
         let history = try connection.prepare("""
@@ -36,7 +36,7 @@ extension UsageStore {
         var summary = LegacyImport()
         for (name, key, status, count, updated, gpt4) in rows where !key.isEmpty && UserKey.isValidUsername(name) {
             let models: SQLiteStatement.Value = gpt4 == 0 ? .text(#"["*","!gpt-4*"]"#) : .null
-            try insert.run([.text(name), .text(UserKey.hash(key)), .int(status == 0 ? 1 : 0), models])
+            try insert.run([.text(name), .text(UserKey.hash(key)), .int(status == 0 ? 1 : 0), models, .text(UserKey.hint(key))])
             guard connection.changes == 1 else {
                 summary.skipped += 1
                 continue

@@ -1,5 +1,5 @@
 extension UsageStore {
-    static let schemaVersion: Int32 = 2
+    static let schemaVersion: Int32 = 3
 
     static func migrate(_ connection: SQLiteConnection) throws {
         try SQLiteConnection.retryingWhileBusy(milliseconds: 5000) { try migrateOnce(connection) }
@@ -11,6 +11,7 @@ extension UsageStore {
             guard version < schemaVersion else { return false }
             if version < 1 { try createVersion1(connection) }
             if version < 2 { try migrateToVersion2(connection) }
+            if version < 3 { try migrateToVersion3(connection) }
             // The Go original's users, kept aside by createVersion1, imported once the ledger exists.
             let legacy = try connection.prepare("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'legacy_users'")
                 .rows { $0.int(0) }.first ?? 0
@@ -115,6 +116,32 @@ extension UsageStore {
               tokens INTEGER NOT NULL DEFAULT 0,
               PRIMARY KEY (user_id, second)
             ) WITHOUT ROWID;
+            """)
+    }
+
+    /// Each user's key hint (`sk-…a1b2`) and removal: a removed user keeps their row, name and
+    /// history, their key no longer matches, and their name may be given to a new user. The
+    /// table is rebuilt because its name constraint becomes one among users not removed.
+    private static func migrateToVersion3(_ connection: SQLiteConnection) throws {
+        try connection.execute("""
+            CREATE TABLE users_v3 (
+              id INTEGER PRIMARY KEY,
+              username TEXT NOT NULL,
+              key_hash TEXT NOT NULL UNIQUE,
+              disabled INTEGER NOT NULL DEFAULT 0,
+              source TEXT NOT NULL DEFAULT 'cli',
+              created_at INTEGER NOT NULL DEFAULT (unixepoch()),
+              limits TEXT,
+              models TEXT,
+              expires TEXT,
+              key_hint TEXT,
+              removed_at INTEGER
+            );
+            INSERT INTO users_v3 (id, username, key_hash, disabled, source, created_at, limits, models, expires)
+              SELECT id, username, key_hash, disabled, source, created_at, limits, models, expires FROM users;
+            DROP TABLE users;
+            ALTER TABLE users_v3 RENAME TO users;
+            CREATE UNIQUE INDEX users_by_name ON users (username) WHERE removed_at IS NULL;
             """)
     }
 }

@@ -41,14 +41,15 @@ public final class UsageStore {
         requestInsert = try connection.prepare(Self.requestInsertSQL)
     }
 
-    static let userColumns = "id, username, disabled, source, limits, models, expires"
+    static let userColumns = "id, username, disabled, source, limits, models, expires, key_hint, removed_at"
 
     static func user(_ row: SQLiteStatement) -> StoredUser {
         let decoder = JSONDecoder()
         let limits = row.optionalText(4).flatMap { try? decoder.decode(Limits.self, from: Data($0.utf8)) } ?? Limits()
         let models = row.optionalText(5).flatMap { try? decoder.decode([String].self, from: Data($0.utf8)) }
         return StoredUser(id: row.int(0), username: row.text(1), disabled: row.int(2) != 0, source: row.text(3),
-                          limits: limits, models: models, expires: row.optionalText(6))
+                          limits: limits, models: models, expires: row.optionalText(6), keyHint: row.optionalText(7),
+                          removed: row.optionalInt(8) != nil)
     }
 
     // MARK: Request path
@@ -76,49 +77,6 @@ public final class UsageStore {
     /// True when the database answers a read.
     public func isReadable() -> Bool {
         (try? connection.prepare("SELECT count(*) FROM users").rows { $0.int(0) }.first) != nil
-    }
-
-    // MARK: Administration
-
-    /// Creates or re-keys the users declared in config.yaml, with their limits, allowlist and
-    /// expiry. Users keep their disabled flag.
-    public func syncConfiguredUsers(_ users: [ConfiguredUser]) throws {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = .sortedKeys
-        try connection.writeTransaction {
-            let upsert = try connection.prepare("""
-                INSERT INTO users (username, key_hash, source, limits, models, expires) VALUES (?1, ?2, 'config', ?3, ?4, ?5)
-                ON CONFLICT (username) DO UPDATE SET key_hash = excluded.key_hash, limits = excluded.limits,
-                  models = excluded.models, expires = excluded.expires
-                """)
-            for user in users {
-                let limits: SQLiteStatement.Value = user.limits.isEmpty
-                    ? .null : .text(String(decoding: try encoder.encode(user.limits), as: UTF8.self))
-                let models: SQLiteStatement.Value = try user.models.map { .text(String(decoding: try encoder.encode($0), as: UTF8.self)) } ?? .null
-                try upsert.run([.text(user.username), .text(UserKey.hash(user.key)), limits, models, user.expires.map { .text($0) } ?? .null])
-            }
-        }
-    }
-
-    /// Adds a user; throws `StoreError.duplicate` when the name or key is taken.
-    public func addUser(username: String, key: String) throws {
-        do {
-            try connection.prepare("INSERT INTO users (username, key_hash, source) VALUES (?1, ?2, 'cli')")
-                .run([.text(username), .text(UserKey.hash(key))])
-        } catch let error as SQLiteError where error.reason & 0xff == 19 /* SQLITE_CONSTRAINT */ {
-            throw StoreError(message: "a user named '\(username)' or with that key already exists")
-        }
-    }
-
-    /// Sets the disabled flag; throws when there is no such user.
-    public func setDisabled(username: String, _ disabled: Bool) throws {
-        try connection.prepare("UPDATE users SET disabled = ?2 WHERE username = ?1").run([.text(username), .int(disabled ? 1 : 0)])
-        guard connection.changes == 1 else { throw StoreError(message: "no user named '\(username)'") }
-    }
-
-    /// Every user, by name.
-    public func listUsers() throws -> [StoredUser] {
-        try connection.prepare("SELECT \(Self.userColumns) FROM users ORDER BY username").rows([], Self.user)
     }
 
     /// Totals per user over the whole ledger, including users with no requests.

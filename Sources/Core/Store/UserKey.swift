@@ -15,6 +15,12 @@ public enum UserKey {
         return "sk-" + String((0..<48).map { _ in alphabet[Int(generator.next(upperBound: UInt64(alphabet.count)))] })
     }
 
+    /// The key's last four characters after its `sk-` prefix, if any: enough to tell keys apart in a
+    /// list, far too little to guess one.
+    public static func hint(_ key: String) -> String {
+        (key.hasPrefix("sk-") ? "sk-" : "") + "…" + String(key.suffix(4))
+    }
+
     /// Usernames are shown in logs and CLI output, so keep them to a safe alphabet.
     public static func isValidUsername(_ name: String) -> Bool {
         guard (1...64).contains(name.count) else { return false }

@@ -89,7 +89,9 @@ extension ChatAzureFCGI {
             // Migrate the schema and sync config users once, before any thread opens the file.
             do {
                 let store = try options.openStore(config)
-                try store.syncConfiguredUsers(config.users)
+                for name in try store.syncConfiguredUsers(config.users) {
+                    logger.notice("user \(name) is no longer in \(config.file): removed, their key stops working; their usage stays")
+                }
             } catch {
                 ExitWithMessage.fail("\(error)")
             }

@@ -5,78 +5,44 @@ import Foundation
 extension ChatAzureFCGI {
     struct User: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Manage users and their keys.",
-            subcommands: [Add.self, List.self, Disable.self, Enable.self])
+            abstract: "Manage users, their keys and their limits.",
+            discussion: """
+                Users listed in config.yaml are declared there: their key, limits, models and expiry \
+                change only by editing config.yaml (applied at the next start or SIGHUP), and `set`, \
+                `rotate` and `remove` refuse them. `disable` and `enable` work for every user. A running \
+                gateway sees each change within 2 seconds.
+                """,
+            subcommands: [Add.self, List.self, Show.self, Set.self, Disable.self, Enable.self, Rotate.self, Remove.self])
     }
 }
 
 extension ChatAzureFCGI.User {
-    struct Add: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Add a user; prints a generated key once.")
+    /// Config and store for a command that changes `name`; refuses users config.yaml declares.
+    static func openForChange(_ options: ConfigOption, _ name: String, what: String) throws -> (GatewayConfig, UsageStore) {
+        let config = try options.load()
+        if config.users.contains(where: { $0.username == name }) {
+            ExitWithMessage.fail("\(name) is declared in \(config.file): change their \(what) there (the gateway applies it at its next start or SIGHUP)")
+        }
+        return (config, try options.openStore(config))
+    }
 
-        @OptionGroup var options: ConfigOption
-
-        @Argument(help: "The new user's name.")
-        var name: String
-
-        @Option(help: "Use this key instead of generating one (at least 8 characters).")
-        var key: String?
-
-        func run() throws {
-            guard UserKey.isValidUsername(name) else {
-                ExitWithMessage.fail("'\(name)' is not a valid username: 1-64 letters, digits, '.', '_', '-' or '@'")
-            }
-            if let key, key.count < 8 { ExitWithMessage.fail("a key must have at least 8 characters") }
-            let config = try options.load()
-            let store = try options.openStore(config)
-            let newKey = key ?? UserKey.generate()
-            do {
-                try store.addUser(username: name, key: newKey)
-            } catch {
-                ExitWithMessage.fail("cannot add \(name): \(error)")
-            }
-            if key == nil {
-                print("added \(name); their key (shown only now, store it safely):")
-                print(newKey)
-            } else {
-                print("added \(name)")
-            }
+    /// Runs a store change, or exits with its message.
+    static func change(_ body: () throws -> Void) {
+        do {
+            try body()
+        } catch {
+            ExitWithMessage.fail("\(error)")
         }
     }
 
-    struct List: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List users.")
-
-        @OptionGroup var options: ConfigOption
-
-        @Flag(help: "Print JSON.")
-        var json = false
-
-        func run() throws {
-            let config = try options.load()
-            let store = try options.openStore(config)
-            let totals = try store.totals()
-            let users = try store.listUsers()
-            if json {
-                let rows = users.map { user -> [String: Any] in
-                    let requests = totals.first { $0.username == user.username }?.requests ?? 0
-                    return ["username": user.username, "disabled": user.disabled, "source": user.source, "requests": requests]
-                }
-                let data = try JSONSerialization.data(withJSONObject: rows, options: [.sortedKeys, .prettyPrinted])
-                print(String(decoding: data, as: UTF8.self))
-                return
-            }
-            print(TextTable.render(
-                header: ["USER", "STATUS", "SOURCE", "REQUESTS"],
-                rows: users.map { user in
-                    [user.username, user.disabled ? "disabled" : "enabled", user.source,
-                     String(totals.first { $0.username == user.username }?.requests ?? 0)]
-                }))
-        }
+    /// Prints a key that is shown only now.
+    static func printKeyOnce(_ key: String, _ what: String) {
+        print("\(what); their key (shown only now, store it safely):")
+        print(key)
     }
 
     struct Disable: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Disable a user; their key gets 403 at once.")
+        static let configuration = CommandConfiguration(abstract: "Disable a user; their key gets 403 within 2 seconds.")
 
         @OptionGroup var options: ConfigOption
 
@@ -100,11 +66,47 @@ extension ChatAzureFCGI.User {
     static func setDisabled(_ options: ConfigOption, _ name: String, _ disabled: Bool) throws {
         let config = try options.load()
         let store = try options.openStore(config)
-        do {
-            try store.setDisabled(username: name, disabled)
-        } catch {
-            ExitWithMessage.fail("\(error)")
-        }
+        change { try store.setDisabled(username: name, disabled) }
         print("\(name) \(disabled ? "disabled" : "enabled")")
+    }
+
+    struct Rotate: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Give a user a new key; prints it once. The old key stops working within 2 seconds.")
+
+        @OptionGroup var options: ConfigOption
+
+        @Argument(help: "The user whose key to replace.")
+        var name: String
+
+        @Option(help: "Use this key instead of generating one (at least 8 characters).")
+        var key: String?
+
+        func validate() throws {
+            if let key, key.count < 8 { throw ValidationError("a key must have at least 8 characters") }
+        }
+
+        func run() throws {
+            let (_, store) = try openForChange(options, name, what: "key")
+            let newKey = key ?? UserKey.generate()
+            change { try store.rotateKey(username: name, newKey: newKey) }
+            if key == nil { printKeyOnce(newKey, "new key for \(name)") } else { print("new key for \(name) set") }
+        }
+    }
+
+    struct Remove: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Remove a user: their key stops working; their usage history stays under their name.")
+
+        @OptionGroup var options: ConfigOption
+
+        @Argument(help: "The user to remove.")
+        var name: String
+
+        func run() throws {
+            let (_, store) = try openForChange(options, name, what: "entry (delete it)")
+            change { try store.removeUser(username: name) }
+            print("removed \(name); their usage stays in `usage`")
+        }
     }
 }
