@@ -26,14 +26,14 @@ extension Gateway {
             // OpenAI's end_date is exclusive.
             let end = Self.queryDay("end_date", request).flatMap(UTCDay.start(of:)).map { UTCDay.day($0 - 86_400) } ?? today
             let rows = try authenticator.stores.with {
-                try $0.report(UsageQuery(since: start, until: end, user: user.username, groups: [.user, .model, .day]))
+                try $0.report(UsageQuery(since: start, until: end, userID: user.id, groups: [.user, .model, .day]))
             }
             return try Self.json(BillingUsage(rows: rows))
         }
     }
 
     private func totals(_ user: StoredUser, since: String, until: String) throws -> [UsageTotal] {
-        try authenticator.stores.with { try $0.report(UsageQuery(since: since, until: until, user: user.username)) }
+        try authenticator.stores.with { try $0.report(UsageQuery(since: since, until: until, userID: user.id)) }
     }
 
     private static func queryDay(_ name: String, _ request: GatewayRequest) -> String? {

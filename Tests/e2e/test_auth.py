@@ -70,7 +70,9 @@ def test_user_add_list_and_generated_key_works(gateway):
     key = out.strip().splitlines()[-1]
     assert key.startswith("sk-") and len(key) > 40
     listed = json.loads(gateway.cli("user", "list", "--json").stdout)
-    assert {"username": "erin", "disabled": False, "source": "cli", "requests": 0} in listed
+    erin = next(row for row in listed if row["username"] == "erin")
+    assert erin["enabled"] is True and erin["source"] == "cli" and erin["requests"] == 0
+    assert erin["key_hint"] == "sk-…" + key[-4:]
     answer = gateway.client(key).chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "new"}])
     assert answer.choices[0].message.content == "Echo: new"
     again = gateway.cli("user", "add", "erin", check=False)

@@ -8,14 +8,18 @@ public struct UsageQuery: Sendable, Equatable {
     public var since: String?
     public var until: String?
     public var user: String?
+    /// One user row: a removed user's name may belong to a new user too.
+    public var userID: Int64?
     public var model: String?
     /// Groups besides the user, who is always one.
     public var groups: Set<Group> = [.user]
 
-    public init(since: String? = nil, until: String? = nil, user: String? = nil, model: String? = nil, groups: Set<Group> = [.user]) {
+    public init(since: String? = nil, until: String? = nil, user: String? = nil, userID: Int64? = nil, model: String? = nil,
+                groups: Set<Group> = [.user]) {
         self.since = since
         self.until = until
         self.user = user
+        self.userID = userID
         self.model = model
         self.groups = groups
     }
@@ -37,11 +41,16 @@ extension UsageStore {
         filter("g.model = ?", query.model)
         let byModel = query.groups.contains(.model), byDay = query.groups.contains(.day)
         let join = filters.isEmpty ? "" : " AND " + filters.joined(separator: " AND ")
-        var userFilter = ""
+        var userFilters: [String] = []
         if let user = query.user {
             values.append(.text(user))
-            userFilter = " WHERE u.username = ?\(values.count)"
+            userFilters.append("u.username = ?\(values.count)")
         }
+        if let id = query.userID {
+            values.append(.int(id))
+            userFilters.append("u.id = ?\(values.count)")
+        }
+        let userFilter = userFilters.isEmpty ? "" : " WHERE " + userFilters.joined(separator: " AND ")
         let groupColumns = ["u.id"] + (byModel ? ["g.model"] : []) + (byDay ? ["g.day"] : [])
         // Grouped by user alone, a LEFT JOIN keeps users without rows; with more groups, those are left out.
         let kind = byModel || byDay ? "JOIN" : "LEFT JOIN"

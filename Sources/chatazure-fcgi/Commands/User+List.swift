@@ -56,7 +56,7 @@ extension ChatAzureFCGI.User {
             let currency = config.prices.currency
             let effective = user.limits.over(config.limits.defaults)
             let today = UTCDay.today()
-            let month = try store.report(UsageQuery(since: UTCDay.month(of: today) + "-01", until: today, user: name)).first
+            let month = try store.report(UsageQuery(since: UTCDay.month(of: today) + "-01", until: today, userID: user.id)).first
                 ?? UsageTotal(username: name)
             var object = UserDescription.object(user, lastUsed: try store.lastUsed()[user.id], currency: currency)
             object["limits_in_force"] = UserDescription.limitsObject(effective)
