@@ -161,3 +161,16 @@ def test_a_user_dropped_from_config_yaml_is_removed_at_restart(tmp_path, emulato
         assert gateway.usage()["goes"]["requests"] == 1
     finally:
         gateway.stop()
+
+
+def test_usage_until_takes_days_back_and_month(admin_gateway):
+    gateway = admin_gateway
+    chat(gateway.client(CONFIGURED["carla"]))
+    def requests(*args):
+        return sum(row["requests"] for row in json.loads(gateway.cli("usage", "--json", *args).stdout))
+    wait_for(lambda: requests("--until", "0d") > 0, what="today's requests in usage")
+    assert requests("--until", "0d") == requests()
+    # Every request of this test run is from this month and today, so none is before them.
+    assert requests("--until", "month") == 0
+    assert requests("--until", "1d") == 0
+    assert gateway.cli("usage", "--until", "soon", check=False).returncode != 0

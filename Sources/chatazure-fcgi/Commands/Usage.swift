@@ -6,14 +6,19 @@ extension ChatAzureFCGI {
     struct Usage: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Report the ledger: requests, tokens, errors, refusals, cancellations and cost.",
-            discussion: "Days are UTC. --since and --until take YYYY-MM-DD; --since also takes 7d (the last 7 days, today included) or month (this month).")
+            discussion: """
+                Days are UTC and both bounds are included. --since takes YYYY-MM-DD, 7d (the last 7 days, \
+                today included) or month (this month's first day); --until takes YYYY-MM-DD, 7d (the day \
+                7 days ago) or month (last month's last day), so --since 60d --until month is what \
+                came before this month.
+                """)
 
         @OptionGroup var options: ConfigOption
 
         @Option(help: "First day: YYYY-MM-DD, Nd or month.")
         var since: String?
 
-        @Option(help: "Last day, YYYY-MM-DD.")
+        @Option(help: "Last day: YYYY-MM-DD, Nd or month.")
         var until: String?
 
         @Option(help: "Only this user.")
@@ -35,7 +40,7 @@ extension ChatAzureFCGI {
             if json && csv { throw ValidationError("--json and --csv exclude each other") }
             _ = try groups()
             _ = try Self.day(since, now: Date())
-            if let until, !UTCDay.isValid(until) { throw ValidationError("--until must be a date like 2026-12-31") }
+            _ = try Self.lastDay(until, now: Date())
         }
 
         func groups() throws -> Set<UsageQuery.Group> {
@@ -61,9 +66,19 @@ extension ChatAzureFCGI {
             return value
         }
 
+        /// `YYYY-MM-DD`, `Nd` (the day N days ago) or `month` (the last day of last month), as a day.
+        static func lastDay(_ value: String?, now: Date) throws -> String? {
+            guard let value else { return nil }
+            let seconds = Int(now.timeIntervalSince1970)
+            if value == "month" { return UTCDay.day(UTCDay.start(of: UTCDay.month(of: UTCDay.today(now)) + "-01")! - 86_400) }
+            if value.hasSuffix("d"), let days = Int(value.dropLast()), days >= 0 { return UTCDay.day(seconds - days * 86_400) }
+            guard UTCDay.isValid(value) else { throw ValidationError("--until must be YYYY-MM-DD, Nd or month") }
+            return value
+        }
+
         func run() throws {
             let config = try options.load()
-            let query = UsageQuery(since: try Self.day(since, now: Date()), until: until, user: user, model: model, groups: try groups())
+            let query = UsageQuery(since: try Self.day(since, now: Date()), until: try Self.lastDay(until, now: Date()), user: user, model: model, groups: try groups())
             let rows = try options.openStore(config).report(query)
             if json {
                 let encoder = JSONEncoder()
