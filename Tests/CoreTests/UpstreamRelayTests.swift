@@ -592,3 +592,55 @@ import Testing
         #expect(try errorObject(end.body)["code"] as? String == "502")
     }
 }
+
+/// Azure's first byte and its silences mid-answer, against `RelayTimeouts`.
+@Suite struct UpstreamRelayTimeoutTests {
+    let base = UpstreamRelayTests()
+
+    func relay(_ route: AzureRoute) -> UpstreamRelay {
+        UpstreamRelay(route: route, shaping: ResponseShaping(normalize: true), keepaliveSeconds: 15,
+                      timeouts: RelayTimeouts(firstByteMs: 1000, idleMs: 3000), now: base.at(0))
+    }
+
+    @Test func noFirstByteInTimeStopsTheTransferAndAnswers504() throws {
+        var relay = relay(base.jsonRoute)
+        #expect(relay.millisecondsToDeadline(now: base.at(400)) == 600)
+        #expect(!relay.tick(now: base.at(999)).abort)
+        #expect(relay.tick(now: base.at(1000)).abort)
+        #expect(relay.timedOut == .firstByte)
+        let message = try #require(relay.timeoutMessage)
+        #expect(message.contains("first-byte-timeout-ms"))
+        let end = relay.finish(.timedOut(message), now: base.at(1000))
+        #expect(end.head?.status == 504)
+        #expect((try base.errorObject(end.body)["message"] as? String)?.hasSuffix(message) == true)
+        #expect(relay.ending == .upstreamTimeout)
+    }
+
+    @Test func silenceMidStreamEndsWithAnErrorEventNotDone() throws {
+        var relay = relay(base.streamRoute)
+        base.headers(&relay, ["HTTP/1.1 200 OK\r\n", "Content-Type: text/event-stream\r\n", "\r\n"])
+        // The status arrived: from now on the idle limit counts, not the first-byte one.
+        #expect(!relay.tick(now: base.at(1500)).abort)
+        let first = base.body(&relay, "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\n", at: 2000)
+        #expect(first.head?.status == 200)
+        #expect(!relay.tick(now: base.at(4999)).abort)
+        #expect(relay.millisecondsToDeadline(now: base.at(4000)) == 1000)
+        #expect(relay.tick(now: base.at(5000)).abort)
+        #expect(relay.timedOut == .idle)
+        let end = relay.finish(.timedOut(try #require(relay.timeoutMessage)), now: base.at(5000))
+        let text = base.text(end.body)
+        #expect(!text.contains("[DONE]"))
+        let payload = try #require(base.sseErrorPayload(end.body))
+        #expect((try base.errorObject(payload)["message"] as? String)?.hasSuffix(try #require(relay.timeoutMessage)) == true)
+    }
+
+    @Test func answersThatKeepComingNeverTimeOut() {
+        var relay = relay(base.streamRoute)
+        base.headers(&relay, ["HTTP/1.1 200 OK\r\n", "Content-Type: text/event-stream\r\n", "\r\n"])
+        for second in 1...20 {
+            _ = base.body(&relay, "data: {\"choices\":[]}\n\n", at: UInt64(second) * 2000)
+            #expect(!relay.tick(now: base.at(UInt64(second) * 2000 + 1500)).abort)
+        }
+        #expect(relay.timedOut == nil)
+    }
+}

@@ -209,7 +209,18 @@ final class ObjectSet: @unchecked Sendable {
         #expect(totals.map(\.completionTokens) == [3000, 3000])
     }
 
-    @Test func gathersForTheIntervalButFlushCommitsAtOnce() throws {
+    /// Counts until a batch of more than a light load's additions was committed.
+    private func load(_ recorder: UsageRecorder, _ id: Int64) -> Int {
+        var added = 0
+        repeat {
+            for _ in 0..<20 { recorder.countRequest(userID: id, model: "m") }
+            added += 20
+            #expect(recorder.flush(seconds: 5))
+        } while recorder.lastBatchAdditions <= 2 && added < 2000
+        return added
+    }
+
+    @Test func commitsAtOnceUnderLightLoadAndGathersUnderLoad() throws {
         let path = temporaryDatabase()
         let setup = try UsageStore(path: path)
         try setup.syncConfiguredUsers([ConfiguredUser(username: "a", key: "a-key-12345")])
@@ -217,16 +228,44 @@ final class ObjectSet: @unchecked Sendable {
         let recorder = UsageRecorder(stores: UsageStorePool(path: path), commitInterval: 0.3)
         recorder.countRequest(userID: id, model: "text-embedding-3-small")
         usleep(100_000)
-        #expect(try setup.totals().map(\.requests) == [0])  // still gathering
+        #expect(try setup.totals().map(\.requests) == [1])  // light load: committed at once
+        let added = load(recorder, id)
+        recorder.countRequest(userID: id, model: "text-embedding-3-small")
+        usleep(100_000)
+        #expect(try setup.totals().map(\.requests) == [Int64(added + 1)])  // gathering
         usleep(400_000)
-        #expect(try setup.totals().map(\.requests) == [1])  // committed after the interval, without a flush
+        #expect(try setup.totals().map(\.requests) == [Int64(added + 2)])  // committed after the interval, without a flush
+    }
 
+    @Test func aWaitingRequestCutsTheGatheringShortAndSeesItsCountCommitted() throws {
+        let path = temporaryDatabase()
+        let setup = try UsageStore(path: path)
+        try setup.syncConfiguredUsers([ConfiguredUser(username: "a", key: "a-key-12345")])
+        let id = try #require(setup.listUsers().first?.id)
+        let recorder = UsageRecorder(stores: UsageStorePool(path: path), commitInterval: 30, minimumGather: 0.01)
+        let added = load(recorder, id)
+        let batch = recorder.countRequest(userID: id, model: "m")
+        let started = Date()
+        recorder.waitUntilCommitted(batch)
+        #expect(Date().timeIntervalSince(started) < 2)
+        // Committed: another connection sees it.
+        #expect(try setup.totals().map(\.requests) == [Int64(added + 1)])
+        // A batch already committed does not wait.
+        recorder.waitUntilCommitted(batch)
+    }
+
+    @Test func flushCommitsAtOnce() throws {
+        let path = temporaryDatabase()
+        let setup = try UsageStore(path: path)
+        try setup.syncConfiguredUsers([ConfiguredUser(username: "a", key: "a-key-12345")])
+        let id = try #require(setup.listUsers().first?.id)
         let slow = UsageRecorder(stores: UsageStorePool(path: path), commitInterval: 30)
+        let added = load(slow, id)
         slow.countRequest(userID: id, model: "text-embedding-3-small")
         let started = Date()
         #expect(slow.flush(seconds: 5))
         #expect(Date().timeIntervalSince(started) < 2)
-        #expect(try setup.totals().map(\.requests) == [2])
+        #expect(try setup.totals().map(\.requests) == [Int64(added + 1)])
     }
 }
 

@@ -83,7 +83,8 @@ private struct SectionParser {
     func azure(_ node: Node) throws -> AzureSettings {
         let azure = try reader.mapping(node, at: "azure",
                                        allowed: ["endpoint", "api-key", "api-version", "api-versions", "api-style",
-                                                 "deployments", "connect-timeout-ms", "normalize", "ca-file"])
+                                                 "deployments", "connect-timeout-ms", "first-byte-timeout-ms", "idle-timeout-ms",
+                                                 "normalize", "ca-file"])
         var settings = AzureSettings(endpoint: try endpoint(azure["endpoint"]), apiKey: "")
         settings.apiKey = try azure["api-key"].map { try reader.string($0, at: "azure.api-key") } ?? ""
         if let fromEnvironment = environment["AZURE_OPENAI_API_KEY"], !fromEnvironment.isEmpty { settings.apiKey = fromEnvironment }
@@ -113,6 +114,12 @@ private struct SectionParser {
         if let node = azure["normalize"] { settings.normalize = try reader.bool(node, at: "azure.normalize") }
         if let node = azure["connect-timeout-ms"] {
             settings.connectTimeoutMs = try reader.int(node, at: "azure.connect-timeout-ms", range: 100...120_000)
+        }
+        if let node = azure["first-byte-timeout-ms"] {
+            settings.firstByteTimeoutMs = try reader.int(node, at: "azure.first-byte-timeout-ms", range: 100...3_600_000)
+        }
+        if let node = azure["idle-timeout-ms"] {
+            settings.idleTimeoutMs = try reader.int(node, at: "azure.idle-timeout-ms", range: 100...3_600_000)
         }
         if let node = azure["ca-file"] {
             let path = GatewayConfig.resolve(try reader.string(node, at: "azure.ca-file"), against: baseDirectory)

@@ -46,6 +46,10 @@ public struct AzureSettings: Sendable {
     public var deployments: [String: String]
     /// Milliseconds to wait for a TCP/TLS connection to Azure before answering 502.
     public var connectTimeoutMs: Int
+    /// Milliseconds from sending a request to Azure's first byte; then the client gets a 504.
+    public var firstByteTimeoutMs = 120_000
+    /// Milliseconds Azure may stay silent between two pieces of an answer.
+    public var idleTimeoutMs = 300_000
     /// Which Azure URL style OpenAI-style requests are sent to.
     public var apiStyle: APIStyle
     /// Per-operation api-version overrides (e.g. `images/generations`, `responses`).
@@ -84,6 +88,9 @@ public struct AzureSettings: Sendable {
         self.normalize = normalize
         self.caFile = caFile
     }
+
+    /// The first-byte and idle limits.
+    public var timeouts: RelayTimeouts { RelayTimeouts(firstByteMs: firstByteTimeoutMs, idleMs: idleTimeoutMs) }
 
     /// The deployment that serves `model`.
     public func deployment(for model: String) -> String {

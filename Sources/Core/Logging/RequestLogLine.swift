@@ -1,6 +1,6 @@
 /// The one line logged per request:
 /// `request id=… user=… method=… path=… status=… ms=… bytes=… [model=… -> deployment stream=…]
-/// [upstream_ms=…] [tokens=prompt+completion] [error=…]`. Fields a client chose (path, model) are
+/// [upstream_ms=…] [tokens=prompt+completion] [error=… [timeout=connect|first_byte|idle]]`. Fields a client chose (path, model) are
 /// escaped by the log writer, like every other field.
 public struct RequestLogLine: Sendable {
     public var id: UInt64
@@ -15,6 +15,8 @@ public struct RequestLogLine: Sendable {
     public var upstreamMs: Int?
     public var tokens: TokenUsage?
     public var ending = RelayEnding.complete
+    /// Which time limit Azure ran over, when `ending` is a timeout.
+    public var timeout: RelayTimeouts.Kind?
 
     public init(id: UInt64, method: String, path: String) {
         self.id = id
@@ -68,6 +70,10 @@ public struct RequestLogLine: Sendable {
         if ending != .complete {
             line.append(" error=")
             line.append(ending.rawValue)
+        }
+        if let timeout {
+            line.append(" timeout=")
+            line.append(timeout.rawValue)
         }
         return String(decoding: line.bytes, as: UTF8.self)
     }

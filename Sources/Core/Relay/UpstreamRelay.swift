@@ -22,6 +22,11 @@ public struct UpstreamRelay: Sendable {
     private var collected: [UInt8] = []
     private var splitter = SSEEventSplitter()
     private var lastWrite: MonotonicInstant
+    private let timeouts: RelayTimeouts
+    private let started: MonotonicInstant
+    /// When Azure last sent something: body bytes, or a status line (as the first `tick` or body after it saw).
+    private var lastUpstream: MonotonicInstant
+    private var statusTimed = false
     /// Reused for the bytes of each output, so a stream allocates no buffer per event.
     private var out: [UInt8] = []
 
@@ -35,12 +40,17 @@ public struct UpstreamRelay: Sendable {
     public private(set) var events = 0
     /// How the request ended; set by `finish`.
     public private(set) var ending = RelayEnding.complete
+    /// The time limit Azure ran over, once `tick` found it did; the transfer then ends as timed out.
+    public private(set) var timedOut: RelayTimeouts.Kind?
 
     public init(route: AzureRoute, shaping: ResponseShaping, ownFields: [(String, String)] = [], keepaliveSeconds: Int,
-                now: MonotonicInstant = .now()) {
+                timeouts: RelayTimeouts = RelayTimeouts(), now: MonotonicInstant = .now()) {
         normalizer = ResponseNormalizer(route: route, shaping: shaping)
         self.ownFields = ownFields
         keepaliveNanos = UInt64(max(1, keepaliveSeconds)) * 1_000_000_000
+        self.timeouts = timeouts
+        started = now
+        lastUpstream = now
         lastWrite = now
         fields.reserveCapacity(8)
     }
@@ -99,6 +109,8 @@ public struct UpstreamRelay: Sendable {
     /// Body bytes as they arrive.
     public mutating func body(_ bytes: UnsafeRawBufferPointer, now: MonotonicInstant = .now()) -> RelayOutput {
         if isClientGone { return .stop }
+        lastUpstream = now
+        statusTimed = true
         if status >= 400 {
             if collected.count < 1 << 20 { collected.append(contentsOf: bytes) }
             return .nothing
@@ -121,10 +133,19 @@ public struct UpstreamRelay: Sendable {
         return emit(head: head, flush: isEventStream, now: now)
     }
 
-    /// Called while the transfer waits (about once a second); sends an SSE comment after
-    /// `keepaliveSeconds` of silence, so nginx and proxies see traffic.
+    /// Called while the transfer waits (at least once a second); sends an SSE comment after
+    /// `keepaliveSeconds` of silence, so nginx and proxies see traffic, and stops a transfer
+    /// that ran over its first-byte or idle time (see `timedOut`).
     public mutating func tick(now: MonotonicInstant = .now()) -> RelayOutput {
         if isClientGone { return .stop }
+        if status != 0 && !statusTimed {
+            lastUpstream = now
+            statusTimed = true
+        }
+        if let kind = timeouts.exceeded(sawStatus: status != 0, started: started, lastUpstream: lastUpstream, now: now) {
+            timedOut = kind
+            return .stop
+        }
         guard headSent, isEventStream, now.nanoseconds(since: lastWrite) >= keepaliveNanos else { return .nothing }
         out.removeAll(keepingCapacity: true)
         out.append(contentsOf: Self.keepaliveComment)
@@ -188,6 +209,14 @@ public struct UpstreamRelay: Sendable {
         case .cut(let detail), .unreachable(let detail): .upstreamUnreachable(detail)
         case .complete, .clientGone: .upstreamUnreachable("Azure OpenAI sent no answer")
         }
+    }
+
+    /// What `timedOut` tells the client and the log.
+    public var timeoutMessage: String? { timedOut.map(timeouts.message) }
+
+    /// Milliseconds until a time limit runs out, for the transfer's poll.
+    public func millisecondsToDeadline(now: MonotonicInstant = .now()) -> Int {
+        timeouts.millisecondsLeft(sawStatus: status != 0, started: started, lastUpstream: lastUpstream, now: now)
     }
 
     /// `data: {"error":…}` and the blank line that ends the event.

@@ -1,12 +1,16 @@
 import Foundation
 
 /// Takes ledger writes off the request path: requests hand their counts over and go on, one
-/// thread commits whatever has gathered in one transaction (group commit). After the first count
-/// arrives the writer gathers for `commitInterval` more, so under load one commit carries many
-/// requests. Counts are kept until committed: a busy database delays them, never drops them,
-/// and `flush()` (run on shutdown) commits at once and waits for the last one. The same thread
-/// prunes the per-request log to `retentionDays`.
-/// `@unchecked`: every `var` is read and written only while `condition` is locked.
+/// thread commits whatever has gathered in one transaction (group commit). Counts are kept until
+/// committed: a busy database delays them, never drops them, and `flush()` (run on shutdown)
+/// commits at once and waits for the last one. The same thread prunes the per-request log to
+/// `retentionDays`.
+///
+/// A forwarded request's count must be durable before its answer goes out (`waitUntilCommitted`),
+/// so a worker killed at any moment leaves no answer a client received uncounted. The writer
+/// therefore commits at once while the load is light (the commit overlaps Azure's answer), and
+/// under load gathers for up to `commitInterval`, cut short `minimumGather` after it began when a
+/// request is waiting for its count.
 public final class UsageRecorder: @unchecked Sendable {
     private let condition = NSCondition()
     private var pending: [LedgerKey: LedgerAmount] = [:]
@@ -14,15 +18,27 @@ public final class UsageRecorder: @unchecked Sendable {
     private var settlements: [Settlement] = []
     private var committing = false
     private var flushing = 0
+    /// Requests waiting in `waitUntilCommitted`.
+    private var waiting = 0
+    /// The batch that `pending` will be committed in; batches are numbered from 1.
+    private var gatheringBatch: UInt64 = 1
+    /// Every batch up to this one is committed.
+    private var committedBatch: UInt64 = 0
+    /// Additions in the last batch committed: at most `lightBatch`, the load is light.
+    private(set) var lastBatchAdditions = 0
+    private var additions = 0
+    private static let lightBatch = 2
     private let commitInterval: Double
+    private let minimumGather: Double
     private let retentionDays: Int
     private let stores: UsageStorePool
     private let onError: @Sendable (Error) -> Void
 
-    public init(stores: UsageStorePool, commitInterval: Double = 0.02, retentionDays: Int = 30,
+    public init(stores: UsageStorePool, commitInterval: Double = 0.02, minimumGather: Double = 0.001, retentionDays: Int = 30,
                 onError: @escaping @Sendable (Error) -> Void = { _ in }) {
         self.stores = stores
         self.commitInterval = commitInterval
+        self.minimumGather = minimumGather
         self.retentionDays = retentionDays
         self.onError = onError
         let thread = Thread { [unowned self] in self.run() }
@@ -31,9 +47,21 @@ public final class UsageRecorder: @unchecked Sendable {
     }
 
     /// Counts one request as it is forwarded, so a request Azure sees is counted even if the
-    /// worker dies before it ends.
-    public func countRequest(userID: Int64, model: String, at now: Date = Date()) {
+    /// worker dies before it ends. Returns the batch it is committed in, for `waitUntilCommitted`.
+    @discardableResult
+    public func countRequest(userID: Int64, model: String, at now: Date = Date()) -> UInt64 {
         add(LedgerKey(userID: userID, day: UTCDay.today(now), model: model), record: nil) { $0.requests += 1 }
+    }
+
+    /// Blocks until batch `batch` is committed; at once when it is already.
+    public func waitUntilCommitted(_ batch: UInt64) {
+        condition.lock()
+        defer { condition.unlock() }
+        guard committedBatch < batch else { return }
+        waiting += 1
+        condition.broadcast()  // a gathering writer commits sooner for a waiter
+        while committedBatch < batch { condition.wait() }
+        waiting -= 1
     }
 
     /// Adds what a finished (or refused) request cost, and its line in the per-request log;
@@ -65,9 +93,12 @@ public final class UsageRecorder: @unchecked Sendable {
         return true
     }
 
+    @discardableResult
     private func add(_ key: LedgerKey, record: RequestRecord?, settling reservation: Reservation? = nil,
-                     _ change: (inout LedgerAmount) -> Void) {
+                     _ change: (inout LedgerAmount) -> Void) -> UInt64 {
         condition.lock()
+        additions += 1
+        let batch = gatheringBatch
         // The writer only sleeps when nothing is pending: wake it on that transition alone,
         // not once per request.
         let wasEmpty = pending.isEmpty
@@ -76,6 +107,7 @@ public final class UsageRecorder: @unchecked Sendable {
         if let reservation, let record { settlements.append(Settlement(reservation, record)) }
         if wasEmpty { condition.broadcast() }
         condition.unlock()
+        return batch
     }
 
     private func run() {
@@ -84,16 +116,23 @@ public final class UsageRecorder: @unchecked Sendable {
         while true {
             condition.lock()
             while pending.isEmpty { condition.wait() }
-            let gathered = Date(timeIntervalSinceNow: commitInterval)
-            while flushing == 0 && condition.wait(until: gathered) {}
+            if lastBatchAdditions > Self.lightBatch { gather() }
             let batch = pending, rows = records, settled = settlements
+            let number = gatheringBatch
             pending = [:]
             records = []
             settlements = []
+            lastBatchAdditions = additions
+            additions = 0
+            gatheringBatch += 1
             committing = true
             condition.unlock()
 
             commit(batch, rows, settled)
+            condition.lock()
+            committedBatch = number
+            if waiting > 0 { condition.broadcast() }
+            condition.unlock()
             if Date().timeIntervalSince(lastCheckpoint) > 0.5 {
                 lastCheckpoint = Date()
                 do {
@@ -113,6 +152,17 @@ public final class UsageRecorder: @unchecked Sendable {
             committing = false
             condition.broadcast()
             condition.unlock()
+        }
+    }
+
+    /// Waits, `condition` locked, while more counts may join the batch: up to `commitInterval`,
+    /// but only `minimumGather` once a request waits for its count, and not at all on `flush()`.
+    private func gather() {
+        let started = Date()
+        let longest = started.addingTimeInterval(commitInterval), shortest = started.addingTimeInterval(minimumGather)
+        while flushing == 0 {
+            let until = waiting > 0 ? shortest : longest
+            if Date() >= until || !condition.wait(until: until) { return }
         }
     }
 

@@ -40,14 +40,17 @@ struct RequestHandler {
 
     private func forward(_ call: UpstreamCall, on exchange: FastCGIExchange, into line: inout RequestLogLine) {
         // Counted before forwarding, so a request Azure sees is never left uncounted.
-        recorder.countRequest(userID: call.user.id, model: call.route.model)
+        let countBatch = recorder.countRequest(userID: call.user.id, model: call.route.model)
         let relay = FastCGIRelay(exchange: exchange, relay: UpstreamRelay(route: call.route, shaping: call.shaping,
                                                                           ownFields: call.responseFields,
-                                                                          keepaliveSeconds: keepaliveSeconds))
+                                                                          keepaliveSeconds: keepaliveSeconds,
+                                                                          timeouts: gateway.config.azure.timeouts),
+                                 recorder: recorder, countBatch: countBatch)
         let outcome = upstream.perform(call, clientSocket: exchange.connection, into: relay)
         relay.finish(outcome.result)
         line.route = call.route
         line.ending = relay.relay.ending
+        if line.ending == .upstreamTimeout { line.timeout = relay.relay.timedOut ?? .connect }
         line.status = line.ending == .clientGone ? 499 : relay.relay.sentStatus
         line.bytes = relay.relay.bytesSent
         line.upstreamMs = outcome.milliseconds

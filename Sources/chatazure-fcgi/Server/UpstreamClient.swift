@@ -46,9 +46,7 @@ final class UpstreamClient: @unchecked Sendable {
         ccurl_setopt_long(handle, CURLOPT_NOSIGNAL, 1)
         ccurl_setopt_long(handle, CURLOPT_CONNECTTIMEOUT_MS, connectTimeoutMs)
         ccurl_setopt_long(handle, CURLOPT_TCP_KEEPALIVE, 1)
-        // A stream may think for minutes, but a transfer silent for 10 minutes is dead.
-        ccurl_setopt_long(handle, CURLOPT_LOW_SPEED_LIMIT, 1)
-        ccurl_setopt_long(handle, CURLOPT_LOW_SPEED_TIME, 600)
+        // Silences are the relay's (azure.first-byte-timeout-ms, idle-timeout-ms), checked at each poll.
         ccurl_setopt_datafn(handle, CURLOPT_HEADERFUNCTION, { pointer, size, count, context in
             relay(context).headerLine(UnsafeRawBufferPointer(start: pointer, count: size * count))
             return size * count
@@ -141,7 +139,8 @@ final class UpstreamClient: @unchecked Sendable {
             guard curl_multi_perform(multi, &running) == CURLM_OK else { return .cut("libcurl multi interface failed") }
             if running == 0 { break }
             var client = curl_waitfd(fd: clientSocket, events: Int16(CURL_WAIT_POLLIN), revents: 0)
-            guard curl_multi_poll(multi, &client, watching ? 1 : 0, 1000, nil) == CURLM_OK else {
+            let wait = Int32(min(1000, max(1, sink.relay.millisecondsToDeadline())))
+            guard curl_multi_poll(multi, &client, watching ? 1 : 0, wait, nil) == CURLM_OK else {
                 return .cut("libcurl multi interface failed")
             }
             if watching && client.revents != 0 {
@@ -151,7 +150,7 @@ final class UpstreamClient: @unchecked Sendable {
                 }
                 watching = false  // bytes nginx sent ahead: nothing to watch for until the next request
             }
-            if !sink.tick() { return .clientGone }
+            if !sink.tick() { return sink.relay.timeoutMessage.map { .timedOut($0) } ?? .clientGone }
         }
         let code = ccurl_multi_done_result(multi)
         if sink.relay.isClientGone { return .clientGone }
@@ -169,7 +168,7 @@ final class UpstreamClient: @unchecked Sendable {
         let message = String(cString: curl_easy_strerror(code))
         switch code {
         case CURLE_OK: return .complete
-        case CURLE_OPERATION_TIMEDOUT: return .timedOut(message)
+        case CURLE_OPERATION_TIMEDOUT: return .timedOut(RelayTimeouts().message(.connect) + ": " + message)
         case CURLE_COULDNT_CONNECT, CURLE_COULDNT_RESOLVE_HOST, CURLE_COULDNT_RESOLVE_PROXY, CURLE_SSL_CONNECT_ERROR,
              CURLE_PEER_FAILED_VERIFICATION, CURLE_SSL_CACERT_BADFILE, CURLE_URL_MALFORMAT, CURLE_UNSUPPORTED_PROTOCOL:
             return .unreachable(message)
