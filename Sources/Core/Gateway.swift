@@ -34,6 +34,21 @@ public struct Gateway: Sendable {
         self.admissions = AdmissionQueue(stores: self.authenticator.stores)
     }
 
+    /// This gateway with `newer` config (SIGHUP), keeping its users' store and cache and its
+    /// admission queue, so requests under the old config and the new one meet in one queue.
+    public func reloaded(_ newer: GatewayConfig) -> Gateway {
+        Gateway(config: newer, authenticator: authenticator, admissions: admissions)
+    }
+
+    private init(config: GatewayConfig, authenticator: Authenticator, admissions: AdmissionQueue) {
+        self.config = config
+        self.maxBody = config.fastcgi.maxBodyBytes
+        self.authenticator = authenticator
+        self.plannedTargets = Self.planTargets(config.azure)
+        self.policy = Policy(config: config)
+        self.admissions = admissions
+    }
+
     /// Decides for `request`. `readBody(limit)` returns the request body, or throws an
     /// `OpenAIError` (413) when it is longer than `limit`.
     public func decide(_ request: GatewayRequest, now: Date = Date(), readBody: (Int) throws -> [UInt8]) -> GatewayDecision {

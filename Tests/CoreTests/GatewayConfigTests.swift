@@ -115,3 +115,44 @@ import Testing
         #expect(!error.description.contains("\n"))
     }
 }
+
+@Suite struct GatewayConfigReloadTests {
+    func config(_ change: (inout GatewayConfig) -> Void = { _ in }) -> GatewayConfig {
+        var config = GatewayConfig(databasePath: "/var/lib/chatazure/chat.db", azure: AzureSettings(endpoint: "https://x.openai.azure.com", apiKey: "k"))
+        change(&config)
+        return config
+    }
+
+    @Test func whatAReloadCannotTakeOverIsNamed() {
+        let running = config()
+        #expect(running.restartOnlyChanges(in: config()) == [])
+        #expect(running.restartOnlyChanges(in: config { $0.fastcgi.workers = 3 }) == ["fastcgi"])
+        #expect(running.restartOnlyChanges(in: config { $0.databasePath = "/tmp/other.db"; $0.retentionDays = 7 }) == ["web.dbName", "log.retention-days"])
+        // Users, limits, prices, deployments and the body limit are reloaded.
+        #expect(running.restartOnlyChanges(in: config {
+            $0.users = [ConfiguredUser(username: "a", key: "a-key-12345")]
+            $0.limits.defaults.rpm = 5
+            $0.azure.deployments = ["gpt-4o": "other"]
+            $0.azure.firstByteTimeoutMs = 1000
+            $0.fastcgi.maxBodyBytes = 1 << 20
+        }) == [])
+    }
+}
+
+extension GatewayConfigReloadTests {
+    @Test func aReloadKeepsTheRestartOnlyValuesAndTakesTheRest() {
+        let running = config()
+        let newer = config {
+            $0.fastcgi.workers = 3
+            $0.fastcgi.maxBodyBytes = 1 << 20
+            $0.databasePath = "/tmp/other.db"
+            $0.azure.deployments = ["gpt-4o": "other"]
+        }
+        let applied = newer.keepingRestartOnly(of: running)
+        #expect(applied.fastcgi.workers == running.fastcgi.workers)
+        #expect(applied.fastcgi.maxBodyBytes == 1 << 20)
+        #expect(applied.databasePath == running.databasePath)
+        #expect(applied.azure.deployments == ["gpt-4o": "other"])
+        #expect(running.restartOnlyChanges(in: applied) == [])
+    }
+}

@@ -11,7 +11,9 @@ extension ChatAzureFCGI {
             abstract: "Run the FastCGI worker pool (the default).",
             discussion: """
                 Standalone, it opens fastcgi.socket (or --socket). Under spawn-fcgi, the listening \
-                socket arrives as fd 0 and is used instead.
+                socket arrives as fd 0 and is used instead. With --processes N it supervises N \
+                worker processes on that socket and restarts any that dies. SIGTERM drains and \
+                exits; SIGHUP reloads config.yaml (a bad one is refused and the running one stays).
                 """)
 
         @OptionGroup var options: ConfigOption
@@ -30,6 +32,9 @@ extension ChatAzureFCGI {
 
         @Option(help: "Threads the pool may grow to; overrides fastcgi.max-workers.")
         var maxWorkers: Int?
+
+        @Option(help: "Worker processes to start and restart, sharing the socket (default: serve in this process).")
+        var processes: Int?
 
         @Option(help: "Seconds in-flight requests get to finish after SIGTERM.")
         var drainSeconds: Int = 30
@@ -53,6 +58,7 @@ extension ChatAzureFCGI {
             guard Logger.Level(rawValue: logLevel) != nil else {
                 throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
             }
+            if let processes, !(1...256).contains(processes) { throw ValidationError("--processes must be 1...256") }
             guard drainSeconds >= 0, keepaliveSeconds >= 1 else { throw ValidationError("--drain-seconds >= 0, --keepalive-seconds >= 1") }
         }
 
@@ -96,9 +102,22 @@ extension ChatAzureFCGI {
                 ExitWithMessage.fail("\(error)")
             }
 
-            // Both must run before any thread starts.
-            guard curl_global_init(Int(CURL_GLOBAL_ALL)) == CURLE_OK else { ExitWithMessage.fail("curl_global_init failed") }
             guard FCGX_Init() == 0 else { ExitWithMessage.fail("FCGX_Init failed") }
+            if let processes {
+                let listener = openListener(config.fastcgi, file: config.file, logger: logger)
+                let supervisor = Supervisor(listenSocket: listener.fd, processes: processes, workerArguments: workerArguments(),
+                                            drainSeconds: drainSeconds, logger: logger) {
+                    let newer = try loadForServing()
+                    for name in try options.openStore(newer).syncConfiguredUsers(newer.users) {
+                        logger.notice("user \(name) is no longer in \(newer.file): removed, their key stops working; their usage stays")
+                    }
+                }
+                let code = supervisor.run()
+                listener.close()
+                Foundation.exit(code)
+            }
+            // Before any thread starts.
+            guard curl_global_init(Int(CURL_GLOBAL_ALL)) == CURLE_OK else { ExitWithMessage.fail("curl_global_init failed") }
 
             let listener = openListener(config.fastcgi, file: config.file, logger: logger)
             logger.info("upstream", metadata: ["endpoint": "\(config.azure.endpoint)", "api_version": "\(config.azure.apiVersion)"])
@@ -108,16 +127,52 @@ extension ChatAzureFCGI {
                                 idleSeconds: config.fastcgi.idleSeconds, queueTimeoutMs: config.fastcgi.queueTimeoutMs,
                                 drainSeconds: drainSeconds, keepaliveSeconds: keepaliveSeconds,
                                 // Small stacks: every open stream holds a thread.
-                                stackSize: 256 * 1024),
-                logger: logger)
+                                stackSize: 256 * 1024, supervisor: Supervisor.parent()),
+                logger: logger, reload: { running in reload(running, logger: logger) })
             let code = pool.run()
             listener.close()
             Foundation.exit(code)
         }
 
+        /// config.yaml loaded and checked as `run` does, with this command's overrides.
+        private func loadForServing() throws -> GatewayConfig {
+            var config = try options.load()
+            try config.validateForServing()
+            config.fastcgi = fastcgi(config)
+            return config
+        }
+
+        /// SIGHUP in a worker process: the running gateway with config.yaml read again, or nil
+        /// (and one line saying why) when it cannot be used.
+        private func reload(_ running: Gateway, logger: Logger) -> Gateway? {
+            do {
+                let newer = try loadForServing()
+                let kept = running.config.restartOnlyChanges(in: newer)
+                if !kept.isEmpty {
+                    logger.warning("reload: \(kept.joined(separator: ", ")) changed; that takes effect at the next restart")
+                }
+                for name in try running.authenticator.stores.with({ try $0.syncConfiguredUsers(newer.users) }) {
+                    logger.notice("user \(name) is no longer in \(newer.file): removed, their key stops working; their usage stays")
+                }
+                return running.reloaded(newer.keepingRestartOnly(of: running.config))
+            } catch {
+                logger.error("reload refused, the running config stays: \(error)")
+                return nil
+            }
+        }
+
+        /// What each supervised worker process is started with: the socket comes as fd 0.
+        private func workerArguments() -> [String] {
+            var arguments = ["serve", "--config", options.config, "--drain-seconds", "\(drainSeconds)",
+                             "--keepalive-seconds", "\(keepaliveSeconds)", "--log-level", logLevel]
+            if let workers { arguments += ["--workers", "\(workers)"] }
+            if let maxWorkers { arguments += ["--max-workers", "\(maxWorkers)"] }
+            return arguments
+        }
+
         private func openListener(_ settings: FastCGISettings, file: String, logger: Logger) -> ListenSocket {
             if let inherited = ListenSocket.inherited() {
-                logger.info("listening on the socket passed as fd 0 (spawn-fcgi)")
+                logger.info(Supervisor.parent() == nil ? "listening on the socket passed as fd 0 (spawn-fcgi)" : "listening on the supervisor's socket")
                 return inherited
             }
             guard let address = settings.socket else {

@@ -21,7 +21,7 @@ enum MallocTunables {
     }
 
     /// This program's file, unless it was replaced or removed since it started.
-    private static func executablePath() -> String? {
+    static func executablePath() -> String? {
         var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
         let length = readlink("/proc/self/exe", &buffer, buffer.count - 1)
         guard length > 0 else { return nil }

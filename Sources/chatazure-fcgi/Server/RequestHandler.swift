@@ -46,7 +46,8 @@ struct RequestHandler {
                                                                           keepaliveSeconds: keepaliveSeconds,
                                                                           timeouts: gateway.config.azure.timeouts),
                                  recorder: recorder, countBatch: countBatch)
-        let outcome = upstream.perform(call, clientSocket: exchange.connection, into: relay)
+        let outcome = upstream.perform(call, connectTimeoutMs: gateway.config.azure.connectTimeoutMs,
+                                       clientSocket: exchange.connection, into: relay)
         relay.finish(outcome.result)
         line.route = call.route
         line.ending = relay.relay.ending

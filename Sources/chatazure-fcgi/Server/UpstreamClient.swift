@@ -20,6 +20,8 @@ final class UpstreamClient: @unchecked Sendable {
     private var headerList: UnsafeMutablePointer<curl_slist>?
     /// The headers `headerList` was built from.
     private var listedHeaders: [(String, String)] = []
+    /// The connect timeout set on the handle; a reload may change it.
+    private var connectTimeoutMs: Int
     /// The TLS sessions this handle shares; kept alive as long as the handle points at them.
     private let sessions: TLSSessionCache
 
@@ -39,6 +41,7 @@ final class UpstreamClient: @unchecked Sendable {
         self.multi = multi
         self.parsedURL = parsedURL
         self.sessions = sessions
+        self.connectTimeoutMs = connectTimeoutMs
         ccurl_setopt_pointer(handle, CURLOPT_SHARE, sessions.share)
         if let caFile { ccurl_setopt_string(handle, CURLOPT_CAINFO, caFile) }
         // What never changes is set once: perform() only sets what differs per request, and never
@@ -97,8 +100,12 @@ final class UpstreamClient: @unchecked Sendable {
     /// Sends `call` and feeds the answer into `sink`, until the transfer ends or the client's
     /// connection `clientSocket` closes: nginx shows a client that left only by closing it, and
     /// while Azure is silent no write would fail to tell.
-    func perform(_ call: UpstreamCall, clientSocket: Int32, into sink: FastCGIRelay) -> Outcome {
+    func perform(_ call: UpstreamCall, connectTimeoutMs: Int, clientSocket: Int32, into sink: FastCGIRelay) -> Outcome {
         defer { ccurl_setopt_pointer(handle, CURLOPT_POSTFIELDS, nil) }  // the body is freed after
+        if connectTimeoutMs != self.connectTimeoutMs {
+            self.connectTimeoutMs = connectTimeoutMs
+            ccurl_setopt_long(handle, CURLOPT_CONNECTTIMEOUT_MS, connectTimeoutMs)
+        }
         let started = MonotonicInstant.now()
         let context = Unmanaged.passUnretained(sink).toOpaque()
         let result: TransferResult = call.body.withUnsafeBytes { body in

@@ -30,9 +30,21 @@ final class WorkerPool: @unchecked Sendable {
         var keepaliveSeconds: Int
         /// Stack size of each thread, in bytes.
         var stackSize: Int
+        /// The supervisor this process was started by (`serve --processes`): when it is gone,
+        /// the process drains and exits, as on SIGTERM.
+        var supervisor: pid_t?
     }
 
-    let gateway: Gateway
+    /// What SIGHUP does: the gateway with the config reloaded, or nil to keep the running one.
+    typealias Reload = (Gateway) -> Gateway?
+
+    /// The gateway requests are served by; replaced on SIGHUP, read by each thread only when
+    /// `generation` moved on, so a request pays one relaxed load for it.
+    private let currentGateway: LockedValue<Gateway>
+    var gateway: Gateway { currentGateway.withLock { $0 } }
+    /// Counts the reloads.
+    let generation = Atomic<Int>(0)
+    private let reload: Reload
     let settings: Settings
     let logger: Logger
     let recorder: UsageRecorder
@@ -55,7 +67,7 @@ final class WorkerPool: @unchecked Sendable {
     private let nextIndex = Atomic<Int>(0)
     private var watcher: ListenWatcher?
 
-    init(gateway: Gateway, settings: Settings, logger: Logger) {
+    init(gateway: Gateway, settings: Settings, logger: Logger, reload: @escaping Reload) {
         // Before the usage recorder's thread, the first this process starts: a thread inherits the
         // mask of the thread that starts it, and a process-directed SIGTERM goes to any thread that
         // does not block it. Blocked later, the recorder's thread could take a SIGTERM that came
@@ -63,7 +75,8 @@ final class WorkerPool: @unchecked Sendable {
         // counts not yet committed lost.
         var stop = Self.stopSignals
         pthread_sigmask(SIG_BLOCK, &stop, nil)
-        self.gateway = gateway
+        self.currentGateway = LockedValue(gateway)
+        self.reload = reload
         self.settings = settings
         self.logger = logger
         self.upstreams = UpstreamClientPool(connectTimeoutMs: gateway.config.azure.connectTimeoutMs,
@@ -74,7 +87,8 @@ final class WorkerPool: @unchecked Sendable {
         }
     }
 
-    /// SIGTERM, SIGINT and SIGHUP: blocked in every thread, taken by `run()` with sigtimedwait.
+    /// SIGTERM, SIGINT (drain and exit) and SIGHUP (reload): blocked in every thread, taken by
+    /// `run()` with sigtimedwait.
     static let stopSignals: sigset_t = {
         var set = sigset_t()
         sigemptyset(&set)
@@ -82,7 +96,8 @@ final class WorkerPool: @unchecked Sendable {
         return set
     }()
 
-    /// Starts the threads and supervises them until SIGTERM/SIGINT has been handled.
+    /// Starts the threads and supervises them until SIGTERM/SIGINT has been handled; SIGHUP
+    /// reloads the config on the way.
     func run() -> Int32 {
         signal(SIGPIPE, SIG_IGN)
         // SIGUSR1 only interrupts a blocking accept()/read()/poll() so a thread re-reads its flags.
@@ -114,7 +129,16 @@ final class WorkerPool: @unchecked Sendable {
         var lastShrink = MonotonicInstant.now()
         while true {
             received = sigtimedwait(&stopSignals, nil, &tick)
+            if received == SIGHUP {
+                reloadGateway()
+                continue
+            }
             if received > 0 { break }
+            if let supervisor = settings.supervisor, getppid() != supervisor {
+                logger.warning("the supervisor is gone; draining")
+                received = SIGTERM
+                break
+            }
             watcher?.unblockIfStale()
             topUp()
             gateway.authenticator.refresh()
@@ -126,6 +150,15 @@ final class WorkerPool: @unchecked Sendable {
             }
         }
         return drain(signal: received)
+    }
+
+    /// Swaps in the reloaded gateway; requests in flight finish under the one they started with.
+    private func reloadGateway() {
+        guard let newer = reload(gateway) else { return }
+        currentGateway.withLock { $0 = newer }
+        generation.add(1, ordering: .relaxed)
+        logger.notice("config reloaded", metadata: ["users": "\(newer.config.users.count)",
+                                                    "deployments": "\(newer.config.azure.deployments.count)"])
     }
 
     /// Logs a failed accept() at most once a second, with how many failed since the last line,

@@ -84,6 +84,8 @@ final class WorkerThread: Sendable {
         defer { pool.exited(self) }
         // Its libcurl handle, with the connection to Azure, goes on to the next thread to serve.
         var handler: RequestHandler?
+        /// The pool's config generation the handler's gateway belongs to (a SIGHUP moves it on).
+        var handlerGeneration = 0
         defer {
             if let handler {
                 pool.upstreams.give(handler.upstream, lastUsed: MonotonicInstant(nanoseconds: idleSince.load(ordering: .relaxed)))
@@ -129,10 +131,12 @@ final class WorkerThread: Sendable {
             // sigprocmask calls.
             if wasWoken { pthread_sigmask(SIG_BLOCK, &wakeSignal, nil) }
             defer { if wasWoken { pthread_sigmask(SIG_UNBLOCK, &wakeSignal, nil) } }
-            if handler == nil {
+            let generation = pool.generation.load(ordering: .relaxed)
+            if handler == nil || handlerGeneration != generation {
                 served.store(true, ordering: .relaxed)
+                handlerGeneration = generation
                 handler = RequestHandler(gateway: pool.gateway, recorder: pool.recorder,
-                                         upstream: pool.upstreams.take(),
+                                         upstream: handler?.upstream ?? pool.upstreams.take(),
                                          keepaliveSeconds: pool.settings.keepaliveSeconds, logger: logger)
             }
             handler!.serve(FastCGIExchange(raw: request))
