@@ -90,6 +90,12 @@ extension ChatAzureFCGI {
             do {
                 let store = try options.openStore(config)
                 try store.syncConfiguredUsers(config.users)
+                // config.yaml's users were checked at load; those added with `user add` only here.
+                for (index, digest) in config.admin.keyDigests.enumerated() {
+                    if let user = try store.user(for: digest) {
+                        ExitWithMessage.fail("config error: \(config.file): admin.keys[\(index)]: is also the key of the user '\(user.username)'")
+                    }
+                }
             } catch {
                 ExitWithMessage.fail("\(error)")
             }

@@ -30,6 +30,7 @@ extension ChatAzureFCGI.User {
             let config = try options.load()
             let store = try options.openStore(config)
             let newKey = key ?? UserKey.generate()
+            if config.admin.admits(KeyDigest(of: newKey)) { ExitWithMessage.fail("cannot add \(name): that key is an admin key") }
             do {
                 try store.addUser(username: name, key: newKey)
             } catch {
