@@ -16,6 +16,9 @@ public struct RequestLogLine: Sendable {
     public var tokens: TokenUsage?
     public var ending = RelayEnding.complete
 
+    /// The user of a request an admin key made: no username can have parentheses.
+    public static let adminUser = "(admin)"
+
     public init(id: UInt64, method: String, path: String) {
         self.id = id
         self.method = method
