@@ -256,29 +256,38 @@ def micros(value):
     return int((Decimal(str(value)) * 1_000_000).to_integral_value())
 
 
-def test_the_page_in_chromium_shows_what_the_ledger_holds(admin, tmp_path):
-    browser = Chromium(tmp_path / "profile")
+@pytest.fixture(scope="module")
+def rendered(admin, tmp_path_factory):
+    """The page as Chromium loaded it at a phone's width and at a desktop's, with what it saw."""
+    browser = Chromium(tmp_path_factory.mktemp("chromium") / "profile")
     try:
         browser.open_page()
         challenges = browser.load(f"{admin.url}/admin/", 390, True, ("admin", ADMIN_KEY))
-        # The page asked, as a phone's browser sees it, and the answer was the Basic credentials.
-        assert [(c["scheme"].lower(), c["realm"]) for c in challenges] == [("basic", "chatazure admin")]
         phone = browser.screenshot(ARTIFACTS / "admin-page-phone.png")
-        sections = browser.boxes("main > section")
-        html = browser.html()
+        phone_sections, html = browser.boxes("main > section"), browser.html()
         browser.load(f"{admin.url}/admin/", 1280, False, ("admin", ADMIN_KEY))
         desktop = browser.screenshot(ARTIFACTS / "admin-page-desktop.png")
-        wide = browser.boxes("main > section")
+        desktop_sections = browser.boxes("main > section")
     finally:
         browser.close()
+    return {"challenges": challenges, "phone": phone, "phone_sections": phone_sections, "desktop": desktop,
+            "desktop_sections": desktop_sections, "html": html, "dom": DOM(html).root}
+
+
+def test_chromium_signs_in_and_the_page_fits_a_phone(rendered):
+    # The page asked, as a phone's browser sees it, and the answer was the Basic credentials.
+    assert [(c["scheme"].lower(), c["realm"]) for c in rendered["challenges"]] == [("basic", "chatazure admin")]
     assert (ARTIFACTS / "admin-page-phone.png").stat().st_size > 10_000
+    assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in rendered["html"]
     # Phones: one column, nothing wider than the screen; a desktop gets two columns of charts.
+    sections, phone = rendered["phone_sections"], rendered["phone"]
     assert len(sections) == 7 and {left for left, _, _ in sections} == {sections[0][0]}
     assert phone["width"] <= 390 and phone["height"] > 900, phone
-    assert len({left for left, _, _ in wide}) == 2 and desktop["width"] <= 1280
-    assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in html
+    assert len({left for left, _, _ in rendered["desktop_sections"]}) == 2 and rendered["desktop"]["width"] <= 1280
 
-    dom = DOM(html).root
+
+def test_the_users_table_holds_the_ledger(admin, rendered):
+    dom = rendered["dom"]
     users = dom.one("section", id="users")
     month = {row["username"]: row for row in admin.rows("--since", "month")}
     today = {row["username"]: row for row in admin.rows("--since", "1d")}
@@ -299,6 +308,9 @@ def test_the_page_in_chromium_shows_what_the_ledger_holds(admin, tmp_path):
     assert users.one("tr", data_user="bob").one("td", data_field="rpm").attrs["data-value"] == "1"
     assert int(dom.one("dd", id="month-requests").attrs["data-value"]) == sum(r["requests"] for r in month.values())
 
+
+def test_the_charts_hold_the_ledger(admin, rendered):
+    dom = rendered["dom"]
     # The daily charts hold every user x day of the last 30 days the ledger has, and nothing else.
     for chart, measure in (("chart-requests", lambda r: r["requests"]),
                            ("chart-tokens", lambda r: r["prompt_tokens"] + r["completion_tokens"])):
@@ -315,12 +327,16 @@ def test_the_page_in_chromium_shows_what_the_ledger_holds(admin, tmp_path):
     drawn = {g.attrs["data-model"]: [int(g.attrs["data-requests"]), int(g.attrs["data-tokens"]), micros(g.attrs["data-cost"])]
              for g in dom.one("section", id="chart-models").all("g", data_model=True)}
     assert drawn == models and set(models) >= {"gpt-4o", "gpt-4o-mini"}
+    month = {row["username"]: row for row in admin.rows("--since", "month")}
     costs = {g.attrs["data-user"]: micros(g.attrs["data-value"]) for g in dom.one("section", id="chart-cost").all("g", data_user=True)}
     assert costs == {name: micros(row["cost"]) for name, row in month.items() if row["requests"] or row["cost"]}
     assert costs["alice"] > 0
 
+
+def test_the_latest_problems_are_the_ledgers(admin, rendered):
     # The refusal and the Azure error, from the per-request log, each as many as the ledger counts.
-    problems = list(dom.one("section", id="problems").all("tr", data_problem=True))
+    month = {row["username"]: row for row in admin.rows("--since", "month")}
+    problems = list(rendered["dom"].one("section", id="problems").all("tr", data_problem=True))
     refused = [p for p in problems if p.attrs["data-problem"] == "refused"]
     failed = [p for p in problems if p.attrs["data-problem"] == "error"]
     assert [(p.attrs["data-user"], p.attrs["data-status"]) for p in refused] == [("bob", "429")] * month["bob"]["refused"]
@@ -328,7 +344,7 @@ def test_the_page_in_chromium_shows_what_the_ledger_holds(admin, tmp_path):
         == [("alice", "500", "gpt-4o")] * month["alice"]["errors"]
 
 
-def test_who_gets_in(admin):
+def test_wrong_keys_user_keys_and_keys_in_the_url_are_refused(admin):
     url = "/admin/"
     for headers in ({}, basic("admin", "not-the-admin-key-0000"), {"Authorization": "Bearer not-the-admin-key-0000"}):
         status, head, body = request(admin, "GET", url, headers)
@@ -343,6 +359,13 @@ def test_who_gets_in(admin):
         assert request(admin, "GET", url + query)[0] == 401
     status, head, body = request(admin, "POST", url, {**basic("admin", ADMIN_KEY), "Content-Type": "application/json"}, b"{}")
     assert status == 405 and json.loads(body)["error"]["code"] == "method_not_allowed"
+    # Nor may a user get the admin key as theirs.
+    added = admin.cli("user", "add", "mallory", "--key", ADMIN_KEY, check=False)
+    assert added.returncode != 0 and "admin key" in added.stderr
+
+
+def test_the_answer_and_the_logs(admin):
+    url = "/admin/"
     status, head, body = request(admin, "GET", url, {"Authorization": f"Bearer {ADMIN_KEY}"})
     assert status == 200
     assert head["content-type"] == "text/html; charset=utf-8" and head["cache-control"] == "no-store"
@@ -362,9 +385,6 @@ def test_who_gets_in(admin):
     access = (admin.dir / "access.log").read_text()
     assert "GET /admin/ HTTP" in access
     assert all("?" in line for line in access.splitlines() if ADMIN_KEY in line)
-    # Nor may a user get the admin key as theirs.
-    added = admin.cli("user", "add", "mallory", "--key", ADMIN_KEY, check=False)
-    assert added.returncode != 0 and "admin key" in added.stderr
 
 
 def test_only_a_host_including_the_snippet_routes_admin(gateway):
