@@ -54,6 +54,7 @@ public struct Gateway: Sendable {
     public func decide(_ request: GatewayRequest, now: Date = Date(), readBody: (Int) throws -> [UInt8]) -> GatewayDecision {
         if request.method == "OPTIONS" { return GatewayDecision(.respond(CORS.preflight(request))) }
         if request.path == "/healthz" { return GatewayDecision(.respond(health(request))) }
+        if let admin = adminDecision(request, now: now) { return admin }
         // Authenticate before reading the body, so a wrong key costs no upload.
         let user: StoredUser
         switch authenticator.user(for: request, now: now) {

@@ -14,9 +14,12 @@ public struct GatewayDecision {
     public var failure: String?
     /// A request the user's limits refused: counted as refused under this model.
     public var refusedModel: String?
+    /// An admin key opened the admin page: logged as `RequestLogLine.adminUser`, the key never.
+    public var admin = false
 
-    init(_ action: Action, user: StoredUser? = nil, failure: String? = nil, refusedModel: String? = nil) {
+    init(_ action: Action, user: StoredUser? = nil, failure: String? = nil, refusedModel: String? = nil, admin: Bool = false) {
         self.action = action
+        self.admin = admin
         self.user = user
         self.failure = failure
         self.refusedModel = refusedModel

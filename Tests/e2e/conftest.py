@@ -120,6 +120,9 @@ class Emulator:
 class Gateway:
     """nginx with the shipped location block in front of `processes` spawn-fcgi worker processes."""
 
+    # The snippets the server { } includes, in order: names in nginx/, or absolute paths.
+    server_snippets = ("chatazure-server-errors.conf", "chatazure.conf")
+
     def __init__(self, workdir, endpoint, workers=4, processes=2, keepalive=4, nginx_workers=2,
                  users=USERS, extra_azure="", serve_args="", extra_fastcgi=""):
         self.dir = workdir
@@ -174,6 +177,7 @@ class Gateway:
         if self.web_user:
             for path in [temp, *temp.iterdir()]:
                 shutil.chown(path, *self.web_user)
+        includes = "".join(f"        include {ROOT / 'nginx' / name};\n" for name in self.server_snippets)
         (self.dir / "nginx.conf").write_text(f"""{user}
 worker_processes {self.nginx_workers};
 pid {self.dir}/nginx.pid;
@@ -185,9 +189,7 @@ http {{
     include {self.dir}/upstream.conf;
     server {{
         listen 127.0.0.1:{self.port};
-        include {ROOT}/nginx/chatazure-server-errors.conf;
-        include {ROOT}/nginx/chatazure.conf;
-    }}
+{includes}    }}
 }}
 """)
         self.nginx_args = ["nginx", "-p", str(self.dir), "-c", str(self.dir / "nginx.conf"),

@@ -28,16 +28,18 @@ extension GatewayConfig {
         }
         let parser = SectionParser(reader: YAMLReader(file: file), baseDirectory: baseDirectory, environment: environment)
         let top = try parser.reader.mapping(root ?? Node.mapping(Node.Mapping([])), at: "",
-                                            allowed: ["web", "azure", "users", "fastcgi", "limits", "prices", "log"])
+                                            allowed: ["web", "azure", "users", "fastcgi", "limits", "prices", "log", "admin"])
         var warnings: [String] = []
         let databasePath = try parser.web(top["web"], warnings: &warnings)
         guard let azure = top["azure"] else {
             throw ConfigError(file: file, key: "azure", reason: "missing section; it needs at least endpoint and api-key")
         }
+        let users = try parser.users(top["users"])
         return GatewayConfig(
-            databasePath: databasePath, azure: try parser.azure(azure), users: try parser.users(top["users"]),
+            databasePath: databasePath, azure: try parser.azure(azure), users: users,
             fastcgi: try parser.fastcgi(top["fastcgi"]), limits: try parser.limitSettings(top["limits"]),
-            prices: try parser.prices(top["prices"]), retentionDays: try parser.retentionDays(top["log"]), warnings: warnings, file: file)
+            prices: try parser.prices(top["prices"]), admin: try parser.admin(top["admin"], users: users),
+            retentionDays: try parser.retentionDays(top["log"]), warnings: warnings, file: file)
     }
 
     /// What only serving needs: admin commands work without the Azure key.
@@ -212,6 +214,27 @@ private struct SectionParser {
             limits.budgetPerMonthMicros = micros
         }
         return limits
+    }
+
+    /// `admin:`: the admin page's keys, hashed here; the plaintext is not kept.
+    func admin(_ node: Node?, users: [ConfiguredUser]) throws -> AdminSettings {
+        guard let node else { return AdminSettings() }
+        let section = try reader.mapping(node, at: "admin", allowed: ["keys"])
+        guard let keys = try section["keys"].map({ try reader.list($0, at: "admin.keys") }) else { return AdminSettings() }
+        // A key that is both would open the page to that user, and make a leaked user key an admin's.
+        let userKeys = Dictionary(users.map { (KeyDigest(of: $0.key), $0.username) }, uniquingKeysWith: { first, _ in first })
+        var digests: [KeyDigest] = []
+        for (index, key) in keys.enumerated() {
+            let at = "admin.keys[\(index)]"
+            if let problem = AdminSettings.problem(with: key) { throw ConfigError(file: file, key: at, reason: problem) }
+            let digest = KeyDigest(of: key)
+            if let user = userKeys[digest] {
+                throw ConfigError(file: file, key: at, reason: "is also the key of the user '\(user)'; an admin key must be a key of its own")
+            }
+            guard !digests.contains(digest) else { throw ConfigError(file: file, key: at, reason: "appears twice") }
+            digests.append(digest)
+        }
+        return AdminSettings(keyDigests: digests)
     }
 
     func retentionDays(_ node: Node?) throws -> Int {

@@ -12,6 +12,8 @@ public struct GatewayConfig: Sendable {
     public var limits: LimitSettings
     /// What tokens cost, per model.
     public var prices: Prices
+    /// Who may open the admin page.
+    public var admin: AdminSettings
     /// Days the per-request log keeps (`log.retention-days`); the daily ledger is kept for good.
     public var retentionDays: Int
     /// Things in the file that were accepted but have no effect (e.g. `web.port`).
@@ -21,8 +23,9 @@ public struct GatewayConfig: Sendable {
 
     public init(databasePath: String, azure: AzureSettings, users: [ConfiguredUser] = [],
                 fastcgi: FastCGISettings = FastCGISettings(), limits: LimitSettings = LimitSettings(), prices: Prices = Prices(),
-                retentionDays: Int = 30, warnings: [String] = [], file: String = "config.yaml") {
+                admin: AdminSettings = AdminSettings(), retentionDays: Int = 30, warnings: [String] = [], file: String = "config.yaml") {
         self.retentionDays = retentionDays
+        self.admin = admin
         self.limits = limits
         self.prices = prices
         self.file = file

@@ -57,6 +57,20 @@ extension OpenAIError {
     public static let invalidKey = OpenAIError(
         status: 401, message: "Incorrect API key provided.", type: "invalid_request_error", code: "invalid_api_key")
 
+    /// The admin page without a valid admin key; browsers then ask for one (`WWW-Authenticate`).
+    public static let adminKeyRequired = OpenAIError(
+        status: 401, message: "The admin page needs an admin key: sign in with any user name and the key as the password, "
+            + "or send it as 'Authorization: Bearer KEY'.",
+        type: "invalid_request_error", code: "invalid_admin_key")
+
+    /// A user's key on the admin page. A browser keeps the credentials it sent: a new window or
+    /// a private one asks again.
+    public static func notAdmin(_ username: String) -> OpenAIError {
+        OpenAIError(status: 403, message: "The key of '\(username)' is a user key; the admin page needs an admin key. "
+                        + "Open the page in a private window to sign in again.",
+                    type: "permission_error", code: "admin_key_required")
+    }
+
     public static func disabledUser(_ username: String) -> OpenAIError {
         OpenAIError(status: 403, message: "The user '\(username)' is disabled on this gateway.",
                     type: "permission_error", code: "user_disabled")

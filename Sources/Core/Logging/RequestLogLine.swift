@@ -18,6 +18,9 @@ public struct RequestLogLine: Sendable {
     /// Which time limit Azure ran over, when `ending` is a timeout.
     public var timeout: RelayTimeouts.Kind?
 
+    /// The user of a request an admin key made: no username can have parentheses.
+    public static let adminUser = "(admin)"
+
     public init(id: UInt64, method: String, path: String) {
         self.id = id
         self.method = method

@@ -35,6 +35,12 @@ public struct KeyDigest: Hashable, Sendable {
 
     private static let hexDigits: [UInt8] = Array("0123456789abcdef".utf8)
 
+    /// The bits in which the two digests differ, all of them looked at: 0 when they are equal,
+    /// found in the same time however many bytes match (for comparing secrets).
+    public func differingBits(from other: KeyDigest) -> UInt64 {
+        (words.0 ^ other.words.0) | (words.1 ^ other.words.1) | (words.2 ^ other.words.2) | (words.3 ^ other.words.3)
+    }
+
     public static func == (lhs: KeyDigest, rhs: KeyDigest) -> Bool {
         lhs.words == rhs.words
     }

@@ -68,6 +68,20 @@ public final class SQLiteConnection {
         }
     }
 
+    /// Runs `body` inside `BEGIN … COMMIT`: in WAL mode its reads all see one state of the file,
+    /// whatever other connections commit meanwhile.
+    public func readTransaction<T>(_ body: () throws -> T) throws -> T {
+        try execute("BEGIN")
+        do {
+            let result = try body()
+            try execute("COMMIT")
+            return result
+        } catch {
+            try? execute("ROLLBACK")
+            throw error
+        }
+    }
+
     /// The rowid of the last row inserted on this connection.
     public var lastInsertRowID: Int64 { sqlite3_last_insert_rowid(handle) }
 

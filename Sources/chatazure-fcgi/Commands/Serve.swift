@@ -98,6 +98,12 @@ extension ChatAzureFCGI {
                 for name in try store.syncConfiguredUsers(config.users) {
                     logger.notice("user \(name) is no longer in \(config.file): removed, their key stops working; their usage stays")
                 }
+                // config.yaml's users were checked at load; those added with `user add` only here.
+                for (index, digest) in config.admin.keyDigests.enumerated() {
+                    if let user = try store.user(for: digest) {
+                        ExitWithMessage.fail("config error: \(config.file): admin.keys[\(index)]: is also the key of the user '\(user.username)'")
+                    }
+                }
             } catch {
                 ExitWithMessage.fail("\(error)")
             }

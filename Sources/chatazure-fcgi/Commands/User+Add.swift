@@ -90,6 +90,7 @@ extension ChatAzureFCGI.User {
             }
             let store = try options.openStore(config)
             let newKey = key ?? UserKey.generate()
+            if config.admin.admits(KeyDigest(of: newKey)) { ExitWithMessage.fail("cannot add \(name): that key is an admin key") }
             let values = UserSettings().applying(try settings.change())
             change { try store.addUser(username: name, key: newKey, settings: values) }
             if key == nil { printKeyOnce(newKey, "added \(name)") } else { print("added \(name)") }

@@ -87,8 +87,9 @@ extension ChatAzureFCGI.User {
         }
 
         func run() throws {
-            let (_, store) = try openForChange(options, name, what: "key")
+            let (config, store) = try openForChange(options, name, what: "key")
             let newKey = key ?? UserKey.generate()
+            if config.admin.admits(KeyDigest(of: newKey)) { ExitWithMessage.fail("that key is an admin key") }
             change { try store.rotateKey(username: name, newKey: newKey) }
             if key == nil { printKeyOnce(newKey, "new key for \(name)") } else { print("new key for \(name) set") }
         }

@@ -20,7 +20,7 @@ struct RequestHandler {
         }
         if let failure = decision.failure { logger.error("\(failure)") }
         var line = RequestLogLine(id: RequestID.next(), method: request.method, path: request.path)
-        line.user = decision.user?.username
+        line.user = decision.admin ? RequestLogLine.adminUser : decision.user?.username
         switch decision.action {
         case .respond(let response):
             line.status = response.status
