@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// Takes ledger writes off the request path: requests hand their counts over and go on, one
 /// thread commits whatever has gathered in one transaction (group commit). Counts are kept until
@@ -18,12 +19,15 @@ public final class UsageRecorder: @unchecked Sendable {
     private var settlements: [Settlement] = []
     private var committing = false
     private var flushing = 0
-    /// Requests waiting in `waitUntilCommitted`.
+    /// Requests waiting in `waitUntilCommitted` (with `condition` locked).
     private var waiting = 0
+    /// Where waiting requests sleep, apart from the writer, so a commit wakes them and a new
+    /// waiter wakes only the writer.
+    private let committed = NSCondition()
     /// The batch that `pending` will be committed in; batches are numbered from 1.
     private var gatheringBatch: UInt64 = 1
-    /// Every batch up to this one is committed.
-    private var committedBatch: UInt64 = 0
+    /// Every batch up to this one is committed; written with `committed` locked.
+    private let committedBatch = Atomic<UInt64>(0)
     /// Additions in the last batch committed: at most `lightBatch`, the load is light.
     private(set) var lastBatchAdditions = 0
     private var additions = 0
@@ -55,13 +59,17 @@ public final class UsageRecorder: @unchecked Sendable {
 
     /// Blocks until batch `batch` is committed; at once when it is already.
     public func waitUntilCommitted(_ batch: UInt64) {
+        guard committedBatch.load(ordering: .acquiring) < batch else { return }
         condition.lock()
-        defer { condition.unlock() }
-        guard committedBatch < batch else { return }
         waiting += 1
-        condition.broadcast()  // a gathering writer commits sooner for a waiter
-        while committedBatch < batch { condition.wait() }
+        if waiting == 1 { condition.broadcast() }  // a gathering writer commits sooner for a waiter
+        condition.unlock()
+        committed.lock()
+        while committedBatch.load(ordering: .acquiring) < batch { committed.wait() }
+        committed.unlock()
+        condition.lock()
         waiting -= 1
+        condition.unlock()
     }
 
     /// Adds what a finished (or refused) request cost, and its line in the per-request log;
@@ -129,10 +137,10 @@ public final class UsageRecorder: @unchecked Sendable {
             condition.unlock()
 
             commit(batch, rows, settled)
-            condition.lock()
-            committedBatch = number
-            if waiting > 0 { condition.broadcast() }
-            condition.unlock()
+            committed.lock()
+            committedBatch.store(number, ordering: .releasing)
+            committed.broadcast()
+            committed.unlock()
             if Date().timeIntervalSince(lastCheckpoint) > 0.5 {
                 lastCheckpoint = Date()
                 do {
