@@ -8,6 +8,9 @@ Responses: /openai/responses[/{id}]?api-version=... and /openai/v1/responses[/{i
   - wrong api-key -> 401 with Azure's "Access denied" message
   - unknown deployment -> 404 DeploymentNotFound
   - stream_options before api-version 2024-09-01-preview -> 400 "Unrecognized request argument"
+  - a JSON operation whose body is not a JSON object (or comes as a form) -> 400, as Azure's parser;
+    chat with `messages` not a list of objects, or `max_tokens` / `max_completion_tokens` not an
+    integer from 1 to 16384 -> 400 invalid_request_error naming it, as Azure's schema check.
   - streamed chat: a first chunk with empty `choices` and `prompt_filter_results`,
     content chunks with `content_filter_results`, a finish chunk, an optional usage chunk, `data: [DONE]`.
 
@@ -28,9 +31,9 @@ Test controls, read from the last user message, e.g. `[chunks=20 delay_ms=100]`:
     is shut down and closed, without `data: [DONE]` or the chunked terminator. Non-stream chat:
     a Content-Length of the whole body, then only its first N bytes, then the close.
 Introspection: GET /_emulator/requests lists what arrived (method, path, headers, the client port
-of its connection); DELETE clears it. GET /_emulator/stats: `aborted_streams` (writes that failed
-because the gateway had gone), `aborted_silent` (gateway closes seen during hang_ms/pause_ms
-silences) and `last_silent_abort_ms`.
+of its connection); DELETE clears it. GET /_emulator/stats: `requests` (how many that list holds),
+`aborted_streams` (writes that failed because the gateway had gone), `aborted_silent` (gateway
+closes seen during hang_ms/pause_ms silences) and `last_silent_abort_ms`.
 Standard library only, so it runs anywhere python3 does.
 """
 import argparse
@@ -213,7 +216,7 @@ class Emulator(BaseHTTPRequestHandler):
                 return self.send_json(200, self.server.seen)
         if self.path.startswith("/_emulator/stats"):
             with self.server.lock:
-                return self.send_json(200, {"aborted_streams": self.server.aborted,
+                return self.send_json(200, {"requests": len(self.server.seen), "aborted_streams": self.server.aborted,
                                             "aborted_silent": self.server.aborted_silent,
                                             "last_silent_abort_ms": self.server.last_silent_abort_ms})
         if self.path.startswith("/_emulator/health"):
@@ -292,6 +295,10 @@ class Emulator(BaseHTTPRequestHandler):
                                     "within the last 5 minutes, please wait a moment and try again.")
         if form is None and body is None:
             return self.openai_error(400, "We could not parse the JSON body of your request.")
+        multipart_operations = {"images/edits", "audio/transcriptions", "audio/translations"}
+        if operation not in multipart_operations and not isinstance(body, dict):
+            # A JSON operation sent a form or a JSON value that is no object: Azure's parser refuses it.
+            return self.openai_error(400, "We could not parse the JSON body of your request.")
         handlers = {
             "chat/completions": lambda: self.chat(body, api_version),
             "completions": lambda: self.completion(body),
@@ -309,7 +316,29 @@ class Emulator(BaseHTTPRequestHandler):
         return handler()
 
     # ---- operations -----------------------------------------------------------------------
+    @staticmethod
+    def chat_schema_problem(body):
+        """(message, param) for what Azure's chat schema rejects, else None."""
+        messages = body.get("messages", [])
+        if not isinstance(messages, list) or not all(isinstance(message, dict) for message in messages):
+            return f"{json.dumps(messages)[:100]} is not of type 'array' of objects - 'messages'", "messages"
+        for name in ("max_tokens", "max_completion_tokens"):
+            value = body.get(name)
+            if value is None:
+                continue
+            if not isinstance(value, int) or isinstance(value, bool):
+                return f"{json.dumps(value)[:100]} is not of type 'integer' - '{name}'", name
+            if value < 1:
+                return f"{value} is less than the minimum of 1 - '{name}'", name
+            if value > 16384:
+                return (f"{name} is too large: {value}. This model supports at most 16384 completion tokens, "
+                        f"whereas you provided {value}."), name
+        return None
+
     def chat(self, body, api_version):
+        problem = self.chat_schema_problem(body)
+        if problem:
+            return self.openai_error(400, problem[0], param=problem[1])
         if "stream_options" in body and api_version != "v1" and api_version < "2024-09-01-preview":
             return self.openai_error(400, "Unrecognized request argument supplied: stream_options")
         text = last_user_text(body)
