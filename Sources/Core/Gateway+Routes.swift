@@ -30,6 +30,17 @@ extension Gateway {
                             shaping: .unchanged, user: user)
     }
 
+    /// A JSON operation's body must say it is JSON, or say nothing (as OpenAI answers; a body
+    /// sent as a form by `curl -d` without a type would otherwise reach Azure mislabelled).
+    static func requireJSON(_ contentType: String?) throws {
+        guard let contentType else { return }
+        let media = String((contentType.split(separator: ";", maxSplits: 1).first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() } ?? "").prefix(100))
+        guard media != "application/json" else { return }
+        throw OpenAIError.invalidRequest(
+            "Unsupported content type: '\(media)'. This API method only accepts 'application/json' requests, but you specified the header 'Content-Type: \(media)'. Please try again with a supported content type.",
+            code: "unsupported_content_type")
+    }
+
     /// Uploads go in the classic style in both settings, so the body is forwarded as it came
     /// (the v1 API would want the deployment written into the form).
     private func multipartCall(_ request: GatewayRequest, operation: String, body: [UInt8], user: StoredUser) throws -> UpstreamCall {
@@ -48,6 +59,7 @@ extension Gateway {
 
     private func jsonCall(_ request: GatewayRequest, operation: String, body raw: [UInt8], user: StoredUser) throws -> UpstreamCall {
         let azure = config.azure
+        try Self.requireJSON(request.headers[.contentType])
         var body = try JSONRequestBody(raw)
         guard let model = body.model else {
             throw OpenAIError.invalidRequest("You must provide a model parameter.", param: "model", code: "missing_model")

@@ -319,9 +319,12 @@ CASES = [
          headers=(BEARER, ("Content-Type", "multipart/form-data")), body=MP_OK),
 
     # ---- wrong content types on JSON endpoints --------------------------------------------------
-    Case("content-type-text-plain", (400, 415), headers=(BEARER, ("Content-Type", "text/plain"))),
-    Case("content-type-form-urlencoded", (400, 415), headers=(BEARER, ("Content-Type", "application/x-www-form-urlencoded"))),
-    Case("content-type-multipart-on-chat", (400, 415), headers=(BEARER, ("Content-Type", MP_TYPE))),
+    Case("content-type-text-plain", 400, headers=(BEARER, ("Content-Type", "text/plain")), code="unsupported_content_type",
+         forwarded=False),
+    Case("content-type-form-urlencoded", 400, headers=(BEARER, ("Content-Type", "application/x-www-form-urlencoded")),
+         code="unsupported_content_type", forwarded=False),
+    Case("content-type-multipart-on-chat", 400, headers=(BEARER, ("Content-Type", MP_TYPE)), code="unsupported_content_type",
+         forwarded=False),
 
     # ---- wrong methods, unknown paths -------------------------------------------------------------
     Case("get-chat-completions", 405, method="GET", body=b"", code="method_not_allowed", forwarded=False),
@@ -354,7 +357,9 @@ CASES = [
     upstream("az-upstream-status-429", "[status=429]", path=AZ_CHAT, status=429, retry_after=True),
     upstream("upstream-cut-stream-before-events", "[cut_after=0]", stream=True, status=502, code="upstream_cut"),
     # Only Azure's empty-choices event came, which the gateway drops: nothing usable went out.
-    upstream("upstream-cut-stream-after-filter-event", "[cut_after=1]", stream=True, status=502, code="upstream_cut"),
+    # The head goes out with Azure's first event, so that keepalive comments can keep proxies
+    # in front of nginx from timing out while a model thinks: a cut after it is an error event.
+    upstream("upstream-cut-stream-after-filter-event", "[cut_after=1]", stream=True, status=200, stream_error=True),
     upstream("upstream-cut-stream-after-3", "[cut_after=3]", stream=True, status=200, stream_error=True),
     upstream("upstream-cut-stream-mid-answer", "[chunks=10 cut_after=6]", stream=True, status=200, stream_error=True),
     upstream("az-upstream-cut-stream", "[cut_after=3]", stream=True, path=AZ_CHAT, status=200, stream_error=True),

@@ -82,11 +82,21 @@ public struct ModelPrice: Sendable, Equatable {
 
     /// The cost of one request in micro-units, rounded to the nearest: `cached` of the `prompt`
     /// tokens at the cached price, the rest at the input price.
+    /// The most one request can cost, in micro-units (about 10^9 currency units): absurd figures
+    /// saturate here rather than trap, and sums of many stay far from overflowing.
+    public static let maxCostMicros: Int64 = 1 << 50
+
     public func cost(prompt: Int, cached: Int, completion: Int) -> Int64 {
-        let cachedPart = Int64(min(max(cached, 0), prompt))
-        let uncached = Int64(prompt) - cachedPart
-        let total = uncached * input + cachedPart * cachedInput + Int64(completion) * output
-        return (total + 500_000) / 1_000_000
+        let cachedPart = Int64(min(max(cached, 0), max(prompt, 0)))
+        let uncached = Int64(max(prompt, 0)) - cachedPart
+        var total: Int64 = 500_000
+        for (tokens, price) in [(uncached, input), (cachedPart, cachedInput), (Int64(max(completion, 0)), output)] {
+            let (part, overflow) = tokens.multipliedReportingOverflow(by: price)
+            let (sum, overflowSum) = total.addingReportingOverflow(part)
+            if overflow || overflowSum { return Self.maxCostMicros }
+            total = sum
+        }
+        return min(total / 1_000_000, Self.maxCostMicros)
     }
 
     /// `value` in currency units as micro-units (2.5 -> 2,500,000), or nil when negative or absurd.

@@ -64,6 +64,10 @@ public enum ASCII {
         (byte >= 48 && byte <= 57) || (byte >= 65 && byte <= 90) || (byte >= 97 && byte <= 122)
     }
 
+    @inline(__always) public static func isHexDigit(_ byte: UInt8) -> Bool {
+        (byte >= 48 && byte <= 57) || (byte | 0x20 >= 97 && byte | 0x20 <= 102)
+    }
+
     @inline(__always) public static func isSpace(_ byte: UInt8) -> Bool {
         byte == 32 || byte == 9 || byte == 13 || byte == 10
     }

@@ -133,14 +133,29 @@ struct JSONScanner {
         case UInt8(ascii: "f"): try expect("false")
         case UInt8(ascii: "n"): try expect("null")
         case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"):
-            let start = position
-            while let next = peek, (next >= 48 && next <= 57) || next == UInt8(ascii: "-") || next == UInt8(ascii: "+")
-                || next == UInt8(ascii: ".") || next == UInt8(ascii: "e") || next == UInt8(ascii: "E") {
-                position += 1
-            }
-            guard position > start, bytes[position - 1] >= 48 && bytes[position - 1] <= 57 else { throw JSONRequestBody.invalid }
+            try skipNumber()
         default:
             throw JSONRequestBody.invalid
+        }
+    }
+
+    /// RFC 8259's number: `-`? (`0` | [1-9][0-9]*) (`.` [0-9]+)? ([eE] [+-]? [0-9]+)?
+    private mutating func skipNumber() throws {
+        func isDigit(_ byte: UInt8?) -> Bool { byte.map { $0 >= 48 && $0 <= 57 } ?? false }
+        func digits() throws {
+            guard isDigit(peek) else { throw JSONRequestBody.invalid }
+            while isDigit(peek) { position += 1 }
+        }
+        if peek == UInt8(ascii: "-") { position += 1 }
+        if peek == UInt8(ascii: "0") { position += 1 } else { try digits() }
+        if peek == UInt8(ascii: ".") {
+            position += 1
+            try digits()
+        }
+        if peek == UInt8(ascii: "e") || peek == UInt8(ascii: "E") {
+            position += 1
+            if peek == UInt8(ascii: "+") || peek == UInt8(ascii: "-") { position += 1 }
+            try digits()
         }
     }
 
@@ -156,12 +171,29 @@ struct JSONScanner {
         while position < bytes.count {
             switch bytes[position] {
             case UInt8(ascii: "\""): position += 1; return
-            case UInt8(ascii: "\\"): position += 2
+            case UInt8(ascii: "\\"): try skipEscape()
             case 0..<0x20: throw JSONRequestBody.invalid
             default: position += 1
             }
         }
         throw JSONRequestBody.invalid
+    }
+
+    /// `\"`, `\\`, `\/`, `\b`, `\f`, `\n`, `\r`, `\t` or `\u` and four hex digits; anything else is not JSON.
+    private mutating func skipEscape() throws {
+        guard position + 1 < bytes.count else { throw JSONRequestBody.invalid }
+        switch bytes[position + 1] {
+        case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"), UInt8(ascii: "b"), UInt8(ascii: "f"),
+             UInt8(ascii: "n"), UInt8(ascii: "r"), UInt8(ascii: "t"):
+            position += 2
+        case UInt8(ascii: "u"):
+            guard position + 5 < bytes.count, bytes[(position + 2)..<(position + 6)].allSatisfy(ASCII.isHexDigit) else {
+                throw JSONRequestBody.invalid
+            }
+            position += 6
+        default:
+            throw JSONRequestBody.invalid
+        }
     }
 
     /// Whether the string literal at `range` reads `name`. Compared as bytes, without building a

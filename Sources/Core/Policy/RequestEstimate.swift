@@ -25,7 +25,11 @@ public enum RequestEstimate {
 
     private static let imagePrefix = Array("data:image/".utf8)
 
-    /// The answer's size as the body caps it, or `defaultMax`.
+    /// The largest answer reserved, whatever the body says: no model answers more, and a cap like
+    /// 2^63 - 1 must not overflow the sums an admission makes.
+    public static let maxCompletionTokens = 1 << 32
+
+    /// The answer's size as the body caps it (at most `maxCompletionTokens`), or `defaultMax`.
     public static func completionTokens(_ body: [UInt8], defaultMax: Int) -> Int {
         var scanner = JSONScanner(bytes: body)
         scanner.skipSpace()
@@ -33,7 +37,7 @@ public enum RequestEstimate {
         try? scanner.forEachMember { key, value, scanner in
             guard scanner.key(key, is: "max_tokens") || scanner.key(key, is: "max_completion_tokens")
                     || scanner.key(key, is: "max_output_tokens"), let number = Int(scanner.literal(value)), number > 0 else { return }
-            cap = number
+            cap = min(number, maxCompletionTokens)
         }
         return cap ?? defaultMax
     }
