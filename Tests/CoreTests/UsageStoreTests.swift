@@ -209,18 +209,7 @@ final class ObjectSet: @unchecked Sendable {
         #expect(totals.map(\.completionTokens) == [3000, 3000])
     }
 
-    /// Counts until a batch of more than a light load's additions was committed.
-    private func load(_ recorder: UsageRecorder, _ id: Int64) -> Int {
-        var added = 0
-        repeat {
-            for _ in 0..<20 { recorder.countRequest(userID: id, model: "m") }
-            added += 20
-            #expect(recorder.flush(seconds: 5))
-        } while recorder.lastBatchAdditions <= 2 && added < 2000
-        return added
-    }
-
-    @Test func commitsAtOnceUnderLightLoadAndGathersUnderLoad() throws {
+    @Test func gathersForTheIntervalButFlushCommitsAtOnce() throws {
         let path = temporaryDatabase()
         let setup = try UsageStore(path: path)
         try setup.syncConfiguredUsers([ConfiguredUser(username: "a", key: "a-key-12345")])
@@ -228,13 +217,24 @@ final class ObjectSet: @unchecked Sendable {
         let recorder = UsageRecorder(stores: UsageStorePool(path: path), commitInterval: 0.3)
         recorder.countRequest(userID: id, model: "text-embedding-3-small")
         usleep(100_000)
-        #expect(try setup.totals().map(\.requests) == [1])  // light load: committed at once
-        let added = load(recorder, id)
-        recorder.countRequest(userID: id, model: "text-embedding-3-small")
-        usleep(100_000)
-        #expect(try setup.totals().map(\.requests) == [Int64(added + 1)])  // gathering
+        #expect(try setup.totals().map(\.requests) == [0])  // still gathering
         usleep(400_000)
-        #expect(try setup.totals().map(\.requests) == [Int64(added + 2)])  // committed after the interval, without a flush
+        #expect(try setup.totals().map(\.requests) == [1])  // committed after the interval, without a flush
+    }
+
+    @Test func theOnlyCountedRequestWaitingCommitsAtOnce() throws {
+        let path = temporaryDatabase()
+        let setup = try UsageStore(path: path)
+        try setup.syncConfiguredUsers([ConfiguredUser(username: "a", key: "a-key-12345")])
+        let id = try #require(setup.listUsers().first?.id)
+        // One client at a time: nothing else would join the batch, so waiting gains nothing.
+        let recorder = UsageRecorder(stores: UsageStorePool(path: path), commitInterval: 30, minimumGather: 30)
+        let started = Date()
+        for _ in 0..<5 {
+            recorder.waitUntilCommitted(recorder.countRequest(userID: id, model: "m"))
+        }
+        #expect(Date().timeIntervalSince(started) < 2)
+        #expect(try setup.totals().map(\.requests) == [5])
     }
 
     @Test func aWaitingRequestCutsTheGatheringShortAndSeesItsCountCommitted() throws {
@@ -243,13 +243,15 @@ final class ObjectSet: @unchecked Sendable {
         try setup.syncConfiguredUsers([ConfiguredUser(username: "a", key: "a-key-12345")])
         let id = try #require(setup.listUsers().first?.id)
         let recorder = UsageRecorder(stores: UsageStorePool(path: path), commitInterval: 30, minimumGather: 0.01)
-        let added = load(recorder, id)
+        // Another request counted in the same batch is still on its way: the waiter gets the
+        // minimum gathering, not the whole interval.
+        recorder.countRequest(userID: id, model: "m")
         let batch = recorder.countRequest(userID: id, model: "m")
         let started = Date()
         recorder.waitUntilCommitted(batch)
         #expect(Date().timeIntervalSince(started) < 2)
         // Committed: another connection sees it.
-        #expect(try setup.totals().map(\.requests) == [Int64(added + 1)])
+        #expect(try setup.totals().map(\.requests) == [2])
         // A batch already committed does not wait.
         recorder.waitUntilCommitted(batch)
     }
@@ -260,12 +262,11 @@ final class ObjectSet: @unchecked Sendable {
         try setup.syncConfiguredUsers([ConfiguredUser(username: "a", key: "a-key-12345")])
         let id = try #require(setup.listUsers().first?.id)
         let slow = UsageRecorder(stores: UsageStorePool(path: path), commitInterval: 30)
-        let added = load(slow, id)
         slow.countRequest(userID: id, model: "text-embedding-3-small")
         let started = Date()
         #expect(slow.flush(seconds: 5))
         #expect(Date().timeIntervalSince(started) < 2)
-        #expect(try setup.totals().map(\.requests) == [Int64(added + 1)])
+        #expect(try setup.totals().map(\.requests) == [1])
     }
 }
 

@@ -9,9 +9,9 @@ import Synchronization
 ///
 /// A forwarded request's count must be durable before its answer goes out (`waitUntilCommitted`),
 /// so a worker killed at any moment leaves no answer a client received uncounted. The writer
-/// therefore commits at once while the load is light (the commit overlaps Azure's answer), and
-/// under load gathers for up to `commitInterval`, cut short `minimumGather` after it began when a
-/// request is waiting for its count.
+/// gathers for up to `commitInterval`, but commits at once when every request counted in the
+/// batch waits for it (nothing more would join, as with one client at a time), and
+/// `minimumGather` after it began when some request waits.
 public final class UsageRecorder: @unchecked Sendable {
     private let condition = NSCondition()
     private var pending: [LedgerKey: LedgerAmount] = [:]
@@ -19,8 +19,10 @@ public final class UsageRecorder: @unchecked Sendable {
     private var settlements: [Settlement] = []
     private var committing = false
     private var flushing = 0
-    /// Requests waiting in `waitUntilCommitted` (with `condition` locked).
-    private var waiting = 0
+    /// Requests waiting in `waitUntilCommitted` for the batch gathering now, and the requests
+    /// counted in it.
+    private var pendingWaiters = 0
+    private var pendingCounts = 0
     /// Where waiting requests sleep, apart from the writer, so a commit wakes them and a new
     /// waiter wakes only the writer.
     private let committed = NSCondition()
@@ -28,10 +30,6 @@ public final class UsageRecorder: @unchecked Sendable {
     private var gatheringBatch: UInt64 = 1
     /// Every batch up to this one is committed; written with `committed` locked.
     private let committedBatch = Atomic<UInt64>(0)
-    /// Additions in the last batch committed: at most `lightBatch`, the load is light.
-    private(set) var lastBatchAdditions = 0
-    private var additions = 0
-    private static let lightBatch = 2
     private let commitInterval: Double
     private let minimumGather: Double
     private let retentionDays: Int
@@ -54,22 +52,22 @@ public final class UsageRecorder: @unchecked Sendable {
     /// worker dies before it ends. Returns the batch it is committed in, for `waitUntilCommitted`.
     @discardableResult
     public func countRequest(userID: Int64, model: String, at now: Date = Date()) -> UInt64 {
-        add(LedgerKey(userID: userID, day: UTCDay.today(now), model: model), record: nil) { $0.requests += 1 }
+        add(LedgerKey(userID: userID, day: UTCDay.today(now), model: model), record: nil, counts: true) { $0.requests += 1 }
     }
 
     /// Blocks until batch `batch` is committed; at once when it is already.
     public func waitUntilCommitted(_ batch: UInt64) {
         guard committedBatch.load(ordering: .acquiring) < batch else { return }
         condition.lock()
-        waiting += 1
-        if waiting == 1 { condition.broadcast() }  // a gathering writer commits sooner for a waiter
+        if batch == gatheringBatch {
+            pendingWaiters += 1
+            // Wake the writer only when that may end its gathering.
+            if pendingWaiters == 1 || pendingWaiters >= pendingCounts { condition.broadcast() }
+        }
         condition.unlock()
         committed.lock()
         while committedBatch.load(ordering: .acquiring) < batch { committed.wait() }
         committed.unlock()
-        condition.lock()
-        waiting -= 1
-        condition.unlock()
     }
 
     /// Adds what a finished (or refused) request cost, and its line in the per-request log;
@@ -102,10 +100,10 @@ public final class UsageRecorder: @unchecked Sendable {
     }
 
     @discardableResult
-    private func add(_ key: LedgerKey, record: RequestRecord?, settling reservation: Reservation? = nil,
+    private func add(_ key: LedgerKey, record: RequestRecord?, settling reservation: Reservation? = nil, counts: Bool = false,
                      _ change: (inout LedgerAmount) -> Void) -> UInt64 {
         condition.lock()
-        additions += 1
+        if counts { pendingCounts += 1 }
         let batch = gatheringBatch
         // The writer only sleeps when nothing is pending: wake it on that transition alone,
         // not once per request.
@@ -124,14 +122,14 @@ public final class UsageRecorder: @unchecked Sendable {
         while true {
             condition.lock()
             while pending.isEmpty { condition.wait() }
-            if lastBatchAdditions > Self.lightBatch { gather() }
+            gather()
             let batch = pending, rows = records, settled = settlements
             let number = gatheringBatch
             pending = [:]
             records = []
             settlements = []
-            lastBatchAdditions = additions
-            additions = 0
+            pendingWaiters = 0
+            pendingCounts = 0
             gatheringBatch += 1
             committing = true
             condition.unlock()
@@ -163,13 +161,15 @@ public final class UsageRecorder: @unchecked Sendable {
         }
     }
 
-    /// Waits, `condition` locked, while more counts may join the batch: up to `commitInterval`,
-    /// but only `minimumGather` once a request waits for its count, and not at all on `flush()`.
+    /// Waits, `condition` locked, while more counts may join the batch: up to `commitInterval`;
+    /// once a request waits for its count, up to `minimumGather`; not at all once every request
+    /// counted in it waits, or on `flush()`.
     private func gather() {
         let started = Date()
         let longest = started.addingTimeInterval(commitInterval), shortest = started.addingTimeInterval(minimumGather)
         while flushing == 0 {
-            let until = waiting > 0 ? shortest : longest
+            if pendingWaiters > 0 && pendingWaiters >= pendingCounts { return }
+            let until = pendingWaiters > 0 ? shortest : longest
             if Date() >= until || !condition.wait(until: until) { return }
         }
     }
