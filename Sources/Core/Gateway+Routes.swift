@@ -4,28 +4,34 @@ extension Gateway {
     /// Operations billed by tokens, which the gateway estimates when Azure reports none.
     public static let tokenOperations: Set<String> = ["chat/completions", "completions", "responses", "embeddings"]
 
-    /// The upstream call for an authenticated request to `endpoint`.
-    func call(for request: GatewayRequest, endpoint: Endpoint, user: StoredUser,
+    /// The upstream call for an authenticated request to `endpoint`, at backend `index`.
+    func call(for request: GatewayRequest, endpoint: Endpoint, user: StoredUser, backend index: Int = 0,
               readBody: (Int) throws -> [UInt8]) throws -> UpstreamCall {
+        let backend = backends[index]
+        var call: UpstreamCall
         switch endpoint.style {
         case .openAI:
             switch endpoint.body {
-            case .none: return storedResponseCall(request, item: endpoint.item, user: user)
-            case .multipart: return try multipartCall(request, operation: endpoint.operation, body: try readBody(maxBody), user: user)
-            case .json: return try jsonCall(request, operation: endpoint.operation, body: try readBody(maxBody), user: user)
+            case .none: call = storedResponseCall(request, item: endpoint.item, user: user, backend: backend)
+            case .multipart:
+                call = try multipartCall(request, operation: endpoint.operation, body: try readBody(maxBody), user: user, backend: backend)
+            case .json: call = try jsonCall(request, operation: endpoint.operation, body: try readBody(maxBody), user: user, backend: backend)
             }
         case .azureDeployment, .azureV1, .azureResponses:
-            return try azureStyleCall(request, endpoint: endpoint, user: user, readBody: readBody)
+            call = try azureStyleCall(request, endpoint: endpoint, user: user, readBody: readBody, backend: backend)
         }
+        call.backend = index
+        call.backendName = backend.backend.name
+        return call
     }
 
     // MARK: OpenAI-style paths
 
     /// GET or DELETE `/v1/responses/{id}[/input_items]`: no model, no body.
-    private func storedResponseCall(_ request: GatewayRequest, item: String, user: StoredUser) -> UpstreamCall {
-        let azure = config.azure
+    private func storedResponseCall(_ request: GatewayRequest, item: String, user: StoredUser, backend: PlannedBackend) -> UpstreamCall {
+        let azure = backend.backend.settings
         let url = azure.apiStyle == .v1 ? AzureURL.v1("responses" + item, azure: azure) : AzureURL.classicResponses(item: item, azure: azure)
-        return UpstreamCall(method: request.method, url: url, headers: upstreamHeaders(request, contentType: nil, bodyCount: 0), body: [],
+        return UpstreamCall(method: request.method, url: url, headers: upstreamHeaders(request, contentType: nil, bodyCount: 0, backend: backend.backend), body: [],
                             route: AzureRoute(operation: "responses", model: "-", deployment: "-", streaming: false),
                             shaping: .unchanged, user: user)
     }
@@ -43,22 +49,25 @@ extension Gateway {
 
     /// Uploads go in the classic style in both settings, so the body is forwarded as it came
     /// (the v1 API would want the deployment written into the form).
-    private func multipartCall(_ request: GatewayRequest, operation: String, body: [UInt8], user: StoredUser) throws -> UpstreamCall {
+    private func multipartCall(_ request: GatewayRequest, operation: String, body: [UInt8], user: StoredUser,
+                               backend: PlannedBackend) throws -> UpstreamCall {
+        let azure = backend.backend.settings
         let type = request.headers[.contentType] ?? ""
         guard let boundary = MultipartForm.boundary(fromContentType: type) else {
             throw OpenAIError.invalidRequest("\(request.path) takes multipart/form-data.", code: "invalid_content_type", status: 415)
         }
         let model = MultipartForm.field("model", in: body, boundary: boundary) ?? ""
         try ModelName.check(model)
-        let deployment = try AzureRoute.checkedDeployment(for: model, azure: config.azure)
-        return UpstreamCall(method: "POST", url: AzureURL.deployment(deployment, operation: operation, azure: config.azure),
-                            headers: upstreamHeaders(request, contentType: type, bodyCount: body.count), body: body,
+        let deployment = try AzureRoute.checkedDeployment(for: model, azure: azure)
+        return UpstreamCall(method: "POST", url: AzureURL.deployment(deployment, operation: operation, azure: azure),
+                            headers: upstreamHeaders(request, contentType: type, bodyCount: body.count, backend: backend.backend), body: body,
                             route: AzureRoute(operation: operation, model: model, deployment: deployment, streaming: false),
                             shaping: .unchanged, user: user)
     }
 
-    private func jsonCall(_ request: GatewayRequest, operation: String, body raw: [UInt8], user: StoredUser) throws -> UpstreamCall {
-        let azure = config.azure
+    private func jsonCall(_ request: GatewayRequest, operation: String, body raw: [UInt8], user: StoredUser,
+                          backend: PlannedBackend) throws -> UpstreamCall {
+        let azure = backend.backend.settings
         try Self.requireJSON(request.headers[.contentType])
         var body = try JSONRequestBody(raw)
         guard let model = body.model else {
@@ -72,7 +81,7 @@ extension Gateway {
                             url: azure.apiStyle == .v1 ? AzureURL.v1(operation, azure: azure) : AzureURL.classicResponses(item: "", azure: azure))
             body.setModel(deployment)
         } else {
-            target = try plannedTargets[operation]?[model] ?? Self.target(operation: operation, model: model, azure: azure)
+            target = try backend.targets[operation]?[model] ?? Self.target(operation: operation, model: model, azure: azure)
             if azure.apiStyle == .v1 { body.setModel(target.route.deployment) }
         }
         target.route.streaming = body.stream
@@ -87,7 +96,7 @@ extension Gateway {
         }
         return UpstreamCall(method: "POST", url: target.url,
                             headers: upstreamHeaders(request, contentType: request.headers[.contentType] ?? "application/json",
-                                                     bodyCount: body.bytes.count),
+                                                     bodyCount: body.bytes.count, backend: backend.backend),
                             body: body.bytes, route: target.route, shaping: shaping, user: user)
     }
 
@@ -119,8 +128,8 @@ extension Gateway {
     /// The path goes upstream as the client sent it, with the client's api-version (or the
     /// configured one) where the path needs one. The body is forwarded unchanged.
     private func azureStyleCall(_ request: GatewayRequest, endpoint: Endpoint, user: StoredUser,
-                                readBody: (Int) throws -> [UInt8]) throws -> UpstreamCall {
-        let azure = config.azure
+                                readBody: (Int) throws -> [UInt8], backend: PlannedBackend) throws -> UpstreamCall {
+        let azure = backend.backend.settings
         let clientVersion = Self.queryValue("api-version", in: request.query).flatMap { AzureRoute.isPlainToken($0) ? $0 : nil }
         var deployment = "-"
         let version: String?
@@ -150,7 +159,7 @@ extension Gateway {
         }
         return UpstreamCall(method: request.method, url: AzureURL.passthrough(path: request.path, version: version, azure: azure),
                             headers: upstreamHeaders(request, contentType: endpoint.body == .none ? nil : request.headers[.contentType],
-                                                     bodyCount: body.count),
+                                                     bodyCount: body.count, backend: backend.backend),
                             body: body, route: AzureRoute(operation: endpoint.operation, model: model, deployment: deployment, streaming: streaming),
                             shaping: .unchanged, user: user)
     }

@@ -16,7 +16,7 @@ extension Gateway {
             let month = try totals(user, since: monthStart, until: today).first ?? UsageTotal(username: user.username)
             let day = try totals(user, since: today, until: today).first ?? UsageTotal(username: user.username)
             return try Self.json(MeAnswer(user: user, limits: limits, month: month, day: day, currency: policy.prices.currency,
-                                          models: policy.visibleModels(for: user, configured: config.azure.deployments.keys.sorted())))
+                                          models: policy.visibleModels(for: user, configured: configuredModels)))
         case "/v1/dashboard/billing/subscription":
             let budget = limits.budgetPerMonthMicros.map { Double($0) / 1_000_000 } ?? 0
             let accessUntil = user.expires.flatMap(UTCDay.end(of:)) ?? 0

@@ -15,9 +15,19 @@ public struct Gateway: Sendable {
     /// Admissions and settlements of users with limits.
     public let admissions: AdmissionQueue
 
-    /// Where the configured models go, for every JSON operation but `responses`, built once: a
-    /// request for one of them skips building its URL and looking up its deployment.
-    let plannedTargets: [String: [String: Target]]
+    /// The backends, each with where its configured models go for every JSON operation but
+    /// `responses`, built once: a request for one of them skips building its URL and looking up
+    /// its deployment.
+    let backends: [PlannedBackend]
+    /// Which backends may take requests now (several backends only).
+    public let health: BackendHealth
+    /// Entra ID tokens of the backends that use them.
+    public let tokens: BackendTokens
+
+    struct PlannedBackend: Sendable {
+        var backend: AzureBackend
+        var targets: [String: [String: Target]]
+    }
 
     /// A route with its URL.
     struct Target: Sendable {
@@ -29,7 +39,9 @@ public struct Gateway: Sendable {
         self.config = config
         self.maxBody = config.fastcgi.maxBodyBytes
         self.authenticator = authenticator ?? Authenticator(stores: UsageStorePool(path: config.databasePath))
-        self.plannedTargets = Self.planTargets(config.azure)
+        self.backends = Self.plan(config.azure)
+        self.health = BackendHealth(cooldownSeconds: config.azure.cooldownSeconds, circuitFailures: config.azure.circuitFailures)
+        self.tokens = BackendTokens()
         self.policy = Policy(config: config)
         self.admissions = AdmissionQueue(stores: self.authenticator.stores)
     }
@@ -37,16 +49,23 @@ public struct Gateway: Sendable {
     /// This gateway with `newer` config (SIGHUP), keeping its users' store and cache and its
     /// admission queue, so requests under the old config and the new one meet in one queue.
     public func reloaded(_ newer: GatewayConfig) -> Gateway {
-        Gateway(config: newer, authenticator: authenticator, admissions: admissions)
+        Gateway(config: newer, authenticator: authenticator, admissions: admissions, tokens: tokens)
     }
 
-    private init(config: GatewayConfig, authenticator: Authenticator, admissions: AdmissionQueue) {
+    private init(config: GatewayConfig, authenticator: Authenticator, admissions: AdmissionQueue, tokens: BackendTokens) {
         self.config = config
         self.maxBody = config.fastcgi.maxBodyBytes
         self.authenticator = authenticator
-        self.plannedTargets = Self.planTargets(config.azure)
+        self.backends = Self.plan(config.azure)
+        self.health = BackendHealth(cooldownSeconds: config.azure.cooldownSeconds, circuitFailures: config.azure.circuitFailures)
+        self.tokens = tokens
         self.policy = Policy(config: config)
         self.admissions = admissions
+    }
+
+    static func plan(_ azure: AzureSettings) -> [PlannedBackend] {
+        let backends = azure.backends.isEmpty ? [AzureBackend(name: "default", settings: azure)] : azure.backends
+        return backends.map { PlannedBackend(backend: $0, targets: planTargets($0.settings)) }
     }
 
     /// Decides for `request`. `readBody(limit)` returns the request body, or throws an
@@ -67,7 +86,21 @@ public struct Gateway: Sendable {
                 return GatewayDecision(.respond(answer), user: user)
             }
             let endpoint = try Endpoint.resolve(method: request.method, path: request.path)
-            var call = try call(for: request, endpoint: endpoint, user: user, readBody: readBody)
+            var call: UpstreamCall
+            if backends.count == 1 {
+                call = try self.call(for: request, endpoint: endpoint, user: user, readBody: readBody)
+            } else {
+                let ordered = try withoutActuallyEscaping(readBody) { readBody in
+                    let body = BodyOnce(readBody)
+                    let first = try self.call(for: request, endpoint: endpoint, user: user, readBody: body.get)
+                    return try withFailover(first, build: { try self.call(for: request, endpoint: endpoint, user: user, backend: $0, readBody: body.get) },
+                                            nowMs: Int64(now.timeIntervalSince1970 * 1000))
+                }
+                switch ordered {
+                case .success(let ordered): call = ordered
+                case .failure(let error): return GatewayDecision(.respond(error.response), user: user)
+                }
+            }
             try policy.checkAccess(user, route: call.route, style: endpoint.style)
             let limits = policy.limits(for: user)
             switch try policy.admit(call, limits: limits, admissions: admissions, nowMs: Int64(now.timeIntervalSince1970 * 1000)) {
@@ -92,7 +125,7 @@ public struct Gateway: Sendable {
         let one = request.path.hasPrefix("/v1/models/") ? String(request.path.dropFirst("/v1/models/".count)) : nil
         guard Self.modelListPaths.contains(request.path) || one != nil else { return nil }
         guard request.method == "GET" else { throw OpenAIError.methodNotAllowed(method: request.method, path: request.path) }
-        let visible = policy.visibleModels(for: user, configured: config.azure.deployments.keys.sorted())
+        let visible = policy.visibleModels(for: user, configured: configuredModels)
         guard let one else { return modelList(visible) }
         guard visible.contains(one) else {
             throw OpenAIError.invalidRequest("The model '\(one)' does not exist or you do not have access to it.",
@@ -112,11 +145,16 @@ public struct Gateway: Sendable {
         (error as? OpenAIError ?? OpenAIError.gatewayFailure("\(error)")).response
     }
 
-    /// Headers every upstream request carries: the Azure key and the client's content negotiation.
-    func upstreamHeaders(_ request: GatewayRequest, contentType: String?, bodyCount: Int) -> [(String, String)] {
+    /// Headers every upstream request carries: the backend's key or token and the client's
+    /// content negotiation.
+    func upstreamHeaders(_ request: GatewayRequest, contentType: String?, bodyCount: Int, backend: AzureBackend) -> [(String, String)] {
         var headers: [(String, String)] = []
         headers.reserveCapacity(4)
-        headers.append(("api-key", config.azure.apiKey))
+        if backend.auth == .apiKey {
+            headers.append(("api-key", backend.settings.apiKey))
+        } else {
+            headers.append(("Authorization", "Bearer " + (tokens.token(for: backend.name)?.value ?? "")))
+        }
         if let contentType { headers.append(("Content-Type", contentType)) }
         if let accept = request.headers[.accept] { headers.append(("Accept", accept)) }
         // libcurl adds Expect: 100-continue to bodies over 1 MB (EXPECT_100_THRESHOLD) and waits a

@@ -18,4 +18,13 @@ public struct UpstreamCall: Sendable {
     public var reservation: Reservation? = nil
     /// Fields the client's response head carries besides Azure's (the user's rate-limit headers).
     public var responseFields: [(String, String)] = []
+    /// The backend it goes to (`azure.backends`), by index and name.
+    public var backend = 0
+    public var backendName = "default"
+    /// The same request for the next backends in failover order, tried in turn while nothing of
+    /// the answer reached the client and the backend's failure allows (`BackendVerdict.movesOn`).
+    public var fallbacks: [UpstreamCall] = []
+
+    /// What rests and has a circuit in `BackendHealth`.
+    public var healthKey: String { backendName + "/" + route.deployment }
 }

@@ -87,7 +87,7 @@ import Testing
         let azure = AzureSettings(endpoint: "https://team.openai.azure.com", apiKey: "k", apiVersion: "2024-10-21",
                                   deployments: ["gpt-4o": "prod-4o", "odd": "no/such"], apiStyle: style)
         let planned = Gateway(config: GatewayConfig(databasePath: gateway.config.databasePath, azure: azure, users: []))
-        #expect(Set(planned.plannedTargets.keys) == Endpoint.jsonOperations.subtracting(["responses"]))
+        #expect(Set(planned.backends[0].targets.keys) == Endpoint.jsonOperations.subtracting(["responses"]))
         for operation in Endpoint.jsonOperations.subtracting(["responses"]) {
             let decision = planned.decide(GatewayRequest(method: "POST", path: "/v1/\(operation)", headers: ["api-key": "alice-key-1"])) { _ in
                 Array(#"{"model":"gpt-4o","stream":true}"#.utf8)

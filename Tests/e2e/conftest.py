@@ -87,7 +87,7 @@ def http_json(method, url, body=None, headers=None, timeout=10, context=None):
 class Emulator:
     """The Azure emulator; with `tls=(cert, key)` it serves HTTPS with that certificate."""
 
-    def __init__(self, workdir, tls=None):
+    def __init__(self, workdir, tls=None, extra_args=()):
         self.port = free_port()
         self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         # The certificate it serves, which clients (and the gateway's azure.ca-file) must trust.
@@ -96,7 +96,7 @@ class Emulator:
         self.log = open(workdir / "emulator.log", "w")
         self.process = subprocess.Popen(
             [sys.executable, str(ROOT / "Tests" / "emulator" / "azure_emulator.py"), "--port", str(self.port),
-             "--api-key", AZURE_KEY, *(["--tls-cert", tls[0], "--tls-key", tls[1]] if tls else [])],
+             "--api-key", AZURE_KEY, *(["--tls-cert", tls[0], "--tls-key", tls[1]] if tls else []), *extra_args],
             stdout=self.log, stderr=subprocess.STDOUT)
         wait_for(lambda: self.introspect("GET", "/_emulator/health")[0] == 200, what="emulator")
 
@@ -145,7 +145,8 @@ class Gateway:
         user_lines = "".join(f"  - username: {name}\n    password: {key}\n" for name, key in users.items())
         (self.dir / "config.yaml").write_text(
             f"web:\n  port: 8080\n  dbName: chat.db\n"
-            f"azure:\n  endpoint: {endpoint}\n  api-key: {AZURE_KEY}\n  connect-timeout-ms: 2000\n"
+            # endpoint None: extra_azure holds the backends.
+            f"azure:\n" + (f"  endpoint: {endpoint}\n  api-key: {AZURE_KEY}\n" if endpoint else "") + "  connect-timeout-ms: 2000\n"
             f"  deployments:\n    gpt-4o: gpt-4o\n    gpt-4o-mini: gpt-4o-mini\n{extra_azure}"
             f"users:\n{user_lines}"
             f"fastcgi:\n  workers: {workers}\n{extra_fastcgi}")

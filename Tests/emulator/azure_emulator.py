@@ -14,11 +14,23 @@ Responses: /openai/responses[/{id}]?api-version=... and /openai/v1/responses[/{i
   - streamed chat: a first chunk with empty `choices` and `prompt_filter_results`,
     content chunks with `content_filter_results`, a finish chunk, an optional usage chunk, `data: [DONE]`.
 
-Test controls, read from the last user message, e.g. `[chunks=20 delay_ms=100]`:
+Test controls, read from the last user message, e.g. `[chunks=20 delay_ms=100]`. A control may be
+prefixed with an instance's --name and a dot, `[east.status=429 west.hang_ms=3000]`: it then applies
+only on that instance (names are [a-z0-9_-]+); an unprefixed one applies on every instance, and where
+both forms of a key are present the prefixed one wins on its instance. Values are integers.
   - chunks=N: answer with N content pieces `w0 w1 ...` instead of echoing the message.
   - delay_ms=D: streamed chat: D ms between content events.
   - ttfb_ms=T: wait T ms before answering (nothing is watched meanwhile).
-  - status=S: answer with an Azure error of status S (429 adds retry-after).
+  - status=S: answer with an Azure error of status S. 429 carries `retry-after: 1` and
+    `retry-after-ms: 1000`; any other status carries no retry headers unless retry_ms is given.
+  - retry_ms=N: with status=S (429, 503, ...): the error carries `retry-after-ms: N` and
+    `retry-after: ceil(N/1000)` instead.
+  - content_filter=1: chat: Azure's prompt content-filter refusal, 400
+    {"error":{"message":"The response was filtered due to the prompt triggering Azure OpenAI's content
+    management policy. ...","type":null,"param":"prompt","code":"content_filter","status":400,
+    "innererror":{"code":"ResponsibleAIPolicyViolation","content_filter_result":{"hate":{"filtered":true,
+    "severity":"high"},"jailbreak":{"detected":false,"filtered":false},"self_harm":{...},...}}}}
+    (after hang_ms and status, before anything is generated).
   - cached=N: chat: the usage reports N of the prompt tokens (at most all) as
     prompt_tokens_details.cached_tokens.
   - pause_ms=P: streamed chat: P ms of silence after the first two events. A close by the gateway
@@ -30,16 +42,52 @@ Test controls, read from the last user message, e.g. `[chunks=20 delay_ms=100]`:
   - cut_after=N: streamed chat: after N events (the empty-choices one included) the TCP connection
     is shut down and closed, without `data: [DONE]` or the chunked terminator. Non-stream chat:
     a Content-Length of the whole body, then only its first N bytes, then the close.
-Introspection: GET /_emulator/requests lists what arrived (method, path, headers, the client port
-of its connection); DELETE clears it. GET /_emulator/stats: `requests` (how many that list holds),
-`aborted_streams` (writes that failed because the gateway had gone), `aborted_silent` (gateway
-closes seen during hang_ms/pause_ms silences) and `last_silent_abort_ms`.
+Entra ID tokens, self-validating: any instance started with the same --token-secret (default
+"emulator-token-secret") accepts the tokens another issued. A token is
+base64url(json {"sub": ..., "exp": epoch_seconds, "aud": "https://cognitiveservices.azure.com"}) + "." +
+base64url(hmac_sha256(secret, that first part)), base64url without padding; --token-lifetime SECONDS
+(default 3600) sets the expiry of the tokens this instance issues.
+  - client credentials: POST /{tenant}/oauth2/v2.0/token, a form body grant_type=client_credentials,
+    client_id, client_secret (or HTTP Basic client_id:client_secret), scope. Accepted when tenant,
+    client and secret match --entra-tenant, --entra-client-id, --entra-client-secret and scope is
+    https://cognitiveservices.azure.com/.default: 200 {"token_type":"Bearer","expires_in":N,
+    "ext_expires_in":N,"access_token":TOKEN} (numbers), sub = the client_id. Refusals are the identity
+    platform's {"error","error_description":"AADSTSnnn: ...\r\nTrace ID: ...","error_codes":[nnn],
+    "timestamp","trace_id","correlation_id","error_uri"}, checked in this order: unknown tenant 400
+    invalid_request (AADSTS90002); grant_type other than client_credentials 400 unsupported_grant_type
+    (AADSTS70003); unknown client_id 401 invalid_client (AADSTS700016); scope 400 invalid_scope
+    (AADSTS70011); wrong secret 401 invalid_client (AADSTS7000215). Without the three --entra-*
+    options every tenant is unknown.
+  - managed identity, with --imds: GET /metadata/identity/oauth2/token?api-version=2018-02-01
+    &resource=https://cognitiveservices.azure.com[&client_id=...] with the header `Metadata: true`:
+    200 {"access_token":TOKEN,"client_id":...,"expires_in":"N","expires_on":"EPOCH","ext_expires_in":"N",
+    "not_before":"EPOCH","resource":...,"token_type":"Bearer"} (strings, as IMDS sends them), sub = the
+    client_id or "managed-identity". No Metadata header: 400 {"error":"invalid_request",
+    "error_description":"Required metadata header not specified"}; no api-version: 400 invalid_request;
+    another resource: 400 invalid_resource (AADSTS500011). Without --imds the path is a 404.
+  - API requests (/openai/...) authenticate with the api-key as before, or `Authorization: Bearer
+    TOKEN` (checked when no right api-key came): a token that verifies and has not expired is accepted;
+    an expired one is 401 {"error":{"code":"401","message":"Access token has expired or is not yet
+    valid."}}; a bad signature, audience or form is 401 Access denied. --require-bearer ignores the
+    api-key: only a valid token is accepted, so a test proves the gateway used one.
+  - tokens and secrets are never written to the log (--verbose logs request lines only); the token
+    endpoints' requests are not recorded in the requests list (see tokens_issued / tokens_refused).
+Introspection: GET /_emulator/requests lists what arrived (method, path, headers as sent, the
+Authorization header included, the client port of its connection); DELETE clears it (the counters
+below are cumulative). GET /_emulator/stats: `name` (--name, default "azure"), `requests` (how many
+that list holds), `aborted_streams` (writes that failed because the gateway had gone),
+`aborted_silent` (gateway closes seen during hang_ms/pause_ms silences), `last_silent_abort_ms`,
+`chat_requests` (POSTs that reached the chat handler), `tokens_issued` and `tokens_refused`
+({"client_credentials": n, "managed_identity": n}), `bearer_requests` (API requests accepted on a
+bearer token), `expired_tokens` (refused as expired) and `invalid_tokens` (refused as not verifying).
 Standard library only, so it runs anywhere python3 does.
 """
 import argparse
 import base64
 import hashlib
+import hmac
 import json
+import math
 import re
 import select
 import socket
@@ -50,7 +98,7 @@ import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlsplit, parse_qs
+from urllib.parse import urlsplit, parse_qs, unquote
 
 UNDERLYING_MODEL = "gpt-4o-2024-08-06"
 FILTER_OK = {
@@ -61,17 +109,70 @@ FILTER_OK = {
 }
 ACCESS_DENIED = ("Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a "
                  "valid key for an active subscription and use a correct regional API endpoint for your resource.")
+TOKEN_EXPIRED = "Access token has expired or is not yet valid."
+CONTENT_FILTERED = ("The response was filtered due to the prompt triggering Azure OpenAI's content management policy. "
+                    "Please modify your prompt and retry. To learn more about our content filtering policies please "
+                    "read our documentation: https://go.microsoft.com/fwlink/?linkid=2198766")
+COGNITIVE_AUDIENCE = "https://cognitiveservices.azure.com"
+COGNITIVE_SCOPE = COGNITIVE_AUDIENCE + "/.default"
 TCP_CLOSE_WAIT = 8  # linux/tcp_states.h: the peer has sent its FIN
-CONTROL = re.compile(r"\[([a-z_]+=[0-9]+(?:\s+[a-z_]+=[0-9]+)*)\]")
+NAME = re.compile(r"[a-z0-9_-]+")
+_PAIR = r"(?:[a-z0-9_-]+\.)?[a-z_]+=[0-9]+"
+CONTROL = re.compile(r"\[(" + _PAIR + r"(?:\s+" + _PAIR + r")*)\]")
 
 
-def controls(text):
-    found = {}
+def controls(text, name=None):
+    """The controls in `text` that apply on the instance `name`: unprefixed ones, and `name.key=...`
+    ones, which win over the unprefixed form of their key."""
+    general, specific = {}, {}
     for group in CONTROL.findall(text or ""):
         for pair in group.split():
             key, value = pair.split("=")
-            found[key] = int(value)
-    return found
+            prefix, dot, key = key.rpartition(".")
+            if not dot:
+                general[key] = int(value)
+            elif prefix == name:
+                specific[key] = int(value)
+    general.update(specific)
+    return general
+
+
+def b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def unb64url(text):
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def issue_token(secret, sub, lifetime):
+    """(token, expiry epoch) signed with `secret`."""
+    expires = int(time.time()) + lifetime
+    claims = b64url(json.dumps({"sub": sub, "exp": expires, "aud": COGNITIVE_AUDIENCE},
+                               separators=(",", ":")).encode())
+    signature = b64url(hmac.new(secret.encode(), claims.encode(), hashlib.sha256).digest())
+    return f"{claims}.{signature}", expires
+
+
+def check_token(secret, token):
+    """"ok", "expired" or "invalid" (bad form, signature or audience)."""
+    claims, dot, signature = token.partition(".")
+    if not dot or not claims or not signature:
+        return "invalid"
+    expected = b64url(hmac.new(secret.encode(), claims.encode(), hashlib.sha256).digest())
+    if not hmac.compare_digest(expected.encode(), signature.encode("utf-8", "replace")):
+        return "invalid"
+    try:
+        payload = json.loads(unb64url(claims))
+        expires = payload["exp"]
+        audience = payload.get("aud")
+    except (ValueError, KeyError, TypeError):
+        return "invalid"
+    if not isinstance(audience, str) or audience.rstrip("/") != COGNITIVE_AUDIENCE:
+        return "invalid"
+    if not isinstance(expires, (int, float)) or isinstance(expires, bool) or expires <= time.time():
+        return "expired"
+    return "ok"
 
 
 def parse_multipart(raw, content_type):
@@ -216,11 +317,20 @@ class Emulator(BaseHTTPRequestHandler):
                 return self.send_json(200, self.server.seen)
         if self.path.startswith("/_emulator/stats"):
             with self.server.lock:
-                return self.send_json(200, {"requests": len(self.server.seen), "aborted_streams": self.server.aborted,
+                return self.send_json(200, {"name": self.server.name,
+                                            "requests": len(self.server.seen), "aborted_streams": self.server.aborted,
                                             "aborted_silent": self.server.aborted_silent,
-                                            "last_silent_abort_ms": self.server.last_silent_abort_ms})
+                                            "last_silent_abort_ms": self.server.last_silent_abort_ms,
+                                            "chat_requests": self.server.chat_requests,
+                                            "tokens_issued": dict(self.server.tokens_issued),
+                                            "tokens_refused": dict(self.server.tokens_refused),
+                                            "bearer_requests": self.server.bearer_requests,
+                                            "expired_tokens": self.server.expired_tokens,
+                                            "invalid_tokens": self.server.invalid_tokens})
         if self.path.startswith("/_emulator/health"):
             return self.send_json(200, {"status": "ok"})
+        if urlsplit(self.path).path == "/metadata/identity/oauth2/token":
+            return self.imds_token()
         self.record(None)
         return self.stored_response(delete=False)
 
@@ -253,14 +363,120 @@ class Emulator(BaseHTTPRequestHandler):
         if not v1 and not parse_qs(url.query).get("api-version"):
             self.azure_error(404, "404", "Resource not found")
             return False
-        if self.headers.get("api-key") != self.server.api_key:
+        if not self.server.require_bearer and self.headers.get("api-key") == self.server.api_key:
+            return True
+        scheme, _, token = (self.headers.get("Authorization") or "").strip().partition(" ")
+        verdict = check_token(self.server.token_secret, token.strip()) if scheme.lower() == "bearer" else None
+        with self.server.lock:
+            if verdict == "ok":
+                self.server.bearer_requests += 1
+            elif verdict == "expired":
+                self.server.expired_tokens += 1
+            elif verdict == "invalid":
+                self.server.invalid_tokens += 1
+        if verdict == "ok":
+            return True
+        if verdict == "expired":
+            self.azure_error(401, "401", TOKEN_EXPIRED)
+        else:
             self.azure_error(401, "401", ACCESS_DENIED)
-            return False
-        return True
+        return False
+
+    # ---- Entra ID -------------------------------------------------------------------------
+    def count_token(self, kind, issued):
+        with self.server.lock:
+            counters = self.server.tokens_issued if issued else self.server.tokens_refused
+            counters[kind] += 1
+
+    def identity_error(self, status, error, code, description, kind):
+        """The Microsoft identity platform's error answer."""
+        self.count_token(kind, issued=False)
+        trace, correlation = str(uuid.uuid4()), str(uuid.uuid4())
+        stamp = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime())
+        self.send_json(status, {
+            "error": error,
+            "error_description": f"AADSTS{code}: {description}\r\nTrace ID: {trace}\r\n"
+                                 f"Correlation ID: {correlation}\r\nTimestamp: {stamp}",
+            "error_codes": [code], "timestamp": stamp, "trace_id": trace, "correlation_id": correlation,
+            "error_uri": f"https://login.microsoftonline.com/error?code={code}",
+        }, {"Cache-Control": "no-store, no-cache", "Pragma": "no-cache"})
+
+    def client_credentials(self, tenant, raw):
+        """POST /{tenant}/oauth2/v2.0/token with a client_credentials grant."""
+        kind = "client_credentials"
+        form = {k: v[-1] for k, v in parse_qs(raw.decode("utf-8", "replace"), keep_blank_values=True).items()}
+        basic = self.headers.get("Authorization") or ""
+        if basic[:6].lower() == "basic ":
+            try:
+                user, _, password = base64.b64decode(basic[6:].strip()).decode().partition(":")
+                form.setdefault("client_id", unquote(user))
+                form.setdefault("client_secret", unquote(password))
+            except ValueError:
+                pass
+        server = self.server
+        if not server.entra_tenant or tenant.lower() != server.entra_tenant.lower():
+            return self.identity_error(400, "invalid_request", 90002,
+                                       f"Tenant '{tenant}' not found. Check to make sure you have the correct tenant "
+                                       "ID and are signing into the correct cloud.", kind)
+        if form.get("grant_type") != "client_credentials":
+            return self.identity_error(400, "unsupported_grant_type", 70003,
+                                       "The app requested an unsupported grant type "
+                                       f"'{form.get('grant_type', '')}'.", kind)
+        if form.get("client_id") != server.entra_client_id:
+            return self.identity_error(401, "invalid_client", 700016,
+                                       f"Application with identifier '{form.get('client_id', '')}' was not found in "
+                                       f"the directory '{tenant}'.", kind)
+        if form.get("scope") != COGNITIVE_SCOPE:
+            return self.identity_error(400, "invalid_scope", 70011,
+                                       "The provided request must include a 'scope' input parameter. The provided "
+                                       f"value for the input parameter 'scope' is not valid. The scope "
+                                       f"{form.get('scope', '')} is not valid.", kind)
+        if not hmac.compare_digest(form.get("client_secret", "").encode(), (server.entra_client_secret or "").encode()):
+            return self.identity_error(401, "invalid_client", 7000215,
+                                       "Invalid client secret provided. Ensure the secret being sent in the request "
+                                       "is the client secret value, not the client secret ID, for a secret added to "
+                                       f"app '{server.entra_client_id}'.", kind)
+        token, _ = issue_token(server.token_secret, form["client_id"], server.token_lifetime)
+        self.count_token(kind, issued=True)
+        lifetime = server.token_lifetime
+        return self.send_json(200, {"token_type": "Bearer", "expires_in": lifetime, "ext_expires_in": lifetime,
+                                    "access_token": token}, {"Cache-Control": "no-store, no-cache", "Pragma": "no-cache"})
+
+    def imds_token(self):
+        """GET /metadata/identity/oauth2/token: the instance metadata service's managed identity."""
+        kind = "managed_identity"
+        if not self.server.imds:
+            return self.azure_error(404, "404", "Resource not found")
+
+        def refuse(error, description):
+            self.count_token(kind, issued=False)
+            return self.send_json(400, {"error": error, "error_description": description})
+
+        if (self.headers.get("Metadata") or "").lower() != "true":
+            return refuse("invalid_request", "Required metadata header not specified")
+        query = {k: v[-1] for k, v in parse_qs(urlsplit(self.path).query).items()}
+        if not query.get("api-version"):
+            return refuse("invalid_request", "Required query variable 'api-version' is missing")
+        resource = query.get("resource", "")
+        if resource.rstrip("/") != COGNITIVE_AUDIENCE:
+            return refuse("invalid_resource",
+                          f"AADSTS500011: The resource principal named {resource} was not found in the tenant.")
+        now = int(time.time())
+        token, expires = issue_token(self.server.token_secret, query.get("client_id") or "managed-identity",
+                                     self.server.token_lifetime)
+        self.count_token(kind, issued=True)
+        lifetime = str(self.server.token_lifetime)
+        return self.send_json(200, {"access_token": token, "client_id": query.get("client_id") or "managed-identity",
+                                    "expires_in": lifetime, "expires_on": str(expires), "ext_expires_in": lifetime,
+                                    "not_before": str(now), "resource": resource, "token_type": "Bearer"})
 
     def do_POST(self):
         self.arrived = time.monotonic()
         raw = self.read_body()
+        token_path = re.fullmatch(r"/([^/]+)/oauth2/v2\.0/token", urlsplit(self.path).path)
+        if token_path:
+            # Not recorded: its body holds the client secret, and the list is the API's arrivals.
+            return self.client_credentials(token_path.group(1), raw)
         content_type = self.headers.get("Content-Type") or ""
         form = parse_multipart(raw, content_type) if content_type.startswith("multipart/form-data") else None
         body = None
@@ -336,19 +552,32 @@ class Emulator(BaseHTTPRequestHandler):
         return None
 
     def chat(self, body, api_version):
+        with self.server.lock:
+            self.server.chat_requests += 1
         problem = self.chat_schema_problem(body)
         if problem:
             return self.openai_error(400, problem[0], param=problem[1])
         if "stream_options" in body and api_version != "v1" and api_version < "2024-09-01-preview":
             return self.openai_error(400, "Unrecognized request argument supplied: stream_options")
         text = last_user_text(body)
-        ctl = controls(text)
+        ctl = controls(text, self.server.name)
         if ctl.get("hang_ms") and self.silent_wait(ctl["hang_ms"] / 1000, since=self.arrived):
             return
         if ctl.get("status"):
             status = ctl["status"]
-            extra = {"retry-after": "1", "retry-after-ms": "1000"} if status == 429 else None
+            extra = None
+            if "retry_ms" in ctl:
+                extra = {"retry-after": str(math.ceil(ctl["retry_ms"] / 1000)), "retry-after-ms": str(ctl["retry_ms"])}
+            elif status == 429:
+                extra = {"retry-after": "1", "retry-after-ms": "1000"}
             return self.azure_error(status, str(status), f"Emulated upstream error {status}.", extra)
+        if ctl.get("content_filter"):
+            result = dict(FILTER_OK, hate={"filtered": True, "severity": "high"},
+                          jailbreak={"detected": False, "filtered": False})
+            return self.send_json(400, {"error": {
+                "message": CONTENT_FILTERED, "type": None, "param": "prompt", "code": "content_filter", "status": 400,
+                "innererror": {"code": "ResponsibleAIPolicyViolation",
+                               "content_filter_result": dict(sorted(result.items()))}}})
         words = CONTROL.sub("", text).split() or ["Hello"]
         count = ctl.get("chunks", len(words) + 1)
         pieces = [f"w{i} " for i in range(count)] if "chunks" in ctl else ["Echo: "] + [w + " " for w in words]
@@ -522,7 +751,18 @@ def main():
     parser.add_argument("--verbose", action="store_true")
     parser.add_argument("--tls-cert", help="serve HTTPS with this PEM certificate (and --tls-key), as Azure does")
     parser.add_argument("--tls-key")
+    parser.add_argument("--name", default="azure", help="this instance's name, for `name.key=N` controls")
+    parser.add_argument("--token-secret", default="emulator-token-secret",
+                        help="HMAC key of the bearer tokens this instance issues and accepts")
+    parser.add_argument("--token-lifetime", type=int, default=3600, help="seconds the tokens it issues last")
+    parser.add_argument("--entra-tenant", help="tenant of POST /{tenant}/oauth2/v2.0/token")
+    parser.add_argument("--entra-client-id")
+    parser.add_argument("--entra-client-secret")
+    parser.add_argument("--imds", action="store_true", help="serve GET /metadata/identity/oauth2/token")
+    parser.add_argument("--require-bearer", action="store_true", help="ignore the api-key: only a bearer token passes")
     args = parser.parse_args()
+    if not NAME.fullmatch(args.name):
+        parser.error("--name must match [a-z0-9_-]+")
     server = EmulatorServer((args.host, args.port), Emulator)
     server.daemon_threads = True
     server.api_key = args.api_key
@@ -534,11 +774,27 @@ def main():
     server.aborted_silent = 0
     server.last_silent_abort_ms = None
     server.responses = {}
+    server.name = args.name
+    server.token_secret = args.token_secret
+    server.token_lifetime = args.token_lifetime
+    server.entra_tenant = args.entra_tenant
+    server.entra_client_id = args.entra_client_id
+    server.entra_client_secret = args.entra_client_secret
+    server.imds = args.imds
+    server.require_bearer = args.require_bearer
+    server.chat_requests = 0
+    server.bearer_requests = 0
+    server.expired_tokens = 0
+    server.invalid_tokens = 0
+    server.tokens_issued = {"client_credentials": 0, "managed_identity": 0}
+    server.tokens_refused = {"client_credentials": 0, "managed_identity": 0}
     if args.tls_cert:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(args.tls_cert, args.tls_key)
         server.socket = context.wrap_socket(server.socket, server_side=True)
-    print(f"azure emulator listening on {'https' if args.tls_cert else 'http'}://{args.host}:{server.server_address[1]}", flush=True)
+    named = f" (name {args.name})" if args.name != "azure" else ""
+    print(f"azure emulator listening on {'https' if args.tls_cert else 'http'}://{args.host}:{server.server_address[1]}"
+          f"{named}", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

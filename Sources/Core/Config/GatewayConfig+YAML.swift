@@ -44,8 +44,9 @@ extension GatewayConfig {
 
     /// What only serving needs: admin commands work without the Azure key.
     public func validateForServing() throws {
-        guard !azure.apiKey.isEmpty else {
-            throw ConfigError(file: file, key: "azure.api-key", reason: "missing; set it or export AZURE_OPENAI_API_KEY")
+        for (index, backend) in azure.backends.enumerated() where backend.auth == .apiKey && backend.settings.apiKey.isEmpty {
+            let key = azure.backends.count == 1 && backend.name == "default" ? "azure.api-key" : "azure.backends[\(index)].api-key"
+            throw ConfigError(file: file, key: key, reason: "missing; set it or export AZURE_OPENAI_API_KEY")
         }
     }
 
@@ -61,7 +62,7 @@ extension GatewayConfig {
 }
 
 /// One function per section of config.yaml.
-private struct SectionParser {
+struct SectionParser {
     let reader: YAMLReader
     let baseDirectory: String
     let environment: [String: String]
@@ -86,21 +87,19 @@ private struct SectionParser {
         let azure = try reader.mapping(node, at: "azure",
                                        allowed: ["endpoint", "api-key", "api-version", "api-versions", "api-style",
                                                  "deployments", "connect-timeout-ms", "first-byte-timeout-ms", "idle-timeout-ms",
-                                                 "normalize", "ca-file"])
-        var settings = AzureSettings(endpoint: try endpoint(azure["endpoint"]), apiKey: "")
-        settings.apiKey = try azure["api-key"].map { try reader.string($0, at: "azure.api-key") } ?? ""
-        if let fromEnvironment = environment["AZURE_OPENAI_API_KEY"], !fromEnvironment.isEmpty { settings.apiKey = fromEnvironment }
-        if let node = azure["api-version"] { settings.apiVersion = try apiVersion(node, at: "azure.api-version") }
-        if let node = azure["deployments"] {
-            for (model, value) in try reader.mapping(node, at: "azure.deployments", allowed: nil) {
-                let deployment = try reader.string(value, at: "azure.deployments.\(model)")
-                guard AzureRoute.isPlainToken(deployment) else {
-                    throw ConfigError(file: file, key: "azure.deployments.\(model)",
-                                      reason: "'\(deployment)' is not a valid deployment name (letters, digits, '-', '_', '.')")
-                }
-                settings.deployments[model] = deployment
-            }
+                                                 "normalize", "ca-file", "backends", "cooldown-seconds", "circuit-failures"])
+        if azure["backends"] != nil, azure["endpoint"] != nil || azure["api-key"] != nil {
+            throw ConfigError(file: file, key: "azure.backends", reason: "give either azure.endpoint and api-key (one resource) or azure.backends, not both")
         }
+        var settings = AzureSettings(endpoint: azure["backends"] == nil ? try endpoint(azure["endpoint"], at: "azure.endpoint") : "", apiKey: "")
+        settings.apiKey = try azure["api-key"].map { try reader.string($0, at: "azure.api-key") } ?? ""
+        if let fromEnvironment = environment["AZURE_OPENAI_API_KEY"], !fromEnvironment.isEmpty, azure["backends"] == nil {
+            settings.apiKey = fromEnvironment
+        }
+        if let node = azure["api-version"] { settings.apiVersion = try apiVersion(node, at: "azure.api-version") }
+        if let node = azure["deployments"] { settings.deployments = try deploymentMap(node, at: "azure.deployments") }
+        if let node = azure["cooldown-seconds"] { settings.cooldownSeconds = try reader.int(node, at: "azure.cooldown-seconds", range: 1...3600) }
+        if let node = azure["circuit-failures"] { settings.circuitFailures = try reader.int(node, at: "azure.circuit-failures", range: 1...1000) }
         if let node = azure["api-versions"] {
             for (operation, value) in try reader.mapping(node, at: "azure.api-versions", allowed: nil) {
                 settings.apiVersions[operation] = try apiVersion(value, at: "azure.api-versions.\(operation)")
@@ -130,24 +129,45 @@ private struct SectionParser {
             }
             settings.caFile = path
         }
+        if let node = azure["backends"] {
+            settings.backends = try backends(node, shared: settings)
+            settings.endpoint = settings.backends[0].settings.endpoint
+            settings.apiKey = settings.backends[0].settings.apiKey
+        } else {
+            settings.backends = [AzureBackend(name: "default", settings: settings)]
+        }
         return settings
     }
 
-    private func endpoint(_ node: Node?) throws -> String {
-        guard let node else {
-            throw ConfigError(file: file, key: "azure.endpoint", reason: "missing; set it to your resource, e.g. https://NAME.openai.azure.com")
+    /// model -> deployment, each deployment a plain token.
+    func deploymentMap(_ node: Node, at key: String) throws -> [String: String] {
+        var map: [String: String] = [:]
+        for (model, value) in try reader.mapping(node, at: key, allowed: nil) {
+            let deployment = try reader.string(value, at: "\(key).\(model)")
+            guard AzureRoute.isPlainToken(deployment) else {
+                throw ConfigError(file: file, key: "\(key).\(model)",
+                                  reason: "'\(deployment)' is not a valid deployment name (letters, digits, '-', '_', '.')")
+            }
+            map[model] = deployment
         }
-        var endpoint = try reader.string(node, at: "azure.endpoint")
+        return map
+    }
+
+    func endpoint(_ node: Node?, at key: String) throws -> String {
+        guard let node else {
+            throw ConfigError(file: file, key: key, reason: "missing; set it to your resource, e.g. https://NAME.openai.azure.com")
+        }
+        var endpoint = try reader.string(node, at: key)
         while endpoint.hasSuffix("/") { endpoint.removeLast() }
         guard let url = URL(string: endpoint), let scheme = url.scheme?.lowercased(), scheme == "http" || scheme == "https",
               url.host != nil, url.query == nil
         else {
-            throw ConfigError(file: file, key: "azure.endpoint", reason: "'\(endpoint)' is not an http(s) URL")
+            throw ConfigError(file: file, key: key, reason: "'\(endpoint)' is not an http(s) URL")
         }
         return endpoint
     }
 
-    private func apiVersion(_ node: Node, at key: String) throws -> String {
+    func apiVersion(_ node: Node, at key: String) throws -> String {
         let version = try reader.string(node, at: key)
         guard AzureRoute.isPlainToken(version) else {
             throw ConfigError(file: file, key: key, reason: "'\(version)' is not an api-version like 2024-10-21")

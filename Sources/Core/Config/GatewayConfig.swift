@@ -61,6 +61,13 @@ public struct AzureSettings: Sendable {
     public var normalize: Bool
     /// CA certificates (PEM) that Azure's TLS certificate is checked against instead of the system's.
     public var caFile: String?
+    /// Seconds a deployment that answered 429 or 503 without a retry-after rests (`cooldown-seconds`).
+    public var cooldownSeconds = 10
+    /// Failures in a row (no connection, no first byte, 5xx) that open a backend's circuit.
+    public var circuitFailures = 3
+    /// Where requests go: `azure.backends`, or the one resource of `endpoint` and `api-key`.
+    /// Never empty once loaded.
+    public var backends: [AzureBackend] = []
 
     /// Azure's two URL styles.
     public enum APIStyle: String, Sendable {

@@ -1,5 +1,5 @@
 /// The one line logged per request:
-/// `request id=… user=… method=… path=… status=… ms=… bytes=… [model=… -> deployment stream=…]
+/// `request id=… user=… method=… path=… status=… ms=… bytes=… [model=… -> deployment stream=…] [backend=…]
 /// [upstream_ms=…] [tokens=prompt+completion] [error=… [timeout=connect|first_byte|idle]]`. Fields a client chose (path, model) are
 /// escaped by the log writer, like every other field.
 public struct RequestLogLine: Sendable {
@@ -12,6 +12,8 @@ public struct RequestLogLine: Sendable {
     public var tenthsOfMs = 0
     public var bytes = 0
     public var route: AzureRoute?
+    /// The backend that answered a forwarded request.
+    public var backend: String?
     public var upstreamMs: Int?
     public var tokens: TokenUsage?
     public var ending = RelayEnding.complete
@@ -59,6 +61,10 @@ public struct RequestLogLine: Sendable {
             line.append(" -> ")
             line.append(route.deployment)
             line.append(route.streaming ? " stream=true" : " stream=false")
+        }
+        if let backend {
+            line.append(" backend=")
+            line.append(backend)
         }
         if let upstreamMs {
             line.append(" upstream_ms=")

@@ -12,7 +12,11 @@ public struct Policy: Sendable {
         limitSettings = config.limits
         prices = config.prices
         var byDeployment: [String: [String]] = [:]
-        for (model, deployment) in config.azure.deployments { byDeployment[deployment, default: []].append(model) }
+        for backend in config.azure.backends.isEmpty ? [AzureBackend(name: "default", settings: config.azure)] : config.azure.backends {
+            for (model, deployment) in backend.settings.deployments where byDeployment[deployment]?.contains(model) != true {
+                byDeployment[deployment, default: []].append(model)
+            }
+        }
         modelsByDeployment = byDeployment
     }
 

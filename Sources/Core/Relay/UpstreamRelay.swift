@@ -55,6 +55,29 @@ public struct UpstreamRelay: Sendable {
         fields.reserveCapacity(8)
     }
 
+    /// The status Azure answered with; 0 before (or without) one.
+    public var upstreamStatus: Int { status }
+    /// Whether any of the answer was handed out for the client (then no other backend may answer).
+    public var hasSentHead: Bool { headSent }
+
+    /// The value of Azure's forwarded header `name` (lower case), if it sent one.
+    public func upstreamField(_ name: String) -> String? {
+        fields.first { $0.0 == name }?.1
+    }
+
+    /// Sets Azure's header `name` (lower case) to `value` for the client, before the head goes out.
+    public mutating func replaceField(_ name: String, _ value: String) {
+        fields.removeAll { $0.0 == name }
+        fields.append((name, value))
+    }
+
+    /// Milliseconds Azure asked to wait: `retry-after-ms`, else `retry-after` in seconds.
+    public var retryAfterMs: Int64? {
+        if let ms = upstreamField("retry-after-ms").flatMap({ Int64($0) }), ms >= 0 { return ms }
+        if let seconds = upstreamField("retry-after").flatMap({ Int64($0) }), seconds >= 0 { return seconds * 1000 }
+        return nil
+    }
+
     /// Tokens Azure reported, if it did.
     public var usage: TokenUsage? { normalizer.usage }
 

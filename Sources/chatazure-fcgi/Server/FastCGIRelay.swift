@@ -37,6 +37,12 @@ final class FastCGIRelay {
         relay.clientGone()
     }
 
+    /// Tells the client when to retry, before the head goes out: `ms` milliseconds.
+    func retryAfter(_ ms: Int64) {
+        relay.replaceField("retry-after", "\((ms + 999) / 1000)")
+        relay.replaceField("retry-after-ms", "\(ms)")
+    }
+
     func finish(_ result: TransferResult) {
         _ = apply(relay.finish(result))
     }

@@ -9,6 +9,8 @@ struct RequestHandler {
     let gateway: Gateway
     let recorder: UsageRecorder
     let upstream: UpstreamClient
+    /// Renews an Entra token on demand; nil when no backend uses one.
+    let tokens: TokenRefresher?
     let keepaliveSeconds: Int
     let logger: Logger
 
@@ -41,15 +43,10 @@ struct RequestHandler {
     private func forward(_ call: UpstreamCall, on exchange: FastCGIExchange, into line: inout RequestLogLine) {
         // Counted before forwarding, so a request Azure sees is never left uncounted.
         let countBatch = recorder.countRequest(userID: call.user.id, model: call.route.model)
-        let relay = FastCGIRelay(exchange: exchange, relay: UpstreamRelay(route: call.route, shaping: call.shaping,
-                                                                          ownFields: call.responseFields,
-                                                                          keepaliveSeconds: keepaliveSeconds,
-                                                                          timeouts: gateway.config.azure.timeouts),
-                                 recorder: recorder, countBatch: countBatch)
-        let outcome = upstream.perform(call, connectTimeoutMs: gateway.config.azure.connectTimeoutMs,
-                                       clientSocket: exchange.connection, into: relay)
+        let (relay, outcome, answered) = attempt([call] + call.fallbacks, on: exchange, countBatch: countBatch)
         relay.finish(outcome.result)
-        line.route = call.route
+        line.backend = answered.backendName
+        line.route = answered.route
         line.ending = relay.relay.ending
         if line.ending == .upstreamTimeout { line.timeout = relay.relay.timedOut ?? .connect }
         line.status = line.ending == .clientGone ? 499 : relay.relay.sentStatus
@@ -58,11 +55,56 @@ struct RequestHandler {
         if line.ending != .complete && line.ending != .clientGone {
             logger.warning("upstream transfer failed: \(outcome.result)")
         }
-        let record = self.record(of: call, relay: relay.relay, line: line)
+        let record = self.record(of: answered, relay: relay.relay, line: line)
         if record.promptTokens + record.completionTokens > 0 {
             line.tokens = TokenUsage(prompt: record.promptTokens, completion: record.completionTokens, cached: record.cachedTokens)
         }
         settle(call, record)
+    }
+
+    /// Tries `attempts` in order (one backend each) until one answers, one fails in a way the
+    /// next would not mend (`BackendVerdict.movesOn`), or something of the answer went out.
+    /// A backend whose Entra token was refused gets one more try with a fresh token. Returns the
+    /// relay to finish, its transfer's outcome, and the call that produced it.
+    private func attempt(_ attempts: [UpstreamCall], on exchange: FastCGIExchange,
+                         countBatch: UInt64) -> (FastCGIRelay, UpstreamClient.Outcome, UpstreamCall) {
+        var attempts = attempts
+        var index = 0
+        var refreshed = false
+        let azure = gateway.config.azure
+        let several = azure.backends.count > 1
+        while true {
+            let call = attempts[index]
+            let relay = FastCGIRelay(exchange: exchange, relay: UpstreamRelay(route: call.route, shaping: call.shaping,
+                                                                              ownFields: call.responseFields,
+                                                                              keepaliveSeconds: keepaliveSeconds, timeouts: azure.timeouts),
+                                     recorder: recorder, countBatch: countBatch)
+            let outcome = upstream.perform(call, connectTimeoutMs: azure.connectTimeoutMs, clientSocket: exchange.connection, into: relay)
+            let verdict = BackendVerdict.of(status: relay.relay.upstreamStatus, result: outcome.result)
+            let untouched = !relay.relay.hasSentHead && !relay.relay.isClientGone
+            if verdict == .misconfigured(status: 401), untouched, !refreshed, let token = tokens?.refreshNow(call.backendName) {
+                refreshed = true
+                attempts[index].headers = call.headers.map { $0.0 == "Authorization" ? ($0.0, "Bearer " + token) : $0 }
+                continue
+            }
+            if several { gateway.health.record(call.healthKey, verdict, retryAfterMs: relay.relay.retryAfterMs, nowMs: Self.nowMs()) }
+            if case .misconfigured(let status) = verdict {
+                logger.error("backend \(call.backendName) answered \(status): its key or identity is wrong or lacks access; it rests for \(azure.cooldownSeconds) s")
+            }
+            guard verdict.movesOn, untouched, index + 1 < attempts.count else {
+                if several, verdict.movesOn, relay.relay.upstreamStatus == 429 { relay.retryAfter(Self.soonestRest(attempts, health: gateway.health)) }
+                return (relay, outcome, call)
+            }
+            logger.warning("backend \(call.backendName) failed (\(verdict)); trying \(attempts[index + 1].backendName)")
+            index += 1
+            refreshed = false
+        }
+    }
+
+    /// Milliseconds until the first of `attempts`' deployments stops resting.
+    private static func soonestRest(_ attempts: [UpstreamCall], health: BackendHealth) -> Int64 {
+        let now = nowMs()
+        return attempts.compactMap { health.restingUntil($0.healthKey) }.filter { $0 > now }.min().map { $0 - now } ?? 1000
     }
 
     /// What the request used: Azure's usage when it reported one; else, for an answer that

@@ -49,6 +49,8 @@ final class WorkerPool: @unchecked Sendable {
     let logger: Logger
     let recorder: UsageRecorder
     let upstreams: UpstreamClientPool
+    /// Entra ID tokens of the backends that use one.
+    private(set) var tokens: TokenRefresher!
     /// Requests accepted and not yet finished.
     let inFlight = Atomic<Int>(0)
     /// Threads blocked in accept() on the listening socket.
@@ -85,6 +87,7 @@ final class WorkerPool: @unchecked Sendable {
         self.recorder = UsageRecorder(stores: gateway.authenticator.stores, retentionDays: gateway.config.retentionDays) { error in
             errorLogger.error("usage commit failed, retrying: \(error)")
         }
+        self.tokens = TokenRefresher(gateway: { [unowned self] in self.gateway }, logger: logger)
     }
 
     /// SIGTERM, SIGINT (drain and exit) and SIGHUP (reload): blocked in every thread, taken by
@@ -110,6 +113,7 @@ final class WorkerPool: @unchecked Sendable {
         // Termination signals are taken synchronously by this thread alone (blocked since init).
         var stopSignals = Self.stopSignals
 
+        tokens.start()
         for _ in 0..<settings.minThreads {
             guard spawn() else {
                 logger.critical("cannot start worker threads: \(String(cString: strerror(errno)))")

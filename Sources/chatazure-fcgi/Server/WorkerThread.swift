@@ -136,7 +136,7 @@ final class WorkerThread: Sendable {
                 served.store(true, ordering: .relaxed)
                 handlerGeneration = generation
                 handler = RequestHandler(gateway: pool.gateway, recorder: pool.recorder,
-                                         upstream: handler?.upstream ?? pool.upstreams.take(),
+                                         upstream: handler?.upstream ?? pool.upstreams.take(), tokens: pool.tokens,
                                          keepaliveSeconds: pool.settings.keepaliveSeconds, logger: logger)
             }
             handler!.serve(FastCGIExchange(raw: request))

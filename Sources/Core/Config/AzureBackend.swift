@@ -1,0 +1,67 @@
+/// One Azure OpenAI resource requests may go to (`azure.backends[]`; the original's single
+/// `azure.endpoint` is the one backend `default`). Its `settings` are the shared `azure:` values
+/// with its own endpoint, key, deployment map and API style.
+public struct AzureBackend: Sendable {
+    /// How the gateway proves itself to this resource.
+    public enum Auth: Sendable, Equatable {
+        /// The resource key, as `api-key`.
+        case apiKey
+        /// An Entra ID app's client credentials, for a Bearer token.
+        case entra(ClientCredentials)
+        /// The machine's managed identity, from the instance metadata service, for a Bearer token.
+        case managedIdentity(ManagedIdentity)
+    }
+
+    public struct ClientCredentials: Sendable, Equatable {
+        public var tenantID: String
+        public var clientID: String
+        /// From config or `AZURE_CLIENT_SECRET`; never logged.
+        public var clientSecret: String
+        /// `https://login.microsoftonline.com`, or a stand-in for tests.
+        public var authorityHost: String
+
+        /// Where the token is asked for.
+        public var tokenURL: String { "\(authorityHost)/\(tenantID)/oauth2/v2.0/token" }
+    }
+
+    public struct ManagedIdentity: Sendable, Equatable {
+        /// `http://169.254.169.254/metadata/identity/oauth2/token`, or a stand-in for tests.
+        public var endpoint: String
+        /// A user-assigned identity's client id; nil for the system-assigned one.
+        public var clientID: String?
+
+        public var tokenURL: String {
+            "\(endpoint)?api-version=2018-02-01&resource=https%3A%2F%2Fcognitiveservices.azure.com"
+                + (clientID.map { "&client_id=\($0)" } ?? "")
+        }
+    }
+
+    /// The scope Entra tokens for Azure OpenAI are issued for.
+    public static let scope = "https://cognitiveservices.azure.com/.default"
+
+    /// Names it in logs and in the request log line.
+    public var name: String
+    public var settings: AzureSettings
+    public var auth: Auth
+    /// 1 is tried first (as APIM's backend pools); equal priorities share requests by `weight`.
+    public var priority: Int
+    public var weight: Int
+    /// Whether the deployment map is this backend's own: then it serves only the models in it.
+    public var hasOwnDeployments: Bool
+
+    public init(name: String, settings: AzureSettings, auth: Auth = .apiKey, priority: Int = 1, weight: Int = 1,
+                hasOwnDeployments: Bool = false) {
+        self.name = name
+        self.settings = settings
+        self.auth = auth
+        self.priority = priority
+        self.weight = weight
+        self.hasOwnDeployments = hasOwnDeployments
+    }
+
+    /// Whether requests for `model` may come here: a backend with its own map serves only what
+    /// it lists.
+    public func serves(_ model: String) -> Bool {
+        !hasOwnDeployments || settings.deployments[model] != nil
+    }
+}
