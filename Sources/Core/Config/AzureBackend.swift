@@ -46,22 +46,18 @@ public struct AzureBackend: Sendable {
     /// 1 is tried first (as APIM's backend pools); equal priorities share requests by `weight`.
     public var priority: Int
     public var weight: Int
-    /// Whether the deployment map is this backend's own: then it serves only the models in it.
-    public var hasOwnDeployments: Bool
 
-    public init(name: String, settings: AzureSettings, auth: Auth = .apiKey, priority: Int = 1, weight: Int = 1,
-                hasOwnDeployments: Bool = false) {
+    public init(name: String, settings: AzureSettings, auth: Auth = .apiKey, priority: Int = 1, weight: Int = 1) {
         self.name = name
         self.settings = settings
         self.auth = auth
         self.priority = priority
         self.weight = weight
-        self.hasOwnDeployments = hasOwnDeployments
     }
 
-    /// Whether requests for `model` may come here: a backend with its own map serves only what
-    /// it lists.
+    /// Whether its deployment map (its own, or `azure.deployments`) lists `model`. A model no
+    /// backend lists goes to every backend under its own name.
     public func serves(_ model: String) -> Bool {
-        !hasOwnDeployments || settings.deployments[model] != nil
+        settings.deployments[model] != nil
     }
 }

@@ -29,7 +29,6 @@ extension SectionParser {
             var backend = AzureBackend(name: name, settings: settings)
             if let node = entry["deployments"] {
                 backend.settings.deployments = try deploymentMap(node, at: "\(at).deployments")
-                backend.hasOwnDeployments = true
             }
             if let node = entry["api-version"] { backend.settings.apiVersion = try apiVersion(node, at: "\(at).api-version") }
             if let node = entry["api-style"] {

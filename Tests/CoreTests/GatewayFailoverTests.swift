@@ -1,0 +1,77 @@
+import Foundation
+import Testing
+@testable import Core
+
+/// The gateway with two backends: which calls a request gets, in which order.
+@Suite struct GatewayFailoverTests {
+    let gateway: Gateway
+
+    init() throws {
+        let config = try GatewayConfig.parse(yaml: """
+            web: { dbName: \(temporaryDatabase()) }
+            azure:
+              deployments: { gpt-4o: gpt-4o }
+              backends:
+                - name: east
+                  endpoint: https://east.openai.azure.com
+                  api-key: EAST-KEY
+                - name: west
+                  endpoint: https://west.openai.azure.com
+                  auth: entra
+                  tenant-id: t1
+                  client-id: c1
+                  client-secret: s1
+                  deployments: { gpt-4o: gpt-4o-west, only-west: ow }
+                  priority: 2
+            users:
+              - username: alice
+                password: alice-key-1
+            """, file: "c.yaml", baseDirectory: "/tmp")
+        gateway = Gateway(config: config)
+        try UsageStore(path: config.databasePath).syncConfiguredUsers(config.users)
+        gateway.tokens.set(BackendTokens.Token(value: "west-token", expiresAt: Int.max / 2), for: "west")
+    }
+
+    func decide(_ model: String, readCount: inout Int) -> GatewayDecision {
+        var reads = 0
+        let decision = gateway.decide(GatewayRequest(method: "POST", path: "/v1/chat/completions",
+                                                     headers: ["authorization": "Bearer alice-key-1", "content-type": "application/json"])) { _ in
+            reads += 1
+            return Array(#"{"model":"\#(model)","messages":[]}"#.utf8)
+        }
+        readCount = reads
+        return decision
+    }
+
+    @Test func eachBackendGetsItsOwnURLDeploymentAndCredentials() throws {
+        var reads = 0
+        guard case .forward(let call) = decide("gpt-4o", readCount: &reads).action else { Issue.record("not forwarded"); return }
+        #expect(reads == 1)  // the body is read once for both calls
+        #expect(call.backendName == "east" && call.url.hasPrefix("https://east.openai.azure.com/openai/deployments/gpt-4o/"))
+        #expect(call.headers.contains { $0 == ("api-key", "EAST-KEY") })
+        let west = try #require(call.fallbacks.first)
+        #expect(call.fallbacks.count == 1 && west.backendName == "west" && west.route.deployment == "gpt-4o-west")
+        #expect(west.url.hasPrefix("https://west.openai.azure.com/openai/deployments/gpt-4o-west/"))
+        #expect(west.headers.contains { $0 == ("Authorization", "Bearer west-token") })
+        #expect(!west.headers.contains { $0.0 == "api-key" })
+    }
+
+    @Test func aModelOnlyOneBackendListsGoesThereOnly() {
+        var reads = 0
+        guard case .forward(let call) = decide("only-west", readCount: &reads).action else { Issue.record("not forwarded"); return }
+        #expect(call.backendName == "west" && call.fallbacks.isEmpty)
+    }
+
+    @Test func aRestingBackendIsTriedLastOrNot() {
+        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        gateway.health.record("east/gpt-4o", .throttled(status: 429), retryAfterMs: 60_000, nowMs: now)
+        var reads = 0
+        guard case .forward(let call) = decide("gpt-4o", readCount: &reads).action else { Issue.record("not forwarded"); return }
+        #expect(call.backendName == "west" && call.fallbacks.isEmpty)
+        gateway.health.record("west/gpt-4o-west", .throttled(status: 429), retryAfterMs: 30_000, nowMs: now)
+        guard case .respond(let response) = decide("gpt-4o", readCount: &reads).action else { Issue.record("forwarded"); return }
+        #expect(response.status == 429)
+        let retry = response.headers.first { $0.0 == "Retry-After" }.flatMap { Int($0.1) }
+        #expect(retry.map { (29...30).contains($0) } == true)
+    }
+}
