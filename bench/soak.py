@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
-"""chatazure-fcgi soak: N minutes (10) of mixed load through nginx and the worker processes, and what must
-hold over them. Run it with bench/soak.sh.
+"""chatazure-fcgi soak: minutes of mixed load; RSS and fds must stay flat, no unexpected errors.
+
+N minutes (10) of mixed load through nginx and the worker processes, and what must hold over them. Run
+it with bench/soak.sh.
 
 The rig (all on loopback, in a temp dir removed at exit): the Azure emulator, the gateway as
 `serve --processes 2` (spawn-fcgi -F 2 for a build without --processes) on a unix socket, and nginx with
@@ -24,6 +26,7 @@ import json
 import os
 import platform
 import random
+import re
 import shutil
 import signal
 import statistics
@@ -32,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -44,6 +48,7 @@ LIMITED = "limited"
 CHAT = "/v1/chat/completions"
 TIMEOUT = 30  # seconds for any one answer; the slowest kind (abort_stream's) takes ~3 s
 STREAM_CHUNKS = 20
+RESULTS = ROOT / "bench" / "RESULTS.md"
 
 
 def fd_count(pid):
@@ -92,8 +97,9 @@ def nginx_temp_paths(temp):
 class SoakRig(Rig):
     """The emulator, the gateway's worker processes and one front nginx; Rig's emulator, nginx and stop."""
 
-    def __init__(self, work, binary, processes):
+    def __init__(self, work, binary, processes, force_spawn_fcgi=False):
         self.work, self.binary, self.process_count = work, binary, processes
+        self.force_spawn_fcgi = force_spawn_fcgi
         self.processes, self.nginx_confs, self.spawned_pids = [], [], []
         self.supervisor = None
         (work / "temp").mkdir(parents=True, exist_ok=True)
@@ -125,7 +131,7 @@ class SoakRig(Rig):
         self.socket = str(self.work / "fcgi.sock")
         config = self.config()
         help_text = subprocess.run([self.binary, "serve", "--help"], capture_output=True, text=True).stdout
-        if "--processes" in help_text:
+        if "--processes" in help_text and not self.force_spawn_fcgi:
             self.mode = f"serve --processes {self.process_count}"
             self.supervisor = self.spawn([self.binary, "serve", "--processes", str(self.process_count), "--config", config,
                                           "--socket", self.socket, "--drain-seconds", "5"], "gateway.log")
@@ -174,7 +180,7 @@ class SoakRig(Rig):
 
     def emulator_stats(self):
         try:
-            with urllib_open(f"http://127.0.0.1:{self.ports['emulator']}/_emulator/stats") as answer:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.ports['emulator']}/_emulator/stats", timeout=5) as answer:
                 return json.loads(answer.read())
         except Exception:
             return {}
@@ -200,11 +206,6 @@ class SoakRig(Rig):
         for pid in self.spawned_pids:
             if identity(pid):
                 os.kill(pid, signal.SIGKILL)
-
-
-def urllib_open(url):
-    import urllib.request
-    return urllib.request.urlopen(url, timeout=5)
 
 
 # ---- the load -----------------------------------------------------------------------------------
@@ -512,10 +513,10 @@ class Sampler:
         self.thread = threading.Thread(target=self.run, daemon=True)
 
     def take(self, at):
-        pids = self.rig.worker_pids
+        # The worker processes there are now (a restarted one included: the PID check tells restarts).
+        pids = self.rig.live_workers()
         sample = {"t": at, "rss": sum(rss_mb(pid) for pid in pids), "fds": sum(fd_count(pid) for pid in pids),
-                  "threads": sum(safe_threads(pid) for pid in pids), "workers": self.rig.live_workers(),
-                  "alive": [identity(pid) is not None for pid in pids]}
+                  "threads": sum(safe_threads(pid) for pid in pids), "workers": pids}
         if self.rig.supervisor:
             sample["supervisor_rss"] = rss_mb(self.rig.supervisor.pid)
             sample["supervisor_fds"] = fd_count(self.rig.supervisor.pid)
@@ -560,8 +561,11 @@ def log_summary(text):
     requests = [line for line in lines if ": request id=" in line]
     errors = Counter(part.split("=", 1)[1] for line in requests for part in line.split() if part.startswith("error="))
     statuses = Counter(part.split("=", 1)[1] for line in requests for part in line.split() if part.startswith("status="))
-    notable = [line for line in lines if ": request id=" not in line and len(line.split()) > 1
-               and line.split()[1] not in ("info", "debug", "trace", "notice")]
+    notable = Counter()  # lines above info, by level and message (the time, pid and thread dropped)
+    for line in lines:
+        parts = line.split(" ", 2)
+        if ": request id=" not in line and len(parts) == 3 and parts[1] not in ("info", "debug", "trace", "notice"):
+            notable[f"{parts[1]}: {re.sub(r'^.*? thread=[0-9]+: ', '', parts[2])}"] += 1
     crashes = [line for line in lines if "was killed by signal" in line or "exited with" in line or "Fatal error" in line]
     return {"requests": len(requests), "errors": errors, "statuses": statuses, "notable": notable, "crashes": crashes}
 
@@ -572,13 +576,13 @@ def run(args):
         print(f"soak: no executable binary at {binary} (bench/soak.sh builds the release one)", file=sys.stderr)
         return 2
     seconds = args.minutes * 60
-    window = min(60.0, seconds / 3)
+    window = max(min(60.0, seconds / 3), args.interval)  # at least one sample in each
     window_name = "minute" if window == 60 else f"{window:.0f} s"
     work = Path(tempfile.mkdtemp(prefix="chatazure-soak-", dir="/tmp"))
     os.chmod(work, 0o755)  # nginx's workers (root's here, or this user) reach the socket inside
     rig = load = sampler = None
     try:
-        rig = SoakRig(work, binary, args.processes)
+        rig = SoakRig(work, binary, args.processes, args.spawn_fcgi)
         idle = Sampler(rig, args.interval).take(0.0)
         print(f"soak: {args.minutes:g} min, {rig.mode} ({', '.join(map(str, rig.worker_pids))}), {args.clients} clients, "
               f"nginx on 127.0.0.1:{rig.ports['front']}, work dir {work}", flush=True)
@@ -647,12 +651,17 @@ def report(args, rig, load, samples, idle, seconds, window, window_name, stuck, 
         lines += ["", f"unexpected answers (first {min(len(load.samples), 15)} of {unexpected}):"]
         lines += [f"  {sample[:400]}" for sample in load.samples[:15]]
     lines += ["",
-              f"worker RSS, MB (sum of {len(rig.worker_pids)}): idle {idle['rss']:.1f}; first {window_name} median {rss[0]:.1f} "
+              f"worker RSS, MB (sum over the worker processes): idle {idle['rss']:.1f}; first {window_name} median {rss[0]:.1f} "
               f"({rss[2]} samples), last {window_name} median {rss[1]:.1f} ({rss[3]} samples), "
               f"max {max((s['rss'] for s in samples), default=0):.1f}",
               f"worker open fds (sum): idle {idle['fds']}; first {window_name} median {fds[0]:g}, last {fds[1]:g}, "
               f"min {min((s['fds'] for s in samples), default=0)}, max {max((s['fds'] for s in samples), default=0)}",
               f"worker threads (sum): idle {idle['threads']}; first {window_name} median {threads[0]:g}, last {threads[1]:g}"]
+    if seconds >= 120:
+        minutes = [[s for s in samples if minute * 60 < s["t"] <= (minute + 1) * 60 + 0.5] for minute in range(int(seconds // 60))]
+        lines.append("  by minute, RSS MB / fds (medians): " + ", ".join(
+            f"{statistics.median(s['rss'] for s in group):.1f}/{statistics.median(s['fds'] for s in group):g}"
+            for group in minutes if group))
     if rig.supervisor and samples:
         lines.append(f"supervisor: RSS {idle.get('supervisor_rss', 0):.1f} -> {samples[-1]['supervisor_rss']:.1f} MB, "
                      f"fds {idle.get('supervisor_fds', 0)} -> {samples[-1]['supervisor_fds']}")
@@ -662,8 +671,8 @@ def report(args, rig, load, samples, idle, seconds, window, window_name, stuck, 
                  + ", ".join(f"{k} {v}" for k, v in sorted(logs["statuses"].items()))
                  + "; errors " + (", ".join(f"{k} {v}" for k, v in sorted(logs["errors"].items())) or "none"))
     if logs["notable"]:
-        lines.append(f"gateway log lines above info: {len(logs['notable'])}, e.g.")
-        lines += [f"  {line[:300]}" for line in logs["notable"][:8]]
+        lines.append(f"gateway log lines above info: {sum(logs['notable'].values())} (upstream_cut ones come with the cuts):")
+        lines += [f"  {count:>6} x {message[:300]}" for message, count in logs["notable"].most_common(10)]
     if logs["crashes"]:
         lines.append("gateway log, worker processes that ended:")
         lines += [f"  {line[:300]}" for line in logs["crashes"][:8]]
@@ -681,16 +690,15 @@ def report(args, rig, load, samples, idle, seconds, window, window_name, stuck, 
 def write_results(args, rig, load, samples, idle, seconds, window_name, rss, fds, threads, checks, passed, total,
                   unexpected, binary, logs):
     """A dated section at the end of bench/RESULTS.md (after `<!-- history -->`, which bench.py keeps)."""
-    results = ROOT / "bench" / "RESULTS.md"
+    results = RESULTS
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    verdict = {checks[0][1]: checks[0][0]}
     mark = lambda ok: "PASS" if ok else "FAIL"
     mix = ", ".join(f"{name} {load.counts[name]}" for name in KINDS)
     text = f"""
 ## Soak, {now}
 
 `bench/soak.sh --minutes {args.minutes:g}` ({Path(binary).name} at `{binary}`, {rig.mode}, {args.clients} client
-threads, samples every {args.interval:g} s, on {platform.node() and 'this'} {os.cpu_count()}-core machine): **{mark(passed)}**.
+threads, samples every {args.interval:g} s, {platform.machine()} with {os.cpu_count()} cores): **{mark(passed)}**.
 {total} requests ({total / seconds:.1f}/s), {unexpected} unexpected: {mix}.
 
 | Figure (worker processes, summed) | idle | first {window_name} (median) | last {window_name} (median) | change | check |
@@ -703,7 +711,6 @@ threads, samples every {args.interval:g} s, on {platform.node() and 'this'} {os.
 
 Gateway log: {logs['requests']} request lines, errors {', '.join(f'{k} {v}' for k, v in sorted(logs['errors'].items())) or 'none'}.
 """
-    del verdict
     with open(results, "a") as out:
         out.write(text)
     print("appended the soak to bench/RESULTS.md")
@@ -712,12 +719,14 @@ Gateway log: {logs['requests']} request lines, errors {', '.join(f'{k} {v}' for 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10.0, help="how long the load runs (default 10)")
-    parser.add_argument("--binary", default=str(ROOT / ".build/release/chatazure-fcgi"))
+    parser.add_argument("--binary", default=str(ROOT / ".build/release/chatazure-fcgi"),
+                        help="the chatazure-fcgi to soak (default .build/release/chatazure-fcgi)")
     parser.add_argument("--clients", type=int, default=6, help="client threads, each one request at a time (default 6)")
     parser.add_argument("--processes", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--interval", type=float, default=5.0, help="seconds between samples (default 5)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the clients' mix")
     parser.add_argument("--results", action="store_true", help="append the figures to bench/RESULTS.md")
+    parser.add_argument("--spawn-fcgi", action="store_true", help="spawn-fcgi -F N even where serve has --processes")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, configs) for a look afterwards")
     args = parser.parse_args()
     if args.minutes <= 0 or args.clients < 1 or args.processes < 1 or args.interval <= 0:
@@ -726,6 +735,8 @@ def main():
     def terminate(signum, frame):
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, terminate)
+    # Ctrl-C stops everything even where SIGINT came ignored (a background job of a script).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return run(args)
     except KeyboardInterrupt:

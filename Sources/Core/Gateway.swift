@@ -101,7 +101,12 @@ public struct Gateway: Sendable {
                 case .failure(let error): return GatewayDecision(.respond(error.response), user: user)
                 }
             }
-            try policy.checkAccess(user, route: call.route, style: endpoint.style)
+            do {
+                try policy.checkAccess(user, route: call.route, style: endpoint.style)
+            } catch let refusal as OpenAIError {
+                // A model outside the allowlist is a refusal, recorded as such.
+                return GatewayDecision(.respond(refusal.response), user: user, refusedModel: call.route.model)
+            }
             let limits = policy.limits(for: user)
             switch try policy.admit(call, limits: limits, admissions: admissions, nowMs: Int64(now.timeIntervalSince1970 * 1000)) {
             case .success(let reservation):

@@ -220,53 +220,92 @@ final class ObjectSet: @unchecked Sendable {
         #expect(try setup.totals().map(\.requests) == [0])  // still gathering
         usleep(400_000)
         #expect(try setup.totals().map(\.requests) == [1])  // committed after the interval, without a flush
-    }
 
-    @Test func theOnlyCountedRequestWaitingCommitsAtOnce() throws {
-        let path = temporaryDatabase()
-        let setup = try UsageStore(path: path)
-        try setup.syncConfiguredUsers([ConfiguredUser(username: "a", key: "a-key-12345")])
-        let id = try #require(setup.listUsers().first?.id)
-        // One client at a time: nothing else would join the batch, so waiting gains nothing.
-        let recorder = UsageRecorder(stores: UsageStorePool(path: path), commitInterval: 30, minimumGather: 30)
-        let started = Date()
-        for _ in 0..<5 {
-            recorder.waitUntilCommitted(recorder.countRequest(userID: id, model: "m"))
-        }
-        #expect(Date().timeIntervalSince(started) < 2)
-        #expect(try setup.totals().map(\.requests) == [5])
-    }
-
-    @Test func aWaitingRequestCutsTheGatheringShortAndSeesItsCountCommitted() throws {
-        let path = temporaryDatabase()
-        let setup = try UsageStore(path: path)
-        try setup.syncConfiguredUsers([ConfiguredUser(username: "a", key: "a-key-12345")])
-        let id = try #require(setup.listUsers().first?.id)
-        let recorder = UsageRecorder(stores: UsageStorePool(path: path), commitInterval: 30, minimumGather: 0.01)
-        // Another request counted in the same batch is still on its way: the waiter gets the
-        // minimum gathering, not the whole interval.
-        recorder.countRequest(userID: id, model: "m")
-        let batch = recorder.countRequest(userID: id, model: "m")
-        let started = Date()
-        recorder.waitUntilCommitted(batch)
-        #expect(Date().timeIntervalSince(started) < 2)
-        // Committed: another connection sees it.
-        #expect(try setup.totals().map(\.requests) == [2])
-        // A batch already committed does not wait.
-        recorder.waitUntilCommitted(batch)
-    }
-
-    @Test func flushCommitsAtOnce() throws {
-        let path = temporaryDatabase()
-        let setup = try UsageStore(path: path)
-        try setup.syncConfiguredUsers([ConfiguredUser(username: "a", key: "a-key-12345")])
-        let id = try #require(setup.listUsers().first?.id)
         let slow = UsageRecorder(stores: UsageStorePool(path: path), commitInterval: 30)
         slow.countRequest(userID: id, model: "text-embedding-3-small")
         let started = Date()
         #expect(slow.flush(seconds: 5))
         #expect(Date().timeIntervalSince(started) < 2)
-        #expect(try setup.totals().map(\.requests) == [1])
+        #expect(try setup.totals().map(\.requests) == [2])
+    }
+}
+
+@Suite struct CountJournalTests {
+    /// A store with one user, and the path of its database.
+    func setup() throws -> (UsageStore, Int64, String) {
+        let path = temporaryDatabase()
+        let store = try UsageStore(path: path)
+        try store.addUser(username: "a", key: "a-key-12345")
+        return (store, try #require(store.listUsers().first?.id), path)
+    }
+
+    func requests(_ store: UsageStore) throws -> Int64 { try store.totals().first?.requests ?? 0 }
+
+    func journalFiles(_ path: String) -> [String] {
+        let url = URL(fileURLWithPath: path)
+        return ((try? FileManager.default.contentsOfDirectory(atPath: url.deletingLastPathComponent().path)) ?? [])
+            .filter { $0.hasPrefix(url.lastPathComponent + ".counts-") }
+    }
+
+    /// A process that never ran (no such pid), so its journal counts as one whose process died.
+    let dead = "4194303.1"
+
+    @Test func countsOfADeadProcessNoCommitHeldAreRecoveredOnce() throws {
+        let (store, id, path) = try setup()
+        let recorder = UsageRecorder(stores: UsageStorePool(path: path), commitInterval: 30, journal: try CountJournal(databasePath: path, process: dead))
+        for _ in 0..<5 { recorder.countRequest(userID: id, model: "gpt-4o") }
+        #expect(try requests(store) == 0)  // still gathering: only the journal has them
+        #expect(try store.recoverCountJournals(databasePath: path, except: nil) == 5)
+        #expect(try requests(store) == 5)
+        #expect(journalFiles(path).isEmpty)
+        #expect(try store.recoverCountJournals(databasePath: path, except: nil) == 0)
+    }
+
+    @Test func committedCountsAreNotAddedAgain() throws {
+        let (store, id, path) = try setup()
+        let recorder = UsageRecorder(stores: UsageStorePool(path: path), commitInterval: 30, journal: try CountJournal(databasePath: path, process: dead))
+        for _ in 0..<3 { recorder.countRequest(userID: id, model: "gpt-4o") }
+        #expect(recorder.flush(seconds: 5))
+        for _ in 0..<2 { recorder.countRequest(userID: id, model: "gpt-4o-mini") }
+        #expect(try store.recoverCountJournals(databasePath: path, except: nil) == 2)
+        let byModel = try store.report(UsageQuery(groups: [.user, .model])).map { ($0.model ?? "", $0.requests) }
+        #expect(byModel.map(\.0) == ["gpt-4o", "gpt-4o-mini"] && byModel.map(\.1) == [3, 2])
+    }
+
+    @Test func aLiveProcessesJournalIsLeftAlone() throws {
+        let (store, id, path) = try setup()
+        let live = try CountJournal(databasePath: path)  // this process
+        let recorder = UsageRecorder(stores: UsageStorePool(path: path), commitInterval: 30, journal: live)
+        recorder.countRequest(userID: id, model: "m")
+        #expect(try store.recoverCountJournals(databasePath: path, except: nil) == 0)
+        #expect(journalFiles(path).count == 1)
+        #expect(recorder.flush(seconds: 5))
+        recorder.removeJournal()
+        #expect(journalFiles(path).isEmpty)
+        #expect(try requests(store) == 1)
+    }
+
+    @Test func replacedFilesGoOnceCommittedAndRecoveryStaysExact() throws {
+        let (store, id, path) = try setup()
+        let journal = try CountJournal(databasePath: path, process: dead, rotateBytes: 200)
+        let recorder = UsageRecorder(stores: UsageStorePool(path: path), commitInterval: 0.001, journal: journal)
+        for round in 0..<20 {
+            for _ in 0..<10 { recorder.countRequest(userID: id, model: "model-\(round % 3)") }
+            #expect(recorder.flush(seconds: 5))
+        }
+        #expect(journalFiles(path).count <= 2)  // old files are deleted once committed
+        // Another process that died before its first commit.
+        let slow = UsageRecorder(stores: UsageStorePool(path: path), commitInterval: 30,
+                                 journal: try CountJournal(databasePath: path, process: "4194302.1"))
+        for _ in 0..<7 { slow.countRequest(userID: id, model: "late") }
+        #expect(try store.recoverCountJournals(databasePath: path, except: nil) == 7)
+        #expect(try requests(store) == 207)
+    }
+
+    @Test func aLineCutByTheDeathIsIgnored() throws {
+        let path = temporaryDatabase() + ".counts-1.1-0"
+        try Data("1 7 2026-12-01 gpt-4o\n2 7 2026-12-01 gpt-4o\n3 7 2026-1".utf8).write(to: URL(fileURLWithPath: path))
+        #expect(UsageStore.journalLines(path).map(\.0) == [1, 2])
     }
 }
 

@@ -442,6 +442,9 @@ def test_model_allowlist(acct, emulator):
     assert denied.value.code == "model_not_allowed"
     assert "text-embedding-3-small" in denied.value.message
     assert arrived(emulator, "m-denied-embedding") == 0
+    # Recorded as a refusal of that model, never as a request.
+    denied_row = acct.row("picky", until=lambda r: r["refused"] >= 1)
+    assert denied_row["refused"] == 1
 
     # Azure-style paths: the deployment stands for the configured models that map to it.
     status, _, answer = post(acct, "onlyfour", chat_body("m-az-mini", model="ignored"), path=AZURE_CHAT.format("gpt-4o-mini"), azure=True)

@@ -2,6 +2,9 @@
 SIGHUP reloads config.yaml in every worker without dropping a stream (and refuses a bad
 file), SIGTERM drains them all, and kill -9 under load leaves no answer a client received
 uncounted."""
+import http.client
+import itertools
+import json
 import os
 import random
 import signal
@@ -13,7 +16,7 @@ import time
 import openai
 import pytest
 
-from conftest import BIN, ROOT, USERS, Gateway, wait_for
+from conftest import BIN, ROOT, USERS, Emulator, Gateway, wait_for
 
 KEY = USERS["alice"]
 
@@ -64,19 +67,28 @@ def test_a_killed_worker_process_is_restarted(supervised):
         assert chat(supervised, f"after {index}").choices[0].message.content == f"Echo: after {index}"
 
 
-def test_sighup_reloads_every_worker_without_dropping_a_stream(supervised):
-    config = supervised.dir / "config.yaml"
-    stream = supervised.client(KEY).chat.completions.create(
-        model="gpt-4o", stream=True, messages=[{"role": "user", "content": "[chunks=20 delay_ms=100] reload"}])
+def stream_pieces(gateway, text, after, action):
+    """The content pieces of a streamed answer to `text`, with `action()` run once `after` arrived."""
+    stream = gateway.client(KEY).chat.completions.create(model="gpt-4o", stream=True,
+                                                         messages=[{"role": "user", "content": text}])
     pieces = []
     for chunk in stream:
         if chunk.choices and chunk.choices[0].delta.content:
             pieces.append(chunk.choices[0].delta.content)
-        if len(pieces) == 3:
-            text = config.read_text().replace("users:\n", "users:\n  - username: newbie\n    password: sk-newbie-reload-key-01\n")
-            text = text.replace("    gpt-4o-mini: gpt-4o-mini\n", "    gpt-4o-mini: gpt-4o-mini\n    house-model: gpt-4o\n")
-            config.write_text(text)
-            supervised.supervisor.send_signal(signal.SIGHUP)
+            if len(pieces) == after:
+                action()
+    return pieces
+
+
+def test_sighup_reloads_every_worker_without_dropping_a_stream(supervised):
+    config = supervised.dir / "config.yaml"
+
+    def edit_and_reload():
+        text = config.read_text().replace("users:\n", "users:\n  - username: newbie\n    password: sk-newbie-reload-key-01\n")
+        text = text.replace("    gpt-4o-mini: gpt-4o-mini\n", "    gpt-4o-mini: gpt-4o-mini\n    house-model: gpt-4o\n")
+        config.write_text(text)
+        supervised.supervisor.send_signal(signal.SIGHUP)
+    pieces = stream_pieces(supervised, "[chunks=20 delay_ms=100] reload", 3, edit_and_reload)
     assert len(pieces) == 20, pieces  # the stream that was open went on to its end
     wait_for(lambda: supervised.log().count("config reloaded") == 2, what="both workers reloaded")
     # The new user and the new model work in whichever worker answers.
@@ -100,14 +112,7 @@ def test_a_bad_config_is_refused_with_one_line_and_the_old_one_stays(supervised)
 
 def test_sigterm_drains_every_worker_process(supervised):
     children = supervised.children()
-    stream = supervised.client(KEY).chat.completions.create(
-        model="gpt-4o", stream=True, messages=[{"role": "user", "content": "[chunks=10 delay_ms=100] drain"}])
-    pieces = []
-    for chunk in stream:
-        if chunk.choices and chunk.choices[0].delta.content:
-            pieces.append(chunk.choices[0].delta.content)
-        if len(pieces) == 2:
-            supervised.supervisor.send_signal(signal.SIGTERM)
+    pieces = stream_pieces(supervised, "[chunks=10 delay_ms=100] drain", 2, lambda: supervised.supervisor.send_signal(signal.SIGTERM))
     assert len(pieces) == 10
     assert supervised.supervisor.wait(20) == 0
     for pid in children:
@@ -116,64 +121,111 @@ def test_sigterm_drains_every_worker_process(supervised):
     assert "all worker processes stopped" in supervised.log()
 
 
-LOAD_USERS = {f"load{index}": f"sk-load{index}-kill9-key-{index:04d}" for index in range(20)}
-
-
-def test_kill_9_under_load_leaves_no_received_answer_uncounted(tmp_path, emulator):
-    """Three kills under load from 20 client threads: each time, the answers the clients received
-    in full must not exceed what the ledger counted. Each thread is a user of its own, so one
-    thread's request in flight (counted, not yet received) cannot hide another's lost count."""
-    supervised = SupervisedGateway(tmp_path / "kill9", emulator.url, processes=2, workers=8, users=LOAD_USERS)
+def test_kill_9_under_load_leaves_no_received_answer_uncounted(tmp_path, tmp_path_factory):
+    """Three kills under load from 20 client threads: each time, every answer the clients had
+    received in full is counted. Each request names a model of its own (a deployment the
+    emulator serves), so the ledger shows each one's count: a request in flight, counted but
+    not yet received, cannot hide another's lost count."""
+    emulator = Emulator(tmp_path_factory.mktemp("kill9-emulator"), extra_args=["--any-deployment"])
+    supervised = SupervisedGateway(tmp_path / "kill9", emulator.url, processes=2, workers=8)
     try:
         kill_under_load(supervised)
     finally:
         supervised.stop()
+        emulator.stop()
+
+
+def test_an_answer_received_right_before_kill_9_is_counted(tmp_path, tmp_path_factory):
+    """One request at a time, the worker killed the moment its answer arrived: its count is
+    then younger than any group commit, and must still be in the ledger once a worker took the
+    dead one's count journal in."""
+    emulator = Emulator(tmp_path_factory.mktemp("kill9-one-emulator"), extra_args=["--any-deployment"])
+    supervised = SupervisedGateway(tmp_path / "kill9-one", emulator.url, processes=1, workers=2)
+    try:
+        headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+        for round in range(3):  # a worker that keeps dying young is restarted after 1, 2, 4 ... s
+            model = f"any-single-{round}"
+            connection = http.client.HTTPConnection("127.0.0.1", supervised.port, timeout=10)
+            connection.request("POST", "/v1/chat/completions",
+                               json.dumps({"model": model, "messages": [{"role": "user", "content": "x"}]}), headers)
+            response = connection.getresponse()
+            assert response.status == 200 and b"Echo: x" in response.read()
+            victim = supervised.children()[0]
+            os.kill(victim, signal.SIGKILL)
+            wait_for(lambda: supervised.children() not in ([], [victim]), timeout=15, what="a replacement")
+            wait_for(lambda: not list(supervised.dir.glob(f"chat.db.counts-{victim}.*")), timeout=15,
+                     what=f"the journal of {victim} recovered")
+            with sqlite3.connect(supervised.dir / "chat.db", timeout=10) as db:
+                count = db.execute("SELECT coalesce(sum(requests), 0) FROM ledger WHERE model = ?", (model,)).fetchone()[0]
+            assert count == 1, f"round {round}: the answer was received, the ledger counts {count}"
+    finally:
+        supervised.stop()
+        emulator.stop()
 
 
 def kill_under_load(supervised):
-    names = sorted(LOAD_USERS)
-    completed = {name: 0 for name in names}
+    received = []  # model names whose answers arrived, in order
     lock = threading.Lock()
     stop = threading.Event()
+    # A kill is armed, then made by the next client to receive an answer, at that moment: that
+    # answer's count is as fresh as it gets (taken a few milliseconds before).
+    armed = threading.Event()
+    kills = []  # (victim pid, how many answers had been received)
 
-    def client(name):
-        gateway_client = supervised.client(LOAD_USERS[name], timeout=10)
-        while not stop.is_set():
+    def client(index):
+        # Plain http.client on a kept connection: an answer is noticed within a millisecond or
+        # so of nginx sending it, while its count may still wait for the group commit.
+        headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+        connection = http.client.HTTPConnection("127.0.0.1", supervised.port, timeout=10)
+        for number in itertools.count():
+            if stop.is_set():
+                break
+            model = f"any-{index}-{number}"
+            body = json.dumps({"model": model, "messages": [{"role": "user", "content": "load"}]})
             try:
-                answer = gateway_client.chat.completions.create(
-                    model="gpt-4o", messages=[{"role": "user", "content": f"load {name}"}])
-            except openai.APIError:
-                continue  # a request the killed worker held: nginx answers 502
-            if answer.choices[0].message.content == f"Echo: load {name}":
+                connection.request("POST", "/v1/chat/completions", body, headers)
+                response = connection.getresponse()
+                answer = response.read()
+            except (OSError, http.client.HTTPException):
+                connection.close()
+                connection = http.client.HTTPConnection("127.0.0.1", supervised.port, timeout=10)
+                continue
+            if response.status == 200 and b"Echo: load" in answer:
                 with lock:
-                    completed[name] += 1
+                    received.append(model)
+                    if armed.is_set():
+                        armed.clear()
+                        victim = random.choice(supervised.children())
+                        os.kill(victim, signal.SIGKILL)
+                        kills.append((victim, len(received)))
 
     def counted():
-        # Straight from the file: a worker that died cannot flush anything more.
         with sqlite3.connect(supervised.dir / "chat.db", timeout=10) as db:
-            return dict(db.execute("SELECT u.username, coalesce(sum(l.requests), 0) FROM users u "
-                                   "LEFT JOIN ledger l ON l.user_id = u.id GROUP BY u.id").fetchall())
+            return {model for (model,) in db.execute("SELECT model FROM ledger WHERE requests > 0")}
 
-    threads = [threading.Thread(target=client, args=(name,)) for name in names]
+    threads = [threading.Thread(target=client, args=(index,)) for index in range(20)]
     for thread in threads:
         thread.start()
     try:
-        for _ in range(3):
-            time.sleep(1.5)
-            victims = supervised.children()
+        for round in range(3):
+            time.sleep(1.0)
+            armed.set()
+            wait_for(lambda: len(kills) > round, what="the kill")
+            victim, seen = kills[round]
+            # The dead worker's count journal is taken into the ledger by a live worker.
+            wait_for(lambda: not list(supervised.dir.glob(f"chat.db.counts-{victim}.*")), timeout=15,
+                     what=f"the journal of {victim} recovered")
             with lock:
-                # What the clients had received when the kill landed must all be in the file.
-                os.kill(random.choice(victims), signal.SIGKILL)
-                seen = dict(completed)
+                answered = received[:seen]
             ledger = counted()
-            lost = {name: (seen[name], ledger.get(name, 0)) for name in names if ledger.get(name, 0) < seen[name]}
-            assert not lost, f"received but not counted (received, counted): {lost}"
-            wait_for(lambda: len(supervised.children()) == 2 and supervised.children() != victims, what="a replacement")
+            missing = [model for model in answered if model not in ledger]
+            assert not missing, f"{len(missing)} answers received but not counted: {missing[:5]}"
+            wait_for(lambda: len(supervised.children()) == 2 and victim not in supervised.children(), what="a replacement")
     finally:
         stop.set()
         for thread in threads:
             thread.join(15)
-    assert sum(completed.values()) > 100, completed
+    assert len(received) > 100, len(received)
     with sqlite3.connect(supervised.dir / "chat.db") as db:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 

@@ -6,7 +6,7 @@ v1 paths: /openai/v1/{operation}, the deployment in the body's `model` (or the f
 Responses: /openai/responses[/{id}]?api-version=... and /openai/v1/responses[/{id}].
   - no api-version -> 404 {"error":{"code":"404","message":"Resource not found"}}
   - wrong api-key -> 401 with Azure's "Access denied" message
-  - unknown deployment -> 404 DeploymentNotFound
+  - unknown deployment -> 404 DeploymentNotFound (with --any-deployment, names starting any- all exist)
   - stream_options before api-version 2024-09-01-preview -> 400 "Unrecognized request argument"
   - a JSON operation whose body is not a JSON object (or comes as a form) -> 400, as Azure's parser;
     chat with `messages` not a list of objects, or `max_tokens` / `max_completion_tokens` not an
@@ -505,7 +505,7 @@ class Emulator(BaseHTTPRequestHandler):
             return
         if operation == "responses" and api_version != "v1" and api_version < "2025-03-01-preview":
             return self.azure_error(400, "BadRequest", "API version not supported")
-        if deployment not in self.server.deployments:
+        if deployment not in self.server.deployments and not (self.server.any_deployment and deployment.startswith("any-")):
             return self.azure_error(404, "DeploymentNotFound",
                                     "The API deployment for this resource does not exist. If you created the deployment "
                                     "within the last 5 minutes, please wait a moment and try again.")
@@ -749,6 +749,8 @@ def main():
                                                   "dall-e-3,gpt-image-1,whisper,tts",
                         help="comma-separated deployment names that exist")
     parser.add_argument("--verbose", action="store_true")
+    parser.add_argument("--any-deployment", action="store_true",
+                        help="also serve every deployment whose name starts with any- (a name per request, for exact counting)")
     parser.add_argument("--tls-cert", help="serve HTTPS with this PEM certificate (and --tls-key), as Azure does")
     parser.add_argument("--tls-key")
     parser.add_argument("--name", default="azure", help="this instance's name, for `name.key=N` controls")
@@ -767,6 +769,7 @@ def main():
     server.daemon_threads = True
     server.api_key = args.api_key
     server.deployments = set(filter(None, args.deployments.split(",")))
+    server.any_deployment = args.any_deployment
     server.verbose = args.verbose
     server.lock = threading.Lock()
     server.seen = []

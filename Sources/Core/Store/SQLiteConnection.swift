@@ -57,21 +57,18 @@ public final class SQLiteConnection {
     /// Runs `body` inside `BEGIN IMMEDIATE … COMMIT`, taking the write lock up front so two
     /// writers never deadlock upgrading read locks.
     public func writeTransaction<T>(_ body: () throws -> T) throws -> T {
-        try execute("BEGIN IMMEDIATE")
-        do {
-            let result = try body()
-            try execute("COMMIT")
-            return result
-        } catch {
-            try? execute("ROLLBACK")
-            throw error
-        }
+        try transaction("BEGIN IMMEDIATE", body)
     }
 
     /// Runs `body` inside `BEGIN … COMMIT`: in WAL mode its reads all see one state of the file,
     /// whatever other connections commit meanwhile.
     public func readTransaction<T>(_ body: () throws -> T) throws -> T {
-        try execute("BEGIN")
+        try transaction("BEGIN", body)
+    }
+
+    /// `body` between `begin` and COMMIT, rolled back when it throws.
+    private func transaction<T>(_ begin: String, _ body: () throws -> T) throws -> T {
+        try execute(begin)
         do {
             let result = try body()
             try execute("COMMIT")

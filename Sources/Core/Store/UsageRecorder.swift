@@ -1,17 +1,17 @@
 import Foundation
-import Synchronization
 
 /// Takes ledger writes off the request path: requests hand their counts over and go on, one
-/// thread commits whatever has gathered in one transaction (group commit). Counts are kept until
-/// committed: a busy database delays them, never drops them, and `flush()` (run on shutdown)
-/// commits at once and waits for the last one. The same thread prunes the per-request log to
-/// `retentionDays`.
+/// thread commits whatever has gathered in one transaction (group commit). After the first count
+/// arrives the writer gathers for `commitInterval` more, so under load one commit carries many
+/// requests. Counts are kept until committed: a busy database delays them, never drops them,
+/// and `flush()` (run on shutdown) commits at once and waits for the last one. The same thread
+/// prunes the per-request log to `retentionDays`.
 ///
-/// A forwarded request's count must be durable before its answer goes out (`waitUntilCommitted`),
-/// so a worker killed at any moment leaves no answer a client received uncounted. The writer
-/// gathers for up to `commitInterval`, but commits at once when every request counted in the
-/// batch waits for it (nothing more would join, as with one client at a time), and
-/// `minimumGather` after it began when some request waits.
+/// With a `CountJournal`, a forwarded request's count is also appended to it as it is taken,
+/// before any of the answer goes out, and every commit marks how far it got: so `kill -9` at any
+/// moment loses no count of an answer a client received, whoever recovers the journal
+/// (`UsageStore.recoverCountJournals`, which this thread runs for processes that are gone).
+/// `@unchecked`: every `var` is read and written only while `condition` is locked.
 public final class UsageRecorder: @unchecked Sendable {
     private let condition = NSCondition()
     private var pending: [LedgerKey: LedgerAmount] = [:]
@@ -19,55 +19,35 @@ public final class UsageRecorder: @unchecked Sendable {
     private var settlements: [Settlement] = []
     private var committing = false
     private var flushing = 0
-    /// Requests waiting in `waitUntilCommitted` for the batch gathering now, and the requests
-    /// counted in it.
-    private var pendingWaiters = 0
-    private var pendingCounts = 0
-    /// Where waiting requests sleep, apart from the writer, so a commit wakes them and a new
-    /// waiter wakes only the writer.
-    private let committed = NSCondition()
-    /// The batch that `pending` will be committed in; batches are numbered from 1.
-    private var gatheringBatch: UInt64 = 1
-    /// Every batch up to this one is committed; written with `committed` locked.
-    private let committedBatch = Atomic<UInt64>(0)
+    /// The last sequence number handed to a count (with `journal`).
+    private var countSeq: UInt64 = 0
+    private let journal: CountJournal?
+    private let databasePath: String
     private let commitInterval: Double
-    private let minimumGather: Double
     private let retentionDays: Int
     private let stores: UsageStorePool
     private let onError: @Sendable (Error) -> Void
 
-    public init(stores: UsageStorePool, commitInterval: Double = 0.02, minimumGather: Double = 0.001, retentionDays: Int = 30,
+    public init(stores: UsageStorePool, commitInterval: Double = 0.02, retentionDays: Int = 30, journal: CountJournal? = nil,
                 onError: @escaping @Sendable (Error) -> Void = { _ in }) {
         self.stores = stores
+        self.journal = journal
+        self.databasePath = stores.path
         self.commitInterval = commitInterval
-        self.minimumGather = minimumGather
         self.retentionDays = retentionDays
         self.onError = onError
-        let thread = Thread { [unowned self] in self.run() }
+        // The thread keeps the recorder: it lives as long as the process.
+        let thread = Thread { self.run() }
         thread.name = "usage-recorder"
         thread.start()
     }
 
     /// Counts one request as it is forwarded, so a request Azure sees is counted even if the
-    /// worker dies before it ends. Returns the batch it is committed in, for `waitUntilCommitted`.
-    @discardableResult
-    public func countRequest(userID: Int64, model: String, at now: Date = Date()) -> UInt64 {
-        add(LedgerKey(userID: userID, day: UTCDay.today(now), model: model), record: nil, counts: true) { $0.requests += 1 }
-    }
-
-    /// Blocks until batch `batch` is committed; at once when it is already.
-    public func waitUntilCommitted(_ batch: UInt64) {
-        guard committedBatch.load(ordering: .acquiring) < batch else { return }
-        condition.lock()
-        if batch == gatheringBatch {
-            pendingWaiters += 1
-            // Wake the writer only when that may end its gathering.
-            if pendingWaiters == 1 || pendingWaiters >= pendingCounts { condition.broadcast() }
-        }
-        condition.unlock()
-        committed.lock()
-        while committedBatch.load(ordering: .acquiring) < batch { committed.wait() }
-        committed.unlock()
+    /// worker dies before it ends.
+    public func countRequest(userID: Int64, model: String, at now: Date = Date()) {
+        let key = LedgerKey(userID: userID, day: UTCDay.today(now), model: model)
+        let seq = add(key, record: nil, counts: true) { $0.requests += 1 }
+        journal?.append(seq: seq, key)
     }
 
     /// Adds what a finished (or refused) request cost, and its line in the per-request log;
@@ -99,12 +79,13 @@ public final class UsageRecorder: @unchecked Sendable {
         return true
     }
 
+    /// Returns the count's sequence number when `counts`.
     @discardableResult
     private func add(_ key: LedgerKey, record: RequestRecord?, settling reservation: Reservation? = nil, counts: Bool = false,
                      _ change: (inout LedgerAmount) -> Void) -> UInt64 {
         condition.lock()
-        if counts { pendingCounts += 1 }
-        let batch = gatheringBatch
+        if counts { countSeq += 1 }
+        let seq = countSeq
         // The writer only sleeps when nothing is pending: wake it on that transition alone,
         // not once per request.
         let wasEmpty = pending.isEmpty
@@ -113,32 +94,32 @@ public final class UsageRecorder: @unchecked Sendable {
         if let reservation, let record { settlements.append(Settlement(reservation, record)) }
         if wasEmpty { condition.broadcast() }
         condition.unlock()
-        return batch
+        return seq
     }
 
     private func run() {
         var lastPrune = Date.distantPast
         var lastCheckpoint = Date()
+        var lastRecovery = Date()
+        if journal != nil { recoverDeadJournals() }
         while true {
             condition.lock()
             while pending.isEmpty { condition.wait() }
-            gather()
-            let batch = pending, rows = records, settled = settlements
-            let number = gatheringBatch
+            let gathered = Date(timeIntervalSinceNow: commitInterval)
+            while flushing == 0 && condition.wait(until: gathered) {}
+            let batch = pending, rows = records, settled = settlements, lastSeq = countSeq
             pending = [:]
             records = []
             settlements = []
-            pendingWaiters = 0
-            pendingCounts = 0
-            gatheringBatch += 1
             committing = true
             condition.unlock()
 
-            commit(batch, rows, settled)
-            committed.lock()
-            committedBatch.store(number, ordering: .releasing)
-            committed.broadcast()
-            committed.unlock()
+            commit(batch, rows, settled, mark: journal.map { ($0.process, lastSeq) })
+            journal?.committed(through: lastSeq, lastAssigned: { self.condition.lock(); defer { self.condition.unlock() }; return self.countSeq })
+            if journal != nil, Date().timeIntervalSince(lastRecovery) > 5 {
+                lastRecovery = Date()
+                recoverDeadJournals()
+            }
             if Date().timeIntervalSince(lastCheckpoint) > 0.5 {
                 lastCheckpoint = Date()
                 do {
@@ -161,29 +142,34 @@ public final class UsageRecorder: @unchecked Sendable {
         }
     }
 
-    /// Waits, `condition` locked, while more counts may join the batch: up to `commitInterval`;
-    /// once a request waits for its count, up to `minimumGather`; not at all once every request
-    /// counted in it waits, or on `flush()`.
-    private func gather() {
-        let started = Date()
-        let longest = started.addingTimeInterval(commitInterval), shortest = started.addingTimeInterval(minimumGather)
-        while flushing == 0 {
-            if pendingWaiters > 0 && pendingWaiters >= pendingCounts { return }
-            let until = pendingWaiters > 0 ? shortest : longest
-            if Date() >= until || !condition.wait(until: until) { return }
-        }
-    }
-
-    private func commit(_ batch: [LedgerKey: LedgerAmount], _ rows: [RequestRecord], _ settled: [Settlement]) {
+    private func commit(_ batch: [LedgerKey: LedgerAmount], _ rows: [RequestRecord], _ settled: [Settlement],
+                        mark: (process: String, seq: UInt64)?) {
         while true {
             do {
-                try stores.with { try $0.apply(batch, records: rows, settlements: settled) }
+                try stores.with { try $0.apply(batch, records: rows, settlements: settled, mark: mark) }
                 return
             } catch {
                 onError(error)
                 usleep(50_000)  // the database is busy or gone; keep the counts and retry
             }
         }
+    }
+
+    /// Adds what the journals of processes that are gone counted beyond their last commit.
+    private func recoverDeadJournals() {
+        do {
+            _ = try stores.with { try $0.recoverCountJournals(databasePath: databasePath, except: journal?.process) }
+        } catch {
+            onError(error)
+        }
+    }
+
+    /// After a `flush()` at exit: every count is committed, so the journal may go.
+    public func removeJournal() {
+        condition.lock()
+        defer { condition.unlock() }
+        guard pending.isEmpty, !committing else { return }
+        journal?.remove()
     }
 
     private func prune() {

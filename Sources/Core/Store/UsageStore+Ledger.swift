@@ -3,12 +3,23 @@ extension UsageStore {
     /// `settlements` (reservations, each with the tokens its request really used), in one
     /// `BEGIN IMMEDIATE` transaction; each figure is added with `x = x + ?`, so writers in other
     /// threads and processes never lose one.
-    func apply(_ amounts: [LedgerKey: LedgerAmount], records: [RequestRecord], settlements: [Settlement] = []) throws {
+    /// With `mark`, notes in the same transaction that the counts of that process's journal are
+    /// committed up to that sequence number.
+    func apply(_ amounts: [LedgerKey: LedgerAmount], records: [RequestRecord], settlements: [Settlement] = [],
+               mark: (process: String, seq: UInt64)? = nil) throws {
         try write {
             for (key, amount) in amounts { try addToLedger(key, amount) }
             for record in records { try appendRequest(record) }
             for settled in settlements { try endReservation(settled) }
+            if let mark { try setMark(mark.process, mark.seq) }
         }
+    }
+
+    private func setMark(_ process: String, _ seq: UInt64) throws {
+        try statement("""
+            INSERT INTO count_marks (process, seq) VALUES (?1, ?2)
+            ON CONFLICT (process) DO UPDATE SET seq = max(seq, excluded.seq)
+            """).run([.text(process), .int(Int64(seq))])
     }
 
     func addToLedger(_ key: LedgerKey, _ amount: LedgerAmount) throws {

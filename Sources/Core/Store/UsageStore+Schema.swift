@@ -1,5 +1,5 @@
 extension UsageStore {
-    static let schemaVersion: Int32 = 3
+    static let schemaVersion: Int32 = 4
 
     static func migrate(_ connection: SQLiteConnection) throws {
         try SQLiteConnection.retryingWhileBusy(milliseconds: 5000) { try migrateOnce(connection) }
@@ -12,6 +12,10 @@ extension UsageStore {
             if version < 1 { try createVersion1(connection) }
             if version < 2 { try migrateToVersion2(connection) }
             if version < 3 { try migrateToVersion3(connection) }
+            if version < 4 {
+                // How far each process's count journal is committed (CountJournal).
+                try connection.execute("CREATE TABLE count_marks (process TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID")
+            }
             // The Go original's users, kept aside by createVersion1, imported once the ledger exists.
             let legacy = try connection.prepare("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'legacy_users'")
                 .rows { $0.int(0) }.first ?? 0

@@ -7,7 +7,7 @@ import Foundation
 /// are never cached) does not turn into a burst of opens and closes.
 /// `@unchecked`: `idle` and `open` are read and written only while `condition` is locked.
 public final class UsageStorePool: @unchecked Sendable {
-    private let path: String
+    let path: String
     private let condition = NSCondition()
     private var idle: [UsageStore] = []
     private var open = 0

@@ -5,17 +5,10 @@ import Core
 final class FastCGIRelay {
     let exchange: FastCGIExchange
     private(set) var relay: UpstreamRelay
-    /// The request's count, in the recorder's batch `countBatch`: nothing of the answer goes out
-    /// before that batch is committed, so no answer a client received is left uncounted if the
-    /// process dies (kill -9) right after.
-    private let recorder: UsageRecorder
-    private var countBatch: UInt64?
 
-    init(exchange: FastCGIExchange, relay: UpstreamRelay, recorder: UsageRecorder, countBatch: UInt64) {
+    init(exchange: FastCGIExchange, relay: UpstreamRelay) {
         self.exchange = exchange
         self.relay = relay
-        self.recorder = recorder
-        self.countBatch = countBatch
     }
 
     func headerLine(_ line: UnsafeRawBufferPointer) {
@@ -51,13 +44,7 @@ final class FastCGIRelay {
     private func apply(_ output: RelayOutput) -> Bool {
         if output.abort { return false }
         var written = true
-        if let head = output.head {
-            if let batch = countBatch {
-                recorder.waitUntilCommitted(batch)
-                countBatch = nil
-            }
-            written = exchange.writeHead(head)
-        }
+        if let head = output.head { written = exchange.writeHead(head) }
         if written, !output.body.isEmpty { written = exchange.write(output.body) }
         if written, output.flush { written = exchange.flush() }
         if !written { relay.clientGone() }

@@ -41,9 +41,10 @@ struct RequestHandler {
     }
 
     private func forward(_ call: UpstreamCall, on exchange: FastCGIExchange, into line: inout RequestLogLine) {
-        // Counted before forwarding, so a request Azure sees is never left uncounted.
-        let countBatch = recorder.countRequest(userID: call.user.id, model: call.route.model)
-        let (relay, outcome, answered) = attempt([call] + call.fallbacks, on: exchange, countBatch: countBatch)
+        // Counted (and journaled: CountJournal) before forwarding, so a request Azure sees, and any
+        // answer a client receives, is never left uncounted, even if this process is killed.
+        recorder.countRequest(userID: call.user.id, model: call.route.model)
+        let (relay, outcome, answered) = attempt([call] + call.fallbacks, on: exchange)
         relay.finish(outcome.result)
         line.backend = answered.backendName
         line.route = answered.route
@@ -66,8 +67,7 @@ struct RequestHandler {
     /// next would not mend (`BackendVerdict.movesOn`), or something of the answer went out.
     /// A backend whose Entra token was refused gets one more try with a fresh token. Returns the
     /// relay to finish, its transfer's outcome, and the call that produced it.
-    private func attempt(_ attempts: [UpstreamCall], on exchange: FastCGIExchange,
-                         countBatch: UInt64) -> (FastCGIRelay, UpstreamClient.Outcome, UpstreamCall) {
+    private func attempt(_ attempts: [UpstreamCall], on exchange: FastCGIExchange) -> (FastCGIRelay, UpstreamClient.Outcome, UpstreamCall) {
         var attempts = attempts
         var index = 0
         var refreshed = false
@@ -77,8 +77,7 @@ struct RequestHandler {
             let call = attempts[index]
             let relay = FastCGIRelay(exchange: exchange, relay: UpstreamRelay(route: call.route, shaping: call.shaping,
                                                                               ownFields: call.responseFields,
-                                                                              keepaliveSeconds: keepaliveSeconds, timeouts: azure.timeouts),
-                                     recorder: recorder, countBatch: countBatch)
+                                                                              keepaliveSeconds: keepaliveSeconds, timeouts: azure.timeouts))
             let outcome = upstream.perform(call, connectTimeoutMs: azure.connectTimeoutMs, clientSocket: exchange.connection, into: relay)
             let verdict = BackendVerdict.of(status: relay.relay.upstreamStatus, result: outcome.result)
             let untouched = !relay.relay.hasSentHead && !relay.relay.isClientGone

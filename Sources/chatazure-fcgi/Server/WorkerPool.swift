@@ -84,7 +84,15 @@ final class WorkerPool: @unchecked Sendable {
         self.upstreams = UpstreamClientPool(connectTimeoutMs: gateway.config.azure.connectTimeoutMs,
                                             caFile: gateway.config.azure.caFile)
         let errorLogger = logger
-        self.recorder = UsageRecorder(stores: gateway.authenticator.stores, retentionDays: gateway.config.retentionDays) { error in
+        let journal: CountJournal?
+        do {
+            journal = try CountJournal(databasePath: gateway.config.databasePath)
+        } catch {
+            logger.error("no count journal, so kill -9 may lose the last counts: \(error)")
+            journal = nil
+        }
+        self.recorder = UsageRecorder(stores: gateway.authenticator.stores, retentionDays: gateway.config.retentionDays,
+                                      journal: journal) { error in
             errorLogger.error("usage commit failed, retrying: \(error)")
         }
         self.tokens = TokenRefresher(gateway: { [unowned self] in self.gateway }, logger: logger)
@@ -268,7 +276,11 @@ final class WorkerPool: @unchecked Sendable {
             usleep(50_000)
         }
         // Every forwarded request is counted before the process exits.
-        if !recorder.flush(seconds: 10) { logger.error("usage commit did not finish; the last counts are lost") }
+        if recorder.flush(seconds: 10) {
+            recorder.removeJournal()
+        } else {
+            logger.error("usage commit did not finish; the count journal keeps the counts for the next start")
+        }
         let left = inFlight.load(ordering: .relaxed)
         if left > 0 {
             logger.warning("drain time over; abandoning in-flight requests", metadata: ["in_flight": "\(left)"])
