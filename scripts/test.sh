@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test: Swift unit tests for Core, a seconds-long smoke run of the bench, then the
+# Runs every test: Swift unit tests for Core, libFuzzer runs of Core's parsers (Fuzz/run.sh,
+# CHATAZURE_FUZZ_SECONDS each, default 60), a seconds-long smoke run of the bench, then the
 # end-to-end suite (real nginx, spawn-fcgi, SQLite and libcurl against the local Azure emulator,
 # driven by the openai SDK, curl and Chromium). Exits non-zero on any failure.
 set -euo pipefail
@@ -16,6 +17,9 @@ fi
 
 echo "test: unit tests (Core)"
 swift test --skip-build
+
+echo "test: fuzzing Core's parsers (${CHATAZURE_FUZZ_SECONDS:-60} s per target)"
+"$root/Fuzz/run.sh" --seconds "${CHATAZURE_FUZZ_SECONDS:-60}"
 
 # Before the end-to-end suite, so pytest's summary is the last line of the run.
 echo "test: bench smoke run (seconds, no targets), and the bench's own stall probe"

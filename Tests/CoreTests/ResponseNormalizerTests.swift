@@ -52,6 +52,17 @@ import Testing
         #expect(loud.usage == TokenUsage(prompt: 5, completion: 7))
     }
 
+    /// 20 digits overflowed Int and trapped, taking the worker with it (Fuzz/Corpus/FuzzSSE/usage-overflow.sse).
+    @Test func absurdTokenCountsAreNoCounts() {
+        var normalizer = ResponseNormalizer(route: route, shaping: shaping)
+        let huge = #"data: {"choices":[],"usage":{"prompt_tokens":99999999999999999999,"completion_tokens":1}}"# + "\n\n"
+        #expect(normalizer.event(Array(huge.utf8)) == nil)
+        #expect(normalizer.usage == TokenUsage(prompt: 0, completion: 1))
+        let body = #"{"usage":{"prompt_tokens":1000000000,"completion_tokens":999999999,"prompt_tokens_details":{"cached_tokens":12345678901}}}"#
+        _ = normalizer.body(Array(body.utf8))
+        #expect(normalizer.usage == TokenUsage(prompt: 0, completion: 999_999_999, cached: 0))
+    }
+
     @Test func offLeavesBytesButStillCountsTokens() {
         var normalizer = ResponseNormalizer(route: route, shaping: .unchanged)
         let first = #"data: {"choices":[],"prompt_filter_results":[]}"# + "\n\n"

@@ -31,13 +31,15 @@ public struct TokenUsage: Sendable, Equatable {
             end += 1
         }
         let usage = index..<min(end + 1, bytes.count)
-        // Searched in place with static keys: this runs on every JSON answer.
+        // Searched in place with static keys: this runs on every JSON answer. A count of more than
+        // 9 digits is none: no request uses a billion tokens, and its sums and cost would overflow.
         func number(_ key: [UInt8]) -> Int? {
             guard let at = ASCII.find(key, in: bytes, from: usage.lowerBound), at < usage.upperBound else { return nil }
             var cursor = at + key.count
             while cursor < usage.upperBound, bytes[cursor] == 0x20 || bytes[cursor] == UInt8(ascii: ":") { cursor += 1 }
             var value = 0, digits = 0
             while cursor < usage.upperBound, bytes[cursor] >= 48, bytes[cursor] <= 57 {
+                guard digits < 9 else { return nil }
                 value = value * 10 + Int(bytes[cursor] - 48)
                 cursor += 1
                 digits += 1

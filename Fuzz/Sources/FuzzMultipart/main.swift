@@ -1,0 +1,71 @@
+// MultipartForm: the boundary of a Content-Type and the `model` field of a multipart/form-data
+// body. The input is a body; its boundary is its first line after "--" when it starts so.
+//
+// Checked beyond "does not crash":
+// - a field found is text of the body;
+// - boundary(fromContentType:) gives back a plain boundary, bare or quoted;
+// - in a well-formed body built around the input (the input as an uploaded file, then a model
+//   field), field("model") finds the model field's exact value, skipping a file part with the
+//   same name, and a name no part has is not found.
+import Core
+import Foundation
+import FuzzSupport
+
+func contains(_ haystack: [UInt8], _ needle: [UInt8]) -> Bool {
+    guard !needle.isEmpty, haystack.count >= needle.count else { return needle.isEmpty }
+    for start in 0...(haystack.count - needle.count) where haystack[start] == needle[0] {
+        if haystack[start..<(start + needle.count)].elementsEqual(needle) { return true }
+    }
+    return false
+}
+
+/// RFC 2046 boundary characters, minus the ones the Content-Type syntax gives a meaning to.
+func isPlainBoundary(_ bytes: ArraySlice<UInt8>) -> Bool {
+    !bytes.isEmpty && bytes.count <= 70 && bytes.allSatisfy { $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: ";") && $0 != UInt8(ascii: "\"") }
+}
+
+func part(_ headers: String, _ value: [UInt8], boundary: [UInt8]) -> [UInt8] {
+    Array("--".utf8) + boundary + Array("\r\n\(headers)\r\n\r\n".utf8) + value + Array("\r\n".utf8)
+}
+
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
+    let input = Array(UnsafeBufferPointer(start: data, count: size))
+    let firstLine = input.prefix { $0 != 0x0D && $0 != 0x0A }
+    var boundaries: [[UInt8]] = [Array("----FuzzBoundary7MA4YWxkTrZu0gW".utf8)]
+    if firstLine.starts(with: [0x2D, 0x2D]), isPlainBoundary(firstLine.dropFirst(2)) {
+        boundaries.insert(Array(firstLine.dropFirst(2)), at: 0)
+    }
+
+    // The input as it is, and its first line as a Content-Type.
+    _ = MultipartForm.boundary(fromContentType: String(decoding: firstLine, as: UTF8.self))
+    for boundary in boundaries {
+        let name = String(decoding: boundary, as: UTF8.self)
+        for type in ["multipart/form-data; boundary=\(name)", "Multipart/Form-Data;charset=utf-8; Boundary=\"\(name)\""] {
+            check(MultipartForm.boundary(fromContentType: type) == name, "boundary of \(type)")
+        }
+        for field in ["model", "Model", "file", ""] {
+            if let value = MultipartForm.field(field, in: input, boundary: name), !value.unicodeScalars.contains("\u{FFFD}") {
+                check(contains(input, Array(value.utf8)), "field \(field) is not text of the body")
+            }
+        }
+    }
+
+    // A well-formed body around the input. The model's value: the input's last line, at most 256 bytes.
+    let lastLine = Array(input.reversed().prefix { $0 != 0x0A }.reversed().prefix(256))
+    for boundary in boundaries {
+        let delimiter = Array("--".utf8) + boundary
+        guard !contains(input, delimiter), !contains(lastLine, delimiter) else { continue }
+        let name = String(decoding: boundary, as: UTF8.self)
+        let body = part(#"Content-Disposition: form-data; name="file"; filename="a.wav""# + "\r\nContent-Type: audio/wav", input, boundary: boundary)
+            + part(#"Content-Disposition: form-data; name="model"; filename="model.txt""#, input, boundary: boundary)
+            + part(#"Content-Disposition: form-data; name="model""#, lastLine, boundary: boundary)
+            + part(#"Content-Disposition: form-data; name="response_format""#, Array("json".utf8), boundary: boundary)
+            + delimiter + Array("--\r\n".utf8)
+        let model = MultipartForm.field("model", in: body, boundary: name)
+        check(model == String(decoding: lastLine, as: UTF8.self), "model field read as \(model ?? "nil") with boundary \(name)")
+        check(MultipartForm.field("response_format", in: body, boundary: name) == "json", "the field after the model")
+        check(MultipartForm.field("prompt", in: body, boundary: name) == nil, "a field no part has")
+    }
+    return 0
+}
