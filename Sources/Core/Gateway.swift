@@ -64,8 +64,7 @@ public struct Gateway: Sendable {
     }
 
     static func plan(_ azure: AzureSettings) -> [PlannedBackend] {
-        let backends = azure.backends.isEmpty ? [AzureBackend(name: "default", settings: azure)] : azure.backends
-        return backends.map { PlannedBackend(backend: $0, targets: planTargets($0.settings)) }
+        azure.effectiveBackends.map { PlannedBackend(backend: $0, targets: planTargets($0.settings)) }
     }
 
     /// Decides for `request`. `readBody(limit)` returns the request body, or throws an

@@ -61,3 +61,11 @@ public struct AzureBackend: Sendable {
         settings.deployments[model] != nil
     }
 }
+
+extension AzureSettings {
+    /// `backends`, or, for settings built without any (as in code, not from config.yaml), the
+    /// one resource of `endpoint` and `apiKey`.
+    var effectiveBackends: [AzureBackend] {
+        backends.isEmpty ? [AzureBackend(name: "default", settings: self)] : backends
+    }
+}

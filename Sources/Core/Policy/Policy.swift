@@ -12,7 +12,7 @@ public struct Policy: Sendable {
         limitSettings = config.limits
         prices = config.prices
         var byDeployment: [String: [String]] = [:]
-        for backend in config.azure.backends.isEmpty ? [AzureBackend(name: "default", settings: config.azure)] : config.azure.backends {
+        for backend in config.azure.effectiveBackends {
             for (model, deployment) in backend.settings.deployments where byDeployment[deployment]?.contains(model) != true {
                 byDeployment[deployment, default: []].append(model)
             }

@@ -95,9 +95,7 @@ extension ChatAzureFCGI {
             // Migrate the schema and sync config users once, before any thread opens the file.
             do {
                 let store = try options.openStore(config)
-                for name in try store.syncConfiguredUsers(config.users) {
-                    logger.notice("user \(name) is no longer in \(config.file): removed, their key stops working; their usage stays")
-                }
+                Self.logRemoved(try store.syncConfiguredUsers(config.users), from: config, logger: logger)
                 // config.yaml's users were checked at load; those added with `user add` only here.
                 for (index, digest) in config.admin.keyDigests.enumerated() {
                     if let user = try store.user(for: digest) {
@@ -114,9 +112,7 @@ extension ChatAzureFCGI {
                 let supervisor = Supervisor(listenSocket: listener.fd, processes: processes, workerArguments: workerArguments(),
                                             drainSeconds: drainSeconds, logger: logger) {
                     let newer = try loadForServing()
-                    for name in try options.openStore(newer).syncConfiguredUsers(newer.users) {
-                        logger.notice("user \(name) is no longer in \(newer.file): removed, their key stops working; their usage stays")
-                    }
+                    Self.logRemoved(try options.openStore(newer).syncConfiguredUsers(newer.users), from: newer, logger: logger)
                 }
                 let code = supervisor.run()
                 listener.close()
@@ -140,6 +136,13 @@ extension ChatAzureFCGI {
             Foundation.exit(code)
         }
 
+        /// One line per user that a config sync removed because `config` no longer lists them.
+        private static func logRemoved(_ names: [String], from config: GatewayConfig, logger: Logger) {
+            for name in names {
+                logger.notice("user \(name) is no longer in \(config.file): removed, their key stops working; their usage stays")
+            }
+        }
+
         /// config.yaml loaded and checked as `run` does, with this command's overrides.
         private func loadForServing() throws -> GatewayConfig {
             var config = try options.load()
@@ -157,9 +160,7 @@ extension ChatAzureFCGI {
                 if !kept.isEmpty {
                     logger.warning("reload: \(kept.joined(separator: ", ")) changed; that takes effect at the next restart")
                 }
-                for name in try running.authenticator.stores.with({ try $0.syncConfiguredUsers(newer.users) }) {
-                    logger.notice("user \(name) is no longer in \(newer.file): removed, their key stops working; their usage stays")
-                }
+                Self.logRemoved(try running.authenticator.stores.with({ try $0.syncConfiguredUsers(newer.users) }), from: newer, logger: logger)
                 return running.reloaded(newer.keepingRestartOnly(of: running.config))
             } catch {
                 logger.error("reload refused, the running config stays: \(error)")
