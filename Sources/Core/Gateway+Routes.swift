@@ -40,7 +40,8 @@ extension Gateway {
     /// sent as a form by `curl -d` without a type would otherwise reach Azure mislabelled).
     static func requireJSON(_ contentType: String?) throws {
         guard let contentType else { return }
-        let media = String((contentType.split(separator: ";", maxSplits: 1).first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() } ?? "").prefix(100))
+        let mediaType = contentType.utf8.firstIndex(of: UInt8(ascii: ";")).map { contentType[..<$0] } ?? Substring(contentType)
+        let media = String(ASCII.lowercased(ASCII.trimmed(mediaType)).prefix(100))
         guard media != "application/json" else { return }
         throw OpenAIError.invalidRequest(
             "Unsupported content type: '\(media)'. This API method only accepts 'application/json' requests, but you specified the header 'Content-Type: \(media)'. Please try again with a supported content type.",

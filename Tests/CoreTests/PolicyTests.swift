@@ -197,4 +197,41 @@ import Testing
         #expect(try store.totals().first?.promptTokens == 600)
         #expect(try store.connection.prepare("SELECT count(*) FROM reservations").rows { $0.int(0) }.first == 0)
     }
+
+    /// Settlements nobody waits for, queued among waiting admissions from many threads: each is
+    /// committed (and reported done) once, and every admission still counts the reservations
+    /// not yet settled, so the rolling window never overshoots.
+    @Test func settlementsQueuedWithoutWaitingAreAllCommitted() throws {
+        let path = temporaryDatabase()
+        let store = try UsageStore(path: path)
+        try store.syncConfiguredUsers([ConfiguredUser(username: "u", key: "u-key-12345")])
+        let id = try #require(try store.listUsers().first).id
+        let queue = AdmissionQueue(stores: UsageStorePool(path: path))
+        let limits = Limits(tpm: 1000)
+        #expect(!limits.settlesBeforeEnd && Limits(rpm: 1, maxParallel: 2).settlesBeforeEnd && Limits(tokensPerDay: 1).settlesBeforeEnd)
+        let outcome = LockedValue((admitted: 0, refused: 0, done: 0, failed: 0))
+        let now: Int64 = 1_796_000_000_000
+        DispatchQueue.concurrentPerform(iterations: 40) { index in
+            // 100 tokens reserved, 10 used: at most 10 in flight, many more over the run.
+            guard case .success(let reservation)? = try? queue.admit(userID: id, model: "m", limits: limits, tokens: 100, costMicros: 0,
+                                                                     nowMs: now + Int64(index)) else {
+                return outcome.withLock { $0.refused += 1 }
+            }
+            outcome.withLock { $0.admitted += 1 }
+            var record = RequestRecord(userID: id, model: "m", timeMs: now + Int64(index), requestID: "r\(index)", status: 200, forwarded: true)
+            record.promptTokens = 10
+            queue.settleLater(reservation, record) { error in
+                outcome.withLock { error == nil ? ($0.done += 1) : ($0.failed += 1) }
+            }
+        }
+        // The last settlement may still be committing on another thread.
+        for _ in 0..<200 where outcome.withLock({ $0.done + $0.failed }) < outcome.withLock({ $0.admitted }) { usleep(10_000) }
+        let final = outcome.withLock { $0 }
+        #expect(final.admitted + final.refused == 40 && final.admitted >= 10)
+        #expect(final.done == final.admitted && final.failed == 0)
+        #expect(try store.connection.prepare("SELECT count(*) FROM reservations").rows { $0.int(0) }.first == 0)
+        let settledTokens = try store.connection.prepare("SELECT sum(tokens) FROM rate_buckets").rows { $0.int(0) }.first
+        #expect(settledTokens == Int64(final.admitted * 10))
+        #expect(try store.totals().first?.promptTokens == Int64(final.admitted * 10))
+    }
 }

@@ -27,6 +27,13 @@ public struct Limits: Sendable, Equatable, Codable {
     /// True when no limit is set: such a user is admitted without a store transaction.
     public var isEmpty: Bool { self == Limits() }
 
+    /// True when a request's settlement must be committed before its answer ends: the user's
+    /// next request, in any process, must find the room it leaves under `max-parallel` or a day
+    /// or month quota. Under only `rpm` and `tpm` it is committed after (`AdmissionQueue.settleLater`).
+    public var settlesBeforeEnd: Bool {
+        maxParallel != nil || tokensPerDay != nil || tokensPerMonth != nil || budgetPerMonthMicros != nil
+    }
+
     /// These limits, with `defaults` for the kinds not set here.
     public func over(_ defaults: Limits) -> Limits {
         Limits(rpm: rpm ?? defaults.rpm, tpm: tpm ?? defaults.tpm, tokensPerDay: tokensPerDay ?? defaults.tokensPerDay,

@@ -57,7 +57,9 @@ public struct Policy: Sendable {
         let result = try admissions.admit(userID: call.user.id, model: call.route.model, limits: limits, tokens: prompt + completion,
                                           costMicros: cost, nowMs: nowMs)
         switch result {
-        case .success(let reservation): return .success(reservation)
+        case .success(var reservation):
+            reservation.settlesBeforeEnd = limits.settlesBeforeEnd
+            return .success(reservation)
         case .failure(let refusal): return .failure(Self.error(refusal, user: call.user.username, currency: prices.currency))
         }
     }

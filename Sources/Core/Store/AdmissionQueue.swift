@@ -4,7 +4,8 @@ import Foundation
 /// arrive while none is writing takes everything queued and runs it in one `BEGIN IMMEDIATE`
 /// transaction, in arrival order, then hands each its result; the others wait. So each
 /// admission still sees every reservation before it, in this process and (through SQLite's
-/// lock) in others, while a busy gateway pays one transaction for many requests.
+/// lock) in others, while a busy gateway pays one transaction for many requests. A settlement
+/// nobody needs to wait for (`settleLater`) is queued alike, and committed by whoever leads next.
 /// `@unchecked`: `queue` and `writing` are touched only with `lock` held; a job's `result`
 /// is written before its `wake` is signalled and read after.
 public final class AdmissionQueue: @unchecked Sendable {
@@ -32,6 +33,21 @@ public final class AdmissionQueue: @unchecked Sendable {
         _ = try run(Job(.settle(Settlement(reservation, record), record)))
     }
 
+    /// Queues the settlement of `reservation` and returns at once: the next batch commits it (this
+    /// thread's own, when no batch is being written). For users whose limits only count a rolling
+    /// minute (`Limits.settlesBeforeEnd` false): until it commits, the request's reservation
+    /// still counts, so an admission meanwhile can only be stricter, never overshoot.
+    /// `done` runs, on the thread that committed the batch, with nil or the error that failed it.
+    public func settleLater(_ reservation: Reservation, _ record: RequestRecord, done: @escaping @Sendable (Error?) -> Void) {
+        let job = Job(.settle(Settlement(reservation, record), record), done: done)
+        lock.lock()
+        queue.append(job)
+        let leads = !writing
+        writing = true
+        lock.unlock()
+        if leads { lead() }
+    }
+
     private func run(_ job: Job) throws -> Job.Outcome {
         lock.lock()
         queue.append(job)
@@ -39,26 +55,42 @@ public final class AdmissionQueue: @unchecked Sendable {
         writing = true
         lock.unlock()
         // A waiter is woken once: with its result, or to lead the next batch.
-        if !leads { job.wake.wait() }
+        if !leads { job.wake?.wait() }
         if job.result == nil { lead() }
         return try job.result!.get()
     }
 
     /// Commits what is queued, including the leader's own job, then hands each job its result
-    /// and the lead to the first job queued meanwhile, if any.
+    /// and the lead to the first waiting job queued meanwhile; while only settlements that
+    /// nobody waits for are queued, commits those too.
     private func lead() {
-        lock.lock()
-        let batch = queue
-        queue = []
-        lock.unlock()
-        let results = commit(batch)
-        lock.lock()
-        for (job, result) in zip(batch, results) { job.result = result }
-        let next = queue.first
-        if next == nil { writing = false }
-        lock.unlock()
-        for job in batch { job.wake.signal() }
-        next?.wake.signal()
+        while true {
+            lock.lock()
+            let batch = queue
+            queue = []
+            lock.unlock()
+            let results = commit(batch)
+            lock.lock()
+            for (job, result) in zip(batch, results) { job.result = result }
+            let next = queue.first { $0.wake != nil }
+            let more = !queue.isEmpty
+            if !more { writing = false }
+            lock.unlock()
+            for job in batch {
+                if let wake = job.wake {
+                    wake.signal()
+                } else if case .failure(let error) = job.result {
+                    job.done?(error)
+                } else {
+                    job.done?(nil)
+                }
+            }
+            if let next {
+                next.wake!.signal()
+                return
+            }
+            if !more { return }
+        }
     }
 
     /// Runs `batch` in one transaction; every job fails alike when the transaction does.
@@ -96,11 +128,21 @@ public final class AdmissionQueue: @unchecked Sendable {
 
         let work: Work
         var result: Result<Outcome, Error>?
-        /// Signalled once for a waiting job: its result is in, or it leads the next batch.
-        let wake = DispatchSemaphore(value: 0)
+        /// Signalled once for a waiting job: its result is in, or it leads the next batch. Nil
+        /// for a job nobody waits for, which has `done` instead.
+        let wake: DispatchSemaphore?
+        let done: (@Sendable (Error?) -> Void)?
 
         init(_ work: Work) {
             self.work = work
+            wake = DispatchSemaphore(value: 0)
+            done = nil
+        }
+
+        init(_ work: Work, done: @escaping @Sendable (Error?) -> Void) {
+            self.work = work
+            wake = nil
+            self.done = done
         }
     }
 }

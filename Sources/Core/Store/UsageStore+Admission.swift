@@ -7,6 +7,8 @@ public struct Reservation: Sendable, Equatable {
     public var userID: Int64
     /// The user's rolling-window figures after this request, for the rate-limit headers.
     public var window: RateWindow
+    /// Whether the settlement must be committed before the answer ends (`Limits.settlesBeforeEnd`).
+    public var settlesBeforeEnd = true
 }
 
 /// A reservation ended: its request used `tokens`, and ended at `endedMs`.

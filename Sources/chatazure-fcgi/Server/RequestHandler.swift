@@ -129,10 +129,21 @@ struct RequestHandler {
         return record
     }
 
-    /// A reservation is replaced by the real figures before the request ends, so the user's
-    /// next request sees the room it leaves; everything else goes through the group commit.
+    /// A reservation is replaced by the real figures before the request ends when the user's
+    /// next request must see the room it leaves (`Limits.settlesBeforeEnd`), else by the next
+    /// admission batch; everything else goes through the group commit.
     private func settle(_ call: UpstreamCall, _ record: RequestRecord) {
         guard let reservation = call.reservation else { return recorder.record(record) }
+        guard reservation.settlesBeforeEnd else {
+            return gateway.admissions.settleLater(reservation, record) { [recorder, logger] error in
+                if let error {
+                    logger.error("settling a reservation failed; the group commit settles it: \(error)")
+                    recorder.record(record, settling: reservation)
+                } else {
+                    recorder.log(record)
+                }
+            }
+        }
         do {
             try gateway.admissions.settle(reservation, record)
             recorder.log(record)
