@@ -38,11 +38,18 @@ extension Gateway {
 
     /// A JSON operation's body must say it is JSON, or say nothing (as OpenAI answers; a body
     /// sent as a form by `curl -d` without a type would otherwise reach Azure mislabelled).
+    private static let jsonMediaType = Array("application/json".utf8)
+
     static func requireJSON(_ contentType: String?) throws {
-        guard let contentType else { return }
+        guard var contentType else { return }
+        let isJSON = contentType.withUTF8 { bytes in
+            let raw = UnsafeRawBufferPointer(bytes)
+            let end = raw.firstIndex(of: UInt8(ascii: ";")) ?? raw.count
+            return ASCII.equalsIgnoringCase(UnsafeRawBufferPointer(rebasing: raw[ASCII.trimmed(raw, 0..<end)]), Self.jsonMediaType)
+        }
+        guard !isJSON else { return }
         let mediaType = contentType.utf8.firstIndex(of: UInt8(ascii: ";")).map { contentType[..<$0] } ?? Substring(contentType)
         let media = String(ASCII.lowercased(ASCII.trimmed(mediaType)).prefix(100))
-        guard media != "application/json" else { return }
         throw OpenAIError.invalidRequest(
             "Unsupported content type: '\(media)'. This API method only accepts 'application/json' requests, but you specified the header 'Content-Type: \(media)'. Please try again with a supported content type.",
             code: "unsupported_content_type")

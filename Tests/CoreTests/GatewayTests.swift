@@ -133,6 +133,23 @@ import Testing
         #expect(try errorCode(decide("POST", "/admin")) == (404, "unknown_url"))
     }
 
+    @Test(arguments: ["application/json", "Application/JSON; charset=utf-8", " application/json ;x=y", "APPLICATION/JSON"])
+    func jsonContentTypesAreForwarded(type: String) throws {
+        var headers = ["authorization": "Bearer alice-key-1"]
+        headers["content-type"] = type
+        guard case .forward = decide("POST", "/v1/chat/completions", headers: headers, body: #"{"model":"gpt-4o"}"#).action else {
+            Issue.record("\(type) was refused"); return
+        }
+    }
+
+    @Test(arguments: ["text/plain", "application/jsonx", "application/x-www-form-urlencoded", "application/json-seq; x", "", "application/js"])
+    func otherContentTypesAre400(type: String) throws {
+        var headers = ["authorization": "Bearer alice-key-1"]
+        headers["content-type"] = type
+        #expect(try errorCode(decide("POST", "/v1/chat/completions", headers: headers, body: #"{"model":"gpt-4o"}"#))
+                == (400, "unsupported_content_type"))
+    }
+
     @Test func tooLargeBody() throws {
         var small = gateway
         small.maxBody = 10

@@ -307,6 +307,52 @@ final class ObjectSet: @unchecked Sendable {
         try Data("1 7 2026-12-01 gpt-4o\n2 7 2026-12-01 gpt-4o\n3 7 2026-1".utf8).write(to: URL(fileURLWithPath: path))
         #expect(UsageStore.journalLines(path).map(\.0) == [1, 2])
     }
+
+    /// A journal file is allocated whole and mapped: what was never copied reads as zeros, and
+    /// a line cut by the death ends where its copy stopped.
+    @Test func zerosAfterTheLastLineAreNotALine() throws {
+        let path = temporaryDatabase() + ".counts-1.1-0"
+        var bytes = Array("1 7 2026-12-01 gpt-4o\n2 7 2026-12-01 gpt".utf8)
+        bytes += [UInt8](repeating: 0, count: 4096)
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        #expect(UsageStore.journalLines(path).map(\.0) == [1])
+        // The end of a line copied before its start: no line is read from it.
+        try Data(Array("1 7 2026-12-01 m\n".utf8) + [0, 0, 0] + Array(" 2026-12-01 m\n".utf8) + [0, 0]).write(to: URL(fileURLWithPath: path))
+        #expect(UsageStore.journalLines(path).map(\.0) == [1])
+    }
+
+    /// The per-request log is pruned in batches of its oldest rows by rowid, so a row logged
+    /// out of time order does not stop the prune, and a recent row is kept wherever it is; an
+    /// old row more than a batch behind the first recent ones waits for a larger batch.
+    @Test func pruneTakesTheOldestRowsInBatchesUntilNoneIsOld() throws {
+        let (store, id, _) = try setup()
+        let now: Int64 = 1_796_000_000_000, day: Int64 = 86_400_000
+        let ages: [Int64] = [40, 35, 31, 1, 32, 0, 45]  // days, in the order logged
+        try store.write {
+            for (index, age) in ages.enumerated() {
+                try store.appendRequest(RequestRecord(userID: id, model: "m", timeMs: now - age * day, requestID: "r\(index)",
+                                                      status: 200, forwarded: true))
+            }
+        }
+        func left() throws -> [String] { try store.connection.prepare("SELECT request_id FROM requests ORDER BY rowid").rows { $0.text(0) } }
+        #expect(try store.pruneRequests(olderThanDays: 30, nowMs: now, batch: 2) == 4)
+        #expect(try left() == ["r3", "r5", "r6"])
+        #expect(try store.pruneRequests(olderThanDays: 30, nowMs: now) == 1)
+        #expect(try left() == ["r3", "r5"])
+        #expect(try store.pruneRequests(olderThanDays: 30, nowMs: now) == 0)
+    }
+
+    @Test func aJournalFileIsAllocatedWholeAndFilledInPlace() throws {
+        let path = temporaryDatabase()
+        let journal = try CountJournal(databasePath: path, process: dead, rotateBytes: 4096)
+        let file = journal.path
+        #expect(try FileManager.default.attributesOfItem(atPath: file)[.size] as? Int == 4096)
+        for seq in 1...3 { journal.append(seq: UInt64(seq), LedgerKey(userID: 7, day: "2026-12-01", model: "gpt-4o")) }
+        // Read back through the file, as another process recovering it would.
+        #expect(UsageStore.journalLines(file).map(\.0) == [1, 2, 3])
+        #expect(try FileManager.default.attributesOfItem(atPath: file)[.size] as? Int == 4096)
+        journal.remove()
+    }
 }
 
 @Suite struct UserCacheTests {

@@ -7,7 +7,7 @@ import Foundation
 /// and `flush()` (run on shutdown) commits at once and waits for the last one. The same thread
 /// prunes the per-request log to `retentionDays`.
 ///
-/// With a `CountJournal`, a forwarded request's count is also appended to it as it is taken,
+/// With a `CountJournal`, a forwarded request's count is also copied into it as it is taken,
 /// before any of the answer goes out, and every commit marks how far it got: so `kill -9` at any
 /// moment loses no count of an answer a client received, whoever recovers the journal
 /// (`UsageStore.recoverCountJournals`, which this thread runs for processes that are gone).
@@ -45,9 +45,7 @@ public final class UsageRecorder: @unchecked Sendable {
     /// Counts one request as it is forwarded, so a request Azure sees is counted even if the
     /// worker dies before it ends.
     public func countRequest(userID: Int64, model: String, at now: Date = Date()) {
-        let key = LedgerKey(userID: userID, day: UTCDay.today(now), model: model)
-        let seq = add(key, record: nil, counts: true) { $0.requests += 1 }
-        journal?.append(seq: seq, key)
+        add(LedgerKey(userID: userID, day: UTCDay.today(now), model: model), record: nil, counts: true) { $0.requests += 1 }
     }
 
     /// Adds what a finished (or refused) request cost, and its line in the per-request log;
@@ -79,13 +77,14 @@ public final class UsageRecorder: @unchecked Sendable {
         return true
     }
 
-    /// Returns the count's sequence number when `counts`.
-    @discardableResult
+    /// With `counts`, also journals the count, numbered in the order of the pending counts.
     private func add(_ key: LedgerKey, record: RequestRecord?, settling reservation: Reservation? = nil, counts: Bool = false,
-                     _ change: (inout LedgerAmount) -> Void) -> UInt64 {
+                     _ change: (inout LedgerAmount) -> Void) {
         condition.lock()
-        if counts { countSeq += 1 }
-        let seq = countSeq
+        if counts {
+            countSeq += 1
+            journal?.append(seq: countSeq, key)
+        }
         // The writer only sleeps when nothing is pending: wake it on that transition alone,
         // not once per request.
         let wasEmpty = pending.isEmpty
@@ -94,7 +93,6 @@ public final class UsageRecorder: @unchecked Sendable {
         if let reservation, let record { settlements.append(Settlement(reservation, record)) }
         if wasEmpty { condition.broadcast() }
         condition.unlock()
-        return seq
     }
 
     private func run() {
@@ -115,7 +113,6 @@ public final class UsageRecorder: @unchecked Sendable {
             condition.unlock()
 
             commit(batch, rows, settled, mark: journal.map { ($0.process, lastSeq) })
-            journal?.committed(through: lastSeq, lastAssigned: { self.condition.lock(); defer { self.condition.unlock() }; return self.countSeq })
             if journal != nil, Date().timeIntervalSince(lastRecovery) > 5 {
                 lastRecovery = Date()
                 recoverDeadJournals()
@@ -136,6 +133,7 @@ public final class UsageRecorder: @unchecked Sendable {
                 prune()
             }
             condition.lock()
+            journal?.committed(through: lastSeq)
             committing = false
             condition.broadcast()
             condition.unlock()

@@ -23,14 +23,14 @@ extension UsageStore {
         }
     }
 
-    /// The latest requests the gateway refused or Azure failed, newest first. One the client
+    /// The latest requests the gateway refused or Azure failed, last logged first. One the client
     /// left (499) is the client's choice, not a problem.
     func latestProblems(_ count: Int) throws -> [AdminSnapshot.Problem] {
         try statement("""
             SELECT r.time_ms, r.request_id, u.username, r.model, r.status, r.forwarded, r.upstream_ms
             FROM requests r JOIN users u ON u.id = r.user_id
             WHERE r.forwarded = 0 OR (r.status >= 400 AND r.cancelled = 0)
-            ORDER BY r.time_ms DESC LIMIT ?1
+            ORDER BY r.rowid DESC LIMIT ?1
             """).rows([.int(Int64(count))]) { row in
             AdminSnapshot.Problem(timeMs: row.int(0), requestID: row.text(1), username: row.text(2), model: row.text(3),
                                   status: Int(row.int(4)), refused: row.int(5) == 0, upstreamMs: row.optionalInt(6).map { Int($0) })

@@ -42,9 +42,11 @@ extension UsageStore {
         return recovered
     }
 
-    /// The whole lines of a journal file; a last line without its newline was cut by the death.
+    /// The whole lines of a journal file, up to its first zero byte (never written); a last line
+    /// without its newline was cut by the death.
     static func journalLines(_ path: String) -> [(UInt64, LedgerKey)] {
-        guard let data = FileManager.default.contents(atPath: path) else { return [] }
+        guard let contents = FileManager.default.contents(atPath: path) else { return [] }
+        let data = contents.firstIndex(of: 0).map { contents[..<$0] } ?? contents[...]
         var lines = data.split(separator: 0x0a, omittingEmptySubsequences: false)
         lines.removeLast()  // after the last newline: empty, or an unfinished line
         return lines.compactMap { line in

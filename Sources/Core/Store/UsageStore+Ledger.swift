@@ -44,11 +44,24 @@ extension UsageStore {
         try connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
     }
 
-    /// Deletes per-request log rows older than `days` days; returns how many.
+    /// Deletes per-request log rows older than `days` days; returns how many. The log has no
+    /// index on time (each would cost every request an insert): rows are appended about in time
+    /// order, so the oldest rows by rowid are taken in batches, each its own transaction, until
+    /// a batch holds none to delete. A row logged out of order waits for a later prune.
     @discardableResult
-    public func pruneRequests(olderThanDays days: Int, nowMs: Int64) throws -> Int {
-        try connection.prepare("DELETE FROM requests WHERE time_ms < ?1").run([.int(nowMs - Int64(days) * 86_400_000)])
-        return connection.changes
+    public func pruneRequests(olderThanDays days: Int, nowMs: Int64, batch: Int = 10_000) throws -> Int {
+        let prune = try connection.prepare("""
+            DELETE FROM requests WHERE rowid IN (SELECT rowid FROM requests ORDER BY rowid LIMIT ?2) AND time_ms < ?1
+            """)
+        var deleted = 0
+        while true {
+            let changes = try write { () -> Int in
+                try prune.run([.int(nowMs - Int64(days) * 86_400_000), .int(Int64(batch))])
+                return connection.changes
+            }
+            deleted += changes
+            if changes == 0 { return deleted }
+        }
     }
 
     static let ledgerUpsertSQL = """

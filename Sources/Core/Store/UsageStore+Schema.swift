@@ -1,5 +1,5 @@
 extension UsageStore {
-    static let schemaVersion: Int32 = 4
+    static let schemaVersion: Int32 = 5
 
     static func migrate(_ connection: SQLiteConnection) throws {
         try SQLiteConnection.retryingWhileBusy(milliseconds: 5000) { try migrateOnce(connection) }
@@ -15,6 +15,11 @@ extension UsageStore {
             if version < 4 {
                 // How far each process's count journal is committed (CountJournal).
                 try connection.execute("CREATE TABLE count_marks (process TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID")
+            }
+            if version < 5 {
+                // Every request would pay an insert per index of the per-request log: the admin
+                // CLI's last-use report scans it, the prune and the admin page go by rowid.
+                try connection.execute("DROP INDEX IF EXISTS requests_by_user_time; DROP INDEX IF EXISTS requests_by_time")
             }
             // The Go original's users, kept aside by createVersion1, imported once the ledger exists.
             let legacy = try connection.prepare("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'legacy_users'")
@@ -103,8 +108,6 @@ extension UsageStore {
               upstream_ms INTEGER,
               cancelled INTEGER NOT NULL
             );
-            CREATE INDEX requests_by_user_time ON requests (user_id, time_ms);
-            CREATE INDEX requests_by_time ON requests (time_ms);
             CREATE TABLE reservations (
               user_id INTEGER NOT NULL,
               id INTEGER NOT NULL,
