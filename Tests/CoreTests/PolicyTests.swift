@@ -198,6 +198,48 @@ import Testing
         #expect(try store.connection.prepare("SELECT count(*) FROM reservations").rows { $0.int(0) }.first == 0)
     }
 
+    /// One transaction's jobs see each other: settlements before a user's first admission in the
+    /// batch (their ledger and buckets not yet written) and after it (the standing kept in memory).
+    @Test(arguments: [false, true])
+    func aBatchSeesItsOwnSettlements(admitFirst: Bool) throws {
+        let path = temporaryDatabase()
+        let store = try UsageStore(path: path)
+        try store.syncConfiguredUsers([ConfiguredUser(username: "u", key: "u-key-12345")])
+        let id = try #require(try store.listUsers().first).id
+        let now: Int64 = 1_796_000_000_000
+        let limits = Limits(tpm: 100_000, tokensPerDay: 1000)
+        var reservations: [Reservation] = []
+        for index in 0..<5 {
+            guard case .success(let reservation) = try store.admit(userID: id, model: "m", limits: limits, tokens: 100, costMicros: 0,
+                                                                   nowMs: now + Int64(index)) else { Issue.record("refused"); return }
+            reservations.append(reservation)
+        }
+        let outcomes = try store.write { () -> [Bool] in
+            let batch = AdmissionBatch(store: store)
+            var admitted: [Bool] = []
+            func admit() throws {
+                admitted.append((try? batch.admit(userID: id, model: "m", limits: limits, tokens: 100, costMicros: 0, nowMs: now + 10).get()) != nil)
+            }
+            // 500 reserved: a sixth fits only while the five are open.
+            if admitFirst { try admit() }
+            for reservation in reservations {
+                var record = RequestRecord(userID: id, model: "m", timeMs: now + 9, requestID: "r", status: 200, forwarded: true)
+                record.promptTokens = 150
+                try batch.settle(Settlement(reservation, record), record)
+            }
+            // 750 used: room for two in all, whether one was admitted before the settlements or not.
+            for _ in 0..<3 { try admit() }
+            try batch.write()
+            return admitted
+        }
+        #expect(outcomes == (admitFirst ? [true, true, false, false] : [true, true, false]))
+        #expect(try store.totals().first?.promptTokens == 750)
+        let open = try store.connection.prepare("SELECT count(*), sum(tokens) FROM reservations").rows { ($0.int(0), $0.int(1)) }.first
+        #expect(open?.0 == 2 && open?.1 == 200)
+        let bucket = try store.connection.prepare("SELECT sum(requests), sum(tokens) FROM rate_buckets").rows { ($0.int(0), $0.int(1)) }.first
+        #expect(bucket?.0 == 7 && bucket?.1 == 750)
+    }
+
     /// Settlements nobody waits for, queued among waiting admissions from many threads: each is
     /// committed (and reported done) once, and every admission still counts the reservations
     /// not yet settled, so the rolling window never overshoots.

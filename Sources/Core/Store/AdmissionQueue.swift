@@ -98,16 +98,19 @@ public final class AdmissionQueue: @unchecked Sendable {
         do {
             return try stores.with { store in
                 try store.write {
-                    try batch.map { job in
+                    let admissions = AdmissionBatch(store: store)
+                    let results: [Result<Job.Outcome, Error>] = try batch.map { job in
                         switch job.work {
                         case .admit(let userID, let model, let limits, let tokens, let costMicros, let nowMs):
-                            return .success(.admitted(try store.admitInTransaction(userID: userID, model: model, limits: limits, tokens: tokens,
-                                                                                    costMicros: costMicros, nowMs: nowMs)))
+                            return .success(.admitted(try admissions.admit(userID: userID, model: model, limits: limits, tokens: tokens,
+                                                                           costMicros: costMicros, nowMs: nowMs)))
                         case .settle(let settlement, let record):
-                            try store.settleInTransaction(settlement, record)
+                            try admissions.settle(settlement, record)
                             return .success(.settled)
                         }
                     }
+                    try admissions.write()
+                    return results
                 }
             }
         } catch {

@@ -7,6 +7,9 @@ public struct Reservation: Sendable, Equatable {
     public var userID: Int64
     /// The user's rolling-window figures after this request, for the rate-limit headers.
     public var window: RateWindow
+    /// What it reserved, which its settlement takes out of the user's open reservations.
+    public var tokens = 0
+    public var costMicros: Int64 = 0
     /// Whether the settlement must be committed before the answer ends (`Limits.settlesBeforeEnd`).
     public var settlesBeforeEnd = true
 }
@@ -15,12 +18,16 @@ public struct Reservation: Sendable, Equatable {
 struct Settlement: Sendable, Equatable {
     var reservationID: Int64
     var userID: Int64
+    var reservedTokens: Int
+    var reservedCost: Int64
     var tokens: Int
     var endedMs: Int64
 
     init(_ reservation: Reservation, _ record: RequestRecord) {
         reservationID = reservation.id
         userID = reservation.userID
+        reservedTokens = reservation.tokens
+        reservedCost = reservation.costMicros
         tokens = record.promptTokens + record.completionTokens
         endedMs = record.timeMs
     }
@@ -50,83 +57,26 @@ extension UsageStore {
     /// Checks a request's estimate against every limit of its user, together with every
     /// reservation in flight for that user in any thread or process, and reserves it: one
     /// `BEGIN IMMEDIATE` transaction, so two admissions can never both take the last room.
+    /// (`AdmissionQueue` runs many in one transaction, through one `AdmissionBatch`.)
     public func admit(userID: Int64, model: String, limits: Limits, tokens: Int, costMicros: Int64,
                       nowMs: Int64) throws -> Result<Reservation, LimitRefusal> {
-        try write { try admitInTransaction(userID: userID, model: model, limits: limits, tokens: tokens, costMicros: costMicros, nowMs: nowMs) }
-    }
-
-    /// `admit` inside a write transaction the caller holds.
-    func admitInTransaction(userID: Int64, model: String, limits: Limits, tokens: Int, costMicros: Int64,
-                            nowMs: Int64) throws -> Result<Reservation, LimitRefusal> {
-        do {
-            // Expired reservations and old buckets are left out here and deleted by `pruneAdmissions`.
-            let open = try statement("""
-                SELECT count(*), coalesce(sum(tokens), 0), coalesce(sum(cost_micros), 0) FROM reservations
-                WHERE user_id = ?1 AND expires_ms >= ?2
-                """).rows([.int(userID), .int(nowMs)]) { ($0.int(0), $0.int(1), $0.int(2)) }.first ?? (0, 0, 0)
-            if let maxParallel = limits.maxParallel, open.0 + 1 > Int64(maxParallel) {
-                return .failure(.parallel(value: maxParallel))
-            }
-            let second = nowMs / 1000
-            var window = RateWindow()
-            if limits.rpm != nil || limits.tpm != nil {
-                let settled = try statement("""
-                    SELECT coalesce(sum(requests), 0), coalesce(sum(tokens), 0), min(second) FROM rate_buckets
-                    WHERE user_id = ?1 AND second > ?2
-                    """).rows([.int(userID), .int(second - 60)]) { ($0.int(0), $0.int(1), $0.optionalInt(2)) }.first ?? (0, 0, nil)
-                // Requests count when admitted, tokens when settled (the open reservations hold theirs).
-                window = RateWindow(requests: Int(settled.0) + 1, tokens: Int(settled.1 + open.1) + tokens,
-                                    resetMs: settled.2.map { max(0, ($0 + 60) * 1000 - nowMs) } ?? 0)
-                let retry = max(window.resetMs, 1000)
-                if let rpm = limits.rpm, window.requests > rpm { return .failure(.rate(limit: "rpm", value: rpm, retryAfterMs: retry)) }
-                if let tpm = limits.tpm, window.tokens > tpm { return .failure(.rate(limit: "tpm", value: tpm, retryAfterMs: retry)) }
-            }
-            let now = Int(second)
-            let today = UTCDay.day(now)
-            if let perDay = limits.tokensPerDay {
-                let used = try ledgerSum(userID: userID, from: today, to: today).tokens
-                if used + open.1 + Int64(tokens) > Int64(perDay) {
-                    return .failure(.quota(limit: "tokens-per-day", value: "\(perDay) tokens", resetsAt: UTCDay.end(of: today)!))
-                }
-            }
-            if limits.tokensPerMonth != nil || limits.budgetPerMonthMicros != nil {
-                let used = try ledgerSum(userID: userID, from: UTCDay.month(of: today) + "-01", to: today)
-                if let perMonth = limits.tokensPerMonth, used.tokens + open.1 + Int64(tokens) > Int64(perMonth) {
-                    return .failure(.quota(limit: "tokens-per-month", value: "\(perMonth) tokens", resetsAt: UTCDay.startOfNextMonth(after: now)))
-                }
-                if let budget = limits.budgetPerMonthMicros, used.cost + open.2 + costMicros > budget {
-                    return .failure(.quota(limit: "budget-per-month", value: Self.decimal(budget), resetsAt: UTCDay.startOfNextMonth(after: now)))
-                }
-            }
-            let id = Self.nextReservationID()
-            try statement("INSERT INTO reservations (user_id, id, expires_ms, tokens, cost_micros) VALUES (?1, ?2, ?3, ?4, ?5)")
-                .run([.int(userID), .int(id), .int(nowMs + Self.reservationLifetimeMs), .int(Int64(tokens)), .int(costMicros)])
-            if limits.rpm != nil || limits.tpm != nil { try addToBucket(userID: userID, second: second, requests: 1, tokens: 0) }
-            return .success(Reservation(id: id, userID: userID, window: window))
+        try write {
+            let batch = AdmissionBatch(store: self)
+            let result = try batch.admit(userID: userID, model: model, limits: limits, tokens: tokens, costMicros: costMicros, nowMs: nowMs)
+            try batch.write()
+            return result
         }
     }
 
     /// Replaces a reservation with what its request really used, in one transaction, so the
-    /// user's next admission sees the real figures and never both or neither.
+    /// user's next admission sees the real figures and never both or neither. Its count and its
+    /// line in the per-request log go through the group commit, as everyone's.
     public func settle(_ reservation: Reservation, _ record: RequestRecord) throws {
-        try write { try settleInTransaction(Settlement(reservation, record), record) }
-    }
-
-    /// `settle` inside a write transaction the caller holds: the reservation ends and the
-    /// request's tokens and cost go to the ledger and the rate bucket. Its count and its line in
-    /// the per-request log go through the group commit, as everyone's.
-    func settleInTransaction(_ settlement: Settlement, _ record: RequestRecord) throws {
-        var amount = LedgerAmount()
-        amount.add(record)
-        try addToLedger(LedgerKey(userID: record.userID, day: record.day, model: record.model), amount)
-        try endReservation(settlement)
-    }
-
-    /// Deletes a reservation and adds the tokens its request used to the rate bucket of the
-    /// second it ended. The ledger gets them with the request's record, in the same transaction.
-    func endReservation(_ settled: Settlement) throws {
-        try statement("DELETE FROM reservations WHERE user_id = ?1 AND id = ?2").run([.int(settled.userID), .int(settled.reservationID)])
-        try addToBucket(userID: settled.userID, second: settled.endedMs / 1000, requests: 0, tokens: settled.tokens)
+        try write {
+            let batch = AdmissionBatch(store: self)
+            try batch.settle(Settlement(reservation, record), record)
+            try batch.write()
+        }
     }
 
     /// Unique across processes without a rowid index: the process's random high part and a counter.
@@ -145,14 +95,7 @@ extension UsageStore {
         }
     }
 
-    private func addToBucket(userID: Int64, second: Int64, requests: Int, tokens: Int) throws {
-        try statement("""
-            INSERT INTO rate_buckets (user_id, second, requests, tokens) VALUES (?1, ?2, ?3, ?4)
-            ON CONFLICT (user_id, second) DO UPDATE SET requests = requests + excluded.requests, tokens = tokens + excluded.tokens
-            """).run([.int(userID), .int(second), .int(Int64(requests)), .int(Int64(tokens))])
-    }
-
-    private func ledgerSum(userID: Int64, from: String, to: String) throws -> (tokens: Int64, cost: Int64) {
+    func ledgerSum(userID: Int64, from: String, to: String) throws -> (tokens: Int64, cost: Int64) {
         try statement("""
             SELECT coalesce(sum(prompt_tokens + completion_tokens), 0), coalesce(sum(cost_micros), 0) FROM ledger
             WHERE user_id = ?1 AND day >= ?2 AND day <= ?3

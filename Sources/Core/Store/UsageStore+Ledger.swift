@@ -10,7 +10,9 @@ extension UsageStore {
         try write {
             for (key, amount) in amounts { try addToLedger(key, amount) }
             for record in records { try appendRequest(record) }
-            for settled in settlements { try endReservation(settled) }
+            let batch = AdmissionBatch(store: self)
+            for settled in settlements { try batch.endReservation(settled) }
+            try batch.write()
             if let mark { try setMark(mark.process, mark.seq) }
         }
     }
