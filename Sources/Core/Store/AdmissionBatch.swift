@@ -1,28 +1,22 @@
 /// The admissions and settlements of one write transaction (`AdmissionQueue` runs many in one).
 /// Each user's standing (open reservations, rate buckets of the last minute, the day's and the
-/// month's ledger sums) is read once, on the user's first job, then kept up to date by the
-/// batch's own jobs: the transaction holds the write lock, so nobody else changes it meanwhile.
-/// The rate buckets and the ledger are written once, at the end (`write`); only each
+/// month's ledger sums) is read once, on the user's first admission, then kept up to date by
+/// the batch's own jobs: the transaction holds the write lock, so nobody else changes it
+/// meanwhile. The rate buckets and the ledger are written once, at the end (`write`); only each
 /// reservation's own row is inserted or deleted per job.
 final class AdmissionBatch {
     private let store: UsageStore
     private var standings: [Int64: Standing] = [:]
-    private var bucketDeltas: [BucketKey: (requests: Int64, tokens: Int64)] = [:]
+    private var bucketDeltas: [BucketKey: Bucket] = [:]
     private var ledger: [LedgerKey: LedgerAmount] = [:]
 
     init(store: UsageStore) {
         self.store = store
     }
 
-    /// A user's figures as the batch's jobs have left them.
-    private struct Standing {
-        /// When `open` was read: a reservation expiring before it was not counted.
-        var readAtMs: Int64
-        var open: (count: Int64, tokens: Int64, cost: Int64)
-        /// Requests and tokens per second, from the minute before `readAtMs` on.
-        var seconds: [Int64: (requests: Int64, tokens: Int64)]?
-        var day: (day: String, tokens: Int64)?
-        var month: (first: String, tokens: Int64, cost: Int64)?
+    private struct Bucket {
+        var requests: Int64 = 0
+        var tokens: Int64 = 0
     }
 
     private struct BucketKey: Hashable {
@@ -30,55 +24,104 @@ final class AdmissionBatch {
         var second: Int64
     }
 
+    /// A user's figures as the batch's jobs have left them.
+    private struct Standing {
+        /// When `open` was read: a reservation expiring before it was not counted.
+        var readAtMs: Int64
+        var openCount: Int64
+        var openTokens: Int64
+        var openCost: Int64
+        /// Requests and tokens per second, from the minute before the first admission on (nil
+        /// until a user with rpm or tpm is admitted).
+        var seconds: [Int64: Bucket]?
+        /// The sums of `seconds` after `windowFrom`, kept as jobs add to them.
+        var windowFrom: Int64 = 0
+        var window = Bucket()
+        var day: (day: String, tokens: Int64)?
+        var month: (first: String, tokens: Int64, cost: Int64)?
+
+        /// Points the window sums at the 60 seconds up to `second`.
+        mutating func slideWindow(to second: Int64) {
+            guard windowFrom != second - 60, let seconds else { return }
+            windowFrom = second - 60
+            window = seconds.filter { $0.key > windowFrom }.values.reduce(into: Bucket()) {
+                $0.requests += $1.requests
+                $0.tokens += $1.tokens
+            }
+        }
+
+        mutating func add(second: Int64, _ delta: Bucket) {
+            guard seconds != nil else { return }
+            seconds![second, default: Bucket()].requests += delta.requests
+            seconds![second, default: Bucket()].tokens += delta.tokens
+            if second > windowFrom {
+                window.requests += delta.requests
+                window.tokens += delta.tokens
+            }
+        }
+    }
+
     /// See `UsageStore.admit`.
     func admit(userID: Int64, model: String, limits: Limits, tokens: Int, costMicros: Int64,
                nowMs: Int64) throws -> Result<Reservation, LimitRefusal> {
-        var standing = try self.standing(userID, nowMs: nowMs)
-        defer { standings[userID] = standing }
-        if let maxParallel = limits.maxParallel, standing.open.count + 1 > Int64(maxParallel) {
+        if standings[userID] == nil { standings[userID] = try standing(userID, nowMs: nowMs) }
+        let second = nowMs / 1000
+        let counted = limits.rpm != nil || limits.tpm != nil
+        if counted, standings[userID]!.seconds == nil {
+            standings[userID]!.seconds = try buckets(userID, after: second - 60)
+            standings[userID]!.windowFrom = .min
+        }
+        if limits.tokensPerDay != nil || limits.tokensPerMonth != nil || limits.budgetPerMonthMicros != nil {
+            try loadLedgerSums(userID, today: UTCDay.day(Int(second)))
+        }
+        let window: RateWindow
+        switch try Self.check(&standings[userID]!, limits: limits, tokens: tokens, costMicros: costMicros, nowMs: nowMs) {
+        case .success(let admitted): window = admitted
+        case .failure(let refusal): return .failure(refusal)
+        }
+        let id = UsageStore.nextReservationID()
+        let expiresMs = nowMs + UsageStore.reservationLifetimeMs
+        try store.statement("INSERT INTO reservations (user_id, id, expires_ms, tokens, cost_micros) VALUES (?1, ?2, ?3, ?4, ?5)")
+            .run([.int(userID), .int(id), .int(expiresMs), .int(Int64(tokens)), .int(costMicros)])
+        standings[userID]!.openCount += 1
+        standings[userID]!.openTokens += Int64(tokens)
+        standings[userID]!.openCost += costMicros
+        if counted { addToBucket(userID, second: second, Bucket(requests: 1)) }
+        return .success(Reservation(id: id, userID: userID, window: window, tokens: tokens, costMicros: costMicros, expiresMs: expiresMs))
+    }
+
+    /// Every limit against `standing`: the rolling window (requests count when admitted, tokens
+    /// when settled, the open reservations holding theirs), then the day and month sums.
+    private static func check(_ standing: inout Standing, limits: Limits, tokens: Int, costMicros: Int64,
+                              nowMs: Int64) throws -> Result<RateWindow, LimitRefusal> {
+        if let maxParallel = limits.maxParallel, standing.openCount + 1 > Int64(maxParallel) {
             return .failure(.parallel(value: maxParallel))
         }
         let second = nowMs / 1000
         var window = RateWindow()
         if limits.rpm != nil || limits.tpm != nil {
-            if standing.seconds == nil { standing.seconds = try buckets(userID, after: second - 60) }
-            let recent = standing.seconds!.filter { $0.key > second - 60 }
-            // Requests count when admitted, tokens when settled (the open reservations hold theirs).
-            window = RateWindow(requests: Int(recent.values.reduce(0) { $0 + $1.requests }) + 1,
-                                tokens: Int(recent.values.reduce(0) { $0 + $1.tokens } + standing.open.tokens) + tokens,
-                                resetMs: recent.keys.min().map { max(0, ($0 + 60) * 1000 - nowMs) } ?? 0)
+            standing.slideWindow(to: second)
+            let oldest = standing.seconds!.keys.lazy.filter { $0 > second - 60 }.min()
+            window = RateWindow(requests: Int(standing.window.requests) + 1, tokens: Int(standing.window.tokens + standing.openTokens) + tokens,
+                                resetMs: oldest.map { max(0, ($0 + 60) * 1000 - nowMs) } ?? 0)
             let retry = max(window.resetMs, 1000)
             if let rpm = limits.rpm, window.requests > rpm { return .failure(.rate(limit: "rpm", value: rpm, retryAfterMs: retry)) }
             if let tpm = limits.tpm, window.tokens > tpm { return .failure(.rate(limit: "tpm", value: tpm, retryAfterMs: retry)) }
         }
         let now = Int(second)
         let today = UTCDay.day(now)
-        if let perDay = limits.tokensPerDay {
-            if standing.day?.day != today { standing.day = (today, try ledgerSum(userID, from: today, to: today).tokens) }
-            if standing.day!.tokens + standing.open.tokens + Int64(tokens) > Int64(perDay) {
-                return .failure(.quota(limit: "tokens-per-day", value: "\(perDay) tokens", resetsAt: UTCDay.end(of: today)!))
-            }
+        if let perDay = limits.tokensPerDay, standing.day!.tokens + standing.openTokens + Int64(tokens) > Int64(perDay) {
+            return .failure(.quota(limit: "tokens-per-day", value: "\(perDay) tokens", resetsAt: UTCDay.end(of: today)!))
         }
-        if limits.tokensPerMonth != nil || limits.budgetPerMonthMicros != nil {
-            let first = UTCDay.month(of: today) + "-01"
-            if standing.month?.first != first {
-                let used = try ledgerSum(userID, from: first, to: today)
-                standing.month = (first, used.tokens, used.cost)
-            }
-            let month = standing.month!
-            if let perMonth = limits.tokensPerMonth, month.tokens + standing.open.tokens + Int64(tokens) > Int64(perMonth) {
+        if let month = standing.month {
+            if let perMonth = limits.tokensPerMonth, month.tokens + standing.openTokens + Int64(tokens) > Int64(perMonth) {
                 return .failure(.quota(limit: "tokens-per-month", value: "\(perMonth) tokens", resetsAt: UTCDay.startOfNextMonth(after: now)))
             }
-            if let budget = limits.budgetPerMonthMicros, month.cost + standing.open.cost + costMicros > budget {
+            if let budget = limits.budgetPerMonthMicros, month.cost + standing.openCost + costMicros > budget {
                 return .failure(.quota(limit: "budget-per-month", value: UsageStore.decimal(budget), resetsAt: UTCDay.startOfNextMonth(after: now)))
             }
         }
-        let id = UsageStore.nextReservationID()
-        try store.statement("INSERT INTO reservations (user_id, id, expires_ms, tokens, cost_micros) VALUES (?1, ?2, ?3, ?4, ?5)")
-            .run([.int(userID), .int(id), .int(nowMs + UsageStore.reservationLifetimeMs), .int(Int64(tokens)), .int(costMicros)])
-        standing.open = (standing.open.count + 1, standing.open.tokens + Int64(tokens), standing.open.cost + costMicros)
-        if limits.rpm != nil || limits.tpm != nil { addToBucket(userID, second: second, requests: 1, tokens: 0, standing: &standing) }
-        return .success(Reservation(id: id, userID: userID, window: window, tokens: tokens, costMicros: costMicros))
+        return .success(window)
     }
 
     /// See `UsageStore.settle`: the reservation ends, and what its request used goes to the
@@ -86,31 +129,25 @@ final class AdmissionBatch {
     func settle(_ settlement: Settlement, _ record: RequestRecord) throws {
         ledger[LedgerKey(userID: record.userID, day: record.day, model: record.model), default: LedgerAmount()].add(record)
         try endReservation(settlement)
-        guard var standing = standings[settlement.userID] else { return }
-        defer { standings[settlement.userID] = standing }
-        if standing.day?.day == record.day { standing.day!.tokens += Int64(settlement.tokens) }
-        if let month = standing.month, record.day.hasPrefix(month.first.dropLast(2)) {
-            standing.month = (month.first, month.tokens + Int64(settlement.tokens), month.cost + record.costMicros)
+        guard standings[settlement.userID] != nil else { return }
+        if standings[settlement.userID]!.day?.day == record.day { standings[settlement.userID]!.day!.tokens += Int64(settlement.tokens) }
+        if let month = standings[settlement.userID]!.month, record.day.hasPrefix(month.first.dropLast(2)) {
+            standings[settlement.userID]!.month = (month.first, month.tokens + Int64(settlement.tokens), month.cost + record.costMicros)
         }
     }
 
     /// Deletes a reservation and adds the tokens its request used to the rate bucket of the
     /// second it ended (the ledger gets them from the caller).
     func endReservation(_ settled: Settlement) throws {
-        let expiresMs = try store.statement("DELETE FROM reservations WHERE user_id = ?1 AND id = ?2 RETURNING expires_ms")
-            .rows([.int(settled.userID), .int(settled.reservationID)]) { $0.int(0) }.first
-        var standing = standings[settled.userID]
-        // Only a reservation the standing counted leaves it.
-        if let expiresMs, let counted = standing, expiresMs >= counted.readAtMs {
-            standing!.open = (counted.open.count - 1, counted.open.tokens - Int64(settled.reservedTokens),
-                              counted.open.cost - settled.reservedCost)
+        try store.statement("DELETE FROM reservations WHERE user_id = ?1 AND id = ?2").run([.int(settled.userID), .int(settled.reservationID)])
+        // Only a reservation the standing counted leaves it (one that expired before was not;
+        // an expired one is deleted only by `pruneAdmissions`, never inside this transaction).
+        if let counted = standings[settled.userID], settled.expiresMs >= counted.readAtMs {
+            standings[settled.userID]!.openCount -= 1
+            standings[settled.userID]!.openTokens -= Int64(settled.reservedTokens)
+            standings[settled.userID]!.openCost -= settled.reservedCost
         }
-        if standing == nil {
-            bucketDeltas[BucketKey(userID: settled.userID, second: settled.endedMs / 1000), default: (0, 0)].tokens += Int64(settled.tokens)
-        } else {
-            addToBucket(settled.userID, second: settled.endedMs / 1000, requests: 0, tokens: settled.tokens, standing: &standing!)
-            standings[settled.userID] = standing
-        }
+        addToBucket(settled.userID, second: settled.endedMs / 1000, Bucket(tokens: Int64(settled.tokens)))
     }
 
     /// Writes what the batch added to the rate buckets and the ledger; run before the commit.
@@ -126,23 +163,32 @@ final class AdmissionBatch {
         ledger = [:]
     }
 
-    private func addToBucket(_ userID: Int64, second: Int64, requests: Int64, tokens: Int, standing: inout Standing) {
-        bucketDeltas[BucketKey(userID: userID, second: second), default: (0, 0)].requests += requests
-        bucketDeltas[BucketKey(userID: userID, second: second), default: (0, 0)].tokens += Int64(tokens)
-        if standing.seconds != nil {
-            standing.seconds![second, default: (0, 0)].requests += requests
-            standing.seconds![second, default: (0, 0)].tokens += Int64(tokens)
-        }
+    private func addToBucket(_ userID: Int64, second: Int64, _ delta: Bucket) {
+        let key = BucketKey(userID: userID, second: second)
+        bucketDeltas[key, default: Bucket()].requests += delta.requests
+        bucketDeltas[key, default: Bucket()].tokens += delta.tokens
+        standings[userID]?.add(second: second, delta)
     }
 
     private func standing(_ userID: Int64, nowMs: Int64) throws -> Standing {
-        if let standing = standings[userID] { return standing }
         // Expired reservations are left out here and deleted by `pruneAdmissions`.
         let open = try store.statement("""
             SELECT count(*), coalesce(sum(tokens), 0), coalesce(sum(cost_micros), 0) FROM reservations
             WHERE user_id = ?1 AND expires_ms >= ?2
             """).rows([.int(userID), .int(nowMs)]) { ($0.int(0), $0.int(1), $0.int(2)) }.first ?? (0, 0, 0)
-        return Standing(readAtMs: nowMs, open: open)
+        return Standing(readAtMs: nowMs, openCount: open.0, openTokens: open.1, openCost: open.2)
+    }
+
+    /// The day's and the month's ledger sums of the user, read on first need (or a new day).
+    private func loadLedgerSums(_ userID: Int64, today: String) throws {
+        if standings[userID]!.day?.day != today {
+            standings[userID]!.day = (today, try ledgerSum(userID, from: today, to: today).tokens)
+        }
+        let first = UTCDay.month(of: today) + "-01"
+        if standings[userID]!.month?.first != first {
+            let used = try ledgerSum(userID, from: first, to: today)
+            standings[userID]!.month = (first, used.tokens, used.cost)
+        }
     }
 
     /// The user's ledger tokens and cost from day `from` to `to`, with what this batch added.
@@ -155,16 +201,16 @@ final class AdmissionBatch {
     }
 
     /// The user's rate buckets after `second`, with what this batch added to them.
-    private func buckets(_ userID: Int64, after second: Int64) throws -> [Int64: (requests: Int64, tokens: Int64)] {
-        var seconds: [Int64: (requests: Int64, tokens: Int64)] = [:]
+    private func buckets(_ userID: Int64, after second: Int64) throws -> [Int64: Bucket] {
+        var seconds: [Int64: Bucket] = [:]
         for (bucket, requests, tokens) in try store.statement("""
             SELECT second, requests, tokens FROM rate_buckets WHERE user_id = ?1 AND second > ?2
             """).rows([.int(userID), .int(second)], { ($0.int(0), $0.int(1), $0.int(2)) }) {
-            seconds[bucket] = (requests, tokens)
+            seconds[bucket] = Bucket(requests: requests, tokens: tokens)
         }
         for (key, delta) in bucketDeltas where key.userID == userID && key.second > second {
-            seconds[key.second, default: (0, 0)].requests += delta.requests
-            seconds[key.second, default: (0, 0)].tokens += delta.tokens
+            seconds[key.second, default: Bucket()].requests += delta.requests
+            seconds[key.second, default: Bucket()].tokens += delta.tokens
         }
         return seconds
     }

@@ -10,6 +10,8 @@ public struct Reservation: Sendable, Equatable {
     /// What it reserved, which its settlement takes out of the user's open reservations.
     public var tokens = 0
     public var costMicros: Int64 = 0
+    /// When its row expires (a reservation whose request never settles).
+    public var expiresMs: Int64 = 0
     /// Whether the settlement must be committed before the answer ends (`Limits.settlesBeforeEnd`).
     public var settlesBeforeEnd = true
 }
@@ -20,6 +22,7 @@ struct Settlement: Sendable, Equatable {
     var userID: Int64
     var reservedTokens: Int
     var reservedCost: Int64
+    var expiresMs: Int64
     var tokens: Int
     var endedMs: Int64
 
@@ -28,6 +31,7 @@ struct Settlement: Sendable, Equatable {
         userID = reservation.userID
         reservedTokens = reservation.tokens
         reservedCost = reservation.costMicros
+        expiresMs = reservation.expiresMs
         tokens = record.promptTokens + record.completionTokens
         endedMs = record.timeMs
     }
