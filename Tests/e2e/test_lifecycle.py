@@ -176,7 +176,14 @@ def test_processes_starting_together_on_a_new_database_all_serve(tmp_path, emula
     finally:
         for worker in workers:
             worker.terminate()
-            worker.wait(10)
+        stuck = []
+        for index, worker in enumerate(workers):
+            try:
+                worker.wait(10)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                stuck.append((index, worker.communicate()[1][-3000:]))
+        assert stuck == [], f"workers still running 10 s after SIGTERM, with their logs: {stuck}"
 
 
 def test_workers_run_by_their_own_name_with_the_malloc_setting(gateway):
