@@ -186,6 +186,31 @@ def test_processes_starting_together_on_a_new_database_all_serve(tmp_path, emula
         assert stuck == [], f"workers still running 10 s after SIGTERM, with their logs: {stuck}"
 
 
+def test_sigterm_the_moment_the_socket_appears_still_drains(tmp_path, emulator):
+    """A SIGTERM sent as soon as the socket exists, while the process is still starting up (as a
+    supervisor or systemd stopping it at once does), must still stop it: libfcgi installs a SIGTERM
+    handler of its own, which would take the signal and leave the process running."""
+    config = write(tmp_path / "config.yaml", f"azure:\n  endpoint: {emulator.url}\n  api-key: {AZURE_KEY}\n"
+                   f"users:\n  - username: alice\n    password: {USERS['alice']}\n")
+    for attempt in range(15):
+        sock = tmp_path / f"s{attempt}.sock"
+        worker = subprocess.Popen([BIN, "serve", "--config", config, "--socket", str(sock), "--workers", "1"],
+                                  stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 20
+            while not sock.exists() and worker.poll() is None and time.monotonic() < deadline:
+                pass  # no sleep: the signal must come as early as possible
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(10)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"attempt {attempt}: still running 10 s after a SIGTERM sent as its socket appeared")
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+            worker.communicate()
+
+
 def test_workers_run_by_their_own_name_with_the_malloc_setting(gateway):
     # serve re-executes itself once to set a glibc tunable; by its real path, so that ps, top and
     # `pgrep chatazure-fcgi` find the workers (through /proc/self/exe they were all named "exe").

@@ -75,6 +75,11 @@ extension ChatAzureFCGI {
 
         func run() throws {
             MallocTunables.applyByReexecuting()
+            // Blocked from here on, taken later by the pool's (or the supervisor's) sigtimedwait:
+            // FCGX_Init installs a SIGTERM handler of libfcgi's own, which would take a SIGTERM
+            // sent while the process starts (its socket already open) and leave it running.
+            var stopSignals = WorkerPool.stopSignals
+            pthread_sigmask(SIG_BLOCK, &stopSignals, nil)
             LoggingSystem.bootstrap { label in LogLineHandler(label: label) }
             var logger = Logger(label: "chatazure")
             logger.logLevel = Logger.Level(rawValue: logLevel)!
