@@ -134,22 +134,21 @@ struct RequestHandler {
     /// admission batch; everything else goes through the group commit.
     private func settle(_ call: UpstreamCall, _ record: RequestRecord) {
         guard let reservation = call.reservation else { return recorder.record(record) }
-        guard reservation.settlesBeforeEnd else {
-            return gateway.admissions.settleLater(reservation, record) { [recorder, logger] error in
-                if let error {
-                    logger.error("settling a reservation failed; the group commit settles it: \(error)")
-                    recorder.record(record, settling: reservation)
-                } else {
-                    recorder.log(record)
-                }
+        // The request's log line once settled; a settlement that failed goes to the group commit.
+        let settled: @Sendable (Error?) -> Void = { [recorder, logger] error in
+            if let error {
+                logger.error("settling a reservation failed; the group commit settles it: \(error)")
+                recorder.record(record, settling: reservation)
+            } else {
+                recorder.log(record)
             }
         }
+        guard reservation.settlesBeforeEnd else { return gateway.admissions.settleLater(reservation, record, done: settled) }
         do {
             try gateway.admissions.settle(reservation, record)
-            recorder.log(record)
+            settled(nil)
         } catch {
-            logger.error("settling a reservation failed; the group commit settles it: \(error)")
-            recorder.record(record, settling: reservation)
+            settled(error)
         }
     }
 
