@@ -85,6 +85,7 @@ USERS = {
     "coster": {},
     "selfie": {"budget-per-month": "50", "tokens-per-day": 100000, "models": '[gpt-4o]', "expires": "2030-01-31"},
     "hdr": {"rpm": 10, "tpm": 100000},
+    "leaser": {"rpm": 300, "tpm": 10_000_000},
     "plain": {},
     "picky": {"models": '[gpt-4o, "gpt-4o-mini*"]'},
     "onlyfour": {"models": "[gpt-4o]"},
@@ -284,6 +285,35 @@ def test_concurrent_admissions_never_exceed_tokens_per_day(acct, emulator):
             break
     # Both worker processes decided some of one burst's requests.
     assert spread[-1] == 2, spread
+
+
+def test_rpm_far_from_its_limit_is_never_overshot_across_processes(acct, emulator):
+    """A user far from rpm and tpm is admitted from each process's lease of room: a burst of 450
+    over both processes, 300 allowed, admits at most 300; once the leases are back (a second),
+    requests one by one are admitted until exactly 300 in all have gone upstream."""
+    data = chat_body("hi there m-leaser", max_tokens=50)
+
+    def one(_):
+        return post(acct, "leaser", data)[0]
+
+    with ThreadPoolExecutor(max_workers=40) as pool:
+        statuses = list(pool.map(one, range(450)))
+    burst = statuses.count(200)
+    assert burst <= 300 and burst + statuses.count(429) == 450, sorted(set(statuses))
+    time.sleep(1.5)
+    more = 0
+    while more <= 300:
+        status, _, answer = post(acct, "leaser", data)
+        if status != 200:
+            assert status == 429 and answer["error"]["code"] == "rate_limit_exceeded", answer
+            break
+        more += 1
+    assert burst + more == 300, (burst, more)
+    assert arrived(emulator, "m-leaser") == 300
+    row = acct.row("leaser", until=lambda r: r["requests"] >= 300 and r["refused"] >= 450 - burst + 1)
+    assert (row["requests"], row["refused"]) == (300, 450 - burst + 1), row
+    served_by = {re.search(r"pid=(\d+)", line).group(1) for line in acct.log().splitlines() if "user=leaser " in line}
+    assert len(served_by) == 2, served_by
 
 
 def test_stream_closed_by_client_is_recorded_as_cancelled(acct, emulator):

@@ -150,6 +150,37 @@ final class AdmissionBatch {
         addToBucket(settled.userID, second: settled.endedMs / 1000, Bucket(tokens: Int64(settled.tokens)))
     }
 
+    /// Reserves `lease` in the store: its row, and its requests in the rate bucket of the
+    /// second it ends in. Run after the admission that asked for it, in the same batch.
+    func grant(_ lease: RoomLease) throws {
+        try store.statement("INSERT INTO reservations (user_id, id, expires_ms, tokens, cost_micros) VALUES (?1, ?2, ?3, ?4, 0)")
+            .run([.int(lease.userID), .int(lease.id), .int(lease.endsMs + RoomLease.rowMarginMs), .int(Int64(lease.tokens))])
+        standings[lease.userID]?.openCount += 1
+        standings[lease.userID]?.openTokens += Int64(lease.tokens)
+        addToBucket(lease.userID, second: lease.bucketSecond, Bucket(requests: Int64(lease.requests)))
+    }
+
+    /// Ends `lease` (see `RoomLease`): its settled requests' tokens go to the buckets of the
+    /// seconds they ended, its unused requests leave its bucket, each request still in flight
+    /// gets a reservation row of its own, and its row goes.
+    func giveBack(_ lease: RoomLease) throws {
+        try store.statement("DELETE FROM reservations WHERE user_id = ?1 AND id = ?2").run([.int(lease.userID), .int(lease.id)])
+        if let counted = standings[lease.userID], lease.endsMs + RoomLease.rowMarginMs >= counted.readAtMs {
+            standings[lease.userID]!.openCount -= 1
+            standings[lease.userID]!.openTokens -= Int64(lease.tokens)
+        }
+        for reservation in lease.inFlight.values {
+            try store.statement("INSERT INTO reservations (user_id, id, expires_ms, tokens, cost_micros) VALUES (?1, ?2, ?3, ?4, ?5)")
+                .run([.int(lease.userID), .int(reservation.id), .int(reservation.expiresMs), .int(Int64(reservation.tokens)),
+                      .int(reservation.costMicros)])
+            standings[lease.userID]?.openCount += 1
+            standings[lease.userID]?.openTokens += Int64(reservation.tokens)
+            standings[lease.userID]?.openCost += reservation.costMicros
+        }
+        addToBucket(lease.userID, second: lease.bucketSecond, Bucket(requests: -Int64(lease.requests - lease.used)))
+        for (second, tokens) in lease.settledTokens { addToBucket(lease.userID, second: second, Bucket(tokens: Int64(tokens))) }
+    }
+
     /// Writes what the batch added to the rate buckets and the ledger; run before the commit.
     func write() throws {
         for (key, delta) in bucketDeltas where delta.requests != 0 || delta.tokens != 0 {

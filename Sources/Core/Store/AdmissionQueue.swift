@@ -6,24 +6,84 @@ import Foundation
 /// admission still sees every reservation before it, in this process and (through SQLite's
 /// lock) in others, while a busy gateway pays one transaction for many requests. A settlement
 /// nobody needs to wait for (`settleLater`) is queued alike, and committed by whoever leads next.
-/// `@unchecked`: `queue` and `writing` are touched only with `lock` held; a job's `result`
-/// is written before its `wake` is signalled and read after.
+/// A user far from rpm and tpm limits alone is admitted from the process's lease of room
+/// (`RoomLease`), which such an admission grants, without a transaction or a wait.
+/// `@unchecked`: `queue`, `writing`, `leases` and `unreturned` are touched only with `lock`
+/// held; a job's `result` is written before its `wake` is signalled and read after.
 public final class AdmissionQueue: @unchecked Sendable {
     private let stores: UsageStorePool
     private let lock = NSLock()
     private var queue: [Job] = []
     private var writing = false
+    /// The open lease of each user who has one.
+    private var leases: [Int64: RoomLease] = [:]
+    /// Leases whose return failed, tried again by the next `returnLeases`.
+    private var unreturned: [RoomLease] = []
 
     public init(stores: UsageStorePool) {
         self.stores = stores
     }
 
-    /// See `UsageStore.admit`.
+    /// See `UsageStore.admit`; from the user's lease when it has room.
     public func admit(userID: Int64, model: String, limits: Limits, tokens: Int, costMicros: Int64,
                       nowMs: Int64) throws -> Result<Reservation, LimitRefusal> {
-        switch try run(Job(.admit(userID: userID, model: model, limits: limits, tokens: tokens, costMicros: costMicros, nowMs: nowMs))) {
+        let mayLease = !limits.isEmpty && !limits.settlesBeforeEnd
+        var jobs: [Job] = []
+        if mayLease {
+            lock.lock()
+            if leases[userID] != nil {
+                if let reservation = leases[userID]!.take(limits: limits, estimate: tokens, costMicros: costMicros, nowMs: nowMs) {
+                    lock.unlock()
+                    return .success(reservation)
+                }
+                jobs.append(giveBackJob([leases.removeValue(forKey: userID)!]))
+            }
+            lock.unlock()
+        }
+        let job = Job(.admit(userID: userID, model: model, limits: limits, tokens: tokens, costMicros: costMicros, nowMs: nowMs,
+                             mayLease: mayLease))
+        switch try run(job, after: jobs) {
         case .admitted(let result): return result
         case .settled: preconditionFailure("an admission answered as a settlement")
+        }
+    }
+
+    /// Ends a reservation its lease admitted, in the lease: true when the lease is still open;
+    /// then its tokens reach the store when the lease is returned, and the caller records the
+    /// request through the group commit. False for any other reservation, which is settled as usual.
+    public func settleInLease(_ reservation: Reservation, _ record: RequestRecord) -> Bool {
+        guard let lease = reservation.lease else { return false }
+        lock.lock()
+        defer { lock.unlock() }
+        guard leases[reservation.userID]?.id == lease else { return false }
+        return leases[reservation.userID]!.settle(reservation, tokens: record.promptTokens + record.completionTokens, endedMs: record.timeMs)
+    }
+
+    /// Returns the leases that have ended by `nowMs` (run every tick), or all of them (at exit,
+    /// waiting for the commit), with those whose return failed before.
+    public func returnLeases(nowMs: Int64, all: Bool = false) {
+        lock.lock()
+        let ended = leases.values.filter { all || $0.ended(nowMs: nowMs) }
+        for lease in ended { leases[lease.userID] = nil }
+        let returning = ended + unreturned
+        unreturned = []
+        guard !returning.isEmpty else { return lock.unlock() }
+        lock.unlock()
+        let job = giveBackJob(returning)
+        if all {
+            _ = try? run(Job(job.work))
+        } else {
+            settleLater(job)
+        }
+    }
+
+    /// A job returning `leases`; on failure they are kept for the next try.
+    private func giveBackJob(_ leases: [RoomLease]) -> Job {
+        Job(.giveBack(leases)) { [weak self] error in
+            guard error != nil, let self else { return }
+            self.lock.lock()
+            self.unreturned += leases
+            self.lock.unlock()
         }
     }
 
@@ -39,20 +99,28 @@ public final class AdmissionQueue: @unchecked Sendable {
     /// still counts, so an admission meanwhile can only be stricter, never overshoot.
     /// `done` runs, on the thread that committed the batch, with nil or the error that failed it.
     public func settleLater(_ reservation: Reservation, _ record: RequestRecord, done: @escaping @Sendable (Error?) -> Void) {
-        let job = Job(.settle(Settlement(reservation, record), record), done: done)
+        settleLater(Job(.settle(Settlement(reservation, record), record), done: done))
+    }
+
+    private func settleLater(_ job: Job) {
         lock.lock()
-        queue.append(job)
-        let leads = !writing
-        writing = true
+        let leads = enqueue([job])
         lock.unlock()
         if leads { lead() }
     }
 
-    private func run(_ job: Job) throws -> Job.Outcome {
-        lock.lock()
-        queue.append(job)
+    /// Queues `jobs`, with `lock` held; true when the caller is to lead the next batch.
+    private func enqueue(_ jobs: [Job]) -> Bool {
+        queue += jobs
         let leads = !writing
         writing = true
+        return leads
+    }
+
+    /// Queues `jobs` (nobody waits for them) then `job`, and waits for the result of `job`.
+    private func run(_ job: Job, after jobs: [Job] = []) throws -> Job.Outcome {
+        lock.lock()
+        let leads = enqueue(jobs + [job])
         lock.unlock()
         // A waiter is woken once: with its result, or to lead the next batch.
         if !leads { job.wake?.wait() }
@@ -69,9 +137,12 @@ public final class AdmissionQueue: @unchecked Sendable {
             let batch = queue
             queue = []
             lock.unlock()
-            let results = commit(batch)
+            let (results, granted) = commit(batch)
             lock.lock()
             for (job, result) in zip(batch, results) { job.result = result }
+            for lease in granted {
+                if leases[lease.userID] == nil { leases[lease.userID] = lease } else { unreturned.append(lease) }
+            }
             let next = queue.first { $0.wake != nil }
             let more = !queue.isEmpty
             if !more { writing = false }
@@ -93,35 +164,49 @@ public final class AdmissionQueue: @unchecked Sendable {
         }
     }
 
-    /// Runs `batch` in one transaction; every job fails alike when the transaction does.
-    private func commit(_ batch: [Job]) -> [Result<Job.Outcome, Error>] {
+    /// Runs `batch` in one transaction; every job fails alike when the transaction does. An
+    /// admission that may lease grants its user a lease when none is open and the room allows.
+    private func commit(_ batch: [Job]) -> ([Result<Job.Outcome, Error>], [RoomLease]) {
         do {
             return try stores.with { store in
                 try store.write {
                     let admissions = AdmissionBatch(store: store)
+                    var granted: [RoomLease] = []
                     let results: [Result<Job.Outcome, Error>] = try batch.map { job in
                         switch job.work {
-                        case .admit(let userID, let model, let limits, let tokens, let costMicros, let nowMs):
-                            return .success(.admitted(try admissions.admit(userID: userID, model: model, limits: limits, tokens: tokens,
-                                                                           costMicros: costMicros, nowMs: nowMs)))
+                        case .admit(let userID, let model, let limits, let tokens, let costMicros, let nowMs, let mayLease):
+                            let result = try admissions.admit(userID: userID, model: model, limits: limits, tokens: tokens,
+                                                              costMicros: costMicros, nowMs: nowMs)
+                            if mayLease, case .success(let reservation) = result, !granted.contains(where: { $0.userID == userID }),
+                               !lock.withLock({ leases[userID] != nil }),
+                               let lease = RoomLease.granted(userID: userID, limits: limits, window: reservation.window,
+                                                             estimate: tokens, nowMs: nowMs) {
+                                try admissions.grant(lease)
+                                granted.append(lease)
+                            }
+                            return .success(.admitted(result))
                         case .settle(let settlement, let record):
                             try admissions.settle(settlement, record)
+                            return .success(.settled)
+                        case .giveBack(let leases):
+                            for lease in leases { try admissions.giveBack(lease) }
                             return .success(.settled)
                         }
                     }
                     try admissions.write()
-                    return results
+                    return (results, granted)
                 }
             }
         } catch {
-            return batch.map { _ in .failure(error) }
+            return (batch.map { _ in .failure(error) }, [])
         }
     }
 
     final class Job {
         enum Work {
-            case admit(userID: Int64, model: String, limits: Limits, tokens: Int, costMicros: Int64, nowMs: Int64)
+            case admit(userID: Int64, model: String, limits: Limits, tokens: Int, costMicros: Int64, nowMs: Int64, mayLease: Bool)
             case settle(Settlement, RequestRecord)
+            case giveBack([RoomLease])
         }
 
         enum Outcome {

@@ -14,6 +14,8 @@ public struct Reservation: Sendable, Equatable {
     public var expiresMs: Int64 = 0
     /// Whether the settlement must be committed before the answer ends (`Limits.settlesBeforeEnd`).
     public var settlesBeforeEnd = true
+    /// The lease it was admitted from (`RoomLease`), if any.
+    public var lease: Int64?
 }
 
 /// A reservation ended: its request used `tokens`, and ended at `endedMs`.

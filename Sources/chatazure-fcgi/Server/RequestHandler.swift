@@ -131,9 +131,12 @@ struct RequestHandler {
 
     /// A reservation is replaced by the real figures before the request ends when the user's
     /// next request must see the room it leaves (`Limits.settlesBeforeEnd`), else by the next
-    /// admission batch; everything else goes through the group commit.
+    /// admission batch, or within its lease while that is open; everything else goes through
+    /// the group commit.
     private func settle(_ call: UpstreamCall, _ record: RequestRecord) {
-        guard let reservation = call.reservation else { return recorder.record(record) }
+        guard let reservation = call.reservation, !gateway.admissions.settleInLease(reservation, record) else {
+            return recorder.record(record)
+        }
         // The request's log line once settled; a settlement that failed goes to the group commit.
         let settled: @Sendable (Error?) -> Void = { [recorder, logger] error in
             if let error {

@@ -154,6 +154,7 @@ final class WorkerPool: @unchecked Sendable {
             watcher?.unblockIfStale()
             topUp()
             gateway.authenticator.refresh()
+            gateway.admissions.returnLeases(nowMs: RequestHandler.nowMs())
             let now = MonotonicInstant.now()
             if now.nanoseconds(since: lastShrink) >= 1_000_000_000 {
                 lastShrink = now
@@ -275,7 +276,8 @@ final class WorkerPool: @unchecked Sendable {
             if inFlight.load(ordering: .relaxed) == 0 && idleLeft { break }
             usleep(50_000)
         }
-        // Every forwarded request is counted before the process exits.
+        // Every forwarded request is counted before the process exits, and its lease's room given back.
+        gateway.admissions.returnLeases(nowMs: RequestHandler.nowMs(), all: true)
         if recorder.flush(seconds: 10) {
             recorder.removeJournal()
         } else {

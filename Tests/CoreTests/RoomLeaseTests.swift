@@ -1,0 +1,154 @@
+import Foundation
+import Testing
+@testable import Core
+
+@Suite struct RoomLeaseTests {
+    let now: Int64 = 1_796_000_000_000
+
+    @Test func aLeaseIsAnEighthOfTheRoomAndNoneNearALimit() throws {
+        let limits = Limits(rpm: 1000, tpm: 100_000)
+        let lease = try #require(RoomLease.granted(userID: 1, limits: limits, window: RateWindow(requests: 200, tokens: 20_000),
+                                                   estimate: 100, nowMs: now))
+        // 800 requests left -> 100; 80,000 tokens left -> 10,000, room for 100 requests of 100.
+        #expect(lease.requests == 100 && lease.tokens == 10_000 && lease.endsMs == now + RoomLease.lifetimeMs)
+        // 31 requests like this one left: near a limit.
+        #expect(RoomLease.granted(userID: 1, limits: limits, window: RateWindow(requests: 969, tokens: 0), estimate: 100, nowMs: now) == nil)
+        #expect(RoomLease.granted(userID: 1, limits: limits, window: RateWindow(requests: 1, tokens: 96_900), estimate: 100, nowMs: now) == nil)
+        // Users with limits a settlement must reach before the answer ends never lease.
+        #expect(RoomLease.granted(userID: 1, limits: Limits(rpm: 1000, maxParallel: 100), window: RateWindow(), estimate: 1, nowMs: now) == nil)
+        #expect(RoomLease.granted(userID: 1, limits: Limits(tpm: 10_000_000, tokensPerDay: 1 << 40), window: RateWindow(), estimate: 1,
+                                  nowMs: now) == nil)
+    }
+
+    @Test func aLeaseAdmitsWithinItsRoomCountingRealTokensAboveTheEstimate() throws {
+        let limits = Limits(tpm: 8000)
+        var lease = try #require(RoomLease.granted(userID: 1, limits: limits, window: RateWindow(), estimate: 100, nowMs: now))
+        #expect(lease.tokens == 1000)
+        let taken1 = lease.take(limits: limits, estimate: 100, costMicros: 0, nowMs: now + 1)
+        let first = try #require(taken1)
+        #expect(first.lease == lease.id && first.window.tokens == 100)
+        // Settled at 400 real tokens: the lease's room counts 400 for it.
+        let settled = lease.settle(first, tokens: 400, endedMs: now + 2)
+        let settledTwice = lease.settle(first, tokens: 400, endedMs: now + 2)
+        #expect(settled && !settledTwice)
+        var taken = 1
+        while lease.take(limits: limits, estimate: 100, costMicros: 0, nowMs: now + 3) != nil { taken += 1 }
+        #expect(taken == 7 && lease.consumed == 1000)
+        #expect(lease.settledTokens == [(now + 2) / 1000: 400])
+        var fresh = try #require(RoomLease.granted(userID: 1, limits: limits, window: RateWindow(), estimate: 100, nowMs: now))
+        let otherLimits = fresh.take(limits: Limits(tpm: 9000), estimate: 100, costMicros: 0, nowMs: now)
+        let afterItEnded = fresh.take(limits: limits, estimate: 100, costMicros: 0, nowMs: now + RoomLease.lifetimeMs)
+        #expect(otherLimits == nil && afterItEnded == nil)
+        #expect(fresh.ended(nowMs: now + RoomLease.lifetimeMs) && !fresh.ended(nowMs: now))
+        // Without tpm, tokens limit nothing: the lease's requests do.
+        var byRequests = try #require(RoomLease.granted(userID: 1, limits: Limits(rpm: 1000), window: RateWindow(requests: 1),
+                                                        estimate: 1 << 30, nowMs: now))
+        var count = 0
+        while count <= 200, byRequests.take(limits: Limits(rpm: 1000), estimate: 1 << 30, costMicros: 0, nowMs: now) != nil { count += 1 }
+        #expect(count == 124 && byRequests.requests == 124 && byRequests.ended(nowMs: now))
+    }
+}
+
+@Suite struct AdmissionQueueLeaseTests {
+    let now: Int64 = 1_796_000_000_000
+
+    private func user(_ path: String) throws -> Int64 {
+        let store = try UsageStore(path: path)
+        try store.syncConfiguredUsers([ConfiguredUser(username: "u", key: "u-key-12345")])
+        return try #require(try store.listUsers().first).id
+    }
+
+    /// The first row of `sql`'s two integer columns.
+    private func pair(_ path: String, _ sql: String) throws -> [Int64] {
+        let store = try UsageStore(path: path)
+        return try store.connection.prepare(sql).rows { [$0.int(0), $0.int(1)] }.first ?? []
+    }
+
+    private func record(_ id: Int64, tokens: Int, at timeMs: Int64) -> RequestRecord {
+        var record = RequestRecord(userID: id, model: "m", timeMs: timeMs, requestID: "r", status: 200, forwarded: true)
+        record.promptTokens = tokens
+        return record
+    }
+
+    /// Two queues over one file stand for two worker processes, each leasing from the same
+    /// rpm. However the requests fall, no more than the limit is admitted; once the leases are
+    /// given back, exactly the limit has been used, and the store holds every settled token.
+    @Test(arguments: [Limits(rpm: 400), Limits(rpm: 400, tpm: 10_000_000)])
+    func leasesFromTwoProcessesNeverOvershootAndGiveBackWhatTheyDidNotUse(limits: Limits) throws {
+        let path = temporaryDatabase()
+        let id = try user(path)
+        let queues = [AdmissionQueue(stores: UsageStorePool(path: path)), AdmissionQueue(stores: UsageStorePool(path: path))]
+        let admitted = LockedValue((count: 0, leased: 0))
+        DispatchQueue.concurrentPerform(iterations: 600) { index in
+            let queue = queues[index % 2]
+            guard case .success(let reservation)? = try? queue.admit(userID: id, model: "m", limits: limits, tokens: 10, costMicros: 0,
+                                                                     nowMs: now + Int64(index % 500)) else { return }
+            admitted.withLock {
+                $0.count += 1
+                if reservation.lease != nil { $0.leased += 1 }
+            }
+            let record = record(id, tokens: 7, at: now + 600)
+            if !queue.settleInLease(reservation, record) { queue.settleLater(reservation, record) { _ in } }
+        }
+        let during = admitted.withLock { $0 }
+        #expect(during.count <= 400 && during.leased > 0)
+        for queue in queues { queue.returnLeases(nowMs: now + 700, all: true) }
+        // Now one process takes what is left: its leases never hold room the other could use.
+        var more = 0
+        while more <= 400, case .success(let reservation) = try queues[0].admit(userID: id, model: "m", limits: limits, tokens: 10,
+                                                                                costMicros: 0, nowMs: now + 800) {
+            more += 1
+            let record = record(id, tokens: 7, at: now + 900)
+            if !queues[0].settleInLease(reservation, record) { queues[0].settleLater(reservation, record) { _ in } }
+        }
+        queues[0].returnLeases(nowMs: now + 1000, all: true)
+        #expect(during.count + more == 400)
+        #expect(try pair(path, "SELECT sum(requests), sum(tokens) FROM rate_buckets") == [400, 400 * 7])
+        #expect(try pair(path, "SELECT count(*), 0 FROM reservations") == [0, 0])
+    }
+
+    /// A request still in flight when its lease is given back keeps its room: it gets a
+    /// reservation row of its own, which its settlement (no longer within the lease) removes.
+    @Test func aRequestInFlightWhenItsLeaseIsGivenBackStaysReserved() throws {
+        let path = temporaryDatabase()
+        let id = try user(path)
+        let queue = AdmissionQueue(stores: UsageStorePool(path: path))
+        let limits = Limits(tpm: 100_000)
+        let first = try queue.admit(userID: id, model: "m", limits: limits, tokens: 100, costMicros: 0, nowMs: now).get()
+        let leased = try queue.admit(userID: id, model: "m", limits: limits, tokens: 300, costMicros: 0, nowMs: now + 1).get()
+        #expect(first.lease == nil && leased.lease != nil)
+        let open = "SELECT count(*), coalesce(sum(tokens), 0) FROM reservations"
+        // The first request's own row, and the lease's.
+        #expect(try pair(path, open).first == 2)
+        queue.returnLeases(nowMs: now + 2, all: true)
+        #expect(try pair(path, open) == [2, 400])
+        let record = record(id, tokens: 250, at: now + 3)
+        #expect(!queue.settleInLease(leased, record))
+        try queue.settle(leased, record)
+        try queue.settle(first, record)
+        #expect(try pair(path, open) == [0, 0])
+        #expect(try UsageStore(path: path).totals().first?.promptTokens == 500)
+        #expect(try pair(path, "SELECT sum(requests), sum(tokens) FROM rate_buckets") == [2, 500])
+    }
+
+    /// An ended lease is given back when its user's next request finds it so, or by the tick.
+    @Test func anEndedLeaseIsGivenBackByTheNextRequestOrTheTick() throws {
+        let path = temporaryDatabase()
+        let id = try user(path)
+        let queue = AdmissionQueue(stores: UsageStorePool(path: path))
+        let limits = Limits(rpm: 10_000)
+        _ = try queue.admit(userID: id, model: "m", limits: limits, tokens: 1, costMicros: 0, nowMs: now).get()
+        let bucketRequests = { try self.pair(path, "SELECT coalesce(sum(requests), 0), 0 FROM rate_buckets").first }
+        #expect(try bucketRequests() == 1 + Int64(RoomLease.maxRequests))
+        let later = now + RoomLease.lifetimeMs
+        let next = try queue.admit(userID: id, model: "m", limits: limits, tokens: 1, costMicros: 0, nowMs: later).get()
+        // The old lease is back (none of it used) and a new one is out.
+        #expect(next.lease == nil)
+        #expect(try bucketRequests() == 2 + Int64(RoomLease.maxRequests))
+        queue.returnLeases(nowMs: later + 1)
+        #expect(try bucketRequests() == 2 + Int64(RoomLease.maxRequests))
+        queue.returnLeases(nowMs: later + RoomLease.lifetimeMs)
+        // The tick's return commits on this thread when nobody else is writing.
+        #expect(try bucketRequests() == 2)
+    }
+}
