@@ -81,11 +81,7 @@ final class AdmissionBatch {
         }
         let id = UsageStore.nextReservationID()
         let expiresMs = nowMs + UsageStore.reservationLifetimeMs
-        try store.statement("INSERT INTO reservations (user_id, id, expires_ms, tokens, cost_micros) VALUES (?1, ?2, ?3, ?4, ?5)")
-            .run([.int(userID), .int(id), .int(expiresMs), .int(Int64(tokens)), .int(costMicros)])
-        standings[userID]!.openCount += 1
-        standings[userID]!.openTokens += Int64(tokens)
-        standings[userID]!.openCost += costMicros
+        try reserve(userID, id: id, expiresMs: expiresMs, tokens: tokens, costMicros: costMicros)
         if counted { addToBucket(userID, second: second, Bucket(requests: 1)) }
         return .success(Reservation(id: id, userID: userID, window: window, tokens: tokens, costMicros: costMicros, expiresMs: expiresMs))
     }
@@ -153,10 +149,7 @@ final class AdmissionBatch {
     /// Reserves `lease` in the store: its row, and its requests in the rate bucket of the
     /// second it ends in. Run after the admission that asked for it, in the same batch.
     func grant(_ lease: RoomLease) throws {
-        try store.statement("INSERT INTO reservations (user_id, id, expires_ms, tokens, cost_micros) VALUES (?1, ?2, ?3, ?4, 0)")
-            .run([.int(lease.userID), .int(lease.id), .int(lease.endsMs + RoomLease.rowMarginMs), .int(Int64(lease.tokens))])
-        standings[lease.userID]?.openCount += 1
-        standings[lease.userID]?.openTokens += Int64(lease.tokens)
+        try reserve(lease.userID, id: lease.id, expiresMs: lease.endsMs + RoomLease.rowMarginMs, tokens: lease.tokens, costMicros: 0)
         addToBucket(lease.userID, second: lease.bucketSecond, Bucket(requests: Int64(lease.requests)))
     }
 
@@ -170,15 +163,20 @@ final class AdmissionBatch {
             standings[lease.userID]!.openTokens -= Int64(lease.tokens)
         }
         for reservation in lease.inFlight.values {
-            try store.statement("INSERT INTO reservations (user_id, id, expires_ms, tokens, cost_micros) VALUES (?1, ?2, ?3, ?4, ?5)")
-                .run([.int(lease.userID), .int(reservation.id), .int(reservation.expiresMs), .int(Int64(reservation.tokens)),
-                      .int(reservation.costMicros)])
-            standings[lease.userID]?.openCount += 1
-            standings[lease.userID]?.openTokens += Int64(reservation.tokens)
-            standings[lease.userID]?.openCost += reservation.costMicros
+            try reserve(lease.userID, id: reservation.id, expiresMs: reservation.expiresMs, tokens: reservation.tokens,
+                        costMicros: reservation.costMicros)
         }
         addToBucket(lease.userID, second: lease.bucketSecond, Bucket(requests: -Int64(lease.requests - lease.used)))
         for (second, tokens) in lease.settledTokens { addToBucket(lease.userID, second: second, Bucket(tokens: Int64(tokens))) }
+    }
+
+    /// Inserts a reservation row, and counts it in the user's standing when that was read.
+    private func reserve(_ userID: Int64, id: Int64, expiresMs: Int64, tokens: Int, costMicros: Int64) throws {
+        try store.statement("INSERT INTO reservations (user_id, id, expires_ms, tokens, cost_micros) VALUES (?1, ?2, ?3, ?4, ?5)")
+            .run([.int(userID), .int(id), .int(expiresMs), .int(Int64(tokens)), .int(costMicros)])
+        standings[userID]?.openCount += 1
+        standings[userID]?.openTokens += Int64(tokens)
+        standings[userID]?.openCost += costMicros
     }
 
     /// Writes what the batch added to the rate buckets and the ledger; run before the commit.

@@ -69,11 +69,10 @@ public final class AdmissionQueue: @unchecked Sendable {
         unreturned = []
         guard !returning.isEmpty else { return lock.unlock() }
         lock.unlock()
-        let job = giveBackJob(returning)
         if all {
-            _ = try? run(Job(job.work))
+            _ = try? run(Job(.giveBack(returning)))
         } else {
-            settleLater(job)
+            settleLater(giveBackJob(returning))
         }
     }
 
