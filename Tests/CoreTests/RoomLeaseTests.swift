@@ -131,6 +131,53 @@ import Testing
         #expect(try pair(path, "SELECT sum(requests), sum(tokens) FROM rate_buckets") == [2, 500])
     }
 
+    /// Real tokens beyond a lease's room (an estimate too low) would count nowhere while it is
+    /// open: the settlement that overdraws it gives it back at once, putting them in the store.
+    @Test func realTokensBeyondALeasesRoomGiveItBackAtOnce() throws {
+        let path = temporaryDatabase()
+        let id = try user(path)
+        let queue = AdmissionQueue(stores: UsageStorePool(path: path))
+        let limits = Limits(tpm: 8000)
+        let first = try queue.admit(userID: id, model: "m", limits: limits, tokens: 100, costMicros: 0, nowMs: now).get()
+        let leased = try queue.admit(userID: id, model: "m", limits: limits, tokens: 100, costMicros: 0, nowMs: now + 1).get()
+        // The lease: 9 requests of 100, its row 900 tokens.
+        #expect(first.lease == nil && leased.lease != nil)
+        #expect(try pair(path, "SELECT count(*), sum(tokens) FROM reservations") == [2, 1000])
+        #expect(queue.settleInLease(leased, record(id, tokens: 1500, at: now + 2)))
+        #expect(try pair(path, "SELECT count(*), sum(tokens) FROM reservations") == [1, 100])
+        #expect(try pair(path, "SELECT coalesce(sum(tokens), 0), 0 FROM rate_buckets") == [1500, 0])
+        // 1,500 used and 100 reserved: an admission of 6,401 is one token too many.
+        #expect(throws: Never.self) {
+            let refused = try queue.admit(userID: id, model: "m", limits: limits, tokens: 6401, costMicros: 0, nowMs: now + 3)
+            #expect(refused == .failure(.rate(limit: "tpm", value: 8000, retryAfterMs: 60_000 - 3)))
+        }
+    }
+
+    /// A request admitted from a lease counts in the rolling window at least as long as on its
+    /// own (the window is kept in whole seconds): a user at the rpm stays refused for the
+    /// minute; a second later the room of the requests admitted on their own is back, and that
+    /// of the leased ones, counted in the second their lease ended, not yet.
+    @Test func aLeasedRequestCountsInTheRollingMinuteAtLeastAMinute() throws {
+        let path = temporaryDatabase()
+        let id = try user(path)
+        let queue = AdmissionQueue(stores: UsageStorePool(path: path))
+        let limits = Limits(rpm: 100)
+        func admitAll(at nowMs: Int64) throws -> (admitted: Int, leased: Int) {
+            var admitted = 0, leased = 0
+            while admitted <= 100, case .success(let reservation) = try queue.admit(userID: id, model: "m", limits: limits, tokens: 1,
+                                                                                    costMicros: 0, nowMs: nowMs) {
+                admitted += 1
+                if reservation.lease != nil { leased += 1 }
+            }
+            return (admitted, leased)
+        }
+        let first = try admitAll(at: now + 10)
+        #expect(first.admitted == 100 && first.leased > 0)
+        #expect(try admitAll(at: now + 30_000).admitted == 0)
+        #expect(try admitAll(at: now + 59_999).admitted == 0)
+        #expect(try admitAll(at: now + 60_999).admitted == 100 - first.leased)
+    }
+
     /// An ended lease is given back when its user's next request finds it so, or by the tick.
     @Test func anEndedLeaseIsGivenBackByTheNextRequestOrTheTick() throws {
         let path = temporaryDatabase()
@@ -148,7 +195,8 @@ import Testing
         queue.returnLeases(nowMs: later + 1)
         #expect(try bucketRequests() == 2 + Int64(RoomLease.maxRequests))
         queue.returnLeases(nowMs: later + RoomLease.lifetimeMs)
-        // The tick's return commits on this thread when nobody else is writing.
+        // The tick's give-back commits on another thread, the tick never waiting for the store.
+        for _ in 0..<200 where try bucketRequests() != 2 { usleep(10_000) }
         #expect(try bucketRequests() == 2)
     }
 }

@@ -288,9 +288,10 @@ def test_concurrent_admissions_never_exceed_tokens_per_day(acct, emulator):
 
 
 def test_rpm_far_from_its_limit_is_never_overshot_across_processes(acct, emulator):
-    """A user far from rpm and tpm is admitted from each process's lease of room: a burst of 450
-    over both processes, 300 allowed, admits at most 300; once the leases are back (a second),
-    requests one by one are admitted until exactly 300 in all have gone upstream."""
+    """A user far from rpm and tpm, whose requests each process admits from its lease of room
+    (the unit tests show the leases taken): a burst of 450 over both processes, 300 allowed,
+    admits at most 300; once the leases are back (a second), requests one by one are admitted
+    until exactly 300 in all have gone upstream, so no process kept room it did not use."""
     data = chat_body("hi there m-leaser", max_tokens=50)
 
     def one(_):

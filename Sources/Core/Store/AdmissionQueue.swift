@@ -28,39 +28,52 @@ public final class AdmissionQueue: @unchecked Sendable {
     public func admit(userID: Int64, model: String, limits: Limits, tokens: Int, costMicros: Int64,
                       nowMs: Int64) throws -> Result<Reservation, LimitRefusal> {
         let mayLease = !limits.isEmpty && !limits.settlesBeforeEnd
-        var jobs: [Job] = []
-        if mayLease {
-            lock.lock()
-            if leases[userID] != nil {
-                if let reservation = leases[userID]!.take(limits: limits, estimate: tokens, costMicros: costMicros, nowMs: nowMs) {
-                    lock.unlock()
-                    return .success(reservation)
-                }
-                jobs.append(giveBackJob([leases.removeValue(forKey: userID)!]))
-            }
-            lock.unlock()
-        }
         let job = Job(.admit(userID: userID, model: model, limits: limits, tokens: tokens, costMicros: costMicros, nowMs: nowMs,
                              mayLease: mayLease))
-        switch try run(job, after: jobs) {
+        var jobs: [Job] = []
+        lock.lock()
+        if leases[userID] != nil {
+            if mayLease, let reservation = leases[userID]!.take(limits: limits, estimate: tokens, costMicros: costMicros, nowMs: nowMs) {
+                lock.unlock()
+                return .success(reservation)
+            }
+            // Given back ahead of this admission (in the same lock, so ahead of any settlement
+            // of its requests too), which then counts exactly what the lease leaves.
+            jobs.append(giveBackJob([leases.removeValue(forKey: userID)!]))
+        }
+        let leads = enqueue(jobs + [job])
+        lock.unlock()
+        switch try wait(job, leading: leads) {
         case .admitted(let result): return result
         case .settled: preconditionFailure("an admission answered as a settlement")
         }
     }
 
     /// Ends a reservation its lease admitted, in the lease: true when the lease is still open;
-    /// then its tokens reach the store when the lease is returned, and the caller records the
+    /// then its tokens reach the store when the lease is given back, and the caller records the
     /// request through the group commit. False for any other reservation, which is settled as usual.
     public func settleInLease(_ reservation: Reservation, _ record: RequestRecord) -> Bool {
         guard let lease = reservation.lease else { return false }
         lock.lock()
-        defer { lock.unlock() }
-        guard leases[reservation.userID]?.id == lease else { return false }
-        return leases[reservation.userID]!.settle(reservation, tokens: record.promptTokens + record.completionTokens, endedMs: record.timeMs)
+        guard leases[reservation.userID]?.id == lease,
+              leases[reservation.userID]!.settle(reservation, tokens: record.promptTokens + record.completionTokens,
+                                                 endedMs: record.timeMs) else {
+            lock.unlock()
+            return false
+        }
+        // Real tokens beyond the lease's room count nowhere until it is given back: at once, then.
+        var leads = false
+        if leases[reservation.userID]!.overdrawn {
+            leads = enqueue([giveBackJob([leases.removeValue(forKey: reservation.userID)!])])
+        }
+        lock.unlock()
+        if leads { lead() }
+        return true
     }
 
-    /// Returns the leases that have ended by `nowMs` (run every tick), or all of them (at exit,
-    /// waiting for the commit), with those whose return failed before.
+    /// Gives back the leases that have ended by `nowMs` (run every tick, which never waits for
+    /// the store: the commit runs on another thread), or all of them (at exit, waiting for the
+    /// commit), with those whose return failed before.
     public func returnLeases(nowMs: Int64, all: Bool = false) {
         lock.lock()
         let ended = leases.values.filter { all || $0.ended(nowMs: nowMs) }
@@ -68,15 +81,18 @@ public final class AdmissionQueue: @unchecked Sendable {
         let returning = ended + unreturned
         unreturned = []
         guard !returning.isEmpty else { return lock.unlock() }
+        let job = all ? Job(.giveBack(returning)) : giveBackJob(returning)
+        let leads = enqueue([job])
         lock.unlock()
         if all {
-            _ = try? run(Job(.giveBack(returning)))
-        } else {
-            settleLater(giveBackJob(returning))
+            _ = try? wait(job, leading: leads)
+        } else if leads {
+            DispatchQueue.global().async { self.lead() }
         }
     }
 
-    /// A job returning `leases`; on failure they are kept for the next try.
+    /// A job giving back `leases`; on failure they are kept for the next try (a request of theirs
+    /// settled meanwhile then keeps a row until it expires: stricter, never looser).
     private func giveBackJob(_ leases: [RoomLease]) -> Job {
         Job(.giveBack(leases)) { [weak self] error in
             guard error != nil, let self else { return }
@@ -116,11 +132,16 @@ public final class AdmissionQueue: @unchecked Sendable {
         return leads
     }
 
-    /// Queues `jobs` (nobody waits for them) then `job`, and waits for the result of `job`.
-    private func run(_ job: Job, after jobs: [Job] = []) throws -> Job.Outcome {
+    /// Queues `job` and waits for its result.
+    private func run(_ job: Job) throws -> Job.Outcome {
         lock.lock()
-        let leads = enqueue(jobs + [job])
+        let leads = enqueue([job])
         lock.unlock()
+        return try wait(job, leading: leads)
+    }
+
+    /// Waits for the result of `job`, queued; `leads` as `enqueue` said.
+    private func wait(_ job: Job, leading leads: Bool) throws -> Job.Outcome {
         // A waiter is woken once: with its result, or to lead the next batch.
         if !leads { job.wake?.wait() }
         if job.result == nil { lead() }

@@ -7,7 +7,8 @@
 /// rate bucket of the second it ends in (later than any request it admits, so each counts in
 /// the window at least as long as it would alone). Every admission elsewhere counts both. What
 /// the lease admits stays within them: each request takes its estimate, and a settled one its
-/// real tokens when those are more. When the lease is returned (`returned`), one transaction
+/// real tokens when those are more (when they take more than the room, the lease is given back
+/// at once, which puts them in the store). When the lease is given back, one transaction
 /// puts the settled requests' tokens into the buckets of the seconds they ended, gives back the
 /// requests not used, gives each request still in flight a reservation row of its own, and
 /// deletes the lease's row.
@@ -16,6 +17,7 @@ struct RoomLease {
     let userID: Int64
     let limits: Limits
     let requests: Int
+    /// What its row holds; 0 for a user without tpm, where tokens limit nothing.
     let tokens: Int
     let grantedMs: Int64
     let endsMs: Int64
@@ -28,7 +30,7 @@ struct RoomLease {
     /// Real tokens of the settled requests, by the second each ended.
     private(set) var settledTokens: [Int64: Int] = [:]
 
-    /// A lease lasts this long; one not used up is returned within a tick after (`AdmissionQueue.returnLeases`).
+    /// A lease lasts this long; one not used up is given back within a tick after (`AdmissionQueue.returnLeases`).
     static let lifetimeMs: Int64 = 1000
     /// Its row outlives it by this much, so a process killed with its lease open holds the room
     /// no longer; a live process returns it long before.
@@ -38,8 +40,6 @@ struct RoomLease {
     static let maxRequests = 256
     /// Below this many requests like the one asking, the user is near a limit: no lease.
     static let minRequests = 4
-    /// The token room of a lease for a user without tpm, where tokens limit nothing.
-    static let unlimitedTokens = 1 << 40
 
     /// The lease to grant a user at `window` (after the request asking, whose estimate is
     /// `estimate`), or nil when the room left is too small to share.
@@ -48,7 +48,7 @@ struct RoomLease {
         let perRequest = max(estimate, 1)
         var requests = maxRequests
         if let rpm = limits.rpm { requests = min(requests, (rpm - window.requests) / share) }
-        var tokens = unlimitedTokens
+        var tokens = 0
         if let tpm = limits.tpm {
             tokens = (tpm - window.tokens) / share
             requests = min(requests, tokens / perRequest)
@@ -65,12 +65,13 @@ struct RoomLease {
     /// A reservation for a request of `estimate` tokens from this lease, or nil when the lease
     /// has ended, is used up or was granted under other limits.
     mutating func take(limits: Limits, estimate: Int, costMicros: Int64, nowMs: Int64) -> Reservation? {
-        guard limits == self.limits, nowMs < endsMs, nowMs >= grantedMs, used < requests,
-              limits.tpm == nil || consumed + estimate <= tokens else { return nil }
+        // A request whose clock was read just before the grant is taken too: it counts in the
+        // bucket of the lease's end, later than it.
+        guard limits == self.limits, nowMs < endsMs, used < requests, limits.tpm == nil || consumed + estimate <= tokens else { return nil }
         used += 1
         consumed += estimate
         let seen = RateWindow(requests: window.requests + used, tokens: window.tokens + consumed,
-                              resetMs: max(0, window.resetMs - (nowMs - grantedMs)))
+                              resetMs: max(0, window.resetMs - max(0, nowMs - grantedMs)))
         let reservation = Reservation(id: UsageStore.nextReservationID(), userID: userID, window: seen, tokens: estimate,
                                       costMicros: costMicros, expiresMs: nowMs + UsageStore.reservationLifetimeMs,
                                       settlesBeforeEnd: false, lease: id)
@@ -88,6 +89,10 @@ struct RoomLease {
 
     /// Whether the lease can admit nothing more at `nowMs`.
     func ended(nowMs: Int64) -> Bool {
-        nowMs >= endsMs || used >= requests
+        nowMs >= endsMs || used >= requests || limits.tpm != nil && consumed >= tokens
     }
+
+    /// Whether real tokens beyond the estimates took more than the lease's room (its row holds
+    /// only the room: the rest counts once it is given back).
+    var overdrawn: Bool { limits.tpm != nil && consumed > tokens }
 }

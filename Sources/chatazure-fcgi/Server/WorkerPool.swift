@@ -272,6 +272,7 @@ final class WorkerPool: @unchecked Sendable {
                 return list.allSatisfy { $0.isIdle }
             }
             watcher?.wake()
+            gateway.admissions.returnLeases(nowMs: RequestHandler.nowMs())
             if total.load(ordering: .relaxed) == 0 { break }
             if inFlight.load(ordering: .relaxed) == 0 && idleLeft { break }
             usleep(50_000)
