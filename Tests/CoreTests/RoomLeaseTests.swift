@@ -64,6 +64,21 @@ import Testing
         return try store.connection.prepare(sql).rows { [$0.int(0), $0.int(1)] }.first ?? []
     }
 
+    /// A database with one user, and a queue over it.
+    private func setUp() throws -> (path: String, id: Int64, queue: AdmissionQueue) {
+        let path = temporaryDatabase()
+        return (path, try user(path), AdmissionQueue(stores: UsageStorePool(path: path)))
+    }
+
+    /// The user's first request, admitted on its own (granting a lease), and a second from the lease.
+    private func exactThenLeased(_ queue: AdmissionQueue, _ id: Int64, _ limits: Limits,
+                                 estimates: (Int, Int)) throws -> (Reservation, Reservation) {
+        let first = try queue.admit(userID: id, model: "m", limits: limits, tokens: estimates.0, costMicros: 0, nowMs: now).get()
+        let leased = try queue.admit(userID: id, model: "m", limits: limits, tokens: estimates.1, costMicros: 0, nowMs: now + 1).get()
+        #expect(first.lease == nil && leased.lease != nil)
+        return (first, leased)
+    }
+
     private func record(_ id: Int64, tokens: Int, at timeMs: Int64) -> RequestRecord {
         var record = RequestRecord(userID: id, model: "m", timeMs: timeMs, requestID: "r", status: 200, forwarded: true)
         record.promptTokens = tokens
@@ -110,13 +125,8 @@ import Testing
     /// A request still in flight when its lease is given back keeps its room: it gets a
     /// reservation row of its own, which its settlement (no longer within the lease) removes.
     @Test func aRequestInFlightWhenItsLeaseIsGivenBackStaysReserved() throws {
-        let path = temporaryDatabase()
-        let id = try user(path)
-        let queue = AdmissionQueue(stores: UsageStorePool(path: path))
-        let limits = Limits(tpm: 100_000)
-        let first = try queue.admit(userID: id, model: "m", limits: limits, tokens: 100, costMicros: 0, nowMs: now).get()
-        let leased = try queue.admit(userID: id, model: "m", limits: limits, tokens: 300, costMicros: 0, nowMs: now + 1).get()
-        #expect(first.lease == nil && leased.lease != nil)
+        let (path, id, queue) = try setUp()
+        let (first, leased) = try exactThenLeased(queue, id, Limits(tpm: 100_000), estimates: (100, 300))
         let open = "SELECT count(*), coalesce(sum(tokens), 0) FROM reservations"
         // The first request's own row, and the lease's.
         #expect(try pair(path, open).first == 2)
@@ -134,14 +144,10 @@ import Testing
     /// Real tokens beyond a lease's room (an estimate too low) would count nowhere while it is
     /// open: the settlement that overdraws it gives it back at once, putting them in the store.
     @Test func realTokensBeyondALeasesRoomGiveItBackAtOnce() throws {
-        let path = temporaryDatabase()
-        let id = try user(path)
-        let queue = AdmissionQueue(stores: UsageStorePool(path: path))
+        let (path, id, queue) = try setUp()
         let limits = Limits(tpm: 8000)
-        let first = try queue.admit(userID: id, model: "m", limits: limits, tokens: 100, costMicros: 0, nowMs: now).get()
-        let leased = try queue.admit(userID: id, model: "m", limits: limits, tokens: 100, costMicros: 0, nowMs: now + 1).get()
         // The lease: 9 requests of 100, its row 900 tokens.
-        #expect(first.lease == nil && leased.lease != nil)
+        let (_, leased) = try exactThenLeased(queue, id, limits, estimates: (100, 100))
         #expect(try pair(path, "SELECT count(*), sum(tokens) FROM reservations") == [2, 1000])
         #expect(queue.settleInLease(leased, record(id, tokens: 1500, at: now + 2)))
         #expect(try pair(path, "SELECT count(*), sum(tokens) FROM reservations") == [1, 100])
@@ -158,9 +164,7 @@ import Testing
     /// minute; a second later the room of the requests admitted on their own is back, and that
     /// of the leased ones, counted in the second their lease ended, not yet.
     @Test func aLeasedRequestCountsInTheRollingMinuteAtLeastAMinute() throws {
-        let path = temporaryDatabase()
-        let id = try user(path)
-        let queue = AdmissionQueue(stores: UsageStorePool(path: path))
+        let (_, id, queue) = try setUp()
         let limits = Limits(rpm: 100)
         func admitAll(at nowMs: Int64) throws -> (admitted: Int, leased: Int) {
             var admitted = 0, leased = 0
@@ -180,9 +184,7 @@ import Testing
 
     /// An ended lease is given back when its user's next request finds it so, or by the tick.
     @Test func anEndedLeaseIsGivenBackByTheNextRequestOrTheTick() throws {
-        let path = temporaryDatabase()
-        let id = try user(path)
-        let queue = AdmissionQueue(stores: UsageStorePool(path: path))
+        let (path, id, queue) = try setUp()
         let limits = Limits(rpm: 10_000)
         _ = try queue.admit(userID: id, model: "m", limits: limits, tokens: 1, costMicros: 0, nowMs: now).get()
         let bucketRequests = { try self.pair(path, "SELECT coalesce(sum(requests), 0), 0 FROM rate_buckets").first }
