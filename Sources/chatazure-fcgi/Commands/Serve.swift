@@ -77,7 +77,10 @@ extension ChatAzureFCGI {
             MallocTunables.applyByReexecuting()
             // Blocked from here on, taken later by the pool's (or the supervisor's) sigtimedwait:
             // FCGX_Init installs a SIGTERM handler of libfcgi's own, which would take a SIGTERM
-            // sent while the process starts (its socket already open) and leave it running.
+            // sent while the process starts (its socket already open) and leave it running. And
+            // before any thread starts: a thread inherits the mask, and a process-directed SIGTERM
+            // goes to any thread not blocking it (the usage recorder's would die of it, undrained,
+            // its counts not yet committed lost).
             var stopSignals = WorkerPool.stopSignals
             pthread_sigmask(SIG_BLOCK, &stopSignals, nil)
             LoggingSystem.bootstrap { label in LogLineHandler(label: label) }

@@ -69,14 +69,9 @@ final class WorkerPool: @unchecked Sendable {
     private let nextIndex = Atomic<Int>(0)
     private var watcher: ListenWatcher?
 
+    /// Expects `stopSignals` blocked already (`serve` blocks them on its first line), so every
+    /// thread it starts inherits the mask.
     init(gateway: Gateway, settings: Settings, logger: Logger, reload: @escaping Reload) {
-        // Before the usage recorder's thread, the first this process starts: a thread inherits the
-        // mask of the thread that starts it, and a process-directed SIGTERM goes to any thread that
-        // does not block it. Blocked later, the recorder's thread could take a SIGTERM that came
-        // while the main thread was between two waits, with the default action: no drain, and the
-        // counts not yet committed lost.
-        var stop = Self.stopSignals
-        pthread_sigmask(SIG_BLOCK, &stop, nil)
         self.currentGateway = LockedValue(gateway)
         self.reload = reload
         self.settings = settings
