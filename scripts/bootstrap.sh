@@ -27,7 +27,7 @@ fi
 if ((${#missing[@]})); then
     sudo=""; [[ "$(id -u)" == 0 ]] || sudo="sudo"
     echo "bootstrap: installing ${missing[*]}"
-    $sudo apt-get update -qq
+    $sudo apt-get -o DPkg::Lock::Timeout=600 update -qq
     policy_rc_d=/usr/sbin/policy-rc.d
     if [[ " ${missing[*]} " == *" nginx-light "* && ! -e "$policy_rc_d" && ! -L "$policy_rc_d" ]]; then
         # invoke-rc.d asks policy-rc.d before starting a service; 101 means "not allowed".
@@ -37,11 +37,11 @@ if ((${#missing[@]})); then
         printf '#!/bin/sh\n# Written by chatazure-fcgi scripts/bootstrap.sh while it installs nginx; removed after.\nexit 101\n' \
             | $sudo tee "$policy_rc_d" >/dev/null
         $sudo chmod 755 "$policy_rc_d"
-        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
         $sudo rm -f "$policy_rc_d"
         trap - EXIT INT TERM HUP
     else
-        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     fi
 fi
 
