@@ -32,7 +32,7 @@ extension Gateway {
         let azure = backend.backend.settings
         let url = azure.apiStyle == .v1 ? AzureURL.v1("responses" + item, azure: azure) : AzureURL.classicResponses(item: item, azure: azure)
         return UpstreamCall(method: request.method, url: url, headers: upstreamHeaders(request, contentType: nil, bodyCount: 0, backend: backend.backend), body: [],
-                            route: AzureRoute(operation: "responses", model: "-", deployment: "-", streaming: false),
+                            route: AzureRoute(operation: "responses", model: "-", deployment: "-", streaming: false, servedAs: []),
                             shaping: .unchanged, user: user)
     }
 
@@ -56,21 +56,43 @@ extension Gateway {
             code: "unsupported_content_type")
     }
 
+    /// The model a body names, which the request cannot go without: absent, empty, or `-` (the
+    /// log's mark for none) is a 400, never forwarded.
+    static func requireModel(_ named: String?) throws -> String {
+        guard let named, named != "-" else {
+            throw OpenAIError.invalidRequest("You must provide a model parameter.", param: "model", code: "missing_model")
+        }
+        try ModelName.check(named)
+        return named
+    }
+
+    /// The `model` field of a multipart body (nil: none), read as Azure reads it.
+    static func multipartModel(_ request: GatewayRequest, body: [UInt8]) throws -> String? {
+        guard let boundary = MultipartForm.boundary(fromContentType: request.headers[.contentType] ?? "") else {
+            throw OpenAIError.invalidRequest("\(request.path) takes multipart/form-data.", code: "invalid_content_type", status: 415)
+        }
+        return MultipartForm.field("model", in: body, boundary: boundary)
+    }
+
+    /// The route to `deployment` on `backend`, checked and priced as what that deployment serves.
+    static func route(_ operation: String, named: String, deployment: String, streaming: Bool = false,
+                      backend: PlannedBackend) -> AzureRoute {
+        let identity = backend.models.identity(deployment: deployment, named: named)
+        return AzureRoute(operation: operation, model: named, deployment: deployment, streaming: streaming,
+                          servedAs: identity.servedAs, charged: identity.charged)
+    }
+
     /// Uploads go in the classic style in both settings, so the body is forwarded as it came
     /// (the v1 API would want the deployment written into the form).
     private func multipartCall(_ request: GatewayRequest, operation: String, body: [UInt8], user: StoredUser,
                                backend: PlannedBackend) throws -> UpstreamCall {
         let azure = backend.backend.settings
-        let type = request.headers[.contentType] ?? ""
-        guard let boundary = MultipartForm.boundary(fromContentType: type) else {
-            throw OpenAIError.invalidRequest("\(request.path) takes multipart/form-data.", code: "invalid_content_type", status: 415)
-        }
-        let model = MultipartForm.field("model", in: body, boundary: boundary) ?? ""
-        try ModelName.check(model)
+        let model = try Self.requireModel(try Self.multipartModel(request, body: body))
         let deployment = try AzureRoute.checkedDeployment(for: model, azure: azure)
         return UpstreamCall(method: "POST", url: AzureURL.deployment(deployment, operation: operation, azure: azure),
-                            headers: upstreamHeaders(request, contentType: type, bodyCount: body.count, backend: backend.backend), body: body,
-                            route: AzureRoute(operation: operation, model: model, deployment: deployment, streaming: false),
+                            headers: upstreamHeaders(request, contentType: request.headers[.contentType], bodyCount: body.count,
+                                                     backend: backend.backend), body: body,
+                            route: Self.route(operation, named: model, deployment: deployment, backend: backend),
                             shaping: .unchanged, user: user)
     }
 
@@ -79,29 +101,23 @@ extension Gateway {
         let azure = backend.backend.settings
         try Self.requireJSON(request.headers[.contentType])
         var body = try JSONRequestBody(raw)
-        guard let model = body.model else {
-            throw OpenAIError.invalidRequest("You must provide a model parameter.", param: "model", code: "missing_model")
-        }
+        let model = try Self.requireModel(body.model)
         var target: Target
         if operation == "responses" {
             // Responses has no deployment in its path in either style: the deployment is the model.
             let deployment = try AzureRoute.checkedDeployment(for: model, azure: azure)
-            target = Target(route: AzureRoute(operation: operation, model: model, deployment: deployment, streaming: false),
+            target = Target(route: Self.route(operation, named: model, deployment: deployment, backend: backend),
                             url: azure.apiStyle == .v1 ? AzureURL.v1(operation, azure: azure) : AzureURL.classicResponses(item: "", azure: azure))
             body.setModel(deployment)
         } else {
-            target = try backend.targets[operation]?[model] ?? Self.target(operation: operation, model: model, azure: azure)
+            target = try backend.targets[operation]?[model] ?? Self.target(operation: operation, model: model, backend: backend)
             if azure.apiStyle == .v1 { body.setModel(target.route.deployment) }
         }
         target.route.streaming = body.stream
-        let shaping = ResponseShaping(normalize: azure.normalize, clientWantsUsage: body.clientWantsUsage)
+        var shaping = ResponseShaping(normalize: azure.normalize, clientWantsUsage: body.clientWantsUsage)
         if body.stream && Self.chunkedOperations.contains(operation) {
             let acceptsOptions = azure.apiStyle == .v1 || AzureRoute.supportsStreamOptions(azure.apiVersion(for: operation))
-            if !acceptsOptions {
-                body.dropStreamOptions()
-            } else if azure.normalize {
-                body.requestUsage()  // for token accounting; the usage chunk reaches the client only if it asked
-            }
+            shaping.hidesUsage = Self.askForUsage(&body, acceptsOptions: acceptsOptions)
         }
         return UpstreamCall(method: "POST", url: target.url,
                             headers: upstreamHeaders(request, contentType: request.headers[.contentType] ?? "application/json",
@@ -109,23 +125,38 @@ extension Gateway {
                             body: body.bytes, route: target.route, shaping: shaping, user: user)
     }
 
+    /// Asks Azure for a stream's usage chunk, for token accounting on every path; true when the
+    /// gateway asked and the client did not, so the chunk is kept from it. An api-version older
+    /// than 2024-09-01 rejects `stream_options`: it goes, and the answer is estimated.
+    static func askForUsage(_ body: inout JSONRequestBody, acceptsOptions: Bool) -> Bool {
+        guard acceptsOptions else {
+            body.dropStreamOptions()
+            return false
+        }
+        let clientAsked = body.clientWantsUsage
+        body.requestUsage()
+        return !clientAsked
+    }
+
     /// Where `model` goes for `operation` in the configured API style. Not for `responses`,
     /// whose classic URL has no deployment.
-    static func target(operation: String, model: String, azure: AzureSettings) throws -> Target {
+    static func target(operation: String, model: String, backend: PlannedBackend) throws -> Target {
+        let azure = backend.backend.settings
         let deployment = try AzureRoute.checkedDeployment(for: model, azure: azure)
         let url = azure.apiStyle == .v1
             ? AzureURL.v1(operation, azure: azure) : AzureURL.deployment(deployment, operation: operation, azure: azure)
-        return Target(route: AzureRoute(operation: operation, model: model, deployment: deployment, streaming: false), url: url)
+        return Target(route: route(operation, named: model, deployment: deployment, backend: backend), url: url)
     }
 
     /// The target of every configured model for every JSON operation but `responses`.
-    static func planTargets(_ azure: AzureSettings) -> [String: [String: Target]] {
+    static func planTargets(_ azure: AzureSettings, models: DeploymentModels) -> [String: [String: Target]] {
+        let backend = PlannedBackend(backend: AzureBackend(name: "plan", settings: azure), targets: [:], models: models)
         var plans: [String: [String: Target]] = [:]
         for operation in Endpoint.jsonOperations where operation != "responses" {
             var targets: [String: Target] = [:]
             for model in azure.deployments.keys {
                 // An unusable deployment is left out: the request path reports it.
-                targets[model] = try? target(operation: operation, model: model, azure: azure)
+                targets[model] = try? target(operation: operation, model: model, backend: backend)
             }
             plans[operation] = targets
         }
@@ -135,42 +166,61 @@ extension Gateway {
     // MARK: Azure-style paths (AzureOpenAI clients pointed at the gateway)
 
     /// The path goes upstream as the client sent it, with the client's api-version (or the
-    /// configured one) where the path needs one. The body is forwarded unchanged.
+    /// configured one) where the path needs one. The deployment is the path's, or on the v1 and
+    /// Responses paths the body's `model`; either way the request is checked and priced as what
+    /// that deployment serves, never as a name the body adds.
     private func azureStyleCall(_ request: GatewayRequest, endpoint: Endpoint, user: StoredUser,
                                 readBody: (Int) throws -> [UInt8], backend: PlannedBackend) throws -> UpstreamCall {
         let azure = backend.backend.settings
         let clientVersion = Self.queryValue("api-version", in: request.query).flatMap { AzureRoute.isPlainToken($0) ? $0 : nil }
-        var deployment = "-"
         let version: String?
         switch endpoint.style {
-        case .azureDeployment(let named):
-            deployment = named
-            version = clientVersion ?? azure.apiVersion(for: endpoint.operation)
+        case .azureDeployment: version = clientVersion ?? azure.apiVersion(for: endpoint.operation)
         case .azureResponses: version = clientVersion ?? azure.apiVersion(for: "responses")
         case .azureV1, .openAI: version = nil
         }
-        var body: [UInt8] = []
-        var model = deployment
-        var streaming = false
-        if endpoint.body != .none {
-            body = try readBody(maxBody)
-            let type = request.headers[.contentType] ?? ""
-            if type.lowercased().hasPrefix("application/json") {
-                let json = try JSONRequestBody(body)
-                streaming = json.stream
-                if let named = json.model { model = named }
-            } else if let boundary = MultipartForm.boundary(fromContentType: type),
-                      let named = MultipartForm.field("model", in: body, boundary: boundary) {
-                try ModelName.check(named)
-                model = named
-            }
-            if deployment == "-" { deployment = model }
+        let url = AzureURL.passthrough(path: request.path, version: version, azure: azure)
+        guard endpoint.body != .none else {
+            // A stored response: no model and no body; its owner is checked instead.
+            return UpstreamCall(method: request.method, url: url,
+                                headers: upstreamHeaders(request, contentType: nil, bodyCount: 0, backend: backend.backend), body: [],
+                                route: AzureRoute(operation: endpoint.operation, model: "-", deployment: "-", streaming: false, servedAs: []),
+                                shaping: .unchanged, user: user)
         }
-        return UpstreamCall(method: request.method, url: AzureURL.passthrough(path: request.path, version: version, azure: azure),
-                            headers: upstreamHeaders(request, contentType: endpoint.body == .none ? nil : request.headers[.contentType],
+        let raw = try readBody(maxBody)
+        var body = raw
+        var named: String?
+        var shaping = ResponseShaping.unchanged
+        var streaming = false
+        if endpoint.body == .json {
+            try Self.requireJSON(request.headers[.contentType])
+            var json = try JSONRequestBody(raw)
+            named = json.model
+            streaming = json.stream
+            shaping.clientWantsUsage = json.clientWantsUsage
+            if json.stream && Self.chunkedOperations.contains(endpoint.operation) {
+                let acceptsOptions = version.map(AzureRoute.supportsStreamOptions) ?? true
+                shaping.hidesUsage = Self.askForUsage(&json, acceptsOptions: acceptsOptions)
+                body = json.bytes
+            }
+        } else {
+            named = try Self.multipartModel(request, body: raw)
+        }
+        let deployment: String
+        if case .azureDeployment(let inPath) = endpoint.style {
+            deployment = inPath
+        } else {
+            deployment = try Self.requireModel(named)
+            guard AzureRoute.isPlainToken(deployment) else {
+                throw OpenAIError.invalidRequest("The model '\(deployment)' does not name a usable Azure deployment.",
+                                                 param: "model", code: "model_not_found", status: 404)
+            }
+        }
+        let route = Self.route(endpoint.operation, named: named ?? deployment, deployment: deployment, streaming: streaming, backend: backend)
+        return UpstreamCall(method: request.method, url: url,
+                            headers: upstreamHeaders(request, contentType: request.headers[.contentType] ?? "application/json",
                                                      bodyCount: body.count, backend: backend.backend),
-                            body: body, route: AzureRoute(operation: endpoint.operation, model: model, deployment: deployment, streaming: streaming),
-                            shaping: .unchanged, user: user)
+                            body: body, route: route, shaping: shaping, user: user)
     }
 
     static func queryValue(_ name: String, in query: String) -> String? {

@@ -27,6 +27,8 @@ public struct Gateway: Sendable {
     struct PlannedBackend: Sendable {
         var backend: AzureBackend
         var targets: [String: [String: Target]]
+        /// What each of its deployments is checked and priced as.
+        var models: DeploymentModels
     }
 
     /// A route with its URL.
@@ -39,7 +41,7 @@ public struct Gateway: Sendable {
         self.config = config
         self.maxBody = config.fastcgi.maxBodyBytes
         self.authenticator = authenticator ?? Authenticator(stores: UsageStorePool(path: config.databasePath))
-        self.backends = Self.plan(config.azure)
+        self.backends = Self.plan(config)
         self.health = BackendHealth(cooldownSeconds: config.azure.cooldownSeconds, circuitFailures: config.azure.circuitFailures)
         self.tokens = BackendTokens()
         self.policy = Policy(config: config)
@@ -56,15 +58,18 @@ public struct Gateway: Sendable {
         self.config = config
         self.maxBody = config.fastcgi.maxBodyBytes
         self.authenticator = authenticator
-        self.backends = Self.plan(config.azure)
+        self.backends = Self.plan(config)
         self.health = BackendHealth(cooldownSeconds: config.azure.cooldownSeconds, circuitFailures: config.azure.circuitFailures)
         self.tokens = tokens
         self.policy = Policy(config: config)
         self.admissions = admissions
     }
 
-    static func plan(_ azure: AzureSettings) -> [PlannedBackend] {
-        azure.effectiveBackends.map { PlannedBackend(backend: $0, targets: planTargets($0.settings)) }
+    static func plan(_ config: GatewayConfig) -> [PlannedBackend] {
+        config.azure.effectiveBackends.map { backend in
+            let models = DeploymentModels(deployments: backend.settings.deployments, prices: config.prices)
+            return PlannedBackend(backend: backend, targets: planTargets(backend.settings, models: models), models: models)
+        }
     }
 
     /// Decides for `request`. `readBody(limit)` returns the request body, or throws an
@@ -100,20 +105,22 @@ public struct Gateway: Sendable {
                 case .failure(let error): return GatewayDecision(.respond(error.response), user: user)
                 }
             }
+            let limits = policy.limits(for: user)
             do {
-                try policy.checkAccess(user, route: call.route, style: endpoint.style)
+                try policy.checkAccess(user, route: call.route, limits: limits)
             } catch let refusal as OpenAIError {
                 // A model outside the allowlist is a refusal, recorded as such.
-                return GatewayDecision(.respond(refusal.response), user: user, refusedModel: call.route.model)
+                return GatewayDecision(.respond(refusal.response), user: user, refusedModel: call.route.charged)
             }
-            let limits = policy.limits(for: user)
+            // Another backend may map the name to a deployment this user may not use.
+            call.fallbacks.removeAll { (try? policy.checkAccess(user, route: $0.route, limits: limits)) == nil }
             switch try policy.admit(call, limits: limits, admissions: admissions, nowMs: Int64(now.timeIntervalSince1970 * 1000)) {
             case .success(let reservation):
                 call.reservation = reservation
                 if let reservation { call.responseFields = RateHeaders.fields(limits: limits, window: reservation.window) }
                 return GatewayDecision(.forward(call), user: user)
             case .failure(let refusal):
-                return GatewayDecision(.respond(refusal.response), user: user, refusedModel: call.route.model)
+                return GatewayDecision(.respond(refusal.response), user: user, refusedModel: call.route.charged)
             }
         } catch let error as SQLiteError {
             return GatewayDecision(.respond(OpenAIError.databaseUnavailable.response), user: user, failure: "admission failed: \(error)")

@@ -4,7 +4,7 @@ import Testing
 
 @Suite struct ResponseNormalizerTests {
     let route = AzureRoute(operation: "chat/completions", model: "gpt-4o", deployment: "prod", streaming: true)
-    let shaping = ResponseShaping(normalize: true, clientWantsUsage: false)
+    let shaping = ResponseShaping(normalize: true, clientWantsUsage: false, hidesUsage: true)
 
     func text(_ bytes: [UInt8]?) -> String? { bytes.map { String(decoding: $0, as: UTF8.self) } }
 

@@ -15,7 +15,7 @@ import Testing
 
     /// A relay that normalizes, as the gateway does by default.
     func relay(_ route: AzureRoute, keepalive: Int = 15) -> UpstreamRelay {
-        UpstreamRelay(route: route, shaping: ResponseShaping(normalize: true), keepaliveSeconds: keepalive, now: at(0))
+        UpstreamRelay(route: route, shaping: ResponseShaping(normalize: true, hidesUsage: true), keepaliveSeconds: keepalive, now: at(0))
     }
 
     func headers(_ relay: inout UpstreamRelay, _ lines: [String]) {

@@ -9,12 +9,22 @@ public struct AzureRoute: Sendable, Equatable {
     public var deployment: String
     /// Whether the client asked for server-sent events.
     public var streaming: Bool
+    /// The configured model names that map to `deployment` on its backend (a deployment no
+    /// configured model maps to is known by its own name): the allowlist lets the request through
+    /// only when the user may use one of them, whatever the body says.
+    public var servedAs: [String]
+    /// The model the request is priced and recorded as: the client's name when it maps to
+    /// `deployment`, else the most expensive of `servedAs`.
+    public var charged: String
 
-    public init(operation: String, model: String, deployment: String, streaming: Bool) {
+    public init(operation: String, model: String, deployment: String, streaming: Bool,
+                servedAs: [String]? = nil, charged: String? = nil) {
         self.operation = operation
         self.model = model
         self.deployment = deployment
         self.streaming = streaming
+        self.servedAs = servedAs ?? [deployment]
+        self.charged = charged ?? self.servedAs.first ?? model
     }
 
     /// The deployment configured for `model`, if it can stand in a URL.
@@ -46,13 +56,16 @@ public struct AzureRoute: Sendable, Equatable {
 public struct ResponseShaping: Sendable, Equatable {
     /// Drop empty-choices filter chunks and write `model` back to the client's name.
     public var normalize: Bool
-    /// The client itself asked for the usage chunk (`stream_options.include_usage`), so it is
-    /// passed on; one the gateway asked for only for accounting is not.
+    /// The client itself asked for the usage chunk (`stream_options.include_usage`).
     public var clientWantsUsage: Bool
+    /// The gateway asked Azure for the usage chunk, for accounting, and the client did not: the
+    /// chunk is read and kept from the client, on every path.
+    public var hidesUsage: Bool
 
-    public init(normalize: Bool, clientWantsUsage: Bool = false) {
+    public init(normalize: Bool, clientWantsUsage: Bool = false, hidesUsage: Bool = false) {
         self.normalize = normalize
         self.clientWantsUsage = clientWantsUsage
+        self.hidesUsage = hidesUsage
     }
 
     /// Answers passed on as Azure sent them.

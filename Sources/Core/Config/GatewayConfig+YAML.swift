@@ -275,26 +275,30 @@ struct SectionParser {
 
     func prices(_ node: Node?) throws -> Prices {
         guard let node else { return Prices() }
-        let section = try reader.mapping(node, at: "prices", allowed: ["currency", "models"])
+        let section = try reader.mapping(node, at: "prices", allowed: ["currency", "models", "default"])
         var prices = Prices()
         if let node = section["currency"] { prices.currency = try reader.string(node, at: "prices.currency") }
         if let node = section["models"] {
             for (model, value) in try reader.mapping(node, at: "prices.models", allowed: nil) {
-                let at = "prices.models.\(model)"
-                let entry = try reader.mapping(value, at: at, allowed: ["input", "cached-input", "output"])
-                func micros(_ name: String) throws -> Int64? {
-                    try entry[name].map { node in
-                        guard let micros = ModelPrice.micros(try reader.number(node, at: "\(at).\(name)")) else {
-                            throw ConfigError(file: file, key: "\(at).\(name)", reason: "is too large")
-                        }
-                        return micros
-                    }
-                }
-                let input = try micros("input") ?? 0
-                prices.models[model] = ModelPrice(input: input, cachedInput: try micros("cached-input") ?? input, output: try micros("output") ?? 0)
+                prices.models[model] = try price(value, at: "prices.models.\(model)")
             }
         }
+        if let node = section["default"] { prices.fallback = try price(node, at: "prices.default") }
         return prices
+    }
+
+    private func price(_ node: Node, at: String) throws -> ModelPrice {
+        let entry = try reader.mapping(node, at: at, allowed: ["input", "cached-input", "output"])
+        func micros(_ name: String) throws -> Int64? {
+            try entry[name].map { node in
+                guard let micros = ModelPrice.micros(try reader.number(node, at: "\(at).\(name)")) else {
+                    throw ConfigError(file: file, key: "\(at).\(name)", reason: "is too large")
+                }
+                return micros
+            }
+        }
+        let input = try micros("input") ?? 0
+        return ModelPrice(input: input, cachedInput: try micros("cached-input") ?? input, output: try micros("output") ?? 0)
     }
 
     func fastcgi(_ node: Node?) throws -> FastCGISettings {

@@ -68,10 +68,18 @@ public struct LimitSettings: Sendable, Equatable {
 public struct Prices: Sendable, Equatable {
     public var currency = "USD"
     public var models: [String: ModelPrice] = [:]
+    /// `prices.default`: the price of a model `models` does not name.
+    public var fallback: ModelPrice?
 
-    public init(currency: String = "USD", models: [String: ModelPrice] = [:]) {
+    public init(currency: String = "USD", models: [String: ModelPrice] = [:], fallback: ModelPrice? = nil) {
         self.currency = currency
         self.models = models
+        self.fallback = fallback
+    }
+
+    /// What `model` costs; nil when it is unpriced (neither named nor a default).
+    public func price(for model: String) -> ModelPrice? {
+        models[model] ?? fallback
     }
 }
 

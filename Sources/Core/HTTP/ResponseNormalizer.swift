@@ -99,12 +99,12 @@ public struct ResponseNormalizer: Sendable {
         guard mayMatter else { return rewritesChunks ? Self.replacingModel(in: event, escaped: escapedModel) : event }
         // Responses API events nest usage in `response`; the scan finds it there too.
         if let found = TokenUsage(scanning: data) { usage = found }
-        guard rewritesChunks, let top = Self.topLevel(data) else { return event }
+        guard rewritesChunks || shaping.hidesUsage, let top = Self.topLevel(data) else { return event }
         if top.emptyChoices {
-            if top.usage && !shaping.clientWantsUsage { return nil }
-            if !top.usage && top.filterResults { return nil }
+            if top.usage && shaping.hidesUsage { return nil }
+            if rewritesChunks && !top.usage && top.filterResults { return nil }
         }
-        return Self.replacingModel(in: event, escaped: escapedModel)
+        return rewritesChunks ? Self.replacingModel(in: event, escaped: escapedModel) : event
     }
 
     /// A whole JSON answer in, the answer to send out.

@@ -5,19 +5,10 @@ import Foundation
 public struct Policy: Sendable {
     public let limitSettings: LimitSettings
     public let prices: Prices
-    /// Azure deployment -> the configured model names that map to it.
-    let modelsByDeployment: [String: [String]]
 
     public init(config: GatewayConfig) {
         limitSettings = config.limits
         prices = config.prices
-        var byDeployment: [String: [String]] = [:]
-        for backend in config.azure.effectiveBackends {
-            for (model, deployment) in backend.settings.deployments where byDeployment[deployment]?.contains(model) != true {
-                byDeployment[deployment, default: []].append(model)
-            }
-        }
-        modelsByDeployment = byDeployment
     }
 
     /// The user's own limits over the defaults of `limits:`.
@@ -25,16 +16,23 @@ public struct Policy: Sendable {
         user.limits.over(limitSettings.defaults)
     }
 
-    /// A 403 naming the model unless the user's allowlist lets `route` through. On Azure-style
-    /// paths the deployment stands for the configured models that map to it: one the config does
-    /// not name passes only for users with no allowlist.
-    func checkAccess(_ user: StoredUser, route: AzureRoute, style: Endpoint.Style) throws {
-        guard let patterns = user.models, route.model != "-" else { return }
-        let names = style == .openAI ? [route.model] : modelsByDeployment[route.deployment] ?? []
-        guard names.contains(where: { ModelAccess.allows(patterns, $0) }) else {
-            throw OpenAIError(status: 403, message: "The user '\(user.username)' may not use the model '\(route.model)' on this gateway.",
-                              type: "permission_error", param: "model", code: "model_not_allowed")
+    /// A 403 naming the model unless the user's allowlist lets `route` through: it must allow
+    /// one of the models the deployment reached serves (`AzureRoute.servedAs`), whatever name
+    /// the client wrote. A user with a monthly budget may not use a model without a price,
+    /// which would escape it. A route without a model (a stored response) is not checked here.
+    func checkAccess(_ user: StoredUser, route: AzureRoute, limits: Limits) throws {
+        guard !route.servedAs.isEmpty else { return }
+        if let patterns = user.models, !route.servedAs.contains(where: { ModelAccess.allows(patterns, $0) }) {
+            throw Self.notAllowed(user, route.model)
         }
+        if limits.budgetPerMonthMicros != nil, prices.price(for: route.charged) == nil {
+            throw Self.notAllowed(user, route.model, why: " It has no price, and your monthly budget must cover every request.")
+        }
+    }
+
+    private static func notAllowed(_ user: StoredUser, _ model: String, why: String = "") -> OpenAIError {
+        OpenAIError(status: 403, message: "The user '\(user.username)' may not use the model '\(model)' on this gateway.\(why)",
+                    type: "permission_error", param: "model", code: "model_not_allowed")
     }
 
     /// Which of the configured models the user may use.
@@ -44,7 +42,7 @@ public struct Policy: Sendable {
 
     /// The cost of tokens of `model`, in micro-units; 0 for a model without a price.
     public func cost(model: String, prompt: Int, cached: Int, completion: Int) -> Int64 {
-        prices.models[model]?.cost(prompt: prompt, cached: cached, completion: completion) ?? 0
+        prices.price(for: model)?.cost(prompt: prompt, cached: cached, completion: completion) ?? 0
     }
 
     /// Reserves `call`'s estimate against the user's limits; nil when the user has none (then
@@ -53,8 +51,8 @@ public struct Policy: Sendable {
         guard !limits.isEmpty else { return .success(nil) }
         let prompt = RequestEstimate.promptTokens(call.body)
         let completion = RequestEstimate.completionTokens(call.body, defaultMax: limitSettings.defaultMaxTokens)
-        let cost = self.cost(model: call.route.model, prompt: prompt, cached: 0, completion: completion)
-        let result = try admissions.admit(userID: call.user.id, model: call.route.model, limits: limits, tokens: prompt + completion,
+        let cost = self.cost(model: call.route.charged, prompt: prompt, cached: 0, completion: completion)
+        let result = try admissions.admit(userID: call.user.id, model: call.route.charged, limits: limits, tokens: prompt + completion,
                                           costMicros: cost, nowMs: nowMs)
         switch result {
         case .success(var reservation):

@@ -43,7 +43,7 @@ struct RequestHandler {
     private func forward(_ call: UpstreamCall, on exchange: FastCGIExchange, into line: inout RequestLogLine) {
         // Counted (and journaled: CountJournal) before forwarding, so a request Azure sees, and any
         // answer a client receives, is never left uncounted, even if this process is killed.
-        recorder.countRequest(userID: call.user.id, model: call.route.model)
+        recorder.countRequest(userID: call.user.id, model: call.route.charged)
         let (relay, outcome, answered) = attempt([call] + call.fallbacks, on: exchange)
         relay.finish(outcome.result)
         line.backend = answered.backendName
@@ -110,7 +110,7 @@ struct RequestHandler {
     /// went out (whole or until the client left), the gateway's estimate, marked so. The
     /// gateway's own error text is never billed.
     private func record(of call: UpstreamCall, relay: UpstreamRelay, line: RequestLogLine) -> RequestRecord {
-        var record = RequestRecord(userID: call.user.id, model: call.route.model, timeMs: Self.nowMs(), requestID: line.idText,
+        var record = RequestRecord(userID: call.user.id, model: call.route.charged, timeMs: Self.nowMs(), requestID: line.idText,
                                    status: line.status, forwarded: true)
         record.upstreamMs = line.upstreamMs
         record.cancelled = line.ending == .clientGone
@@ -124,7 +124,7 @@ struct RequestHandler {
             record.completionTokens = relay.deliveredTokensEstimate
             record.estimated = true
         }
-        record.costMicros = gateway.policy.cost(model: call.route.model, prompt: record.promptTokens, cached: record.cachedTokens,
+        record.costMicros = gateway.policy.cost(model: call.route.charged, prompt: record.promptTokens, cached: record.cachedTokens,
                                                 completion: record.completionTokens)
         return record
     }

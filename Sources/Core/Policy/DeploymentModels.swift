@@ -1,0 +1,36 @@
+/// Which configured models each deployment of one backend serves: what a request that reaches a
+/// deployment is checked and priced as. Built once per backend and config, so a request only
+/// looks its deployment up.
+///
+/// The name a client writes is never trusted on its own: `gpt-35-turbo` (a deployment) and
+/// `gpt-3.5-turbo` (the model that maps to it) are the same request, and a body naming a cheap
+/// model on a deployment path still reaches the path's deployment.
+public struct DeploymentModels: Sendable {
+    /// Deployment -> the configured models that map to it, the most expensive first.
+    private let byDeployment: [String: [String]]
+
+    public init(deployments: [String: String], prices: Prices) {
+        var byDeployment: [String: [String]] = [:]
+        for (model, deployment) in deployments { byDeployment[deployment, default: []].append(model) }
+        self.byDeployment = byDeployment.mapValues { models in
+            models.sorted { (Self.rank(prices.price(for: $0)), $1) > (Self.rank(prices.price(for: $1)), $0) }
+        }
+    }
+
+    /// What a request that names `named` (nil: no name) and reaches `deployment` is: the models it
+    /// is known by, and the one it is charged as. A deployment no configured model maps to is
+    /// its own model (the pass-through of unlisted names).
+    public func identity(deployment: String, named: String?) -> (servedAs: [String], charged: String) {
+        guard let models = byDeployment[deployment] else { return ([deployment], deployment) }
+        if let named, models.contains(named) { return (models, named) }
+        return (models, models[0])
+    }
+
+    /// Orders prices by what a million prompt and a million completion tokens cost; an unpriced
+    /// model below every priced one.
+    private static func rank(_ price: ModelPrice?) -> Int64 {
+        guard let price else { return -1 }
+        let (sum, overflow) = price.input.addingReportingOverflow(price.output)
+        return overflow ? .max : sum
+    }
+}
