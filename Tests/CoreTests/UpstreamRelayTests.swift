@@ -378,6 +378,20 @@ import Testing
         #expect(relay.ending == .complete)
     }
 
+    @Test func azureRefusingTheGatewaysCredentialsIsA502NotTheClients401() throws {
+        for status in [401, 403] {
+            var relay = relay(jsonRoute)
+            headers(&relay, ["HTTP/1.1 \(status) Denied\r\n", "Content-Type: application/json\r\n", "\r\n"])
+            #expect(isEmpty(body(&relay, #"{"error":{"code":"401","message":"Access denied due to invalid subscription key"}}"#)))
+            let end = relay.finish(.complete, now: at(30))
+            #expect(end.head?.status == 502)
+            let error = try errorObject(end.body)
+            #expect(error["code"] as? String == "upstream_auth_failed")
+            #expect((error["message"] as? String)?.contains("subscription key") == false)
+            #expect(relay.sentStatus == 502)
+        }
+    }
+
     @Test func htmlErrorBodyBecomesAnOpenAIError() throws {
         var relay = relay(jsonRoute)
         headers(&relay, ["HTTP/1.1 502 Bad Gateway\r\n", "Content-Type: text/html\r\n", "\r\n"])

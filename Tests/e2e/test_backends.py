@@ -255,3 +255,24 @@ def test_equal_priorities_share_by_weight(tmp_path, east, west):
         assert 0.55 <= share <= 0.92, share  # 3:1 expects 0.75
     finally:
         gateway.stop()
+
+
+def test_the_gateways_own_credentials_refused_are_a_502_not_the_users_401(tmp_path, east):
+    """An SDK reports a 401 as a wrong API key: the user's is fine, Azure refused the gateway's."""
+    single = gateway_with(tmp_path, "single", backends_yaml(key_backend("east", east.url, key="wrong-key-000000")))
+    both = gateway_with(tmp_path, "both", backends_yaml(key_backend("east", east.url, key="wrong-key-000000"),
+                                                        key_backend("east2", east.url, key="wrong-key-111111", priority=2)))
+    try:
+        for gateway in (single, both):
+            with pytest.raises(openai.APIStatusError) as refused:
+                ask(gateway, "refused credentials")
+            assert refused.value.status_code == 502
+            assert refused.value.code == "upstream_auth_failed"
+            assert "wrong-key" not in refused.value.message and "wrong-key" not in gateway.log()
+        # With one backend nothing rests: the log says what really happens.
+        assert "the client gets 502 upstream_auth_failed" in single.log()
+        assert "rests for" not in single.log()
+        assert "rests for 2 s" in both.log()
+    finally:
+        single.stop()
+        both.stop()

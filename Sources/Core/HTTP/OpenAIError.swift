@@ -111,6 +111,14 @@ extension OpenAIError {
                     type: "upstream_error", code: "upstream_cut")
     }
 
+    /// Azure refused the gateway's own key or Entra identity (401 or 403). Never the client's
+    /// 401: an SDK would report it as a wrong API key, sending the user to look at theirs.
+    public static func upstreamAuthFailed(status: Int) -> OpenAIError {
+        OpenAIError(status: 502, message: "Azure OpenAI refused the gateway's own credentials (it answered \(status)). "
+                    + "Your API key is fine; the gateway's operator must fix its Azure key, identity or access.",
+                    type: "upstream_error", code: "upstream_auth_failed")
+    }
+
     public static func gatewayFailure(_ detail: String) -> OpenAIError {
         OpenAIError(status: 500, message: "The gateway failed: \(detail)", type: "server_error", code: "gateway_error")
     }

@@ -188,6 +188,10 @@ public struct UpstreamRelay: Sendable {
             // Nothing usable went out yet: the client gets one clear error instead.
             return respond(Self.error(for: result, status: status))
         }
+        if status == 401 || status == 403 {
+            // The client's key never goes upstream: Azure refused the gateway's.
+            return respond(.upstreamAuthFailed(status: status))
+        }
         if status >= 400 {
             let body = UpstreamResponse.normalizedError(status: status, body: collected)
             fields.removeAll { $0.0 == "content-type" }

@@ -88,7 +88,8 @@ struct RequestHandler {
             }
             if several { gateway.health.record(call.healthKey, verdict, retryAfterMs: relay.relay.retryAfterMs, nowMs: Self.nowMs()) }
             if case .misconfigured(let status) = verdict {
-                logger.error("backend \(call.backendName) answered \(status): its key or identity is wrong or lacks access; it rests for \(azure.cooldownSeconds) s")
+                let then = several ? "it rests for \(azure.cooldownSeconds) s" : "the client gets 502 upstream_auth_failed, and so will every request until it is fixed"
+                logger.error("backend \(call.backendName) answered \(status): its key or identity is wrong or lacks access; \(then)")
             }
             guard verdict.movesOn, untouched, index + 1 < attempts.count else {
                 if several, verdict.movesOn, relay.relay.upstreamStatus == 429 { relay.retryAfter(Self.soonestRest(attempts, health: gateway.health)) }

@@ -1,0 +1,195 @@
+"""What a request is checked and charged as, tried as a team member with a grudge and as an honest
+AzureOpenAI client: the deployment a request reaches decides its allowlist and its price, never the
+name the body writes. Real nginx, two worker processes, the emulator with deployments named unlike
+their models."""
+import http.client
+import json
+from decimal import Decimal
+
+import openai
+import pytest
+
+from conftest import AZURE_KEY, Emulator, Gateway
+
+PRICES = {  # per million tokens: input, cached input, output
+    "gpt-4": (Decimal(30), Decimal(30), Decimal(60)),
+    "gpt-4-turbo": (Decimal(10), Decimal(10), Decimal(30)),
+    "gpt-3.5-turbo": (Decimal("0.5"), Decimal("0.5"), Decimal("1.5")),
+}
+# gpt-4 and gpt-4-turbo share the deployment `big`; gpt-3.5-turbo is deployed as gpt-35-turbo.
+DEPLOYMENTS = {"gpt-4": "big", "gpt-4-turbo": "big", "gpt-3.5-turbo": "gpt-35-turbo"}
+USERS = {
+    "grudge": '["*", "!gpt-4*"]',   # everything but gpt-4
+    "legacy": '["gpt-3.5*"]',       # as imported from chatazure with can_use_gpt4 = 0
+    "honest": None,
+    "budgeted": None,
+}
+AZURE_CHAT = "/openai/deployments/{}/chat/completions?api-version=2024-10-21"
+
+
+def key(name):
+    return f"sk-{name}-integrity-e2e"
+
+
+class IntegrityGateway(Gateway):
+    def start_workers(self):
+        users = "".join(f"  - username: {name}\n    password: {key(name)}\n" + (f"    models: {models}\n" if models else "")
+                        + ("    budget-per-month: 100\n" if name == "budgeted" else "")
+                        for name, models in USERS.items())
+        deployments = "".join(f"    {model}: {deployment}\n" for model, deployment in DEPLOYMENTS.items())
+        prices = "".join(f"    {model}: {{ input: {p[0]}, cached-input: {p[1]}, output: {p[2]} }}\n" for model, p in PRICES.items())
+        (self.dir / "config.yaml").write_text(
+            f"web:\n  port: 8080\n  dbName: chat.db\n"
+            f"azure:\n  endpoint: {self.integrity_endpoint}\n  api-key: {AZURE_KEY}\n  connect-timeout-ms: 2000\n"
+            f"  deployments:\n{deployments}"
+            f"prices:\n  currency: USD\n  models:\n{prices}"
+            f"users:\n{users}"
+            f"fastcgi:\n  workers: 4\n")
+        super().start_workers()
+
+    def rows(self, name):
+        """The user's ledger rows per model: {model: row}."""
+        rows = json.loads(self.cli("usage", "--json", "--by", "user,model", "--user", name).stdout)
+        return {row["model"]: row for row in rows}
+
+
+@pytest.fixture(scope="module")
+def azure(tmp_path_factory):
+    instance = Emulator(tmp_path_factory.mktemp("integrity-emulator"), extra_args=("--deployments", "big,gpt-35-turbo,o1"))
+    yield instance
+    instance.stop()
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory, azure):
+    IntegrityGateway.integrity_endpoint = azure.url
+    instance = IntegrityGateway(tmp_path_factory.mktemp("integrity"), azure.url, users={})
+    yield instance
+    instance.stop()
+
+
+def post(gw, name, body, path, content_type="application/json"):
+    connection = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=30)
+    try:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        connection.request("POST", path, body=data, headers={"Content-Type": content_type, "api-key": key(name)})
+        response = connection.getresponse()
+        raw = response.read()
+    finally:
+        connection.close()
+    return response.status, raw
+
+
+def arrived(azure, marker):
+    return sum(marker in json.dumps(seen.get("body")) for seen in azure.requests())
+
+
+def wait_rows(gw, name, until):
+    import time
+    deadline = time.monotonic() + 5
+    while True:
+        rows = gw.rows(name)
+        if until(rows) or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.1)
+
+
+def cost(model, prompt, completion):
+    inp, _, out = PRICES[model]
+    return (prompt * inp + completion * out) / Decimal(1_000_000)
+
+
+def round_micros(amount):
+    """One request's cost as the ledger keeps it: micro-units, half up."""
+    return (amount * 1_000_000).quantize(Decimal(1), rounding="ROUND_HALF_UP") / Decimal(1_000_000)
+
+
+def test_a_dash_or_a_cheap_name_on_a_deployment_path_is_still_that_deployment(gw, azure):
+    for marker, model in (("m-dash", "-"), ("m-cheap", "gpt-3.5-turbo"), ("m-none", None)):
+        body = {"messages": [{"role": "user", "content": marker}]}
+        if model:
+            body["model"] = model
+        status, raw = post(gw, "grudge", body, AZURE_CHAT.format("big"))
+        assert status == 403 and json.loads(raw)["error"]["code"] == "model_not_allowed", (model, status, raw)
+        assert arrived(azure, marker) == 0
+    # The same in a form: a multipart `model` of "-" names no model at all.
+    form = b"--b\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\n-\r\n--b\r\n" \
+           b"Content-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\nRIFF\r\n--b--\r\n"
+    status, raw = post(gw, "grudge", form, "/openai/deployments/big/audio/transcriptions?api-version=2024-10-21",
+                       content_type="multipart/form-data; boundary=b")
+    assert status == 403, raw
+    status, raw = post(gw, "honest", form, "/v1/audio/transcriptions", content_type="multipart/form-data; boundary=b")
+    assert status == 400, raw
+
+
+def test_an_honest_azure_client_is_billed_as_the_deployment(gw, azure):
+    client = openai.AzureOpenAI(azure_endpoint=gw.url, api_key=key("honest"), api_version="2024-10-21", max_retries=0)
+    answer = client.chat.completions.create(model="big", messages=[{"role": "user", "content": "m-honest"}])
+    # A body naming a cheaper model on the same path is billed as the deployment too.
+    status, raw = post(gw, "honest", {"model": "gpt-3.5-turbo", "messages": [{"role": "user", "content": "m-cheaper"}]},
+                       AZURE_CHAT.format("big"))
+    assert status == 200, raw
+    cheaper = json.loads(raw)
+    rows = wait_rows(gw, "honest", lambda rows: rows.get("gpt-4", {}).get("requests") == 2)
+    assert set(rows) == {"gpt-4"}, rows
+    usage = [answer.usage, cheaper["usage"]]
+    prompt = sum(u.prompt_tokens if hasattr(u, "prompt_tokens") else u["prompt_tokens"] for u in usage)
+    completion = sum(u.completion_tokens if hasattr(u, "completion_tokens") else u["completion_tokens"] for u in usage)
+    assert prompt > 0 and completion > 0
+    assert Decimal(str(rows["gpt-4"]["cost"])) == cost("gpt-4", prompt, completion)
+
+
+def test_naming_the_deployment_on_v1_passes_no_exclusion(gw, azure):
+    grudge = openai.OpenAI(base_url=gw.url + "/v1", api_key=key("grudge"), max_retries=0)
+    with pytest.raises(openai.PermissionDeniedError):
+        grudge.chat.completions.create(model="big", messages=[{"role": "user", "content": "m-v1-big"}])
+    assert arrived(azure, "m-v1-big") == 0
+    legacy = openai.OpenAI(base_url=gw.url + "/v1", api_key=key("legacy"), max_retries=0)
+    with pytest.raises(openai.PermissionDeniedError):
+        legacy.chat.completions.create(model="big", messages=[{"role": "user", "content": "m-legacy-big"}])
+    # The deployment's name is the model it serves: allowed, and billed as gpt-3.5-turbo.
+    answer = legacy.chat.completions.create(model="gpt-35-turbo", messages=[{"role": "user", "content": "m-35"}])
+    rows = wait_rows(gw, "legacy", lambda rows: "gpt-3.5-turbo" in rows and "gpt-4" in rows)
+    # The refusal of `big` is recorded as one of gpt-4, the model it would have been.
+    assert set(rows) == {"gpt-3.5-turbo", "gpt-4"}, rows
+    assert (rows["gpt-4"]["refused"], rows["gpt-4"]["requests"], rows["gpt-3.5-turbo"]["requests"]) == (1, 0, 1), rows
+    assert Decimal(str(rows["gpt-3.5-turbo"]["cost"])) == round_micros(cost("gpt-3.5-turbo", answer.usage.prompt_tokens,
+                                                                                answer.usage.completion_tokens))
+    # An unlisted name is its own model: outside gpt-3.5*, refused.
+    with pytest.raises(openai.PermissionDeniedError):
+        legacy.chat.completions.create(model="o1", messages=[{"role": "user", "content": "m-o1"}])
+    assert arrived(azure, "m-o1") == 0
+
+
+def test_v1_azure_bodies_must_be_json_and_name_a_model(gw, azure):
+    status, raw = post(gw, "grudge", b'{"model":"big","messages":[{"role":"user","content":"m-plain"}]}',
+                       "/openai/v1/chat/completions", content_type="text/plain")
+    assert status == 400 and json.loads(raw)["error"]["code"] == "unsupported_content_type", raw
+    for body in ({"messages": []}, {"model": "-", "messages": []}, {"model": "", "messages": []}):
+        status, raw = post(gw, "honest", body, "/openai/v1/chat/completions")
+        assert status == 400, (body, raw)
+    assert arrived(azure, "m-plain") == 0
+
+
+def test_a_budget_never_meets_an_unpriced_model(gw, azure):
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key=key("budgeted"), max_retries=0)
+    with pytest.raises(openai.PermissionDeniedError) as refused:
+        client.chat.completions.create(model="o1", messages=[{"role": "user", "content": "m-unpriced"}])
+    assert refused.value.code == "model_not_allowed"
+    assert arrived(azure, "m-unpriced") == 0
+    client.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "m-priced"}])
+
+
+def test_an_azure_style_stream_is_counted_from_azures_usage(gw, azure):
+    client = openai.AzureOpenAI(azure_endpoint=gw.url, api_key=key("honest"), api_version="2024-10-21", max_retries=0)
+    before = wait_rows(gw, "honest", lambda rows: True).get("gpt-4", {"requests": 0})["requests"]
+    stream = client.chat.completions.create(model="big", stream=True,
+                                            messages=[{"role": "user", "content": "[chunks=12] m-az-stream"}])
+    chunks = list(stream)
+    # The usage chunk the gateway asked for is not the client's.
+    assert all(chunk.usage is None for chunk in chunks)
+    sent = [seen for seen in azure.requests() if "m-az-stream" in json.dumps(seen.get("body"))]
+    assert sent and sent[-1]["body"]["stream_options"] == {"include_usage": True}
+    rows = wait_rows(gw, "honest", lambda rows: rows.get("gpt-4", {}).get("requests") == before + 1)
+    assert rows["gpt-4"]["requests"] == before + 1
+    assert rows["gpt-4"]["estimated_tokens"] == 0, rows  # Azure's count, not an estimate
