@@ -193,10 +193,11 @@ http {{
         while not (os.path.exists(self.baseline_socket) and os.path.exists(self.forwarder_socket)) and time.monotonic() < deadline:
             time.sleep(0.05)
 
-    def gateway_config(self, endpoint, workers, max_workers=1024, name=None, idle_seconds=5, user_extra=""):
+    def gateway_config(self, endpoint, workers, max_workers=1024, name=None, idle_seconds=5, user_extra="", max_per_user=None):
         path = self.work / f"gateway-{name or endpoint.rsplit(':', 1)[1]}.yaml"
         path.write_text(gateway_yaml(endpoint, f"{name or 'bench'}.db",
-                                     f"fastcgi:\n  workers: {workers}\n  max-workers: {max_workers}\n  idle-seconds: {idle_seconds}\n",
+                                     f"fastcgi:\n  workers: {workers}\n  max-workers: {max_workers}\n  idle-seconds: {idle_seconds}\n"
+                                     + (f"  max-per-user: {max_per_user}\n" if max_per_user else ""),
                                      user_extra))
         return str(path)
 
@@ -211,7 +212,8 @@ http {{
         # The stream process keeps the shipped idle-seconds (30). The threads take turns on new
         # requests; with 5, one-at-a-time long streams (1.2 s per a/c pair) would leave each idle
         # past it between turns, to be retired and replaced by one with a fresh libcurl handle.
-        self.stream_gateway = self.spawn([self.binary, "serve", "--config", self.gateway_config(f"http://127.0.0.1:{self.ports['emulator']}", workers, max_workers=6000, idle_seconds=30),
+        self.stream_gateway = self.spawn([self.binary, "serve", "--config", self.gateway_config(f"http://127.0.0.1:{self.ports['emulator']}", workers, max_workers=6000, idle_seconds=30,
+                                                                                   max_per_user=6000),
                                           "--socket", self.stream_socket], "gateway-stream.log")
         self.previous_socket = str(self.work / "gateway-previous.sock")
         if self.previous:

@@ -31,9 +31,16 @@ extension Gateway {
     private func storedResponseCall(_ request: GatewayRequest, item: String, user: StoredUser, backend: PlannedBackend) -> UpstreamCall {
         let azure = backend.backend.settings
         let url = azure.apiStyle == .v1 ? AzureURL.v1("responses" + item, azure: azure) : AzureURL.classicResponses(item: item, azure: azure)
-        return UpstreamCall(method: request.method, url: url, headers: upstreamHeaders(request, contentType: nil, bodyCount: 0, backend: backend.backend), body: [],
-                            route: AzureRoute(operation: "responses", model: "-", deployment: "-", streaming: false, servedAs: []),
-                            shaping: .unchanged, user: user)
+        var call = UpstreamCall(method: request.method, url: url, headers: upstreamHeaders(request, contentType: nil, bodyCount: 0, backend: backend.backend), body: [],
+                                route: AzureRoute(operation: "responses", model: "-", deployment: "-", streaming: false, servedAs: []),
+                                shaping: .unchanged, user: user)
+        call.reads = Self.storedID(item)
+        return call
+    }
+
+    /// The response id of a stored-response path's item (`/resp_1`, `/resp_1/input_items`).
+    static func storedID(_ item: String) -> String? {
+        item.split(separator: "/").first.map(String.init)
     }
 
     private static let jsonMediaType = Array("application/json".utf8)
@@ -114,15 +121,18 @@ extension Gateway {
             if azure.apiStyle == .v1 { body.setModel(target.route.deployment) }
         }
         target.route.streaming = body.stream
-        var shaping = ResponseShaping(normalize: azure.normalize, clientWantsUsage: body.clientWantsUsage)
+        var shaping = ResponseShaping(normalize: azure.normalize, clientWantsUsage: body.clientWantsUsage,
+                                      readsCreatedID: operation == "responses")
         if body.stream && Self.chunkedOperations.contains(operation) {
             let acceptsOptions = azure.apiStyle == .v1 || AzureRoute.supportsStreamOptions(azure.apiVersion(for: operation))
             shaping.hidesUsage = Self.askForUsage(&body, acceptsOptions: acceptsOptions)
         }
-        return UpstreamCall(method: "POST", url: target.url,
-                            headers: upstreamHeaders(request, contentType: request.headers[.contentType] ?? "application/json",
-                                                     bodyCount: body.bytes.count, backend: backend.backend),
-                            body: body.bytes, route: target.route, shaping: shaping, user: user)
+        var call = UpstreamCall(method: "POST", url: target.url,
+                                headers: upstreamHeaders(request, contentType: request.headers[.contentType] ?? "application/json",
+                                                         bodyCount: body.bytes.count, backend: backend.backend),
+                                body: body.bytes, route: target.route, shaping: shaping, user: user)
+        call.reads = body.previousResponseID
+        return call
     }
 
     /// Asks Azure for a stream's usage chunk, for token accounting on every path; true when the
@@ -182,20 +192,25 @@ extension Gateway {
         let url = AzureURL.passthrough(path: request.path, version: version, azure: azure)
         guard endpoint.body != .none else {
             // A stored response: no model and no body; its owner is checked instead.
-            return UpstreamCall(method: request.method, url: url,
-                                headers: upstreamHeaders(request, contentType: nil, bodyCount: 0, backend: backend.backend), body: [],
-                                route: AzureRoute(operation: endpoint.operation, model: "-", deployment: "-", streaming: false, servedAs: []),
-                                shaping: .unchanged, user: user)
+            var call = UpstreamCall(method: request.method, url: url,
+                                    headers: upstreamHeaders(request, contentType: nil, bodyCount: 0, backend: backend.backend), body: [],
+                                    route: AzureRoute(operation: endpoint.operation, model: "-", deployment: "-", streaming: false, servedAs: []),
+                                    shaping: .unchanged, user: user)
+            call.reads = Self.storedID(endpoint.item)
+            return call
         }
         let raw = try readBody(maxBody)
         var body = raw
         var named: String?
         var shaping = ResponseShaping.unchanged
         var streaming = false
+        var reads: String?
         if endpoint.body == .json {
             try Self.requireJSON(request.headers[.contentType])
             var json = try JSONRequestBody(raw)
             named = json.model
+            reads = json.previousResponseID
+            shaping.readsCreatedID = endpoint.operation == "responses"
             streaming = json.stream
             shaping.clientWantsUsage = json.clientWantsUsage
             if json.stream && Self.chunkedOperations.contains(endpoint.operation) {
@@ -217,10 +232,12 @@ extension Gateway {
             }
         }
         let route = Self.route(endpoint.operation, named: named ?? deployment, deployment: deployment, streaming: streaming, backend: backend)
-        return UpstreamCall(method: request.method, url: url,
-                            headers: upstreamHeaders(request, contentType: request.headers[.contentType] ?? "application/json",
-                                                     bodyCount: body.count, backend: backend.backend),
-                            body: body, route: route, shaping: shaping, user: user)
+        var call = UpstreamCall(method: request.method, url: url,
+                                headers: upstreamHeaders(request, contentType: request.headers[.contentType] ?? "application/json",
+                                                         bodyCount: body.count, backend: backend.backend),
+                                body: body, route: route, shaping: shaping, user: user)
+        call.reads = reads
+        return call
     }
 
     static func queryValue(_ name: String, in query: String) -> String? {

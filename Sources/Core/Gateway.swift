@@ -23,6 +23,8 @@ public struct Gateway: Sendable {
     public let health: BackendHealth
     /// Entra ID tokens of the backends that use them.
     public let tokens: BackendTokens
+    /// Each user's forwarded requests in flight in this process (`fastcgi.max-per-user`).
+    public let inFlight: UserInFlight
 
     struct PlannedBackend: Sendable {
         var backend: AzureBackend
@@ -44,6 +46,7 @@ public struct Gateway: Sendable {
         self.backends = Self.plan(config)
         self.health = BackendHealth(cooldownSeconds: config.azure.cooldownSeconds, circuitFailures: config.azure.circuitFailures)
         self.tokens = BackendTokens()
+        self.inFlight = UserInFlight()
         self.policy = Policy(config: config)
         self.admissions = AdmissionQueue(stores: self.authenticator.stores)
     }
@@ -51,16 +54,18 @@ public struct Gateway: Sendable {
     /// This gateway with `newer` config (SIGHUP), keeping its users' store and cache and its
     /// admission queue, so requests under the old config and the new one meet in one queue.
     public func reloaded(_ newer: GatewayConfig) -> Gateway {
-        Gateway(config: newer, authenticator: authenticator, admissions: admissions, tokens: tokens)
+        Gateway(config: newer, authenticator: authenticator, admissions: admissions, tokens: tokens, inFlight: inFlight)
     }
 
-    private init(config: GatewayConfig, authenticator: Authenticator, admissions: AdmissionQueue, tokens: BackendTokens) {
+    private init(config: GatewayConfig, authenticator: Authenticator, admissions: AdmissionQueue, tokens: BackendTokens,
+                 inFlight: UserInFlight) {
         self.config = config
         self.maxBody = config.fastcgi.maxBodyBytes
         self.authenticator = authenticator
         self.backends = Self.plan(config)
         self.health = BackendHealth(cooldownSeconds: config.azure.cooldownSeconds, circuitFailures: config.azure.circuitFailures)
         self.tokens = tokens
+        self.inFlight = inFlight
         self.policy = Policy(config: config)
         self.admissions = admissions
     }
@@ -105,6 +110,12 @@ public struct Gateway: Sendable {
                 case .failure(let error): return GatewayDecision(.respond(error.response), user: user)
                 }
             }
+            if let id = call.reads {
+                guard let owned = try ownedCall(call, id: id, user: user) else {
+                    return GatewayDecision(.respond(StoredObject.notFound(.response, id: id).response), user: user)
+                }
+                call = owned
+            }
             let limits = policy.limits(for: user)
             do {
                 try policy.checkAccess(user, route: call.route, limits: limits)
@@ -114,12 +125,27 @@ public struct Gateway: Sendable {
             }
             // Another backend may map the name to a deployment this user may not use.
             call.fallbacks.removeAll { (try? policy.checkAccess(user, route: $0.route, limits: limits)) == nil }
-            switch try policy.admit(call, limits: limits, admissions: admissions, nowMs: Int64(now.timeIntervalSince1970 * 1000)) {
+            // A slot in this process before the admission, given back by the executable once the
+            // forwarded request ends, or here when it is not forwarded.
+            let maxPerUser = config.fastcgi.maxPerUser
+            guard inFlight.enter(user.id, limit: maxPerUser) else {
+                let refusal = UserInFlight.refusal(user: user.username, limit: maxPerUser)
+                return GatewayDecision(.respond(refusal.response), user: user, refusedModel: call.route.charged)
+            }
+            let admitted: Result<Reservation?, OpenAIError>
+            do {
+                admitted = try policy.admit(call, limits: limits, admissions: admissions, nowMs: Int64(now.timeIntervalSince1970 * 1000))
+            } catch {
+                inFlight.leave(user.id)
+                throw error
+            }
+            switch admitted {
             case .success(let reservation):
                 call.reservation = reservation
                 if let reservation { call.responseFields = RateHeaders.fields(limits: limits, window: reservation.window) }
                 return GatewayDecision(.forward(call), user: user)
             case .failure(let refusal):
+                inFlight.leave(user.id)
                 return GatewayDecision(.respond(refusal.response), user: user, refusedModel: call.route.charged)
             }
         } catch let error as SQLiteError {

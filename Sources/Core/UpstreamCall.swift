@@ -14,6 +14,9 @@ public struct UpstreamCall: Sendable {
     public var shaping: ResponseShaping
     /// Who is charged.
     public var user: StoredUser
+    /// The stored response the request reads, deletes or continues (`previous_response_id`):
+    /// it goes upstream only when the user created it.
+    public var reads: String? = nil
     /// What the request reserved against the user's limits; nil for a user without limits.
     public var reservation: Reservation? = nil
     /// Fields the client's response head carries besides Azure's (the user's rate-limit headers).

@@ -170,7 +170,7 @@ def arrived(emulator, marker):
 def acct(tmp_path_factory, emulator):
     # 30 threads per process, and no more: a burst of 50 cannot all go to one process.
     instance = AccountingGateway(tmp_path_factory.mktemp("accounting"), emulator.url, USERS, workers=30, processes=2,
-                                 fastcgi="  max-workers: 30\n")
+                                 fastcgi="  max-workers: 30\n  max-per-user: 30\n")
     yield instance
     instance.stop()
 

@@ -213,7 +213,9 @@ def test_normalization_off_passes_azure_through(tmp_path, emulator):
             model="gpt-4o", stream=True, messages=[{"role": "user", "content": "raw"}]))
         assert chunks[0].choices == [] and chunks[0].prompt_filter_results
         assert chunks[1].model == "gpt-4o-2024-08-06"
-        assert "stream_options" not in emulator.requests()[0]["body"]
+        # Usage is asked for, for accounting, and its chunk kept from a client that did not ask.
+        assert emulator.requests()[0]["body"]["stream_options"] == {"include_usage": True}
+        assert all(chunk.usage is None for chunk in chunks)
         answer = raw.client(USERS["alice"]).chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "r"}])
         assert answer.model == "gpt-4o-2024-08-06"
     finally:

@@ -315,8 +315,8 @@ CASES = [
     Case("multipart-without-file", 400, path=TRANSCRIBE, headers=(BEARER, ("Content-Type", MP_TYPE)),
          body=multipart(("model", b"whisper", None))),
     Case("multipart-sent-as-json", (400, 415), path=TRANSCRIBE, headers=AUTH_JSON, forwarded=False),
-    Case("az-multipart-no-boundary", 400, path=az("/openai/deployments/whisper/audio/transcriptions"),
-         headers=(BEARER, ("Content-Type", "multipart/form-data")), body=MP_OK),
+    Case("az-multipart-no-boundary", (400, 415), path=az("/openai/deployments/whisper/audio/transcriptions"),
+         headers=(BEARER, ("Content-Type", "multipart/form-data")), body=MP_OK, forwarded=False),
 
     # ---- wrong content types on JSON endpoints --------------------------------------------------
     Case("content-type-text-plain", 400, headers=(BEARER, ("Content-Type", "text/plain")), code="unsupported_content_type",
@@ -350,7 +350,9 @@ CASES = [
 
     # ---- every upstream fault the emulator plays ----------------------------------------------
     *[upstream(f"upstream-status-{status}", f"[status={status}]", status=status, retry_after=status == 429)
-      for status in (400, 401, 403, 404, 408, 429, 500, 502, 503)],
+      for status in (400, 404, 408, 429, 500, 502, 503)],
+    # Azure refusing the gateway's own credentials is never the client's 401 or 403.
+    *[upstream(f"upstream-status-{status}", f"[status={status}]", status=502, code="upstream_auth_failed") for status in (401, 403)],
     upstream("upstream-status-429-stream", "[status=429]", stream=True, status=429, retry_after=True),
     upstream("upstream-status-503-stream", "[status=503]", stream=True, status=503),
     upstream("az-upstream-status-500", "[status=500]", path=AZ_CHAT, status=500),

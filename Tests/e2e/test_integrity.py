@@ -193,3 +193,36 @@ def test_an_azure_style_stream_is_counted_from_azures_usage(gw, azure):
     rows = wait_rows(gw, "honest", lambda rows: rows.get("gpt-4", {}).get("requests") == before + 1)
     assert rows["gpt-4"]["requests"] == before + 1
     assert rows["gpt-4"]["estimated_tokens"] == 0, rows  # Azure's count, not an estimate
+
+
+def test_a_stored_response_is_its_creators_alone(gw, azure):
+    owner = openai.OpenAI(base_url=gw.url + "/v1", api_key=key("honest"), max_retries=0)
+    other = openai.OpenAI(base_url=gw.url + "/v1", api_key=key("grudge"), max_retries=0)
+    created = owner.responses.create(model="gpt-3.5-turbo", input="my secret m-owned")
+    streamed = [event for event in owner.responses.create(model="gpt-3.5-turbo", input="my streamed secret", stream=True)]
+    streamed_id = next(event.response.id for event in streamed if event.type == "response.created")
+    for ident in (created.id, streamed_id):
+        # The owner reaches it at once: the owner was recorded before the id went out.
+        assert owner.responses.retrieve(ident).id == ident
+        azure.clear()
+        with pytest.raises(openai.NotFoundError) as hidden:
+            other.responses.retrieve(ident)
+        with pytest.raises(openai.NotFoundError) as unknown:
+            other.responses.retrieve("resp_" + "0" * 32)
+        # Exactly as for an id that does not exist.
+        assert hidden.value.code == unknown.value.code == "not_found"
+        assert hidden.value.body["message"].replace(ident, "X") == unknown.value.body["message"].replace("resp_" + "0" * 32, "X")
+        with pytest.raises(openai.NotFoundError):
+            other.responses.input_items.list(ident)
+        with pytest.raises(openai.NotFoundError):
+            other.responses.delete(ident)
+        with pytest.raises(openai.NotFoundError):
+            other.responses.create(model="gpt-3.5-turbo", input="what did they say?", previous_response_id=ident)
+        for path in (f"/openai/responses/{ident}?api-version=2025-03-01-preview", f"/openai/v1/responses/{ident}"):
+            connection = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
+            connection.request("GET", path, headers={"api-key": key("grudge")})
+            assert connection.getresponse().status == 404, path
+            connection.close()
+        assert azure.requests() == [], "a request for another user's response reached Azure"
+        assert owner.responses.retrieve(ident).id == ident  # the failed delete deleted nothing
+    owner.responses.delete(created.id)

@@ -113,7 +113,7 @@ def test_keep_conn_pool_smaller_than_nginx_keepalive_does_not_stall(tmp_path, em
     misconfiguration. Parked threads must grow the pool or, at its maximum, give idle
     connections up instead of stalling."""
     gateway = Gateway(tmp_path / "gw", emulator.url, processes=1, workers=2, keepalive=8, nginx_workers=2,
-                      extra_fastcgi=f"  max-workers: {max_workers}\n")
+                      extra_fastcgi=f"  max-workers: {max_workers}\n  max-per-user: {max_workers}\n")
     try:
         client = gateway.client(USERS["alice"], timeout=8)
 

@@ -52,7 +52,7 @@ def slow_stream(client, chunks=6, delay_ms=300):
 
 def test_pool_grows_for_concurrent_streams_and_shrinks_when_idle(tmp_path, emulator):
     gateway = Gateway(tmp_path / "grow", emulator.url, processes=1, workers=2,
-                      extra_fastcgi="  max-workers: 64\n  idle-seconds: 1\n")
+                      extra_fastcgi="  max-workers: 64\n  idle-seconds: 1\n  max-per-user: 64\n")
     try:
         pid = gateway.pids[0]
         idle_threads = threads_of(pid)
@@ -96,7 +96,7 @@ def test_a_burst_of_streams_gets_its_threads_at_once(tmp_path, emulator):
     and a burst of thousands overflowed the socket's backlog: nginx answered 502."""
     count = 300
     gateway = Gateway(tmp_path / "burst", emulator.url, processes=1, workers=2, keepalive=2,
-                      extra_fastcgi=f"  max-workers: {count + 50}\n  idle-seconds: 30\n")
+                      extra_fastcgi=f"  max-workers: {count + 50}\n  idle-seconds: 30\n  max-per-user: {count + 50}\n")
     try:
         pid = gateway.pids[0]
         before = threads_of(pid)
@@ -149,8 +149,9 @@ def test_a_request_after_a_pause_reuses_the_connection_to_azure(tmp_path, emulat
 
 
 def test_saturated_pool_answers_503_then_recovers(tmp_path, emulator):
+    # One user fills the pool here: max-per-user lets them.
     gateway = Gateway(tmp_path / "full", emulator.url, processes=1, workers=1,
-                      extra_fastcgi="  max-workers: 2\n  queue-timeout-ms: 500\n")
+                      extra_fastcgi="  max-workers: 2\n  queue-timeout-ms: 500\n  max-per-user: 2\n")
     try:
         client = gateway.client(USERS["alice"], timeout=30)
         streams = [threading.Thread(target=slow_stream, args=(client, 10, 400)) for _ in range(2)]
@@ -182,12 +183,39 @@ def test_saturated_pool_answers_503_then_recovers(tmp_path, emulator):
         gateway.stop()
 
 
+def test_one_user_on_a_silent_deployment_leaves_threads_for_the_others(tmp_path, emulator):
+    """max-per-user defaults to half of max-workers: alice's requests to a deployment that does not
+    answer hold at most two of four threads; her third gets 429 at once, and bob is served."""
+    gateway = Gateway(tmp_path / "fair", emulator.url, processes=1, workers=1, extra_fastcgi="  max-workers: 4\n")
+    try:
+        alice, bob = gateway.client(USERS["alice"], timeout=30), gateway.client(USERS["bob"], timeout=30)
+
+        def silent(index):
+            return alice.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": f"[hang_ms=3000] m-fair-silent {index}"}])
+
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            held = [pool.submit(silent, index) for index in range(2)]
+            wait_for(lambda: sum("m-fair-silent" in json.dumps(seen.get("body")) for seen in emulator.requests()) == 2,
+                     what="two silent requests at Azure")
+            started = time.monotonic()
+            with pytest.raises(openai.RateLimitError) as refused:
+                alice.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "third"}])
+            assert time.monotonic() - started < 1.0
+            assert "max-per-user" in refused.value.message
+            assert bob.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "bob"}]).choices
+            assert all(future.result(timeout=30).choices for future in held)
+        # Her slots are back: she is served again.
+        assert alice.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "again"}]).choices
+    finally:
+        gateway.stop()
+
+
 def test_out_of_file_descriptors_the_worker_logs_once_a_second_and_recovers(tmp_path, emulator):
     """Streams that take every file descriptor make accept() fail at once, again and again. That
     failure is logged once a second with a count (it was a line per failure: 1.9 million in under
     a minute), and once descriptors are free again the worker serves as before."""
     gateway = Gateway(tmp_path / "fds", emulator.url, processes=1, workers=2,
-                      extra_fastcgi="  max-workers: 60\n  queue-timeout-ms: 200\n")
+                      extra_fastcgi="  max-workers: 60\n  queue-timeout-ms: 200\n  max-per-user: 60\n")
     pid = gateway.pids[0]
     client = gateway.client(USERS["alice"])
     try:

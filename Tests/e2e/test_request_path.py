@@ -153,7 +153,7 @@ def test_model_with_newline_is_400_and_log_is_not_forged(gateway):
 def pool3(tmp_path, emulator):
     """One worker process of exactly 3 threads, so 3 stuck requests would leave nothing for a 4th."""
     instance = Gateway(tmp_path / "gw", emulator.url, workers=3, processes=1,
-                       serve_args="--max-workers 3 --drain-seconds 1")
+                       serve_args="--max-workers 3 --drain-seconds 1", extra_fastcgi="  max-per-user: 3\n")
     yield instance
     instance.stop()
 

@@ -61,11 +61,15 @@ public struct ResponseShaping: Sendable, Equatable {
     /// The gateway asked Azure for the usage chunk, for accounting, and the client did not: the
     /// chunk is read and kept from the client, on every path.
     public var hidesUsage: Bool
+    /// The answer creates a stored response whose id is read (`ResponseNormalizer.createdID`),
+    /// for its owner to be recorded before the client can see the id.
+    public var readsCreatedID: Bool
 
-    public init(normalize: Bool, clientWantsUsage: Bool = false, hidesUsage: Bool = false) {
+    public init(normalize: Bool, clientWantsUsage: Bool = false, hidesUsage: Bool = false, readsCreatedID: Bool = false) {
         self.normalize = normalize
         self.clientWantsUsage = clientWantsUsage
         self.hidesUsage = hidesUsage
+        self.readsCreatedID = readsCreatedID
     }
 
     /// Answers passed on as Azure sent them.

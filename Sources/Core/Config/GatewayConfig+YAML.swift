@@ -306,7 +306,7 @@ struct SectionParser {
         guard let node else { return settings }
         let section = try reader.mapping(node, at: "fastcgi",
                                          allowed: ["socket", "socket-mode", "socket-group", "workers", "max-workers",
-                                                   "idle-seconds", "queue-timeout-ms", "max-body-mb"])
+                                                   "idle-seconds", "queue-timeout-ms", "max-body-mb", "max-per-user"])
         if let socket = section["socket"] {
             let value = try reader.string(socket, at: "fastcgi.socket")
             guard let address = ListenAddress(parsing: value, relativeTo: baseDirectory) else {
@@ -336,6 +336,9 @@ struct SectionParser {
         }
         if let node = section["max-body-mb"] {
             settings.maxBodyBytes = try reader.int(node, at: "fastcgi.max-body-mb", range: 1...4096) << 20
+        }
+        if let node = section["max-per-user"] {
+            settings.maxPerUserSetting = try reader.int(node, at: "fastcgi.max-per-user", range: 1...100_000)
         }
         return settings
     }

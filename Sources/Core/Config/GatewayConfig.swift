@@ -155,6 +155,12 @@ public struct FastCGISettings: Sendable, Equatable {
     public var queueTimeoutMs: Int
     /// Largest request body the gateway reads, in bytes; larger ones get 413.
     public var maxBodyBytes: Int
+    /// A user's requests in flight in one process, as set; nil for the default.
+    public var maxPerUserSetting: Int?
+    /// A user's requests in flight in one process, beyond which they get 429: the setting, else
+    /// half of `maxWorkers` (at least 1), so one user's requests to a silent deployment never
+    /// take every thread from the others.
+    public var maxPerUser: Int { maxPerUserSetting ?? max(1, maxWorkers / 2) }
 
     public static let defaultWorkers = 16
     public static let defaultMaxWorkers = 1024

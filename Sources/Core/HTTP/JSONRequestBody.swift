@@ -13,6 +13,8 @@ public struct JSONRequestBody {
     public private(set) var stream = false
     /// `stream_options.include_usage == true`.
     public private(set) var clientWantsUsage = false
+    /// `previous_response_id`: a stored response the request continues, which must be the user's.
+    public private(set) var previousResponseID: String?
     /// Byte ranges of the `model` member: key start ..< value end, and the value alone.
     private var modelMember: (member: Range<Int>, value: Range<Int>)?
     /// The same for `stream_options`.
@@ -126,6 +128,7 @@ public struct JSONRequestBody {
         stream = false
         clientWantsUsage = false
         usageValue = nil
+        previousResponseID = nil
         // Keys are compared as bytes: a String and a dictionary entry per member cost more than
         // the rest of the scan. A repeated key counts as its last occurrence.
         try scanner.forEachMember { key, value, scanner in
@@ -147,6 +150,13 @@ public struct JSONRequestBody {
                 case "true": stream = true
                 case "false", "null": stream = false
                 default: throw OpenAIError.invalidRequest("'stream' must be a boolean.", param: "stream", code: "invalid_type")
+                }
+            } else if scanner.key(key, is: "previous_response_id") {
+                switch scanner.bytes[value.lowerBound] {
+                case UInt8(ascii: "\""): previousResponseID = scanner.string(value)
+                case UInt8(ascii: "n"): previousResponseID = nil
+                default:
+                    throw OpenAIError.invalidRequest("'previous_response_id' must be a string.", param: "previous_response_id", code: "invalid_type")
                 }
             } else if scanner.key(key, is: "stream_options") {
                 optionsMember = (key.lowerBound ..< value.upperBound, value)

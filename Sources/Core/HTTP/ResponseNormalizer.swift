@@ -79,6 +79,8 @@ public struct ResponseNormalizer: Sendable {
     /// estimate of the completion delivered rests on when Azure reported no usage.
     public private(set) var textEvents = 0
     public private(set) var textBytes = 0
+    /// The id of the stored response the answer created (`ResponseShaping.readsCreatedID`).
+    public private(set) var createdID: String?
 
     private let escapedModel: [UInt8]
 
@@ -95,6 +97,7 @@ public struct ResponseNormalizer: Sendable {
         guard let slice = Self.dataPayload(event) else { return event }  // comments, [DONE], non-data lines
         let data = Array(slice)  // one copy per event, shared by the checks below
         countText(data)
+        if shaping.readsCreatedID && createdID == nil { createdID = Self.createdID(data, nested: true) }
         let mayMatter = Self.hasEmptyChoices(data) || Self.contains(data, Self.usageKey)
         guard mayMatter else { return rewritesChunks ? Self.replacingModel(in: event, escaped: escapedModel) : event }
         // Responses API events nest usage in `response`; the scan finds it there too.
@@ -110,6 +113,7 @@ public struct ResponseNormalizer: Sendable {
     /// A whole JSON answer in, the answer to send out.
     public mutating func body(_ body: [UInt8]) -> [UInt8] {
         if let found = TokenUsage(scanning: body) { usage = found }
+        if shaping.readsCreatedID && createdID == nil { createdID = Self.createdID(body, nested: false) }
         guard shaping.normalize, route.operation != "responses", route.model != "-" else { return body }
         return Self.replacingModel(in: body, escaped: escapedModel)
     }
@@ -130,6 +134,24 @@ public struct ResponseNormalizer: Sendable {
     }
 
     static let textKeys = [Array(#""content":""#.utf8), Array(#""delta":""#.utf8)]
+
+    /// The `id` of a Responses answer (`nested`: of the `response` member of a stream event such
+    /// as `response.created`), read as JSON; nil when there is none or it is no plausible id.
+    static func createdID(_ data: [UInt8], nested: Bool) -> String? {
+        var scanner = JSONScanner(bytes: data)
+        scanner.skipSpace()
+        var found: String?
+        try? scanner.forEachMember { key, value, scanner in
+            if nested {
+                guard scanner.key(key, is: "response"), data[value.lowerBound] == UInt8(ascii: "{") else { return }
+                found = createdID(Array(data[value]), nested: false)
+            } else if scanner.key(key, is: "id"), data[value.lowerBound] == UInt8(ascii: "\"") {
+                found = scanner.string(value)
+            }
+        }
+        guard let found, found.utf8.count <= StoredObject.maxIDLength, AzureRoute.isPlainToken(found) else { return nil }
+        return found
+    }
 
     // MARK: Bytes
 

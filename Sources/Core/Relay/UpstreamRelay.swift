@@ -81,6 +81,16 @@ public struct UpstreamRelay: Sendable {
     /// Tokens Azure reported, if it did.
     public var usage: TokenUsage? { normalizer.usage }
 
+    private var createdIDTaken = false
+
+    /// The id of the stored response the answer created, once, as soon as it was read and before
+    /// the output that carries it goes to the client: its owner is recorded first.
+    public mutating func takeCreatedID() -> String? {
+        guard !createdIDTaken, let id = normalizer.createdID else { return nil }
+        createdIDTaken = true
+        return id
+    }
+
     /// Completion tokens delivered, estimated from the text passed on: at least one per chunk
     /// that carried text, and at least its bytes / 4.
     public var deliveredTokensEstimate: Int {

@@ -1,5 +1,5 @@
 extension UsageStore {
-    static let schemaVersion: Int32 = 5
+    static let schemaVersion: Int32 = 6
 
     static func migrate(_ connection: SQLiteConnection) throws {
         try SQLiteConnection.retryingWhileBusy(milliseconds: 5000) { try migrateOnce(connection) }
@@ -20,6 +20,19 @@ extension UsageStore {
                 // Every request would pay an insert per index of the per-request log: the admin
                 // CLI's last-use report scans it, the prune and the admin page go by rowid.
                 try connection.execute("DROP INDEX IF EXISTS requests_by_user_time; DROP INDEX IF EXISTS requests_by_time")
+            }
+            if version < 6 {
+                // Who created each stored object through the gateway (StoredObject), and the
+                // requests the ledger could put no price on.
+                try connection.execute("""
+                    CREATE TABLE objects (
+                      id TEXT PRIMARY KEY,
+                      kind TEXT NOT NULL,
+                      user_id INTEGER NOT NULL,
+                      backend TEXT NOT NULL,
+                      created_ms INTEGER NOT NULL
+                    ) WITHOUT ROWID
+                    """)
             }
             // The Go original's users, kept aside by createVersion1, imported once the ledger exists.
             let legacy = try connection.prepare("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'legacy_users'")

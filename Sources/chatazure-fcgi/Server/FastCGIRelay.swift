@@ -6,9 +6,13 @@ final class FastCGIRelay {
     let exchange: FastCGIExchange
     private(set) var relay: UpstreamRelay
 
-    init(exchange: FastCGIExchange, relay: UpstreamRelay) {
+    /// Records the owner of the stored response the answer created, before its id goes out.
+    private let created: ((String) -> Void)?
+
+    init(exchange: FastCGIExchange, relay: UpstreamRelay, created: ((String) -> Void)? = nil) {
         self.exchange = exchange
         self.relay = relay
+        self.created = created
     }
 
     func headerLine(_ line: UnsafeRawBufferPointer) {
@@ -43,6 +47,7 @@ final class FastCGIRelay {
     /// Writes what the relay asks for; false (and the relay told) when the client is gone.
     private func apply(_ output: RelayOutput) -> Bool {
         if output.abort { return false }
+        if let created, let id = relay.takeCreatedID() { created(id) }
         var written = true
         if let head = output.head { written = exchange.writeHead(head) }
         if written, !output.body.isEmpty { written = exchange.write(output.body) }

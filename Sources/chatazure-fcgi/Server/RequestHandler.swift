@@ -34,6 +34,7 @@ struct RequestHandler {
             }
         case .forward(let call):
             forward(call, on: exchange, into: &line)
+            gateway.inFlight.leave(call.user.id)
         }
         exchange.drainBody()
         line.tenthsOfMs = Int(MonotonicInstant.now().nanoseconds(since: started) / 100_000)
@@ -77,7 +78,15 @@ struct RequestHandler {
             let call = attempts[index]
             let relay = FastCGIRelay(exchange: exchange, relay: UpstreamRelay(route: call.route, shaping: call.shaping,
                                                                               ownFields: call.responseFields,
-                                                                              keepaliveSeconds: keepaliveSeconds, timeouts: azure.timeouts))
+                                                                              keepaliveSeconds: keepaliveSeconds, timeouts: azure.timeouts),
+                                     created: call.shaping.readsCreatedID ? { [gateway, logger] id in
+                                         do {
+                                             try gateway.recordCreated(id, by: call, nowMs: Self.nowMs())
+                                         } catch {
+                                             // The answer is Azure's and billed: it still goes out.
+                                             logger.error("recording the owner of a stored response failed: \(error)")
+                                         }
+                                     } : nil)
             let outcome = upstream.perform(call, connectTimeoutMs: azure.connectTimeoutMs, clientSocket: exchange.connection, into: relay)
             let verdict = BackendVerdict.of(status: relay.relay.upstreamStatus, result: outcome.result)
             let untouched = !relay.relay.hasSentHead && !relay.relay.isClientGone

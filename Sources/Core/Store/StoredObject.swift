@@ -1,0 +1,29 @@
+/// An object Azure stores that a user created through the gateway (a response, later files,
+/// batches and vector stores): only its owner may read, change or continue it. An id the store
+/// does not know belongs to nobody, and is answered as one that does not exist.
+public struct StoredObject: Sendable, Equatable {
+    public enum Kind: String, Sendable {
+        case response
+    }
+
+    public var id: String
+    public var kind: Kind
+    public var userID: Int64
+    /// The backend (`azure.backends[].name`) that holds it: the only one that can serve it.
+    public var backend: String
+
+    public init(id: String, kind: Kind, userID: Int64, backend: String) {
+        self.id = id
+        self.kind = kind
+        self.userID = userID
+        self.backend = backend
+    }
+
+    /// Longest id kept: Azure's are about 50 bytes; anything longer is no id of theirs.
+    public static let maxIDLength = 256
+
+    /// The 404 for an id its user may not see, the same as for one that does not exist.
+    public static func notFound(_ kind: Kind, id: String) -> OpenAIError {
+        OpenAIError.invalidRequest("No \(kind.rawValue) found with id '\(id)'.", code: "not_found", status: 404)
+    }
+}
