@@ -73,12 +73,14 @@ extension Gateway {
         return named
     }
 
-    /// The `model` field of a multipart body (nil: none), read as Azure reads it.
-    static func multipartModel(_ request: GatewayRequest, body: [UInt8]) throws -> String? {
+    /// The `model` field of a multipart body (nil: none), read as Azure reads it, and what the
+    /// upload asks for of a model priced by the unit.
+    static func multipartFields(_ request: GatewayRequest, operation: String, body: [UInt8]) throws -> (model: String?, media: MediaUse?) {
         guard let boundary = MultipartForm.boundary(fromContentType: request.headers[.contentType] ?? "") else {
             throw OpenAIError.invalidRequest("\(request.path) takes multipart/form-data.", code: "invalid_content_type", status: 415)
         }
-        return MultipartForm.field("model", in: body, boundary: boundary)
+        let media = MediaUse.multipart(operation, body: body) { MultipartForm.field($0, in: body, boundary: boundary) }
+        return (MultipartForm.field("model", in: body, boundary: boundary), media)
     }
 
     /// The route to `deployment` on `backend`, checked and priced as what that deployment serves.
@@ -94,13 +96,16 @@ extension Gateway {
     private func multipartCall(_ request: GatewayRequest, operation: String, body: [UInt8], user: StoredUser,
                                backend: PlannedBackend) throws -> UpstreamCall {
         let azure = backend.backend.settings
-        let model = try Self.requireModel(try Self.multipartModel(request, body: body))
+        let fields = try Self.multipartFields(request, operation: operation, body: body)
+        let model = try Self.requireModel(fields.model)
         let deployment = try AzureRoute.checkedDeployment(for: model, azure: azure)
-        return UpstreamCall(method: "POST", url: AzureURL.deployment(deployment, operation: operation, azure: azure),
-                            headers: upstreamHeaders(request, contentType: request.headers[.contentType], bodyCount: body.count,
-                                                     backend: backend.backend), body: body,
-                            route: Self.route(operation, named: model, deployment: deployment, backend: backend),
-                            shaping: .unchanged, user: user)
+        var call = UpstreamCall(method: "POST", url: AzureURL.deployment(deployment, operation: operation, azure: azure),
+                                headers: upstreamHeaders(request, contentType: request.headers[.contentType], bodyCount: body.count,
+                                                         backend: backend.backend), body: body,
+                                route: Self.route(operation, named: model, deployment: deployment, backend: backend),
+                                shaping: .unchanged, user: user)
+        call.media = fields.media
+        return call
     }
 
     private func jsonCall(_ request: GatewayRequest, operation: String, body raw: [UInt8], user: StoredUser,
@@ -132,6 +137,7 @@ extension Gateway {
                                                          bodyCount: body.bytes.count, backend: backend.backend),
                                 body: body.bytes, route: target.route, shaping: shaping, user: user)
         call.reads = body.previousResponseID
+        call.media = MediaUse.json(operation, body: raw)
         return call
     }
 
@@ -205,11 +211,13 @@ extension Gateway {
         var shaping = ResponseShaping.unchanged
         var streaming = false
         var reads: String?
+        var media: MediaUse?
         if endpoint.body == .json {
             try Self.requireJSON(request.headers[.contentType])
             var json = try JSONRequestBody(raw)
             named = json.model
             reads = json.previousResponseID
+            media = MediaUse.json(endpoint.operation, body: raw)
             shaping.readsCreatedID = endpoint.operation == "responses"
             streaming = json.stream
             shaping.clientWantsUsage = json.clientWantsUsage
@@ -219,7 +227,7 @@ extension Gateway {
                 body = json.bytes
             }
         } else {
-            named = try Self.multipartModel(request, body: raw)
+            (named, media) = try Self.multipartFields(request, operation: endpoint.operation, body: raw)
         }
         let deployment: String
         if case .azureDeployment(let inPath) = endpoint.style {
@@ -237,6 +245,7 @@ extension Gateway {
                                                          bodyCount: body.count, backend: backend.backend),
                                 body: body, route: route, shaping: shaping, user: user)
         call.reads = reads
+        call.media = media
         return call
     }
 

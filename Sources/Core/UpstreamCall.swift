@@ -14,6 +14,8 @@ public struct UpstreamCall: Sendable {
     public var shaping: ResponseShaping
     /// Who is charged.
     public var user: StoredUser
+    /// The images, characters or audio it asks for, for models priced by the unit.
+    public var media: MediaUse? = nil
     /// The stored response the request reads, deletes or continues (`previous_response_id`):
     /// it goes upstream only when the user created it.
     public var reads: String? = nil

@@ -17,12 +17,20 @@ PRICES = {  # per million tokens: input, cached input, output
     "gpt-3.5-turbo": (Decimal("0.5"), Decimal("0.5"), Decimal("1.5")),
 }
 # gpt-4 and gpt-4-turbo share the deployment `big`; gpt-3.5-turbo is deployed as gpt-35-turbo.
-DEPLOYMENTS = {"gpt-4": "big", "gpt-4-turbo": "big", "gpt-3.5-turbo": "gpt-35-turbo"}
+DEPLOYMENTS = {"gpt-4": "big", "gpt-4-turbo": "big", "gpt-3.5-turbo": "gpt-35-turbo", "tts-1": "tts", "whisper-1": "whisper"}
+MEDIA_PRICES = """    dall-e-3:
+      images:
+        "1024x1024": { standard: 0.04, hd: 0.08 }
+        "1792x1024": { standard: 0.08, hd: 0.12 }
+    tts-1: { characters: 15 }
+    whisper-1: { minute: 0.006 }
+"""
 USERS = {
     "grudge": '["*", "!gpt-4*"]',   # everything but gpt-4
     "legacy": '["gpt-3.5*"]',       # as imported from chatazure with can_use_gpt4 = 0
     "honest": None,
     "budgeted": None,
+    "artist": None,
 }
 AZURE_CHAT = "/openai/deployments/{}/chat/completions?api-version=2024-10-21"
 
@@ -42,7 +50,7 @@ class IntegrityGateway(Gateway):
             f"web:\n  port: 8080\n  dbName: chat.db\n"
             f"azure:\n  endpoint: {self.integrity_endpoint}\n  api-key: {AZURE_KEY}\n  connect-timeout-ms: 2000\n"
             f"  deployments:\n{deployments}"
-            f"prices:\n  currency: USD\n  models:\n{prices}"
+            f"prices:\n  currency: USD\n  models:\n{prices}{MEDIA_PRICES}"
             f"users:\n{users}"
             f"fastcgi:\n  workers: 4\n")
         super().start_workers()
@@ -55,7 +63,7 @@ class IntegrityGateway(Gateway):
 
 @pytest.fixture(scope="module")
 def azure(tmp_path_factory):
-    instance = Emulator(tmp_path_factory.mktemp("integrity-emulator"), extra_args=("--deployments", "big,gpt-35-turbo,o1"))
+    instance = Emulator(tmp_path_factory.mktemp("integrity-emulator"), extra_args=("--deployments", "big,gpt-35-turbo,o1,dall-e-3,tts,whisper"))
     yield instance
     instance.stop()
 
@@ -226,3 +234,24 @@ def test_a_stored_response_is_its_creators_alone(gw, azure):
         assert azure.requests() == [], "a request for another user's response reached Azure"
         assert owner.responses.retrieve(ident).id == ident  # the failed delete deleted nothing
     owner.responses.delete(created.id)
+
+
+def test_images_speech_and_audio_are_priced_and_the_unpriced_marked(gw, azure):
+    artist = openai.OpenAI(base_url=gw.url + "/v1", api_key=key("artist"), max_retries=0)
+    artist.images.generate(model="dall-e-3", prompt="m-picture", n=2, size="1792x1024", quality="hd")
+    # A size the table does not name costs its most expensive entry.
+    artist.images.generate(model="dall-e-3", prompt="m-picture-odd", size="512x512")
+    text = "Hello wörld"  # 11 characters
+    artist.audio.speech.create(model="tts-1", voice="alloy", input=text).read()
+    audio = b"RIFF" + bytes(29_996)  # 30,000 bytes: 30 s in the emulator's verbose answer, 15 s by the estimate
+    artist.audio.transcriptions.create(model="whisper-1", file=("a.wav", audio), response_format="verbose_json")
+    artist.audio.transcriptions.create(model="whisper-1", file=("b.wav", audio), response_format="text")
+    artist.chat.completions.create(model="o1", messages=[{"role": "user", "content": "m-unpriced-free"}])
+    rows = wait_rows(gw, "artist", lambda rows: {"dall-e-3", "tts-1", "whisper-1", "o1"} <= set(rows)
+                     and rows["whisper-1"]["requests"] == 2 and rows["dall-e-3"]["requests"] == 2)
+    assert Decimal(str(rows["dall-e-3"]["cost"])) == Decimal("0.24") + Decimal("0.12"), rows["dall-e-3"]
+    assert Decimal(str(rows["tts-1"]["cost"])) == Decimal("0.000165"), rows["tts-1"]
+    # 30 s answered, and about 15 s estimated from the upload (the whole form: a few hundred bytes more).
+    assert Decimal("0.0045") <= Decimal(str(rows["whisper-1"]["cost"])) < Decimal("0.0046"), rows["whisper-1"]
+    assert rows["o1"].get("unpriced") is True and rows["o1"]["cost"] == 0, rows["o1"]
+    assert all("unpriced" not in rows[model] for model in ("dall-e-3", "tts-1", "whisper-1")), rows

@@ -31,6 +31,8 @@ both forms of a key are present the prefixed one wins on its instance. Values ar
     "innererror":{"code":"ResponsibleAIPolicyViolation","content_filter_result":{"hate":{"filtered":true,
     "severity":"high"},"jailbreak":{"detected":false,"filtered":false},"self_harm":{...},...}}}}
     (after hang_ms and status, before anything is generated).
+  - transcriptions: `response_format` text answers text/plain; verbose_json adds `duration`, a
+    second per 1000 bytes of the upload.
   - cached=N: chat: the usage reports N of the prompt tokens (at most all) as
     prompt_tokens_details.cached_tokens.
   - pause_ms=P: streamed chat: P ms of silence after the first two events. A close by the gateway
@@ -674,7 +676,22 @@ class Emulator(BaseHTTPRequestHandler):
         upload = (form or {}).get("file")
         if not isinstance(upload, bytes):
             return self.openai_error(400, "'file' is a required property", param="file")
-        self.send_json(200, {"text": f"{len(upload)} bytes sha256={hashlib.sha256(upload).hexdigest()}"})
+        text = f"{len(upload)} bytes sha256={hashlib.sha256(upload).hexdigest()}"
+        response_format = form.get("response_format", b"json")
+        response_format = response_format.decode() if isinstance(response_format, bytes) else str(response_format)
+        if response_format == "text":
+            data = text.encode()
+            self.send_response(200)
+            for name, value in self.azure_headers().items():
+                self.send_header(name, value)
+            self.send_header("Content-Type", "text/plain; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            return self.wfile.write(data)
+        if response_format == "verbose_json":
+            # The emulator's audio lasts a second per 1000 bytes of upload.
+            return self.send_json(200, {"task": "transcribe", "language": "english", "duration": len(upload) / 1000, "text": text})
+        self.send_json(200, {"text": text})
 
     def speech(self, body):
         size = 64 * 1024

@@ -288,17 +288,27 @@ struct SectionParser {
     }
 
     private func price(_ node: Node, at: String) throws -> ModelPrice {
-        let entry = try reader.mapping(node, at: at, allowed: ["input", "cached-input", "output"])
-        func micros(_ name: String) throws -> Int64? {
-            try entry[name].map { node in
-                guard let micros = ModelPrice.micros(try reader.number(node, at: "\(at).\(name)")) else {
-                    throw ConfigError(file: file, key: "\(at).\(name)", reason: "is too large")
+        let entry = try reader.mapping(node, at: at, allowed: ["input", "cached-input", "output", "images", "characters", "minute"])
+        func micros(_ node: Node?, _ key: String) throws -> Int64? {
+            try node.map { node in
+                guard let micros = ModelPrice.micros(try reader.number(node, at: key)) else {
+                    throw ConfigError(file: file, key: key, reason: "is too large")
                 }
                 return micros
             }
         }
-        let input = try micros("input") ?? 0
-        return ModelPrice(input: input, cachedInput: try micros("cached-input") ?? input, output: try micros("output") ?? 0)
+        let input = try micros(entry["input"], "\(at).input") ?? 0
+        var media = MediaPrice(characters: try micros(entry["characters"], "\(at).characters"),
+                               minute: try micros(entry["minute"], "\(at).minute"))
+        if let node = entry["images"] {
+            for (size, qualities) in try reader.mapping(node, at: "\(at).images", allowed: nil) {
+                for (quality, value) in try reader.mapping(qualities, at: "\(at).images.\(size)", allowed: nil) {
+                    media.images[size, default: [:]][quality] = try micros(value, "\(at).images.\(size).\(quality)")
+                }
+            }
+        }
+        return ModelPrice(input: input, cachedInput: try micros(entry["cached-input"], "\(at).cached-input") ?? input,
+                          output: try micros(entry["output"], "\(at).output") ?? 0, media: media)
     }
 
     func fastcgi(_ node: Node?) throws -> FastCGISettings {

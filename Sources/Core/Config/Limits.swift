@@ -83,16 +83,19 @@ public struct Prices: Sendable, Equatable {
     }
 }
 
-/// One model's prices, in micro-units of the currency per million tokens.
+/// One model's prices, in micro-units of the currency per million tokens, and per image,
+/// character or minute for what is not billed by the token.
 public struct ModelPrice: Sendable, Equatable {
     public var input: Int64
     public var cachedInput: Int64
     public var output: Int64
+    public var media: MediaPrice
 
-    public init(input: Int64, cachedInput: Int64, output: Int64) {
+    public init(input: Int64, cachedInput: Int64, output: Int64, media: MediaPrice = MediaPrice()) {
         self.input = input
         self.cachedInput = cachedInput
         self.output = output
+        self.media = media
     }
 
     /// The cost of one request in micro-units, rounded to the nearest: `cached` of the `prompt`

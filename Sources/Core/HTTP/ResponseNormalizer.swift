@@ -81,6 +81,8 @@ public struct ResponseNormalizer: Sendable {
     public private(set) var textBytes = 0
     /// The id of the stored response the answer created (`ResponseShaping.readsCreatedID`).
     public private(set) var createdID: String?
+    /// Seconds of audio a transcription's answer reported.
+    public private(set) var audioSeconds: Double?
 
     private let escapedModel: [UInt8]
 
@@ -114,6 +116,7 @@ public struct ResponseNormalizer: Sendable {
     public mutating func body(_ body: [UInt8]) -> [UInt8] {
         if let found = TokenUsage(scanning: body) { usage = found }
         if shaping.readsCreatedID && createdID == nil { createdID = Self.createdID(body, nested: false) }
+        if MediaUse.transcriptionOperations.contains(route.operation) { audioSeconds = MediaUse.answeredSeconds(body) }
         guard shaping.normalize, route.operation != "responses", route.model != "-" else { return body }
         return Self.replacingModel(in: body, escaped: escapedModel)
     }

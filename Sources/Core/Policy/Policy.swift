@@ -51,7 +51,7 @@ public struct Policy: Sendable {
         guard !limits.isEmpty else { return .success(nil) }
         let prompt = RequestEstimate.promptTokens(call.body)
         let completion = RequestEstimate.completionTokens(call.body, defaultMax: limitSettings.defaultMaxTokens)
-        let cost = self.cost(model: call.route.charged, prompt: prompt, cached: 0, completion: completion)
+        let cost = charge(call, prompt: prompt, cached: 0, completion: completion, seconds: nil, reportedTokens: false).micros
         let result = try admissions.admit(userID: call.user.id, model: call.route.charged, limits: limits, tokens: prompt + completion,
                                           costMicros: cost, nowMs: nowMs)
         switch result {

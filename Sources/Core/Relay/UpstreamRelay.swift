@@ -80,6 +80,8 @@ public struct UpstreamRelay: Sendable {
 
     /// Tokens Azure reported, if it did.
     public var usage: TokenUsage? { normalizer.usage }
+    /// Seconds of audio a transcription's answer reported, if it did.
+    public var audioSeconds: Double? { normalizer.audioSeconds }
 
     private var createdIDTaken = false
 

@@ -20,6 +20,9 @@ public struct RequestRecord: Sendable, Equatable {
     public var cancelled = false
     /// Azure failed it (an error status, a cut, a timeout, no connection).
     public var upstreamError = false
+    /// Its model has no price (neither in `prices.models` nor `prices.default`): its cost of 0
+    /// is no price, and reports say so.
+    public var unpriced = false
 
     public init(userID: Int64, model: String, timeMs: Int64, requestID: String, status: Int, forwarded: Bool) {
         self.userID = userID
@@ -51,6 +54,7 @@ struct LedgerAmount: Sendable, Equatable {
     var errors = 0
     var refused = 0
     var cancelled = 0
+    var unpriced = 0
     var costMicros: Int64 = 0
 
     /// Everything a finished request adds but its count, which was added when it was forwarded.
@@ -62,6 +66,7 @@ struct LedgerAmount: Sendable, Equatable {
         if record.upstreamError { errors += 1 }
         if !record.forwarded { refused += 1 }
         if record.cancelled { cancelled += 1 }
+        if record.unpriced && record.forwarded { unpriced += 1 }
         costMicros += record.costMicros
     }
 }

@@ -28,7 +28,7 @@ extension UsageStore {
         try ledgerUpsert.run([
             .int(key.userID), .text(key.day), .text(key.model), .int(Int64(amount.requests)), .int(Int64(amount.prompt)),
             .int(Int64(amount.cached)), .int(Int64(amount.completion)), .int(Int64(amount.estimated)), .int(Int64(amount.errors)),
-            .int(Int64(amount.refused)), .int(Int64(amount.cancelled)), .int(amount.costMicros),
+            .int(Int64(amount.refused)), .int(Int64(amount.cancelled)), .int(amount.costMicros), .int(Int64(amount.unpriced)),
         ])
     }
 
@@ -68,13 +68,14 @@ extension UsageStore {
 
     static let ledgerUpsertSQL = """
         INSERT INTO ledger (user_id, day, model, requests, prompt_tokens, cached_tokens, completion_tokens, estimated_tokens,
-                            errors, refused, cancelled, cost_micros)
-        VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                            errors, refused, cancelled, cost_micros, unpriced)
+        VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
         ON CONFLICT (user_id, day, model) DO UPDATE SET
           requests = requests + excluded.requests, prompt_tokens = prompt_tokens + excluded.prompt_tokens,
           cached_tokens = cached_tokens + excluded.cached_tokens, completion_tokens = completion_tokens + excluded.completion_tokens,
           estimated_tokens = estimated_tokens + excluded.estimated_tokens, errors = errors + excluded.errors,
-          refused = refused + excluded.refused, cancelled = cancelled + excluded.cancelled, cost_micros = cost_micros + excluded.cost_micros
+          refused = refused + excluded.refused, cancelled = cancelled + excluded.cancelled, cost_micros = cost_micros + excluded.cost_micros,
+          unpriced = unpriced + excluded.unpriced
         """
 
     static let requestInsertSQL = """

@@ -58,7 +58,8 @@ extension UsageStore {
             SELECT u.username, \(byModel ? "g.model" : "NULL"), \(byDay ? "g.day" : "NULL"),
                    coalesce(sum(g.requests), 0), coalesce(sum(g.prompt_tokens), 0), coalesce(sum(g.cached_tokens), 0),
                    coalesce(sum(g.completion_tokens), 0), coalesce(sum(g.estimated_tokens), 0), coalesce(sum(g.errors), 0),
-                   coalesce(sum(g.refused), 0), coalesce(sum(g.cancelled), 0), coalesce(sum(g.cost_micros), 0), u.disabled
+                   coalesce(sum(g.refused), 0), coalesce(sum(g.cancelled), 0), coalesce(sum(g.cost_micros), 0), u.disabled,
+                   coalesce(sum(g.unpriced), 0)
             FROM users u \(kind) ledger g ON g.user_id = u.id\(join)\(userFilter)
             GROUP BY \(groupColumns.joined(separator: ", "))
             ORDER BY u.username\(byModel ? ", g.model" : "")\(byDay ? ", g.day" : "")
@@ -66,7 +67,8 @@ extension UsageStore {
         return try connection.prepare(sql).rows(values) { row in
             UsageTotal(username: row.text(0), model: row.optionalText(1), day: row.optionalText(2), requests: row.int(3),
                        promptTokens: row.int(4), cachedTokens: row.int(5), completionTokens: row.int(6), estimatedTokens: row.int(7),
-                       errors: row.int(8), refused: row.int(9), cancelled: row.int(10), costMicros: row.int(11), disabled: row.int(12) != 0)
+                       errors: row.int(8), refused: row.int(9), cancelled: row.int(10), costMicros: row.int(11), disabled: row.int(12) != 0,
+                       unpriced: row.int(13))
         }
     }
 }

@@ -31,7 +31,8 @@ extension UsageStore {
                       user_id INTEGER NOT NULL,
                       backend TEXT NOT NULL,
                       created_ms INTEGER NOT NULL
-                    ) WITHOUT ROWID
+                    ) WITHOUT ROWID;
+                    ALTER TABLE ledger ADD COLUMN unpriced INTEGER NOT NULL DEFAULT 0;
                     """)
             }
             // The Go original's users, kept aside by createVersion1, imported once the ledger exists.

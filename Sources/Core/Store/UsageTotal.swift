@@ -21,12 +21,14 @@ public struct UsageTotal: Sendable, Equatable, Encodable {
     public var costMicros: Int64
     /// Whether the user is disabled now.
     public var disabled: Bool
+    /// Requests of a model without a price, which `cost` leaves out.
+    public var unpriced: Int64
 
     /// The cost in the price currency.
     public var cost: Double { Double(costMicros) / 1_000_000 }
 
     enum CodingKeys: String, CodingKey {
-        case username, model, day, requests, errors, refused, cancelled, cost, disabled
+        case username, model, day, requests, errors, refused, cancelled, cost, disabled, unpriced
         case promptTokens = "prompt_tokens"
         case cachedTokens = "cached_tokens"
         case completionTokens = "completion_tokens"
@@ -35,7 +37,9 @@ public struct UsageTotal: Sendable, Equatable, Encodable {
 
     public init(username: String, model: String? = nil, day: String? = nil, requests: Int64 = 0, promptTokens: Int64 = 0,
                 cachedTokens: Int64 = 0, completionTokens: Int64 = 0, estimatedTokens: Int64 = 0, errors: Int64 = 0,
-                refused: Int64 = 0, cancelled: Int64 = 0, costMicros: Int64 = 0, disabled: Bool = false) {
+                refused: Int64 = 0, cancelled: Int64 = 0, costMicros: Int64 = 0, disabled: Bool = false,
+                unpriced: Int64 = 0) {
+        self.unpriced = unpriced
         self.username = username
         self.model = model
         self.day = day
@@ -66,5 +70,7 @@ public struct UsageTotal: Sendable, Equatable, Encodable {
         try values.encode(cancelled, forKey: .cancelled)
         try values.encode(cost, forKey: .cost)
         try values.encode(disabled, forKey: .disabled)
+        // Marked only where it applies: a cost of 0 that is no price.
+        if unpriced > 0 { try values.encode(true, forKey: .unpriced) }
     }
 }

@@ -57,7 +57,8 @@ struct RequestHandler {
         if line.ending != .complete && line.ending != .clientGone {
             logger.warning("upstream transfer failed: \(outcome.result)")
         }
-        let record = self.record(of: answered, relay: relay.relay, line: line)
+        let record = gateway.policy.record(of: answered, relay: relay.relay, requestID: line.idText, upstreamMs: line.upstreamMs,
+                                           nowMs: Self.nowMs())
         if record.promptTokens + record.completionTokens > 0 {
             line.tokens = TokenUsage(prompt: record.promptTokens, completion: record.completionTokens, cached: record.cachedTokens)
         }
@@ -114,29 +115,6 @@ struct RequestHandler {
     private static func soonestRest(_ attempts: [UpstreamCall], health: BackendHealth) -> Int64 {
         let now = nowMs()
         return attempts.compactMap { health.restingUntil($0.healthKey) }.filter { $0 > now }.min().map { $0 - now } ?? 1000
-    }
-
-    /// What the request used: Azure's usage when it reported one; else, for an answer that
-    /// went out (whole or until the client left), the gateway's estimate, marked so. The
-    /// gateway's own error text is never billed.
-    private func record(of call: UpstreamCall, relay: UpstreamRelay, line: RequestLogLine) -> RequestRecord {
-        var record = RequestRecord(userID: call.user.id, model: call.route.charged, timeMs: Self.nowMs(), requestID: line.idText,
-                                   status: line.status, forwarded: true)
-        record.upstreamMs = line.upstreamMs
-        record.cancelled = line.ending == .clientGone
-        record.upstreamError = line.ending != .complete && line.ending != .clientGone || relay.sentStatus >= 400
-        if let usage = relay.usage {
-            record.promptTokens = usage.prompt
-            record.cachedTokens = usage.cached
-            record.completionTokens = usage.completion
-        } else if relay.sentStatus == 200 && Gateway.tokenOperations.contains(call.route.operation) {
-            record.promptTokens = RequestEstimate.promptTokens(call.body)
-            record.completionTokens = relay.deliveredTokensEstimate
-            record.estimated = true
-        }
-        record.costMicros = gateway.policy.cost(model: call.route.charged, prompt: record.promptTokens, cached: record.cachedTokens,
-                                                completion: record.completionTokens)
-        return record
     }
 
     /// A reservation is replaced by the real figures before the request ends when the user's

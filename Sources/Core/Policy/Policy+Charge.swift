@@ -1,0 +1,64 @@
+/// What a request is charged: the rules every forwarded request is recorded and billed by, and
+/// its admission estimated by.
+extension Policy {
+    /// The record of a forwarded request, once its answer ended. Tokens are Azure's usage when it
+    /// reported one; else, for an answer that went out (whole, or until the client left), the
+    /// gateway's estimate, marked so. The gateway's own error text is never billed. Everything is
+    /// priced as the model the request was charged as (`AzureRoute.charged`).
+    public func record(of call: UpstreamCall, relay: UpstreamRelay, requestID: String, upstreamMs: Int?, nowMs: Int64) -> RequestRecord {
+        let ending = relay.ending
+        var record = RequestRecord(userID: call.user.id, model: call.route.charged, timeMs: nowMs, requestID: requestID,
+                                   status: ending == .clientGone ? 499 : relay.sentStatus, forwarded: true)
+        record.upstreamMs = upstreamMs
+        record.cancelled = ending == .clientGone
+        record.upstreamError = ending != .complete && ending != .clientGone || relay.sentStatus >= 400
+        if let usage = relay.usage {
+            record.promptTokens = usage.prompt
+            record.cachedTokens = usage.cached
+            record.completionTokens = usage.completion
+        } else if relay.sentStatus == 200 && Gateway.tokenOperations.contains(call.route.operation) {
+            record.promptTokens = RequestEstimate.promptTokens(call.body)
+            record.completionTokens = relay.deliveredTokensEstimate
+            record.estimated = true
+        }
+        guard (200..<300).contains(relay.sentStatus) else { return record }  // nothing served, nothing priced
+        let charge = self.charge(call, prompt: record.promptTokens, cached: record.cachedTokens, completion: record.completionTokens,
+                                 seconds: relay.audioSeconds, reportedTokens: relay.usage != nil)
+        record.costMicros = charge.micros
+        record.unpriced = charge.unpriced
+        return record
+    }
+
+    /// The cost of `call` in micro-units, and whether its model lacks a price for what it used:
+    /// images per image, speech per character and audio per minute where the model's price has
+    /// that unit, tokens otherwise (a transcription priced by both goes by tokens when Azure
+    /// reported them). Audio without a duration in the answer is estimated from its upload.
+    func charge(_ call: UpstreamCall, prompt: Int, cached: Int, completion: Int, seconds: Double?,
+                reportedTokens: Bool) -> (micros: Int64, unpriced: Bool) {
+        guard let price = prices.price(for: call.route.charged) else { return (0, true) }
+        let tokens = price.cost(prompt: prompt, cached: cached, completion: completion)
+        let hasTokenPrice = price.input > 0 || price.output > 0
+        let operation = call.route.operation
+        let media = call.media ?? MediaUse()
+        if MediaUse.imageOperations.contains(operation) {
+            guard let each = price.media.image(size: media.size, quality: media.quality) else { return (tokens, !hasTokenPrice) }
+            return (Self.saturating(each, times: Int64(max(media.images, 1))), false)
+        }
+        if operation == "audio/speech" {
+            guard let perMillion = price.media.characters else { return (tokens, !hasTokenPrice) }
+            return ((Self.saturating(perMillion, times: Int64(media.characters)) + 500_000) / 1_000_000, false)
+        }
+        if MediaUse.transcriptionOperations.contains(operation) {
+            if hasTokenPrice && reportedTokens { return (tokens, false) }
+            guard let perMinute = price.media.minute else { return (tokens, !hasTokenPrice) }
+            let duration = seconds ?? Double(media.uploadBytes) / Double(MediaUse.estimatedBytesPerSecond)
+            return (min(Int64((duration * Double(perMinute) / 60).rounded()), ModelPrice.maxCostMicros), false)
+        }
+        return (tokens, false)
+    }
+
+    private static func saturating(_ price: Int64, times count: Int64) -> Int64 {
+        let (product, overflow) = price.multipliedReportingOverflow(by: count)
+        return overflow ? ModelPrice.maxCostMicros : min(product, ModelPrice.maxCostMicros)
+    }
+}
