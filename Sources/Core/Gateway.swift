@@ -103,7 +103,7 @@ public struct Gateway: Sendable {
                     let body = BodyOnce(readBody)
                     let first = try self.call(for: request, endpoint: endpoint, user: user, readBody: body.get)
                     return try withFailover(first, build: { try self.call(for: request, endpoint: endpoint, user: user, backend: $0, readBody: body.get) },
-                                            nowMs: Int64(now.timeIntervalSince1970 * 1000))
+                                            nowMs: WallClock.milliseconds(now))
                 }
                 switch ordered {
                 case .success(let ordered): call = ordered
@@ -134,7 +134,7 @@ public struct Gateway: Sendable {
             }
             let admitted: Result<Reservation?, OpenAIError>
             do {
-                admitted = try policy.admit(call, limits: limits, admissions: admissions, nowMs: Int64(now.timeIntervalSince1970 * 1000))
+                admitted = try policy.admit(call, limits: limits, admissions: admissions, nowMs: WallClock.milliseconds(now))
             } catch {
                 inFlight.leave(user.id)
                 throw error

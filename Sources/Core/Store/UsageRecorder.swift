@@ -122,7 +122,7 @@ public final class UsageRecorder: @unchecked Sendable {
                 do {
                     try stores.with { store in
                         try store.checkpoint()
-                        try store.pruneAdmissions(nowMs: Int64(Date().timeIntervalSince1970 * 1000))
+                        try store.pruneAdmissions(nowMs: WallClock.nowMs())
                     }
                 } catch {
                     onError(error)
@@ -172,7 +172,7 @@ public final class UsageRecorder: @unchecked Sendable {
 
     private func prune() {
         do {
-            _ = try stores.with { try $0.pruneRequests(olderThanDays: retentionDays, nowMs: Int64(Date().timeIntervalSince1970 * 1000)) }
+            _ = try stores.with { try $0.pruneRequests(olderThanDays: retentionDays, nowMs: WallClock.nowMs()) }
         } catch {
             onError(error)
         }

@@ -25,13 +25,6 @@ final class UpstreamClient: @unchecked Sendable {
     /// The TLS sessions this handle shares; kept alive as long as the handle points at them.
     private let sessions: TLSSessionCache
 
-    /// Outcome of one transfer.
-    struct Outcome {
-        var result: TransferResult
-        /// Milliseconds from start to the end of the transfer.
-        var milliseconds: Int
-    }
-
     init(connectTimeoutMs: Int, caFile: String?, sessions: TLSSessionCache) {
         // curl_global_init ran in main before any thread started.
         guard let handle = curl_easy_init(), let parsedURL = curl_url(), let multi = curl_multi_init() else {
@@ -100,7 +93,7 @@ final class UpstreamClient: @unchecked Sendable {
     /// Sends `call` and feeds the answer into `sink`, until the transfer ends or the client's
     /// connection `clientSocket` closes: nginx shows a client that left only by closing it, and
     /// while Azure is silent no write would fail to tell.
-    func perform(_ call: UpstreamCall, connectTimeoutMs: Int, clientSocket: Int32, into sink: FastCGIRelay) -> Outcome {
+    func perform(_ call: UpstreamCall, connectTimeoutMs: Int, clientSocket: Int32, into sink: RelaySession) -> TransferOutcome {
         defer { ccurl_setopt_pointer(handle, CURLOPT_POSTFIELDS, nil) }  // the body is freed after
         if connectTimeoutMs != self.connectTimeoutMs {
             self.connectTimeoutMs = connectTimeoutMs
@@ -118,7 +111,7 @@ final class UpstreamClient: @unchecked Sendable {
             defer { curl_multi_remove_handle(multi, handle) }
             return transfer(clientSocket: clientSocket, sink: sink)
         }
-        return Outcome(result: result, milliseconds: MonotonicInstant.now().milliseconds(since: started))
+        return TransferOutcome(result: result, milliseconds: MonotonicInstant.now().milliseconds(since: started))
     }
 
     /// Each branch sets the method completely, since the previous request's options remain.
@@ -139,7 +132,7 @@ final class UpstreamClient: @unchecked Sendable {
     }
 
     /// Runs the transfer as `curl_easy_perform` would, with the client's socket in each poll.
-    private func transfer(clientSocket: Int32, sink: FastCGIRelay) -> TransferResult {
+    private func transfer(clientSocket: Int32, sink: RelaySession) -> TransferResult {
         var running: Int32 = 1
         var watching = clientSocket >= 0
         while true {
@@ -186,6 +179,6 @@ final class UpstreamClient: @unchecked Sendable {
 
 /// The relay behind the context pointer `perform` hands libcurl for its callbacks (C function
 /// pointers, which cannot capture it).
-private func relay(_ context: UnsafeMutableRawPointer?) -> FastCGIRelay {
-    Unmanaged<FastCGIRelay>.fromOpaque(context!).takeUnretainedValue()
+private func relay(_ context: UnsafeMutableRawPointer?) -> RelaySession {
+    Unmanaged<RelaySession>.fromOpaque(context!).takeUnretainedValue()
 }

@@ -149,7 +149,7 @@ final class WorkerPool: @unchecked Sendable {
             watcher?.unblockIfStale()
             topUp()
             gateway.authenticator.refresh()
-            gateway.admissions.returnLeases(nowMs: RequestHandler.nowMs())
+            gateway.admissions.returnLeases(nowMs: WallClock.nowMs())
             let now = MonotonicInstant.now()
             if now.nanoseconds(since: lastShrink) >= 1_000_000_000 {
                 lastShrink = now
@@ -267,13 +267,13 @@ final class WorkerPool: @unchecked Sendable {
                 return list.allSatisfy { $0.isIdle }
             }
             watcher?.wake()
-            gateway.admissions.returnLeases(nowMs: RequestHandler.nowMs())
+            gateway.admissions.returnLeases(nowMs: WallClock.nowMs())
             if total.load(ordering: .relaxed) == 0 { break }
             if inFlight.load(ordering: .relaxed) == 0 && idleLeft { break }
             usleep(50_000)
         }
         // Every forwarded request is counted before the process exits, and its lease's room given back.
-        gateway.admissions.returnLeases(nowMs: RequestHandler.nowMs(), all: true)
+        gateway.admissions.returnLeases(nowMs: WallClock.nowMs(), all: true)
         if recorder.flush(seconds: 10) {
             recorder.removeJournal()
         } else {

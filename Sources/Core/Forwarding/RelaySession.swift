@@ -1,46 +1,45 @@
-import Core
-
-/// Carries out an `UpstreamRelay`'s outputs on one FastCGI exchange. A class, because libcurl's
-/// callbacks reach it through one context pointer for the whole transfer.
-final class FastCGIRelay {
-    let exchange: FastCGIExchange
-    private(set) var relay: UpstreamRelay
-
+/// One attempt's answer on its way: the transport feeds it what Azure sends, it asks the relay
+/// what the client receives and writes that to the client at once. A class, because the
+/// transport's C callbacks reach it through a context pointer.
+/// `@unchecked`: one thread drives it from the start of the transfer to its end.
+public final class RelaySession: @unchecked Sendable {
+    public let client: any ClientStream
+    public private(set) var relay: UpstreamRelay
     /// Records the owner of the stored response the answer created, before its id goes out.
     private let created: ((String) -> Void)?
 
-    init(exchange: FastCGIExchange, relay: UpstreamRelay, created: ((String) -> Void)? = nil) {
-        self.exchange = exchange
+    public init(client: any ClientStream, relay: UpstreamRelay, created: ((String) -> Void)? = nil) {
+        self.client = client
         self.relay = relay
         self.created = created
     }
 
-    func headerLine(_ line: UnsafeRawBufferPointer) {
+    public func headerLine(_ line: UnsafeRawBufferPointer) {
         relay.headerLine(line)
     }
 
     /// False stops the transfer.
-    func body(_ bytes: UnsafeRawBufferPointer) -> Bool {
+    public func body(_ bytes: UnsafeRawBufferPointer) -> Bool {
         apply(relay.body(bytes))
     }
 
     /// False stops the transfer.
-    func tick() -> Bool {
+    public func tick() -> Bool {
         apply(relay.tick())
     }
 
     /// The client's side of the connection closed while Azure was still answering.
-    func clientHungUp() {
+    public func clientHungUp() {
         relay.clientGone()
     }
 
     /// Tells the client when to retry, before the head goes out: `ms` milliseconds.
-    func retryAfter(_ ms: Int64) {
+    public func retryAfter(_ ms: Int64) {
         relay.replaceField("retry-after", "\((ms + 999) / 1000)")
         relay.replaceField("retry-after-ms", "\(ms)")
     }
 
-    func finish(_ result: TransferResult) {
+    public func finish(_ result: TransferResult) {
         _ = apply(relay.finish(result))
     }
 
@@ -49,9 +48,9 @@ final class FastCGIRelay {
         if output.abort { return false }
         if let created, let id = relay.takeCreatedID() { created(id) }
         var written = true
-        if let head = output.head { written = exchange.writeHead(head) }
-        if written, !output.body.isEmpty { written = exchange.write(output.body) }
-        if written, output.flush { written = exchange.flush() }
+        if let head = output.head { written = client.writeHead(head) }
+        if written, !output.body.isEmpty { written = client.write(output.body) }
+        if written, output.flush { written = client.flush() }
         if !written { relay.clientGone() }
         return written
     }
