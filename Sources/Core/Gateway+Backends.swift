@@ -1,9 +1,4 @@
 extension Gateway {
-    /// The configured model names of every backend, for the model list.
-    var configuredModels: [String] {
-        Array(Set(backends.flatMap { $0.backend.settings.deployments.keys })).sorted()
-    }
-
     /// With several backends: `first` (built for backend 0) rebuilt for each backend that serves
     /// its model and may take requests now, in failover order, the rest as its `fallbacks`; or
     /// the answer when every one rests (429 when one was throttled, else 503, with Retry-After).

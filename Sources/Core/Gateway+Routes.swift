@@ -1,9 +1,4 @@
 extension Gateway {
-    /// Operations whose answers carry chat-style chunks and a top-level `model`.
-    static let chunkedOperations: Set<String> = ["chat/completions", "completions"]
-    /// Operations billed by tokens, which the gateway estimates when Azure reports none.
-    public static let tokenOperations: Set<String> = ["chat/completions", "completions", "responses", "embeddings"]
-
     /// The upstream call for an authenticated request to `endpoint`, at backend `index`.
     func call(for request: GatewayRequest, endpoint: Endpoint, user: StoredUser, backend index: Int = 0,
               readBody: (Int) throws -> [UInt8]) throws -> UpstreamCall {
@@ -128,7 +123,7 @@ extension Gateway {
         target.route.streaming = body.stream
         var shaping = ResponseShaping(normalize: azure.normalize, clientWantsUsage: body.clientWantsUsage,
                                       readsCreatedID: operation == "responses")
-        if body.stream && Self.chunkedOperations.contains(operation) {
+        if body.stream && AzureRoute.chunkedOperations.contains(operation) {
             let acceptsOptions = azure.apiStyle == .v1 || AzureRoute.supportsStreamOptions(azure.apiVersion(for: operation))
             shaping.hidesUsage = Self.askForUsage(&body, acceptsOptions: acceptsOptions)
         }
@@ -221,7 +216,7 @@ extension Gateway {
             shaping.readsCreatedID = endpoint.operation == "responses"
             streaming = json.stream
             shaping.clientWantsUsage = json.clientWantsUsage
-            if json.stream && Self.chunkedOperations.contains(endpoint.operation) {
+            if json.stream && AzureRoute.chunkedOperations.contains(endpoint.operation) {
                 let acceptsOptions = version.map(AzureRoute.supportsStreamOptions) ?? true
                 shaping.hidesUsage = Self.askForUsage(&json, acceptsOptions: acceptsOptions)
                 body = json.bytes

@@ -25,6 +25,8 @@ public struct Gateway: Sendable {
     public let tokens: BackendTokens
     /// Each user's forwarded requests in flight in this process (`fastcgi.max-per-user`).
     public let inFlight: UserInFlight
+    /// The answers the gateway gives by itself.
+    let answers: LocalAnswers
 
     struct PlannedBackend: Sendable {
         var backend: AzureBackend
@@ -48,6 +50,7 @@ public struct Gateway: Sendable {
         self.tokens = BackendTokens()
         self.inFlight = UserInFlight()
         self.policy = Policy(config: config)
+        self.answers = LocalAnswers(config: config, authenticator: self.authenticator, policy: self.policy)
         self.admissions = AdmissionQueue(stores: self.authenticator.stores)
     }
 
@@ -67,6 +70,7 @@ public struct Gateway: Sendable {
         self.tokens = tokens
         self.inFlight = inFlight
         self.policy = Policy(config: config)
+        self.answers = LocalAnswers(config: config, authenticator: authenticator, policy: self.policy)
         self.admissions = admissions
     }
 
@@ -77,12 +81,13 @@ public struct Gateway: Sendable {
         }
     }
 
-    /// Decides for `request`. `readBody(limit)` returns the request body, or throws an
-    /// `OpenAIError` (413) when it is longer than `limit`.
+    /// Decides for `request`, in stages that each return a value: an answer of the gateway's
+    /// own, the user, the endpoint, the call (body read, deployment resolved, the model it is
+    /// checked and priced as, failover order), the stored object it reads, and its admission.
+    /// `readBody(limit)` returns the request body, or throws an `OpenAIError` (413) when it is
+    /// longer than `limit`.
     public func decide(_ request: GatewayRequest, now: Date = Date(), readBody: (Int) throws -> [UInt8]) -> GatewayDecision {
-        if request.method == "OPTIONS" { return GatewayDecision(.respond(CORS.preflight(request))) }
-        if request.path == "/healthz" { return GatewayDecision(.respond(health(request))) }
-        if let admin = adminDecision(request, now: now) { return admin }
+        if let answer = answers.beforeAuthentication(request, now: now) { return answer }
         // Authenticate before reading the body, so a wrong key costs no upload.
         let user: StoredUser
         switch authenticator.user(for: request, now: now) {
@@ -91,24 +96,14 @@ public struct Gateway: Sendable {
             return GatewayDecision(.respond(refusal.error.response), user: refusal.user, failure: refusal.failure)
         }
         do {
-            if let answer = try modelAnswer(request, user: user) ?? selfServiceAnswer(request, user: user, now: now) {
+            if let answer = try answers.forUser(request, user, now: now) {
                 return GatewayDecision(.respond(answer), user: user)
             }
             let endpoint = try Endpoint.resolve(method: request.method, path: request.path)
             var call: UpstreamCall
-            if backends.count == 1 {
-                call = try self.call(for: request, endpoint: endpoint, user: user, readBody: readBody)
-            } else {
-                let ordered = try withoutActuallyEscaping(readBody) { readBody in
-                    let body = BodyOnce(readBody)
-                    let first = try self.call(for: request, endpoint: endpoint, user: user, readBody: body.get)
-                    return try withFailover(first, build: { try self.call(for: request, endpoint: endpoint, user: user, backend: $0, readBody: body.get) },
-                                            nowMs: WallClock.milliseconds(now))
-                }
-                switch ordered {
-                case .success(let ordered): call = ordered
-                case .failure(let error): return GatewayDecision(.respond(error.response), user: user)
-                }
+            switch try prepare(request, endpoint: endpoint, user: user, now: now, readBody: readBody) {
+            case .success(let prepared): call = prepared
+            case .failure(let error): return GatewayDecision(.respond(error.response), user: user)
             }
             if let id = call.reads {
                 guard let owned = try ownedCall(call, id: id, user: user) else {
@@ -116,38 +111,7 @@ public struct Gateway: Sendable {
                 }
                 call = owned
             }
-            let limits = policy.limits(for: user)
-            do {
-                try policy.checkAccess(user, route: call.route, limits: limits)
-            } catch let refusal as OpenAIError {
-                // A model outside the allowlist is a refusal, recorded as such.
-                return GatewayDecision(.respond(refusal.response), user: user, refusedModel: call.route.charged)
-            }
-            // Another backend may map the name to a deployment this user may not use.
-            call.fallbacks.removeAll { (try? policy.checkAccess(user, route: $0.route, limits: limits)) == nil }
-            // A slot in this process before the admission, given back by the executable once the
-            // forwarded request ends, or here when it is not forwarded.
-            let maxPerUser = config.fastcgi.maxPerUser
-            guard inFlight.enter(user.id, limit: maxPerUser) else {
-                let refusal = UserInFlight.refusal(user: user.username, limit: maxPerUser)
-                return GatewayDecision(.respond(refusal.response), user: user, refusedModel: call.route.charged)
-            }
-            let admitted: Result<Reservation?, OpenAIError>
-            do {
-                admitted = try policy.admit(call, limits: limits, admissions: admissions, nowMs: WallClock.milliseconds(now))
-            } catch {
-                inFlight.leave(user.id)
-                throw error
-            }
-            switch admitted {
-            case .success(let reservation):
-                call.reservation = reservation
-                if let reservation { call.responseFields = RateHeaders.fields(limits: limits, window: reservation.window) }
-                return GatewayDecision(.forward(call), user: user)
-            case .failure(let refusal):
-                inFlight.leave(user.id)
-                return GatewayDecision(.respond(refusal.response), user: user, refusedModel: call.route.charged)
-            }
+            return try admit(call, user: user, now: now)
         } catch let error as SQLiteError {
             return GatewayDecision(.respond(OpenAIError.databaseUnavailable.response), user: user, failure: "admission failed: \(error)")
         } catch {
@@ -155,27 +119,55 @@ public struct Gateway: Sendable {
         }
     }
 
-    static let modelListPaths: Set<String> = ["/v1/models", "/openai/models", "/openai/v1/models"]
-
-    /// The model list, or one model (`GET /v1/models/{id}`), of the models `user` may use.
-    private func modelAnswer(_ request: GatewayRequest, user: StoredUser) throws -> GatewayResponse? {
-        let one = request.path.hasPrefix("/v1/models/") ? String(request.path.dropFirst("/v1/models/".count)) : nil
-        guard Self.modelListPaths.contains(request.path) || one != nil else { return nil }
-        guard request.method == "GET" else { throw OpenAIError.methodNotAllowed(method: request.method, path: request.path) }
-        let visible = policy.visibleModels(for: user, configured: configuredModels)
-        guard let one else { return modelList(visible) }
-        guard visible.contains(one) else {
-            throw OpenAIError.invalidRequest("The model '\(one)' does not exist or you do not have access to it.",
-                                             param: "model", code: "model_not_found", status: 404)
+    /// The call for `endpoint`, built for the first backend and, with several, for each other
+    /// that may serve it, in failover order; or the answer when every one rests.
+    private func prepare(_ request: GatewayRequest, endpoint: Endpoint, user: StoredUser, now: Date,
+                         readBody: (Int) throws -> [UInt8]) throws -> Result<UpstreamCall, OpenAIError> {
+        if backends.count == 1 { return .success(try call(for: request, endpoint: endpoint, user: user, readBody: readBody)) }
+        return try withoutActuallyEscaping(readBody) { readBody in
+            let body = BodyOnce(readBody)
+            let first = try call(for: request, endpoint: endpoint, user: user, readBody: body.get)
+            return try withFailover(first, build: { try self.call(for: request, endpoint: endpoint, user: user, backend: $0, readBody: body.get) },
+                                    nowMs: WallClock.milliseconds(now))
         }
-        return .json(200, Self.modelObject(one))
     }
 
-    private func health(_ request: GatewayRequest) -> GatewayResponse {
-        guard request.method == "GET" || request.method == "HEAD" else {
-            return OpenAIError.methodNotAllowed(method: request.method, path: request.path).response
+    /// The admission of `call`: the user's allowlist for what it is served as, a slot among the
+    /// user's requests in flight in this process, and a reservation against the user's limits.
+    private func admit(_ call: UpstreamCall, user: StoredUser, now: Date) throws -> GatewayDecision {
+        var call = call
+        let limits = policy.limits(for: user)
+        do {
+            try policy.checkAccess(user, route: call.route, limits: limits)
+        } catch let refusal as OpenAIError {
+            // A model outside the allowlist is a refusal, recorded as such.
+            return GatewayDecision(.respond(refusal.response), user: user, refusedModel: call.route.charged)
         }
-        return authenticator.storeIsReadable() ? .json(200, #"{"status":"ok"}"#) : OpenAIError.databaseUnavailable.response
+        // Another backend may map the name to a deployment this user may not use.
+        call.fallbacks.removeAll { (try? policy.checkAccess(user, route: $0.route, limits: limits)) == nil }
+        // A slot in this process before the admission, given back by the forwarder once the
+        // request ends, or here when it is not forwarded.
+        let maxPerUser = config.fastcgi.maxPerUser
+        guard inFlight.enter(user.id, limit: maxPerUser) else {
+            let refusal = UserInFlight.refusal(user: user.username, limit: maxPerUser)
+            return GatewayDecision(.respond(refusal.response), user: user, refusedModel: call.route.charged)
+        }
+        let admitted: Result<Reservation?, OpenAIError>
+        do {
+            admitted = try policy.admit(call, limits: limits, admissions: admissions, nowMs: WallClock.milliseconds(now))
+        } catch {
+            inFlight.leave(user.id)
+            throw error
+        }
+        switch admitted {
+        case .success(let reservation):
+            call.reservation = reservation
+            if let reservation { call.responseFields = RateHeaders.fields(limits: limits, window: reservation.window) }
+            return GatewayDecision(.forward(call), user: user)
+        case .failure(let refusal):
+            inFlight.leave(user.id)
+            return GatewayDecision(.respond(refusal.response), user: user, refusedModel: call.route.charged)
+        }
     }
 
     private static func response(for error: Error) -> GatewayResponse {
@@ -203,14 +195,4 @@ public struct Gateway: Sendable {
 
     /// Bodies larger than this get Expect: 100-continue from libcurl unless told otherwise.
     static let expectThreshold = 1 << 20
-
-    /// The OpenAI-shaped model list of `names`.
-    func modelList(_ names: [String]) -> GatewayResponse {
-        .json(200, #"{"data":["# + names.map(Self.modelObject).joined(separator: ",") + #"],"object":"list"}"#)
-    }
-
-    /// One model in OpenAI's shape.
-    static func modelObject(_ name: String) -> String {
-        #"{"created":1700000000,"id":"# + JSONRequestBody.literal(name) + #","object":"model","owned_by":"azure-openai"}"#
-    }
 }

@@ -18,7 +18,7 @@ import Testing
             var time = time_t(seconds)
             var parts = tm()
             gmtime_r(&time, &parts)
-            let civil = LogLineHandler.civil(seconds)
+            let civil = UTCDay.civil(seconds)
             #expect(civil.year == Int(parts.tm_year) + 1900 && civil.month == Int(parts.tm_mon) + 1 && civil.day == Int(parts.tm_mday)
                     && civil.second == Int(parts.tm_hour) * 3600 + Int(parts.tm_min) * 60 + Int(parts.tm_sec), "\(seconds)")
         }

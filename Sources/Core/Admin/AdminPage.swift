@@ -226,7 +226,7 @@ extension AdminPage {
 
     /// `YYYY-MM-DD HH:MM:SS` of `seconds` since the epoch, UTC.
     static func time(_ seconds: Int, separator: String = " ") -> String {
-        let second = LogLineHandler.civil(seconds).second
+        let second = UTCDay.civil(seconds).second
         func two(_ value: Int) -> String { value < 10 ? "0\(value)" : "\(value)" }
         return UTCDay.day(seconds) + separator + two(second / 3600) + ":" + two(second / 60 % 60) + ":" + two(second % 60)
     }

@@ -46,6 +46,11 @@ public struct AzureRoute: Sendable, Equatable {
         }
     }
 
+    /// Operations whose answers carry chat-style chunks and a top-level `model`.
+    public static let chunkedOperations: Set<String> = ["chat/completions", "completions"]
+    /// Operations billed by tokens, which the gateway estimates when Azure reports none.
+    public static let tokenOperations: Set<String> = ["chat/completions", "completions", "responses", "embeddings"]
+
     /// True when `version` accepts `stream_options` (2024-09-01-preview and later).
     public static func supportsStreamOptions(_ version: String) -> Bool {
         String(version.prefix(10)) >= "2024-09-01"

@@ -92,7 +92,7 @@ public struct ResponseNormalizer: Sendable {
         self.escapedModel = Self.escaped(route.model)
     }
 
-    private var rewritesChunks: Bool { shaping.normalize && Gateway.chunkedOperations.contains(route.operation) }
+    private var rewritesChunks: Bool { shaping.normalize && AzureRoute.chunkedOperations.contains(route.operation) }
 
     /// One whole SSE event in, the event to send out (nil: drop it).
     public mutating func event(_ event: [UInt8]) -> [UInt8]? {

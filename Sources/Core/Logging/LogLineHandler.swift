@@ -72,7 +72,7 @@ public struct LogLineHandler: LogHandler {
     }
 
     static func appendTimestamp(_ time: (seconds: Int, milliseconds: Int), to bytes: inout OutputBuffer) {
-        let parts = civil(time.seconds)
+        let parts = UTCDay.civil(time.seconds)
         // Written into a fixed template and appended once, rather than a byte at a time: this runs
         // for every log line.
         var text: (UInt64, UInt64, UInt64) = (0, 0, 0)
@@ -89,22 +89,6 @@ public struct LogLineHandler: LogHandler {
             put(UInt8(48 + time.milliseconds / 100 % 10)); two(time.milliseconds); put(UInt8(ascii: "Z"))
             bytes.append(UnsafeRawBufferPointer(rebasing: out[..<index]))
         }
-    }
-
-    /// The UTC date of `seconds` since the epoch, and the second of that day. Integer arithmetic
-    /// (Hinnant's civil_from_days) instead of gmtime_r, which takes glibc's global time-zone lock
-    /// on every call, from every thread.
-    static func civil(_ seconds: Int) -> (year: Int, month: Int, day: Int, second: Int) {
-        let days = seconds >= 0 ? seconds / 86_400 : (seconds - 86_399) / 86_400
-        let z = days + 719_468
-        let era = (z >= 0 ? z : z - 146_096) / 146_097
-        let dayOfEra = z - era * 146_097
-        let yearOfEra = (dayOfEra - dayOfEra / 1_460 + dayOfEra / 36_524 - dayOfEra / 146_096) / 365
-        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
-        let shifted = (5 * dayOfYear + 2) / 153  // months counted from March
-        let month = shifted < 10 ? shifted + 3 : shifted - 9
-        return (yearOfEra + era * 400 + (month <= 2 ? 1 : 0), month, dayOfYear - (153 * shifted + 2) / 5 + 1,
-                seconds - days * 86_400)
     }
 
     /// ` key=value` for each entry, sorted by key so lines are comparable.

@@ -16,7 +16,7 @@ extension Policy {
             record.promptTokens = usage.prompt
             record.cachedTokens = usage.cached
             record.completionTokens = usage.completion
-        } else if relay.sentStatus == 200 && Gateway.tokenOperations.contains(call.route.operation) {
+        } else if relay.sentStatus == 200 && AzureRoute.tokenOperations.contains(call.route.operation) {
             record.promptTokens = RequestEstimate.promptTokens(call.body)
             record.completionTokens = relay.deliveredTokensEstimate
             record.estimated = true

@@ -17,15 +17,6 @@ enum MallocTunables {
         setenv("GLIBC_TUNABLES", current.isEmpty ? setting : "\(current):\(setting)", 1)
         // By its real path: the kernel names a process after the file it executes, and through
         // /proc/self/exe every worker would show as "exe" in ps, top and pgrep.
-        execv(executablePath() ?? "/proc/self/exe", CommandLine.unsafeArgv)
-    }
-
-    /// This program's file, unless it was replaced or removed since it started.
-    static func executablePath() -> String? {
-        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-        let length = readlink("/proc/self/exe", &buffer, buffer.count - 1)
-        guard length > 0 else { return nil }
-        let path = String(decoding: buffer[..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        return access(path, X_OK) == 0 ? path : nil
+        execv(SelfExecutable.path() ?? "/proc/self/exe", CommandLine.unsafeArgv)
     }
 }

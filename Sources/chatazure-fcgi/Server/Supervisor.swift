@@ -118,7 +118,7 @@ struct Supervisor {
     /// Starts one worker: this program, with the listening socket as its fd 0 and default
     /// signal handling, and the supervisor's pid to watch.
     private func spawn() -> pid_t? {
-        let path = MallocTunables.executablePath() ?? "/proc/self/exe"
+        let path = SelfExecutable.path() ?? "/proc/self/exe"
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }

@@ -2,7 +2,7 @@ import Foundation
 
 /// The admin page, `GET /admin/`: read-only, for the keys under `admin.keys` only. Decided
 /// before user authentication, which would refuse an admin key as unknown.
-extension Gateway {
+extension LocalAnswers {
     static let adminPath = "/admin/"
 
     /// What browsers show in their password prompt.

@@ -2,7 +2,7 @@ import Foundation
 
 /// What a user may see of their own account with their own key: `GET /v1/me`, and the legacy
 /// OpenAI billing endpoints ChatGPT-Next-Web and other clients call to show quota and spend.
-extension Gateway {
+extension LocalAnswers {
     static let selfServicePaths: Set<String> = ["/v1/me", "/v1/dashboard/billing/subscription", "/v1/dashboard/billing/usage"]
 
     func selfServiceAnswer(_ request: GatewayRequest, user: StoredUser, now: Date) throws -> GatewayResponse? {
@@ -37,7 +37,7 @@ extension Gateway {
     }
 
     private static func queryDay(_ name: String, _ request: GatewayRequest) -> String? {
-        queryValue(name, in: request.query).flatMap { UTCDay.isValid($0) ? $0 : nil }
+        Gateway.queryValue(name, in: request.query).flatMap { UTCDay.isValid($0) ? $0 : nil }
     }
 
     private static func json(_ value: some Encodable) throws -> GatewayResponse {

@@ -2,9 +2,25 @@ import Foundation
 
 /// UTC calendar days and months as the ledger keys them: `YYYY-MM-DD` and `YYYY-MM`.
 public enum UTCDay {
+    /// The UTC date of `seconds` since the epoch, and the second of that day. Integer arithmetic
+    /// (Hinnant's civil_from_days) instead of gmtime_r, which takes glibc's global time-zone lock
+    /// on every call, from every thread.
+    public static func civil(_ seconds: Int) -> (year: Int, month: Int, day: Int, second: Int) {
+        let days = seconds >= 0 ? seconds / 86_400 : (seconds - 86_399) / 86_400
+        let z = days + 719_468
+        let era = (z >= 0 ? z : z - 146_096) / 146_097
+        let dayOfEra = z - era * 146_097
+        let yearOfEra = (dayOfEra - dayOfEra / 1_460 + dayOfEra / 36_524 - dayOfEra / 146_096) / 365
+        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
+        let shifted = (5 * dayOfYear + 2) / 153  // months counted from March
+        let month = shifted < 10 ? shifted + 3 : shifted - 9
+        return (yearOfEra + era * 400 + (month <= 2 ? 1 : 0), month, dayOfYear - (153 * shifted + 2) / 5 + 1,
+                seconds - days * 86_400)
+    }
+
     /// The day of `seconds` since the epoch.
     public static func day(_ seconds: Int) -> String {
-        let parts = LogLineHandler.civil(seconds)
+        let parts = UTCDay.civil(seconds)
         return text(year: parts.year, month: parts.month, day: parts.day)
     }
 
@@ -33,7 +49,7 @@ public enum UTCDay {
 
     /// Seconds since the epoch at the start of the UTC month after the one `seconds` falls in.
     public static func startOfNextMonth(after seconds: Int) -> Int {
-        let parts = LogLineHandler.civil(seconds)
+        let parts = UTCDay.civil(seconds)
         let next = parts.month == 12 ? (parts.year + 1, 1) : (parts.year, parts.month + 1)
         return start(of: text(year: next.0, month: next.1, day: 1))!
     }
@@ -42,7 +58,7 @@ public enum UTCDay {
     public static func start(of day: String) -> Int? {
         guard isValid(day) else { return nil }
         let parts = day.split(separator: "-").compactMap { Int($0) }
-        // Days from civil (Hinnant), the inverse of `LogLineHandler.civil`.
+        // Days from civil (Hinnant), the inverse of `civil`.
         let year = parts[1] <= 2 ? parts[0] - 1 : parts[0]
         let era = (year >= 0 ? year : year - 399) / 400
         let yearOfEra = year - era * 400
