@@ -230,15 +230,19 @@ class Emulator(BaseHTTPRequestHandler):
 
     def send_json(self, status, payload, extra=None):
         data = json.dumps(payload).encode()
+        self.send_head(status, "application/json", len(data), extra)
+        self.wfile.write(data)
+
+    def send_head(self, status, content_type, length, extra=None):
+        """A status line, Azure's headers (and `extra`), the type and the length."""
         self.send_response(status)
         headers = self.azure_headers()
         headers.update(extra or {})
         for name, value in headers.items():
             self.send_header(name, value)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(length))
         self.end_headers()
-        self.wfile.write(data)
 
     def azure_error(self, status, code, message, extra=None):
         self.send_json(status, {"error": {"code": code, "message": message}}, extra)
@@ -605,12 +609,7 @@ class Emulator(BaseHTTPRequestHandler):
             if cut_after is None:
                 return self.send_json(200, answer)
             data = json.dumps(answer).encode()
-            self.send_response(200)
-            for name, value in self.azure_headers().items():
-                self.send_header(name, value)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
+            self.send_head(200, "application/json", len(data))
             try:
                 self.wfile.write(data[:cut_after])
                 self.wfile.flush()
@@ -681,12 +680,7 @@ class Emulator(BaseHTTPRequestHandler):
         response_format = response_format.decode() if isinstance(response_format, bytes) else str(response_format)
         if response_format == "text":
             data = text.encode()
-            self.send_response(200)
-            for name, value in self.azure_headers().items():
-                self.send_header(name, value)
-            self.send_header("Content-Type", "text/plain; charset=utf-8")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
+            self.send_head(200, "text/plain; charset=utf-8", len(data))
             return self.wfile.write(data)
         if response_format == "verbose_json":
             # The emulator's audio lasts a second per 1000 bytes of upload.
