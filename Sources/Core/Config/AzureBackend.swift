@@ -47,7 +47,15 @@ public struct AzureBackend: Sendable {
     public var priority: Int
     public var weight: Int
 
-    public init(name: String, settings: AzureSettings, auth: Auth = .apiKey, priority: Int = 1, weight: Int = 1) {
+    public static let defaultPriority = 1
+    public static let defaultWeight = 1
+    /// Where Entra client-credential tokens are asked for (`authority-host`).
+    public static let defaultAuthorityHost = "https://login.microsoftonline.com"
+    /// The instance metadata service managed-identity tokens come from (`imds-endpoint`).
+    public static let defaultIMDSEndpoint = "http://169.254.169.254/metadata/identity/oauth2/token"
+
+    public init(name: String, settings: AzureSettings, auth: Auth = .apiKey, priority: Int = AzureBackend.defaultPriority,
+                weight: Int = AzureBackend.defaultWeight) {
         self.name = name
         self.settings = settings
         self.auth = auth

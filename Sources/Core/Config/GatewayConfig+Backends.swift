@@ -2,11 +2,6 @@ import Foundation
 import Yams
 
 extension SectionParser {
-    static let backendKeys: Set<String> = [
-        "name", "endpoint", "api-key", "auth", "tenant-id", "client-id", "client-secret", "authority-host", "imds-endpoint",
-        "deployments", "priority", "weight", "api-style", "api-version",
-    ]
-
     /// `azure.backends`: each entry is the `azure:` settings in `shared` with its own endpoint,
     /// credentials, deployment map, priority, weight and API style.
     func backends(_ node: Node, shared: AzureSettings) throws -> [AzureBackend] {
@@ -16,7 +11,7 @@ extension SectionParser {
         var backends: [AzureBackend] = []
         for (index, item) in list.enumerated() {
             let at = "azure.backends[\(index)]"
-            let entry = try reader.mapping(item, at: at, allowed: Self.backendKeys)
+            let entry = try reader.mapping(item, at: at, allowed: GatewayConfig.allowedKeys("azure.backends[]"))
             guard let nameNode = entry["name"] else { throw ConfigError(file: file, key: "\(at).name", reason: "missing") }
             let name = try reader.string(nameNode, at: "\(at).name")
             guard AzureRoute.isPlainToken(name), !backends.contains(where: { $0.name == name }) else {
@@ -72,11 +67,11 @@ extension SectionParser {
             guard !secret.isEmpty else {
                 throw ConfigError(file: file, key: "\(at).client-secret", reason: "missing; set it or export AZURE_CLIENT_SECRET")
             }
-            let authority = try entry["authority-host"].map { try endpoint($0, at: "\(at).authority-host") } ?? "https://login.microsoftonline.com"
+            let authority = try entry["authority-host"].map { try endpoint($0, at: "\(at).authority-host") } ?? AzureBackend.defaultAuthorityHost
             return .entra(AzureBackend.ClientCredentials(tenantID: tenant, clientID: client, clientSecret: secret, authorityHost: authority))
         case "managed-identity":
             let imds = try entry["imds-endpoint"].map { try endpoint($0, at: "\(at).imds-endpoint") }
-                ?? "http://169.254.169.254/metadata/identity/oauth2/token"
+                ?? AzureBackend.defaultIMDSEndpoint
             let client = try string("client-id")
             if let client, !AzureRoute.isPlainToken(client) {
                 throw ConfigError(file: file, key: "\(at).client-id", reason: "'\(client)' is not a client id")

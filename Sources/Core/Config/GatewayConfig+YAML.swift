@@ -28,7 +28,7 @@ extension GatewayConfig {
         }
         let parser = SectionParser(reader: YAMLReader(file: file), baseDirectory: baseDirectory, environment: environment)
         let top = try parser.reader.mapping(root ?? Node.mapping(Node.Mapping([])), at: "",
-                                            allowed: ["web", "azure", "users", "fastcgi", "limits", "prices", "log", "admin"])
+                                            allowed: GatewayConfig.sections)
         var warnings: [String] = []
         let databasePath = try parser.web(top["web"], warnings: &warnings)
         guard let azure = top["azure"] else {
@@ -71,9 +71,9 @@ struct SectionParser {
 
     /// `web:`: the database path, absolute.
     func web(_ node: Node?, warnings: inout [String]) throws -> String {
-        var databasePath = "chat.db"
+        var databasePath = GatewayConfig.defaultDatabaseName
         if let node {
-            let section = try reader.mapping(node, at: "web", allowed: ["port", "dbName"])
+            let section = try reader.mapping(node, at: "web", allowed: GatewayConfig.allowedKeys("web"))
             if let db = section["dbName"] { databasePath = try reader.string(db, at: "web.dbName") }
             if let port = section["port"] {
                 _ = try reader.scalar(port, at: "web.port")
@@ -85,9 +85,7 @@ struct SectionParser {
 
     func azure(_ node: Node) throws -> AzureSettings {
         let azure = try reader.mapping(node, at: "azure",
-                                       allowed: ["endpoint", "api-key", "api-version", "api-versions", "api-style",
-                                                 "deployments", "connect-timeout-ms", "first-byte-timeout-ms", "idle-timeout-ms",
-                                                 "normalize", "ca-file", "backends", "cooldown-seconds", "circuit-failures"])
+                                       allowed: GatewayConfig.allowedKeys("azure"))
         if azure["backends"] != nil, azure["endpoint"] != nil || azure["api-key"] != nil {
             throw ConfigError(file: file, key: "azure.backends", reason: "give either azure.endpoint and api-key (one resource) or azure.backends, not both")
         }
@@ -184,7 +182,7 @@ struct SectionParser {
         var seen = Set<String>()
         for (index, item) in list.enumerated() {
             let at = "users[\(index)]"
-            let entry = try reader.mapping(item, at: at, allowed: Self.limitKeys.union(["username", "password", "models", "expires"]))
+            let entry = try reader.mapping(item, at: at, allowed: GatewayConfig.allowedKeys("users[]"))
             guard let nameNode = entry["username"] else { throw ConfigError(file: file, key: "\(at).username", reason: "missing") }
             guard let keyNode = entry["password"] else { throw ConfigError(file: file, key: "\(at).password", reason: "missing") }
             let name = try reader.string(nameNode, at: "\(at).username")
@@ -192,8 +190,9 @@ struct SectionParser {
             guard UserKey.isValidUsername(name) else {
                 throw ConfigError(file: file, key: "\(at).username", reason: "'\(name)' must be 1-64 letters, digits, '.', '_', '-' or '@'")
             }
-            guard key.count >= 8 else {
-                throw ConfigError(file: file, key: "\(at).password", reason: "a user key must have at least 8 characters")
+            guard key.count >= ConfiguredUser.minimumKeyLength else {
+                throw ConfigError(file: file, key: "\(at).password",
+                                  reason: "a user key must have at least \(ConfiguredUser.minimumKeyLength) characters")
             }
             guard seen.insert(name).inserted else {
                 throw ConfigError(file: file, key: "\(at).username", reason: "'\(name)' appears twice")
@@ -217,8 +216,6 @@ struct SectionParser {
         return users
     }
 
-    static let limitKeys: Set<String> = ["rpm", "tpm", "tokens-per-day", "tokens-per-month", "budget-per-month", "max-parallel"]
-
     /// The limit keys of a user entry or of `limits:`.
     private func limits(_ section: [String: Node], at key: String) throws -> Limits {
         func count(_ name: String) throws -> Int? {
@@ -239,7 +236,7 @@ struct SectionParser {
     /// `admin:`: the admin page's keys, hashed here; the plaintext is not kept.
     func admin(_ node: Node?, users: [ConfiguredUser]) throws -> AdminSettings {
         guard let node else { return AdminSettings() }
-        let section = try reader.mapping(node, at: "admin", allowed: ["keys"])
+        let section = try reader.mapping(node, at: "admin", allowed: GatewayConfig.allowedKeys("admin"))
         guard let keys = try section["keys"].map({ try reader.list($0, at: "admin.keys") }) else { return AdminSettings() }
         // A key that is both would open the page to that user, and make a leaked user key an admin's.
         let userKeys = Dictionary(users.map { (KeyDigest(of: $0.key), $0.username) }, uniquingKeysWith: { first, _ in first })
@@ -258,14 +255,15 @@ struct SectionParser {
     }
 
     func retentionDays(_ node: Node?) throws -> Int {
-        guard let node else { return 30 }
-        let section = try reader.mapping(node, at: "log", allowed: ["retention-days"])
-        return try section["retention-days"].map { try reader.int($0, at: "log.retention-days", range: 1...36_500) } ?? 30
+        guard let node else { return GatewayConfig.defaultRetentionDays }
+        let section = try reader.mapping(node, at: "log", allowed: GatewayConfig.allowedKeys("log"))
+        return try section["retention-days"].map { try reader.int($0, at: "log.retention-days", range: 1...36_500) }
+            ?? GatewayConfig.defaultRetentionDays
     }
 
     func limitSettings(_ node: Node?) throws -> LimitSettings {
         guard let node else { return LimitSettings() }
-        let section = try reader.mapping(node, at: "limits", allowed: Self.limitKeys.union(["default-max-tokens"]))
+        let section = try reader.mapping(node, at: "limits", allowed: GatewayConfig.allowedKeys("limits"))
         var settings = LimitSettings(defaults: try limits(section, at: "limits"))
         if let node = section["default-max-tokens"] {
             settings.defaultMaxTokens = try reader.int(node, at: "limits.default-max-tokens", range: 1...10_000_000)
@@ -275,7 +273,7 @@ struct SectionParser {
 
     func prices(_ node: Node?) throws -> Prices {
         guard let node else { return Prices() }
-        let section = try reader.mapping(node, at: "prices", allowed: ["currency", "models", "default"])
+        let section = try reader.mapping(node, at: "prices", allowed: GatewayConfig.allowedKeys("prices"))
         var prices = Prices()
         if let node = section["currency"] { prices.currency = try reader.string(node, at: "prices.currency") }
         if let node = section["models"] {
@@ -288,7 +286,7 @@ struct SectionParser {
     }
 
     private func price(_ node: Node, at: String) throws -> ModelPrice {
-        let entry = try reader.mapping(node, at: at, allowed: ["input", "cached-input", "output", "images", "characters", "minute"])
+        let entry = try reader.mapping(node, at: at, allowed: GatewayConfig.allowedKeys("prices.models.MODEL"))
         func micros(_ node: Node?, _ key: String) throws -> Int64? {
             try node.map { node in
                 guard let micros = ModelPrice.micros(try reader.number(node, at: key)) else {
@@ -315,8 +313,7 @@ struct SectionParser {
         var settings = FastCGISettings()
         guard let node else { return settings }
         let section = try reader.mapping(node, at: "fastcgi",
-                                         allowed: ["socket", "socket-mode", "socket-group", "workers", "max-workers",
-                                                   "idle-seconds", "queue-timeout-ms", "max-body-mb", "max-per-user"])
+                                         allowed: GatewayConfig.allowedKeys("fastcgi"))
         if let socket = section["socket"] {
             let value = try reader.string(socket, at: "fastcgi.socket")
             guard let address = ListenAddress(parsing: value, relativeTo: baseDirectory) else {

@@ -2,6 +2,8 @@
 public struct GatewayConfig: Sendable {
     /// SQLite database file (`web.dbName`), absolute.
     public var databasePath: String
+    /// `web.dbName` when the file does not set it.
+    public static let defaultDatabaseName = "chat.db"
     /// The Azure OpenAI resource requests go to.
     public var azure: AzureSettings
     /// Users declared in the file; created or updated in the store at start-up.
@@ -23,7 +25,7 @@ public struct GatewayConfig: Sendable {
 
     public init(databasePath: String, azure: AzureSettings, users: [ConfiguredUser] = [],
                 fastcgi: FastCGISettings = FastCGISettings(), limits: LimitSettings = LimitSettings(), prices: Prices = Prices(),
-                admin: AdminSettings = AdminSettings(), retentionDays: Int = 30, warnings: [String] = [], file: String = "config.yaml") {
+                admin: AdminSettings = AdminSettings(), retentionDays: Int = GatewayConfig.defaultRetentionDays, warnings: [String] = [], file: String = "config.yaml") {
         self.retentionDays = retentionDays
         self.admin = admin
         self.limits = limits
@@ -47,12 +49,13 @@ public struct AzureSettings: Sendable {
     public var apiVersion: String
     /// OpenAI model name -> Azure deployment name; unmapped models are used as deployment names.
     public var deployments: [String: String]
-    /// Milliseconds to wait for a TCP/TLS connection to Azure before answering 502.
+    /// Milliseconds to wait for a TCP/TLS connection to Azure; then the client gets a 504
+    /// `upstream_timeout` (a refused connection, a failed name lookup or TLS handshake: 502).
     public var connectTimeoutMs: Int
     /// Milliseconds from sending a request to Azure's first byte; then the client gets a 504.
-    public var firstByteTimeoutMs = 120_000
+    public var firstByteTimeoutMs = AzureSettings.defaultFirstByteTimeoutMs
     /// Milliseconds Azure may stay silent between two pieces of an answer.
-    public var idleTimeoutMs = 300_000
+    public var idleTimeoutMs = AzureSettings.defaultIdleTimeoutMs
     /// Which Azure URL style OpenAI-style requests are sent to.
     public var apiStyle: APIStyle
     /// Per-operation api-version overrides (e.g. `images/generations`, `responses`).
@@ -78,6 +81,9 @@ public struct AzureSettings: Sendable {
     }
 
     public static let defaultAPIVersion = "2024-10-21"
+    public static let defaultConnectTimeoutMs = 5000
+    public static let defaultFirstByteTimeoutMs = 120_000
+    public static let defaultIdleTimeoutMs = 300_000
     /// Operations that only exist in preview api-versions, when not overridden in config.
     public static let defaultOperationVersions = [
         "responses": "2025-04-01-preview",
@@ -86,7 +92,7 @@ public struct AzureSettings: Sendable {
     ]
 
     public init(endpoint: String, apiKey: String, apiVersion: String = AzureSettings.defaultAPIVersion,
-                deployments: [String: String] = [:], connectTimeoutMs: Int = 5000, apiStyle: APIStyle = .classic,
+                deployments: [String: String] = [:], connectTimeoutMs: Int = AzureSettings.defaultConnectTimeoutMs, apiStyle: APIStyle = .classic,
                 apiVersions: [String: String] = [:], normalize: Bool = true, caFile: String? = nil) {
         self.endpoint = endpoint
         self.apiKey = apiKey
@@ -125,6 +131,9 @@ public struct ConfiguredUser: Sendable, Equatable {
     public var models: [String]?
     /// The last UTC day the key works, `YYYY-MM-DD`; nil: no end.
     public var expires: String?
+
+    /// The fewest characters a user key may have (config.yaml, `user add --key`, `user rotate --key`).
+    public static let minimumKeyLength = 8
 
     public init(username: String, key: String, limits: Limits = Limits(), models: [String]? = nil, expires: String? = nil) {
         self.username = username
@@ -165,11 +174,16 @@ public struct FastCGISettings: Sendable, Equatable {
     public static let defaultWorkers = 16
     public static let defaultMaxWorkers = 1024
     public static let defaultSocketMode: UInt32 = 0o660
+    /// `defaultSocketMode` as config.yaml writes it: `0660`.
+    public static var defaultSocketModeText: String { "0" + String(defaultSocketMode, radix: 8) }
     public static let defaultMaxBodyMB = 64
+    public static let defaultIdleSeconds = 30
+    public static let defaultQueueTimeoutMs = 3000
 
     public init(socket: ListenAddress? = nil, socketMode: UInt32 = FastCGISettings.defaultSocketMode,
                 socketGroup: String? = nil, workers: Int = FastCGISettings.defaultWorkers,
-                maxWorkers: Int? = nil, idleSeconds: Int = 30, queueTimeoutMs: Int = 3000,
+                maxWorkers: Int? = nil, idleSeconds: Int = FastCGISettings.defaultIdleSeconds,
+                queueTimeoutMs: Int = FastCGISettings.defaultQueueTimeoutMs,
                 maxBodyBytes: Int = FastCGISettings.defaultMaxBodyMB << 20) {
         self.socket = socket
         self.socketMode = socketMode

@@ -56,9 +56,11 @@ public struct Limits: Sendable, Equatable, Codable {
 public struct LimitSettings: Sendable, Equatable {
     public var defaults = Limits()
     /// Completion tokens reserved for a request that sets no `max_tokens` (or the like).
-    public var defaultMaxTokens = 4096
+    public var defaultMaxTokens = LimitSettings.defaultMaxTokens
+    /// `limits.default-max-tokens` when the file does not set it.
+    public static let defaultMaxTokens = 4096
 
-    public init(defaults: Limits = Limits(), defaultMaxTokens: Int = 4096) {
+    public init(defaults: Limits = Limits(), defaultMaxTokens: Int = LimitSettings.defaultMaxTokens) {
         self.defaults = defaults
         self.defaultMaxTokens = defaultMaxTokens
     }
@@ -66,12 +68,13 @@ public struct LimitSettings: Sendable, Equatable {
 
 /// `prices:`: per model, per million tokens, in one currency; stored as integer micro-units.
 public struct Prices: Sendable, Equatable {
-    public var currency = "USD"
+    public var currency = Prices.defaultCurrency
+    public static let defaultCurrency = "USD"
     public var models: [String: ModelPrice] = [:]
     /// `prices.default`: the price of a model `models` does not name.
     public var fallback: ModelPrice?
 
-    public init(currency: String = "USD", models: [String: ModelPrice] = [:], fallback: ModelPrice? = nil) {
+    public init(currency: String = Prices.defaultCurrency, models: [String: ModelPrice] = [:], fallback: ModelPrice? = nil) {
         self.currency = currency
         self.models = models
         self.fallback = fallback

@@ -11,7 +11,7 @@ public struct RelayTimeouts: Sendable, Equatable {
     public var firstByteMs: Int
     public var idleMs: Int
 
-    public init(firstByteMs: Int = 120_000, idleMs: Int = 300_000) {
+    public init(firstByteMs: Int = AzureSettings.defaultFirstByteTimeoutMs, idleMs: Int = AzureSettings.defaultIdleTimeoutMs) {
         self.firstByteMs = firstByteMs
         self.idleMs = idleMs
     }

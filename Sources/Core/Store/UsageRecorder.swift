@@ -28,7 +28,7 @@ public final class UsageRecorder: @unchecked Sendable {
     private let stores: UsageStorePool
     private let onError: @Sendable (Error) -> Void
 
-    public init(stores: UsageStorePool, commitInterval: Double = 0.02, retentionDays: Int = 30, journal: CountJournal? = nil,
+    public init(stores: UsageStorePool, commitInterval: Double = 0.02, retentionDays: Int = GatewayConfig.defaultRetentionDays, journal: CountJournal? = nil,
                 onError: @escaping @Sendable (Error) -> Void = { _ in }) {
         self.stores = stores
         self.journal = journal

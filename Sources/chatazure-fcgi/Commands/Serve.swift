@@ -21,16 +21,16 @@ extension ChatAzureFCGI {
         @Option(help: "Unix socket path or host:port; overrides fastcgi.socket.")
         var socket: String?
 
-        @Option(help: "Octal mode of the unix socket, e.g. 0660; overrides fastcgi.socket-mode.")
+        @Option(help: "Octal mode of the unix socket; overrides fastcgi.socket-mode (which defaults to \(FastCGISettings.defaultSocketModeText)).")
         var socketMode: String?
 
-        @Option(help: "Group of the unix socket (nginx's); overrides fastcgi.socket-group.")
+        @Option(help: "Group of the unix socket (nginx's); overrides fastcgi.socket-group (which defaults to the process's group).")
         var socketGroup: String?
 
-        @Option(help: "Threads always running; overrides fastcgi.workers.")
+        @Option(help: "Threads always running; overrides fastcgi.workers (which defaults to \(FastCGISettings.defaultWorkers)).")
         var workers: Int?
 
-        @Option(help: "Threads the pool may grow to; overrides fastcgi.max-workers.")
+        @Option(help: "Threads the pool may grow to; overrides fastcgi.max-workers (which defaults to \(FastCGISettings.defaultMaxWorkers)).")
         var maxWorkers: Int?
 
         @Option(help: "Worker processes to start and restart, sharing the socket (default: serve in this process).")

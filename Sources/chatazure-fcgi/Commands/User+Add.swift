@@ -71,7 +71,7 @@ extension ChatAzureFCGI.User {
         @Argument(help: "The new user's name.")
         var name: String
 
-        @Option(help: "Use this key instead of generating one (at least 8 characters).")
+        @Option(help: "Use this key instead of generating one (at least \(ConfiguredUser.minimumKeyLength) characters).")
         var key: String?
 
         @OptionGroup var settings: SettingsOptions
@@ -80,7 +80,9 @@ extension ChatAzureFCGI.User {
             guard UserKey.isValidUsername(name) else {
                 throw ValidationError("'\(name)' is not a valid username: 1-64 letters, digits, '.', '_', '-' or '@'")
             }
-            if let key, key.count < 8 { throw ValidationError("a key must have at least 8 characters") }
+            if let key, key.count < ConfiguredUser.minimumKeyLength {
+                throw ValidationError("a key must have at least \(ConfiguredUser.minimumKeyLength) characters")
+            }
         }
 
         func run() throws {

@@ -115,7 +115,7 @@ enum UserDescription {
         return object
     }
 
-    /// The fields scripts rely on (README, "Administration").
+    /// The fields scripts rely on (docs/administration.md, "user list").
     static func object(_ user: StoredUser, lastUsed: Int?, currency: String) -> [String: Any] {
         [
             "username": user.username, "key_hint": user.keyHint ?? NSNull(), "enabled": !user.disabled && !user.removed,

@@ -79,11 +79,13 @@ extension ChatAzureFCGI.User {
         @Argument(help: "The user whose key to replace.")
         var name: String
 
-        @Option(help: "Use this key instead of generating one (at least 8 characters).")
+        @Option(help: "Use this key instead of generating one (at least \(ConfiguredUser.minimumKeyLength) characters).")
         var key: String?
 
         func validate() throws {
-            if let key, key.count < 8 { throw ValidationError("a key must have at least 8 characters") }
+            if let key, key.count < ConfiguredUser.minimumKeyLength {
+                throw ValidationError("a key must have at least \(ConfiguredUser.minimumKeyLength) characters")
+            }
         }
 
         func run() throws {
