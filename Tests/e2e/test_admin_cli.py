@@ -1,13 +1,16 @@
 """The admin CLI against a running gateway, through nginx: users added with limits, changed,
 rotated and removed from a shell while clients use them, and config.yaml's users left to
 config.yaml."""
+import csv
+import io
 import json
+import subprocess
 import time
 
 import openai
 import pytest
 
-from conftest import Gateway, wait_for
+from conftest import BIN, Gateway, wait_for
 
 CONFIGURED = {"carla": "sk-carla-config-key-0001"}
 HELLO = [{"role": "user", "content": "hi"}]
@@ -174,3 +177,21 @@ def test_usage_until_takes_days_back_and_month(admin_gateway):
     assert requests("--until", "month") == 0
     assert requests("--until", "1d") == 0
     assert gateway.cli("usage", "--until", "soon", check=False).returncode != 0
+
+
+def test_usage_csv_shows_formulas_as_text(admin_gateway):
+    gateway = admin_gateway
+    # Usernames may start with '-' or '@' (a spreadsheet computes -2-3). A model a client names
+    # =HYPERLINK(...) never reaches the ledger: a model no deployment serves is refused first.
+    for name in ("-2-3", "@evil"):
+        # After `--`, so that -2-3 is the name, not an option.
+        added = subprocess.run([BIN, "user", "add", "--config", gateway.config, "--", name], capture_output=True, text=True, check=True)
+        key = new_key(added.stdout)
+        chat(gateway.client(key))
+    wait_for(lambda: {"-2-3", "@evil"} <= set(gateway.usage()), what="both users in usage")
+    out = gateway.cli("usage", "--csv", "--by", "user,model").stdout
+    rows = list(csv.reader(io.StringIO(out)))
+    assert rows[0][:2] == ["user", "model"]
+    cells = [cell for row in rows[1:] for cell in row]
+    assert "'-2-3" in cells and "'@evil" in cells, out
+    assert not [cell for cell in cells if cell[:1] in ("=", "+", "-", "@", "\t", "\r")], out
