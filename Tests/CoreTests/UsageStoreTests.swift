@@ -16,6 +16,15 @@ func temporaryDatabase() -> String {
         #expect(UserKey.hash("") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
     }
 
+    @Test func aKeyOnStandardInputIsItsFirstLineTrimmed() {
+        #expect(UserKey.fromInput("sk-abcdefgh\n") == "sk-abcdefgh")
+        #expect(UserKey.fromInput("  sk-abcdefgh \r\n") == "sk-abcdefgh")
+        #expect(UserKey.fromInput("sk-abcdefgh\nsecond line\n") == "sk-abcdefgh")
+        #expect(UserKey.fromInput("sk-abcdefgh") == "sk-abcdefgh")
+        #expect(UserKey.fromInput("\nsk-abcdefgh\n") == "")
+        #expect(UserKey.fromInput("") == "")
+    }
+
     @Test func keyDigestsAreEqualExactlyWhenTheirHexIs() {
         // The cache is keyed by digest (its words), the store by hex: both must tell keys apart alike.
         let keys = ["abc", "abd", "", "sk-" + String(repeating: "x", count: 48)] + (0..<200).map { "key-\($0)" }

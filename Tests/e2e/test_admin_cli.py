@@ -179,6 +179,22 @@ def test_usage_until_takes_days_back_and_month(admin_gateway):
     assert gateway.cli("usage", "--until", "soon", check=False).returncode != 0
 
 
+def test_a_key_from_standard_input_is_never_in_the_arguments(admin_gateway):
+    gateway = admin_gateway
+    key = "sk-typed-into-stdin-0001"
+    added = gateway.cli("user", "add", "dev5", "--key", "-", input=key + "\n")
+    assert "added dev5" in added.stdout and key not in added.stdout + added.stderr
+    chat(gateway.client(key))
+    rotated_key = "sk-typed-into-stdin-0002"
+    gateway.cli("user", "rotate", "dev5", "--key", "-", input=f"  {rotated_key}  \r\n")
+    wait_for(lambda: (refused(lambda: chat(gateway.client(key))) or object()).__dict__.get("status_code") == 401,
+             timeout=2.5, what="the old key refused")
+    chat(gateway.client(rotated_key))
+    assert cli_json(gateway, "user", "show", "dev5")["key_hint"] == "sk-…" + rotated_key[-4:]
+    short = gateway.cli("user", "add", "dev6", "--key", "-", input="short\n", check=False)
+    assert short.returncode != 0 and "at least 8" in short.stderr
+
+
 def test_usage_csv_shows_formulas_as_text(admin_gateway):
     gateway = admin_gateway
     # Usernames may start with '-' or '@' (a spreadsheet computes -2-3). A model a client names

@@ -35,6 +35,21 @@ extension ChatAzureFCGI.User {
         }
     }
 
+    /// Help of `--key` in `user add` and `user rotate`.
+    static let keyHelp = ArgumentHelp(
+        "Use this key instead of generating one (at least 8 characters); `-` reads it from standard input.",
+        discussion: "Prefer `--key -` (e.g. `chatazure-fcgi user add NAME --key - < keyfile`): a key in the arguments shows in `ps` and shell history.",
+        valueName: "key|-")
+
+    /// The key `--key` gives: nil without one, standard input's first line for `-`.
+    static func givenKey(_ option: String?) -> String? {
+        guard let option else { return nil }
+        guard option == "-" else { return option }
+        let key = UserKey.fromInput(String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self))
+        if key.count < 8 { ExitWithMessage.fail("a key must have at least 8 characters (read \(key.count) from standard input)") }
+        return key
+    }
+
     /// Prints a key that is shown only now.
     static func printKeyOnce(_ key: String, _ what: String) {
         print("\(what); their key (shown only now, store it safely):")
@@ -79,16 +94,16 @@ extension ChatAzureFCGI.User {
         @Argument(help: "The user whose key to replace.")
         var name: String
 
-        @Option(help: "Use this key instead of generating one (at least 8 characters).")
+        @Option(help: ChatAzureFCGI.User.keyHelp)
         var key: String?
 
         func validate() throws {
-            if let key, key.count < 8 { throw ValidationError("a key must have at least 8 characters") }
+            if let key, key != "-", key.count < 8 { throw ValidationError("a key must have at least 8 characters") }
         }
 
         func run() throws {
             let (config, store) = try openForChange(options, name, what: "key")
-            let newKey = key ?? UserKey.generate()
+            let newKey = givenKey(key) ?? UserKey.generate()
             if config.admin.admits(KeyDigest(of: newKey)) { ExitWithMessage.fail("that key is an admin key") }
             change { try store.rotateKey(username: name, newKey: newKey) }
             if key == nil { printKeyOnce(newKey, "new key for \(name)") } else { print("new key for \(name) set") }
