@@ -31,13 +31,22 @@ import Testing
         let escaped = RequestEstimate.promptTokens(chat(String(repeating: #"\ud83d\ude00"#, count: 1_000)))
         #expect(raw == escaped)
         // An escaped backslash before a `u` is no \u escape: `\\u0041` is the text \u0041.
-        // `\\` 1, `u` 1, `0041` 2 (digits by threes); read as an escape it would be 2.
-        #expect(RequestEstimate.promptTokens(Array(#"\\u0041"#.utf8)) == 4)
+        // Read as an escape, the text would cost what `A` costs.
+        #expect(RequestEstimate.promptTokens(chat(#"\\u0041"#)) > RequestEstimate.promptTokens(chat(#"\u0041"#)))
     }
 
     @Test func neverBelowAQuarterOfTheBytes() {
         // Runs of spaces are nearly free to tokenize, but the old floor stays.
         let body = chat(String(repeating: " ", count: 8_000))
+        #expect(RequestEstimate.promptTokens(body) == (body.count + 3) / 4)
+    }
+
+    @Test func anUploadKeepsAQuarterOfItsBytes() {
+        // Multipart audio: binary bytes are no text, and counted as such would reserve far more.
+        var generator = SystemRandomNumberGenerator()
+        let audio = (0 ..< 40_000).map { _ in UInt8.random(in: 0 ... 255, using: &generator) }
+        let body = Array("--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.mp3\"\r\n\r\n".utf8) + audio
+            + Array("\r\n--b--\r\n".utf8)
         #expect(RequestEstimate.promptTokens(body) == (body.count + 3) / 4)
     }
 

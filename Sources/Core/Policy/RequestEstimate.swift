@@ -1,12 +1,13 @@
 /// What a request may use, reserved before it goes upstream and settled to what it really
 /// used. The rule, documented for users:
-/// - prompt tokens: the body's bytes scanned once, counting what a BPE tokenizer (o200k,
+/// - prompt tokens: a JSON body's bytes scanned once, counting what a BPE tokenizer (o200k,
 ///   cl100k) can never merge into one token: each run of ASCII letters (one more per 8 letters
 ///   after the first), each run of ASCII digits by threes, each run of ASCII punctuation (one
 ///   more per 4 after the first), each character outside ASCII (4 for one outside the Basic
 ///   Multilingual Plane, which tokenizers may split into its bytes), a JSON `\uXXXX` escape as the
 ///   character it stands for; never less than the bytes / 4, rounded up. Every inline image
-///   (`data:image/…` URL) counts as `imageTokens` instead of its bytes.
+///   (`data:image/…` URL) counts as `imageTokens` instead of its bytes. Any other body (an
+///   upload): its bytes / 4.
 /// - completion tokens: `max_tokens`, `max_completion_tokens` or `max_output_tokens` when the
 ///   body sets one, else `limits.default-max-tokens`, times the larger of `n` and `best_of`.
 /// The body's JSON around the text makes the prompt estimate high rather than low; bench/RESULTS.md
@@ -22,6 +23,11 @@ public enum RequestEstimate {
     /// One pass, one table look-up per byte: this runs on every request of a user with limits.
     static func promptTokens(_ bytes: UnsafeBufferPointer<UInt8>) -> Int {
         let count = bytes.count
+        // A body that is no JSON object is an upload (multipart: audio, a file), whose bytes no
+        // tokenizer reads as text: counted by runs, binary would reserve 2.5 times its bytes / 4.
+        var first = 0
+        while first < count, byteClass[Int(bytes[first])] == Class.space { first += 1 }
+        guard first < count, bytes[first] == UInt8(ascii: "{") else { return (count + 3) / 4 }
         var tokens = 0
         var imageBytes = 0
         var images = 0
