@@ -45,9 +45,28 @@ extension ChatAzureFCGI.User {
     static func givenKey(_ option: String?) -> String? {
         guard let option else { return nil }
         guard option == "-" else { return option }
-        let key = UserKey.fromInput(String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self))
+        let key = UserKey.fromInput(readKeyLine())
         if key.count < 8 { ExitWithMessage.fail("a key must have at least 8 characters (read \(key.count) from standard input)") }
         return key
+    }
+
+    /// One line of standard input; typed at a terminal, after a prompt and without echo, as a
+    /// password is, so the key is not left on the screen either.
+    private static func readKeyLine() -> String {
+        guard isatty(STDIN_FILENO) == 1 else { return readLine(strippingNewline: false) ?? "" }
+        FileHandle.standardError.write(Data("key: ".utf8))
+        var saved = termios()
+        let hidden = tcgetattr(STDIN_FILENO, &saved) == 0
+        if hidden {
+            var quiet = saved
+            quiet.c_lflag &= ~tcflag_t(ECHO)
+            tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet)
+        }
+        defer {
+            if hidden { tcsetattr(STDIN_FILENO, TCSAFLUSH, &saved) }
+            FileHandle.standardError.write(Data("\n".utf8))
+        }
+        return readLine(strippingNewline: false) ?? ""
     }
 
     /// Prints a key that is shown only now.
