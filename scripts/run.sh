@@ -11,6 +11,18 @@
 # (www-data, or nobody where there is none), never as root, and the worker pool's socket is
 # mode 0660 with that user's group, so only nginx can talk to it.
 set -euo pipefail
+# Ctrl-C must stop everything, but a non-interactive bash cannot trap a signal that was ignored
+# when it started, and a job that a shell without job control starts with & (a CI step, a
+# script, a test runner started so) has SIGINT ignored: the trap below would be dropped
+# silently and SIGINT do nothing. Start again with the default dispositions (same pid).
+ignored_on_entry() {  # $1: signal number
+    local mask
+    mask="$(sed -n 's/^SigIgn:[[:space:]]*//p' "/proc/$$/status" 2>/dev/null)" || return 1
+    [[ -n "$mask" ]] && (( 16#$mask & (1 << ($1 - 1)) ))
+}
+if { ignored_on_entry 2 || ignored_on_entry 15; } && env --default-signal=INT true 2>/dev/null; then
+    exec env --default-signal=INT,TERM "$BASH" "$0" "$@"
+fi
 root="$(cd "$(dirname "$0")/.." && pwd)"
 binary=""
 if [[ -n "${CHATAZURE_BIN:-}" ]]; then
@@ -82,7 +94,10 @@ stop_nginx() {  # $1: quit (graceful) or stop
     [[ "$1" == stop ]] || stop_nginx stop
 }
 cleanup() {
-    trap - EXIT INT TERM
+    # A second Ctrl-C or SIGTERM (an impatient user, a supervisor's follow-up) must not end the
+    # script halfway, with the gateway or the emulator left running: finish stopping them.
+    trap - EXIT
+    trap '' INT TERM
     stop_nginx quit
     for pid in "${pids[@]+"${pids[@]}"}"; do kill "$pid" 2>/dev/null || true; done
     for pid in "${pids[@]+"${pids[@]}"}"; do wait "$pid" 2>/dev/null || true; done

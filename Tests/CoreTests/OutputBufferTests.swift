@@ -39,6 +39,21 @@ import Testing
         }
     }
 
+    @Test func escapingCoversSeparatorsAndBidiControls() {
+        let escaped: [UInt32] = [0x85, 0x2028, 0x2029, 0x061c, 0x200e, 0x200f, 0x202a, 0x202b, 0x202c, 0x202d, 0x202e,
+                                 0x2066, 0x2067, 0x2068, 0x2069]
+        for value in escaped {
+            var buffer = OutputBuffer()
+            buffer.append(escaping: "a" + String(Unicode.Scalar(value)!) + "b")
+            #expect(text(buffer) == "a\\u" + String(format: "%04x", value) + "b")
+        }
+        // Their neighbours, and ordinary text that shares their lead bytes, pass unchanged.
+        let kept = "\u{061b}\u{061d}\u{200d}\u{2010}\u{2027}\u{202f}\u{2065}\u{206a}\u{2014}\u{201c}\u{20ac}\u{2026}ب"
+        var buffer = OutputBuffer()
+        buffer.append(escaping: kept)
+        #expect(text(buffer) == kept)
+    }
+
     @Test func requestLineHasEveryField() {
         var line = RequestLogLine(id: 0xab, method: "POST", path: "/v1/chat/completions")
         line.user = "alice"

@@ -5,7 +5,7 @@ import Testing
 @Suite struct PolicyTests {
     @Test func estimateRule() {
         let body = Array(#"{"model":"gpt-4o","messages":[{"role":"user","content":"hello"}],"max_tokens":50}"#.utf8)
-        #expect(RequestEstimate.promptTokens(body) == (body.count + 3) / 4)
+        #expect(RequestEstimate.promptTokens(body) >= (body.count + 3) / 4)
         #expect(RequestEstimate.completionTokens(body, defaultMax: 4096) == 50)
         #expect(RequestEstimate.completionTokens(Array(#"{"max_completion_tokens":7}"#.utf8), defaultMax: 4096) == 7)
         #expect(RequestEstimate.completionTokens(Array(#"{"max_output_tokens":9}"#.utf8), defaultMax: 4096) == 9)
@@ -14,7 +14,11 @@ import Testing
         let image = "data:image/png;base64," + String(repeating: "A", count: 40_000)
         let withImage = Array(#"{"content":[{"type":"image_url","image_url":{"url":""#.utf8) + Array(image.utf8) + Array(#""}}]}"#.utf8)
         let rest = withImage.count - image.utf8.count
-        #expect(RequestEstimate.promptTokens(withImage) == (rest + 3) / 4 + RequestEstimate.imageTokens)
+        let withoutImage = Array(#"{"content":[{"type":"image_url","image_url":{"url":""}}]}"#.utf8)
+        #expect(rest == withoutImage.count)
+        // The URL's quotes end up in two punctuation runs instead of one: one token more at most.
+        let extra = RequestEstimate.promptTokens(withImage) - RequestEstimate.promptTokens(withoutImage) - RequestEstimate.imageTokens
+        #expect(extra == 0 || extra == 1)
     }
 
     @Test func priceMathInMicroUnits() {

@@ -548,6 +548,29 @@ import Testing
         #expect(relay.bytesSent == 0)
     }
 
+    @Test func untypedSuccessToAStreamRequestIsAnEventStream() {
+        var relay = relay(streamRoute)
+        headers(&relay, ["HTTP/1.1 200 OK\r\n", "x-request-id: r\r\n", "\r\n"])
+        let first = body(&relay, Self.filterChunk + Self.chunk("Hel"), at: 10)
+        #expect(first.head == ResponseHead(status: 200, fields: [("x-request-id", "r"), ("content-type", "text/event-stream")],
+                                           contentLength: nil, eventStream: true))
+        #expect(text(first.body) == Self.chunk("Hel", model: "gpt-4o"))
+        #expect(first.flush)
+        let usage = body(&relay, Self.usageChunk, at: 20)
+        #expect(isEmpty(usage))
+        #expect(relay.usage == TokenUsage(prompt: 5, completion: 7))
+        #expect(relay.events == 1)
+    }
+
+    @Test func untypedSuccessToAPlainRequestStaysOpaque() {
+        var relay = relay(jsonRoute)
+        headers(&relay, ["HTTP/1.1 200 OK\r\n", "\r\n"])
+        let first = body(&relay, Self.chunk("Hel"), at: 10)
+        #expect(first.head == ResponseHead(status: 200, fields: []))
+        #expect(text(first.body) == Self.chunk("Hel"))
+        #expect(!first.flush)
+    }
+
     // MARK: Header lines
 
     @Test func aSecondStatusLineStartsOver() {

@@ -33,6 +33,27 @@ import Testing
         #expect(fields["type"] as? String == "server_error")
     }
 
+    @Test func errorAsAStringIsTheMessage() throws {
+        let fields = try error(UpstreamResponse.normalizedError(status: 500, body: Array(#"{"error":"The server had an error"}"#.utf8)))
+        #expect(fields["message"] as? String == "The server had an error")
+        #expect(fields["code"] as? String == "500")
+    }
+
+    @Test func jsonWithoutAMessageGetsAGenericOne() throws {
+        let generic = "Azure OpenAI answered 503 \(HTTPStatus.reason(503))."
+        for body in [#"{"error":{"code":"Busy","innererror":{"x":1}}}"#, #"{"error":{"message":null}}"#, #"{"error":42}"#,
+                     #"{"status":"down"}"#, #"[1,2]"#, #"{"error":{"message":"  "}}"#] {
+            let fields = try error(UpstreamResponse.normalizedError(status: 503, body: Array(body.utf8)))
+            #expect(fields["message"] as? String == generic, "\(body)")
+        }
+        let kept = try error(UpstreamResponse.normalizedError(status: 503, body: Array(#"{"error":{"code":"Busy"}}"#.utf8)))
+        #expect(kept["code"] as? String == "Busy")
+        let fragment = try error(UpstreamResponse.normalizedError(status: 503, body: Array(#""overloaded""#.utf8)))
+        #expect(fragment["message"] as? String == "overloaded")
+        let apim = try error(UpstreamResponse.normalizedError(status: 401, body: Array(#"{"statusCode":401,"message":"Access denied"}"#.utf8)))
+        #expect(apim["message"] as? String == "Access denied")
+    }
+
     @Test func forwardedHeaders() {
         #expect(UpstreamResponse.isForwarded("x-ratelimit-remaining-tokens"))
         #expect(UpstreamResponse.isForwarded("apim-request-id"))

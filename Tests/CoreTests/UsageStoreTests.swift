@@ -16,6 +16,15 @@ func temporaryDatabase() -> String {
         #expect(UserKey.hash("") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
     }
 
+    @Test func aKeyOnStandardInputIsItsFirstLineTrimmed() {
+        #expect(UserKey.fromInput("sk-abcdefgh\n") == "sk-abcdefgh")
+        #expect(UserKey.fromInput("  sk-abcdefgh \r\n") == "sk-abcdefgh")
+        #expect(UserKey.fromInput("sk-abcdefgh\nsecond line\n") == "sk-abcdefgh")
+        #expect(UserKey.fromInput("sk-abcdefgh") == "sk-abcdefgh")
+        #expect(UserKey.fromInput("\nsk-abcdefgh\n") == "")
+        #expect(UserKey.fromInput("") == "")
+    }
+
     @Test func keyDigestsAreEqualExactlyWhenTheirHexIs() {
         // The cache is keyed by digest (its words), the store by hex: both must tell keys apart alike.
         let keys = ["abc", "abd", "", "sk-" + String(repeating: "x", count: 48)] + (0..<200).map { "key-\($0)" }
@@ -101,6 +110,58 @@ func temporaryDatabase() -> String {
         #expect(byModel.map(\.model) == ["gpt-4o", "text-embedding-3-small"])
         #expect(byModel.map(\.promptTokens) == [10, 3])
         #expect(try store.connection.prepare("SELECT count(*) FROM requests").rows { $0.int(0) }.first == 2)
+    }
+
+    func mode(_ path: String) throws -> Int {
+        try #require(try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int)
+    }
+
+    @Test func databaseWALAndSHMAreOwnerOnly() throws {
+        let path = temporaryDatabase()
+        let store = try UsageStore(path: path)
+        try store.addUser(username: "alice", key: "k-alice-1234")
+        for file in [path, path + "-wal", path + "-shm"] {
+            #expect(try mode(file) == 0o600, "\(file)")
+        }
+    }
+
+    /// POSIX locks this process holds on `path`'s file, from /proc/locks.
+    func heldLocks(_ path: String) throws -> Int {
+        let inode = try #require(try FileManager.default.attributesOfItem(atPath: path)[.systemFileNumber] as? UInt64)
+        let table = try String(contentsOfFile: "/proc/locks", encoding: .utf8)
+        return table.split(separator: "\n").filter { line in
+            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+            return fields.count > 5 && fields[4] == "\(getpid())" && fields[5].hasSuffix(":\(inode)")
+        }.count
+    }
+
+    @Test func openingAnotherConnectionKeepsTheFirstOnesLocks() throws {
+        // A WAL connection holds a read lock on the database file as long as it is open; closing
+        // any other descriptor of the file in this process would drop it.
+        let path = temporaryDatabase()
+        let first = try UsageStore(path: path)
+        try first.addUser(username: "carol", key: "k-carol-1234")
+        let before = try heldLocks(path)
+        #expect(before >= 1)
+        let second = try UsageStore(path: path)
+        #expect(try heldLocks(path) >= before)
+        _ = second
+    }
+
+    @Test func filesFromBeforeAreTightened() throws {
+        let path = temporaryDatabase()
+        do { _ = try UsageStore(path: path) }
+        // As the previous release left them, the last two after a crash.
+        try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: path)
+        for file in [path + "-wal", path + "-shm"] where !FileManager.default.fileExists(atPath: file) {
+            #expect(FileManager.default.createFile(atPath: file, contents: nil, attributes: [.posixPermissions: 0o644]))
+        }
+        let store = try UsageStore(path: path)
+        try store.addUser(username: "bob", key: "k-bob-12345")
+        for file in [path, path + "-wal", path + "-shm"] {
+            #expect(try mode(file) == 0o600, "\(file)")
+        }
+        #expect(try store.user(forKey: "k-bob-12345")?.username == "bob")
     }
 
     @Test func importsTheOriginalProgramsPlaintextUsers() throws {

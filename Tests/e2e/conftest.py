@@ -201,8 +201,8 @@ http {{
     def log(self):
         return self.log_path.read_text() if self.log_path.exists() else ""
 
-    def cli(self, *args, check=True):
-        return subprocess.run([BIN, *args, "--config", self.config], capture_output=True, text=True, check=check)
+    def cli(self, *args, check=True, input=None):
+        return subprocess.run([BIN, *args, "--config", self.config], capture_output=True, text=True, check=check, input=input)
 
     def usage(self):
         return {row["username"]: row for row in json.loads(self.cli("usage", "--json").stdout)}

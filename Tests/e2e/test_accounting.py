@@ -4,7 +4,6 @@ model allowlists (on /v1 and Azure-style paths), key expiry and the per-request 
 import datetime
 import http.client
 import json
-import math
 import re
 import sqlite3
 import subprocess
@@ -41,9 +40,16 @@ def chat_body(text, max_tokens=1000, model="gpt-4o", content=None):
     return encode(body)
 
 
+def estimates(data, default_max_tokens):
+    """The gateway's own admission estimate of a body, (prompt, completion): its rule (in
+    RequestEstimate) is measured against real tokenization in bench/RESULTS.md, not repeated here."""
+    out = subprocess.run([BIN, "estimate", "--default-max-tokens", str(default_max_tokens)], input=data,
+                         capture_output=True, check=True).stdout.split()
+    return int(out[0]), int(out[1])
+
+
 def estimate(data, max_tokens):
-    """The admission estimate of a body without inline images."""
-    return math.ceil(len(data) / 4) + max_tokens
+    return sum(estimates(data, max_tokens))
 
 
 def cost_micros(model, prompt, cached, completion):
@@ -59,8 +65,10 @@ DEFAULT_BODY = chat_body("hi there m-dflt", max_tokens=None)
 IMAGE_URL = "data:image/png;base64," + "A" * 20000
 IMAGE_BODY = encode({"model": "gpt-4o", "max_tokens": 50, "messages": [{"role": "user", "content": [
     {"type": "text", "text": "hi there m-image"}, {"type": "image_url", "image_url": {"url": IMAGE_URL}}]}]})
-IMAGE_ESTIMATE = math.ceil((len(IMAGE_BODY) - len(IMAGE_URL)) / 4) + 765 + 50
-BUDGET_ESTIMATE_MICROS = math.ceil(len(LIMIT_BODY["budget"]) / 4) * PRICES["gpt-4o"][0] + 1000 * PRICES["gpt-4o"][2]
+IMAGE_ESTIMATE = estimate(IMAGE_BODY, 50)
+# The image counts 765 tokens, not its 20,000 bytes.
+assert 765 + 50 < IMAGE_ESTIMATE < 765 + 50 + (len(IMAGE_BODY) - len(IMAGE_URL)), IMAGE_ESTIMATE
+BUDGET_ESTIMATE_MICROS = estimates(LIMIT_BODY["budget"], 1000)[0] * PRICES["gpt-4o"][0] + 1000 * PRICES["gpt-4o"][2]
 # The first one's estimate fits, the second one's estimate with 47.5 micro-units really spent does not.
 BUDGET_MICROS = int(BUDGET_ESTIMATE_MICROS) + 20
 

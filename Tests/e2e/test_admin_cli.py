@@ -1,13 +1,16 @@
 """The admin CLI against a running gateway, through nginx: users added with limits, changed,
 rotated and removed from a shell while clients use them, and config.yaml's users left to
 config.yaml."""
+import csv
+import io
 import json
+import subprocess
 import time
 
 import openai
 import pytest
 
-from conftest import Gateway, wait_for
+from conftest import BIN, Gateway, wait_for
 
 CONFIGURED = {"carla": "sk-carla-config-key-0001"}
 HELLO = [{"role": "user", "content": "hi"}]
@@ -174,3 +177,37 @@ def test_usage_until_takes_days_back_and_month(admin_gateway):
     assert requests("--until", "month") == 0
     assert requests("--until", "1d") == 0
     assert gateway.cli("usage", "--until", "soon", check=False).returncode != 0
+
+
+def test_a_key_from_standard_input_is_never_in_the_arguments(admin_gateway):
+    gateway = admin_gateway
+    key = "sk-typed-into-stdin-0001"
+    added = gateway.cli("user", "add", "dev5", "--key", "-", input=key + "\n")
+    assert "added dev5" in added.stdout and key not in added.stdout + added.stderr
+    chat(gateway.client(key))
+    rotated_key = "sk-typed-into-stdin-0002"
+    gateway.cli("user", "rotate", "dev5", "--key", "-", input=f"  {rotated_key}  \r\n")
+    wait_for(lambda: (refused(lambda: chat(gateway.client(key))) or object()).__dict__.get("status_code") == 401,
+             timeout=2.5, what="the old key refused")
+    chat(gateway.client(rotated_key))
+    assert cli_json(gateway, "user", "show", "dev5")["key_hint"] == "sk-…" + rotated_key[-4:]
+    short = gateway.cli("user", "add", "dev6", "--key", "-", input="short\n", check=False)
+    assert short.returncode != 0 and "at least 8" in short.stderr
+
+
+def test_usage_csv_shows_formulas_as_text(admin_gateway):
+    gateway = admin_gateway
+    # Usernames may start with '-' or '@' (a spreadsheet computes -2-3). A model a client names
+    # =HYPERLINK(...) never reaches the ledger: a model no deployment serves is refused first.
+    for name in ("-2-3", "@evil"):
+        # After `--`, so that -2-3 is the name, not an option.
+        added = subprocess.run([BIN, "user", "add", "--config", gateway.config, "--", name], capture_output=True, text=True, check=True)
+        key = new_key(added.stdout)
+        chat(gateway.client(key))
+    wait_for(lambda: {"-2-3", "@evil"} <= set(gateway.usage()), what="both users in usage")
+    out = gateway.cli("usage", "--csv", "--by", "user,model").stdout
+    rows = list(csv.reader(io.StringIO(out)))
+    assert rows[0][:2] == ["user", "model"]
+    cells = [cell for row in rows[1:] for cell in row]
+    assert "'-2-3" in cells and "'@evil" in cells, out
+    assert not [cell for cell in cells if cell[:1] in ("=", "+", "-", "@", "\t", "\r")], out

@@ -182,6 +182,7 @@ class RunSh:
 
     def __init__(self, checkout, kind):
         self.checkout, self.kind = checkout, kind
+        self.sigint_stops_it = kind == "checkout-unreachable-by-nginx-workers"
         for part in ("scripts", "nginx", "Tests/emulator"):
             shutil.copytree(ROOT / part, checkout / part)
         self.port, self.emulator_port = free_port(), free_port()
@@ -199,8 +200,11 @@ class RunSh:
 
     def start(self):
         checkout, env = self.checkout, self.env
+        # The run stopped with SIGINT starts with SIGINT ignored, as a job that a shell without
+        # job control starts with & (a CI step, a script) has it: Ctrl-C must work all the same.
+        ignore_sigint = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if self.sigint_stops_it else None
         self.process = subprocess.Popen(["bash", str(checkout / "scripts" / "run.sh")], env=env, cwd=checkout,
-                                        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, preexec_fn=ignore_sigint,
                                         stderr=subprocess.STDOUT, text=True, start_new_session=True)
         threading.Thread(target=self.read_output, daemon=True).start()
         wait_for(lambda: "run: try it:" in self.text() or self.process.poll() is not None, timeout=90,
@@ -300,7 +304,7 @@ def test_run_sh_socket_is_0660_with_the_web_group(run_sh):
 
 
 def test_run_sh_stops_everything_on_a_signal(run_sh):
-    signum = signal.SIGINT if run_sh.kind == "checkout-unreachable-by-nginx-workers" else signal.SIGTERM
+    signum = signal.SIGINT if run_sh.sigint_stops_it else signal.SIGTERM
     pids = run_sh.pids()
     assert len(run_sh.children) == 2, run_sh.children  # the emulator and the gateway
     assert run_sh.stop(signum) == 130

@@ -32,26 +32,38 @@ public enum UpstreamResponse {
     }
 
     /// Makes an upstream error body OpenAI-shaped: Azure's own errors lack `type` and `param`,
-    /// and a proxy in between may answer HTML. Returns the new body.
+    /// and a proxy in between may answer HTML. Returns the new body. A JSON body gives its
+    /// message (`error.message`, `error` as a string, or a top-level `message`) or none: its
+    /// JSON text is never passed off as a message; a body that is no JSON (HTML, plain text)
+    /// is shown as it came, which is all a client can learn of what went wrong.
     public static func normalizedError(status: Int, body: [UInt8]) -> [UInt8] {
-        var message = String(decoding: body.prefix(2000), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        var message: String?
         var code: Any = String(status)
         var type = defaultType(status)
         var param: Any = NSNull()
         var extra: [String: Any] = [:]
-        if let object = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any] {
-            if let error = object["error"] as? [String: Any] {
-                extra = error
-                if let text = error["message"] as? String { message = text }
-                if let value = error["code"], !(value is NSNull) { code = value }
-                if let value = error["type"] as? String { type = value }
-                if let value = error["param"] { param = value }
-            } else if let text = object["message"] as? String {
-                message = text
+        if let json = try? JSONSerialization.jsonObject(with: Data(body), options: [.fragmentsAllowed]) {
+            if let object = json as? [String: Any] {
+                if let error = object["error"] as? [String: Any] {
+                    extra = error
+                    message = error["message"] as? String
+                    if let value = error["code"], !(value is NSNull) { code = value }
+                    if let value = error["type"] as? String { type = value }
+                    if let value = error["param"] { param = value }
+                } else if let text = object["error"] as? String {
+                    message = text
+                } else {
+                    message = object["message"] as? String
+                }
+            } else {
+                message = json as? String
             }
+        } else {
+            message = String(decoding: body.prefix(2000), as: UTF8.self)
         }
-        if message.isEmpty { message = "Azure OpenAI answered \(status) \(HTTPStatus.reason(status))." }
-        extra["message"] = message
+        var text = message?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
+        if text.isEmpty { text = "Azure OpenAI answered \(status) \(HTTPStatus.reason(status))." }
+        extra["message"] = text
         extra["type"] = type
         extra["param"] = param
         extra["code"] = code

@@ -18,6 +18,9 @@ public struct UpstreamRelay: Sendable {
     private var fields: [(String, String)] = []
     private var isEventStream = false
     private var isJSON = false
+    private var hasContentType = false
+    /// The client asked for a stream (`"stream": true`).
+    private let askedForStream: Bool
     private var headSent = false
     private var collected: [UInt8] = []
     private var splitter = SSEEventSplitter()
@@ -46,6 +49,7 @@ public struct UpstreamRelay: Sendable {
     public init(route: AzureRoute, shaping: ResponseShaping, ownFields: [(String, String)] = [], keepaliveSeconds: Int,
                 timeouts: RelayTimeouts = RelayTimeouts(), now: MonotonicInstant = .now()) {
         normalizer = ResponseNormalizer(route: route, shaping: shaping)
+        askedForStream = route.streaming
         self.ownFields = ownFields
         keepaliveNanos = UInt64(max(1, keepaliveSeconds)) * 1_000_000_000
         self.timeouts = timeouts
@@ -114,12 +118,14 @@ public struct UpstreamRelay: Sendable {
             fields.removeAll()
             isEventStream = false
             isJSON = false
+            hasContentType = false
             return
         }
         guard let colon = line[whole].firstIndex(of: UInt8(ascii: ":")) else { return }
         guard let name = UpstreamResponse.forwardedName(UnsafeRawBufferPointer(rebasing: line[whole.lowerBound..<colon])) else { return }
         let valueRange = ASCII.trimmed(line, (colon + 1)..<whole.upperBound)
         if name == "content-type" {
+            hasContentType = true
             let value = UnsafeRawBufferPointer(rebasing: line[valueRange])
             isEventStream = ASCII.hasPrefixIgnoringCase(value, "text/event-stream")
             isJSON = ASCII.hasPrefixIgnoringCase(value, "application/json")
@@ -264,6 +270,13 @@ public struct UpstreamRelay: Sendable {
     }
 
     private mutating func takeHead(contentLength: Int?) -> ResponseHead {
+        if status == 200, askedForStream, !hasContentType {
+            // A success to a request for a stream is an event stream even when a proxy lost
+            // its type: relayed as opaque bytes it would reach the client in 8 KB bursts,
+            // untyped, and its usage would go uncounted.
+            isEventStream = true
+            fields.append(("content-type", "text/event-stream"))
+        }
         headSent = true
         sentStatus = status
         return ResponseHead(status: status, fields: withOwnFields(fields), contentLength: contentLength, eventStream: isEventStream)

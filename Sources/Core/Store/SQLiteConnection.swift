@@ -10,7 +10,10 @@ public final class SQLiteConnection {
     public init(path: String, busyTimeoutMs: Int32 = 5000) throws {
         var db: OpaquePointer?
         let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX
+        Self.openLock.lock()
+        Self.makeOwnerOnly(path)
         let rc = sqlite3_open_v2(path, &db, flags, nil)
+        Self.openLock.unlock()
         guard rc == SQLITE_OK, let db else {
             let error = SQLiteError(reason: rc, connection: db)
             sqlite3_close(db)
@@ -30,6 +33,32 @@ public final class SQLiteConnection {
     deinit {
         sqlite3_close_v2(handle)
     }
+
+    /// The database holds every user's key digest and usage: only its owner may read it. It is
+    /// created 0600 here, before SQLite opens it, because SQLite would create it 0644 (less the
+    /// umask) and a umask set around the open would change it for every thread of the process.
+    /// SQLite gives `-wal` and `-shm` the database's own mode when it creates them. Files of
+    /// this process's user from before (0644) are tightened to their owner's bits; another
+    /// user's files are left as they are (their owner chose).
+    ///
+    /// Only a file that did not exist is opened here (O_EXCL), and the rest goes by path: closing
+    /// any descriptor of the database drops every POSIX lock this process holds on it, SQLite's
+    /// too, and a WAL connection that lost its lock lets another process's closing connection
+    /// take itself for the last one and delete the WAL under it (commits lost). A file just made
+    /// has no connection yet, and `openLock` keeps one from opening before the descriptor closes.
+    static func makeOwnerOnly(_ path: String) {
+        guard !path.isEmpty, path != ":memory:" else { return }
+        let descriptor = open(path, O_RDONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        if descriptor >= 0 { close(descriptor) }
+        for file in [path, path + "-wal", path + "-shm"] {
+            var info = stat()
+            guard stat(file, &info) == 0, info.st_uid == geteuid(), info.st_mode & 0o077 != 0 else { continue }
+            chmod(file, info.st_mode & 0o700)
+        }
+    }
+
+    /// Held while a connection opens; see `makeOwnerOnly`.
+    private static let openLock = NSLock()
 
     static func retryingWhileBusy(milliseconds: Int, _ body: () throws -> Void) throws {
         var waited = 0

@@ -21,6 +21,13 @@ public enum UserKey {
         (key.hasPrefix("sk-") ? "sk-" : "") + "…" + String(key.suffix(4))
     }
 
+    /// A key given on standard input (`--key -`): its first line, without surrounding white
+    /// space or the line break (`echo`, a here-string and a password manager's pipe all add one).
+    public static func fromInput(_ text: String) -> String {
+        let line = text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }).first ?? ""
+        return line.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
     /// Usernames are shown in logs and CLI output, so keep them to a safe alphabet.
     public static func isValidUsername(_ name: String) -> Bool {
         guard (1...64).contains(name.count) else { return false }

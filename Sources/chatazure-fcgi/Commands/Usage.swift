@@ -96,7 +96,7 @@ extension ChatAzureFCGI {
             }
             if csv {
                 print(header.map { $0.lowercased() }.joined(separator: ","))
-                for row in rows { print(cells(row, name: row.username).map(Self.csvField).joined(separator: ",")) }
+                for row in rows { print(CSV.line(cells(row, name: row.username))) }
                 return
             }
             let total = rows.reduce(into: UsageTotal(username: "TOTAL")) { sum, row in
@@ -113,10 +113,6 @@ extension ChatAzureFCGI {
             if byDay { totalCells[byModel ? 2 : 1] = "" }
             print(TextTable.render(header: header, rows: rows.map { cells($0, name: $0.username) } + [totalCells]))
             print("cost in \(config.prices.currency)")
-        }
-
-        static func csvField(_ value: String) -> String {
-            value.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" }) ? "\"" + value.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : value
         }
     }
 }

@@ -71,7 +71,7 @@ extension ChatAzureFCGI.User {
         @Argument(help: "The new user's name.")
         var name: String
 
-        @Option(help: "Use this key instead of generating one (at least \(ConfiguredUser.minimumKeyLength) characters).")
+        @Option(help: ChatAzureFCGI.User.keyHelp)
         var key: String?
 
         @OptionGroup var settings: SettingsOptions
@@ -80,7 +80,7 @@ extension ChatAzureFCGI.User {
             guard UserKey.isValidUsername(name) else {
                 throw ValidationError("'\(name)' is not a valid username: 1-64 letters, digits, '.', '_', '-' or '@'")
             }
-            if let key, key.count < ConfiguredUser.minimumKeyLength {
+            if let key, key != "-", key.count < ConfiguredUser.minimumKeyLength {
                 throw ValidationError("a key must have at least \(ConfiguredUser.minimumKeyLength) characters")
             }
         }
@@ -91,7 +91,7 @@ extension ChatAzureFCGI.User {
                 ExitWithMessage.fail("\(name) is declared in \(config.file); the gateway adds them from there at its next start")
             }
             let store = try options.openStore(config)
-            let newKey = key ?? UserKey.generate()
+            let newKey = ChatAzureFCGI.User.givenKey(key) ?? UserKey.generate()
             if config.admin.admits(KeyDigest(of: newKey)) { ExitWithMessage.fail("cannot add \(name): that key is an admin key") }
             let values = UserSettings().applying(try settings.change())
             change { try store.addUser(username: name, key: newKey, settings: values) }

@@ -35,6 +35,40 @@ extension ChatAzureFCGI.User {
         }
     }
 
+    /// Help of `--key` in `user add` and `user rotate`.
+    static let keyHelp = ArgumentHelp(
+        "Use this key instead of generating one (at least \(ConfiguredUser.minimumKeyLength) characters); `-` reads it from standard input.",
+        discussion: "Prefer `--key -` (e.g. `chatazure-fcgi user add NAME --key - < keyfile`): a key in the arguments shows in `ps` and shell history.",
+        valueName: "key|-")
+
+    /// The key `--key` gives: nil without one, standard input's first line for `-`.
+    static func givenKey(_ option: String?) -> String? {
+        guard let option else { return nil }
+        guard option == "-" else { return option }
+        let key = UserKey.fromInput(readKeyLine())
+        if key.count < ConfiguredUser.minimumKeyLength { ExitWithMessage.fail("a key must have at least \(ConfiguredUser.minimumKeyLength) characters (read \(key.count) from standard input)") }
+        return key
+    }
+
+    /// One line of standard input; typed at a terminal, after a prompt and without echo, as a
+    /// password is, so the key is not left on the screen either.
+    private static func readKeyLine() -> String {
+        guard isatty(STDIN_FILENO) == 1 else { return readLine(strippingNewline: false) ?? "" }
+        FileHandle.standardError.write(Data("key: ".utf8))
+        var saved = termios()
+        let hidden = tcgetattr(STDIN_FILENO, &saved) == 0
+        if hidden {
+            var quiet = saved
+            quiet.c_lflag &= ~tcflag_t(ECHO)
+            tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet)
+        }
+        defer {
+            if hidden { tcsetattr(STDIN_FILENO, TCSAFLUSH, &saved) }
+            FileHandle.standardError.write(Data("\n".utf8))
+        }
+        return readLine(strippingNewline: false) ?? ""
+    }
+
     /// Prints a key that is shown only now.
     static func printKeyOnce(_ key: String, _ what: String) {
         print("\(what); their key (shown only now, store it safely):")
@@ -79,18 +113,18 @@ extension ChatAzureFCGI.User {
         @Argument(help: "The user whose key to replace.")
         var name: String
 
-        @Option(help: "Use this key instead of generating one (at least \(ConfiguredUser.minimumKeyLength) characters).")
+        @Option(help: ChatAzureFCGI.User.keyHelp)
         var key: String?
 
         func validate() throws {
-            if let key, key.count < ConfiguredUser.minimumKeyLength {
+            if let key, key != "-", key.count < ConfiguredUser.minimumKeyLength {
                 throw ValidationError("a key must have at least \(ConfiguredUser.minimumKeyLength) characters")
             }
         }
 
         func run() throws {
             let (config, store) = try openForChange(options, name, what: "key")
-            let newKey = key ?? UserKey.generate()
+            let newKey = givenKey(key) ?? UserKey.generate()
             if config.admin.admits(KeyDigest(of: newKey)) { ExitWithMessage.fail("that key is an admin key") }
             change { try store.rotateKey(username: name, newKey: newKey) }
             if key == nil { printKeyOnce(newKey, "new key for \(name)") } else { print("new key for \(name) set") }
