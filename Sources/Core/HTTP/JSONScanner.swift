@@ -47,6 +47,90 @@ struct JSONScanner {
         }
     }
 
+    /// Containers `readMembers` and `readElements` are inside; a value they skip may nest only
+    /// the rest of `maxDepth`.
+    private(set) var depth = 0
+
+    /// When the value at `position` is an object, calls `body` with each member's key literal
+    /// and the scanner at the member's value, which `body` reads (leaving `position` after it) or
+    /// leaves alone to have it skipped; false, reading nothing, for any other value. A reader that
+    /// descends this way walks each byte once, where `forEachMember` walks a value it then enters twice.
+    @discardableResult
+    mutating func readMembers(_ body: (Range<Int>, inout JSONScanner) throws -> Void) throws -> Bool {
+        guard peek == UInt8(ascii: "{") else { return false }
+        try enter()
+        skipSpace()
+        if peek == UInt8(ascii: "}") { return leave() }
+        while true {
+            skipSpace()
+            let keyStart = position
+            guard peek == UInt8(ascii: "\"") else { throw JSONRequestBody.invalid }
+            try skipString()
+            let key = keyStart ..< position
+            skipSpace()
+            guard peek == UInt8(ascii: ":") else { throw JSONRequestBody.invalid }
+            position += 1
+            skipSpace()
+            let valueStart = position
+            try body(key, &self)
+            if position == valueStart { try skipValue(depthLimit: Self.maxDepth - depth) }
+            skipSpace()
+            switch peek {
+            case UInt8(ascii: ","): position += 1
+            case UInt8(ascii: "}"): return leave()
+            default: throw JSONRequestBody.invalid
+            }
+        }
+    }
+
+    /// `readMembers` for the elements of an array.
+    @discardableResult
+    mutating func readElements(_ body: (inout JSONScanner) throws -> Void) throws -> Bool {
+        guard peek == UInt8(ascii: "[") else { return false }
+        try enter()
+        skipSpace()
+        if peek == UInt8(ascii: "]") { return leave() }
+        while true {
+            skipSpace()
+            let valueStart = position
+            try body(&self)
+            if position == valueStart { try skipValue(depthLimit: Self.maxDepth - depth) }
+            skipSpace()
+            switch peek {
+            case UInt8(ascii: ","): position += 1
+            case UInt8(ascii: "]"): return leave()
+            default: throw JSONRequestBody.invalid
+            }
+        }
+    }
+
+    private mutating func enter() throws {
+        guard depth < Self.maxDepth else { throw JSONRequestBody.tooDeep }
+        depth += 1
+        position += 1
+    }
+
+    private mutating func leave() -> Bool {
+        depth -= 1
+        position += 1
+        return true
+    }
+
+    /// The literal of the string at `position`, read; nil, reading nothing, for another value.
+    mutating func readString() throws -> Range<Int>? {
+        guard peek == UInt8(ascii: "\"") else { return nil }
+        let start = position
+        try skipString()
+        return start ..< position
+    }
+
+    /// The range of the value at `position`, read.
+    mutating func readValue() throws -> Range<Int> {
+        let start = position
+        try skipValue(depthLimit: Self.maxDepth - depth)
+        return start ..< position
+    }
+
     /// Containers nested deeper than this make a body invalid. A client's body gets a 400 for it,
     /// never a worker thread's stack exhausted: the scan keeps no stack of its own.
     static let maxDepth = 128
