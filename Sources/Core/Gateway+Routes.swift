@@ -65,7 +65,7 @@ extension Gateway {
         guard let boundary = MultipartForm.boundary(fromContentType: type) else {
             throw OpenAIError.invalidRequest("\(request.path) takes multipart/form-data.", code: "invalid_content_type", status: 415)
         }
-        let model = MultipartForm.field("model", in: body, boundary: boundary) ?? ""
+        let model = try MultipartForm.modelField(in: body, boundary: boundary) ?? ""
         try ModelName.check(model)
         let deployment = try AzureRoute.checkedDeployment(for: model, azure: azure)
         return UpstreamCall(method: "POST", url: AzureURL.deployment(deployment, operation: operation, azure: azure),
@@ -160,7 +160,7 @@ extension Gateway {
                 streaming = json.stream
                 if let named = json.model { model = named }
             } else if let boundary = MultipartForm.boundary(fromContentType: type),
-                      let named = MultipartForm.field("model", in: body, boundary: boundary) {
+                      let named = try MultipartForm.modelField(in: body, boundary: boundary) {
                 try ModelName.check(named)
                 model = named
             }
