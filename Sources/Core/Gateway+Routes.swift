@@ -75,7 +75,7 @@ extension Gateway {
             throw OpenAIError.invalidRequest("\(request.path) takes multipart/form-data.", code: "invalid_content_type", status: 415)
         }
         let media = MediaUse.multipart(operation, body: body) { MultipartForm.field($0, in: body, boundary: boundary) }
-        return (MultipartForm.field("model", in: body, boundary: boundary), media)
+        return (try MultipartForm.modelField(in: body, boundary: boundary), media)
     }
 
     /// The route to `deployment` on `backend`, checked and priced as what that deployment serves.

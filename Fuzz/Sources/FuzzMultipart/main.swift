@@ -5,8 +5,9 @@
 // - a field found is text of the body;
 // - boundary(fromContentType:) gives back a plain boundary, bare or quoted;
 // - in a well-formed body built around the input (the input as an uploaded file, then a model
-//   field), field("model") finds the model field's exact value, skipping a file part with the
-//   same name, and a name no part has is not found.
+//   field), modelField finds the model field's exact value, and a name no part has is not found;
+// - the same body with a second part named `model` (a file or a field) is refused with a 400;
+// - a boundary beyond RFC 2046's (longer than 70, or other characters) is refused with a 400.
 import Core
 import Foundation
 import FuzzSupport
@@ -19,9 +20,25 @@ func contains(_ haystack: [UInt8], _ needle: [UInt8]) -> Bool {
     return false
 }
 
-/// RFC 2046 boundary characters, minus the ones the Content-Type syntax gives a meaning to.
+/// RFC 2046 boundary characters (`bchars` but space, which the Content-Type syntax would need quoted).
+func isBoundaryByte(_ byte: UInt8) -> Bool {
+    (byte >= 48 && byte <= 57) || (byte | 0x20 >= 97 && byte | 0x20 <= 122) || Array("'()+_,-./:=?".utf8).contains(byte)
+}
+
 func isPlainBoundary(_ bytes: ArraySlice<UInt8>) -> Bool {
-    !bytes.isEmpty && bytes.count <= 70 && bytes.allSatisfy { $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: ";") && $0 != UInt8(ascii: "\"") }
+    !bytes.isEmpty && bytes.count <= 70 && bytes.allSatisfy(isBoundaryByte)
+}
+
+/// The 400 a malformed form gets.
+func refused(_ body: () throws -> String?) -> Bool {
+    do {
+        _ = try body()
+        return false
+    } catch let error as OpenAIError {
+        return error.status == 400
+    } catch {
+        return false
+    }
 }
 
 func part(_ headers: String, _ value: [UInt8], boundary: [UInt8]) -> [UInt8] {
@@ -49,6 +66,16 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
                 check(contains(input, Array(value.utf8)), "field \(field) is not text of the body")
             }
         }
+        if let value = try? MultipartForm.modelField(in: input, boundary: name), !value.unicodeScalars.contains("\u{FFFD}") {
+            check(contains(input, Array(value.utf8)), "the model field is not text of the body")
+        }
+    }
+    // A boundary RFC 2046 does not allow is refused before the body is read.
+    let long = String(repeating: "a", count: 71)
+    check(refused { try MultipartForm.modelField(in: input, boundary: long) }, "a 71-character boundary was accepted")
+    if !firstLine.isEmpty, !isPlainBoundary(firstLine[...]), !firstLine.contains(0x20) {
+        let name = String(decoding: firstLine, as: UTF8.self)
+        check(refused { try MultipartForm.modelField(in: input, boundary: name) }, "boundary \(name) was accepted")
     }
 
     // A well-formed body around the input. The model's value: the input's last line, at most 256 bytes.
@@ -57,15 +84,24 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         let delimiter = Array("--".utf8) + boundary
         guard !contains(input, delimiter), !contains(lastLine, delimiter) else { continue }
         let name = String(decoding: boundary, as: UTF8.self)
-        let body = part(#"Content-Disposition: form-data; name="file"; filename="a.wav""# + "\r\nContent-Type: audio/wav", input, boundary: boundary)
-            + part(#"Content-Disposition: form-data; name="model"; filename="model.txt""#, input, boundary: boundary)
-            + part(#"Content-Disposition: form-data; name="model""#, lastLine, boundary: boundary)
-            + part(#"Content-Disposition: form-data; name="response_format""#, Array("json".utf8), boundary: boundary)
+        let file = part(#"Content-Disposition: form-data; name="file"; filename="a.wav""# + "\r\nContent-Type: audio/wav", input, boundary: boundary)
+        let decoy = part("X-Decoy: name=\"model\"\r\n" + #"Content-Disposition: form-data; name="notes"; filename="name=\"model\"""#,
+                         input, boundary: boundary)
+        let model = part(#"Content-Disposition: form-data; name="model""#, lastLine, boundary: boundary)
+        let rest = part(#"Content-Disposition: form-data; name="response_format""#, Array("json".utf8), boundary: boundary)
             + delimiter + Array("--\r\n".utf8)
-        let model = MultipartForm.field("model", in: body, boundary: name)
-        check(model == String(decoding: lastLine, as: UTF8.self), "model field read as \(model ?? "nil") with boundary \(name)")
+        let body = file + decoy + model + rest
+        do {
+            let read = try MultipartForm.modelField(in: body, boundary: name)
+            check(read == String(decoding: lastLine, as: UTF8.self), "model field read as \(read ?? "nil") with boundary \(name)")
+        } catch {
+            check(false, "a well-formed body was refused: \(error)")
+        }
         check(MultipartForm.field("response_format", in: body, boundary: name) == "json", "the field after the model")
         check(MultipartForm.field("prompt", in: body, boundary: name) == nil, "a field no part has")
+        let fileNamedModel = part(#"Content-Disposition: form-data; name="model"; filename="model.txt""#, input, boundary: boundary)
+        check(refused { try MultipartForm.modelField(in: file + fileNamedModel + model + rest, boundary: name) }, "two parts named model")
+        check(refused { try MultipartForm.modelField(in: file + model + model + rest, boundary: name) }, "the model field twice")
     }
     return 0
 }

@@ -97,10 +97,10 @@ public struct UpstreamRelay: Sendable {
         return id
     }
 
-    /// Completion tokens delivered, estimated from the text passed on: at least one per chunk
-    /// that carried text, and at least its bytes / 4.
+    /// Completion tokens delivered, estimated from the text passed on (see
+    /// `DeliveredText.tokenEstimate`).
     public var deliveredTokensEstimate: Int {
-        max(normalizer.textEvents, (normalizer.textBytes + 3) / 4)
+        normalizer.delivered.tokenEstimate
     }
 
     /// The caller could not write to the client.
