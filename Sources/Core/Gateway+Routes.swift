@@ -58,13 +58,12 @@ extension Gateway {
             code: "unsupported_content_type")
     }
 
-    /// The model a body names, which the request cannot go without: absent, empty, or `-` (the
-    /// log's mark for none) is a 400, never forwarded.
+    /// The model a body names (already a valid `ModelName`), which the request cannot go
+    /// without: absent, empty, or `-` (the log's mark for none) is a 400, never forwarded.
     static func requireModel(_ named: String?) throws -> String {
-        guard let named, named != "-" else {
+        guard let named, !named.isEmpty, named != "-" else {
             throw OpenAIError.invalidRequest("You must provide a model parameter.", param: "model", code: "missing_model")
         }
-        try ModelName.check(named)
         return named
     }
 
@@ -74,8 +73,10 @@ extension Gateway {
         guard let boundary = MultipartForm.boundary(fromContentType: request.headers[.contentType] ?? "") else {
             throw OpenAIError.invalidRequest("\(request.path) takes multipart/form-data.", code: "invalid_content_type", status: 415)
         }
-        let media = MediaUse.multipart(operation, body: body) { MultipartForm.field($0, in: body, boundary: boundary) }
-        return (try MultipartForm.modelField(in: body, boundary: boundary), media)
+        let media = MediaUse.multipart(OperationKind(operation), body: body) { MultipartForm.field($0, in: body, boundary: boundary) }
+        let model = try MultipartForm.modelField(in: body, boundary: boundary)
+        if let model { try ModelName.check(model) }
+        return (model, media)
     }
 
     /// The route to `deployment` on `backend`, checked and priced as what that deployment serves.
@@ -123,7 +124,7 @@ extension Gateway {
         target.route.streaming = body.stream
         var shaping = ResponseShaping(normalize: azure.normalize, clientWantsUsage: body.clientWantsUsage,
                                       readsCreatedID: operation == "responses")
-        if body.stream && AzureRoute.chunkedOperations.contains(operation) {
+        if body.stream && target.route.kind.isChunked {
             let acceptsOptions = azure.apiStyle == .v1 || AzureRoute.supportsStreamOptions(azure.apiVersion(for: operation))
             shaping.hidesUsage = Self.askForUsage(&body, acceptsOptions: acceptsOptions)
         }
@@ -132,7 +133,7 @@ extension Gateway {
                                                          bodyCount: body.bytes.count, backend: backend.backend),
                                 body: body.bytes, route: target.route, shaping: shaping, user: user)
         call.reads = body.previousResponseID
-        call.media = MediaUse.json(operation, body: raw)
+        call.media = MediaUse.json(target.route.kind, body: raw)
         return call
     }
 
@@ -212,11 +213,11 @@ extension Gateway {
             var json = try JSONRequestBody(raw)
             named = json.model
             reads = json.previousResponseID
-            media = MediaUse.json(endpoint.operation, body: raw)
+            media = MediaUse.json(OperationKind(endpoint.operation), body: raw)
             shaping.readsCreatedID = endpoint.operation == "responses"
             streaming = json.stream
             shaping.clientWantsUsage = json.clientWantsUsage
-            if json.stream && AzureRoute.chunkedOperations.contains(endpoint.operation) {
+            if json.stream && OperationKind(endpoint.operation).isChunked {
                 let acceptsOptions = version.map(AzureRoute.supportsStreamOptions) ?? true
                 shaping.hidesUsage = Self.askForUsage(&json, acceptsOptions: acceptsOptions)
                 body = json.bytes

@@ -56,14 +56,14 @@ import Testing
         #expect(charge("images/edits", "gpt-image-1", MediaUse(images: 3, size: "1024x1024", quality: "low")).micros == 33_000)
         // n is read as JSON and bounded.
         let body = Array(#"{"prompt":"x","n" : 4,"size":"1024x1024","quality":"hd"}"#.utf8)
-        #expect(MediaUse.json("images/generations", body: body) == MediaUse(images: 4, size: "1024x1024", quality: "hd"))
-        #expect(MediaUse.json("images/generations", body: Array(#"{"n":99999999999}"#.utf8))?.images == MediaUse.maxImages)
-        #expect(MediaUse.json("chat/completions", body: body) == nil)
+        #expect(MediaUse.json(.imageGeneration, body: body) == MediaUse(images: 4, size: "1024x1024", quality: "hd"))
+        #expect(MediaUse.json(.imageGeneration, body: Array(#"{"n":99999999999}"#.utf8))?.images == MediaUse.maxImages)
+        #expect(MediaUse.json(.chat, body: body) == nil)
     }
 
     @Test func speechByCharacters() {
         let body = Array(#"{"model":"tts-1","input":"héllo wörld 你好"}"#.utf8)
-        let media = MediaUse.json("audio/speech", body: body)
+        let media = MediaUse.json(.speech, body: body)
         #expect(media?.characters == 14)
         #expect(charge("audio/speech", "tts-1", MediaUse(characters: 1_000_000)) == (15_000_000, false))
         #expect(charge("audio/speech", "tts-1", media).micros == 210)  // 14 characters at 15 per million: 0.00021

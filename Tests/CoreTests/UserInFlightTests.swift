@@ -13,6 +13,12 @@ import Testing
         #expect(inFlight.enter(1, limit: 2))
         inFlight.leave(1); inFlight.leave(1); inFlight.leave(2)
         #expect(inFlight.count(1) == 0 && inFlight.count(2) == 0)
+        // Ids past the array's range count alike.
+        for id: Int64 in [70_000, 1 << 40] {
+            #expect(inFlight.enter(id, limit: 1) && !inFlight.enter(id, limit: 1))
+            inFlight.leave(id)
+            #expect(inFlight.count(id) == 0 && inFlight.enter(id, limit: 1))
+        }
     }
 
     @Test func theDefaultIsHalfTheThreads() {

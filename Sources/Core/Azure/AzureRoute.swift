@@ -2,7 +2,9 @@
 /// that serves it, and whether the answer streams. Usage is counted and logged under it.
 public struct AzureRoute: Sendable, Equatable {
     /// Operation path, e.g. `chat/completions`; also the label usage is counted under.
-    public var operation: String
+    public let operation: String
+    /// What the operation is, for the rules that differ by it.
+    public let kind: OperationKind
     /// Model name the client sent (or the deployment, for Azure-style paths without one).
     public var model: String
     /// Azure deployment that serves it.
@@ -20,6 +22,7 @@ public struct AzureRoute: Sendable, Equatable {
     public init(operation: String, model: String, deployment: String, streaming: Bool,
                 servedAs: [String]? = nil, charged: String? = nil) {
         self.operation = operation
+        self.kind = OperationKind(operation)
         self.model = model
         self.deployment = deployment
         self.streaming = streaming
@@ -45,11 +48,6 @@ public struct AzureRoute: Sendable, Equatable {
             ASCII.isAlphanumeric(byte) || byte == UInt8(ascii: "-") || byte == UInt8(ascii: "_") || byte == UInt8(ascii: ".")
         }
     }
-
-    /// Operations whose answers carry chat-style chunks and a top-level `model`.
-    public static let chunkedOperations: Set<String> = ["chat/completions", "completions"]
-    /// Operations billed by tokens, which the gateway estimates when Azure reports none.
-    public static let tokenOperations: Set<String> = ["chat/completions", "completions", "responses", "embeddings"]
 
     /// True when `version` accepts `stream_options` (2024-09-01-preview and later).
     public static func supportsStreamOptions(_ version: String) -> Bool {

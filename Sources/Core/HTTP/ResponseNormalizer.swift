@@ -31,9 +31,11 @@ public struct ResponseNormalizer: Sendable {
         self.route = route
         self.shaping = shaping
         self.escapedModel = Self.escaped(route.model)
+        rewritesChunks = shaping.normalize && route.kind.isChunked
     }
 
-    private var rewritesChunks: Bool { shaping.normalize && AzureRoute.chunkedOperations.contains(route.operation) }
+    /// Drops filter chunks and writes `model` back; decided once, not for each event.
+    private let rewritesChunks: Bool
 
     /// One whole SSE event in, the event to send out (nil: drop it).
     public mutating func event(_ event: [UInt8]) -> [UInt8]? {
@@ -64,7 +66,7 @@ public struct ResponseNormalizer: Sendable {
             delivered.addRaw(body)
         }
         if shaping.readsCreatedID && createdID == nil { createdID = Self.createdID(body, nested: false) }
-        if MediaUse.transcriptionOperations.contains(route.operation) { audioSeconds = MediaUse.answeredSeconds(body) }
+        if route.kind.readsAudio { audioSeconds = MediaUse.answeredSeconds(body) }
         guard shaping.normalize, route.operation != "responses", route.model != "-" else { return body }
         return Self.replacingModel(in: body, escaped: escapedModel)
     }

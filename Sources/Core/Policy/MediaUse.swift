@@ -27,13 +27,10 @@ public struct MediaUse: Sendable, Equatable {
     /// A file compressed harder is under-billed; one at a common bitrate is over-billed.
     public static let estimatedBytesPerSecond = 2000
 
-    public static let imageOperations: Set<String> = ["images/generations", "images/edits"]
-    public static let transcriptionOperations: Set<String> = ["audio/transcriptions", "audio/translations"]
-
     /// The use a JSON body of `operation` asks for; nil for operations not priced by the unit.
-    static func json(_ operation: String, body: [UInt8]) -> MediaUse? {
-        guard imageOperations.contains(operation) || operation == "audio/speech" else { return nil }
-        var use = MediaUse(images: operation == "audio/speech" ? 0 : 1)
+    static func json(_ kind: OperationKind, body: [UInt8]) -> MediaUse? {
+        guard kind.makesImages || kind == .speech else { return nil }
+        var use = MediaUse(images: kind == .speech ? 0 : 1)
         var scanner = JSONScanner(bytes: body)
         scanner.skipSpace()
         try? scanner.forEachMember { key, value, scanner in
@@ -44,7 +41,7 @@ public struct MediaUse: Sendable, Equatable {
                 use.size = scanner.string(value)
             } else if scanner.key(key, is: "quality"), isString {
                 use.quality = scanner.string(value)
-            } else if scanner.key(key, is: "input"), isString, operation == "audio/speech" {
+            } else if scanner.key(key, is: "input"), isString, kind == .speech {
                 use.characters = scanner.string(value).unicodeScalars.count
             }
         }
@@ -52,9 +49,9 @@ public struct MediaUse: Sendable, Equatable {
     }
 
     /// The use of a multipart upload to `operation`: images to edit, audio to transcribe.
-    static func multipart(_ operation: String, body: [UInt8], field: (String) -> String?) -> MediaUse? {
-        if transcriptionOperations.contains(operation) { return MediaUse(uploadBytes: body.count) }
-        guard imageOperations.contains(operation) else { return nil }
+    static func multipart(_ kind: OperationKind, body: [UInt8], field: (String) -> String?) -> MediaUse? {
+        if kind.readsAudio { return MediaUse(uploadBytes: body.count) }
+        guard kind.makesImages else { return nil }
         return MediaUse(images: field("n").flatMap { Int($0) }.map { min(max($0, 1), maxImages) } ?? 1,
                         size: field("size"), quality: field("quality"))
     }

@@ -16,7 +16,7 @@ extension Policy {
             record.promptTokens = usage.prompt
             record.cachedTokens = usage.cached
             record.completionTokens = usage.completion
-        } else if relay.sentStatus == 200 && AzureRoute.tokenOperations.contains(call.route.operation) {
+        } else if relay.sentStatus == 200 && call.route.kind.isBilledByTokens {
             record.promptTokens = RequestEstimate.promptTokens(call.body)
             record.completionTokens = relay.deliveredTokensEstimate
             record.estimated = true
@@ -38,17 +38,17 @@ extension Policy {
         guard let price = prices.price(for: call.route.charged) else { return (0, true) }
         let tokens = price.cost(prompt: prompt, cached: cached, completion: completion)
         let hasTokenPrice = price.input > 0 || price.output > 0
-        let operation = call.route.operation
+        let kind = call.route.kind
         let media = call.media ?? MediaUse()
-        if MediaUse.imageOperations.contains(operation) {
+        if kind.makesImages {
             guard let each = price.media.image(size: media.size, quality: media.quality) else { return (tokens, !hasTokenPrice) }
             return (Self.saturating(each, times: Int64(max(media.images, 1))), false)
         }
-        if operation == "audio/speech" {
+        if kind == .speech {
             guard let perMillion = price.media.characters else { return (tokens, !hasTokenPrice) }
             return ((Self.saturating(perMillion, times: Int64(media.characters)) + 500_000) / 1_000_000, false)
         }
-        if MediaUse.transcriptionOperations.contains(operation) {
+        if kind.readsAudio {
             if hasTokenPrice && reportedTokens { return (tokens, false) }
             guard let perMinute = price.media.minute else { return (tokens, !hasTokenPrice) }
             let duration = seconds ?? Double(media.uploadBytes) / Double(MediaUse.estimatedBytesPerSecond)
