@@ -133,7 +133,7 @@ extension Gateway {
                                                          bodyCount: body.bytes.count, backend: backend.backend),
                                 body: body.bytes, route: target.route, shaping: shaping, user: user)
         call.reads = body.previousResponseID
-        call.media = MediaUse.json(target.route.kind, body: raw)
+        call.media = MediaUse.json(target.route.kind, body: call.body)
         return call
     }
 

@@ -30,13 +30,14 @@ public struct Forwarder {
         recorder.countRequest(userID: call.user.id, model: call.route.charged)
         let (session, outcome, answered) = attempt([call] + call.fallbacks, through: transport, to: client)
         session.finish(outcome.result)
-        let relay = session.relay
+        // Read off the session's relay in place: a copy of it would retain every buffer it holds.
+        let relay = session.relay.summary
         line.backend = answered.backendName
         line.route = answered.route
         line.ending = relay.ending
-        if line.ending == .upstreamTimeout { line.timeout = relay.timedOut ?? .connect }
+        if line.ending == .upstreamTimeout { line.timeout = session.relay.timedOut ?? .connect }
         line.status = line.ending == .clientGone ? 499 : relay.sentStatus
-        line.bytes = relay.bytesSent
+        line.bytes = session.relay.bytesSent
         line.upstreamMs = outcome.milliseconds
         if line.ending != .complete && line.ending != .clientGone {
             logger.warning("upstream transfer failed: \(outcome.result)")

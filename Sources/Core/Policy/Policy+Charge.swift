@@ -5,7 +5,7 @@ extension Policy {
     /// reported one; else, for an answer that went out (whole, or until the client left), the
     /// gateway's estimate, marked so. The gateway's own error text is never billed. Everything is
     /// priced as the model the request was charged as (`AzureRoute.charged`).
-    public func record(of call: UpstreamCall, relay: UpstreamRelay, requestID: String, upstreamMs: Int?, nowMs: Int64) -> RequestRecord {
+    public func record(of call: UpstreamCall, relay: RelaySummary, requestID: String, upstreamMs: Int?, nowMs: Int64) -> RequestRecord {
         let ending = relay.ending
         var record = RequestRecord(userID: call.user.id, model: call.route.charged, timeMs: nowMs, requestID: requestID,
                                    status: ending == .clientGone ? 499 : relay.sentStatus, forwarded: true)
@@ -18,7 +18,7 @@ extension Policy {
             record.completionTokens = usage.completion
         } else if relay.sentStatus == 200 && call.route.kind.isBilledByTokens {
             record.promptTokens = RequestEstimate.promptTokens(call.body)
-            record.completionTokens = relay.deliveredTokensEstimate
+            record.completionTokens = relay.deliveredTokens
             record.estimated = true
         }
         guard (200..<300).contains(relay.sentStatus) else { return record }  // nothing served, nothing priced
