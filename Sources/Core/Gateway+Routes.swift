@@ -58,6 +58,16 @@ extension Gateway {
             code: "unsupported_content_type")
     }
 
+    /// A background response is answered when it is retrieved, and its usage with it: the
+    /// request that made it would be billed nothing, and the reads all of it. Refused until the
+    /// gateway settles a response's usage when it completes.
+    static func refuseBackground(_ body: JSONRequestBody) throws {
+        guard body.background else { return }
+        throw OpenAIError.invalidRequest("Background responses are not served by this gateway: their usage arrives only when "
+                                         + "they are retrieved, where it could not be billed to the request. Send the request without 'background'.",
+                                         param: "background", code: "unsupported_parameter")
+    }
+
     /// The model a body names (already a valid `ModelName`), which the request cannot go
     /// without: absent, empty, or `-` (the log's mark for none) is a 400, never forwarded.
     static func requireModel(_ named: String?) throws -> String {
@@ -73,7 +83,9 @@ extension Gateway {
         guard let boundary = MultipartForm.boundary(fromContentType: request.headers[.contentType] ?? "") else {
             throw OpenAIError.invalidRequest("\(request.path) takes multipart/form-data.", code: "invalid_content_type", status: 415)
         }
-        let media = MediaUse.multipart(OperationKind(operation), body: body) { MultipartForm.field($0, in: body, boundary: boundary) }
+        let media = try MediaUse.multipart(OperationKind(operation), body: body) {
+            try MultipartForm.uniqueField($0, in: body, boundary: boundary)
+        }
         let model = try MultipartForm.modelField(in: body, boundary: boundary)
         if let model { try ModelName.check(model) }
         return (model, media)
@@ -110,6 +122,7 @@ extension Gateway {
         try Self.requireJSON(request.headers[.contentType])
         var body = try JSONRequestBody(raw)
         let model = try Self.requireModel(body.model)
+        try Self.refuseBackground(body)
         var target: Target
         if operation == "responses" {
             // Responses has no deployment in its path in either style: the deployment is the model.
@@ -211,6 +224,7 @@ extension Gateway {
         if endpoint.body == .json {
             try Self.requireJSON(request.headers[.contentType])
             var json = try JSONRequestBody(raw)
+            try Self.refuseBackground(json)
             named = json.model
             reads = json.previousResponseID
             media = MediaUse.json(OperationKind(endpoint.operation), body: raw)

@@ -83,6 +83,38 @@ import Testing
         #expect(charge("audio/transcriptions", "gpt-4o-transcribe", MediaUse(uploadBytes: 120_000)).micros == 6_000)
     }
 
+    @Test func aNumberOfImagesIsReadByItsValue() {
+        for (text, images) in [("3", 3), ("3.0", 3), ("3e0", 3), (" 10", 10), ("2.5", 3), ("0", 1), ("-4", 1), ("nan", 1), ("1e300", MediaUse.maxImages)] {
+            #expect(MediaUse.count(text) == images, "\(text)")
+        }
+        #expect(MediaUse.json(.imageGeneration, body: Array(#"{"n":3.0}"#.utf8))?.images == 3)
+        #expect(MediaUse.json(.imageGeneration, body: Array(#"{"n":"4"}"#.utf8))?.images == 4)
+        #expect(MediaUse.json(.imageGeneration, body: Array(#"{"n":5e0}"#.utf8))?.images == 5)
+    }
+
+    @Test func aUnitPricedAnswerWithoutItsUnitIsPricedOnlyByReportedTokens() {
+        // gpt-4o-transcribe has token prices: speech from it without reported tokens has no price.
+        #expect(charge("audio/speech", "gpt-4o-transcribe", MediaUse(characters: 10_000)) == (0, true))
+        #expect(charge("audio/speech", "gpt-4o-transcribe", MediaUse(characters: 10), prompt: 1_000_000, reported: true) == (2_500_000, false))
+        #expect(charge("images/generations", "gpt-4o-transcribe", MediaUse(images: 1)) == (0, true))
+        // What a budget may meet: the unit an answer of that kind is priced by.
+        #expect(policy.prices.covers("tts-1", .speech) && !policy.prices.covers("gpt-4o-transcribe", .speech))
+        #expect(policy.prices.covers("whisper-1", .transcription) && policy.prices.covers("gpt-4o-transcribe", .translation))
+        #expect(policy.prices.covers("dall-e-3", .imageGeneration) && !policy.prices.covers("whisper-1", .imageEdit))
+        #expect(!policy.prices.covers("o1", .chat) && policy.prices.covers("gpt-4o-transcribe", .chat))
+    }
+
+    @Test func readingAStoredResponseUsesNothing() {
+        var read = call("responses", model: "-", media: nil)
+        read = UpstreamCall(method: "GET", url: "", headers: [], body: [],
+                            route: AzureRoute(operation: "responses", model: "-", deployment: "-", streaming: false, servedAs: []),
+                            shaping: .unchanged, user: read.user)
+        let record = policy.record(of: read, relay: RelaySummary(ending: .complete, sentStatus: 200,
+                                                                 usage: TokenUsage(prompt: 1000, completion: 5000)),
+                                   requestID: "r", upstreamMs: 1, nowMs: 1)
+        #expect(record.promptTokens == 0 && record.completionTokens == 0 && record.costMicros == 0 && !record.unpriced)
+    }
+
     @Test func whatHasNoPriceIsMarked() {
         #expect(charge("images/generations", "dall-e-2", MediaUse(images: 1)) == (0, true))
         #expect(charge("audio/speech", "whisper-1", MediaUse(characters: 10)) == (0, true))  // no characters price

@@ -60,6 +60,20 @@ import Testing
         #expect(RequestEstimate.promptTokens(two) < 2 * RequestEstimate.imageTokens + 2 * base)
     }
 
+    @Test func textAfterAnImagePrefixIsText() {
+        // A prompt that only starts like an image is counted as the text it is, not as 765.
+        let words = String(repeating: "word ", count: 20_000)
+        let text = RequestEstimate.promptTokens(chat(#"{"type":"text","text":""# + words + #""}"#))
+        for disguise in ["data:image/ " + words, "data:image/png;base64,AAAA " + words, "data:image/png;base64," + words,
+                         "see data:image/png;base64,AAAA" + words.replacingOccurrences(of: " ", with: "")] {
+            let estimate = RequestEstimate.promptTokens(chat(#"{"type":"text","text":""# + disguise + #""}"#))
+            #expect(estimate >= text / 2 && estimate > 5 * RequestEstimate.imageTokens, "\(disguise.prefix(40))")
+        }
+        // A JSON-escaped slash in the data is still base64: one image.
+        let escaped = RequestEstimate.promptTokens(chat(#"{"url":"data:image/png;base64,AB\/+"}"#))
+        #expect(escaped >= RequestEstimate.imageTokens && escaped < RequestEstimate.imageTokens + 40)
+    }
+
     @Test func choicesMultiplyTheCompletion() {
         #expect(RequestEstimate.completionTokens(Array(#"{"max_tokens":100,"n":4}"#.utf8), defaultMax: 4096) == 400)
         #expect(RequestEstimate.completionTokens(Array(#"{"n":2}"#.utf8), defaultMax: 1000) == 2000)

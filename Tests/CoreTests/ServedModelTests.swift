@@ -98,6 +98,32 @@ import Testing
                 == (403, "model_not_allowed"))
     }
 
+    @Test func aDeploymentNamedInAnotherCaseIsStillThatDeployment() throws {
+        for name in ["BIG", "Big", "GPT-35-TURBO"] {
+            let decision = decide("/v1/chat/completions", key: "free-key-1", body: #"{"model":"\#(name)","messages":[]}"#)
+            let call = try forwarded(decision)
+            #expect(call.route.charged == (name.hasPrefix("GPT") ? "gpt-3.5-turbo" : "gpt-4"), "\(name)")
+        }
+        #expect(try refusal(decide("/v1/chat/completions", key: "cheap-key-1", body: #"{"model":"BIG","messages":[]}"#))
+                == (403, "model_not_allowed"))
+        #expect(try refusal(decide("/openai/deployments/Big/chat/completions", key: "cheap-key-1", body: #"{"messages":[]}"#))
+                == (403, "model_not_allowed"))
+    }
+
+    @Test func aBackgroundResponseIsRefused() throws {
+        for path in ["/v1/responses", "/openai/v1/responses"] {
+            let body = #"{"model":"gpt-35-turbo","input":"x","background":true}"#
+            #expect(try refusal(decide(path, key: "free-key-1", body: body)) == (400, "unsupported_parameter"), "\(path)")
+        }
+        _ = try forwarded(decide("/v1/responses", key: "free-key-1", body: #"{"model":"gpt-3.5-turbo","input":"x","background":false}"#))
+    }
+
+    @Test func aFormNamingNTwiceIsRefused() throws {
+        let form = ["--b", "Content-Disposition: form-data; name=\"model\"", "", "dall-e-3", "--b", "Content-Disposition: form-data; name=\"n\"", "",
+                    "1", "--b", "Content-Disposition: form-data; name=\"n\"", "", "10", "--b--", ""].joined(separator: "\r\n")
+        #expect(try refusal(decide("/v1/images/edits", key: "free-key-1", body: form, contentType: "multipart/form-data; boundary=b")).0 == 400)
+    }
+
     @Test func aRequestWithoutAModelIsNeverForwarded() throws {
         for path in ["/openai/v1/chat/completions", "/openai/responses?api-version=2025-03-01-preview", "/v1/chat/completions"] {
             for body in [#"{"messages":[]}"#, #"{"model":"-"}"#, #"{"model":""}"#, #"{"model":null}"#] {

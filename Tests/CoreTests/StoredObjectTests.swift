@@ -48,6 +48,12 @@ import Testing
             #expect(unknown.body == response.body.map { $0 }.replacingBytes("resp_a1", with: "resp_zz"))
         }
         #expect(status(decide("DELETE", "/v1/responses/resp_a1", key: "mallory-key")) == 404)
+        // A huge id is not echoed whole.
+        let huge = String(repeating: "r", count: 100_000)
+        guard case .respond(let tooLong) = decide("POST", "/v1/responses", key: "alice-key-1",
+                                                  body: #"{"model":"gpt-4o","input":"x","previous_response_id":"\#(huge)"}"#).action
+        else { Issue.record("forwarded"); return }
+        #expect(tooLong.status == 404 && tooLong.body.count < 1000)
         #expect(status(decide("DELETE", "/v1/responses/resp_a1", key: "alice-key-1")) == 0)
         // Continuing it is reading it through the model.
         for path in ["/v1/responses", "/openai/v1/responses"] {

@@ -31,6 +31,7 @@ USERS = {
     "honest": None,
     "budgeted": None,
     "artist": None,
+    "daily": None,
 }
 AZURE_CHAT = "/openai/deployments/{}/chat/completions?api-version=2024-10-21"
 
@@ -43,6 +44,7 @@ class IntegrityGateway(Gateway):
     def start_workers(self):
         users = "".join(f"  - username: {name}\n    password: {key(name)}\n" + (f"    models: {models}\n" if models else "")
                         + ("    budget-per-month: 100\n" if name == "budgeted" else "")
+                        + ("    tokens-per-day: 20000\n" if name == "daily" else "")
                         for name, models in USERS.items())
         deployments = "".join(f"    {model}: {deployment}\n" for model, deployment in DEPLOYMENTS.items())
         prices = "".join(f"    {model}: {{ input: {p[0]}, cached-input: {p[1]}, output: {p[2]} }}\n" for model, p in PRICES.items())
@@ -255,3 +257,31 @@ def test_images_speech_and_audio_are_priced_and_the_unpriced_marked(gw, azure):
     assert Decimal("0.0045") <= Decimal(str(rows["whisper-1"]["cost"])) < Decimal("0.0046"), rows["whisper-1"]
     assert rows["o1"].get("unpriced") is True and rows["o1"]["cost"] == 0, rows["o1"]
     assert all("unpriced" not in rows[model] for model in ("dall-e-3", "tts-1", "whisper-1")), rows
+
+
+def test_a_prompt_dressed_as_an_image_is_counted_as_the_text_it_is(gw, azure):
+    """The estimate counted a `data:image/` string as one image, 765 tokens, up to its closing quote:
+    100,000 words went through a 20,000-token day."""
+    words = "word " * 50_000
+    for marker, content in (("m-dressed", "data:image/ " + words), ("m-dressed-b64", "data:image/png;base64,AAAA " + words)):
+        status, raw = post(gw, "daily", {"model": "gpt-3.5-turbo", "max_tokens": 10,
+                                         "messages": [{"role": "user", "content": marker + " " + content}]}, "/v1/chat/completions")
+        assert status == 429 and json.loads(raw)["error"]["code"] == "insufficient_quota", (status, raw[:200])
+        assert arrived(azure, marker) == 0
+
+
+def test_background_responses_are_refused_and_reads_use_nothing(gw, azure):
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key=key("daily"), max_retries=0)
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.responses.create(model="gpt-3.5-turbo", input="m-background", background=True)
+    assert refused.value.code == "unsupported_parameter"
+    assert arrived(azure, "m-background") == 0
+    created = client.responses.create(model="gpt-3.5-turbo", input="m-read-twice")
+    before = wait_rows(gw, "daily", lambda rows: rows.get("gpt-3.5-turbo", {}).get("requests") == 1)
+    for _ in range(3):
+        assert client.responses.retrieve(created.id).usage.output_tokens > 0
+    # Nothing of the reads reaches the ledger as tokens or cost.
+    after = wait_rows(gw, "daily", lambda rows: "-" in rows)
+    assert after["gpt-3.5-turbo"]["completion_tokens"] == before["gpt-3.5-turbo"]["completion_tokens"]
+    assert after["-"]["prompt_tokens"] == after["-"]["completion_tokens"] == 0 and after["-"]["cost"] == 0, after["-"]
+    assert "unpriced" not in after["-"]

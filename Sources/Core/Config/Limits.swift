@@ -84,6 +84,19 @@ public struct Prices: Sendable, Equatable {
     public func price(for model: String) -> ModelPrice? {
         models[model] ?? fallback
     }
+
+    /// Whether every answer of `kind` from `model` has a price: speech needs `characters` and
+    /// audio `minute` (their answers report no tokens when asked for text); images need their
+    /// table, or a token price (the models without a table report tokens).
+    public func covers(_ model: String, _ kind: OperationKind) -> Bool {
+        guard let price = price(for: model) else { return false }
+        switch kind {
+        case .speech: return price.media.characters != nil
+        case .transcription, .translation: return price.media.minute != nil
+        case .imageGeneration, .imageEdit: return !price.media.images.isEmpty || price.input > 0 || price.output > 0
+        default: return true
+        }
+    }
 }
 
 /// One model's prices, in micro-units of the currency per million tokens, and per image,

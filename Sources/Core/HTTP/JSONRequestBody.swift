@@ -15,6 +15,8 @@ public struct JSONRequestBody {
     public private(set) var clientWantsUsage = false
     /// `previous_response_id`: a stored response the request continues, which must be the user's.
     public private(set) var previousResponseID: String?
+    /// `background == true`: a Responses request answered later, when retrieved.
+    public private(set) var background = false
     /// Byte ranges of the `model` member: key start ..< value end, and the value alone.
     private var modelMember: (member: Range<Int>, value: Range<Int>)?
     /// The same for `stream_options`.
@@ -129,6 +131,7 @@ public struct JSONRequestBody {
         clientWantsUsage = false
         usageValue = nil
         previousResponseID = nil
+        background = false
         // Keys are compared as bytes: a String and a dictionary entry per member cost more than
         // the rest of the scan. A repeated key counts as its last occurrence.
         try scanner.forEachMember { key, value, scanner in
@@ -158,6 +161,8 @@ public struct JSONRequestBody {
                 default:
                     throw OpenAIError.invalidRequest("'previous_response_id' must be a string.", param: "previous_response_id", code: "invalid_type")
                 }
+            } else if scanner.key(key, is: "background") {
+                background = scanner.literal(value) == "true"
             } else if scanner.key(key, is: "stream_options") {
                 optionsMember = (key.lowerBound ..< value.upperBound, value)
                 // A repeated stream_options replaces the earlier one, usage flag included.

@@ -8,12 +8,23 @@
 public struct DeploymentModels: Sendable {
     /// Deployment -> the configured models that map to it, the most expensive first.
     private let byDeployment: [String: [String]]
+    /// The same by the deployment's name in lower case: a name that differs from a configured
+    /// deployment's only in case may reach it, and is checked and priced as it.
+    private let byLowercased: [String: [String]]
 
     public init(deployments: [String: String], prices: Prices) {
         var byDeployment: [String: [String]] = [:]
         for (model, deployment) in deployments { byDeployment[deployment, default: []].append(model) }
-        self.byDeployment = byDeployment.mapValues { models in
+        let sorted = byDeployment.mapValues { models in
             models.sorted { (Self.rank(prices.price(for: $0)), $1) > (Self.rank(prices.price(for: $1)), $0) }
+        }
+        self.byDeployment = sorted
+        var byLowercased: [String: [String]] = [:]
+        for (deployment, models) in sorted {
+            byLowercased[deployment.lowercased(), default: []] += models
+        }
+        self.byLowercased = byLowercased.mapValues { models in
+            Array(Set(models)).sorted { (Self.rank(prices.price(for: $0)), $1) > (Self.rank(prices.price(for: $1)), $0) }
         }
     }
 
@@ -21,7 +32,7 @@ public struct DeploymentModels: Sendable {
     /// is known by, and the one it is charged as. A deployment no configured model maps to is
     /// its own model (the pass-through of unlisted names).
     public func identity(deployment: String, named: String?) -> (servedAs: [String], charged: String) {
-        guard let models = byDeployment[deployment] else { return ([deployment], deployment) }
+        guard let models = byDeployment[deployment] ?? byLowercased[deployment.lowercased()] else { return ([deployment], deployment) }
         if let named, models.contains(named) { return (models, named) }
         return (models, models[0])
     }

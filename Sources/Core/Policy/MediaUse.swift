@@ -35,8 +35,8 @@ public struct MediaUse: Sendable, Equatable {
         scanner.skipSpace()
         try? scanner.forEachMember { key, value, scanner in
             let isString = body[value.lowerBound] == UInt8(ascii: "\"")
-            if scanner.key(key, is: "n"), let n = Int(scanner.literal(value)) {
-                use.images = min(max(n, 1), maxImages)
+            if scanner.key(key, is: "n") {
+                use.images = count(isString ? scanner.string(value) : scanner.literal(value))
             } else if scanner.key(key, is: "size"), isString {
                 use.size = scanner.string(value)
             } else if scanner.key(key, is: "quality"), isString {
@@ -49,11 +49,19 @@ public struct MediaUse: Sendable, Equatable {
     }
 
     /// The use of a multipart upload to `operation`: images to edit, audio to transcribe.
-    static func multipart(_ kind: OperationKind, body: [UInt8], field: (String) -> String?) -> MediaUse? {
+    /// `field` reads a form field once (it throws for one named twice).
+    static func multipart(_ kind: OperationKind, body: [UInt8], field: (String) throws -> String?) throws -> MediaUse? {
         if kind.readsAudio { return MediaUse(uploadBytes: body.count) }
         guard kind.makesImages else { return nil }
-        return MediaUse(images: field("n").flatMap { Int($0) }.map { min(max($0, 1), maxImages) } ?? 1,
-                        size: field("size"), quality: field("quality"))
+        return MediaUse(images: try field("n").map(count) ?? 1, size: try field("size"), quality: try field("quality"))
+    }
+
+    /// How many images `n` asks for, by its value however it is written (`3`, `3.0`, `"3"`, `3e0`),
+    /// at least 1 and at most `maxImages`: a request pays for what Azure may read it as.
+    static func count(_ text: String) -> Int {
+        let trimmed = text.trimmingCharacters(in: .whitespaces)
+        guard let value = Double(trimmed), value.isFinite else { return 1 }
+        return Int(min(max(value.rounded(.up), 1), Double(maxImages)))
     }
 
     /// Seconds of audio a transcription's JSON answer reports: `usage.seconds`, or the verbose

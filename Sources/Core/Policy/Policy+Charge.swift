@@ -12,6 +12,8 @@ extension Policy {
         record.upstreamMs = upstreamMs
         record.cancelled = ending == .clientGone
         record.upstreamError = ending != .complete && ending != .clientGone || relay.sentStatus >= 400
+        // Reading a stored response uses nothing: the tokens it shows were its creator's request's.
+        guard !call.route.servedAs.isEmpty else { return record }
         if let usage = relay.usage {
             record.promptTokens = usage.prompt
             record.cachedTokens = usage.cached
@@ -31,8 +33,9 @@ extension Policy {
 
     /// The cost of `call` in micro-units, and whether its model lacks a price for what it used:
     /// images per image, speech per character and audio per minute where the model's price has
-    /// that unit, tokens otherwise (a transcription priced by both goes by tokens when Azure
-    /// reported them). Audio without a duration in the answer is estimated from its upload.
+    /// that unit, else by the tokens Azure reported (a transcription priced by both goes by
+    /// tokens when Azure reported them); with neither, the request is unpriced. Audio without a
+    /// duration in the answer is estimated from its upload.
     func charge(_ call: UpstreamCall, prompt: Int, cached: Int, completion: Int, seconds: Double?,
                 reportedTokens: Bool) -> (micros: Int64, unpriced: Bool) {
         guard let price = prices.price(for: call.route.charged) else { return (0, true) }
@@ -40,17 +43,19 @@ extension Policy {
         let hasTokenPrice = price.input > 0 || price.output > 0
         let kind = call.route.kind
         let media = call.media ?? MediaUse()
+        // An answer priced by the unit and without it: only the tokens Azure reported can price it.
+        let byTokensAlone = (micros: tokens, unpriced: !(hasTokenPrice && reportedTokens))
         if kind.makesImages {
-            guard let each = price.media.image(size: media.size, quality: media.quality) else { return (tokens, !hasTokenPrice) }
+            guard let each = price.media.image(size: media.size, quality: media.quality) else { return byTokensAlone }
             return (Self.saturating(each, times: Int64(max(media.images, 1))), false)
         }
         if kind == .speech {
-            guard let perMillion = price.media.characters else { return (tokens, !hasTokenPrice) }
+            guard let perMillion = price.media.characters else { return byTokensAlone }
             return ((Self.saturating(perMillion, times: Int64(media.characters)) + 500_000) / 1_000_000, false)
         }
         if kind.readsAudio {
             if hasTokenPrice && reportedTokens { return (tokens, false) }
-            guard let perMinute = price.media.minute else { return (tokens, !hasTokenPrice) }
+            guard let perMinute = price.media.minute else { return byTokensAlone }
             let duration = seconds ?? Double(media.uploadBytes) / Double(MediaUse.estimatedBytesPerSecond)
             return (min(Int64((duration * Double(perMinute) / 60).rounded()), ModelPrice.maxCostMicros), false)
         }

@@ -25,7 +25,7 @@ public struct Policy: Sendable {
         if let patterns = user.models, !route.servedAs.contains(where: { ModelAccess.allows(patterns, $0) }) {
             throw Self.notAllowed(user, route.model)
         }
-        if limits.budgetPerMonthMicros != nil, prices.price(for: route.charged) == nil {
+        if limits.budgetPerMonthMicros != nil, !prices.covers(route.charged, route.kind) {
             throw Self.notAllowed(user, route.model, why: " It has no price, and your monthly budget must cover every request.")
         }
     }

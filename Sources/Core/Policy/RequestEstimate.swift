@@ -104,14 +104,35 @@ public enum RequestEstimate {
     private static let imagePrefix = Array("data:image/".utf8)
 
     /// Where the inline image URL starting at `start` ends (its closing quote), or nil when no
-    /// such URL starts there.
+    /// such URL starts there. Only a whole JSON string `data:image/TYPE;base64,DATA` counts, its
+    /// data nothing but base64 (a JSON `\/` too): text after the prefix is text, or a prompt of any
+    /// size would pass for one image.
     private static func imageEnd(_ bytes: UnsafeBufferPointer<UInt8>, at start: Int) -> Int? {
-        guard bytes.count - start >= imagePrefix.count else { return nil }
+        guard start > 0, bytes[start - 1] == UInt8(ascii: "\""), bytes.count - start >= imagePrefix.count else { return nil }
         for offset in 0 ..< imagePrefix.count where bytes[start + offset] != imagePrefix[offset] { return nil }
         var end = start + imagePrefix.count
-        while end < bytes.count, bytes[end] != UInt8(ascii: "\"") { end += 1 }
-        return end
+        let typeStart = end
+        while end < bytes.count, ASCII.isAlphanumeric(bytes[end]) || bytes[end] == UInt8(ascii: "+")
+                || bytes[end] == UInt8(ascii: "-") || bytes[end] == UInt8(ascii: ".") { end += 1 }
+        guard end > typeStart, bytes.count - end >= base64Marker.count else { return nil }
+        for offset in 0 ..< base64Marker.count where bytes[end + offset] != base64Marker[offset] { return nil }
+        end += base64Marker.count
+        while end < bytes.count {
+            let byte = bytes[end]
+            if byte == UInt8(ascii: "\"") { return end }
+            if byte == UInt8(ascii: "\\"), end + 1 < bytes.count, bytes[end + 1] == UInt8(ascii: "/") {
+                end += 2
+                continue
+            }
+            guard ASCII.isAlphanumeric(byte) || byte == UInt8(ascii: "+") || byte == UInt8(ascii: "/") || byte == UInt8(ascii: "=") else {
+                return nil
+            }
+            end += 1
+        }
+        return nil
     }
+
+    private static let base64Marker = Array(";base64,".utf8)
 
     /// The code unit of the `\uXXXX` escape at `index`, or nil when none is there.
     private static func unicodeEscape(_ bytes: UnsafeBufferPointer<UInt8>, at index: Int) -> Int? {

@@ -24,6 +24,8 @@ public struct StoredObject: Sendable, Equatable {
 
     /// The 404 for an id its user may not see, the same as for one that does not exist.
     public static func notFound(_ kind: Kind, id: String) -> OpenAIError {
-        OpenAIError.invalidRequest("No \(kind.rawValue) found with id '\(id)'.", code: "not_found", status: 404)
+        // An id is echoed only as far as one can be long: a megabyte of "id" gets no megabyte back.
+        let shown = id.utf8.count <= maxIDLength ? id : String(decoding: id.utf8.prefix(maxIDLength), as: UTF8.self) + "…"
+        return OpenAIError.invalidRequest("No \(kind.rawValue) found with id '\(shown)'.", code: "not_found", status: 404)
     }
 }
