@@ -25,15 +25,7 @@ struct JSONScanner {
         skipSpace()
         if peek == UInt8(ascii: "}") { position += 1; return }
         while true {
-            skipSpace()
-            let keyStart = position
-            guard peek == UInt8(ascii: "\"") else { throw JSONRequestBody.invalid }
-            try skipString()
-            let key = keyStart ..< position
-            skipSpace()
-            guard peek == UInt8(ascii: ":") else { throw JSONRequestBody.invalid }
-            position += 1
-            skipSpace()
+            let key = try readKey()
             let valueStart = position
             // The object itself is one level.
             try skipValue(depthLimit: Self.maxDepth - 1)
@@ -45,6 +37,21 @@ struct JSONScanner {
             default: throw JSONRequestBody.invalid
             }
         }
+    }
+
+    /// Reads a member's key literal and its colon, and the space around them; returns the key's
+    /// range (quotes included), leaving `position` at the value.
+    private mutating func readKey() throws -> Range<Int> {
+        skipSpace()
+        let keyStart = position
+        guard peek == UInt8(ascii: "\"") else { throw JSONRequestBody.invalid }
+        try skipString()
+        let key = keyStart ..< position
+        skipSpace()
+        guard peek == UInt8(ascii: ":") else { throw JSONRequestBody.invalid }
+        position += 1
+        skipSpace()
+        return key
     }
 
     /// Containers `readMembers` and `readElements` are inside; a value they skip may nest only
@@ -62,15 +69,7 @@ struct JSONScanner {
         skipSpace()
         if peek == UInt8(ascii: "}") { return leave() }
         while true {
-            skipSpace()
-            let keyStart = position
-            guard peek == UInt8(ascii: "\"") else { throw JSONRequestBody.invalid }
-            try skipString()
-            let key = keyStart ..< position
-            skipSpace()
-            guard peek == UInt8(ascii: ":") else { throw JSONRequestBody.invalid }
-            position += 1
-            skipSpace()
+            let key = try readKey()
             let valueStart = position
             try body(key, &self)
             if position == valueStart { try skipValue(depthLimit: Self.maxDepth - depth) }
@@ -201,12 +200,7 @@ struct JSONScanner {
     }
 
     private mutating func skipKeyAndColon() throws {
-        skipSpace()
-        guard peek == UInt8(ascii: "\"") else { throw JSONRequestBody.invalid }
-        try skipString()
-        skipSpace()
-        guard peek == UInt8(ascii: ":") else { throw JSONRequestBody.invalid }
-        position += 1
+        _ = try readKey()
     }
 
     private mutating func skipScalar(_ byte: UInt8) throws {
