@@ -65,7 +65,7 @@ class IntegrityGateway(Gateway):
 
 @pytest.fixture(scope="module")
 def azure(tmp_path_factory):
-    instance = Emulator(tmp_path_factory.mktemp("integrity-emulator"), extra_args=("--deployments", "big,gpt-35-turbo,o1,dall-e-3,tts,whisper"))
+    instance = Emulator(tmp_path_factory.mktemp("integrity-emulator"), extra_args=("--deployments", "big,gpt-35-turbo,o1,dall-e-3,tts,whisper,whisper-1"))
     yield instance
     instance.stop()
 
@@ -285,3 +285,51 @@ def test_background_responses_are_refused_and_reads_use_nothing(gw, azure):
     assert after["gpt-3.5-turbo"]["completion_tokens"] == before["gpt-3.5-turbo"]["completion_tokens"]
     assert after["-"]["prompt_tokens"] == after["-"]["completion_tokens"] == 0 and after["-"]["cost"] == 0, after["-"]
     assert "unpriced" not in after["-"]
+
+
+def ledger_after(gw, name, model, requests):
+    return wait_rows(gw, name, lambda rows: rows.get(model, {}).get("requests") == requests)[model]
+
+
+def test_a_tool_named_usage_does_not_hide_the_completion(gw, azure):
+    """Usage was found by the bytes `"usage"`: an answer calling a tool named usage billed 0 completion tokens."""
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key=key("artist"), max_retries=0)
+    before = wait_rows(gw, "artist", lambda rows: True).get("gpt-3.5-turbo", {"requests": 0, "completion_tokens": 0})
+    answer = client.chat.completions.create(model="gpt-3.5-turbo", messages=[{"role": "user", "content": "[tool_call=1 chunks=40] m-tool"}],
+                                            tools=[{"type": "function", "function": {"name": "usage", "parameters": {"type": "object"}}}])
+    assert answer.choices[0].message.tool_calls[0].function.name == "usage"
+    row = ledger_after(gw, "artist", "gpt-3.5-turbo", before["requests"] + 1)
+    assert row["completion_tokens"] - before["completion_tokens"] == answer.usage.completion_tokens == 40, row
+
+
+def test_a_stream_without_usage_is_estimated_from_all_it_delivered(gw, azure):
+    """Where Azure reports no usage (an api-version before stream_options), the estimate read only
+    `"content":"` bytes: spaced JSON and tool-call arguments were estimated at 0 completion tokens."""
+    client = openai.AzureOpenAI(azure_endpoint=gw.url, api_key=key("artist"), api_version="2024-06-01", max_retries=0)
+    for marker, controls in (("m-spaced", "[spaced=1 chunks=40]"), ("m-spaced-tool", "[spaced=1 tool_call=1 chunks=40]")):
+        before = wait_rows(gw, "artist", lambda rows: True).get("gpt-4", {"requests": 0, "completion_tokens": 0, "estimated_tokens": 0})
+        chunks = list(client.chat.completions.create(model="big", stream=True, messages=[{"role": "user", "content": f"{controls} {marker}"}]))
+        assert chunks
+        row = ledger_after(gw, "artist", "gpt-4", before["requests"] + 1)
+        # 40 pieces "wN " delivered: at least a token each.
+        assert row["completion_tokens"] - before["completion_tokens"] >= 40, (marker, row)
+        assert row["estimated_tokens"] > before["estimated_tokens"], (marker, row)
+
+
+def test_a_form_naming_its_model_twice_or_in_a_decoy_is_refused(gw, azure):
+    """The gateway read the first mention of model while Azure reads the real field: a decoy part passed the allowlist."""
+    audio = b"RIFF" + bytes(100)
+    decoy = (b"--b\r\nX-Decoy: name=\"model\"\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nwhisper-1\r\n"
+             b"--b\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nbig\r\n"
+             b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\n" + audio + b"\r\n--b--\r\n")
+    twice = (b"--b\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper-1\r\n"
+             b"--b\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nbig\r\n"
+             b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\n" + audio + b"\r\n--b--\r\n")
+    status, raw = post(gw, "grudge", decoy, "/openai/v1/audio/transcriptions", content_type="multipart/form-data; boundary=b")
+    assert status == 403 and json.loads(raw)["error"]["code"] == "model_not_allowed", raw  # the real field is big: gpt-4
+    status, raw = post(gw, "grudge", twice, "/openai/v1/audio/transcriptions", content_type="multipart/form-data; boundary=b")
+    assert status == 400, raw
+    long_boundary = "x" * 71
+    body = f"--{long_boundary}\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper-1\r\n--{long_boundary}--\r\n".encode()
+    status, raw = post(gw, "honest", body, "/v1/audio/transcriptions", content_type=f"multipart/form-data; boundary={long_boundary}")
+    assert status == 400 and json.loads(raw)["error"]["code"] == "invalid_multipart", raw

@@ -31,6 +31,10 @@ both forms of a key are present the prefixed one wins on its instance. Values ar
     "innererror":{"code":"ResponsibleAIPolicyViolation","content_filter_result":{"hate":{"filtered":true,
     "severity":"high"},"jailbreak":{"detected":false,"filtered":false},"self_harm":{...},...}}}}
     (after hang_ms and status, before anything is generated).
+  - tool_call=1: chat: the answer is a call of a tool named `usage`, its arguments the content
+    pieces (streamed: one `tool_calls` delta a piece), `finish_reason` "tool_calls".
+  - spaced=1: streamed chat: events serialized with a space after each colon and comma, as any
+    re-serializer of Azure's answers writes them.
   - transcriptions: `response_format` text answers text/plain; verbose_json adds `duration`, a
     second per 1000 bytes of the upload.
   - cached=N: chat: the usage reports N of the prompt tokens (at most all) as
@@ -597,10 +601,14 @@ class Emulator(BaseHTTPRequestHandler):
             time.sleep(ctl["ttfb_ms"] / 1000)
         cut_after = ctl.get("cut_after")
         if not body.get("stream"):
+            message = {"content": "".join(pieces).strip(), "refusal": None, "role": "assistant"}
+            if ctl.get("tool_call"):
+                message = {"content": None, "refusal": None, "role": "assistant", "tool_calls": [{
+                    "id": "call_1", "type": "function", "function": {"name": "usage", "arguments": json.dumps({"text": "".join(pieces)})}}]}
             answer = {
                 "choices": [{
-                    "content_filter_results": FILTER_OK, "finish_reason": "stop", "index": 0, "logprobs": None,
-                    "message": {"content": "".join(pieces).strip(), "refusal": None, "role": "assistant"},
+                    "content_filter_results": FILTER_OK, "finish_reason": "tool_calls" if ctl.get("tool_call") else "stop",
+                    "index": 0, "logprobs": None, "message": message,
                 }],
                 "created": created, "id": ident, "model": UNDERLYING_MODEL, "object": "chat.completion",
                 "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": FILTER_OK}],
@@ -634,10 +642,18 @@ class Emulator(BaseHTTPRequestHandler):
                    "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": FILTER_OK}]}]
         events.append(chunk([{"content_filter_results": {}, "delta": {"content": "", "refusal": None, "role": "assistant"},
                               "finish_reason": None, "index": 0, "logprobs": None}]))
-        for piece in pieces:
-            events.append(chunk([{"content_filter_results": FILTER_OK, "delta": {"content": piece},
+        for number, piece in enumerate(pieces):
+            delta = {"content": piece}
+            if ctl.get("tool_call"):
+                call = {"index": 0, "function": {"arguments": piece}}
+                if number == 0:
+                    call.update(id="call_1", type="function", function={"name": "usage", "arguments": piece})
+                delta = {"tool_calls": [call]}
+            events.append(chunk([{"content_filter_results": FILTER_OK, "delta": delta,
                                   "finish_reason": None, "index": 0, "logprobs": None}]))
-        events.append(chunk([{"content_filter_results": {}, "delta": {}, "finish_reason": "stop", "index": 0, "logprobs": None}]))
+        events.append(chunk([{"content_filter_results": {}, "delta": {}, "finish_reason": "tool_calls" if ctl.get("tool_call") else "stop",
+                              "index": 0, "logprobs": None}]))
+        separators = (", ", ": ") if ctl.get("spaced") else (",", ":")
         if (body.get("stream_options") or {}).get("include_usage"):
             events.append(chunk([], usage=usage))
         # A long silence mid-stream, as a reasoning model gives before its answer.
@@ -646,7 +662,7 @@ class Emulator(BaseHTTPRequestHandler):
             for index, event in enumerate(events):
                 if cut_after is not None and index >= cut_after:
                     return self.cut()
-                self.write_chunk(f"data: {json.dumps(event, separators=(',', ':'))}\n\n".encode())
+                self.write_chunk(f"data: {json.dumps(event, separators=separators)}\n\n".encode())
                 if index == 1 and pause_after and self.silent_wait(pause_after, since=time.monotonic()):
                     return
                 if delay and 1 < index < len(events) - 1:
