@@ -30,7 +30,13 @@ public struct JSONRequestBody {
             throw OpenAIError.invalidRequest("The request body is empty; send a JSON object.", code: "invalid_json")
         }
         self.bytes = bytes
-        try scan()
+        do {
+            try scan()
+        } catch JSONSyntaxError.invalid {
+            throw Self.invalid
+        } catch JSONSyntaxError.tooDeep {
+            throw Self.tooDeep
+        }
         if let model { try ModelName.check(model) }
     }
 

@@ -1,5 +1,12 @@
 import Foundation
 
+/// Why bytes are no JSON the scanner accepts; what a caller answers for it is the caller's.
+enum JSONSyntaxError: Error {
+    case invalid
+    /// Containers nested deeper than `JSONScanner.maxDepth`.
+    case tooDeep
+}
+
 /// Walks JSON bytes: validates structure and reports value ranges, building nothing.
 struct JSONScanner {
     let bytes: [UInt8]
@@ -20,7 +27,7 @@ struct JSONScanner {
     /// Calls `body` with each member of the object at `position`: the key's literal (quotes
     /// included) and the value's range. Keys stay bytes; compare them with `key(_:is:)`.
     mutating func forEachMember(_ body: (Range<Int>, Range<Int>, JSONScanner) throws -> Void) throws {
-        guard peek == UInt8(ascii: "{") else { throw JSONRequestBody.invalid }
+        guard peek == UInt8(ascii: "{") else { throw JSONSyntaxError.invalid }
         position += 1
         skipSpace()
         if peek == UInt8(ascii: "}") { position += 1; return }
@@ -34,7 +41,7 @@ struct JSONScanner {
             switch peek {
             case UInt8(ascii: ","): position += 1
             case UInt8(ascii: "}"): position += 1; return
-            default: throw JSONRequestBody.invalid
+            default: throw JSONSyntaxError.invalid
             }
         }
     }
@@ -44,11 +51,11 @@ struct JSONScanner {
     private mutating func readKey() throws -> Range<Int> {
         skipSpace()
         let keyStart = position
-        guard peek == UInt8(ascii: "\"") else { throw JSONRequestBody.invalid }
+        guard peek == UInt8(ascii: "\"") else { throw JSONSyntaxError.invalid }
         try skipString()
         let key = keyStart ..< position
         skipSpace()
-        guard peek == UInt8(ascii: ":") else { throw JSONRequestBody.invalid }
+        guard peek == UInt8(ascii: ":") else { throw JSONSyntaxError.invalid }
         position += 1
         skipSpace()
         return key
@@ -77,7 +84,7 @@ struct JSONScanner {
             switch peek {
             case UInt8(ascii: ","): position += 1
             case UInt8(ascii: "}"): return leave()
-            default: throw JSONRequestBody.invalid
+            default: throw JSONSyntaxError.invalid
             }
         }
     }
@@ -98,13 +105,13 @@ struct JSONScanner {
             switch peek {
             case UInt8(ascii: ","): position += 1
             case UInt8(ascii: "]"): return leave()
-            default: throw JSONRequestBody.invalid
+            default: throw JSONSyntaxError.invalid
             }
         }
     }
 
     private mutating func enter() throws {
-        guard depth < Self.maxDepth else { throw JSONRequestBody.tooDeep }
+        guard depth < Self.maxDepth else { throw JSONSyntaxError.tooDeep }
         depth += 1
         position += 1
     }
@@ -145,7 +152,7 @@ struct JSONScanner {
             return bit < 64 ? arrays.0 & (1 << UInt64(bit)) != 0 : arrays.1 & (1 << UInt64(bit - 64)) != 0
         }
         func open(array: Bool) throws {
-            guard depth < depthLimit else { throw JSONRequestBody.tooDeep }
+            guard depth < depthLimit else { throw JSONSyntaxError.tooDeep }
             let bit = depth
             if bit < 64 {
                 arrays.0 = array ? arrays.0 | (1 << UInt64(bit)) : arrays.0 & ~(1 << UInt64(bit))
@@ -157,7 +164,7 @@ struct JSONScanner {
         while true {
             // At the start of a value.
             skipSpace()
-            guard let byte = peek else { throw JSONRequestBody.invalid }
+            guard let byte = peek else { throw JSONSyntaxError.invalid }
             switch byte {
             case UInt8(ascii: "{"):
                 position += 1
@@ -185,13 +192,13 @@ struct JSONScanner {
             while depth > 0 {
                 skipSpace()
                 let array = inArray()
-                guard let next = peek else { throw JSONRequestBody.invalid }
+                guard let next = peek else { throw JSONSyntaxError.invalid }
                 if next == UInt8(ascii: ",") {
                     position += 1
                     if !array { try skipKeyAndColon() }
                     break
                 }
-                guard next == (array ? UInt8(ascii: "]") : UInt8(ascii: "}")) else { throw JSONRequestBody.invalid }
+                guard next == (array ? UInt8(ascii: "]") : UInt8(ascii: "}")) else { throw JSONSyntaxError.invalid }
                 position += 1
                 depth -= 1
             }
@@ -213,7 +220,7 @@ struct JSONScanner {
         case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"):
             try skipNumber()
         default:
-            throw JSONRequestBody.invalid
+            throw JSONSyntaxError.invalid
         }
     }
 
@@ -221,7 +228,7 @@ struct JSONScanner {
     private mutating func skipNumber() throws {
         func isDigit(_ byte: UInt8?) -> Bool { byte.map { $0 >= 48 && $0 <= 57 } ?? false }
         func digits() throws {
-            guard isDigit(peek) else { throw JSONRequestBody.invalid }
+            guard isDigit(peek) else { throw JSONSyntaxError.invalid }
             while isDigit(peek) { position += 1 }
         }
         if peek == UInt8(ascii: "-") { position += 1 }
@@ -239,8 +246,8 @@ struct JSONScanner {
 
     private mutating func expect(_ word: StaticString) throws {
         let count = word.utf8CodeUnitCount
-        guard position + count <= bytes.count else { throw JSONRequestBody.invalid }
-        for offset in 0..<count where bytes[position + offset] != word.utf8Start[offset] { throw JSONRequestBody.invalid }
+        guard position + count <= bytes.count else { throw JSONSyntaxError.invalid }
+        for offset in 0..<count where bytes[position + offset] != word.utf8Start[offset] { throw JSONSyntaxError.invalid }
         position += count
     }
 
@@ -250,27 +257,27 @@ struct JSONScanner {
             switch bytes[position] {
             case UInt8(ascii: "\""): position += 1; return
             case UInt8(ascii: "\\"): try skipEscape()
-            case 0..<0x20: throw JSONRequestBody.invalid
+            case 0..<0x20: throw JSONSyntaxError.invalid
             default: position += 1
             }
         }
-        throw JSONRequestBody.invalid
+        throw JSONSyntaxError.invalid
     }
 
     /// `\"`, `\\`, `\/`, `\b`, `\f`, `\n`, `\r`, `\t` or `\u` and four hex digits; anything else is not JSON.
     private mutating func skipEscape() throws {
-        guard position + 1 < bytes.count else { throw JSONRequestBody.invalid }
+        guard position + 1 < bytes.count else { throw JSONSyntaxError.invalid }
         switch bytes[position + 1] {
         case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"), UInt8(ascii: "b"), UInt8(ascii: "f"),
              UInt8(ascii: "n"), UInt8(ascii: "r"), UInt8(ascii: "t"):
             position += 2
         case UInt8(ascii: "u"):
             guard position + 5 < bytes.count, bytes[(position + 2)..<(position + 6)].allSatisfy(ASCII.isHexDigit) else {
-                throw JSONRequestBody.invalid
+                throw JSONSyntaxError.invalid
             }
             position += 6
         default:
-            throw JSONRequestBody.invalid
+            throw JSONSyntaxError.invalid
         }
     }
 
