@@ -5,8 +5,6 @@
 /* curl_easy_setopt and curl_easy_getinfo are variadic, which Swift cannot call.
    One typed shim per argument kind. */
 typedef size_t (*ccurl_data_fn)(char *ptr, size_t size, size_t nmemb, void *userdata);
-typedef int (*ccurl_xfer_fn)(void *clientp, curl_off_t dltotal, curl_off_t dlnow,
-                             curl_off_t ultotal, curl_off_t ulnow);
 
 static inline CURLcode ccurl_setopt_long(CURL *h, CURLoption opt, long v) {
     return curl_easy_setopt(h, opt, v);
@@ -26,9 +24,6 @@ static inline CURLcode ccurl_setopt_slist(CURL *h, CURLoption opt, struct curl_s
 static inline CURLcode ccurl_setopt_datafn(CURL *h, CURLoption opt, ccurl_data_fn v) {
     return curl_easy_setopt(h, opt, v);
 }
-static inline CURLcode ccurl_setopt_xferfn(CURL *h, CURLoption opt, ccurl_xfer_fn v) {
-    return curl_easy_setopt(h, opt, v);
-}
 /* curl_share_setopt is variadic too. */
 typedef void (*ccurl_lock_fn)(CURL *handle, curl_lock_data data, curl_lock_access access, void *userptr);
 typedef void (*ccurl_unlock_fn)(CURL *handle, curl_lock_data data, void *userptr);
@@ -45,9 +40,6 @@ static inline CURLSHcode ccurl_share_setopt_unlockfn(CURLSH *s, ccurl_unlock_fn 
     return curl_share_setopt(s, CURLSHOPT_UNLOCKFUNC, v);
 }
 static inline CURLcode ccurl_getinfo_long(CURL *h, CURLINFO info, long *v) {
-    return curl_easy_getinfo(h, info, v);
-}
-static inline CURLcode ccurl_getinfo_double(CURL *h, CURLINFO info, double *v) {
     return curl_easy_getinfo(h, info, v);
 }
 /* The result of the transfer that ended on `m` (one easy handle per multi handle). */

@@ -6,8 +6,4 @@
 static inline int csqlite_bind_text(sqlite3_stmt *stmt, int index, const char *text) {
     return sqlite3_bind_text(stmt, index, text, -1, SQLITE_TRANSIENT);
 }
-/// sqlite3_busy_timeout is not variadic, but the config call is; keep it typed here.
-static inline int csqlite_config_multithread(void) {
-    return sqlite3_config(SQLITE_CONFIG_MULTITHREAD);
-}
 #endif

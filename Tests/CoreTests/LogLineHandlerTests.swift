@@ -24,6 +24,15 @@ import Testing
         }
     }
 
+    @Test func isoTimesAgreeWithFoundation() {
+        let formatter = ISO8601DateFormatter()
+        formatter.timeZone = TimeZone(identifier: "UTC")
+        var generator = SystemRandomNumberGenerator()
+        for seconds in [0, 59, 3_599, 86_399, 951_868_800] + (0..<500).map({ _ in Int.random(in: 0...4_102_444_799, using: &generator) }) {
+            #expect(UTCDay.isoTime(seconds) == formatter.string(from: Date(timeIntervalSince1970: TimeInterval(seconds))), "\(seconds)")
+        }
+    }
+
     /// What a logger labelled `label` writes while `body` uses it.
     func written(label: String, _ body: (inout Logger) -> Void) -> String {
         var fds: [Int32] = [0, 0]

@@ -402,7 +402,7 @@ def test_usage_of_every_kind_lands_in_the_ledger_per_model(acct, emulator):
     assert [r["requests"] for r in acct.rows("--user", "ledger", "--since", "7d")] == [5]
     assert [r["requests"] for r in acct.rows("--user", "ledger", "--since", "month")] == [5]
     csv = acct.cli("usage", "--csv", "--by", "user,model", "--user", "ledger").stdout.splitlines()
-    assert csv[0].split(",")[:3] == ["user", "model", "requests"]
+    assert csv[0].split(",")[:3] == ["username", "model", "requests"]
     assert len(csv) == 1 + 3
 
 

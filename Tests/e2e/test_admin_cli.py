@@ -207,7 +207,7 @@ def test_usage_csv_shows_formulas_as_text(admin_gateway):
     wait_for(lambda: {"-2-3", "@evil"} <= set(gateway.usage()), what="both users in usage")
     out = gateway.cli("usage", "--csv", "--by", "user,model").stdout
     rows = list(csv.reader(io.StringIO(out)))
-    assert rows[0][:2] == ["user", "model"]
+    assert rows[0][:2] == ["username", "model"]
     cells = [cell for row in rows[1:] for cell in row]
     assert "'-2-3" in cells and "'@evil" in cells, out
     assert not [cell for cell in cells if cell[:1] in ("=", "+", "-", "@", "\t", "\r")], out

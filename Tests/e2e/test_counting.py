@@ -96,7 +96,7 @@ def test_exact_counts_under_concurrency(gateway):
 
 def test_usage_table_output(gateway):
     table = gateway.cli("usage").stdout.splitlines()
-    assert table[0].split() == ["USER", "REQUESTS", "PROMPT_TOKENS", "COMPLETION_TOKENS", "ERRORS", "REFUSED",
+    assert table[0].split() == ["USERNAME", "REQUESTS", "PROMPT_TOKENS", "COMPLETION_TOKENS", "ERRORS", "REFUSED",
                                 "CANCELLED", "COST"]
     rows = [line.split() for line in table[1:-1] if line.strip()]
     assert any(row[0] == "alice" for row in rows)

@@ -72,7 +72,7 @@ public struct Policy: Sendable {
             error.retryAfterSeconds = Int((retryAfterMs + 999) / 1000)
             return error
         case .quota(let limit, let value, let resetsAt):
-            let reset = ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: TimeInterval(resetsAt)))
+            let reset = UTCDay.isoTime(resetsAt)
             let amount = limit == "budget-per-month" ? "\(value) \(currency)" : value
             var error = OpenAIError(status: 429, message: "'\(user)' has used up the \(limit) quota of \(amount); it resets at \(reset).",
                                     type: "insufficient_quota", code: "insufficient_quota")

@@ -32,6 +32,15 @@ public enum UTCDay {
         return String(decoding: bytes, as: UTF8.self)
     }
 
+    /// `YYYY-MM-DDTHH:MM:SSZ`, the one ISO 8601 form the gateway writes (the log keeps its own,
+    /// with milliseconds).
+    public static func isoTime(_ seconds: Int) -> String {
+        let parts = civil(seconds)
+        func two(_ value: Int) -> String { value < 10 ? "0\(value)" : "\(value)" }
+        return text(year: parts.year, month: parts.month, day: parts.day)
+            + "T\(two(parts.second / 3600)):\(two(parts.second / 60 % 60)):\(two(parts.second % 60))Z"
+    }
+
     public static func today(_ now: Date = Date()) -> String {
         day(Int(now.timeIntervalSince1970))
     }

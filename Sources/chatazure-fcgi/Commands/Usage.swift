@@ -87,7 +87,7 @@ extension ChatAzureFCGI {
                 return
             }
             let byModel = query.groups.contains(.model), byDay = query.groups.contains(.day)
-            let header = ["USER"] + (byModel ? ["MODEL"] : []) + (byDay ? ["DAY"] : [])
+            let header = ["USERNAME"] + (byModel ? ["MODEL"] : []) + (byDay ? ["DAY"] : [])
                 + ["REQUESTS", "PROMPT_TOKENS", "COMPLETION_TOKENS", "ERRORS", "REFUSED", "CANCELLED", "COST"]
             func cells(_ row: UsageTotal, name: String) -> [String] {
                 [name] + (byModel ? [row.model ?? ""] : []) + (byDay ? [row.day ?? ""] : [])

@@ -133,9 +133,6 @@ enum UserDescription {
 
     /// `2026-12-01T14:03:00Z`, to the minute.
     static func isoTime(_ seconds: Int) -> String {
-        let minute = seconds - seconds % 60
-        let formatter = ISO8601DateFormatter()
-        formatter.timeZone = TimeZone(identifier: "UTC")
-        return formatter.string(from: Date(timeIntervalSince1970: TimeInterval(minute)))
+        UTCDay.isoTime(seconds - seconds % 60)
     }
 }
