@@ -27,7 +27,8 @@ import Testing
         #expect(price.cost(prompt: 1000, cached: 400, completion: 500) == 7_000)
         #expect(price.cost(prompt: 1_000_000, cached: 0, completion: 0) == 2_500_000)
         #expect(price.cost(prompt: 1, cached: 0, completion: 0) == 3)  // 2.5 micro-units, rounded
-        #expect(UsageStore.decimal(50_000_000) == "50" && UsageStore.decimal(2_500_000) == "2.5" && UsageStore.decimal(2_500) == "0.0025")
+        #expect(Money(micros: 50_000_000).plain == "50" && Money(micros: 2_500_000).plain == "2.5" && Money(micros: 2_500).plain == "0.0025")
+        #expect(Money(micros: 0).plain == "0" && Money(micros: -1_500_000).plain == "-1.5" && Money(micros: 1_234_567_890_000).shown == "1,234,567.89")
     }
 
     @Test func allowlistPatterns() {

@@ -200,28 +200,17 @@ extension AdminPage {
 
     /// `value` with thousands separated by commas: 1,234,567.
     static func grouped(_ value: Int64) -> String {
-        let digits = String(value.magnitude)
-        var out = value < 0 ? "-" : ""
-        for (index, digit) in digits.enumerated() {
-            if index > 0 && (digits.count - index) % 3 == 0 { out += "," }
-            out.append(digit)
-        }
-        return out
+        Money.grouped(value)
     }
 
     /// Micro-units as an exact decimal with six places, for `data-value`: 0.000048.
     static func decimal(_ micros: Int64) -> String {
-        let magnitude = micros.magnitude
-        let fraction = String(magnitude % 1_000_000)
-        return (micros < 0 ? "-" : "") + "\(magnitude / 1_000_000)." + String(repeating: "0", count: 6 - fraction.count) + fraction
+        Money(micros: micros).sixPlaces
     }
 
     /// Micro-units as shown: grouped, exact, at least two places (12.50, 0.0033, 0.000048).
     static func money(_ micros: Int64) -> String {
-        let exact = decimal(micros)
-        var fraction = exact.split(separator: ".")[1]
-        while fraction.count > 2 && fraction.hasSuffix("0") { fraction.removeLast() }
-        return (micros < 0 ? "-" : "") + grouped(Int64(micros.magnitude / 1_000_000)) + "." + fraction
+        Money(micros: micros).shown
     }
 
     /// `YYYY-MM-DD HH:MM:SS` of `seconds` since the epoch, UTC.

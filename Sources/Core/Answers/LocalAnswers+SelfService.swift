@@ -18,7 +18,7 @@ extension LocalAnswers {
             return try Self.json(MeAnswer(user: user, limits: limits, month: month, day: day, currency: policy.prices.currency,
                                           models: policy.visibleModels(for: user, configured: configuredModels)))
         case "/v1/dashboard/billing/subscription":
-            let budget = limits.budgetPerMonthMicros.map { Double($0) / 1_000_000 } ?? 0
+            let budget = limits.budgetPerMonthMicros.map { Money(micros: $0).amount } ?? 0
             let accessUntil = user.expires.flatMap(UTCDay.end(of:)) ?? 0
             return try Self.json(BillingSubscription(hardLimitUSD: budget, accessUntil: accessUntil))
         default:
@@ -94,7 +94,7 @@ struct MeAnswer: Encodable {
         remaining = Remaining(
             tokensToday: limits.tokensPerDay.map { max(0, Int64($0) - day.promptTokens - day.completionTokens) },
             tokensThisMonth: limits.tokensPerMonth.map { max(0, Int64($0) - month.promptTokens - month.completionTokens) },
-            budgetThisMonth: limits.budgetPerMonthMicros.map { Double(max(0, $0 - month.costMicros)) / 1_000_000 })
+            budgetThisMonth: limits.budgetPerMonthMicros.map { Money(micros: max(0, $0 - month.costMicros)).amount })
     }
 }
 

@@ -114,7 +114,7 @@ final class AdmissionBatch {
                 return .failure(.quota(limit: "tokens-per-month", value: "\(perMonth) tokens", resetsAt: UTCDay.startOfNextMonth(after: now)))
             }
             if let budget = limits.budgetPerMonthMicros, month.cost + standing.openCost + costMicros > budget {
-                return .failure(.quota(limit: "budget-per-month", value: UsageStore.decimal(budget), resetsAt: UTCDay.startOfNextMonth(after: now)))
+                return .failure(.quota(limit: "budget-per-month", value: Money(micros: budget).plain, resetsAt: UTCDay.startOfNextMonth(after: now)))
             }
         }
         return .success(window)

@@ -108,13 +108,4 @@ extension UsageStore {
             """).rows([.int(userID), .text(from), .text(to)]) { ($0.int(0), $0.int(1)) }.first ?? (0, 0)
     }
 
-    /// Micro-units as a decimal amount, e.g. 50000000 -> "50", 2500000 -> "2.5".
-    static func decimal(_ micros: Int64) -> String {
-        let whole = micros / 1_000_000, fraction = micros % 1_000_000
-        guard fraction != 0 else { return "\(whole)" }
-        var digits = String(String(fraction).reversed()).padding(toLength: 6, withPad: "0", startingAt: 0)
-        digits = String(digits.reversed())
-        while digits.hasSuffix("0") { digits.removeLast() }
-        return "\(whole).\(digits)"
-    }
 }

@@ -25,7 +25,7 @@ public struct UsageTotal: Sendable, Equatable, Encodable {
     public var unpriced: Int64
 
     /// The cost in the price currency.
-    public var cost: Double { Double(costMicros) / 1_000_000 }
+    public var cost: Double { Money(micros: costMicros).amount }
 
     enum CodingKeys: String, CodingKey {
         case username, model, day, requests, errors, refused, cancelled, cost, disabled, unpriced

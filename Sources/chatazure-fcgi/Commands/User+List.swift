@@ -97,7 +97,7 @@ enum UserDescription {
         if let perDay = limits.tokensPerDay { parts.append("tokens-per-day \(perDay)") }
         if let perMonth = limits.tokensPerMonth { parts.append("tokens-per-month \(perMonth)") }
         if let budget = limits.budgetPerMonthMicros {
-            parts.append("budget-per-month \(Double(budget) / 1_000_000)" + (currency.map { " \($0)" } ?? ""))
+            parts.append("budget-per-month \(Money(micros: budget).plain)" + (currency.map { " \($0)" } ?? ""))
         }
         if let parallel = limits.maxParallel { parts.append("max-parallel \(parallel)") }
         return parts.isEmpty ? "none" : parts.joined(separator: ", ")
@@ -110,7 +110,7 @@ enum UserDescription {
         object["tpm"] = limits.tpm
         object["tokens_per_day"] = limits.tokensPerDay
         object["tokens_per_month"] = limits.tokensPerMonth
-        object["budget_per_month"] = limits.budgetPerMonthMicros.map { Double($0) / 1_000_000 }
+        object["budget_per_month"] = limits.budgetPerMonthMicros.map { Money(micros: $0).amount }
         object["max_parallel"] = limits.maxParallel
         return object
     }
