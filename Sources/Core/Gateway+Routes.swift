@@ -26,8 +26,15 @@ extension Gateway {
     private func storedResponseCall(_ request: GatewayRequest, item: String, user: StoredUser, backend: PlannedBackend) -> UpstreamCall {
         let azure = backend.backend.settings
         let url = azure.apiStyle == .v1 ? AzureURL.v1("responses" + item, azure: azure) : AzureURL.classicResponses(item: item, azure: azure)
-        var call = UpstreamCall(method: request.method, url: url, headers: upstreamHeaders(request, contentType: nil, bodyCount: 0, backend: backend.backend), body: [],
-                                route: AzureRoute(operation: "responses", model: "-", deployment: "-", streaming: false, servedAs: []),
+        return storedResponseCall(request, url: url, item: item, user: user, backend: backend)
+    }
+
+    /// A read or delete of the stored response `item` names, at `url`: no model and no body; its
+    /// owner is checked instead (`reads`).
+    private func storedResponseCall(_ request: GatewayRequest, url: String, item: String, user: StoredUser,
+                                    backend: PlannedBackend) -> UpstreamCall {
+        var call = UpstreamCall(method: request.method, url: url, headers: upstreamHeaders(request, contentType: nil, bodyCount: 0, backend: backend.backend),
+                                body: [], route: AzureRoute(operation: "responses", model: "-", deployment: "-", streaming: false, servedAs: []),
                                 shaping: .unchanged, user: user)
         call.reads = Self.storedID(item)
         return call
@@ -91,10 +98,10 @@ extension Gateway {
         return (model, media)
     }
 
-    /// The route to `deployment` on `backend`, checked and priced as what that deployment serves.
+    /// The route to `deployment`, checked and priced as what that deployment serves among `models`.
     static func route(_ operation: String, named: String, deployment: String, streaming: Bool = false,
-                      backend: PlannedBackend) -> AzureRoute {
-        let identity = backend.models.identity(deployment: deployment, named: named)
+                      models: DeploymentModels) -> AzureRoute {
+        let identity = models.identity(deployment: deployment, named: named)
         return AzureRoute(operation: operation, model: named, deployment: deployment, streaming: streaming,
                           servedAs: identity.servedAs, charged: identity.charged)
     }
@@ -110,7 +117,7 @@ extension Gateway {
         var call = UpstreamCall(method: "POST", url: AzureURL.deployment(deployment, operation: operation, azure: azure),
                                 headers: upstreamHeaders(request, contentType: request.headers[.contentType], bodyCount: body.count,
                                                          backend: backend.backend), body: body,
-                                route: Self.route(operation, named: model, deployment: deployment, backend: backend),
+                                route: Self.route(operation, named: model, deployment: deployment, models: backend.models),
                                 shaping: .unchanged, user: user)
         call.media = fields.media
         return call
@@ -127,11 +134,11 @@ extension Gateway {
         if operation == "responses" {
             // Responses has no deployment in its path in either style: the deployment is the model.
             let deployment = try AzureRoute.checkedDeployment(for: model, azure: azure)
-            target = Target(route: Self.route(operation, named: model, deployment: deployment, backend: backend),
+            target = Target(route: Self.route(operation, named: model, deployment: deployment, models: backend.models),
                             url: azure.apiStyle == .v1 ? AzureURL.v1(operation, azure: azure) : AzureURL.classicResponses(item: "", azure: azure))
             body.setModel(deployment)
         } else {
-            target = try backend.targets[operation]?[model] ?? Self.target(operation: operation, model: model, backend: backend)
+            target = try backend.targets[operation]?[model] ?? Self.target(operation: operation, model: model, azure: azure, models: backend.models)
             if azure.apiStyle == .v1 { body.setModel(target.route.deployment) }
         }
         target.route.streaming = body.stream
@@ -165,23 +172,21 @@ extension Gateway {
 
     /// Where `model` goes for `operation` in the configured API style. Not for `responses`,
     /// whose classic URL has no deployment.
-    static func target(operation: String, model: String, backend: PlannedBackend) throws -> Target {
-        let azure = backend.backend.settings
+    static func target(operation: String, model: String, azure: AzureSettings, models: DeploymentModels) throws -> Target {
         let deployment = try AzureRoute.checkedDeployment(for: model, azure: azure)
         let url = azure.apiStyle == .v1
             ? AzureURL.v1(operation, azure: azure) : AzureURL.deployment(deployment, operation: operation, azure: azure)
-        return Target(route: route(operation, named: model, deployment: deployment, backend: backend), url: url)
+        return Target(route: route(operation, named: model, deployment: deployment, models: models), url: url)
     }
 
     /// The target of every configured model for every JSON operation but `responses`.
     static func planTargets(_ azure: AzureSettings, models: DeploymentModels) -> [String: [String: Target]] {
-        let backend = PlannedBackend(backend: AzureBackend(name: "plan", settings: azure), targets: [:], models: models)
         var plans: [String: [String: Target]] = [:]
         for operation in Endpoint.jsonOperations where operation != "responses" {
             var targets: [String: Target] = [:]
             for model in azure.deployments.keys {
                 // An unusable deployment is left out: the request path reports it.
-                targets[model] = try? target(operation: operation, model: model, backend: backend)
+                targets[model] = try? target(operation: operation, model: model, azure: azure, models: models)
             }
             plans[operation] = targets
         }
@@ -206,13 +211,7 @@ extension Gateway {
         }
         let url = AzureURL.passthrough(path: request.path, version: version, azure: azure)
         guard endpoint.body != .none else {
-            // A stored response: no model and no body; its owner is checked instead.
-            var call = UpstreamCall(method: request.method, url: url,
-                                    headers: upstreamHeaders(request, contentType: nil, bodyCount: 0, backend: backend.backend), body: [],
-                                    route: AzureRoute(operation: endpoint.operation, model: "-", deployment: "-", streaming: false, servedAs: []),
-                                    shaping: .unchanged, user: user)
-            call.reads = Self.storedID(endpoint.item)
-            return call
+            return storedResponseCall(request, url: url, item: endpoint.item, user: user, backend: backend)
         }
         let raw = try readBody(maxBody)
         var body = raw
@@ -221,17 +220,18 @@ extension Gateway {
         var streaming = false
         var reads: String?
         var media: MediaUse?
+        let kind = OperationKind(endpoint.operation)
         if endpoint.body == .json {
             try Self.requireJSON(request.headers[.contentType])
             var json = try JSONRequestBody(raw)
             try Self.refuseBackground(json)
             named = json.model
             reads = json.previousResponseID
-            media = MediaUse.json(OperationKind(endpoint.operation), body: raw)
-            shaping.readsCreatedID = endpoint.operation == "responses"
+            media = MediaUse.json(kind, body: raw)
+            shaping.readsCreatedID = kind == .responses
             streaming = json.stream
             shaping.clientWantsUsage = json.clientWantsUsage
-            if json.stream && OperationKind(endpoint.operation).isChunked {
+            if json.stream && kind.isChunked {
                 let acceptsOptions = version.map(AzureRoute.supportsStreamOptions) ?? true
                 shaping.hidesUsage = Self.askForUsage(&json, acceptsOptions: acceptsOptions)
                 body = json.bytes
@@ -243,13 +243,11 @@ extension Gateway {
         if case .azureDeployment(let inPath) = endpoint.style {
             deployment = inPath
         } else {
-            deployment = try Self.requireModel(named)
-            guard AzureRoute.isPlainToken(deployment) else {
-                throw OpenAIError.invalidRequest("The model '\(deployment)' does not name a usable Azure deployment.",
-                                                 param: "model", code: "model_not_found", status: 404)
-            }
+            let model = try Self.requireModel(named)
+            deployment = try AzureRoute.usable(model, named: model)
         }
-        let route = Self.route(endpoint.operation, named: named ?? deployment, deployment: deployment, streaming: streaming, backend: backend)
+        let route = Self.route(endpoint.operation, named: named ?? deployment, deployment: deployment, streaming: streaming,
+                               models: backend.models)
         var call = UpstreamCall(method: request.method, url: url,
                                 headers: upstreamHeaders(request, contentType: request.headers[.contentType] ?? "application/json",
                                                          bodyCount: body.count, backend: backend.backend),

@@ -94,7 +94,7 @@ import Testing
             }
             guard case .forward(let call) = decision.action else { Issue.record("\(operation) not forwarded"); continue }
             // What a request for a model that was not planned builds.
-            var built = try Gateway.target(operation: operation, model: "gpt-4o", backend: planned.backends[0])
+            var built = try Gateway.target(operation: operation, model: "gpt-4o", azure: azure, models: planned.backends[0].models)
             built.route.streaming = true
             #expect(call.route == built.route, "\(operation)")
             #expect(call.url == built.url)

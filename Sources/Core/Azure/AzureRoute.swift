@@ -32,7 +32,11 @@ public struct AzureRoute: Sendable, Equatable {
 
     /// The deployment configured for `model`, if it can stand in a URL.
     static func checkedDeployment(for model: String, azure: AzureSettings) throws -> String {
-        let deployment = azure.deployment(for: model)
+        try usable(azure.deployment(for: model), named: model)
+    }
+
+    /// `deployment`, which `model` names, if it can stand in a URL.
+    static func usable(_ deployment: String, named model: String) throws -> String {
         guard isPlainToken(deployment) else {
             throw OpenAIError.invalidRequest("The model '\(model)' does not name a usable Azure deployment.",
                                              param: "model", code: "model_not_found", status: 404)

@@ -13,19 +13,16 @@ public struct DeploymentModels: Sendable {
     private let byLowercased: [String: [String]]
 
     public init(deployments: [String: String], prices: Prices) {
-        var byDeployment: [String: [String]] = [:]
-        for (model, deployment) in deployments { byDeployment[deployment, default: []].append(model) }
-        let sorted = byDeployment.mapValues { models in
-            models.sorted { (Self.rank(prices.price(for: $0)), $1) > (Self.rank(prices.price(for: $1)), $0) }
+        /// The models of each deployment name as `key` writes it, the most expensive first.
+        func grouped(by key: (String) -> String) -> [String: [String]] {
+            var groups: [String: Set<String>] = [:]
+            for (model, deployment) in deployments { groups[key(deployment), default: []].insert(model) }
+            return groups.mapValues { models in
+                models.sorted { (Self.rank(prices.price(for: $0)), $1) > (Self.rank(prices.price(for: $1)), $0) }
+            }
         }
-        self.byDeployment = sorted
-        var byLowercased: [String: [String]] = [:]
-        for (deployment, models) in sorted {
-            byLowercased[deployment.lowercased(), default: []] += models
-        }
-        self.byLowercased = byLowercased.mapValues { models in
-            Array(Set(models)).sorted { (Self.rank(prices.price(for: $0)), $1) > (Self.rank(prices.price(for: $1)), $0) }
-        }
+        byDeployment = grouped { $0 }
+        byLowercased = grouped { $0.lowercased() }
     }
 
     /// What a request that names `named` (nil: no name) and reaches `deployment` is: the models it
