@@ -4,6 +4,7 @@ name the body writes. Real nginx, two worker processes, the emulator with deploy
 their models."""
 import http.client
 import json
+import time
 from decimal import Decimal
 
 import openai
@@ -94,13 +95,19 @@ def arrived(azure, marker):
     return sum(marker in json.dumps(seen.get("body")) for seen in azure.requests())
 
 
-def wait_rows(gw, name, until):
-    import time
-    deadline = time.monotonic() + 5
+def settled(gw, name, check, timeout=5.0):
+    """The user's rows once `check(rows)` holds. A request is counted when it is forwarded, its
+    tokens and cost a group commit later: a check of the figures waits for them, and a check still
+    failing at the deadline fails the test with its own message."""
+    deadline = time.monotonic() + timeout
     while True:
         rows = gw.rows(name)
-        if until(rows) or time.monotonic() > deadline:
+        try:
+            check(rows)
             return rows
+        except (AssertionError, KeyError):
+            if time.monotonic() > deadline:
+                raise
         time.sleep(0.1)
 
 
@@ -140,13 +147,16 @@ def test_an_honest_azure_client_is_billed_as_the_deployment(gw, azure):
                        AZURE_CHAT.format("big"))
     assert status == 200, raw
     cheaper = json.loads(raw)
-    rows = wait_rows(gw, "honest", lambda rows: rows.get("gpt-4", {}).get("requests") == 2)
-    assert set(rows) == {"gpt-4"}, rows
     usage = [answer.usage, cheaper["usage"]]
     prompt = sum(u.prompt_tokens if hasattr(u, "prompt_tokens") else u["prompt_tokens"] for u in usage)
     completion = sum(u.completion_tokens if hasattr(u, "completion_tokens") else u["completion_tokens"] for u in usage)
     assert prompt > 0 and completion > 0
-    assert Decimal(str(rows["gpt-4"]["cost"])) == cost("gpt-4", prompt, completion)
+
+    def check(rows):
+        assert set(rows) == {"gpt-4"}, rows
+        assert rows["gpt-4"]["requests"] == 2, rows
+        assert Decimal(str(rows["gpt-4"]["cost"])) == cost("gpt-4", prompt, completion), rows
+    settled(gw, "honest", check)
 
 
 def test_naming_the_deployment_on_v1_passes_no_exclusion(gw, azure):
@@ -159,12 +169,13 @@ def test_naming_the_deployment_on_v1_passes_no_exclusion(gw, azure):
         legacy.chat.completions.create(model="big", messages=[{"role": "user", "content": "m-legacy-big"}])
     # The deployment's name is the model it serves: allowed, and billed as gpt-3.5-turbo.
     answer = legacy.chat.completions.create(model="gpt-35-turbo", messages=[{"role": "user", "content": "m-35"}])
-    rows = wait_rows(gw, "legacy", lambda rows: "gpt-3.5-turbo" in rows and "gpt-4" in rows)
-    # The refusal of `big` is recorded as one of gpt-4, the model it would have been.
-    assert set(rows) == {"gpt-3.5-turbo", "gpt-4"}, rows
-    assert (rows["gpt-4"]["refused"], rows["gpt-4"]["requests"], rows["gpt-3.5-turbo"]["requests"]) == (1, 0, 1), rows
-    assert Decimal(str(rows["gpt-3.5-turbo"]["cost"])) == round_micros(cost("gpt-3.5-turbo", answer.usage.prompt_tokens,
-                                                                                answer.usage.completion_tokens))
+    def check(rows):
+        # The refusal of `big` is recorded as one of gpt-4, the model it would have been.
+        assert set(rows) == {"gpt-3.5-turbo", "gpt-4"}, rows
+        assert (rows["gpt-4"]["refused"], rows["gpt-4"]["requests"], rows["gpt-3.5-turbo"]["requests"]) == (1, 0, 1), rows
+        assert Decimal(str(rows["gpt-3.5-turbo"]["cost"])) == round_micros(cost("gpt-3.5-turbo", answer.usage.prompt_tokens,
+                                                                                    answer.usage.completion_tokens)), rows
+    settled(gw, "legacy", check)
     # An unlisted name is its own model: outside gpt-3.5*, refused.
     with pytest.raises(openai.PermissionDeniedError):
         legacy.chat.completions.create(model="o1", messages=[{"role": "user", "content": "m-o1"}])
@@ -192,7 +203,7 @@ def test_a_budget_never_meets_an_unpriced_model(gw, azure):
 
 def test_an_azure_style_stream_is_counted_from_azures_usage(gw, azure):
     client = openai.AzureOpenAI(azure_endpoint=gw.url, api_key=key("honest"), api_version="2024-10-21", max_retries=0)
-    before = wait_rows(gw, "honest", lambda rows: True).get("gpt-4", {"requests": 0})["requests"]
+    before = gw.rows("honest").get("gpt-4", {"requests": 0, "completion_tokens": 0})
     stream = client.chat.completions.create(model="big", stream=True,
                                             messages=[{"role": "user", "content": "[chunks=12] m-az-stream"}])
     chunks = list(stream)
@@ -200,9 +211,11 @@ def test_an_azure_style_stream_is_counted_from_azures_usage(gw, azure):
     assert all(chunk.usage is None for chunk in chunks)
     sent = [seen for seen in azure.requests() if "m-az-stream" in json.dumps(seen.get("body"))]
     assert sent and sent[-1]["body"]["stream_options"] == {"include_usage": True}
-    rows = wait_rows(gw, "honest", lambda rows: rows.get("gpt-4", {}).get("requests") == before + 1)
-    assert rows["gpt-4"]["requests"] == before + 1
-    assert rows["gpt-4"]["estimated_tokens"] == 0, rows  # Azure's count, not an estimate
+    def check(rows):
+        assert rows["gpt-4"]["requests"] == before["requests"] + 1, rows
+        assert rows["gpt-4"]["completion_tokens"] == before["completion_tokens"] + 12, rows  # the emulator's usage
+        assert rows["gpt-4"]["estimated_tokens"] == 0, rows  # Azure's count, not an estimate
+    settled(gw, "honest", check)
 
 
 def test_a_stored_response_is_its_creators_alone(gw, azure):
@@ -249,14 +262,15 @@ def test_images_speech_and_audio_are_priced_and_the_unpriced_marked(gw, azure):
     artist.audio.transcriptions.create(model="whisper-1", file=("a.wav", audio), response_format="verbose_json")
     artist.audio.transcriptions.create(model="whisper-1", file=("b.wav", audio), response_format="text")
     artist.chat.completions.create(model="o1", messages=[{"role": "user", "content": "m-unpriced-free"}])
-    rows = wait_rows(gw, "artist", lambda rows: {"dall-e-3", "tts-1", "whisper-1", "o1"} <= set(rows)
-                     and rows["whisper-1"]["requests"] == 2 and rows["dall-e-3"]["requests"] == 2)
-    assert Decimal(str(rows["dall-e-3"]["cost"])) == Decimal("0.24") + Decimal("0.12"), rows["dall-e-3"]
-    assert Decimal(str(rows["tts-1"]["cost"])) == Decimal("0.000165"), rows["tts-1"]
-    # 30 s answered, and about 15 s estimated from the upload (the whole form: a few hundred bytes more).
-    assert Decimal("0.0045") <= Decimal(str(rows["whisper-1"]["cost"])) < Decimal("0.0046"), rows["whisper-1"]
-    assert rows["o1"].get("unpriced") is True and rows["o1"]["cost"] == 0, rows["o1"]
-    assert all("unpriced" not in rows[model] for model in ("dall-e-3", "tts-1", "whisper-1")), rows
+    def check(rows):
+        assert rows["whisper-1"]["requests"] == 2 and rows["dall-e-3"]["requests"] == 2, rows
+        assert Decimal(str(rows["dall-e-3"]["cost"])) == Decimal("0.24") + Decimal("0.12"), rows["dall-e-3"]
+        assert Decimal(str(rows["tts-1"]["cost"])) == Decimal("0.000165"), rows["tts-1"]
+        # 30 s answered, and about 15 s estimated from the upload (the whole form: a few hundred bytes more).
+        assert Decimal("0.0045") <= Decimal(str(rows["whisper-1"]["cost"])) < Decimal("0.0046"), rows["whisper-1"]
+        assert rows["o1"].get("unpriced") is True and rows["o1"]["cost"] == 0, rows["o1"]
+        assert all("unpriced" not in rows[model] for model in ("dall-e-3", "tts-1", "whisper-1")), rows
+    settled(gw, "artist", check)
 
 
 def test_a_prompt_dressed_as_an_image_is_counted_as_the_text_it_is(gw, azure):
@@ -277,29 +291,37 @@ def test_background_responses_are_refused_and_reads_use_nothing(gw, azure):
     assert refused.value.code == "unsupported_parameter"
     assert arrived(azure, "m-background") == 0
     created = client.responses.create(model="gpt-3.5-turbo", input="m-read-twice")
-    before = wait_rows(gw, "daily", lambda rows: rows.get("gpt-3.5-turbo", {}).get("requests") == 1)
+
+    def creation(rows):
+        assert rows["gpt-3.5-turbo"]["requests"] == 1, rows
+        assert rows["gpt-3.5-turbo"]["completion_tokens"] == created.usage.output_tokens, rows
+    before = settled(gw, "daily", creation)
     for _ in range(3):
         assert client.responses.retrieve(created.id).usage.output_tokens > 0
-    # Nothing of the reads reaches the ledger as tokens or cost.
-    after = wait_rows(gw, "daily", lambda rows: "-" in rows)
-    assert after["gpt-3.5-turbo"]["completion_tokens"] == before["gpt-3.5-turbo"]["completion_tokens"]
-    assert after["-"]["prompt_tokens"] == after["-"]["completion_tokens"] == 0 and after["-"]["cost"] == 0, after["-"]
-    assert "unpriced" not in after["-"]
 
-
-def ledger_after(gw, name, model, requests):
-    return wait_rows(gw, name, lambda rows: rows.get(model, {}).get("requests") == requests)[model]
+    def reads(rows):
+        # Nothing of the reads reaches the ledger as tokens or cost.
+        assert rows["-"]["requests"] == 3, rows
+        assert rows["gpt-3.5-turbo"]["completion_tokens"] == before["gpt-3.5-turbo"]["completion_tokens"], rows
+        assert rows["-"]["prompt_tokens"] == rows["-"]["completion_tokens"] == 0 and rows["-"]["cost"] == 0, rows["-"]
+        assert "unpriced" not in rows["-"], rows["-"]
+    settled(gw, "daily", reads)
 
 
 def test_a_tool_named_usage_does_not_hide_the_completion(gw, azure):
     """Usage was found by the bytes `"usage"`: an answer calling a tool named usage billed 0 completion tokens."""
     client = openai.OpenAI(base_url=gw.url + "/v1", api_key=key("artist"), max_retries=0)
-    before = wait_rows(gw, "artist", lambda rows: True).get("gpt-3.5-turbo", {"requests": 0, "completion_tokens": 0})
+    before = gw.rows("artist").get("gpt-3.5-turbo", {"requests": 0, "completion_tokens": 0})
     answer = client.chat.completions.create(model="gpt-3.5-turbo", messages=[{"role": "user", "content": "[tool_call=1 chunks=40] m-tool"}],
                                             tools=[{"type": "function", "function": {"name": "usage", "parameters": {"type": "object"}}}])
     assert answer.choices[0].message.tool_calls[0].function.name == "usage"
-    row = ledger_after(gw, "artist", "gpt-3.5-turbo", before["requests"] + 1)
-    assert row["completion_tokens"] - before["completion_tokens"] == answer.usage.completion_tokens == 40, row
+    assert answer.usage.completion_tokens == 40
+
+    def check(rows):
+        row = rows["gpt-3.5-turbo"]
+        assert row["requests"] == before["requests"] + 1, row
+        assert row["completion_tokens"] - before["completion_tokens"] == 40, row
+    settled(gw, "artist", check)
 
 
 def test_a_stream_without_usage_is_estimated_from_all_it_delivered(gw, azure):
@@ -307,13 +329,16 @@ def test_a_stream_without_usage_is_estimated_from_all_it_delivered(gw, azure):
     `"content":"` bytes: spaced JSON and tool-call arguments were estimated at 0 completion tokens."""
     client = openai.AzureOpenAI(azure_endpoint=gw.url, api_key=key("artist"), api_version="2024-06-01", max_retries=0)
     for marker, controls in (("m-spaced", "[spaced=1 chunks=40]"), ("m-spaced-tool", "[spaced=1 tool_call=1 chunks=40]")):
-        before = wait_rows(gw, "artist", lambda rows: True).get("gpt-4", {"requests": 0, "completion_tokens": 0, "estimated_tokens": 0})
+        before = gw.rows("artist").get("gpt-4", {"requests": 0, "completion_tokens": 0, "estimated_tokens": 0})
         chunks = list(client.chat.completions.create(model="big", stream=True, messages=[{"role": "user", "content": f"{controls} {marker}"}]))
         assert chunks
-        row = ledger_after(gw, "artist", "gpt-4", before["requests"] + 1)
-        # 40 pieces "wN " delivered: at least a token each.
-        assert row["completion_tokens"] - before["completion_tokens"] >= 40, (marker, row)
-        assert row["estimated_tokens"] > before["estimated_tokens"], (marker, row)
+        def check(rows):
+            row = rows["gpt-4"]
+            assert row["requests"] == before["requests"] + 1, (marker, row)
+            # 40 pieces "wN " delivered: at least a token each.
+            assert row["completion_tokens"] - before["completion_tokens"] >= 40, (marker, row)
+            assert row["estimated_tokens"] > before["estimated_tokens"], (marker, row)
+        settled(gw, "artist", check)
 
 
 def test_a_form_naming_its_model_twice_or_in_a_decoy_is_refused(gw, azure):
