@@ -13,6 +13,20 @@ struct RequestHandler {
     let tokens: TokenRefresher?
     let keepaliveSeconds: Int
     let logger: Logger
+    /// Built once per handler (a config generation), not for each request.
+    let forwarder: Forwarder
+
+    init(gateway: Gateway, recorder: UsageRecorder, upstream: UpstreamClient, tokens: TokenRefresher?, keepaliveSeconds: Int,
+         logger: Logger) {
+        self.gateway = gateway
+        self.recorder = recorder
+        self.upstream = upstream
+        self.tokens = tokens
+        self.keepaliveSeconds = keepaliveSeconds
+        self.logger = logger
+        forwarder = Forwarder(gateway: gateway, recorder: recorder, keepaliveSeconds: keepaliveSeconds, logger: logger,
+                              refreshToken: tokens.map { tokens in { tokens.refreshNow($0) } })
+    }
 
     func serve(_ exchange: FastCGIExchange) {
         let started = MonotonicInstant.now()
@@ -33,8 +47,6 @@ struct RequestHandler {
                                               status: response.status, forwarded: false))
             }
         case .forward(let call):
-            let forwarder = Forwarder(gateway: gateway, recorder: recorder, keepaliveSeconds: keepaliveSeconds, logger: logger,
-                                      refreshToken: tokens.map { tokens in { tokens.refreshNow($0) } })
             let transport = CurlTransport(client: upstream, connectTimeoutMs: gateway.config.azure.connectTimeoutMs,
                                           clientSocket: exchange.connection)
             forwarder.forward(call, through: transport, to: exchange, into: &line)
