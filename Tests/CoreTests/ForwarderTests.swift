@@ -5,7 +5,7 @@ import Testing
 
 /// The forwarder against a transport that plays back what each backend answers: failover, the
 /// record and its price, the owner of a created response, the user's slot in flight.
-@Suite struct ForwarderTests {
+@Suite final class ForwarderTests {
     /// What a backend answers: raw header lines and body chunks, or a failed transfer.
     struct Answer {
         var head: [String] = []
@@ -74,6 +74,11 @@ import Testing
         store = try UsageStore(path: config.databasePath)
         try store.syncConfiguredUsers(config.users)
         recorder = UsageRecorder(stores: UsageStorePool(path: config.databasePath), commitInterval: 0.001)
+        recorder.start()
+    }
+
+    deinit {
+        recorder.stop()
     }
 
     func decide(_ path: String, key: String = "alice-key-1", method: String = "POST", body: String) throws -> UpstreamCall {

@@ -253,6 +253,8 @@ final class ObjectSet: @unchecked Sendable {
         try setup.syncConfiguredUsers([ConfiguredUser(username: "a", key: "a-key-12345"), ConfiguredUser(username: "b", key: "b-key-12345")])
         let ids = try setup.listUsers().map(\.id)
         let recorder = UsageRecorder(stores: UsageStorePool(path: path))
+        recorder.start()
+        defer { recorder.stop() }
         DispatchQueue.concurrentPerform(iterations: 8) { index in
             for _ in 0..<250 {
                 recorder.countRequest(userID: ids[index % 2], model: "gpt-4o")
@@ -276,6 +278,8 @@ final class ObjectSet: @unchecked Sendable {
         try setup.syncConfiguredUsers([ConfiguredUser(username: "a", key: "a-key-12345")])
         let id = try #require(setup.listUsers().first?.id)
         let recorder = UsageRecorder(stores: UsageStorePool(path: path), commitInterval: 0.3)
+        recorder.start()
+        defer { recorder.stop() }
         recorder.countRequest(userID: id, model: "text-embedding-3-small")
         usleep(100_000)
         #expect(try setup.totals().map(\.requests) == [0])  // still gathering
@@ -283,6 +287,8 @@ final class ObjectSet: @unchecked Sendable {
         #expect(try setup.totals().map(\.requests) == [1])  // committed after the interval, without a flush
 
         let slow = UsageRecorder(stores: UsageStorePool(path: path), commitInterval: 30)
+        slow.start()
+        defer { slow.stop() }
         slow.countRequest(userID: id, model: "text-embedding-3-small")
         let started = Date()
         #expect(slow.flush(seconds: 5))
@@ -325,6 +331,8 @@ final class ObjectSet: @unchecked Sendable {
     @Test func committedCountsAreNotAddedAgain() throws {
         let (store, id, path) = try setup()
         let recorder = UsageRecorder(stores: UsageStorePool(path: path), commitInterval: 30, journal: try CountJournal(databasePath: path, process: dead))
+        recorder.start()
+        defer { recorder.stop() }
         for _ in 0..<3 { recorder.countRequest(userID: id, model: "gpt-4o") }
         #expect(recorder.flush(seconds: 5))
         for _ in 0..<2 { recorder.countRequest(userID: id, model: "gpt-4o-mini") }
@@ -337,6 +345,8 @@ final class ObjectSet: @unchecked Sendable {
         let (store, id, path) = try setup()
         let live = try CountJournal(databasePath: path)  // this process
         let recorder = UsageRecorder(stores: UsageStorePool(path: path), commitInterval: 30, journal: live)
+        recorder.start()
+        defer { recorder.stop() }
         recorder.countRequest(userID: id, model: "m")
         #expect(try store.recoverCountJournals(databasePath: path, except: nil) == 0)
         #expect(journalFiles(path).count == 1)
@@ -350,6 +360,8 @@ final class ObjectSet: @unchecked Sendable {
         let (store, id, path) = try setup()
         let journal = try CountJournal(databasePath: path, process: dead, rotateBytes: 200)
         let recorder = UsageRecorder(stores: UsageStorePool(path: path), commitInterval: 0.001, journal: journal)
+        recorder.start()
+        defer { recorder.stop() }
         for round in 0..<20 {
             for _ in 0..<10 { recorder.countRequest(userID: id, model: "model-\(round % 3)") }
             #expect(recorder.flush(seconds: 5))

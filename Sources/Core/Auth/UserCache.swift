@@ -5,7 +5,8 @@ import Foundation
 /// Only found users are cached: random keys cannot grow it, and it is emptied when it gets large.
 public final class UserCache: Sendable {
     /// One cached user; a class, so a hit updates `lastUsed` without rehashing the key.
-    final class Entry {
+    /// `@unchecked`: read and written only inside `entries.withLock`.
+    final class Entry: @unchecked Sendable {
         /// The user as last loaded.
         var user: StoredUser
         /// After this the entry must be reloaded before use.

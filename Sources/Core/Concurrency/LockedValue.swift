@@ -1,11 +1,10 @@
 import Foundation
 
-/// A value reached only through `withLock`, as swift-nio's `NIOLockedValueBox`. A pthread mutex
-/// that sleeps when taken, for state that many threads touch on every request: under contention
-/// it costs a sleep, where `Synchronization.Mutex` on Linux spins first and burns the CPU the
-/// holder needs.
-public final class LockedValue<Value>: @unchecked Sendable {
-    // `@unchecked`: `value` is only read or written between `lock.lock()` and `lock.unlock()`.
+/// A value reached only through `withLock`, as swift-nio's `NIOLockedValueBox`: the one way
+/// threads of this project share state that changes (`LockedCondition` when a thread must wait
+/// for a change). A mutex that sleeps when taken: under contention it costs a sleep, where
+/// `Synchronization.Mutex` on Linux spins first and burns the CPU the holder needs.
+public final class LockedValue<Value> {
     private let lock = NSLock()
     private var value: Value
 
@@ -19,3 +18,6 @@ public final class LockedValue<Value>: @unchecked Sendable {
         return try body(&value)
     }
 }
+
+/// `@unchecked`: `value` is only reached inside `withLock`, and it is Sendable itself.
+extension LockedValue: @unchecked Sendable where Value: Sendable {}

@@ -92,6 +92,7 @@ extension GatewayConfig {
             ConfigKey("fastcgi", "queue-timeout-ms", value: FastCGISettings.defaultQueueTimeoutMs),
             ConfigKey("fastcgi", "max-body-mb", value: FastCGISettings.defaultMaxBodyMB),
             ConfigKey("fastcgi", "max-per-user", words: "half of fastcgi.max-workers"),
+            ConfigKey("fastcgi", "tuning", value: FastCGISettings.defaultTuning),
         ]
         keys += limitKeyNames.map { ConfigKey("limits", $0, words: "none") }
         keys += [

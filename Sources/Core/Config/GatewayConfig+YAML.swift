@@ -347,6 +347,7 @@ struct SectionParser {
         if let node = section["max-per-user"] {
             settings.maxPerUserSetting = try reader.int(node, at: "fastcgi.max-per-user", range: 1...100_000)
         }
+        if let node = section["tuning"] { settings.tuning = try reader.bool(node, at: "fastcgi.tuning") }
         return settings
     }
 }

@@ -170,6 +170,9 @@ public struct FastCGISettings: Sendable, Equatable {
     /// half of `maxWorkers` (at least 1), so one user's requests to a silent deployment never
     /// take every thread from the others.
     public var maxPerUser: Int { maxPerUserSetting ?? max(1, maxWorkers / 2) }
+    /// Whether `serve` tunes the process (glibc's malloc cache, handing idle memory back,
+    /// retiring served threads); false leaves glibc and the threads as they are.
+    public var tuning: Bool = FastCGISettings.defaultTuning
 
     public static let defaultWorkers = 16
     public static let defaultMaxWorkers = 1024
@@ -179,6 +182,7 @@ public struct FastCGISettings: Sendable, Equatable {
     public static let defaultMaxBodyMB = 64
     public static let defaultIdleSeconds = 30
     public static let defaultQueueTimeoutMs = 3000
+    public static let defaultTuning = true
 
     public init(socket: ListenAddress? = nil, socketMode: UInt32 = FastCGISettings.defaultSocketMode,
                 socketGroup: String? = nil, workers: Int = FastCGISettings.defaultWorkers,

@@ -8,17 +8,26 @@ import Foundation
 /// nobody needs to wait for (`settleLater`) is queued alike, and committed by whoever leads next.
 /// A user far from rpm and tpm limits alone is admitted from the process's lease of room
 /// (`RoomLease`), which such an admission grants, without a transaction or a wait.
-/// `@unchecked`: `queue`, `writing`, `leases` and `unreturned` are touched only with `lock`
-/// held; a job's `result` is written before its `wake` is signalled and read after.
-public final class AdmissionQueue: @unchecked Sendable {
+public final class AdmissionQueue: Sendable {
     private let stores: UsageStorePool
-    private let lock = NSLock()
-    private var queue: [Job] = []
-    private var writing = false
-    /// The open lease of each user who has one.
-    private var leases: [Int64: RoomLease] = [:]
-    /// Leases whose return failed, tried again by the next `returnLeases`.
-    private var unreturned: [RoomLease] = []
+    private let state = LockedValue(State())
+
+    private struct State: Sendable {
+        var queue: [Job] = []
+        var writing = false
+        /// The open lease of each user who has one.
+        var leases: [Int64: RoomLease] = [:]
+        /// Leases whose return failed, tried again by the next `returnLeases`.
+        var unreturned: [RoomLease] = []
+
+        /// Queues `jobs`; true when the caller is to lead the next batch.
+        mutating func enqueue(_ jobs: [Job]) -> Bool {
+            queue += jobs
+            let leads = !writing
+            writing = true
+            return leads
+        }
+    }
 
     public init(stores: UsageStorePool) {
         self.stores = stores
@@ -30,19 +39,20 @@ public final class AdmissionQueue: @unchecked Sendable {
         let mayLease = !limits.isEmpty && !limits.settlesBeforeEnd
         let job = Job(.admit(userID: userID, model: model, limits: limits, tokens: tokens, costMicros: costMicros, nowMs: nowMs,
                              mayLease: mayLease))
-        var jobs: [Job] = []
-        lock.lock()
-        if leases[userID] != nil {
-            if mayLease, let reservation = leases[userID]!.take(limits: limits, estimate: tokens, costMicros: costMicros, nowMs: nowMs) {
-                lock.unlock()
-                return .success(reservation)
+        let leased: Reservation?, leads: Bool
+        (leased, leads) = state.withLock { state in
+            var jobs: [Job] = []
+            if state.leases[userID] != nil {
+                if mayLease, let reservation = state.leases[userID]!.take(limits: limits, estimate: tokens, costMicros: costMicros, nowMs: nowMs) {
+                    return (reservation, false)
+                }
+                // Given back ahead of this admission (in the same lock, so ahead of any settlement
+                // of its requests too), which then counts exactly what the lease leaves.
+                jobs.append(giveBackJob([state.leases.removeValue(forKey: userID)!]))
             }
-            // Given back ahead of this admission (in the same lock, so ahead of any settlement
-            // of its requests too), which then counts exactly what the lease leaves.
-            jobs.append(giveBackJob([leases.removeValue(forKey: userID)!]))
+            return (nil, state.enqueue(jobs + [job]))
         }
-        let leads = enqueue(jobs + [job])
-        lock.unlock()
+        if let leased { return .success(leased) }
         switch try wait(job, leading: leads) {
         case .admitted(let result): return result
         case .settled: preconditionFailure("an admission answered as a settlement")
@@ -54,40 +64,38 @@ public final class AdmissionQueue: @unchecked Sendable {
     /// request through the group commit. False for any other reservation, which is settled as usual.
     public func settleInLease(_ reservation: Reservation, _ record: RequestRecord) -> Bool {
         guard let lease = reservation.lease else { return false }
-        lock.lock()
-        guard leases[reservation.userID]?.id == lease,
-              leases[reservation.userID]!.settle(reservation, tokens: record.promptTokens + record.completionTokens,
-                                                 endedMs: record.timeMs) else {
-            lock.unlock()
-            return false
+        let (settled, leads) = state.withLock { state -> (Bool, Bool) in
+            guard state.leases[reservation.userID]?.id == lease,
+                  state.leases[reservation.userID]!.settle(reservation, tokens: record.promptTokens + record.completionTokens,
+                                                           endedMs: record.timeMs) else {
+                return (false, false)
+            }
+            // Real tokens beyond the lease's room count nowhere until it is given back: at once, then.
+            guard state.leases[reservation.userID]!.overdrawn else { return (true, false) }
+            return (true, state.enqueue([giveBackJob([state.leases.removeValue(forKey: reservation.userID)!])]))
         }
-        // Real tokens beyond the lease's room count nowhere until it is given back: at once, then.
-        var leads = false
-        if leases[reservation.userID]!.overdrawn {
-            leads = enqueue([giveBackJob([leases.removeValue(forKey: reservation.userID)!])])
-        }
-        lock.unlock()
         if leads { lead() }
-        return true
+        return settled
     }
 
-    /// Gives back the leases that have ended by `nowMs` (run every tick, which never waits for
-    /// the store: the commit runs on another thread), or all of them (at exit, waiting for the
-    /// commit), with those whose return failed before.
+    /// Gives back the leases that have ended by `nowMs` (the pool's housekeeper runs this each
+    /// tick), or all of them (at exit), with those whose return failed before. Waits for the
+    /// commit when this thread leads it, or with `all`.
     public func returnLeases(nowMs: Int64, all: Bool = false) {
-        lock.lock()
-        let ended = leases.values.filter { all || $0.ended(nowMs: nowMs) }
-        for lease in ended { leases[lease.userID] = nil }
-        let returning = ended + unreturned
-        unreturned = []
-        guard !returning.isEmpty else { return lock.unlock() }
-        let job = all ? Job(.giveBack(returning)) : giveBackJob(returning)
-        let leads = enqueue([job])
-        lock.unlock()
+        let queued = state.withLock { state -> (Job, Bool)? in
+            let ended = state.leases.values.filter { all || $0.ended(nowMs: nowMs) }
+            for lease in ended { state.leases[lease.userID] = nil }
+            let returning = ended + state.unreturned
+            state.unreturned = []
+            guard !returning.isEmpty else { return nil }
+            let job = all ? Job(.giveBack(returning)) : giveBackJob(returning)
+            return (job, state.enqueue([job]))
+        }
+        guard let (job, leads) = queued else { return }
         if all {
             _ = try? wait(job, leading: leads)
         } else if leads {
-            DispatchQueue.global().async { self.lead() }
+            lead()
         }
     }
 
@@ -96,9 +104,7 @@ public final class AdmissionQueue: @unchecked Sendable {
     private func giveBackJob(_ leases: [RoomLease]) -> Job {
         Job(.giveBack(leases)) { [weak self] error in
             guard error != nil, let self else { return }
-            self.lock.lock()
-            self.unreturned += leases
-            self.lock.unlock()
+            self.state.withLock { $0.unreturned += leases }
         }
     }
 
@@ -118,34 +124,24 @@ public final class AdmissionQueue: @unchecked Sendable {
     }
 
     private func settleLater(_ job: Job) {
-        lock.lock()
-        let leads = enqueue([job])
-        lock.unlock()
-        if leads { lead() }
-    }
-
-    /// Queues `jobs`, with `lock` held; true when the caller is to lead the next batch.
-    private func enqueue(_ jobs: [Job]) -> Bool {
-        queue += jobs
-        let leads = !writing
-        writing = true
-        return leads
+        if state.withLock({ $0.enqueue([job]) }) { lead() }
     }
 
     /// Queues `job` and waits for its result.
     private func run(_ job: Job) throws -> Job.Outcome {
-        lock.lock()
-        let leads = enqueue([job])
-        lock.unlock()
-        return try wait(job, leading: leads)
+        try wait(job, leading: state.withLock { $0.enqueue([job]) })
     }
 
     /// Waits for the result of `job`, queued; `leads` as `enqueue` said.
     private func wait(_ job: Job, leading leads: Bool) throws -> Job.Outcome {
-        // A waiter is woken once: with its result, or to lead the next batch.
-        if !leads { job.wake?.wait() }
-        if job.result == nil { lead() }
-        return try job.result!.get()
+        // A waiter is woken once: with its result, or to lead the next batch (its job among it).
+        let answer = job.answer!
+        if !leads, case .result(let result) = answer.wait(until: { $0 != nil }, then: { answer, _ in answer! }) {
+            return try result.get()
+        }
+        lead()
+        guard case .result(let result) = answer.withLock({ $0 }) else { preconditionFailure("a leader's job left unanswered") }
+        return try result.get()
     }
 
     /// Commits what is queued, including the leader's own job, then hands each job its result
@@ -153,31 +149,32 @@ public final class AdmissionQueue: @unchecked Sendable {
     /// nobody waits for are queued, commits those too.
     private func lead() {
         while true {
-            lock.lock()
-            let batch = queue
-            queue = []
-            lock.unlock()
-            let (results, granted) = commit(batch)
-            lock.lock()
-            for (job, result) in zip(batch, results) { job.result = result }
-            for lease in granted {
-                if leases[lease.userID] == nil { leases[lease.userID] = lease } else { unreturned.append(lease) }
+            let batch = state.withLock { state in
+                defer { state.queue = [] }
+                return state.queue
             }
-            let next = queue.first { $0.wake != nil }
-            let more = !queue.isEmpty
-            if !more { writing = false }
-            lock.unlock()
-            for job in batch {
-                if let wake = job.wake {
-                    wake.signal()
-                } else if case .failure(let error) = job.result {
+            let (results, granted) = commit(batch)
+            let (next, more) = state.withLock { state in
+                for lease in granted {
+                    if state.leases[lease.userID] == nil { state.leases[lease.userID] = lease } else { state.unreturned.append(lease) }
+                }
+                let more = !state.queue.isEmpty
+                if !more { state.writing = false }
+                return (state.queue.first { $0.answer != nil }, more)
+            }
+            for (job, result) in zip(batch, results) {
+                if let answer = job.answer {
+                    answer.withLock { $0 = .result(result) }
+                    answer.signal()
+                } else if case .failure(let error) = result {
                     job.done?(error)
                 } else {
                     job.done?(nil)
                 }
             }
             if let next {
-                next.wake!.signal()
+                next.answer!.withLock { $0 = .lead }
+                next.answer!.signal()
                 return
             }
             if !more { return }
@@ -198,7 +195,7 @@ public final class AdmissionQueue: @unchecked Sendable {
                             let result = try admissions.admit(userID: userID, model: model, limits: limits, tokens: tokens,
                                                               costMicros: costMicros, nowMs: nowMs)
                             if mayLease, case .success(let reservation) = result, !granted.contains(where: { $0.userID == userID }),
-                               !lock.withLock({ leases[userID] != nil }),
+                               !state.withLock({ $0.leases[userID] != nil }),
                                let lease = RoomLease.granted(userID: userID, limits: limits, window: reservation.window,
                                                              estimate: tokens, nowMs: nowMs) {
                                 try admissions.grant(lease)
@@ -222,34 +219,39 @@ public final class AdmissionQueue: @unchecked Sendable {
         }
     }
 
-    final class Job {
-        enum Work {
+    final class Job: Sendable {
+        enum Work: Sendable {
             case admit(userID: Int64, model: String, limits: Limits, tokens: Int, costMicros: Int64, nowMs: Int64, mayLease: Bool)
             case settle(Settlement, RequestRecord)
             case giveBack([RoomLease])
         }
 
-        enum Outcome {
+        enum Outcome: Sendable {
             case admitted(Result<Reservation, LimitRefusal>)
             case settled
         }
 
+        enum Answer: Sendable {
+            case result(Result<Outcome, Error>)
+            /// The job is still queued, and its waiter is to commit the next batch.
+            case lead
+        }
+
         let work: Work
-        var result: Result<Outcome, Error>?
-        /// Signalled once for a waiting job: its result is in, or it leads the next batch. Nil
-        /// for a job nobody waits for, which has `done` instead.
-        let wake: DispatchSemaphore?
+        /// Set once for a waiting job: its result, or the lead of the next batch. Nil for a job
+        /// nobody waits for, which has `done` instead.
+        let answer: LockedCondition<Answer?>?
         let done: (@Sendable (Error?) -> Void)?
 
         init(_ work: Work) {
             self.work = work
-            wake = DispatchSemaphore(value: 0)
+            answer = LockedCondition(nil)
             done = nil
         }
 
         init(_ work: Work, done: @escaping @Sendable (Error?) -> Void) {
             self.work = work
-            wake = nil
+            answer = nil
             self.done = done
         }
     }

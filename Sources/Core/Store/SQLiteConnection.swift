@@ -10,10 +10,10 @@ public final class SQLiteConnection {
     public init(path: String, busyTimeoutMs: Int32 = 5000) throws {
         var db: OpaquePointer?
         let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX
-        Self.openLock.lock()
-        Self.makeOwnerOnly(path)
-        let rc = sqlite3_open_v2(path, &db, flags, nil)
-        Self.openLock.unlock()
+        let rc = Self.opening.withLock { _ in
+            Self.makeOwnerOnly(path)
+            return sqlite3_open_v2(path, &db, flags, nil)
+        }
         guard rc == SQLITE_OK, let db else {
             let error = SQLiteError(reason: rc, connection: db)
             sqlite3_close(db)
@@ -45,7 +45,7 @@ public final class SQLiteConnection {
     /// any descriptor of the database drops every POSIX lock this process holds on it, SQLite's
     /// too, and a WAL connection that lost its lock lets another process's closing connection
     /// take itself for the last one and delete the WAL under it (commits lost). A file just made
-    /// has no connection yet, and `openLock` keeps one from opening before the descriptor closes.
+    /// has no connection yet, and `opening` keeps one from opening before the descriptor closes.
     static func makeOwnerOnly(_ path: String) {
         guard !path.isEmpty, path != ":memory:" else { return }
         let descriptor = open(path, O_RDONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
@@ -58,7 +58,7 @@ public final class SQLiteConnection {
     }
 
     /// Held while a connection opens; see `makeOwnerOnly`.
-    private static let openLock = NSLock()
+    private static let opening = LockedValue(())
 
     static func retryingWhileBusy(milliseconds: Int, _ body: () throws -> Void) throws {
         var waited = 0

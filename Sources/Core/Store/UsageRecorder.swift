@@ -11,22 +11,27 @@ import Foundation
 /// before any of the answer goes out, and every commit marks how far it got: so `kill -9` at any
 /// moment loses no count of an answer a client received, whoever recovers the journal
 /// (`UsageStore.recoverCountJournals`, which this thread runs for processes that are gone).
-/// `@unchecked`: every `var` is read and written only while `condition` is locked.
-public final class UsageRecorder: @unchecked Sendable {
-    private let condition = NSCondition()
-    private var pending: [LedgerKey: LedgerAmount] = [:]
-    private var records: [RequestRecord] = []
-    private var settlements: [Settlement] = []
-    private var committing = false
-    private var flushing = 0
-    /// The last sequence number handed to a count (with `journal`).
-    private var countSeq: UInt64 = 0
+public final class UsageRecorder: Sendable {
+    /// What requests handed over and the writer has not committed yet.
+    private struct Pending: Sendable {
+        var amounts: [LedgerKey: LedgerAmount] = [:]
+        var records: [RequestRecord] = []
+        var settlements: [Settlement] = []
+        var committing = false
+        var flushing = 0
+        /// The last sequence number handed to a count (with `journal`).
+        var countSeq: UInt64 = 0
+        var isEmpty: Bool { amounts.isEmpty }
+    }
+
+    private let pending = LockedCondition(Pending())
     private let journal: CountJournal?
     private let databasePath: String
     private let commitInterval: Double
     private let retentionDays: Int
     private let stores: UsageStorePool
     private let onError: @Sendable (Error) -> Void
+    private let writer = LockedValue<GatewayThread?>(nil)
 
     public init(stores: UsageStorePool, commitInterval: Double = 0.02, retentionDays: Int = GatewayConfig.defaultRetentionDays, journal: CountJournal? = nil,
                 onError: @escaping @Sendable (Error) -> Void = { _ in }) {
@@ -36,10 +41,25 @@ public final class UsageRecorder: @unchecked Sendable {
         self.commitInterval = commitInterval
         self.retentionDays = retentionDays
         self.onError = onError
-        // The thread keeps the recorder: it lives as long as the process.
-        let thread = Thread { self.run() }
-        thread.name = "usage-recorder"
-        thread.start()
+    }
+
+    /// Starts the writer thread; false when no thread could be started.
+    @discardableResult
+    public func start() -> Bool {
+        let thread = GatewayThread(name: "usage-recorder", wakeUp: { [pending] in pending.broadcast() }) { [self] thread in
+            run(thread)
+        }
+        writer.withLock { $0 = thread }
+        return thread.start()
+    }
+
+    /// Commits what is pending (at most `seconds`) and stops the writer; false when the commit
+    /// did not finish, and then the counts stay in the journal.
+    @discardableResult
+    public func stop(seconds: Double = 10) -> Bool {
+        let flushed = flush(seconds: seconds)
+        writer.withLock { $0 }?.stop()
+        return flushed
     }
 
     /// Counts one request as it is forwarded, so a request Azure sees is counted even if the
@@ -63,54 +83,53 @@ public final class UsageRecorder: @unchecked Sendable {
     /// Blocks until everything handed over so far is committed, or `seconds` pass; false on timeout.
     @discardableResult
     public func flush(seconds: Double = 10) -> Bool {
-        let deadline = Date(timeIntervalSinceNow: seconds)
-        condition.lock()
-        flushing += 1
-        condition.broadcast()  // cut a gathering wait short
-        defer {
-            flushing -= 1
-            condition.unlock()
+        pending.withLock { $0.flushing += 1 }
+        pending.broadcast()  // cut a gathering wait short
+        return pending.wait(until: { $0.isEmpty && !$0.committing }, deadline: Date(timeIntervalSinceNow: seconds)) { state, done in
+            state.flushing -= 1
+            return done
         }
-        while !pending.isEmpty || committing {
-            if !condition.wait(until: deadline) { return false }
-        }
-        return true
     }
 
     /// With `counts`, also journals the count, numbered in the order of the pending counts.
     private func add(_ key: LedgerKey, record: RequestRecord?, settling reservation: Reservation? = nil, counts: Bool = false,
                      _ change: (inout LedgerAmount) -> Void) {
-        condition.lock()
-        if counts {
-            countSeq += 1
-            journal?.append(seq: countSeq, key)
+        let wasEmpty = pending.withLock { state in
+            if counts {
+                state.countSeq += 1
+                journal?.append(seq: state.countSeq, key)
+            }
+            let wasEmpty = state.isEmpty
+            change(&state.amounts[key, default: LedgerAmount()])
+            if let record { state.records.append(record) }
+            if let reservation, let record { state.settlements.append(Settlement(reservation, record)) }
+            return wasEmpty
         }
         // The writer only sleeps when nothing is pending: wake it on that transition alone,
         // not once per request.
-        let wasEmpty = pending.isEmpty
-        change(&pending[key, default: LedgerAmount()])
-        if let record { records.append(record) }
-        if let reservation, let record { settlements.append(Settlement(reservation, record)) }
-        if wasEmpty { condition.broadcast() }
-        condition.unlock()
+        if wasEmpty { pending.broadcast() }
     }
 
-    private func run() {
+    /// Until stopped: waits for counts, gathers for `commitInterval` (unless a flush waits), and
+    /// commits what gathered. A stop leaves nothing behind: `stop()` flushes first.
+    private func run(_ thread: GatewayThread) {
         var lastPrune = Date.distantPast
         var lastCheckpoint = Date()
         var lastRecovery = Date()
         if journal != nil { recoverDeadJournals() }
         while true {
-            condition.lock()
-            while pending.isEmpty { condition.wait() }
+            let stopping = pending.wait(until: { !$0.isEmpty || thread.isStopping }) { state, _ in state.isEmpty }
+            if stopping { return }
             let gathered = Date(timeIntervalSinceNow: commitInterval)
-            while flushing == 0 && condition.wait(until: gathered) {}
-            let batch = pending, rows = records, settled = settlements, lastSeq = countSeq
-            pending = [:]
-            records = []
-            settlements = []
-            committing = true
-            condition.unlock()
+            let (batch, rows, settled, lastSeq) = pending.wait(until: { $0.flushing > 0 || thread.isStopping }, deadline: gathered) { state, _ in
+                defer {
+                    state.amounts = [:]
+                    state.records = []
+                    state.settlements = []
+                    state.committing = true
+                }
+                return (state.amounts, state.records, state.settlements, state.countSeq)
+            }
 
             commit(batch, rows, settled, mark: journal.map { ($0.process, lastSeq) })
             if journal != nil, Date().timeIntervalSince(lastRecovery) > 5 {
@@ -132,11 +151,11 @@ public final class UsageRecorder: @unchecked Sendable {
                 lastPrune = Date()
                 prune()
             }
-            condition.lock()
-            journal?.committed(through: lastSeq)
-            committing = false
-            condition.broadcast()
-            condition.unlock()
+            pending.withLock { state in
+                journal?.committed(through: lastSeq)
+                state.committing = false
+            }
+            pending.broadcast()
         }
     }
 
@@ -164,10 +183,10 @@ public final class UsageRecorder: @unchecked Sendable {
 
     /// After a `flush()` at exit: every count is committed, so the journal may go.
     public func removeJournal() {
-        condition.lock()
-        defer { condition.unlock() }
-        guard pending.isEmpty, !committing else { return }
-        journal?.remove()
+        pending.withLock { state in
+            guard state.isEmpty, !state.committing else { return }
+            journal?.remove()
+        }
     }
 
     private func prune() {

@@ -1,4 +1,3 @@
-import Synchronization
 
 /// A request admitted against its user's limits, until it is settled. What it reserved is in
 /// the `reservations` table, where every admission counts it.
@@ -87,11 +86,14 @@ extension UsageStore {
 
     /// Unique across processes without a rowid index: the process's random high part and a counter.
     static func nextReservationID() -> Int64 {
-        reservationPrefix | Int64(reservationCounter.add(1, ordering: .relaxed).newValue & 0xff_ffff)
+        reservationPrefix | Int64(reservationCounter.withLock { counter in
+            counter &+= 1
+            return counter
+        } & 0xff_ffff)
     }
 
     private static let reservationPrefix = Int64.random(in: 1..<(1 << 38)) << 24
-    private static let reservationCounter = Atomic<Int>(0)
+    private static let reservationCounter = LockedValue(0)
 
     /// Deletes reservations past their lifetime and rate buckets older than a minute.
     public func pruneAdmissions(nowMs: Int64) throws {

@@ -13,13 +13,11 @@ public final class UsageStore {
     /// Write transactions of this process, one at a time: threads waiting for SQLite's write
     /// lock would each sleep in its busy handler, where a lock hands it on at once. Other
     /// processes still meet at SQLite's lock.
-    private static let writers = NSLock()
+    private static let writers = LockedValue(())
 
     /// `body` in a `BEGIN IMMEDIATE` transaction, after this process's other writers.
     func write<T>(_ body: () throws -> T) throws -> T {
-        Self.writers.lock()
-        defer { Self.writers.unlock() }
-        return try connection.writeTransaction(body)
+        try Self.writers.withLock { _ in try connection.writeTransaction(body) }
     }
 
     /// `sql`, prepared once per connection.

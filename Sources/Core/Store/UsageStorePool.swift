@@ -5,13 +5,16 @@ import Foundation
 /// At most `maxOpen` are open: a borrower finding none free waits for one (a step takes
 /// microseconds) rather than opening another, so a burst of lookups (say, of unknown keys, which
 /// are never cached) does not turn into a burst of opens and closes.
-/// `@unchecked`: `idle` and `open` are read and written only while `condition` is locked.
-public final class UsageStorePool: @unchecked Sendable {
+public final class UsageStorePool: Sendable {
     let path: String
-    private let condition = NSCondition()
-    private var idle: [UsageStore] = []
-    private var open = 0
+    private let connections = LockedCondition(Connections())
     private let maxOpen: Int
+
+    private struct Connections: @unchecked Sendable {
+        // `@unchecked`: a connection here is idle, used by no thread until one takes it out.
+        var idle: [UsageStore] = []
+        var open = 0
+    }
 
     public init(path: String, maxOpen: Int = 8) {
         self.path = path
@@ -20,26 +23,22 @@ public final class UsageStorePool: @unchecked Sendable {
 
     /// Runs `body` with a connection of its own.
     public func with<T>(_ body: (UsageStore) throws -> T) throws -> T {
-        condition.lock()
-        while idle.isEmpty && open >= maxOpen { condition.wait() }
-        let reused = idle.popLast()
-        if reused == nil { open += 1 }
-        condition.unlock()
+        let reused = connections.wait(until: { !$0.idle.isEmpty || $0.open < maxOpen }) { connections, _ in
+            let reused = connections.idle.popLast()
+            if reused == nil { connections.open += 1 }
+            return reused
+        }
         let store: UsageStore
         do {
             store = try reused ?? UsageStore(path: path)
         } catch {
-            condition.lock()
-            open -= 1
-            condition.signal()
-            condition.unlock()
+            connections.withLock { $0.open -= 1 }
+            connections.signal()
             throw error
         }
         defer {
-            condition.lock()
-            idle.append(store)
-            condition.signal()
-            condition.unlock()
+            connections.withLock { $0.idle.append(store) }
+            connections.signal()
         }
         return try body(store)
     }

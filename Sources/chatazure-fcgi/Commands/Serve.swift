@@ -45,6 +45,13 @@ extension ChatAzureFCGI {
         @Option(help: "info logs one line per request; warning logs only problems.")
         var logLevel: String = "info"
 
+        @Flag(help: "No process tuning (glibc malloc cache, memory release, thread retirement); overrides fastcgi.tuning.")
+        var noTuning = false
+
+        /// The bench's switch for one part at a time: all, none, or malloc,memory,threads.
+        @Option(help: .hidden)
+        var tuningParts: String?
+
         func validate() throws {
             if let workers, !(1...10_000).contains(workers) { throw ValidationError("--workers must be 1...10000") }
             if let maxWorkers, !(1...10_000).contains(maxWorkers) { throw ValidationError("--max-workers must be 1...10000") }
@@ -59,6 +66,9 @@ extension ChatAzureFCGI {
                 throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
             }
             if let processes, !(1...256).contains(processes) { throw ValidationError("--processes must be 1...256") }
+            if let tuningParts, ProcessTuning.Parts(parsing: tuningParts) == nil {
+                throw ValidationError("--tuning-parts must be all, none, or names from malloc,memory,threads")
+            }
             guard drainSeconds >= 0, keepaliveSeconds >= 1 else { throw ValidationError("--drain-seconds >= 0, --keepalive-seconds >= 1") }
         }
 
@@ -73,8 +83,14 @@ extension ChatAzureFCGI {
             return settings
         }
 
+        /// What of `ProcessTuning` is on: the hidden `--tuning-parts`, else none with
+        /// `--no-tuning` or `fastcgi.tuning: false`, else all.
+        func tuning(_ config: GatewayConfig) -> ProcessTuning.Parts {
+            if let tuningParts { return ProcessTuning.Parts(parsing: tuningParts)! }
+            return noTuning || !config.fastcgi.tuning ? [] : .all
+        }
+
         func run() throws {
-            MallocTunables.applyByReexecuting()
             // Blocked from here on, taken later by the pool's (or the supervisor's) sigtimedwait:
             // FCGX_Init installs a SIGTERM handler of libfcgi's own, which would take a SIGTERM
             // sent while the process starts (its socket already open) and leave it running. And
@@ -98,6 +114,8 @@ extension ChatAzureFCGI {
                 ExitWithMessage.fail("\(error)")
             }
             config.fastcgi = fastcgi(config)
+            // Before anything is opened or started: the process starts over.
+            ProcessTuning.reexecuteForMalloc(tuning(config))
             for warning in config.warnings { logger.warning("\(warning)") }
 
             // Migrate the schema and sync config users once, before any thread opens the file.
@@ -137,8 +155,8 @@ extension ChatAzureFCGI {
                                 idleSeconds: config.fastcgi.idleSeconds, queueTimeoutMs: config.fastcgi.queueTimeoutMs,
                                 drainSeconds: drainSeconds, keepaliveSeconds: keepaliveSeconds,
                                 // Small stacks: every open stream holds a thread.
-                                stackSize: 256 * 1024, supervisor: Supervisor.parent()),
-                logger: logger, reload: { running in reload(running, logger: logger) })
+                                stackSize: 256 * 1024, supervisor: Supervisor.parent(), tuning: tuning(config)),
+                logger: logger, reload: { [logger] running in reload(running, logger: logger) })
             let code = pool.run()
             listener.close()
             Foundation.exit(code)
@@ -182,6 +200,8 @@ extension ChatAzureFCGI {
                              "--keepalive-seconds", "\(keepaliveSeconds)", "--log-level", logLevel]
             if let workers { arguments += ["--workers", "\(workers)"] }
             if let maxWorkers { arguments += ["--max-workers", "\(maxWorkers)"] }
+            if noTuning { arguments.append("--no-tuning") }
+            if let tuningParts { arguments += ["--tuning-parts", tuningParts] }
             return arguments
         }
 

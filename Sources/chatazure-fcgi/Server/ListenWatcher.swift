@@ -1,7 +1,6 @@
 import CFastCGI
 import Core
 import Foundation
-import Synchronization
 
 /// Watches the listening socket for connections nobody is accepting. Below the maximum it grows
 /// the pool at once, in batches that double while connections keep waiting (as php-fpm's dynamic
@@ -12,10 +11,9 @@ import Synchronization
 /// own, outside the pool's count.
 final class ListenWatcher: Sendable {
     private unowned let pool: WorkerPool
-    /// The thread's own `pthread_self()`, stored by the thread as it starts; 0 before.
-    private let thread = Atomic<UInt>(0)
-    /// When the current accept() started (`MonotonicInstant.nanoseconds`); 0 when not accepting.
-    private let acceptStarted = Atomic<UInt64>(0)
+    private let thread: LockedValue<GatewayThread?> = LockedValue(nil)
+    /// When the current accept() started; nil when not accepting.
+    private let acceptStarted = LockedValue<MonotonicInstant?>(nil)
 
     /// Threads started at most per look at the socket (php-fpm's `pm.max_spawn_rate` default): a
     /// burst is met within a few looks without starting far more threads than connections wait.
@@ -26,29 +24,35 @@ final class ListenWatcher: Sendable {
     }
 
     func start() -> Bool {
-        DetachedThread.start(stackSize: pool.settings.stackSize) {
-            self.thread.store(UInt(pthread_self()), ordering: .sequentiallyConsistent)
-            self.loop()
-        } != nil
+        let thread = GatewayThread(name: "listen-watcher", stackSize: pool.settings.stackSize,
+                                   wakeUp: { [unowned self] in wake() }) { [self] thread in
+            loop(thread)
+        }
+        self.thread.withLock { $0 = thread }
+        return thread.start()
     }
 
+    /// Interrupts a blocking accept() or poll().
     func wake() {
-        let thread = pthread_t(thread.load(ordering: .sequentiallyConsistent))
-        if thread != 0 { pthread_kill(thread, SIGUSR1) }  // 0 until the thread has started
+        thread.withLock { $0 }?.interrupt(with: SIGUSR1)
+    }
+
+    /// Stops the thread (the pool drains: it has stopped accepting already).
+    func stop() {
+        thread.withLock { $0 }?.stop()
     }
 
     /// Called by the supervisor: this thread accepts only a connection already waiting, so an
     /// accept() still blocked after 200 ms (far longer than taking one) lost it to a pool thread;
     /// interrupt it, so the next connection is not refused while threads are free.
     func unblockIfStale() {
-        let started = acceptStarted.load(ordering: .relaxed)
-        if started != 0 && MonotonicInstant.now().nanoseconds(since: MonotonicInstant(nanoseconds: started)) > 200_000_000 {
+        if let started = acceptStarted.withLock({ $0 }), MonotonicInstant.now().nanoseconds(since: started) > 200_000_000 {
             wake()
         }
     }
 
 
-    private func loop() {
+    private func loop(_ thread: GatewayThread) {
         let request = UnsafeMutablePointer<FCGX_Request>.allocate(capacity: 1)
         defer { request.deallocate() }
         FCGX_InitRequest(request, pool.settings.listenSocket, Int32(FCGI_FAIL_ACCEPT_ON_INTR))
@@ -56,10 +60,10 @@ final class ListenWatcher: Sendable {
         var pendingSince: MonotonicInstant?
         var batch = 1
         var listen = pollfd(fd: pool.settings.listenSocket, events: Int16(POLLIN), revents: 0)
-        while !pool.stopping.load(ordering: .relaxed) {
+        while !pool.isStopping && !thread.isStopping {
             listen.revents = 0
             _ = poll(&listen, 1, 100)
-            guard listen.revents != 0, pool.accepting.load(ordering: .relaxed) == 0 else {
+            guard listen.revents != 0, pool.counts.withLock({ $0.accepting }) == 0 else {
                 pendingSince = nil
                 batch = 1
                 if listen.revents != 0 { usleep(200) }  // an acceptor is about to take it
@@ -80,9 +84,9 @@ final class ListenWatcher: Sendable {
                 usleep(1000)
                 continue
             }
-            acceptStarted.store(now.nanoseconds, ordering: .relaxed)
+            acceptStarted.withLock { $0 = now }
             let accepted = FCGX_Accept_r(request)
-            acceptStarted.store(0, ordering: .relaxed)
+            acceptStarted.withLock { $0 = nil }
             guard accepted >= 0 else {
                 if accepted != -EINTR { pool.acceptFailed(accepted) }
                 continue

@@ -13,6 +13,7 @@ final class TokenRefresher: Sendable {
     private let logger: Logger
     /// One fetch at a time: a refused token seen by many requests at once is fetched once.
     private let fetching = LockedValue<Int>(0)
+    private let renewer: LockedValue<GatewayThread?> = LockedValue(nil)
 
     init(gateway: @escaping @Sendable () -> Gateway, logger: Logger) {
         self.gateway = gateway
@@ -22,14 +23,15 @@ final class TokenRefresher: Sendable {
     /// Fetches every token that is due, then keeps renewing them on a thread of its own.
     func start() {
         renewDue()
-        let thread = Thread { [self] in
-            while true {
-                sleep(1)
-                renewDue()
-            }
+        let thread = GatewayThread(name: "token-refresher") { [self] thread in
+            while thread.sleep(seconds: 1) { renewDue() }
         }
-        thread.name = "token-refresher"
+        renewer.withLock { $0 = thread }
         thread.start()
+    }
+
+    func stop() {
+        renewer.withLock { $0 }?.stop()
     }
 
     private func renewDue() {

@@ -3,15 +3,15 @@ import CCurl
 import Core
 import Foundation
 import Logging
-import Synchronization
 
 /// The FastCGI worker pool. libfcgi serves one connection per thread, and an open stream holds its
 /// thread, so the pool grows like php-fpm's dynamic mode: from `minThreads` up to `maxThreads`
 /// whenever a connection waits with no thread accepting (see `ListenWatcher`), and back down when
 /// threads sit idle. Each thread has its own `FCGX_Request` and, once it serves, a libcurl handle
 /// from the `UpstreamClientPool`; SQLite connections are shared through the gateway's `UsageStorePool`.
-/// `@unchecked`: `watcher`, its one `var`, is used only by the thread in `run()`; the rest is locked or atomic.
-final class WorkerPool: @unchecked Sendable {
+/// The thread that calls `run()` supervises: it takes the signals and runs the pool's jobs
+/// (`PoolJob`); a `Housekeeper` thread runs the jobs that touch the store.
+final class WorkerPool: Sendable {
     /// Everything fixed at start.
     struct Settings {
         /// Listening socket (fd 0 under spawn-fcgi).
@@ -33,46 +33,61 @@ final class WorkerPool: @unchecked Sendable {
         /// The supervisor this process was started by (`serve --processes`): when it is gone,
         /// the process drains and exits, as on SIGTERM.
         var supervisor: pid_t?
+        /// What of `ProcessTuning` is on.
+        var tuning: ProcessTuning.Parts
+    }
+
+    /// The pool's counters, changed together.
+    struct Counts: Sendable {
+        /// Requests accepted and not yet finished.
+        var inFlight = 0
+        /// Threads blocked in accept() on the listening socket.
+        var accepting = 0
+        /// Threads alive (or reserved while starting).
+        var total = 0
+        /// Set once SIGTERM arrived.
+        var stopping = false
+        /// Counts the reloads: a thread makes a new handler when it moved on.
+        var generation = 0
+        /// The index the next thread gets, for its log lines.
+        var nextIndex = 0
+    }
+
+    /// Failed accepts, logged at most once a second.
+    private struct AcceptFailures: Sendable {
+        /// Failed accepts not yet logged.
+        var count = 0
+        /// When the last line about failed accepts went out; nil if none has.
+        var logged: MonotonicInstant?
+        /// When an accept() last failed; nil if none has.
+        var last: MonotonicInstant?
     }
 
     /// What SIGHUP does: the gateway with the config reloaded, or nil to keep the running one.
-    typealias Reload = (Gateway) -> Gateway?
+    typealias Reload = @Sendable (Gateway) -> Gateway?
 
     /// The gateway requests are served by; replaced on SIGHUP, read by each thread only when
-    /// `generation` moved on, so a request pays one relaxed load for it.
+    /// `Counts.generation` moved on.
     private let currentGateway: LockedValue<Gateway>
     var gateway: Gateway { currentGateway.withLock { $0 } }
-    /// Counts the reloads.
-    let generation = Atomic<Int>(0)
     private let reload: Reload
     let settings: Settings
     let logger: Logger
     let recorder: UsageRecorder
     let upstreams: UpstreamClientPool
     /// Entra ID tokens of the backends that use one.
-    private(set) var tokens: TokenRefresher!
-    /// Requests accepted and not yet finished.
-    let inFlight = Atomic<Int>(0)
-    /// Threads blocked in accept() on the listening socket.
-    let accepting = Atomic<Int>(0)
-    /// Threads alive (or reserved while starting).
-    let total = Atomic<Int>(0)
-    /// Set once SIGTERM arrived.
-    let stopping = Atomic<Bool>(false)
-    /// Failed accepts not yet logged.
-    private let acceptFailures = Atomic<Int>(0)
-    /// When the last line about failed accepts went out (`MonotonicInstant.nanoseconds`); 0 if none has.
-    private let acceptFailureLogged = Atomic<UInt64>(0)
-    /// When an accept() last failed (`MonotonicInstant.nanoseconds`); 0 if none has.
-    private let lastAcceptFailure = Atomic<UInt64>(0)
-    private let workers = LockedValue<[WorkerThread]>([])
-    private let nextIndex = Atomic<Int>(0)
-    private var watcher: ListenWatcher?
+    let tokens: TokenRefresher
+    let counts = LockedValue(Counts())
+    private let acceptFailures = LockedValue(AcceptFailures())
+    private let workers = LockedValue<[Worker]>([])
+
+    var isStopping: Bool { counts.withLock { $0.stopping } }
 
     /// Expects `stopSignals` blocked already (`serve` blocks them on its first line), so every
     /// thread it starts inherits the mask.
     init(gateway: Gateway, settings: Settings, logger: Logger, reload: @escaping Reload) {
-        self.currentGateway = LockedValue(gateway)
+        let currentGateway = LockedValue(gateway)
+        self.currentGateway = currentGateway
         self.reload = reload
         self.settings = settings
         self.logger = logger
@@ -90,7 +105,7 @@ final class WorkerPool: @unchecked Sendable {
                                       journal: journal) { error in
             errorLogger.error("usage commit failed, retrying: \(error)")
         }
-        self.tokens = TokenRefresher(gateway: { [unowned self] in self.gateway }, logger: logger)
+        self.tokens = TokenRefresher(gateway: { currentGateway.withLock { $0 } }, logger: logger)
     }
 
     /// SIGTERM, SIGINT (drain and exit) and SIGHUP (reload): blocked in every thread, taken by
@@ -116,24 +131,39 @@ final class WorkerPool: @unchecked Sendable {
         // Termination signals are taken synchronously by this thread alone (blocked since init).
         var stopSignals = Self.stopSignals
 
+        guard recorder.start() else {
+            logger.critical("cannot start the usage recorder's thread: \(String(cString: strerror(errno)))")
+            return 1
+        }
         tokens.start()
+        let housekeeper = Housekeeper(gateway: { [currentGateway] in currentGateway.withLock { $0 } })
         for _ in 0..<settings.minThreads {
             guard spawn() else {
                 logger.critical("cannot start worker threads: \(String(cString: strerror(errno)))")
                 return 1
             }
         }
-        watcher = ListenWatcher(pool: self)
-        guard watcher!.start() else { return 1 }
-        var idleMemory = IdleMemory()
+        let watcher = ListenWatcher(pool: self)
+        guard watcher.start(), housekeeper.start() else { return 1 }
+        var tuning = ProcessTuning(parts: settings.tuning)
         logger.info("serving", metadata: ["threads": "\(settings.minThreads)", "max_threads": "\(settings.maxThreads)",
-                                          "released_startup_kb": "\(idleMemory.started())"])
+                                          "released_startup_kb": "\(tuning.started())"])
+
+        // Threads retired and libcurl handles freed by the last shrink: glibc holds their memory.
+        var retired = 0
+        var jobs = [
+            // A watcher accept that lost its connection to a pool thread blocks; interrupt it.
+            PoolJob("unblock the watcher", every: 0.1) { _ in watcher.unblockIfStale() },
+            PoolJob("replace retired threads", every: 0.1) { [self] _ in topUp() },
+            PoolJob("retire idle threads", every: 1) { [self] now in
+                tuning.tick(retiredBefore: retired, inFlight: counts.withLock { $0.inFlight })
+                retired = shrink(now: now, retiringServed: tuning.retiresServedThreads)
+            },
+        ]
 
         var received: Int32 = 0
-        // How long a stale watcher accept, a retired thread's replacement and the user cache's
-        // refresh may wait; retiring threads and returning memory run once a second.
+        // The shortest interval of the jobs.
         var tick = timespec(tv_sec: 0, tv_nsec: 100_000_000)
-        var lastShrink = MonotonicInstant.now()
         while true {
             received = sigtimedwait(&stopSignals, nil, &tick)
             if received == SIGHUP {
@@ -146,25 +176,17 @@ final class WorkerPool: @unchecked Sendable {
                 received = SIGTERM
                 break
             }
-            watcher?.unblockIfStale()
-            topUp()
-            gateway.authenticator.refresh()
-            gateway.admissions.returnLeases(nowMs: WallClock.nowMs())
             let now = MonotonicInstant.now()
-            if now.nanoseconds(since: lastShrink) >= 1_000_000_000 {
-                lastShrink = now
-                idleMemory.tick(inFlight: inFlight.load(ordering: .relaxed))
-                if shrink(now: now) > 0 { idleMemory.threadsRetired() }
-            }
+            for index in jobs.indices { jobs[index].runIfDue(now) }
         }
-        return drain(signal: received)
+        return drain(signal: received, watcher: watcher, housekeeper: housekeeper)
     }
 
     /// Swaps in the reloaded gateway; requests in flight finish under the one they started with.
     private func reloadGateway() {
         guard let newer = reload(gateway) else { return }
         currentGateway.withLock { $0 = newer }
-        generation.add(1, ordering: .relaxed)
+        counts.withLock { $0.generation += 1 }
         logger.notice("config reloaded", metadata: ["users": "\(newer.config.users.count)",
                                                     "deployments": "\(newer.config.azure.deployments.count)"])
     }
@@ -175,14 +197,16 @@ final class WorkerPool: @unchecked Sendable {
     /// would flood the log.
     func acceptFailed(_ code: Int32) {
         defer { usleep(10_000) }
-        acceptFailures.add(1, ordering: .relaxed)
-        let last = acceptFailureLogged.load(ordering: .relaxed)
         let now = MonotonicInstant.now()
-        lastAcceptFailure.store(now.nanoseconds, ordering: .relaxed)
-        guard last == 0 || now.nanoseconds(since: MonotonicInstant(nanoseconds: last)) >= 1_000_000_000,
-              acceptFailureLogged.compareExchange(expected: last, desired: now.nanoseconds, ordering: .relaxed).exchanged
-        else { return }
-        let count = acceptFailures.exchange(0, ordering: .relaxed)
+        let count = acceptFailures.withLock { failures -> Int? in
+            failures.count += 1
+            failures.last = now
+            if let logged = failures.logged, now.nanoseconds(since: logged) < 1_000_000_000 { return nil }
+            failures.logged = now
+            defer { failures.count = 0 }
+            return failures.count
+        }
+        guard let count else { return }
         // libfcgi returns -errno, or -9999 when it has no errno to give.
         let reason = code > -9999 ? String(cString: strerror(-code)) : "libfcgi shutdown pending"
         logger.error("FCGX_Accept_r failed: \(code) (\(reason)); \(count) failed accepts since the last such line")
@@ -193,8 +217,7 @@ final class WorkerPool: @unchecked Sendable {
     /// thread more cannot take a connection that accept() cannot give (out of file descriptors),
     /// it would only fail again every 10 ms too.
     func grow() -> Bool {
-        let failed = lastAcceptFailure.load(ordering: .relaxed)
-        if failed != 0 && MonotonicInstant.now().nanoseconds(since: MonotonicInstant(nanoseconds: failed)) < 100_000_000 {
+        if let failed = acceptFailures.withLock({ $0.last }), MonotonicInstant.now().nanoseconds(since: failed) < 100_000_000 {
             return false
         }
         return spawn()
@@ -203,83 +226,91 @@ final class WorkerPool: @unchecked Sendable {
     /// Starts one more thread if below the maximum; false when at the maximum or pthread failed.
     @discardableResult
     func spawn() -> Bool {
-        while true {
-            let current = total.load(ordering: .relaxed)
-            guard current < settings.maxThreads else { return false }
-            if total.compareExchange(expected: current, desired: current + 1, ordering: .relaxed).exchanged { break }
+        let index = counts.withLock { counts -> Int? in
+            guard counts.total < settings.maxThreads else { return nil }
+            counts.total += 1
+            counts.nextIndex += 1
+            return counts.nextIndex - 1
         }
-        let worker = WorkerThread(pool: self, index: nextIndex.add(1, ordering: .relaxed).oldValue)
+        guard let index else { return false }
+        let worker = Worker(pool: self, index: index)
         workers.withLock { $0.append(worker) }
         guard worker.start(stackSize: settings.stackSize) else {
             workers.withLock { list in list.removeAll { $0 === worker } }
-            total.subtract(1, ordering: .relaxed)
+            counts.withLock { $0.total -= 1 }
             return false
         }
         return true
     }
 
     /// Called by a thread leaving its loop.
-    func exited(_ worker: WorkerThread) {
+    func exited(_ worker: Worker) {
         workers.withLock { list in list.removeAll { $0 === worker } }
-        total.subtract(1, ordering: .relaxed)
+        counts.withLock { $0.total -= 1 }
     }
 
-    /// Retires threads that have idled longer than `idleSeconds`: any above the minimum, and at
-    /// the minimum those that have served, which `topUp()` replaces with fresh ones. Exiting is
-    /// what frees a served thread's glibc per-thread cache (`IdleMemory` then hands it back).
-    /// Its libcurl handle goes to `upstreams`, where the next thread to serve takes it with its
-    /// open connection; handles unused as long are freed, all but the most recent. Returns how
-    /// many threads were retired and handles freed.
-    private func shrink(now: MonotonicInstant) -> Int {
-        var excess = total.load(ordering: .relaxed) - settings.minThreads
+    /// Retires threads that have idled longer than `idleSeconds`: any above the minimum and, with
+    /// `retiringServed`, those at the minimum that have served, which `topUp()` replaces with
+    /// fresh ones (see `ProcessTuning.Parts.threadRetirement`). Its libcurl handle goes to
+    /// `upstreams`, where the next thread to serve takes it with its open connection; handles
+    /// unused as long are freed, all but the most recent. Returns how many threads were retired
+    /// and handles freed.
+    private func shrink(now: MonotonicInstant, retiringServed: Bool) -> Int {
+        var (excess, accepting) = counts.withLock { ($0.total - settings.minThreads, $0.accepting) }
         let limit = UInt64(settings.idleSeconds) * 1_000_000_000
         var released = upstreams.trim(idleLongerThan: limit, now: now)
-        workers.withLock { list in
-            for worker in list where (excess > 0 || worker.hasServed) && worker.idleLongerThan(limit, now: now) {
-                // Keep one thread accepting, so a new connection never waits for a spawn.
-                if worker.isAccepting && accepting.load(ordering: .relaxed) <= 1 { continue }
-                worker.retire()
-                excess -= 1
-                released += 1
+        let idle = workers.withLock { list in
+            list.filter { (excess > 0 || retiringServed && $0.hasServed) && $0.idleLongerThan(limit, now: now) }
+        }
+        for worker in idle where excess > 0 || retiringServed {
+            // Keep one thread accepting, so a new connection never waits for a spawn.
+            if worker.isAccepting {
+                if accepting <= 1 { continue }
+                accepting -= 1
             }
+            worker.retire()
+            excess -= 1
+            released += 1
         }
         return released
     }
 
     /// Starts fresh threads for those `shrink` retired at the minimum.
     private func topUp() {
-        while !stopping.load(ordering: .relaxed) && total.load(ordering: .relaxed) < settings.minThreads {
+        while counts.withLock({ !$0.stopping && $0.total < settings.minThreads }) {
             guard spawn() else { return }
         }
     }
 
-    private func drain(signal received: Int32) -> Int32 {
+    private func drain(signal received: Int32, watcher: ListenWatcher, housekeeper: Housekeeper) -> Int32 {
         logger.info("shutting down: stop accepting, draining in-flight requests",
-                    metadata: ["signal": "\(received)", "in_flight": "\(inFlight.load(ordering: .relaxed))"])
-        stopping.store(true, ordering: .sequentiallyConsistent)
+                    metadata: ["signal": "\(received)", "in_flight": "\(counts.withLock { $0.inFlight })"])
+        counts.withLock { $0.stopping = true }
         FCGX_ShutdownPending()
         let deadline = MonotonicInstant.now().adding(seconds: Double(settings.drainSeconds))
         while MonotonicInstant.now() < deadline {
             // Wake threads parked in accept() or on an idle kept-alive connection; repeat, since a
             // thread may have been between its idle mark and the blocking call.
-            let idleLeft = workers.withLock { list -> Bool in
-                for worker in list where worker.isIdle { worker.wake() }
-                return list.allSatisfy { $0.isIdle }
-            }
-            watcher?.wake()
-            gateway.admissions.returnLeases(nowMs: WallClock.nowMs())
-            if total.load(ordering: .relaxed) == 0 { break }
-            if inFlight.load(ordering: .relaxed) == 0 && idleLeft { break }
+            let list = workers.withLock { $0 }
+            for worker in list where worker.isIdle { worker.wake() }
+            let idleLeft = list.allSatisfy { $0.isIdle }
+            watcher.wake()
+            let (total, inFlight) = counts.withLock { ($0.total, $0.inFlight) }
+            if total == 0 { break }
+            if inFlight == 0 && idleLeft { break }
             usleep(50_000)
         }
+        watcher.stop()
+        housekeeper.stop()
+        tokens.stop()
         // Every forwarded request is counted before the process exits, and its lease's room given back.
         gateway.admissions.returnLeases(nowMs: WallClock.nowMs(), all: true)
-        if recorder.flush(seconds: 10) {
+        if recorder.stop(seconds: 10) {
             recorder.removeJournal()
         } else {
             logger.error("usage commit did not finish; the count journal keeps the counts for the next start")
         }
-        let left = inFlight.load(ordering: .relaxed)
+        let left = counts.withLock { $0.inFlight }
         if left > 0 {
             logger.warning("drain time over; abandoning in-flight requests", metadata: ["in_flight": "\(left)"])
         } else {

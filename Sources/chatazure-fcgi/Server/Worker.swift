@@ -3,22 +3,24 @@ import CCurl
 import Core
 import Foundation
 import Logging
-import Synchronization
 
-/// One pool thread: accept a request, serve it, repeat, until shutdown or retirement.
-final class WorkerThread: Sendable {
+/// One member of the pool, on a thread of its own: accept a request, serve it, repeat, until
+/// shutdown or retirement.
+final class Worker: Sendable {
     private unowned let pool: WorkerPool
     let index: Int
-    /// The thread's own `pthread_self()`, stored by the thread as it starts; 0 before.
-    private let thread = Atomic<UInt>(0)
-    /// What the thread is doing: see `State`.
-    private let state = Atomic<Int>(State.busy.rawValue)
-    /// When the thread last turned idle (`MonotonicInstant.nanoseconds`); 0 before it first did.
-    private let idleSince = Atomic<UInt64>(0)
-    private let retiring = Atomic<Bool>(false)
-    private let served = Atomic<Bool>(false)
+    private let activity = LockedValue(Activity())
+    private let thread: LockedValue<GatewayThread?> = LockedValue(nil)
 
-    enum State: Int {
+    private struct Activity: Sendable {
+        var state = State.busy
+        /// When the thread last turned idle; nil before it first did.
+        var idleSince: MonotonicInstant?
+        /// Has served a request, so it holds a libcurl handle and glibc's per-thread cache of freed memory.
+        var served = false
+    }
+
+    enum State: Sendable {
         /// Serving a request; never signalled, it re-reads its flags when the request is done.
         case busy
         case accepting, parked
@@ -32,55 +34,47 @@ final class WorkerThread: Sendable {
     }
 
     /// Waiting for work: in accept(), or parked on an idle kept-alive connection.
-    var isIdle: Bool { state.load(ordering: .sequentiallyConsistent) != State.busy.rawValue }
+    var isIdle: Bool { activity.withLock { $0.state != .busy } }
     /// Has served a request, so it holds a libcurl handle and glibc's per-thread cache of freed memory.
-    var hasServed: Bool { served.load(ordering: .relaxed) }
+    var hasServed: Bool { activity.withLock { $0.served } }
     /// Blocked in accept() on the listening socket.
-    var isAccepting: Bool { state.load(ordering: .relaxed) == State.accepting.rawValue }
+    var isAccepting: Bool { activity.withLock { $0.state == .accepting } }
 
     /// Idle for more than `nanos` at `now`. The thread may have marked itself idle after the
     /// caller read the clock: then it counts as idle for no time at all.
     func idleLongerThan(_ nanos: UInt64, now: MonotonicInstant) -> Bool {
-        let since = MonotonicInstant(nanoseconds: idleSince.load(ordering: .relaxed))
-        return isIdle && now.nanoseconds(since: since) > nanos
+        activity.withLock { activity in
+            guard activity.state != .busy, let since = activity.idleSince else { return false }
+            return now.nanoseconds(since: since) > nanos
+        }
     }
 
     func start(stackSize: Int) -> Bool {
-        DetachedThread.start(stackSize: stackSize) {
-            self.thread.store(UInt(pthread_self()), ordering: .sequentiallyConsistent)
-            self.loop()
-        } != nil
+        let thread = GatewayThread(name: "worker-\(index)", stackSize: stackSize, wakeUp: { [unowned self] in wake() }) { [self] thread in
+            loop(thread)
+        }
+        self.thread.withLock { $0 = thread }
+        return thread.start()
     }
 
     /// Interrupts an idle thread's blocking accept()/poll() so the loop re-reads its flags. A busy
     /// thread is left alone (a signal would break libfcgi's writes, which treat EINTR as failure);
     /// it re-reads the flags after its request.
     func wake() {
-        let thread = pthread_t(thread.load(ordering: .sequentiallyConsistent))
-        guard thread != 0 else { return }  // not running yet: it reads its flags before it blocks
-        var current = state.load(ordering: .sequentiallyConsistent)
-        while current != State.busy.rawValue {
-            let (exchanged, found) = state.compareExchange(expected: current, desired: State.waking.rawValue,
-                                                           ordering: .sequentiallyConsistent)
-            if exchanged {
-                pthread_kill(thread, SIGUSR1)
-                return
-            }
-            current = found
+        guard let thread = thread.withLock({ $0 }) else { return }
+        activity.withLock { activity in
+            guard activity.state != .busy else { return }
+            activity.state = .waking
+            thread.interrupt(with: SIGUSR1)
         }
     }
 
     /// Asks an idle thread to exit.
     func retire() {
-        retiring.store(true, ordering: .sequentiallyConsistent)
-        wake()
+        thread.withLock { $0 }?.stop(wait: false)
     }
 
-    private var shouldExit: Bool {
-        pool.stopping.load(ordering: .sequentiallyConsistent) || retiring.load(ordering: .sequentiallyConsistent)
-    }
-
-    private func loop() {
+    private func loop(_ thread: GatewayThread) {
         defer { pool.exited(self) }
         // Its libcurl handle, with the connection to Azure, goes on to the next thread to serve.
         var handler: RequestHandler?
@@ -88,7 +82,7 @@ final class WorkerThread: Sendable {
         var handlerGeneration = 0
         defer {
             if let handler {
-                pool.upstreams.give(handler.upstream, lastUsed: MonotonicInstant(nanoseconds: idleSince.load(ordering: .relaxed)))
+                pool.upstreams.give(handler.upstream, lastUsed: activity.withLock { $0.idleSince } ?? MonotonicInstant.now())
             }
         }
         var logger = pool.logger
@@ -102,38 +96,47 @@ final class WorkerThread: Sendable {
         sigemptyset(&wakeSignal)
         sigaddset(&wakeSignal, SIGUSR1)
 
+        var shouldExit: Bool { pool.isStopping || thread.isStopping }
         while !shouldExit {
-            idleSince.store(MonotonicInstant.now().nanoseconds, ordering: .relaxed)
-            if request.pointee.ipcFd >= 0 {
-                state.store(State.parked.rawValue, ordering: .sequentiallyConsistent)
-                waitOnKeptConnection(request)
+            let kept = request.pointee.ipcFd >= 0
+            activity.withLock { activity in
+                activity.idleSince = MonotonicInstant.now()
+                if kept { activity.state = .parked }
+            }
+            if kept {
+                waitOnKeptConnection(request, shouldExit: { shouldExit })
                 if shouldExit { break }
             }
             let accepting = request.pointee.ipcFd < 0
             if accepting {
-                state.store(State.accepting.rawValue, ordering: .sequentiallyConsistent)
-                pool.accepting.add(1, ordering: .relaxed)
+                activity.withLock { $0.state = .accepting }
+                pool.counts.withLock { $0.accepting += 1 }
                 if shouldExit {
-                    pool.accepting.subtract(1, ordering: .relaxed)
+                    pool.counts.withLock { $0.accepting -= 1 }
                     break
                 }
             }
             let accepted = FCGX_Accept_r(request)
-            if accepting { pool.accepting.subtract(1, ordering: .relaxed) }
-            let wasWoken = state.exchange(State.busy.rawValue, ordering: .sequentiallyConsistent) == State.waking.rawValue
+            let wasWoken = activity.withLock { activity in
+                defer { activity.state = .busy }
+                return activity.state == .waking
+            }
+            let generation = pool.counts.withLock { counts in
+                if accepting { counts.accepting -= 1 }
+                if accepted >= 0 { counts.inFlight += 1 }
+                return counts.generation
+            }
             if accepted < 0 {
                 if accepted != -EINTR && !shouldExit { pool.acceptFailed(accepted) }
                 continue
             }
-            pool.inFlight.add(1, ordering: .relaxed)
             // A wake-up sent while this thread was idle may land now and must not interrupt a write
             // to nginx: hold it until the request is done. Only then, so the usual request costs no
             // sigprocmask calls.
             if wasWoken { pthread_sigmask(SIG_BLOCK, &wakeSignal, nil) }
             defer { if wasWoken { pthread_sigmask(SIG_UNBLOCK, &wakeSignal, nil) } }
-            let generation = pool.generation.load(ordering: .relaxed)
             if handler == nil || handlerGeneration != generation {
-                served.store(true, ordering: .relaxed)
+                activity.withLock { $0.served = true }
                 handlerGeneration = generation
                 handler = RequestHandler(gateway: pool.gateway, recorder: pool.recorder,
                                          upstream: handler?.upstream ?? pool.upstreams.take(), tokens: pool.tokens,
@@ -141,7 +144,7 @@ final class WorkerThread: Sendable {
             }
             handler!.serve(FastCGIExchange(raw: request))
             FCGX_Finish_r(request)
-            pool.inFlight.subtract(1, ordering: .relaxed)
+            pool.counts.withLock { $0.inFlight -= 1 }
         }
         // A kept-alive connection survives FCGX_Finish_r; close it so nginx notices now.
         FastCGIExchange(raw: request).closeConnection()
@@ -153,13 +156,13 @@ final class WorkerThread: Sendable {
     /// Wait on both instead: grow the pool for a waiting connection, or, at the maximum, give the
     /// idle connection up (nginx drops a closed cached connection, and retries a request it sent
     /// on one, see `fastcgi_next_upstream` in nginx/chatazure.conf).
-    private func waitOnKeptConnection(_ request: UnsafeMutablePointer<FCGX_Request>) {
+    private func waitOnKeptConnection(_ request: UnsafeMutablePointer<FCGX_Request>, shouldExit: () -> Bool) {
         let kept = request.pointee.ipcFd
         // POLLRDHUP tells nginx closing the connection from the next request without a peek.
         // A tuple on the stack, not an array: this runs before every request on a kept connection.
         var fds = (pollfd(fd: kept, events: Int16(POLLIN) | pollReadHangUp, revents: 0),
                    pollfd(fd: pool.settings.listenSocket, events: Int16(POLLIN), revents: 0))
-        while !shouldExit {
+        while !shouldExit() {
             fds.0.revents = 0
             fds.1.revents = 0
             let ready = withUnsafeMutableBytes(of: &fds) { poll($0.baseAddress!.assumingMemoryBound(to: pollfd.self), 2, 1000) }
@@ -171,7 +174,7 @@ final class WorkerThread: Sendable {
                 }
                 return
             }
-            if fds.1.revents != 0 && pool.accepting.load(ordering: .relaxed) == 0 {
+            if fds.1.revents != 0 && pool.counts.withLock({ $0.accepting }) == 0 {
                 if pool.grow() {
                     usleep(1000)
                     continue

@@ -1,6 +1,6 @@
 import Foundation
 
-extension IdleMemory {
+extension ProcessTuning {
     /// Drops the clean read-only file pages of every mapping (code, read-only data) with
     /// MADV_DONTNEED; returns the kilobytes released. Start-up touches code and data serving never
     /// uses again (argument parsing, YAML and the ICU tables its regular expressions load, the
