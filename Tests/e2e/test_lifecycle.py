@@ -231,3 +231,25 @@ def test_only_the_supervisor_takes_stop_signals(gateway, alice):
         for tid in others:
             status = dict(line.split(":\t", 1) for line in open(f"/proc/{pid}/task/{tid}/status").read().splitlines() if ":\t" in line)
             assert int(status["SigBlk"], 16) & stop == stop, f"thread {status['Name'].strip()} ({tid}) takes stop signals"
+
+
+@pytest.mark.parametrize("switch", ["--no-tuning", "fastcgi.tuning: false"])
+def test_no_tuning_serves_without_touching_glibc(tmp_path, emulator, switch):
+    # With tuning off, serve does not re-execute itself: glibc runs with its defaults, so the
+    # process is the program as started (for gdb, valgrind, ps), and it serves as usual.
+    flag = switch.startswith("--")
+    gateway = Gateway(tmp_path, emulator.url, processes=1, serve_args=switch if flag else "",
+                      extra_fastcgi="" if flag else "  tuning: false\n")
+    try:
+        client = gateway.client(USERS["alice"])
+        answer = client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "untuned"}])
+        assert answer.choices[0].message.content
+        for pid in gateway.pids:
+            assert b"tcache_count" not in open(f"/proc/{pid}/environ", "rb").read()
+            names = sorted(open(f"/proc/{pid}/task/{tid}/comm").read().strip() for tid in os.listdir(f"/proc/{pid}/task"))
+            # The threads ARCHITECTURE.md lists, each by the name GatewayThread gives it.
+            for name in ("usage-recorder", "housekeeper", "listen-watcher", "worker-0"):
+                assert name in names, names
+        wait_for(lambda: gateway.usage().get("alice", {}).get("requests") == 1, what="the request counted")
+    finally:
+        gateway.stop()
