@@ -55,11 +55,12 @@ import Testing
     }
 
     @Test func forwardedHeaders() {
-        #expect(UpstreamResponse.isForwarded("x-ratelimit-remaining-tokens"))
-        #expect(UpstreamResponse.isForwarded("apim-request-id"))
-        #expect(!UpstreamResponse.isForwarded("set-cookie"))
-        #expect(!UpstreamResponse.isForwarded("transfer-encoding"))
-        #expect(!UpstreamResponse.isForwarded("connection"))
+        func isForwarded(_ name: String) -> Bool { Array(name.utf8).withUnsafeBytes { UpstreamResponse.forwardedName($0) } != nil }
+        #expect(isForwarded("x-ratelimit-remaining-tokens"))
+        #expect(isForwarded("apim-request-id"))
+        #expect(!isForwarded("set-cookie"))
+        #expect(!isForwarded("transfer-encoding"))
+        #expect(!isForwarded("connection"))
         #expect(Array("X-RateLimit-Remaining-Requests".utf8).withUnsafeBytes { UpstreamResponse.forwardedName($0) } == "x-ratelimit-remaining-requests")
         #expect(Array("Content-Type".utf8).withUnsafeBytes { UpstreamResponse.forwardedName($0) } == "content-type")
         #expect(Array("x-ratelimit-remaining-".utf8).withUnsafeBytes { UpstreamResponse.forwardedName($0) } == nil)  // a prefix alone is no header

@@ -68,9 +68,9 @@ public final class GatewayThread: Sendable {
         _ = setThreadName(pthread_self(), String(name.utf8.prefix(15))!)
         state.withLock { $0.thread = pthread_self() }
         body(self)
+        Self.running.withLock { $0[name, default: 0] -= 1 }
         state.withLock { $0.finished = true }
         state.broadcast()
-        Self.running.withLock { $0[name, default: 0] -= 1 }
     }
 
     /// True once `stop()` was called.

@@ -13,10 +13,6 @@ public enum UpstreamResponse {
         "x-ratelimit-remaining-", "x-ratelimit-limit-", "x-ratelimit-reset-",
     ].map { Array($0.utf8) }
 
-    public static func isForwarded(_ name: String) -> Bool {
-        Array(name.utf8).withUnsafeBytes { forwardedName($0) } != nil
-    }
-
     /// The lower-cased header name when a header with `name` (any case) is forwarded, else nil.
     /// Byte-level and without a String for the rest: it runs for every header of every answer.
     /// Not generic on purpose: called from the executable, a generic would run unspecialized.

@@ -76,7 +76,7 @@ public struct Policy: Sendable {
             let amount = limit == "budget-per-month" ? "\(value) \(currency)" : value
             var error = OpenAIError(status: 429, message: "'\(user)' has used up the \(limit) quota of \(amount); it resets at \(reset).",
                                     type: "insufficient_quota", code: "insufficient_quota")
-            error.retryAfterSeconds = max(1, resetsAt - Int(Date().timeIntervalSince1970))
+            error.retryAfterSeconds = max(1, resetsAt - WallClock.nowSeconds())
             return error
         case .parallel(let value):
             var error = OpenAIError(status: 429, message: "Too many requests at once for '\(user)': max-parallel is \(value).",

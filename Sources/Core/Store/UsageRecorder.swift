@@ -113,9 +113,7 @@ public final class UsageRecorder: Sendable {
     /// Until stopped: waits for counts, gathers for `commitInterval` (unless a flush waits), and
     /// commits what gathered. A stop leaves nothing behind: `stop()` flushes first.
     private func run(_ thread: GatewayThread) {
-        var lastPrune = Date.distantPast
-        var lastCheckpoint = Date()
-        var lastRecovery = Date()
+        var maintenance = Maintenance()
         if journal != nil { recoverDeadJournals() }
         while true {
             let stopping = pending.wait(until: { !$0.isEmpty || thread.isStopping }) { state, _ in state.isEmpty }
@@ -130,32 +128,46 @@ public final class UsageRecorder: Sendable {
                 }
                 return (state.amounts, state.records, state.settlements, state.countSeq)
             }
-
             commit(batch, rows, settled, mark: journal.map { ($0.process, lastSeq) })
-            if journal != nil, Date().timeIntervalSince(lastRecovery) > 5 {
-                lastRecovery = Date()
-                recoverDeadJournals()
-            }
-            if Date().timeIntervalSince(lastCheckpoint) > 0.5 {
-                lastCheckpoint = Date()
-                do {
-                    try stores.with { store in
-                        try store.checkpoint()
-                        try store.pruneAdmissions(nowMs: WallClock.nowMs())
-                    }
-                } catch {
-                    onError(error)
-                }
-            }
-            if Date().timeIntervalSince(lastPrune) > 3600 {
-                lastPrune = Date()
-                prune()
-            }
+            maintain(&maintenance)
             pending.withLock { state in
                 journal?.committed(through: lastSeq)
                 state.committing = false
             }
             pending.broadcast()
+        }
+    }
+
+    /// When the writer last did each of its chores.
+    private struct Maintenance {
+        var recovery = MonotonicInstant.now()
+        var checkpoint = MonotonicInstant.now()
+        var prune: MonotonicInstant?
+    }
+
+    /// The writer's chores after a commit: recovering dead processes' journals (every 5 s),
+    /// checkpointing the WAL and pruning expired admissions (every 0.5 s), pruning the request
+    /// log (hourly).
+    private func maintain(_ last: inout Maintenance) {
+        let now = MonotonicInstant.now()
+        if journal != nil, now.nanoseconds(since: last.recovery) > 5_000_000_000 {
+            last.recovery = now
+            recoverDeadJournals()
+        }
+        if now.nanoseconds(since: last.checkpoint) > 500_000_000 {
+            last.checkpoint = now
+            do {
+                try stores.with { store in
+                    try store.checkpoint()
+                    try store.pruneAdmissions(nowMs: WallClock.nowMs())
+                }
+            } catch {
+                onError(error)
+            }
+        }
+        if last.prune.map({ now.nanoseconds(since: $0) > 3_600_000_000_000 }) ?? true {
+            last.prune = now
+            prune()
         }
     }
 

@@ -5,7 +5,7 @@ extension UsageStore {
     /// `days` days of the ledger (today the last), this month's and today's usage per user with
     /// their limits over `defaults`, and the latest `problems` errors and refusals.
     public func adminSnapshot(now: Date, defaults: Limits, currency: String, days: Int = 30, problems: Int = 50) throws -> AdminSnapshot {
-        let seconds = Int(now.timeIntervalSince1970)
+        let seconds = WallClock.seconds(now)
         let today = UTCDay.day(seconds)
         let window = (0..<days).reversed().map { UTCDay.day(seconds - $0 * 86_400) }
         return try connection.readTransaction {

@@ -42,7 +42,7 @@ public enum UTCDay {
     }
 
     public static func today(_ now: Date = Date()) -> String {
-        day(Int(now.timeIntervalSince1970))
+        day(WallClock.seconds(now))
     }
 
     /// The month of a `YYYY-MM-DD` day.

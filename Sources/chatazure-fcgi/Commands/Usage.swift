@@ -60,7 +60,7 @@ extension ChatAzureFCGI {
             let today = UTCDay.today(now)
             if value == "month" { return UTCDay.month(of: today) + "-01" }
             if value.hasSuffix("d"), let days = Int(value.dropLast()), days >= 1 {
-                return UTCDay.day(Int(now.timeIntervalSince1970) - (days - 1) * 86_400)
+                return UTCDay.day(WallClock.seconds(now) - (days - 1) * 86_400)
             }
             guard UTCDay.isValid(value) else { throw ValidationError("--since must be YYYY-MM-DD, Nd or month") }
             return value
@@ -69,7 +69,7 @@ extension ChatAzureFCGI {
         /// `YYYY-MM-DD`, `Nd` (the day N days ago) or `month` (the last day of last month), as a day.
         static func lastDay(_ value: String?, now: Date) throws -> String? {
             guard let value else { return nil }
-            let seconds = Int(now.timeIntervalSince1970)
+            let seconds = WallClock.seconds(now)
             if value == "month" { return UTCDay.day(UTCDay.start(of: UTCDay.month(of: UTCDay.today(now)) + "-01")! - 86_400) }
             if value.hasSuffix("d"), let days = Int(value.dropLast()), days >= 0 { return UTCDay.day(seconds - days * 86_400) }
             guard UTCDay.isValid(value) else { throw ValidationError("--until must be YYYY-MM-DD, Nd or month") }

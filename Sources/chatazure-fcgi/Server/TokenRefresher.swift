@@ -36,7 +36,7 @@ final class TokenRefresher: Sendable {
 
     private func renewDue() {
         let current = gateway()
-        let now = Int(Date().timeIntervalSince1970)
+        let now = WallClock.nowSeconds()
         for backend in current.config.azure.backends where backend.auth != .apiKey && current.tokens.isDue(backend.name, now: now) {
             _ = fetch(backend, into: current.tokens)
         }
@@ -51,7 +51,7 @@ final class TokenRefresher: Sendable {
 
     private func fetch(_ backend: AzureBackend, into tokens: BackendTokens) -> BackendTokens.Token? {
         fetching.withLock { _ in
-            let now = Int(Date().timeIntervalSince1970)
+            let now = WallClock.nowSeconds()
             let (status, body) = Self.request(for: backend, caFile: backend.settings.caFile)
             guard status == 200, let token = BackendTokens.parse(body, now: now) else {
                 logger.error("Entra ID token for backend \(backend.name) not issued: status \(status) \(BackendTokens.errorCode(body).map { "(\($0))" } ?? "")")
