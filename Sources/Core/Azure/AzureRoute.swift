@@ -30,11 +30,6 @@ public struct AzureRoute: Sendable, Equatable {
         self.charged = charged ?? self.servedAs.first ?? model
     }
 
-    /// The deployment configured for `model`, if it can stand in a URL.
-    static func checkedDeployment(for model: String, azure: AzureSettings) throws -> String {
-        try usable(azure.deployment(for: model), named: model)
-    }
-
     /// `deployment`, which `model` names, if it can stand in a URL.
     static func usable(_ deployment: String, named model: String) throws -> String {
         guard isPlainToken(deployment) else {
