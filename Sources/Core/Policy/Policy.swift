@@ -47,7 +47,7 @@ public struct Policy: Sendable {
 
     /// Reserves `call`'s estimate against the user's limits; nil when the user has none (then
     /// nothing is written here). A refusal is an OpenAI-shaped 429.
-    func admit(_ call: UpstreamCall, limits: Limits, admissions: AdmissionQueue, nowMs: Int64) throws -> Result<Reservation?, OpenAIError> {
+    func admit(_ call: UpstreamCall, limits: Limits, admissions: any AdmissionStore, nowMs: Int64) throws -> Result<Reservation?, OpenAIError> {
         guard !limits.isEmpty else { return .success(nil) }
         let prompt = RequestEstimate.promptTokens(call.body)
         let completion = RequestEstimate.completionTokens(call.body, defaultMax: limitSettings.defaultMaxTokens)
