@@ -19,8 +19,13 @@ let package = Package(
         .systemLibrary(name: "CCurl", providers: [.apt(["libcurl4-openssl-dev"])]),
         .systemLibrary(name: "CSQLite", providers: [.apt(["libsqlite3-dev"])]),
         .target(
+            name: "GatewayValues",
+            dependencies: [.product(name: "Logging", package: "swift-log")]
+        ),
+        .target(
             name: "Core",
             dependencies: [
+                "GatewayValues",
                 "CSQLite",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -35,6 +40,6 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        .testTarget(name: "CoreTests", dependencies: ["Core"]),
+        .testTarget(name: "CoreTests", dependencies: ["Core", "GatewayValues"]),
     ]
 )

@@ -1,0 +1,3 @@
+// The layers below Core, re-exported: Core's API speaks their types, so the executable, the
+// tests and the fuzz targets get them with `import Core`.
+@_exported import GatewayValues
