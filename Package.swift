@@ -22,10 +22,11 @@ let package = Package(
             name: "GatewayValues",
             dependencies: [.product(name: "Logging", package: "swift-log")]
         ),
+        .target(name: "GatewayHTTP", dependencies: ["GatewayValues"]),
         .target(
             name: "Core",
             dependencies: [
-                "GatewayValues",
+                "GatewayHTTP",
                 "CSQLite",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -40,6 +41,6 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        .testTarget(name: "CoreTests", dependencies: ["Core", "GatewayValues"]),
+        .testTarget(name: "CoreTests", dependencies: ["Core", "GatewayValues", "GatewayHTTP"]),
     ]
 )

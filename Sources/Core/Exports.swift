@@ -1,3 +1,4 @@
 // The layers below Core, re-exported: Core's API speaks their types, so the executable, the
 // tests and the fuzz targets get them with `import Core`.
 @_exported import GatewayValues
+@_exported import GatewayHTTP

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import Core
+@testable import GatewayHTTP
 
 /// Images, speech and transcriptions are priced by the unit, from the request and the answer.
 @Suite struct MediaChargeTests {

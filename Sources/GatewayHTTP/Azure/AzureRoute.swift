@@ -31,7 +31,7 @@ public struct AzureRoute: Sendable, Equatable {
     }
 
     /// `deployment`, which `model` names, if it can stand in a URL.
-    static func usable(_ deployment: String, named model: String) throws -> String {
+    package static func usable(_ deployment: String, named model: String) throws -> String {
         guard isPlainToken(deployment) else {
             throw OpenAIError.invalidRequest("The model '\(model)' does not name a usable Azure deployment.",
                                              param: "model", code: "model_not_found", status: 404)
