@@ -24,12 +24,18 @@ let package = Package(
         ),
         .target(name: "GatewayHTTP", dependencies: ["GatewayValues"]),
         .target(
-            name: "Core",
+            name: "GatewayPolicy",
             dependencies: [
                 "GatewayHTTP",
-                "CSQLite",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
+        .target(
+            name: "Core",
+            dependencies: [
+                "GatewayPolicy",
+                "CSQLite",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -41,6 +47,6 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        .testTarget(name: "CoreTests", dependencies: ["Core", "GatewayValues", "GatewayHTTP"]),
+        .testTarget(name: "CoreTests", dependencies: ["Core", "GatewayValues", "GatewayHTTP", "GatewayPolicy"]),
     ]
 )

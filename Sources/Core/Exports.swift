@@ -2,3 +2,4 @@
 // tests and the fuzz targets get them with `import Core`.
 @_exported import GatewayValues
 @_exported import GatewayHTTP
+@_exported import GatewayPolicy

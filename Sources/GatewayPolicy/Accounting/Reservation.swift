@@ -14,6 +14,18 @@ public struct Reservation: Sendable, Equatable {
     public var settlesBeforeEnd = true
     /// The lease it was admitted from (`RoomLease`), if any.
     public var lease: Int64?
+
+    package init(id: Int64, userID: Int64, window: RateWindow, tokens: Int = 0, costMicros: Int64 = 0, expiresMs: Int64 = 0,
+                 settlesBeforeEnd: Bool = true, lease: Int64? = nil) {
+        self.id = id
+        self.userID = userID
+        self.window = window
+        self.tokens = tokens
+        self.costMicros = costMicros
+        self.expiresMs = expiresMs
+        self.settlesBeforeEnd = settlesBeforeEnd
+        self.lease = lease
+    }
 }
 
 /// Where a user stands in the rolling 60 seconds, counting the request just admitted.
@@ -22,6 +34,12 @@ public struct RateWindow: Sendable, Equatable {
     public var tokens = 0
     /// Milliseconds until the oldest request in the window leaves it; 0 when none is in it.
     public var resetMs: Int64 = 0
+
+    package init(requests: Int = 0, tokens: Int = 0, resetMs: Int64 = 0) {
+        self.requests = requests
+        self.tokens = tokens
+        self.resetMs = resetMs
+    }
 }
 
 /// Why a request was not admitted.

@@ -34,5 +34,5 @@ public struct RequestRecord: Sendable, Equatable {
     }
 
     /// The UTC day it is counted under.
-    var day: String { UTCDay.day(Int(timeMs / 1000)) }
+    package var day: String { UTCDay.day(Int(timeMs / 1000)) }
 }
