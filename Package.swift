@@ -18,6 +18,8 @@ let package = Package(
         .systemLibrary(name: "CFastCGI", providers: [.apt(["libfcgi-dev"])]),
         .systemLibrary(name: "CCurl", providers: [.apt(["libcurl4-openssl-dev"])]),
         .systemLibrary(name: "CSQLite", providers: [.apt(["libsqlite3-dev"])]),
+        // Core's layers, lowest first. Each depends on the one below it and re-exports it, and none
+        // can import one above it (ARCHITECTURE.md, "Targets").
         .target(
             name: "GatewayValues",
             dependencies: [.product(name: "Logging", package: "swift-log")]
@@ -31,11 +33,11 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
+        .target(name: "SQLiteStore", dependencies: ["GatewayPolicy", "CSQLite"]),
         .target(
             name: "Core",
             dependencies: [
-                "GatewayPolicy",
-                "CSQLite",
+                "SQLiteStore",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -47,6 +49,6 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        .testTarget(name: "CoreTests", dependencies: ["Core", "GatewayValues", "GatewayHTTP", "GatewayPolicy"]),
+        .testTarget(name: "CoreTests", dependencies: ["Core", "GatewayValues", "GatewayHTTP", "GatewayPolicy", "SQLiteStore"]),
     ]
 )

@@ -3,3 +3,4 @@
 @_exported import GatewayValues
 @_exported import GatewayHTTP
 @_exported import GatewayPolicy
+@_exported import SQLiteStore
