@@ -18,12 +18,26 @@ let package = Package(
         .systemLibrary(name: "CFastCGI", providers: [.apt(["libfcgi-dev"])]),
         .systemLibrary(name: "CCurl", providers: [.apt(["libcurl4-openssl-dev"])]),
         .systemLibrary(name: "CSQLite", providers: [.apt(["libsqlite3-dev"])]),
+        // Core's layers, lowest first. Each depends on the one below it and re-exports it, and none
+        // can import one above it (ARCHITECTURE.md, "Targets").
+        .target(
+            name: "GatewayValues",
+            dependencies: [.product(name: "Logging", package: "swift-log")]
+        ),
+        .target(name: "GatewayHTTP", dependencies: ["GatewayValues"]),
+        .target(
+            name: "GatewayPolicy",
+            dependencies: [
+                "GatewayHTTP",
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
+        .target(name: "SQLiteStore", dependencies: ["GatewayPolicy", "CSQLite"]),
         .target(
             name: "Core",
             dependencies: [
-                "CSQLite",
-                .product(name: "Yams", package: "Yams"),
-                .product(name: "Crypto", package: "swift-crypto"),
+                "SQLiteStore",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -35,6 +49,6 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        .testTarget(name: "CoreTests", dependencies: ["Core"]),
+        .testTarget(name: "CoreTests", dependencies: ["Core", "GatewayValues", "GatewayHTTP", "GatewayPolicy", "SQLiteStore"]),
     ]
 )

@@ -13,7 +13,7 @@ public struct Gateway: Sendable {
     /// What each user may do.
     public let policy: Policy
     /// Admissions and settlements of users with limits.
-    public let admissions: AdmissionQueue
+    public let admissions: any AdmissionStore
 
     /// The backends, each with where its configured models go for every JSON operation but
     /// `responses`, built once: a request for one of them skips building its URL and looking up
@@ -60,7 +60,7 @@ public struct Gateway: Sendable {
         Gateway(config: newer, authenticator: authenticator, admissions: admissions, tokens: tokens, inFlight: inFlight)
     }
 
-    private init(config: GatewayConfig, authenticator: Authenticator, admissions: AdmissionQueue, tokens: BackendTokens,
+    private init(config: GatewayConfig, authenticator: Authenticator, admissions: any AdmissionStore, tokens: BackendTokens,
                  inFlight: UserInFlight) {
         self.config = config
         self.maxBody = config.fastcgi.maxBodyBytes

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import Core
+@testable import GatewayHTTP
 
 @Suite struct ASCIITests {
 

@@ -1,5 +1,6 @@
 import Testing
 @testable import Core
+@testable import GatewayPolicy
 
 /// A generator that always picks the same way, so orders are checkable.
 struct FixedRandom: RandomNumberGenerator {

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import Core
+@testable import SQLiteStore
 
 /// The original chatazure's `users` table as gorm creates it, in its three flavours.
 enum OriginalSchema {

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import Testing
 @testable import Core
+@testable import GatewayValues
 
 @Suite struct LogLineHandlerTests {
     @Test func formatsUTCTimestampsWithMilliseconds() {

@@ -1,6 +1,8 @@
 import Foundation
 import Testing
 @testable import Core
+@testable import GatewayHTTP
+@testable import GatewayPolicy
 
 /// Images, speech and transcriptions are priced by the unit, from the request and the answer.
 @Suite struct MediaChargeTests {

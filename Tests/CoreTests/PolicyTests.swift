@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import Core
+@testable import SQLiteStore
 
 @Suite struct PolicyTests {
     @Test func estimateRule() {

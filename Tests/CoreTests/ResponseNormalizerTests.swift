@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import Core
+@testable import GatewayHTTP
 
 @Suite struct ResponseNormalizerTests {
     let route = AzureRoute(operation: "chat/completions", model: "gpt-4o", deployment: "prod", streaming: true)

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import Core
+@testable import SQLiteStore
 
 @Suite struct RoomLeaseTests {
     let now: Int64 = 1_796_000_000_000

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import CSQLite
 @testable import Core
+@testable import SQLiteStore
 
 func temporaryDatabase() -> String {
     let folder = FileManager.default.temporaryDirectory.appendingPathComponent("chatazure-tests-\(UUID().uuidString)")

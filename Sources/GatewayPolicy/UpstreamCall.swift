@@ -30,6 +30,26 @@ public struct UpstreamCall: Sendable {
     /// the answer reached the client and the backend's failure allows (`BackendVerdict.movesOn`).
     public var fallbacks: [UpstreamCall] = []
 
+    package init(method: String, url: String, headers: [(String, String)], body: [UInt8], route: AzureRoute,
+                 shaping: ResponseShaping, user: StoredUser, media: MediaUse? = nil, reads: String? = nil,
+                 reservation: Reservation? = nil, responseFields: [(String, String)] = [], backend: Int = 0,
+                 backendName: String = "default", fallbacks: [UpstreamCall] = []) {
+        self.method = method
+        self.url = url
+        self.headers = headers
+        self.body = body
+        self.route = route
+        self.shaping = shaping
+        self.user = user
+        self.media = media
+        self.reads = reads
+        self.reservation = reservation
+        self.responseFields = responseFields
+        self.backend = backend
+        self.backendName = backendName
+        self.fallbacks = fallbacks
+    }
+
     /// What rests and has a circuit in `BackendHealth`.
     public var healthKey: String { backendName + "/" + route.deployment }
 }

@@ -95,7 +95,7 @@ public struct JSONRequestBody {
     }
 
     /// `value` as a JSON string literal.
-    static func literal(_ value: String) -> String {
+    package static func literal(_ value: String) -> String {
         if !needsEscaping(value) { return "\"" + value + "\"" }
         var out = "\""
         for scalar in value.unicodeScalars {

@@ -5,13 +5,15 @@ import Foundation
 /// for a change). A mutex that sleeps when taken: under contention it costs a sleep, where
 /// `Synchronization.Mutex` on Linux spins first and burns the CPU the holder needs.
 public final class LockedValue<Value> {
-    private let lock = NSLock()
-    private var value: Value
+    // Inlinable so the layers above specialize `withLock` for their values: it runs on every request.
+    @usableFromInline let lock = NSLock()
+    @usableFromInline var value: Value
 
     public init(_ value: Value) {
         self.value = value
     }
 
+    @inlinable
     public func withLock<Result>(_ body: (inout Value) throws -> Result) rethrows -> Result {
         lock.lock()
         defer { lock.unlock() }

@@ -8,11 +8,11 @@ enum JSONSyntaxError: Error {
 }
 
 /// Walks JSON bytes: validates structure and reports value ranges, building nothing.
-struct JSONScanner {
+package struct JSONScanner {
     let bytes: [UInt8]
     var position = 0
 
-    init(bytes: [UInt8], position: Int = 0) {
+    package init(bytes: [UInt8], position: Int = 0) {
         self.bytes = bytes
         self.position = position
     }
@@ -20,13 +20,13 @@ struct JSONScanner {
     var atEnd: Bool { position >= bytes.count }
     var peek: UInt8? { position < bytes.count ? bytes[position] : nil }
 
-    mutating func skipSpace() {
+    package mutating func skipSpace() {
         while position < bytes.count, ASCII.isSpace(bytes[position]) { position += 1 }
     }
 
     /// Calls `body` with each member of the object at `position`: the key's literal (quotes
     /// included) and the value's range. Keys stay bytes; compare them with `key(_:is:)`.
-    mutating func forEachMember(_ body: (Range<Int>, Range<Int>, JSONScanner) throws -> Void) throws {
+    package mutating func forEachMember(_ body: (Range<Int>, Range<Int>, JSONScanner) throws -> Void) throws {
         guard peek == UInt8(ascii: "{") else { throw JSONSyntaxError.invalid }
         position += 1
         skipSpace()
@@ -284,7 +284,7 @@ struct JSONScanner {
     /// Whether the string literal at `range` reads `name`. Compared byte by byte as it is
     /// decoded, building nothing, and given up at the first difference: a body of escaped keys
     /// costs no more than it is long.
-    func key(_ range: Range<Int>, is name: StaticString) -> Bool {
+    package func key(_ range: Range<Int>, is name: StaticString) -> Bool {
         let count = name.utf8CodeUnitCount
         let inner = (range.lowerBound + 1) ..< (range.upperBound - 1)
         // Names are ASCII: a literal that starts with neither a backslash nor the name's first
@@ -310,7 +310,7 @@ struct JSONScanner {
     }
 
     /// The decoded text of the string literal at `range`.
-    func string(_ range: Range<Int>) -> String {
+    package func string(_ range: Range<Int>) -> String {
         let inner = (range.lowerBound + 1) ..< (range.upperBound - 1)
         if !bytes[inner].contains(UInt8(ascii: "\\")) { return String(decoding: bytes[inner], as: UTF8.self) }
         // Decoding never lengthens a literal: an escape is at least as long as its UTF-8.
@@ -409,7 +409,7 @@ struct JSONScanner {
     }
 
     /// The literal word (`true`, `false`, `null`, a number) at `range`, or "" for other values.
-    func literal(_ range: Range<Int>) -> String {
+    package func literal(_ range: Range<Int>) -> String {
         guard let first = range.first.map({ bytes[$0] }), first != UInt8(ascii: "\""), first != UInt8(ascii: "{"),
               first != UInt8(ascii: "[") else { return "" }
         return String(decoding: bytes[range], as: UTF8.self)

@@ -28,7 +28,7 @@ public struct MediaUse: Sendable, Equatable {
     public static let estimatedBytesPerSecond = 2000
 
     /// The use a JSON body of `operation` asks for; nil for operations not priced by the unit.
-    static func json(_ kind: OperationKind, body: [UInt8]) -> MediaUse? {
+    package static func json(_ kind: OperationKind, body: [UInt8]) -> MediaUse? {
         guard kind.makesImages || kind == .speech else { return nil }
         var use = MediaUse(images: kind == .speech ? 0 : 1)
         var scanner = JSONScanner(bytes: body)
@@ -50,7 +50,7 @@ public struct MediaUse: Sendable, Equatable {
 
     /// The use of a multipart upload to `operation`: images to edit, audio to transcribe.
     /// `field` reads a form field once (it throws for one named twice).
-    static func multipart(_ kind: OperationKind, body: [UInt8], field: (String) throws -> String?) throws -> MediaUse? {
+    package static func multipart(_ kind: OperationKind, body: [UInt8], field: (String) throws -> String?) throws -> MediaUse? {
         if kind.readsAudio { return MediaUse(uploadBytes: body.count) }
         guard kind.makesImages else { return nil }
         return MediaUse(images: try field("n").map(count) ?? 1, size: try field("size"), quality: try field("quality"))

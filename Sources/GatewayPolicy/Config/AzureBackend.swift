@@ -73,7 +73,7 @@ public struct AzureBackend: Sendable {
 extension AzureSettings {
     /// `backends`, or, for settings built without any (as in code, not from config.yaml), the
     /// one resource of `endpoint` and `apiKey`.
-    var effectiveBackends: [AzureBackend] {
+    package var effectiveBackends: [AzureBackend] {
         backends.isEmpty ? [AzureBackend(name: "default", settings: self)] : backends
     }
 }

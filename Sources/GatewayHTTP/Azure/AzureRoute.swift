@@ -30,13 +30,8 @@ public struct AzureRoute: Sendable, Equatable {
         self.charged = charged ?? self.servedAs.first ?? model
     }
 
-    /// The deployment configured for `model`, if it can stand in a URL.
-    static func checkedDeployment(for model: String, azure: AzureSettings) throws -> String {
-        try usable(azure.deployment(for: model), named: model)
-    }
-
     /// `deployment`, which `model` names, if it can stand in a URL.
-    static func usable(_ deployment: String, named model: String) throws -> String {
+    package static func usable(_ deployment: String, named model: String) throws -> String {
         guard isPlainToken(deployment) else {
             throw OpenAIError.invalidRequest("The model '\(model)' does not name a usable Azure deployment.",
                                              param: "model", code: "model_not_found", status: 404)

@@ -3,7 +3,7 @@
 /// Any other name reads as absent and is not kept.
 public struct RequestHeaders: Sendable, ExpressibleByDictionaryLiteral {
     /// One header the gateway reads.
-    enum Field: CaseIterable {
+    package enum Field: CaseIterable {
         case authorization, apiKey, accept, accessControlRequestHeaders, origin, contentType, contentLength
 
         /// The header's lower-case name.
@@ -45,7 +45,7 @@ public struct RequestHeaders: Sendable, ExpressibleByDictionaryLiteral {
         set { if let field = Field(name: name) { self[field] = newValue } }
     }
 
-    subscript(field: Field) -> String? {
+    package subscript(field: Field) -> String? {
         get {
             switch field {
             case .authorization: values.0

@@ -20,7 +20,7 @@ public struct Policy: Sendable {
     /// one of the models the deployment reached serves (`AzureRoute.servedAs`), whatever name
     /// the client wrote. A user with a monthly budget may not use a model without a price,
     /// which would escape it. A route without a model (a stored response) is not checked here.
-    func checkAccess(_ user: StoredUser, route: AzureRoute, limits: Limits) throws {
+    package func checkAccess(_ user: StoredUser, route: AzureRoute, limits: Limits) throws {
         guard !route.servedAs.isEmpty else { return }
         if let patterns = user.models, !route.servedAs.contains(where: { ModelAccess.allows(patterns, $0) }) {
             throw Self.notAllowed(user, route.model)
@@ -36,7 +36,7 @@ public struct Policy: Sendable {
     }
 
     /// Which of the configured models the user may use.
-    func visibleModels(for user: StoredUser, configured: [String]) -> [String] {
+    package func visibleModels(for user: StoredUser, configured: [String]) -> [String] {
         configured.filter { ModelAccess.allows(user.models, $0) }
     }
 
@@ -47,7 +47,7 @@ public struct Policy: Sendable {
 
     /// Reserves `call`'s estimate against the user's limits; nil when the user has none (then
     /// nothing is written here). A refusal is an OpenAI-shaped 429.
-    func admit(_ call: UpstreamCall, limits: Limits, admissions: AdmissionQueue, nowMs: Int64) throws -> Result<Reservation?, OpenAIError> {
+    package func admit(_ call: UpstreamCall, limits: Limits, admissions: any AdmissionStore, nowMs: Int64) throws -> Result<Reservation?, OpenAIError> {
         guard !limits.isEmpty else { return .success(nil) }
         let prompt = RequestEstimate.promptTokens(call.body)
         let completion = RequestEstimate.completionTokens(call.body, defaultMax: limitSettings.defaultMaxTokens)

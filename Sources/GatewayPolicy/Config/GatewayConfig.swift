@@ -82,8 +82,8 @@ public struct AzureSettings: Sendable {
 
     public static let defaultAPIVersion = "2024-10-21"
     public static let defaultConnectTimeoutMs = 5000
-    public static let defaultFirstByteTimeoutMs = 120_000
-    public static let defaultIdleTimeoutMs = 300_000
+    public static let defaultFirstByteTimeoutMs = RelayTimeouts.defaultFirstByteMs
+    public static let defaultIdleTimeoutMs = RelayTimeouts.defaultIdleMs
     /// Operations that only exist in preview api-versions, when not overridden in config.
     public static let defaultOperationVersions = [
         "responses": "2025-04-01-preview",

@@ -11,7 +11,11 @@ public struct RelayTimeouts: Sendable, Equatable {
     public var firstByteMs: Int
     public var idleMs: Int
 
-    public init(firstByteMs: Int = AzureSettings.defaultFirstByteTimeoutMs, idleMs: Int = AzureSettings.defaultIdleTimeoutMs) {
+    /// The defaults of `azure.first-byte-timeout-ms` and `azure.idle-timeout-ms` (`AzureSettings`).
+    public static let defaultFirstByteMs = 120_000
+    public static let defaultIdleMs = 300_000
+
+    public init(firstByteMs: Int = RelayTimeouts.defaultFirstByteMs, idleMs: Int = RelayTimeouts.defaultIdleMs) {
         self.firstByteMs = firstByteMs
         self.idleMs = idleMs
     }

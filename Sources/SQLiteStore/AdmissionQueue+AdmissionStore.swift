@@ -1,0 +1,2 @@
+/// The SQLite store's admissions.
+extension AdmissionQueue: AdmissionStore {}
