@@ -14,7 +14,7 @@ extension Gateway {
     }
 
     /// Records that the user of `call` created the stored response `id`, on `call`'s backend.
-    public func recordCreated(_ id: String, by call: UpstreamCall, nowMs: Int64) throws {
+    func recordCreated(_ id: String, by call: UpstreamCall, nowMs: Int64) throws {
         let object = StoredObject(id: id, kind: .response, userID: call.user.id, backend: call.backendName)
         try authenticator.stores.with { try $0.recordObject(object, nowMs: nowMs) }
     }

@@ -7,7 +7,7 @@ public struct Gateway: Sendable {
     /// The validated configuration.
     public let config: GatewayConfig
     /// Largest request body accepted, in bytes (`fastcgi.max-body-mb`).
-    public var maxBody: Int
+    var maxBody: Int
     /// Who a key belongs to.
     public let authenticator: Authenticator
     /// What each user may do.
@@ -20,7 +20,7 @@ public struct Gateway: Sendable {
     /// its deployment.
     let backends: [PlannedBackend]
     /// Which backends may take requests now (several backends only).
-    public let health: BackendHealth
+    let health: BackendHealth
     /// Entra ID tokens of the backends that use them.
     public let tokens: BackendTokens
     /// Each user's forwarded requests in flight in this process (`fastcgi.max-per-user`).

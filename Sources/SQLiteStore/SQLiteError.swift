@@ -20,5 +20,5 @@ public struct SQLiteError: Error, Sendable, CustomStringConvertible {
     public var description: String { "SQLite error \(reason): \(message)" }
 
     /// True when another connection held the lock past `busy_timeout`.
-    public var isBusy: Bool { reason & 0xff == SQLITE_BUSY || reason & 0xff == SQLITE_LOCKED }
+    var isBusy: Bool { reason & 0xff == SQLITE_BUSY || reason & 0xff == SQLITE_LOCKED }
 }

@@ -26,7 +26,7 @@ public final class SQLiteStatement {
 
     /// Resets the statement and binds `values` to `?1…?n`.
     @discardableResult
-    public func bind(_ values: [Value]) throws -> SQLiteStatement {
+    func bind(_ values: [Value]) throws -> SQLiteStatement {
         sqlite3_reset(handle)
         sqlite3_clear_bindings(handle)
         for (offset, value) in values.enumerated() {
@@ -74,12 +74,12 @@ public final class SQLiteStatement {
     public func int(_ column: Int32) -> Int64 { sqlite3_column_int64(handle, column) }
 
     /// The integer in `column`, or nil when it is NULL.
-    public func optionalInt(_ column: Int32) -> Int64? {
+    func optionalInt(_ column: Int32) -> Int64? {
         sqlite3_column_type(handle, column) == SQLITE_NULL ? nil : int(column)
     }
 
     /// The text in `column`, or nil when it is NULL.
-    public func optionalText(_ column: Int32) -> String? {
+    func optionalText(_ column: Int32) -> String? {
         sqlite3_column_type(handle, column) == SQLITE_NULL ? nil : text(column)
     }
 

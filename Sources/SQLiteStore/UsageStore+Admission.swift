@@ -61,7 +61,7 @@ extension UsageStore {
     private static let reservationCounter = LockedValue(0)
 
     /// Deletes reservations past their lifetime and rate buckets older than a minute.
-    public func pruneAdmissions(nowMs: Int64) throws {
+    func pruneAdmissions(nowMs: Int64) throws {
         try write {
             try statement("DELETE FROM reservations WHERE expires_ms < ?1").run([.int(nowMs)])
             try statement("DELETE FROM rate_buckets WHERE second <= ?1").run([.int(nowMs / 1000 - 60)])

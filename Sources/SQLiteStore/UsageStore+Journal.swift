@@ -7,7 +7,7 @@ extension UsageStore {
     /// what it replayed, so a second recovery of the same files (by another process, before this
     /// one deleted them) adds nothing. Returns how many counts were added.
     @discardableResult
-    public func recoverCountJournals(databasePath: String, except: String?) throws -> Int {
+    func recoverCountJournals(databasePath: String, except: String?) throws -> Int {
         let url = URL(fileURLWithPath: databasePath)
         let folder = url.deletingLastPathComponent().path
         let prefix = url.lastPathComponent + ".counts-"

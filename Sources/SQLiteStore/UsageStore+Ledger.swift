@@ -42,7 +42,7 @@ extension UsageStore {
     }
 
     /// Copies what the WAL holds back into the database file, as far as no reader needs it.
-    public func checkpoint() throws {
+    func checkpoint() throws {
         try connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
     }
 
@@ -51,7 +51,7 @@ extension UsageStore {
     /// order, so the oldest rows by rowid are taken in batches, each its own transaction, until
     /// a batch holds none to delete. A row logged out of order waits for a later prune.
     @discardableResult
-    public func pruneRequests(olderThanDays days: Int, nowMs: Int64, batch: Int = 10_000) throws -> Int {
+    func pruneRequests(olderThanDays days: Int, nowMs: Int64, batch: Int = 10_000) throws -> Int {
         let prune = try connection.prepare("""
             DELETE FROM requests WHERE rowid IN (SELECT rowid FROM requests ORDER BY rowid LIMIT ?2) AND time_ms < ?1
             """)

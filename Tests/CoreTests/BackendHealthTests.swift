@@ -1,5 +1,8 @@
 import Testing
 @testable import Core
+@testable import SQLiteStore
+@testable import GatewayHTTP
+@testable import GatewayValues
 @testable import GatewayPolicy
 
 /// A generator that always picks the same way, so orders are checkable.

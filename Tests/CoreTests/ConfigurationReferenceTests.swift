@@ -1,6 +1,10 @@
 import Foundation
 import Testing
 @testable import Core
+@testable import SQLiteStore
+@testable import GatewayPolicy
+@testable import GatewayHTTP
+@testable import GatewayValues
 
 /// Every key the parser accepts (`GatewayConfig.keys`) is in docs/configuration.md and in
 /// config.yaml.example, with the default the code starts from.

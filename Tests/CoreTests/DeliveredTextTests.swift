@@ -1,6 +1,10 @@
 import Foundation
 import Testing
 @testable import Core
+@testable import SQLiteStore
+@testable import GatewayPolicy
+@testable import GatewayHTTP
+@testable import GatewayValues
 
 /// The estimate of completion tokens when Azure reports none rests on all the text delivered,
 /// read as JSON: content, refusals, tool calls, audio transcripts, Responses deltas; whatever the

@@ -1,5 +1,9 @@
 import Testing
 @testable import Core
+@testable import SQLiteStore
+@testable import GatewayPolicy
+@testable import GatewayHTTP
+@testable import GatewayValues
 
 @Suite struct EndpointTests {
     @Test(arguments: [

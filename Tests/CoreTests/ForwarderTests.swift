@@ -2,6 +2,10 @@ import Foundation
 import Logging
 import Testing
 @testable import Core
+@testable import SQLiteStore
+@testable import GatewayPolicy
+@testable import GatewayHTTP
+@testable import GatewayValues
 
 /// The forwarder against a transport that plays back what each backend answers: failover, the
 /// record and its price, the owner of a created response, the user's slot in flight.

@@ -1,6 +1,9 @@
 import Foundation
 import Testing
 @testable import Core
+@testable import SQLiteStore
+@testable import GatewayPolicy
+@testable import GatewayValues
 @testable import GatewayHTTP
 
 @Suite struct GatewayRequestTests {

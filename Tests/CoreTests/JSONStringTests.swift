@@ -1,6 +1,10 @@
 import Foundation
 import Testing
 @testable import Core
+@testable import SQLiteStore
+@testable import GatewayPolicy
+@testable import GatewayHTTP
+@testable import GatewayValues
 
 /// JSON string literals decoded by JSONScanner: one pass, as RFC 8259 reads them.
 @Suite struct JSONStringTests {

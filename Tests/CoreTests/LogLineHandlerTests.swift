@@ -2,6 +2,9 @@ import Foundation
 import Logging
 import Testing
 @testable import Core
+@testable import SQLiteStore
+@testable import GatewayPolicy
+@testable import GatewayHTTP
 @testable import GatewayValues
 
 @Suite struct LogLineHandlerTests {

@@ -1,6 +1,8 @@
 import Foundation
 import Testing
 @testable import Core
+@testable import SQLiteStore
+@testable import GatewayValues
 @testable import GatewayHTTP
 @testable import GatewayPolicy
 

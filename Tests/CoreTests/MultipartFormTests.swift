@@ -1,6 +1,10 @@
 import Foundation
 import Testing
 @testable import Core
+@testable import SQLiteStore
+@testable import GatewayPolicy
+@testable import GatewayHTTP
+@testable import GatewayValues
 
 @Suite struct MultipartFormTests {
     /// A part of a form: its header lines, a blank line, the content, and the CRLF before the next delimiter.

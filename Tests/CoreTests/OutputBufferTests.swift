@@ -1,5 +1,9 @@
 import Testing
 @testable import Core
+@testable import SQLiteStore
+@testable import GatewayPolicy
+@testable import GatewayHTTP
+@testable import GatewayValues
 
 @Suite struct OutputBufferTests {
     func text(_ buffer: OutputBuffer) -> String { String(decoding: buffer.bytes, as: UTF8.self) }

@@ -1,6 +1,9 @@
 import Foundation
 import Testing
 @testable import Core
+@testable import GatewayPolicy
+@testable import GatewayHTTP
+@testable import GatewayValues
 @testable import SQLiteStore
 
 @Suite struct PolicyTests {

@@ -1,6 +1,10 @@
 import Foundation
 import Testing
 @testable import Core
+@testable import SQLiteStore
+@testable import GatewayPolicy
+@testable import GatewayHTTP
+@testable import GatewayValues
 
 /// A request is checked and priced as the deployment it reaches, never as the name it writes.
 @Suite struct ServedModelTests {

@@ -1,6 +1,10 @@
 import Foundation
 import Testing
 @testable import Core
+@testable import SQLiteStore
+@testable import GatewayPolicy
+@testable import GatewayHTTP
+@testable import GatewayValues
 
 /// A stored response is its creator's: anyone else's request for it, or to continue it, is
 /// answered as for an id that does not exist, and never forwarded.

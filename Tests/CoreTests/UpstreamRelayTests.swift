@@ -1,6 +1,10 @@
 import Foundation
 import Testing
 @testable import Core
+@testable import SQLiteStore
+@testable import GatewayPolicy
+@testable import GatewayHTTP
+@testable import GatewayValues
 
 /// Feeds `UpstreamRelay` what libcurl hands the executable (raw header lines, body reads, ticks,
 /// the transfer result) and checks what the client would receive. No sockets, no clock.

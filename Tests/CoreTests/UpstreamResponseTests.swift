@@ -1,6 +1,10 @@
 import Foundation
 import Testing
 @testable import Core
+@testable import SQLiteStore
+@testable import GatewayPolicy
+@testable import GatewayHTTP
+@testable import GatewayValues
 
 @Suite struct UpstreamResponseTests {
     func error(_ bytes: [UInt8]) throws -> [String: Any] {

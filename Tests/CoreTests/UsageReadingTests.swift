@@ -1,6 +1,10 @@
 import Foundation
 import Testing
 @testable import Core
+@testable import SQLiteStore
+@testable import GatewayPolicy
+@testable import GatewayHTTP
+@testable import GatewayValues
 
 /// Usage is the top-level `usage` member of an answer or chunk (`response.usage` in a Responses
 /// stream event), read as JSON: text the model wrote never moves it.

@@ -2,6 +2,9 @@ import Foundation
 import Testing
 import CSQLite
 @testable import Core
+@testable import GatewayPolicy
+@testable import GatewayHTTP
+@testable import GatewayValues
 @testable import SQLiteStore
 
 func temporaryDatabase() -> String {

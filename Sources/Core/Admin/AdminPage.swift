@@ -4,14 +4,14 @@
 /// The numbers sit in elements marked `data-user`, `data-field`, `data-value` and the like, so a
 /// test reads them from the rendered DOM.
 public struct AdminPage: Sendable {
-    public var snapshot: AdminSnapshot
+    var snapshot: AdminSnapshot
 
     public init(snapshot: AdminSnapshot) {
         self.snapshot = snapshot
     }
 
     /// The whole document.
-    public var html: String {
+    var html: String {
         var page = Self.head
         page.reserveCapacity(64 * 1024)
         page += "<body><header><h1>chatazure admin</h1><p class=\"meta\">Read at <time datetime=\"\(Self.isoTime(snapshot.now))\">"

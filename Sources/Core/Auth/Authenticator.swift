@@ -40,7 +40,7 @@ public struct Authenticator: Sendable {
     }
 
     /// True when the store answers a read (for /healthz).
-    public func storeIsReadable() -> Bool {
+    func storeIsReadable() -> Bool {
         (try? stores.with { $0.isReadable() }) ?? false
     }
 

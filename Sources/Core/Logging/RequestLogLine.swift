@@ -14,7 +14,7 @@ public struct RequestLogLine: Sendable {
     public var route: AzureRoute?
     /// The backend that answered a forwarded request.
     public var backend: String?
-    public var upstreamMs: Int?
+    var upstreamMs: Int?
     public var tokens: TokenUsage?
     public var ending = RelayEnding.complete
     /// Which time limit Azure ran over, when `ending` is a timeout.

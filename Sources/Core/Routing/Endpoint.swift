@@ -23,20 +23,20 @@ public struct Endpoint: Sendable, Equatable {
     /// The operation, e.g. `chat/completions`; `responses` for every Responses path.
     public var operation: String
     /// What follows `responses` on a Responses path (`/resp_1`, `/resp_1/input_items`), else "".
-    public var item: String
+    var item: String
     public var body: Body
 
     /// `/v1/{op}` operations with a JSON body naming a model.
-    public static let jsonOperations: Set<String> = [
+    static let jsonOperations: Set<String> = [
         "chat/completions", "completions", "embeddings", "images/generations", "audio/speech", "responses",
     ]
     /// `/v1/{op}` operations with a multipart body whose `model` field names the model.
-    public static let multipartOperations: Set<String> = ["audio/transcriptions", "audio/translations", "images/edits"]
+    static let multipartOperations: Set<String> = ["audio/transcriptions", "audio/translations", "images/edits"]
     /// Operations Azure serves per deployment.
     static let deploymentOperations = jsonOperations.union(multipartOperations).subtracting(["responses"])
 
     /// The endpoint of `method` and `path`; a 404 or 405 when the gateway serves none there.
-    public static func resolve(method: String, path: String) throws -> Endpoint {
+    static func resolve(method: String, path: String) throws -> Endpoint {
         guard isSafePath(path) else { throw OpenAIError.notFound(method: method, path: path) }
         let endpoint: Endpoint?
         if path.hasPrefix("/v1/") {

@@ -3,9 +3,9 @@
 /// processes keep dying young (a broken config or database would otherwise spin).
 public struct RestartBackoff: Sendable, Equatable {
     /// A process that ran at least this long died of something else than its start.
-    public var healthySeconds: Double = 10
-    public var firstSeconds: Double = 1
-    public var maximumSeconds: Double = 30
+    var healthySeconds: Double = 10
+    var firstSeconds: Double = 1
+    var maximumSeconds: Double = 30
     /// The wait before the next restart.
     public private(set) var currentSeconds: Double = 0
 

@@ -22,7 +22,7 @@ public enum ASCII {
     }
 
     /// ASCII letters upper-cased; other bytes kept.
-    public static func uppercased<C: Collection<UInt8>>(_ bytes: C) -> String {
+    static func uppercased<C: Collection<UInt8>>(_ bytes: C) -> String {
         String(decoding: bytes.map { $0 >= 97 && $0 <= 122 ? $0 - 32 : $0 }, as: UTF8.self)
     }
 
@@ -45,12 +45,12 @@ public enum ASCII {
     }
 
     /// True when `bytes` start with `lowercase` (lower-case already), ignoring ASCII case in `bytes`.
-    public static func hasPrefixIgnoringCase(_ bytes: UnsafeRawBufferPointer, _ lowercase: StaticString) -> Bool {
+    static func hasPrefixIgnoringCase(_ bytes: UnsafeRawBufferPointer, _ lowercase: StaticString) -> Bool {
         hasPrefixIgnoringCase(bytes, UnsafeRawBufferPointer(start: lowercase.utf8Start, count: lowercase.utf8CodeUnitCount))
     }
 
     /// True when `bytes` start with `lowercase` (lower-case already), ignoring ASCII case in `bytes`.
-    public static func hasPrefixIgnoringCase(_ bytes: UnsafeRawBufferPointer, _ lowercase: UnsafeRawBufferPointer) -> Bool {
+    static func hasPrefixIgnoringCase(_ bytes: UnsafeRawBufferPointer, _ lowercase: UnsafeRawBufferPointer) -> Bool {
         guard bytes.count >= lowercase.count else { return false }
         for index in 0..<lowercase.count {
             var byte = bytes[index]

@@ -13,7 +13,7 @@ public struct DeliveredText: Sendable, Equatable {
     /// Completion tokens the text is worth at least: one per chunk that carried text (a
     /// token is the least a chunk holds), and a token per 4 ASCII bytes plus one per other
     /// scalar (CJK runs about a token a character; bytes / 4 would count it at 3/4 of one).
-    public var tokenEstimate: Int {
+    var tokenEstimate: Int {
         max(events, (asciiBytes + 3) / 4 + nonASCIIScalars)
     }
 

@@ -3,7 +3,7 @@
 /// could break a log line or a URL.
 public enum ModelName {
     /// Longest name accepted, in bytes.
-    public static let maxLength = 256
+    static let maxLength = 256
 
     /// Throws a 400 naming `model` unless it is 1 to `maxLength` printable, non-space characters.
     public static func check(_ model: String) throws {

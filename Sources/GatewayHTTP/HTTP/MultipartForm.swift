@@ -24,7 +24,7 @@ public enum MultipartForm {
 
     /// Refuses a boundary RFC 2046 does not allow: empty, longer than 70 characters, a
     /// character outside its `bchars`, or a space at the end.
-    public static func checkBoundary(_ boundary: String) throws {
+    static func checkBoundary(_ boundary: String) throws {
         let bytes = boundary.utf8
         guard !bytes.isEmpty, bytes.count <= maxBoundaryLength, bytes.allSatisfy(isBoundaryByte), bytes.last != 0x20 else {
             throw OpenAIError.invalidRequest(
@@ -34,7 +34,7 @@ public enum MultipartForm {
     }
 
     /// RFC 2046's limit on a boundary's length.
-    public static let maxBoundaryLength = 70
+    static let maxBoundaryLength = 70
 
     /// The text of the form field `model`, or nil when no part is named `model`. Throws a 400
     /// when the boundary or the body's structure is malformed, when two parts are named

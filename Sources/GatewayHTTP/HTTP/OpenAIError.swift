@@ -106,14 +106,14 @@ extension OpenAIError {
     }
 
     /// Azure's connection broke before its answer was complete.
-    public static func upstreamCut(_ detail: String) -> OpenAIError {
+    static func upstreamCut(_ detail: String) -> OpenAIError {
         OpenAIError(status: 502, message: "Azure OpenAI's answer was cut off before it was complete: \(detail)",
                     type: "upstream_error", code: "upstream_cut")
     }
 
     /// Azure refused the gateway's own key or Entra identity (401 or 403). Never the client's
     /// 401: an SDK would report it as a wrong API key, sending the user to look at theirs.
-    public static func upstreamAuthFailed(status: Int) -> OpenAIError {
+    static func upstreamAuthFailed(status: Int) -> OpenAIError {
         OpenAIError(status: 502, message: "Azure OpenAI refused the gateway's own credentials (it answered \(status)). "
                     + "Your API key is fine; the gateway's operator must fix its Azure key, identity or access.",
                     type: "upstream_error", code: "upstream_auth_failed")

@@ -16,7 +16,7 @@ public enum UpstreamResponse {
     /// The lower-cased header name when a header with `name` (any case) is forwarded, else nil.
     /// Byte-level and without a String for the rest: it runs for every header of every answer.
     /// Not generic on purpose: called from the executable, a generic would run unspecialized.
-    public static func forwardedName(_ name: UnsafeRawBufferPointer) -> String? {
+    static func forwardedName(_ name: UnsafeRawBufferPointer) -> String? {
         for candidate in forwardedNames where candidate.bytes.count == name.count && ASCII.equalsIgnoringCase(name, candidate.bytes) {
             return candidate.name
         }
@@ -32,7 +32,7 @@ public enum UpstreamResponse {
     /// message (`error.message`, `error` as a string, or a top-level `message`) or none: its
     /// JSON text is never passed off as a message; a body that is no JSON (HTML, plain text)
     /// is shown as it came, which is all a client can learn of what went wrong.
-    public static func normalizedError(status: Int, body: [UInt8]) -> [UInt8] {
+    static func normalizedError(status: Int, body: [UInt8]) -> [UInt8] {
         var message: String?
         var code: Any = String(status)
         var type = defaultType(status)

@@ -65,12 +65,12 @@ public struct UpstreamRelay: Sendable {
     public var hasSentHead: Bool { headSent }
 
     /// The value of Azure's forwarded header `name` (lower case), if it sent one.
-    public func upstreamField(_ name: String) -> String? {
+    func upstreamField(_ name: String) -> String? {
         fields.first { $0.0 == name }?.1
     }
 
     /// Sets Azure's header `name` (lower case) to `value` for the client, before the head goes out.
-    public mutating func replaceField(_ name: String, _ value: String) {
+    mutating func replaceField(_ name: String, _ value: String) {
         fields.removeAll { $0.0 == name }
         fields.append((name, value))
     }
@@ -91,7 +91,7 @@ public struct UpstreamRelay: Sendable {
 
     /// The id of the stored response the answer created, once, as soon as it was read and before
     /// the output that carries it goes to the client: its owner is recorded first.
-    public mutating func takeCreatedID() -> String? {
+    mutating func takeCreatedID() -> String? {
         guard !createdIDTaken, let id = normalizer.createdID else { return nil }
         createdIDTaken = true
         return id
@@ -99,7 +99,7 @@ public struct UpstreamRelay: Sendable {
 
     /// Completion tokens delivered, estimated from the text passed on (see
     /// `DeliveredText.tokenEstimate`).
-    public var deliveredTokensEstimate: Int {
+    var deliveredTokensEstimate: Int {
         normalizer.delivered.tokenEstimate
     }
 

@@ -37,7 +37,7 @@ public struct KeyDigest: Hashable, Sendable {
 
     /// The bits in which the two digests differ, all of them looked at: 0 when they are equal,
     /// found in the same time however many bytes match (for comparing secrets).
-    public func differingBits(from other: KeyDigest) -> UInt64 {
+    func differingBits(from other: KeyDigest) -> UInt64 {
         (words.0 ^ other.words.0) | (words.1 ^ other.words.1) | (words.2 ^ other.words.2) | (words.3 ^ other.words.3)
     }
 

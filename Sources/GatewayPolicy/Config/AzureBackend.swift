@@ -13,12 +13,12 @@ public struct AzureBackend: Sendable {
     }
 
     public struct ClientCredentials: Sendable, Equatable {
-        public var tenantID: String
+        var tenantID: String
         public var clientID: String
         /// From config or `AZURE_CLIENT_SECRET`; never logged.
         public var clientSecret: String
         /// `https://login.microsoftonline.com`, or a stand-in for tests.
-        public var authorityHost: String
+        var authorityHost: String
 
         /// Where the token is asked for.
         public var tokenURL: String { "\(authorityHost)/\(tenantID)/oauth2/v2.0/token" }
@@ -50,9 +50,9 @@ public struct AzureBackend: Sendable {
     public static let defaultPriority = 1
     public static let defaultWeight = 1
     /// Where Entra client-credential tokens are asked for (`authority-host`).
-    public static let defaultAuthorityHost = "https://login.microsoftonline.com"
+    static let defaultAuthorityHost = "https://login.microsoftonline.com"
     /// The instance metadata service managed-identity tokens come from (`imds-endpoint`).
-    public static let defaultIMDSEndpoint = "http://169.254.169.254/metadata/identity/oauth2/token"
+    static let defaultIMDSEndpoint = "http://169.254.169.254/metadata/identity/oauth2/token"
 
     public init(name: String, settings: AzureSettings, auth: Auth = .apiKey, priority: Int = AzureBackend.defaultPriority,
                 weight: Int = AzureBackend.defaultWeight) {

@@ -8,10 +8,10 @@ public struct ConfigKey: Sendable, Equatable {
     public let name: String
     /// The default as the reference writes it (without backticks): a value such as `16`, or
     /// words such as `none`, `required` or `half of fastcgi.max-workers`.
-    public let defaultText: String
+    let defaultText: String
     /// True when `defaultText` is a YAML value (config.yaml.example then shows it, or says
     /// "default X" beside the key); false for words.
-    public let isValue: Bool
+    let isValue: Bool
 
     /// `section.name`, as the reference and error messages write it.
     public var path: String { "\(section).\(name)" }

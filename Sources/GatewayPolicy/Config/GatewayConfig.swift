@@ -3,7 +3,7 @@ public struct GatewayConfig: Sendable {
     /// SQLite database file (`web.dbName`), absolute.
     public var databasePath: String
     /// `web.dbName` when the file does not set it.
-    public static let defaultDatabaseName = "chat.db"
+    static let defaultDatabaseName = "chat.db"
     /// The Azure OpenAI resource requests go to.
     public var azure: AzureSettings
     /// Users declared in the file; created or updated in the store at start-up.
@@ -53,9 +53,9 @@ public struct AzureSettings: Sendable {
     /// `upstream_timeout` (a refused connection, a failed name lookup or TLS handshake: 502).
     public var connectTimeoutMs: Int
     /// Milliseconds from sending a request to Azure's first byte; then the client gets a 504.
-    public var firstByteTimeoutMs = AzureSettings.defaultFirstByteTimeoutMs
+    var firstByteTimeoutMs = AzureSettings.defaultFirstByteTimeoutMs
     /// Milliseconds Azure may stay silent between two pieces of an answer.
-    public var idleTimeoutMs = AzureSettings.defaultIdleTimeoutMs
+    var idleTimeoutMs = AzureSettings.defaultIdleTimeoutMs
     /// Which Azure URL style OpenAI-style requests are sent to.
     public var apiStyle: APIStyle
     /// Per-operation api-version overrides (e.g. `images/generations`, `responses`).
@@ -82,10 +82,10 @@ public struct AzureSettings: Sendable {
 
     public static let defaultAPIVersion = "2024-10-21"
     public static let defaultConnectTimeoutMs = 5000
-    public static let defaultFirstByteTimeoutMs = RelayTimeouts.defaultFirstByteMs
-    public static let defaultIdleTimeoutMs = RelayTimeouts.defaultIdleMs
+    static let defaultFirstByteTimeoutMs = RelayTimeouts.defaultFirstByteMs
+    static let defaultIdleTimeoutMs = RelayTimeouts.defaultIdleMs
     /// Operations that only exist in preview api-versions, when not overridden in config.
-    public static let defaultOperationVersions = [
+    static let defaultOperationVersions = [
         "responses": "2025-04-01-preview",
         "images/edits": "2025-04-01-preview",
         "audio/speech": "2025-03-01-preview",
@@ -165,7 +165,7 @@ public struct FastCGISettings: Sendable, Equatable {
     /// Largest request body the gateway reads, in bytes; larger ones get 413.
     public var maxBodyBytes: Int
     /// A user's requests in flight in one process, as set; nil for the default.
-    public var maxPerUserSetting: Int?
+    var maxPerUserSetting: Int?
     /// A user's requests in flight in one process, beyond which they get 429: the setting, else
     /// half of `maxWorkers` (at least 1), so one user's requests to a silent deployment never
     /// take every thread from the others.
@@ -182,7 +182,7 @@ public struct FastCGISettings: Sendable, Equatable {
     public static let defaultMaxBodyMB = 64
     public static let defaultIdleSeconds = 30
     public static let defaultQueueTimeoutMs = 3000
-    public static let defaultTuning = true
+    static let defaultTuning = true
 
     public init(socket: ListenAddress? = nil, socketMode: UInt32 = FastCGISettings.defaultSocketMode,
                 socketGroup: String? = nil, workers: Int = FastCGISettings.defaultWorkers,

@@ -118,7 +118,7 @@ public struct ModelPrice: Sendable, Equatable {
     /// tokens at the cached price, the rest at the input price.
     /// The most one request can cost, in micro-units (about 10^9 currency units): absurd figures
     /// saturate here rather than trap, and sums of many stay far from overflowing.
-    public static let maxCostMicros: Int64 = 1 << 50
+    static let maxCostMicros: Int64 = 1 << 50
 
     public func cost(prompt: Int, cached: Int, completion: Int) -> Int64 {
         let cachedPart = Int64(min(max(cached, 0), max(prompt, 0)))

@@ -17,7 +17,7 @@ public struct MediaPrice: Sendable, Equatable {
 
     /// One image of `size` and `quality`. A size or quality the table does not name costs as its
     /// most expensive entry: a request cannot pay less by naming something unpriced.
-    public func image(size: String?, quality: String?) -> Int64? {
+    func image(size: String?, quality: String?) -> Int64? {
         guard !images.isEmpty else { return nil }
         let qualities = size.flatMap { images[$0] }
         if let qualities, let quality, let price = qualities[quality] { return price }

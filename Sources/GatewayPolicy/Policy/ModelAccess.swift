@@ -12,7 +12,7 @@ public enum ModelAccess {
     }
 
     /// A model name, or one ending in a single `*`, optionally after a `!`.
-    public static func isValidPattern(_ pattern: String) -> Bool {
+    static func isValidPattern(_ pattern: String) -> Bool {
         let positive = pattern.hasPrefix("!") ? String(pattern.dropFirst()) : pattern
         let name = positive.hasSuffix("*") ? String(positive.dropLast()) : positive
         guard !name.contains("*") else { return false }

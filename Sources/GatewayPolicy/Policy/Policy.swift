@@ -104,7 +104,7 @@ public enum RateHeaders {
     }
 
     /// `250ms`, `12s`, `6m0s`, as OpenAI writes reset times.
-    public static func duration(_ milliseconds: Int64) -> String {
+    static func duration(_ milliseconds: Int64) -> String {
         if milliseconds < 1000 { return "\(max(0, milliseconds))ms" }
         let seconds = (milliseconds + 999) / 1000
         return seconds < 60 ? "\(seconds)s" : "\(seconds / 60)m\(seconds % 60)s"

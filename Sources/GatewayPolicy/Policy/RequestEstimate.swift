@@ -14,7 +14,7 @@
 /// ("Request estimates") has the ratios to real tokenization and the strings that beat it.
 public enum RequestEstimate {
     /// Tokens an image in a prompt is reserved at (a high-detail 1024 x 1024 image).
-    public static let imageTokens = 765
+    static let imageTokens = 765
 
     public static func promptTokens(_ body: [UInt8]) -> Int {
         body.withUnsafeBufferPointer { promptTokens($0) }
@@ -148,10 +148,10 @@ public enum RequestEstimate {
 
     /// The largest answer reserved per choice, whatever the body says: no model answers more,
     /// and a cap like 2^63 - 1 must not overflow the sums an admission makes.
-    public static let maxCompletionTokens = 1 << 32
+    static let maxCompletionTokens = 1 << 32
 
     /// The most choices reserved for (`n`, `best_of`): OpenAI takes at most 128.
-    public static let maxChoices = 128
+    static let maxChoices = 128
 
     /// The answer's size as the body caps it (at most `maxCompletionTokens`), or `defaultMax`,
     /// times the choices the model generates: `n` answers, or `best_of` of which it keeps `n`.

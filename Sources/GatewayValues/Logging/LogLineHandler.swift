@@ -10,7 +10,7 @@ public struct LogLineHandler: LogHandler {
     /// The logger's label, written after the level.
     public let label: String
     /// Where lines go; 2 is standard error.
-    public let fileDescriptor: Int32
+    let fileDescriptor: Int32
     /// Messages below this level are dropped by `Logger` before they reach the handler.
     public var logLevel: Logger.Level = .info
     /// Adds metadata at log time; rendered per message, so unused on the hot path.
