@@ -160,9 +160,8 @@ def callgrind_run(binary, work, upstream_port, count, out, collect=None):
     process = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *toggle,
                                 str(stripped), "serve", "--config", str(config), "--socket", sock, "--workers", "1"],
                                stdout=subprocess.DEVNULL, stderr=open(work / f"callgrind-{count}.log", "w"),
-                               # Set already, so serve does not re-execute itself out of valgrind's sight.
                                # Swift seeds its hashing per process; seeded alike, dictionaries probe alike in every run.
-                               env={**os.environ, "GLIBC_TUNABLES": "glibc.malloc.tcache_count=64", "SWIFT_DETERMINISTIC_HASHING": "1"})
+                               env={**os.environ, "SWIFT_DETERMINISTIC_HASHING": "1"})
     deadline = time.monotonic() + 120
     while not os.path.exists(sock) and time.monotonic() < deadline:
         time.sleep(0.2)

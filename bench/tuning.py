@@ -18,7 +18,7 @@ from pathlib import Path
 from bench import throughput_round, wrk
 from rig import KEY, REQUEST, ROOT, Rig, rss_mb
 
-PARTS = ("malloc", "memory", "threads")
+PARTS = ("memory", "threads")
 
 
 def wrapper(directory, binary, parts):

@@ -1,6 +1,7 @@
 """Start-up, shutdown, pool sizing and failure paths of the worker process."""
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -211,12 +212,14 @@ def test_sigterm_the_moment_the_socket_appears_still_drains(tmp_path, emulator):
             worker.communicate()
 
 
-def test_workers_run_by_their_own_name_with_the_malloc_setting(gateway):
-    # serve re-executes itself once to set a glibc tunable; by its real path, so that ps, top and
-    # `pgrep chatazure-fcgi` find the workers (through /proc/self/exe they were all named "exe").
+def test_workers_run_by_their_own_name_and_glibcs_defaults(gateway):
+    # ps, top and `pgrep chatazure-fcgi` find the workers; serve leaves glibc's tunables alone.
     for pid in gateway.pids:
         assert open(f"/proc/{pid}/comm").read().strip() == "chatazure-fcgi"
-        assert b"glibc.malloc.tcache_count=64" in open(f"/proc/{pid}/environ", "rb").read()
+        assert b"GLIBC_TUNABLES" not in open(f"/proc/{pid}/environ", "rb").read()
+    # Tuning on (the default): the pages only start-up touched went back to the kernel.
+    released = [int(kb) for kb in re.findall(r"released_startup_kb=(\d+)", gateway.log())]
+    assert len(released) >= len(gateway.pids) and all(kb > 0 for kb in released), released
 
 
 def test_only_the_supervisor_takes_stop_signals(gateway, alice):
@@ -235,8 +238,7 @@ def test_only_the_supervisor_takes_stop_signals(gateway, alice):
 
 @pytest.mark.parametrize("switch", ["--no-tuning", "fastcgi.tuning: false"])
 def test_no_tuning_serves_without_touching_glibc(tmp_path, emulator, switch):
-    # With tuning off, serve does not re-execute itself: glibc runs with its defaults, so the
-    # process is the program as started (for gdb, valgrind, ps), and it serves as usual.
+    # With tuning off, the process serves as usual, its threads named, its requests counted.
     flag = switch.startswith("--")
     gateway = Gateway(tmp_path, emulator.url, processes=1, serve_args=switch if flag else "",
                       extra_fastcgi="" if flag else "  tuning: false\n")
@@ -245,11 +247,12 @@ def test_no_tuning_serves_without_touching_glibc(tmp_path, emulator, switch):
         answer = client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "untuned"}])
         assert answer.choices[0].message.content
         for pid in gateway.pids:
-            assert b"tcache_count" not in open(f"/proc/{pid}/environ", "rb").read()
             names = sorted(open(f"/proc/{pid}/task/{tid}/comm").read().strip() for tid in os.listdir(f"/proc/{pid}/task"))
             # The threads ARCHITECTURE.md lists, each by the name GatewayThread gives it.
             for name in ("usage-recorder", "housekeeper", "listen-watcher", "worker-0"):
                 assert name in names, names
         wait_for(lambda: gateway.usage().get("alice", {}).get("requests") == 1, what="the request counted")
+        # No memory handed back: the idle-memory part is off.
+        assert re.findall(r"released_startup_kb=(\d+)", gateway.log()) == ["0"]
     finally:
         gateway.stop()

@@ -45,10 +45,10 @@ extension ChatAzureFCGI {
         @Option(help: "info logs one line per request; warning logs only problems.")
         var logLevel: String = "info"
 
-        @Flag(help: "No process tuning (glibc malloc cache, memory release, thread retirement); overrides fastcgi.tuning.")
+        @Flag(help: "No process tuning (memory release, thread retirement); overrides fastcgi.tuning.")
         var noTuning = false
 
-        /// The bench's switch for one part at a time: all, none, or malloc,memory,threads.
+        /// The bench's switch for one part at a time: all, none, or memory,threads.
         @Option(help: .hidden)
         var tuningParts: String?
 
@@ -67,7 +67,7 @@ extension ChatAzureFCGI {
             }
             if let processes, !(1...256).contains(processes) { throw ValidationError("--processes must be 1...256") }
             if let tuningParts, ProcessTuning.Parts(parsing: tuningParts) == nil {
-                throw ValidationError("--tuning-parts must be all, none, or names from malloc,memory,threads")
+                throw ValidationError("--tuning-parts must be all, none, or names from memory,threads")
             }
             guard drainSeconds >= 0, keepaliveSeconds >= 1 else { throw ValidationError("--drain-seconds >= 0, --keepalive-seconds >= 1") }
         }
@@ -114,8 +114,6 @@ extension ChatAzureFCGI {
                 ExitWithMessage.fail("\(error)")
             }
             config.fastcgi = fastcgi(config)
-            // Before anything is opened or started: the process starts over.
-            ProcessTuning.reexecuteForMalloc(tuning(config))
             for warning in config.warnings { logger.warning("\(warning)") }
 
             // Migrate the schema and sync config users once, before any thread opens the file.

@@ -3,24 +3,21 @@ import Foundation
 /// What `serve` does to the process beyond serving it, in one place. Each part is kept because a
 /// same-run bench A/B shows it pays (bench/RESULTS.md); `--no-tuning` or `fastcgi.tuning: false`
 /// turns them all off, so `serve` under a debugger or in `ps` is the program and nothing more.
-/// Owned by the pool's supervising thread, apart from `reexecuteForMalloc`, run at start.
+/// Owned by the pool's supervising thread. (A larger glibc tcache, set by re-executing with
+/// GLIBC_TUNABLES, was measured too and dropped: it gained no throughput and cost memory.)
 struct ProcessTuning {
     struct Parts: OptionSet, Sendable {
         let rawValue: Int
-        /// glibc keeps 7 freed blocks per size class per thread (its tcache); one request frees
-        /// more than that of the same few sizes (strings, arrays, libcurl's and libfcgi's buffers),
-        /// and the rest take glibc's slower locked paths. 64 keeps a request's worth.
-        static let mallocCache = Parts(rawValue: 1)
         /// Once serving, and again once nothing is in flight after threads exited: the memory
         /// glibc's arenas keep and the clean file pages only start-up or a burst touched go back
         /// to the kernel. Not while requests run: they would fault the pages straight back in.
-        static let idleMemory = Parts(rawValue: 2)
+        static let idleMemory = Parts(rawValue: 1)
         /// Threads at the pool's minimum that served and then idled `idle-seconds` are replaced
         /// by fresh ones: exiting is what frees a thread's glibc cache of freed memory.
-        static let threadRetirement = Parts(rawValue: 4)
+        static let threadRetirement = Parts(rawValue: 2)
 
-        static let all: Parts = [.mallocCache, .idleMemory, .threadRetirement]
-        static let names: [(String, Parts)] = [("malloc", .mallocCache), ("memory", .idleMemory), ("threads", .threadRetirement)]
+        static let all: Parts = [.idleMemory, .threadRetirement]
+        static let names: [(String, Parts)] = [("memory", .idleMemory), ("threads", .threadRetirement)]
 
         /// `all`, `none`, or names from `names` joined by commas; nil for anything else.
         init?(parsing text: String) {
@@ -44,22 +41,6 @@ struct ProcessTuning {
 
     init(parts: Parts) {
         self.parts = parts
-    }
-
-    static let mallocSetting = "glibc.malloc.tcache_count=64"
-
-    /// With `mallocCache`, re-executes this program with `mallocSetting` in GLIBC_TUNABLES
-    /// (glibc reads tunables once, at process start), unless a tcache count is set there already.
-    /// Returns only when nothing needs doing or the exec failed (then glibc's defaults stay,
-    /// which only costs speed).
-    static func reexecuteForMalloc(_ parts: Parts) {
-        guard parts.contains(.mallocCache) else { return }
-        let current = getenv("GLIBC_TUNABLES").map { String(cString: $0) } ?? ""
-        guard !current.contains("tcache_count") else { return }
-        setenv("GLIBC_TUNABLES", current.isEmpty ? mallocSetting : "\(current):\(mallocSetting)", 1)
-        // By its real path: the kernel names a process after the file it executes, and through
-        // /proc/self/exe every worker would show as "exe" in ps, top and pgrep.
-        execv(SelfExecutable.path() ?? "/proc/self/exe", CommandLine.unsafeArgv)
     }
 
     /// Whether idle threads that served are replaced by fresh ones.

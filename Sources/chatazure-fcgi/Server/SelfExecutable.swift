@@ -1,6 +1,6 @@
 import Foundation
 
-/// This program's own file, which the malloc re-exec and the supervisor's restarts run again.
+/// This program's own file, which the supervisor's restarts run again.
 enum SelfExecutable {
     /// Its path, unless it was replaced or removed since it started.
     static func path() -> String? {
