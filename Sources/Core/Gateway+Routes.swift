@@ -4,7 +4,10 @@ extension Gateway {
               readBody: (Int) throws -> [UInt8]) throws -> UpstreamCall {
         let backend = backends[index]
         var call: UpstreamCall
-        switch endpoint.style {
+        if let stored = endpoint.stored {
+            call = try fileCall(request, stored: stored, user: user, backend: backend, readBody: readBody)
+        } else {
+            switch endpoint.style {
         case .openAI:
             switch endpoint.body {
             case .none: call = storedResponseCall(request, item: endpoint.item, user: user, backend: backend)
@@ -14,6 +17,7 @@ extension Gateway {
             }
         case .azureDeployment, .azureV1, .azureResponses:
             call = try azureStyleCall(request, endpoint: endpoint, user: user, readBody: readBody, backend: backend)
+        }
         }
         call.backend = index
         call.backendName = backend.backend.name

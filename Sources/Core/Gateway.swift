@@ -100,6 +100,10 @@ public struct Gateway: Sendable {
                 return GatewayDecision(.respond(answer), user: user)
             }
             let endpoint = try Endpoint.resolve(method: request.method, path: request.path)
+            // The user's own files, listed from the store: Azure's list holds everyone's.
+            if let stored = endpoint.stored, stored.id == nil, request.method == "GET" {
+                return GatewayDecision(.respond(try fileList(request, user: user)), user: user)
+            }
             var call: UpstreamCall
             switch try prepare(request, endpoint: endpoint, user: user, now: now, readBody: readBody) {
             case .success(let prepared): call = prepared
@@ -107,7 +111,7 @@ public struct Gateway: Sendable {
             }
             if let id = call.reads {
                 guard let owned = try ownedCall(call, id: id, user: user) else {
-                    return GatewayDecision(.respond(StoredObject.notFound(.response, id: id).response), user: user)
+                    return GatewayDecision(.respond(StoredObject.notFound(call.readsKind, id: id).response), user: user)
                 }
                 call = owned
             }

@@ -16,9 +16,16 @@ public struct UpstreamCall: Sendable {
     public var user: StoredUser
     /// The images, characters or audio it asks for, for models priced by the unit.
     public var media: MediaUse? = nil
-    /// The stored response the request reads, deletes or continues (`previous_response_id`):
+    /// The stored object the request reads, deletes or continues (`previous_response_id`):
     /// it goes upstream only when the user created it.
     public var reads: String? = nil
+    /// The kind of object `reads` names.
+    public var readsKind = StoredObject.Kind.response
+    /// The kind of object the answer creates, whose owner is recorded (with
+    /// `ResponseShaping.readsCreatedID`).
+    public var creates = StoredObject.Kind.response
+    /// The request deletes `reads`: once Azure answers 200, the gateway forgets it.
+    public var deletes = false
     /// What the request reserved against the user's limits; nil for a user without limits.
     public var reservation: Reservation? = nil
     /// Fields the client's response head carries besides Azure's (the user's rate-limit headers).

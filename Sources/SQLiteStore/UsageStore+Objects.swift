@@ -3,9 +3,10 @@ extension UsageStore {
     public func recordObject(_ object: StoredObject, nowMs: Int64) throws {
         try write {
             try statement("""
-                INSERT INTO objects (id, kind, user_id, backend, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+                INSERT INTO objects (id, kind, user_id, backend, created_ms, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                 ON CONFLICT (id) DO NOTHING
-                """).run([.text(object.id), .text(object.kind.rawValue), .int(object.userID), .text(object.backend), .int(nowMs)])
+                """).run([.text(object.id), .text(object.kind.rawValue), .int(object.userID), .text(object.backend), .int(nowMs),
+                          object.snapshot.map { .text(String(decoding: $0, as: UTF8.self)) } ?? .null])
         }
     }
 
@@ -14,5 +15,18 @@ extension UsageStore {
         try statement("SELECT user_id, backend FROM objects WHERE id = ?1 AND kind = ?2")
             .rows([.text(id), .text(kind.rawValue)]) { StoredObject(id: id, kind: kind, userID: $0.int(0), backend: $0.text(1)) }
             .first
+    }
+
+    /// The objects of `kind` that `userID` created, oldest first, with what Azure answered.
+    public func objects(of userID: Int64, kind: StoredObject.Kind) throws -> [StoredObject] {
+        try statement("SELECT id, backend, data FROM objects WHERE user_id = ?1 AND kind = ?2 ORDER BY created_ms, id")
+            .rows([.int(userID), .text(kind.rawValue)]) {
+                StoredObject(id: $0.text(0), kind: kind, userID: userID, backend: $0.text(1), snapshot: $0.optionalText(2).map { Array($0.utf8) })
+            }
+    }
+
+    /// Forgets the object `id` (Azure deleted it).
+    public func removeObject(_ id: String) throws {
+        try write { try statement("DELETE FROM objects WHERE id = ?1").run([.text(id)]) }
     }
 }

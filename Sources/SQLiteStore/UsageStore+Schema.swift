@@ -1,5 +1,5 @@
 extension UsageStore {
-    static let schemaVersion: Int32 = 6
+    static let schemaVersion: Int32 = 7
 
     static func migrate(_ connection: SQLiteConnection) throws {
         try SQLiteConnection.retryingWhileBusy(milliseconds: 5000) { try migrateOnce(connection) }
@@ -34,6 +34,10 @@ extension UsageStore {
                     ) WITHOUT ROWID;
                     ALTER TABLE ledger ADD COLUMN unpriced INTEGER NOT NULL DEFAULT 0;
                     """)
+            }
+            if version < 7 {
+                // Azure's answer that created an object, for the lists the gateway answers itself.
+                try connection.execute("ALTER TABLE objects ADD COLUMN data TEXT")
             }
             // The Go original's users, kept aside by createVersion1, imported once the ledger exists.
             let legacy = try connection.prepare("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'legacy_users'")

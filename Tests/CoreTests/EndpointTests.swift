@@ -27,7 +27,8 @@ import Testing
     }
 
     @Test(arguments: [
-        ("POST", "/v1/moderations", 404), ("POST", "/v1/files", 404), ("POST", "/openai/deployments/x/files", 404),
+        ("POST", "/v1/moderations", 404), ("POST", "/v1/files/f/content", 405), ("POST", "/openai/deployments/x/files", 404),
+        ("PUT", "/v1/files", 405), ("DELETE", "/v1/files/f/content", 405), ("GET", "/v1/files/f/g", 404), ("GET", "/v1/files/a%2Fb", 404),
         ("POST", "/openai/deployments/d", 404), ("POST", "/openai/deployments/a b/chat/completions", 404),
         ("POST", "/openai/deployments/../chat/completions", 404), ("GET", "/v1/responses/a/b", 404),
         ("POST", "/openai/responses/x/y/z", 404), ("POST", "/admin", 404), ("POST", "/v1/a%2Fb", 404),

@@ -217,7 +217,7 @@ import Testing
         #expect(filled.url.hasSuffix("?api-version=2024-10-21"))
         // A stored response is reached by the user who created it.
         let created = try #require(call(gateway, store, "POST", "/openai/responses", body: #"{"model":"prod","input":"x"}"#))
-        try gateway.recordCreated("resp_1", by: created, nowMs: 1)
+        try gateway.recordCreated("resp_1", nil, by: created, nowMs: 1)
         let responses = try #require(call(gateway, store, "GET", "/openai/responses/resp_1"))
         #expect(responses.url == "https://r.openai.azure.com/openai/responses/resp_1?api-version=2025-04-01-preview")
         #expect(call(gateway, store, "POST", "/openai/deployments/prod/files", body: "{}") == nil)

@@ -37,7 +37,7 @@ import Testing
         let create = decide("POST", "/v1/responses", key: "alice-key-1", body: #"{"model":"gpt-4o","input":"hi"}"#)
         guard case .forward(let call) = create.action else { Issue.record("not forwarded"); return }
         #expect(call.shaping.readsCreatedID)
-        try gateway.recordCreated("resp_a1", by: call, nowMs: 1)
+        try gateway.recordCreated("resp_a1", nil, by: call, nowMs: 1)
         let paths = ["/v1/responses/resp_a1", "/v1/responses/resp_a1/input_items", "/openai/v1/responses/resp_a1",
                      "/openai/responses/resp_a1", "/openai/responses/resp_a1/input_items"]
         for path in paths {

@@ -30,6 +30,13 @@ public struct Forwarder {
         recorder.countRequest(userID: call.user.id, model: call.route.charged)
         let (session, outcome, answered) = attempt([call] + call.fallbacks, through: transport, to: client)
         session.finish(outcome.result)
+        if answered.deletes, let id = answered.reads, session.relay.upstreamStatus == 200 {
+            do {
+                try gateway.forgetObject(id)
+            } catch {
+                logger.error("forgetting a deleted stored \(answered.readsKind.rawValue) failed: \(error)")
+            }
+        }
         // Read off the session's relay in place: a copy of it would retain every buffer it holds.
         let relay = session.relay.summary
         line.backend = answered.backendName
@@ -66,7 +73,7 @@ public struct Forwarder {
             let session = RelaySession(client: client, relay: UpstreamRelay(route: call.route, shaping: call.shaping,
                                                                             ownFields: call.responseFields,
                                                                             keepaliveSeconds: keepaliveSeconds, timeouts: azure.timeouts),
-                                       created: call.shaping.readsCreatedID ? { id in recordCreated(id, by: call) } : nil)
+                                       created: call.shaping.readsCreatedID ? { id, object in recordCreated(id, object, by: call) } : nil)
             let outcome = transport.perform(call, into: session)
             let verdict = BackendVerdict.of(status: session.relay.upstreamStatus, result: outcome.result)
             let untouched = !session.relay.hasSentHead && !session.relay.isClientGone
@@ -93,12 +100,12 @@ public struct Forwarder {
         }
     }
 
-    private func recordCreated(_ id: String, by call: UpstreamCall) {
+    private func recordCreated(_ id: String, _ object: [UInt8]?, by call: UpstreamCall) {
         do {
-            try gateway.recordCreated(id, by: call, nowMs: WallClock.nowMs())
+            try gateway.recordCreated(id, object, by: call, nowMs: WallClock.nowMs())
         } catch {
             // The answer is Azure's and billed: it still goes out.
-            logger.error("recording the owner of a stored response failed: \(error)")
+            logger.error("recording the owner of a stored \(call.creates.rawValue) failed: \(error)")
         }
     }
 

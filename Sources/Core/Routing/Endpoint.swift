@@ -25,6 +25,35 @@ public struct Endpoint: Sendable, Equatable {
     /// What follows `responses` on a Responses path (`/resp_1`, `/resp_1/input_items`), else "".
     var item: String
     public var body: Body
+    /// A path to stored objects of the v1 API (`files…`), else nil.
+    var stored: StoredPath? = nil
+
+    /// `files`, `files/{id}` or `files/{id}/content`.
+    struct StoredPath: Sendable, Equatable {
+        var kind: StoredObject.Kind
+        /// Nil for the collection (list, create).
+        var id: String?
+        /// The object's bytes (`/content`) rather than the object.
+        var content = false
+
+        /// The stored path `operation` names, if any.
+        static func parse(_ operation: String) -> StoredPath? {
+            let parts = operation.split(separator: "/", omittingEmptySubsequences: false)
+            guard parts.first == "files" else { return nil }
+            switch parts.count {
+            case 1: return StoredPath(kind: .file)
+            case 2, 3:
+                guard AzureRoute.isPlainToken(String(parts[1])), parts.count == 2 || parts[2] == "content" else { return nil }
+                return StoredPath(kind: .file, id: String(parts[1]), content: parts.count == 3)
+            default: return nil
+            }
+        }
+
+        func allows(_ method: String) -> Bool {
+            if id == nil { return method == "GET" || method == "POST" }
+            return method == "GET" || (method == "DELETE" && !content)
+        }
+    }
 
     /// `/v1/{op}` operations with a JSON body naming a model.
     static let jsonOperations: Set<String> = [
@@ -39,7 +68,11 @@ public struct Endpoint: Sendable, Equatable {
     static func resolve(method: String, path: String) throws -> Endpoint {
         guard isSafePath(path) else { throw OpenAIError.notFound(method: method, path: path) }
         let endpoint: Endpoint?
-        if path.hasPrefix("/v1/") {
+        if path.hasPrefix("/v1/") || path.hasPrefix("/openai/v1/"),
+           let stored = StoredPath.parse(String(path.dropFirst(path.hasPrefix("/v1/") ? 4 : 11))) {
+            endpoint = Endpoint(style: path.hasPrefix("/v1/") ? .openAI : .azureV1, operation: stored.kind.rawValue + "s", item: "",
+                                body: stored.id == nil && method == "POST" ? .multipart : .none, stored: stored)
+        } else if path.hasPrefix("/v1/") {
             endpoint = operation(String(path.dropFirst("/v1/".count)), style: .openAI)
         } else if path.hasPrefix("/openai/deployments/") {
             let rest = path.dropFirst("/openai/deployments/".count)
@@ -64,7 +97,8 @@ public struct Endpoint: Sendable, Equatable {
 
     /// POST for everything with a body; GET (and DELETE for one response) for stored responses.
     func allows(_ method: String) -> Bool {
-        switch body {
+        if let stored { return stored.allows(method) }
+        return switch body {
         case .json, .multipart: method == "POST"
         case .none: method == "GET" || (method == "DELETE" && !item.hasSuffix("/input_items"))
         }

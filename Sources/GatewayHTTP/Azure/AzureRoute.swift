@@ -66,6 +66,9 @@ public struct ResponseShaping: Sendable, Equatable {
     /// The answer creates a stored response whose id is read (`ResponseNormalizer.createdID`),
     /// for its owner to be recorded before the client can see the id.
     public var readsCreatedID: Bool
+    /// With `readsCreatedID`, the whole answer is kept too (`ResponseNormalizer.createdObject`),
+    /// for a kind whose lists the gateway answers (files): small answers only.
+    public var keepsCreatedObject = false
 
     public init(normalize: Bool, clientWantsUsage: Bool = false, hidesUsage: Bool = false, readsCreatedID: Bool = false) {
         self.normalize = normalize

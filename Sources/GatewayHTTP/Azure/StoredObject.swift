@@ -3,7 +3,7 @@
 /// does not know belongs to nobody, and is answered as one that does not exist.
 public struct StoredObject: Sendable, Equatable {
     public enum Kind: String, Sendable {
-        case response
+        case response, file
     }
 
     public var id: String
@@ -11,12 +11,16 @@ public struct StoredObject: Sendable, Equatable {
     public var userID: Int64
     /// The backend (`azure.backends[].name`) that holds it: the only one that can serve it.
     public var backend: String
+    /// Azure's answer that created it, a JSON object, for the kinds whose lists the gateway
+    /// answers itself (files); nil for the others.
+    public var snapshot: [UInt8]?
 
-    public init(id: String, kind: Kind, userID: Int64, backend: String) {
+    public init(id: String, kind: Kind, userID: Int64, backend: String, snapshot: [UInt8]? = nil) {
         self.id = id
         self.kind = kind
         self.userID = userID
         self.backend = backend
+        self.snapshot = snapshot
     }
 
     /// Longest id kept: Azure's are about 50 bytes; anything longer is no id of theirs.
@@ -27,5 +31,27 @@ public struct StoredObject: Sendable, Equatable {
         // An id is echoed only as far as one can be long: a megabyte of "id" gets no megabyte back.
         let shown = id.utf8.count <= maxIDLength ? id : String(decoding: id.utf8.prefix(maxIDLength), as: UTF8.self) + "…"
         return OpenAIError.invalidRequest("No \(kind.rawValue) found with id '\(shown)'.", code: "not_found", status: 404)
+    }
+
+    /// The string member `name` of `snapshot`, read as JSON; nil when there is none.
+    public static func stringField(_ name: StaticString, in snapshot: [UInt8]) -> String? {
+        var scanner = JSONScanner(bytes: snapshot)
+        scanner.skipSpace()
+        var found: String?
+        try? scanner.forEachMember { key, value, scanner in
+            if found == nil, scanner.key(key, is: name), snapshot[value.lowerBound] == UInt8(ascii: "\"") {
+                found = scanner.string(value)
+            }
+        }
+        return found
+    }
+
+    /// Whether `snapshot` is one JSON object, as a list may embed it whole.
+    public static func isJSONObject(_ snapshot: [UInt8]) -> Bool {
+        var scanner = JSONScanner(bytes: snapshot)
+        scanner.skipSpace()
+        guard (try? scanner.forEachMember { _, _, _ in }) != nil else { return false }
+        scanner.skipSpace()
+        return scanner.atEnd
     }
 }

@@ -22,6 +22,8 @@ public struct ResponseNormalizer: Sendable {
     public private(set) var delivered = DeliveredText()
     /// The id of the stored response the answer created (`ResponseShaping.readsCreatedID`).
     public private(set) var createdID: String?
+    /// The answer that created it, a JSON object (`ResponseShaping.keepsCreatedObject`).
+    public private(set) var createdObject: [UInt8]?
     /// Seconds of audio a transcription's answer reported.
     public private(set) var audioSeconds: Double?
 
@@ -65,7 +67,10 @@ public struct ResponseNormalizer: Sendable {
         } else {
             delivered.addRaw(body)
         }
-        if shaping.readsCreatedID && createdID == nil { createdID = Self.createdID(body, nested: false) }
+        if shaping.readsCreatedID && createdID == nil {
+            createdID = Self.createdID(body, nested: false)
+            if createdID != nil && shaping.keepsCreatedObject { createdObject = body }
+        }
         if route.kind.readsAudio { audioSeconds = MediaUse.answeredSeconds(body) }
         guard shaping.normalize, route.operation != "responses", route.model != "-" else { return body }
         return Self.replacingModel(in: body, escaped: escapedModel)

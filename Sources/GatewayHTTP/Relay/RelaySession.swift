@@ -6,9 +6,9 @@ public final class RelaySession: @unchecked Sendable {
     public let client: any ClientStream
     public private(set) var relay: UpstreamRelay
     /// Records the owner of the stored response the answer created, before its id goes out.
-    private let created: ((String) -> Void)?
+    private let created: ((String, [UInt8]?) -> Void)?
 
-    public init(client: any ClientStream, relay: UpstreamRelay, created: ((String) -> Void)? = nil) {
+    public init(client: any ClientStream, relay: UpstreamRelay, created: ((String, [UInt8]?) -> Void)? = nil) {
         self.client = client
         self.relay = relay
         self.created = created
@@ -46,7 +46,7 @@ public final class RelaySession: @unchecked Sendable {
     /// Writes what the relay asks for; false (and the relay told) when the client is gone.
     private func apply(_ output: RelayOutput) -> Bool {
         if output.abort { return false }
-        if let created, let id = relay.takeCreatedID() { created(id) }
+        if let created, let taken = relay.takeCreatedID() { created(taken.id, taken.object) }
         var written = true
         if let head = output.head { written = client.writeHead(head) }
         if written, !output.body.isEmpty { written = client.write(output.body) }

@@ -91,10 +91,10 @@ public struct UpstreamRelay: Sendable {
 
     /// The id of the stored response the answer created, once, as soon as it was read and before
     /// the output that carries it goes to the client: its owner is recorded first.
-    mutating func takeCreatedID() -> String? {
+    mutating func takeCreatedID() -> (id: String, object: [UInt8]?)? {
         guard !createdIDTaken, let id = normalizer.createdID else { return nil }
         createdIDTaken = true
-        return id
+        return (id, normalizer.createdObject)
     }
 
     /// Completion tokens delivered, estimated from the text passed on (see

@@ -48,7 +48,8 @@ public struct Policy: Sendable {
     /// Reserves `call`'s estimate against the user's limits; nil when the user has none (then
     /// nothing is written here). A refusal is an OpenAI-shaped 429.
     package func admit(_ call: UpstreamCall, limits: Limits, admissions: any AdmissionStore, nowMs: Int64) throws -> Result<Reservation?, OpenAIError> {
-        guard !limits.isEmpty else { return .success(nil) }
+        // A stored object's upload, read or delete uses no model: no model request to admit.
+        guard !limits.isEmpty, !call.route.servedAs.isEmpty else { return .success(nil) }
         let prompt = RequestEstimate.promptTokens(call.body)
         let completion = RequestEstimate.completionTokens(call.body, defaultMax: limitSettings.defaultMaxTokens)
         let cost = charge(call, prompt: prompt, cached: 0, completion: completion, seconds: nil, reportedTokens: false).micros

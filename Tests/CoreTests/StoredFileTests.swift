@@ -1,0 +1,131 @@
+import Foundation
+import Testing
+@testable import Core
+@testable import SQLiteStore
+@testable import GatewayPolicy
+@testable import GatewayHTTP
+@testable import GatewayValues
+
+/// Files are born private: an upload records its owner from Azure's answer; reads, downloads
+/// and deletes go upstream for the owner alone; lists come from the store, the caller's alone.
+@Suite struct StoredFileTests {
+    let gateway: Gateway
+    let store: UsageStore
+
+    init() throws {
+        let config = GatewayConfig(
+            databasePath: temporaryDatabase(),
+            azure: AzureSettings(endpoint: "https://team.openai.azure.com", apiKey: "AZURE-SECRET", deployments: ["gpt-4o": "gpt-4o"]),
+            users: [ConfiguredUser(username: "alice", key: "alice-key-1"), ConfiguredUser(username: "bob", key: "bob-key-22")])
+        store = try UsageStore(path: config.databasePath)
+        try store.syncConfiguredUsers(config.users)
+        gateway = Gateway(config: config)
+    }
+
+    static let boundary = "XyZ"
+
+    static func upload(purpose: String?) -> String {
+        var body = ""
+        if let purpose { body += "--\(boundary)\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\n\(purpose)\r\n" }
+        body += "--\(boundary)\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.jsonl\"\r\n\r\n{}\r\n--\(boundary)--\r\n"
+        return body
+    }
+
+    func decide(_ method: String, _ path: String, query: String = "", key: String, body: String = "", multipart: Bool = false) -> GatewayDecision {
+        var headers = ["authorization": "Bearer " + key]
+        if multipart { headers["content-type"] = "multipart/form-data; boundary=\(Self.boundary)" }
+        return gateway.decide(GatewayRequest(method: method, path: path, query: query, headers: headers)) { _ in Array(body.utf8) }
+    }
+
+    func response(_ decision: GatewayDecision) -> GatewayResponse? {
+        if case .respond(let response) = decision.action { return response }
+        return nil
+    }
+
+    /// Uploads a file for `key` and records Azure's answer as the forwarder would.
+    func created(_ id: String, purpose: String = "batch", key: String) throws {
+        guard case .forward(let call) = decide("POST", "/v1/files", key: key, body: Self.upload(purpose: purpose), multipart: true).action else {
+            throw CancellationError()
+        }
+        let answer = #"{"id":"\#(id)","object":"file","bytes":2,"created_at":1,"filename":"a.jsonl","purpose":"\#(purpose)","status":"processed"}"#
+        try gateway.recordCreated(id, Array(answer.utf8), by: call, nowMs: Int64(store.listUsers().count) + Int64(id.hash & 0xff))
+    }
+
+    func list(_ key: String, _ query: String = "") throws -> (ids: [String], hasMore: Bool, first: String?, last: String?) {
+        let answer = try #require(response(decide("GET", "/v1/files", query: query, key: key)))
+        #expect(answer.status == 200)
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(answer.body)) as? [String: Any])
+        let ids = (json["data"] as? [[String: Any]] ?? []).compactMap { $0["id"] as? String }
+        return (ids, json["has_more"] as? Bool ?? false, json["first_id"] as? String, json["last_id"] as? String)
+    }
+
+    @Test func anUploadIsForwardedToTheV1APIAndReadsItsCreatedObject() throws {
+        guard case .forward(let call) = decide("POST", "/openai/v1/files", key: "alice-key-1", body: Self.upload(purpose: "assistants"),
+                                               multipart: true).action else { Issue.record("not forwarded"); return }
+        #expect(call.url == "https://team.openai.azure.com/openai/v1/files")
+        #expect(call.shaping.readsCreatedID && call.shaping.keepsCreatedObject && call.creates == .file)
+        #expect(call.route.servedAs.isEmpty)  // no model: nothing to allow, admit or price
+        #expect(!call.headers.contains { $0.1.contains("alice-key-1") })
+        #expect(response(decide("POST", "/v1/files", key: "alice-key-1", body: Self.upload(purpose: nil), multipart: true))?.status == 400)
+        #expect(response(decide("POST", "/v1/files", key: "alice-key-1", body: "{}"))?.status == 400)
+    }
+
+    @Test func onlyTheOwnerReachesAFileOnEveryVerb() throws {
+        try created("file-a1", key: "alice-key-1")
+        for (method, path) in [("GET", "/v1/files/file-a1"), ("GET", "/v1/files/file-a1/content"), ("DELETE", "/v1/files/file-a1"),
+                               ("GET", "/openai/v1/files/file-a1"), ("GET", "/openai/v1/files/file-a1/content")] {
+            guard case .forward(let call) = decide(method, path, key: "alice-key-1").action else { Issue.record("\(path) refused"); continue }
+            #expect(call.url.hasSuffix(path.replacingOccurrences(of: "/openai", with: "").replacingOccurrences(of: "/v1/", with: "/openai/v1/")))
+            #expect(call.deletes == (method == "DELETE"))
+            let other = try #require(response(decide(method, path, key: "bob-key-22")), "\(method) \(path) forwarded for bob")
+            let unknown = try #require(response(decide(method, path.replacingOccurrences(of: "file-a1", with: "file-zz"), key: "bob-key-22")))
+            #expect(other.status == 404 && unknown.status == 404)
+            #expect(other.body == Array(String(decoding: unknown.body, as: UTF8.self).replacingOccurrences(of: "file-zz", with: "file-a1").utf8))
+        }
+    }
+
+    @Test func listsShowTheCallersOwnFilesPagedExactlyOnce() throws {
+        for index in 0..<7 { try created("file-a\(index)", purpose: index % 2 == 0 ? "batch" : "assistants", key: "alice-key-1") }
+        for index in 0..<5 { try created("file-b\(index)", key: "bob-key-22") }
+        let alice = try list("alice-key-1")
+        #expect(Set(alice.ids) == Set((0..<7).map { "file-a\($0)" }) && !alice.hasMore)
+        #expect(try list("bob-key-22").ids.allSatisfy { $0.hasPrefix("file-b") })
+        for order in ["asc", "desc"] {
+            for (key, count) in [("alice-key-1", 7), ("bob-key-22", 5)] {
+                var seen: [String] = []
+                var after: String?
+                repeat {
+                    let page = try list(key, "limit=3&order=\(order)" + (after.map { "&after=\($0)" } ?? ""))
+                    #expect(page.ids.count <= 3 && page.first == page.ids.first && page.last == page.ids.last)
+                    seen += page.ids
+                    after = page.hasMore ? page.last : nil
+                } while after != nil
+                #expect(seen.count == count && Set(seen).count == count, "\(key) \(order): \(seen)")
+                let whole = try list(key, "order=\(order)").ids
+                #expect(seen == whole)
+            }
+        }
+        #expect(try list("alice-key-1", "order=asc").ids == (try list("alice-key-1").ids.reversed()))
+        // Another user's id as a cursor reveals nothing: an empty page, as an unknown one.
+        #expect(try list("alice-key-1", "after=file-b2").ids.isEmpty)
+        #expect(try list("alice-key-1", "after=file-nope").ids.isEmpty)
+        #expect(try list("alice-key-1", "purpose=assistants").ids.count == 3)
+        for bad in ["limit=0", "limit=x", "limit=10001", "order=up"] {
+            #expect(response(decide("GET", "/v1/files", query: bad, key: "alice-key-1"))?.status == 400, "\(bad)")
+        }
+    }
+
+    @Test func aDeletedFileIsForgotten() throws {
+        try created("file-d1", key: "alice-key-1")
+        try gateway.forgetObject("file-d1")
+        #expect(try list("alice-key-1").ids.isEmpty)
+        #expect(response(decide("GET", "/v1/files/file-d1", key: "alice-key-1"))?.status == 404)
+    }
+
+    @Test func aSnapshotThatIsNoJSONObjectIsNotKept() {
+        #expect(StoredObject.isJSONObject(Array(#"{"id":"f","purpose":"batch"}"#.utf8)))
+        #expect(!StoredObject.isJSONObject(Array(#"{"id":"f"} ,{"x":1}"#.utf8)))
+        #expect(!StoredObject.isJSONObject(Array(#"["f"]"#.utf8)))
+        #expect(StoredObject.stringField("purpose", in: Array(#"{"p\u0075rpose":"b\u0061tch"}"#.utf8)) == "batch")
+    }
+}
