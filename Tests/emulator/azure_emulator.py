@@ -211,6 +211,143 @@ def last_user_text(body):
     return prompt if isinstance(prompt, str) else ""
 
 
+def chat_schema_problem(body):
+    """(message, param) for what Azure's chat schema rejects, else None."""
+    messages = body.get("messages", [])
+    if not isinstance(messages, list) or not all(isinstance(message, dict) for message in messages):
+        return f"{json.dumps(messages)[:100]} is not of type 'array' of objects - 'messages'", "messages"
+    for name in ("max_tokens", "max_completion_tokens"):
+        value = body.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool):
+            return f"{json.dumps(value)[:100]} is not of type 'integer' - '{name}'", name
+        if value < 1:
+            return f"{value} is less than the minimum of 1 - '{name}'", name
+        if value > 16384:
+            return (f"{name} is too large: {value}. This model supports at most 16384 completion tokens, "
+                    f"whereas you provided {value}."), name
+    return None
+
+
+def openai_error_body(message, param=None, code=None):
+    return {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}}
+
+
+def chat_refusal(ctl):
+    """(status, payload, headers) of the error the `status` and `content_filter` controls ask for, else None."""
+    if ctl.get("status"):
+        status = ctl["status"]
+        extra = None
+        if "retry_ms" in ctl:
+            extra = {"retry-after": str(math.ceil(ctl["retry_ms"] / 1000)), "retry-after-ms": str(ctl["retry_ms"])}
+        elif status == 429:
+            extra = {"retry-after": "1", "retry-after-ms": "1000"}
+        return status, {"error": {"code": str(status), "message": f"Emulated upstream error {status}."}}, extra
+    if ctl.get("content_filter"):
+        result = dict(FILTER_OK, hate={"filtered": True, "severity": "high"},
+                      jailbreak={"detected": False, "filtered": False})
+        return 400, {"error": {
+            "message": CONTENT_FILTERED, "type": None, "param": "prompt", "code": "content_filter", "status": 400,
+            "innererror": {"code": "ResponsibleAIPolicyViolation",
+                           "content_filter_result": dict(sorted(result.items()))}}}, None
+    return None
+
+
+def chat_plan(text, ctl):
+    """The content pieces and the usage of the answer to `text`."""
+    words = CONTROL.sub("", text).split() or ["Hello"]
+    count = ctl.get("chunks", len(words) + 1)
+    pieces = [f"w{i} " for i in range(count)] if "chunks" in ctl else ["Echo: "] + [w + " " for w in words]
+    prompt_tokens = max(1, len(text.split()))
+    usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(pieces), "total_tokens": prompt_tokens + len(pieces)}
+    if "cached" in ctl:
+        usage["prompt_tokens_details"] = {"cached_tokens": min(ctl["cached"], prompt_tokens)}
+    return pieces, usage
+
+
+def chat_completion(pieces, usage, ctl, created, ident):
+    """The non-streamed chat.completion."""
+    message = {"content": "".join(pieces).strip(), "refusal": None, "role": "assistant"}
+    if ctl.get("tool_call"):
+        message = {"content": None, "refusal": None, "role": "assistant", "tool_calls": [{
+            "id": "call_1", "type": "function", "function": {"name": "usage", "arguments": json.dumps({"text": "".join(pieces)})}}]}
+    return {
+        "choices": [{
+            "content_filter_results": FILTER_OK, "finish_reason": "tool_calls" if ctl.get("tool_call") else "stop",
+            "index": 0, "logprobs": None, "message": message,
+        }],
+        "created": created, "id": ident, "model": UNDERLYING_MODEL, "object": "chat.completion",
+        "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": FILTER_OK}],
+        "system_fingerprint": "fp_emulator", "usage": usage,
+    }
+
+
+def completion_answer(body):
+    prompt = body.get("prompt") or ""
+    text = "Echo: " + (prompt if isinstance(prompt, str) else " ".join(map(str, prompt)))
+    return {
+        "choices": [{"finish_reason": "stop", "index": 0, "logprobs": None, "text": text,
+                     "content_filter_results": FILTER_OK}],
+        "created": int(time.time()), "id": "cmpl-" + uuid.uuid4().hex[:24], "model": "gpt-35-turbo-instruct",
+        "object": "text_completion", "usage": {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6},
+    }
+
+
+def embeddings_answer(body):
+    inputs = body.get("input")
+    inputs = inputs if isinstance(inputs, list) else [inputs]
+    data = [{"object": "embedding", "index": i, "embedding": [0.1 * (i + 1), 0.2, -0.3]} for i in range(len(inputs))]
+    return {"object": "list", "data": data, "model": "text-embedding-3-small",
+            "usage": {"prompt_tokens": len(inputs), "total_tokens": len(inputs)}}
+
+
+def response_text(body):
+    return body.get("input") if isinstance(body.get("input"), str) else last_user_text({"messages": body.get("input") or []})
+
+
+def response_answer(body):
+    """(the completed response, its output message) for a Responses request."""
+    text = response_text(body)
+    ident = "resp_" + uuid.uuid4().hex
+    message = {"type": "message", "id": "msg_" + uuid.uuid4().hex[:16], "status": "completed", "role": "assistant",
+               "content": [{"type": "output_text", "text": "Echo: " + (text or ""), "annotations": []}]}
+    usage = {"input_tokens": max(1, len((text or "").split())), "output_tokens": 2, "total_tokens": 0,
+             "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0}}
+    usage["total_tokens"] = usage["input_tokens"] + usage["output_tokens"]
+    done = {"id": ident, "object": "response", "created_at": int(time.time()), "status": "completed",
+            "model": UNDERLYING_MODEL, "output": [message], "usage": usage, "error": None,
+            "incomplete_details": None, "instructions": None, "metadata": {}, "parallel_tool_calls": True,
+            "temperature": 1.0, "tool_choice": "auto", "tools": [], "top_p": 1.0}
+    return done, message
+
+
+def batch_answer(operation, body, name):
+    """(status, body) of one batch line's request to `operation` (chat/completions, embeddings, completions,
+    responses), as the deployment would answer it on its own, controls included (timing ones have no effect)."""
+    if operation == "chat/completions":
+        problem = chat_schema_problem(body)
+        if problem:
+            return 400, openai_error_body(problem[0], param=problem[1])
+        ctl = controls(last_user_text(body), name)
+        refusal = chat_refusal(ctl)
+        if refusal:
+            return refusal[0], refusal[1]
+        pieces, usage = chat_plan(last_user_text(body), ctl)
+        return 200, chat_completion(pieces, usage, ctl, int(time.time()), "chatcmpl-" + uuid.uuid4().hex[:24])
+    ctl = controls(response_text(body) if operation == "responses" else last_user_text(body), name)
+    refusal = chat_refusal(ctl)
+    if refusal:
+        return refusal[0], refusal[1]
+    if operation == "embeddings":
+        return 200, embeddings_answer(body)
+    if operation == "completions":
+        return 200, completion_answer(body)
+    if operation == "responses":
+        return 200, response_answer(body)[0]
+    return 404, {"error": {"code": "404", "message": "Resource not found"}}
+
+
 class Emulator(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "Microsoft-Azure-Api-Management/1.0"
@@ -542,29 +679,10 @@ class Emulator(BaseHTTPRequestHandler):
         return handler()
 
     # ---- operations -----------------------------------------------------------------------
-    @staticmethod
-    def chat_schema_problem(body):
-        """(message, param) for what Azure's chat schema rejects, else None."""
-        messages = body.get("messages", [])
-        if not isinstance(messages, list) or not all(isinstance(message, dict) for message in messages):
-            return f"{json.dumps(messages)[:100]} is not of type 'array' of objects - 'messages'", "messages"
-        for name in ("max_tokens", "max_completion_tokens"):
-            value = body.get(name)
-            if value is None:
-                continue
-            if not isinstance(value, int) or isinstance(value, bool):
-                return f"{json.dumps(value)[:100]} is not of type 'integer' - '{name}'", name
-            if value < 1:
-                return f"{value} is less than the minimum of 1 - '{name}'", name
-            if value > 16384:
-                return (f"{name} is too large: {value}. This model supports at most 16384 completion tokens, "
-                        f"whereas you provided {value}."), name
-        return None
-
     def chat(self, body, api_version):
         with self.server.lock:
             self.server.chat_requests += 1
-        problem = self.chat_schema_problem(body)
+        problem = chat_schema_problem(body)
         if problem:
             return self.openai_error(400, problem[0], param=problem[1])
         if "stream_options" in body and api_version != "v1" and api_version < "2024-09-01-preview":
@@ -573,47 +691,17 @@ class Emulator(BaseHTTPRequestHandler):
         ctl = controls(text, self.server.name)
         if ctl.get("hang_ms") and self.silent_wait(ctl["hang_ms"] / 1000, since=self.arrived):
             return
-        if ctl.get("status"):
-            status = ctl["status"]
-            extra = None
-            if "retry_ms" in ctl:
-                extra = {"retry-after": str(math.ceil(ctl["retry_ms"] / 1000)), "retry-after-ms": str(ctl["retry_ms"])}
-            elif status == 429:
-                extra = {"retry-after": "1", "retry-after-ms": "1000"}
-            return self.azure_error(status, str(status), f"Emulated upstream error {status}.", extra)
-        if ctl.get("content_filter"):
-            result = dict(FILTER_OK, hate={"filtered": True, "severity": "high"},
-                          jailbreak={"detected": False, "filtered": False})
-            return self.send_json(400, {"error": {
-                "message": CONTENT_FILTERED, "type": None, "param": "prompt", "code": "content_filter", "status": 400,
-                "innererror": {"code": "ResponsibleAIPolicyViolation",
-                               "content_filter_result": dict(sorted(result.items()))}}})
-        words = CONTROL.sub("", text).split() or ["Hello"]
-        count = ctl.get("chunks", len(words) + 1)
-        pieces = [f"w{i} " for i in range(count)] if "chunks" in ctl else ["Echo: "] + [w + " " for w in words]
-        prompt_tokens = max(1, len(text.split()))
-        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(pieces), "total_tokens": prompt_tokens + len(pieces)}
-        if "cached" in ctl:
-            usage["prompt_tokens_details"] = {"cached_tokens": min(ctl["cached"], prompt_tokens)}
+        refusal = chat_refusal(ctl)
+        if refusal:
+            return self.send_json(*refusal)
+        pieces, usage = chat_plan(text, ctl)
         created = int(time.time())
         ident = "chatcmpl-" + uuid.uuid4().hex[:24]
         if ctl.get("ttfb_ms"):
             time.sleep(ctl["ttfb_ms"] / 1000)
         cut_after = ctl.get("cut_after")
         if not body.get("stream"):
-            message = {"content": "".join(pieces).strip(), "refusal": None, "role": "assistant"}
-            if ctl.get("tool_call"):
-                message = {"content": None, "refusal": None, "role": "assistant", "tool_calls": [{
-                    "id": "call_1", "type": "function", "function": {"name": "usage", "arguments": json.dumps({"text": "".join(pieces)})}}]}
-            answer = {
-                "choices": [{
-                    "content_filter_results": FILTER_OK, "finish_reason": "tool_calls" if ctl.get("tool_call") else "stop",
-                    "index": 0, "logprobs": None, "message": message,
-                }],
-                "created": created, "id": ident, "model": UNDERLYING_MODEL, "object": "chat.completion",
-                "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": FILTER_OK}],
-                "system_fingerprint": "fp_emulator", "usage": usage,
-            }
+            answer = chat_completion(pieces, usage, ctl, created, ident)
             if cut_after is None:
                 return self.send_json(200, answer)
             data = json.dumps(answer).encode()
@@ -713,17 +801,9 @@ class Emulator(BaseHTTPRequestHandler):
         self.write_chunk(b"")
 
     def response(self, body):
-        text = body.get("input") if isinstance(body.get("input"), str) else last_user_text({"messages": body.get("input") or []})
-        ident = "resp_" + uuid.uuid4().hex
-        message = {"type": "message", "id": "msg_" + uuid.uuid4().hex[:16], "status": "completed", "role": "assistant",
-                   "content": [{"type": "output_text", "text": "Echo: " + (text or ""), "annotations": []}]}
-        usage = {"input_tokens": max(1, len((text or "").split())), "output_tokens": 2, "total_tokens": 0,
-                 "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0}}
-        usage["total_tokens"] = usage["input_tokens"] + usage["output_tokens"]
-        done = {"id": ident, "object": "response", "created_at": int(time.time()), "status": "completed",
-                "model": UNDERLYING_MODEL, "output": [message], "usage": usage, "error": None,
-                "incomplete_details": None, "instructions": None, "metadata": {}, "parallel_tool_calls": True,
-                "temperature": 1.0, "tool_choice": "auto", "tools": [], "top_p": 1.0}
+        done, message = response_answer(body)
+        text = response_text(body)
+        ident = done["id"]
         with self.server.lock:
             self.server.responses[ident] = done
         if not body.get("stream"):
@@ -744,21 +824,10 @@ class Emulator(BaseHTTPRequestHandler):
         self.wfile.flush()
 
     def completion(self, body):
-        prompt = body.get("prompt") or ""
-        text = "Echo: " + (prompt if isinstance(prompt, str) else " ".join(map(str, prompt)))
-        self.send_json(200, {
-            "choices": [{"finish_reason": "stop", "index": 0, "logprobs": None, "text": text,
-                         "content_filter_results": FILTER_OK}],
-            "created": int(time.time()), "id": "cmpl-" + uuid.uuid4().hex[:24], "model": "gpt-35-turbo-instruct",
-            "object": "text_completion", "usage": {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6},
-        })
+        self.send_json(200, completion_answer(body))
 
     def embeddings(self, body):
-        inputs = body.get("input")
-        inputs = inputs if isinstance(inputs, list) else [inputs]
-        data = [{"object": "embedding", "index": i, "embedding": [0.1 * (i + 1), 0.2, -0.3]} for i in range(len(inputs))]
-        self.send_json(200, {"object": "list", "data": data, "model": "text-embedding-3-small",
-                             "usage": {"prompt_tokens": len(inputs), "total_tokens": len(inputs)}})
+        self.send_json(200, embeddings_answer(body))
 
 
 class EmulatorServer(ThreadingHTTPServer):
