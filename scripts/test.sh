@@ -26,6 +26,9 @@ echo "test: bench smoke run (seconds, no targets), and the bench's own stall pro
 "$root/bench/run.sh" --smoke
 "$root/.venv/bin/python" -m pytest -q -p no:cacheprovider "$root/bench/test_stalls.py"
 
+echo "test: the Azure emulator's v1 stored objects (files, batches, vector stores, responses)"
+"$root/.venv/bin/python" -m pytest -q -p no:cacheprovider "$root/Tests/emulator"
+
 echo "test: end-to-end"
 export CHATAZURE_BIN="$(swift build --show-bin-path)/chatazure-fcgi"
 "$root/.venv/bin/python" -m pytest -q -p no:cacheprovider "$root/Tests/e2e" "$@"

@@ -13,6 +13,11 @@ Responses: /openai/responses[/{id}]?api-version=... and /openai/v1/responses[/{i
     integer from 1 to 16384 -> 400 invalid_request_error naming it, as Azure's schema check.
   - streamed chat: a first chunk with empty `choices` and `prompt_filter_results`,
     content chunks with `content_filter_results`, a finish chunk, an optional usage chunk, `data: [DONE]`.
+  - any other path -> 404 Resource not found.
+Stored objects of the v1 API (v1_objects.py; kept per instance, so two instances are two resources):
+  - /openai/v1/files: multipart upload (past 8 MB streamed to a temp file), list (purpose, limit, after,
+    order), retrieve, content (streamed back), delete.
+  - responses: GET and DELETE of the stored ones, on both paths.
 
 Test controls, read from the last user message, e.g. `[chunks=20 delay_ms=100]`. A control may be
 prefixed with an instance's --name and a dot, `[east.status=429 west.hang_ms=3000]`: it then applies
@@ -86,6 +91,8 @@ that list holds), `aborted_streams` (writes that failed because the gateway had 
 `chat_requests` (POSTs that reached the chat handler), `tokens_issued` and `tokens_refused`
 ({"client_credentials": n, "managed_identity": n}), `bearer_requests` (API requests accepted on a
 bearer token), `expired_tokens` (refused as expired) and `invalid_tokens` (refused as not verifying).
+GET /_emulator/objects lists the instance's files and responses; DELETE forgets
+them (and removes the temp files).
 Standard library only, so it runs anywhere python3 does.
 """
 import argparse
@@ -96,6 +103,7 @@ import json
 import math
 import re
 import select
+import signal
 import socket
 import ssl
 import struct
@@ -105,6 +113,8 @@ import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit, parse_qs, unquote
+
+from v1_objects import V1Objects
 
 UNDERLYING_MODEL = "gpt-4o-2024-08-06"
 FILTER_OK = {
@@ -476,33 +486,27 @@ class Emulator(BaseHTTPRequestHandler):
                                             "invalid_tokens": self.server.invalid_tokens})
         if self.path.startswith("/_emulator/health"):
             return self.send_json(200, {"status": "ok"})
-        if urlsplit(self.path).path == "/metadata/identity/oauth2/token":
+        if self.path.startswith("/_emulator/objects"):
+            return self.send_json(200, self.server.v1.snapshot())
+        url = urlsplit(self.path)
+        if url.path == "/metadata/identity/oauth2/token":
             return self.imds_token()
+        if self.server.v1.dispatch(self, url):
+            return
         self.record(None)
-        return self.stored_response(delete=False)
+        return self.azure_error(404, "404", "Resource not found")
 
     def do_DELETE(self):
         if self.path.startswith("/_emulator/requests"):
             with self.server.lock:
                 self.server.seen.clear()
             return self.send_json(200, {"cleared": True})
-        self.record(None)
-        return self.stored_response(delete=True)
-
-    def stored_response(self, delete):
-        url = urlsplit(self.path)
-        match = re.fullmatch(r"/openai(?:/v1)?/responses/([A-Za-z0-9_\-]+)", url.path)
-        if not match or not self.authorized(url):
+        if self.path.startswith("/_emulator/objects"):
+            return self.send_json(200, self.server.v1.reset())
+        if self.server.v1.dispatch(self, urlsplit(self.path)):
             return
-        with self.server.lock:
-            found = self.server.responses.get(match.group(1))
-            if found and delete:
-                del self.server.responses[match.group(1)]
-        if not found:
-            return self.azure_error(404, "NotFound", f"Response with id '{match.group(1)}' not found.")
-        if delete:
-            return self.send_json(200, {"id": match.group(1), "object": "response", "deleted": True})
-        return self.send_json(200, found)
+        self.record(None)
+        return self.azure_error(404, "404", "Resource not found")
 
     def authorized(self, url):
         """Azure's checks in Azure's order: path and api-version, then key."""
@@ -619,6 +623,8 @@ class Emulator(BaseHTTPRequestHandler):
 
     def do_POST(self):
         self.arrived = time.monotonic()
+        if self.server.v1.dispatch(self, urlsplit(self.path)):
+            return
         raw = self.read_body()
         token_path = re.fullmatch(r"/([^/]+)/oauth2/v2\.0/token", urlsplit(self.path).path)
         if token_path:
@@ -803,9 +809,8 @@ class Emulator(BaseHTTPRequestHandler):
     def response(self, body):
         done, message = response_answer(body)
         text = response_text(body)
-        ident = done["id"]
-        with self.server.lock:
-            self.server.responses[ident] = done
+        # Kept for GET and DELETE.
+        done = self.server.v1.store_response(done, body)
         if not body.get("stream"):
             return self.send_json(200, done)
         self.start_stream()
@@ -872,7 +877,6 @@ def main():
     server.aborted = 0
     server.aborted_silent = 0
     server.last_silent_abort_ms = None
-    server.responses = {}
     server.name = args.name
     server.token_secret = args.token_secret
     server.token_lifetime = args.token_lifetime
@@ -887,6 +891,7 @@ def main():
     server.invalid_tokens = 0
     server.tokens_issued = {"client_credentials": 0, "managed_identity": 0}
     server.tokens_refused = {"client_credentials": 0, "managed_identity": 0}
+    server.v1 = V1Objects(name=args.name)
     if args.tls_cert:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(args.tls_cert, args.tls_key)
@@ -894,10 +899,18 @@ def main():
     named = f" (name {args.name})" if args.name != "azure" else ""
     print(f"azure emulator listening on {'https' if args.tls_cert else 'http'}://{args.host}:{server.server_address[1]}"
           f"{named}", flush=True)
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    # Terminated as by Popen.terminate(): end as on Ctrl-C, so the temp files of big uploads go too.
+    signal.signal(signal.SIGTERM, stop)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
+    finally:
+        server.v1.close()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,201 @@
+"""The emulator's v1 stored objects (v1_objects.py) through the openai SDK, as a gateway's client sees them.
+
+Runs two emulator instances (two Azure resources) on free ports:
+    .venv/bin/python -m pytest -q -p no:cacheprovider Tests/emulator/test_v1_objects.py
+"""
+import hashlib
+import http.client
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import openai
+import pytest
+
+EMULATOR = pathlib.Path(__file__).with_name("azure_emulator.py")
+KEY = "v1-objects-key"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Instance:
+    def __init__(self, name, *extra):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen([sys.executable, str(EMULATOR), "--port", str(self.port), "--api-key", KEY,
+                                         "--name", name, *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                urllib.request.urlopen(self.url + "/_emulator/health", timeout=1).read()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        self.client = openai.OpenAI(base_url=self.url + "/openai/v1", api_key=KEY, default_headers={"api-key": KEY},
+                                    max_retries=0)
+
+    def raw(self, method, path, body=None, headers=None):
+        request = urllib.request.Request(self.url + path, method=method, data=body,
+                                         headers={"api-key": KEY, **(headers or {})})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read()
+
+    def objects(self):
+        return json.loads(self.raw("GET", "/_emulator/objects")[1])
+
+    def peak_rss_kb(self):
+        status = pathlib.Path(f"/proc/{self.process.pid}/status").read_text()
+        return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(5)
+
+
+@pytest.fixture(scope="module")
+def east():
+    instance = Instance("east")
+    yield instance
+    instance.stop()
+
+
+@pytest.fixture(scope="module")
+def west():
+    instance = Instance("west")
+    yield instance
+    instance.stop()
+
+
+@pytest.fixture(autouse=True)
+def clean(east):
+    east.raw("DELETE", "/_emulator/objects")
+
+
+def test_files_round_trip_and_page_both_ways(east):
+    client = east.client
+    made = [client.files.create(file=(f"f{i}.txt", f"file {i}\n".encode()), purpose="assistants") for i in range(7)]
+    ids = [f.id for f in made]
+    assert all(i.startswith("file-") and len(i) == 37 for i in ids)
+    # Azure's wire format: no status_details, no expires_at unless set.
+    status, raw = east.raw("GET", f"/openai/v1/files/{ids[0]}")
+    assert status == 200 and json.loads(raw) == {"status": "processed", "bytes": 7, "purpose": "assistants",
+                                                 "filename": "f0.txt", "id": ids[0],
+                                                 "created_at": made[0].created_at, "object": "file"}
+    # Pages of 3 over 7, the SDK following `after`, in both orders; desc by default.
+    first = client.files.list(limit=3, order="asc")
+    assert [f.id for f in first.data] == ids[:3] and first.has_more
+    body = json.loads(east.raw("GET", "/openai/v1/files?limit=3&order=asc")[1])
+    assert (body["object"], body["first_id"], body["last_id"], body["has_more"]) == ("list", ids[0], ids[2], True)
+    assert [f.id for f in client.files.list(limit=3, order="asc")] == ids
+    assert [f.id for f in client.files.list(limit=3, order="desc")] == ids[::-1]
+    assert [f.id for f in client.files.list(limit=3)] == ids[::-1]
+    last = json.loads(east.raw("GET", f"/openai/v1/files?limit=3&order=asc&after={ids[5]}")[1])
+    assert [f["id"] for f in last["data"]] == ids[6:] and last["has_more"] is False
+    assert east.raw("GET", "/openai/v1/files?limit=0")[0] == 400
+    assert east.raw("GET", "/openai/v1/files?after=file-nope")[0] == 400
+    # Purpose filter, expiry in both forms of the form.
+    batch_file = client.files.create(file=("in.jsonl", b"{}\n"), purpose="batch",
+                                     expires_after={"anchor": "created_at", "seconds": 1209600})
+    assert batch_file.expires_at == batch_file.created_at + 1209600
+    boundary = "azureform"
+    form = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n"
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"expires_after.seconds\"\r\n\r\n2592000\r\n"
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"expires_after.anchor\"\r\n\r\ncreated_at\r\n"
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"az.jsonl\"\r\n"
+            f"Content-Type: application/json\r\n\r\n{{}}\n\r\n--{boundary}--\r\n").encode()
+    status, raw = east.raw("POST", "/openai/v1/files", form, {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert status == 200 and json.loads(raw)["expires_at"] == json.loads(raw)["created_at"] + 2592000
+    assert [f.filename for f in client.files.list(purpose="batch", order="asc")] == ["in.jsonl", "az.jsonl"]
+    with pytest.raises(openai.BadRequestError):
+        client.files.create(file=("x.jsonl", b"{}"), purpose="batch", expires_after={"anchor": "created_at", "seconds": 3600})
+    with pytest.raises(openai.BadRequestError):
+        client.files.create(file=("x.bin", b"x"), purpose="nonsense")
+    # Content, delete, then 404 in Azure's shape.
+    assert client.files.content(ids[3]).read() == b"file 3\n"
+    assert client.files.delete(ids[3]).model_dump() == {"id": ids[3], "object": "file", "deleted": True}
+    for call in (lambda: client.files.retrieve(ids[3]), lambda: client.files.content(ids[3]),
+                 lambda: client.files.delete(ids[3])):
+        with pytest.raises(openai.NotFoundError) as missing:
+            call()
+        assert missing.value.body["code"] == "NotFound"
+    assert len(client.files.list().data) == 8
+
+
+def test_chunked_upload_and_the_same_401_as_elsewhere(east):
+    connection = http.client.HTTPConnection("127.0.0.1", east.port, timeout=10)
+    parts = [b"--b\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nuser_data\r\n",
+             b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"c.txt\"\r\n\r\n",
+             b"chunked ", b"body", b"\r\n--b--\r\n"]
+    connection.request("POST", "/openai/v1/files", body=iter(parts), encode_chunked=True,
+                       headers={"api-key": KEY, "Content-Type": "multipart/form-data; boundary=b"})
+    uploaded = json.loads(connection.getresponse().read())
+    assert uploaded["bytes"] == 12 and east.client.files.content(uploaded["id"]).read() == b"chunked body"
+    chat_denied = east.raw("POST", "/openai/v1/chat/completions", b'{"model":"gpt-4o","messages":[]}', {"api-key": "wrong"})
+    assert chat_denied[0] == 401
+    for method, path in (("GET", "/openai/v1/files"), ("GET", f"/openai/v1/files/{uploaded['id']}"),
+                         ("DELETE", f"/openai/v1/files/{uploaded['id']}"),
+                         ("POST", "/openai/v1/files")):
+        assert east.raw(method, path, b"{}" if method == "POST" else None, {"api-key": "wrong"}) == chat_denied, path
+    assert east.raw("POST", "/openai/v1/files", b"--b\r\nbroken", {"Content-Type": "multipart/form-data; boundary=b"})[0] == 400
+
+
+def test_ids_belong_to_their_instance(east, west):
+    made = east.client.files.create(file=("mine.txt", b"east only"), purpose="assistants")
+    with pytest.raises(openai.NotFoundError):
+        west.client.files.retrieve(made.id)
+    assert made.id not in [f.id for f in west.client.files.list()]
+    assert made.id in [f.id for f in east.client.files.list()]
+
+
+def test_introspection_lists_and_resets(east):
+    client = east.client
+    made = client.files.create(file=("x.txt", b"x"), purpose="assistants")
+    objects = east.objects()
+    assert [f["id"] for f in objects["files"]] == [made.id] and objects["files"][0]["on_disk"] is False
+    cleared = json.loads(east.raw("DELETE", "/_emulator/objects")[1])
+    assert cleared["cleared"] and cleared["files"] == 1
+    assert east.objects()["files"] == [] and client.files.list().data == []
+
+
+def test_a_100_mb_file_streams_through_with_bounded_memory(east, tmp_path):
+    size = 100 * 1024 * 1024
+    path = tmp_path / "big.bin"
+    block = os.urandom(1024 * 1024)
+    digest = hashlib.sha256()
+    with open(path, "wb") as handle:
+        for _ in range(size // len(block)):
+            handle.write(block)
+            digest.update(block)
+    before = east.peak_rss_kb()
+    with open(path, "rb") as handle:
+        big = east.client.files.create(file=("big.bin", handle), purpose="user_data")
+    path.unlink()
+    assert big.bytes == size
+    entry = next(f for f in east.objects()["files"] if f["id"] == big.id)
+    assert entry["on_disk"] is True
+    received = hashlib.sha256()
+    with east.client.files.with_streaming_response.content(big.id) as response:
+        assert response.headers["content-type"] == "application/octet-stream"
+        assert int(response.headers["content-length"]) == size
+        for data in response.iter_bytes(1024 * 1024):
+            received.update(data)
+    assert received.hexdigest() == digest.hexdigest()
+    peak = east.peak_rss_kb()
+    # An upload past 8 MB goes to disk as it arrives and a download is written 1 MB at a time.
+    assert peak - before < 32 * 1024, (before, peak)
+    east.client.files.delete(big.id)

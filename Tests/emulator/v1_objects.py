@@ -1,0 +1,527 @@
+"""Azure OpenAI's v1 stored objects for the emulator: files and stored responses.
+
+State is kept per emulator instance (one V1Objects a process), so two instances act as two Azure resources:
+an id made on one is unknown to the other. Paths are under /openai/v1 (no api-version); the api-key (or a
+bearer token) is checked as on any path, a wrong one answering the same 401. Objects are Azure's wire format,
+lists `{"object":"list","data":[...],"first_id","last_id","has_more"}` (first_id/last_id null when empty),
+`limit`/`after`/`order` (asc|desc) paging them, newest first by default; an unknown `after` is a 400. An unknown
+id is 404 {"error":{"code":"NotFound","message":"<Kind> with id '<id>' not found."}}; a bad argument is a 400
+{"error":{"message","type":"invalid_request_error","param","code"}}. Expiry times are reported, never acted on.
+
+Files
+  - POST /files, multipart: `file`, `purpose` (assistants, batch, fine-tune, evals, user_data, vision), optional
+    expiry as the OpenAI SDK sends it (`expires_after[anchor]`, `expires_after[seconds]`) or as Azure's curl
+    examples do (`expires_after.anchor`, `expires_after.seconds`): anchor created_at, seconds 1209600-2592000
+    for a batch file (Azure's range), 3600-2592000 otherwise. The body is read in chunks (Content-Length or
+    chunked); a file's first 8 MB stay in memory, a bigger one goes to a temp file as it arrives.
+    -> {"status":"processed","bytes","purpose","filename","id":"file-<32 hex>","created_at","object":"file"},
+    "expires_at" added when set (Azure sends no status_details).
+  - GET /files (?purpose, limit 1-10000 default 10000, after, order), GET /files/{id},
+    GET /files/{id}/content (application/octet-stream, written in 1 MB chunks),
+    DELETE /files/{id} -> {"id","object":"file","deleted":true}.
+Stored responses (also on the classic /openai/responses/{id}?api-version=...)
+  - GET|DELETE /responses/{id}.
+Introspection (no key): GET /_emulator/objects lists this instance's files (with `on_disk`) and responses ({id,
+status}); DELETE /_emulator/objects forgets them all and removes the temp files.
+"""
+import json
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from urllib.parse import parse_qs
+
+SPILL_BYTES = 8 * 1024 * 1024  # a file bigger than this goes to disk
+IO_CHUNK = 1024 * 1024
+MAX_FIELD = 64 * 1024  # a multipart text field
+FILE_PURPOSES = ("assistants", "batch", "fine-tune", "evals", "user_data", "vision")
+ID = r"([A-Za-z0-9_\-]+)"
+OWNED = ("/openai/v1/files", "/openai/v1/responses/",
+         "/openai/responses/")
+
+
+class ApiError(Exception):
+    def __init__(self, status, body):
+        super().__init__(status)
+        self.status, self.body = status, body
+
+
+def invalid(message, param=None, code=None):
+    return ApiError(400, {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}})
+
+
+def not_found(kind, ident):
+    return ApiError(404, {"error": {"code": "NotFound", "message": f"{kind} with id '{ident}' not found."}})
+
+
+def now():
+    return int(time.time())
+
+
+def check_metadata(metadata, param="metadata"):
+    if metadata is None:
+        return None
+    if not isinstance(metadata, dict) or len(metadata) > 16 or not all(
+            isinstance(k, str) and len(k) <= 64 and isinstance(v, str) and len(v) <= 512 for k, v in metadata.items()):
+        raise invalid("Invalid 'metadata': at most 16 string keys of 64 characters with string values of 512.", param)
+    return dict(metadata)
+
+
+def int_arg(query, name, default, low, high):
+    raw = query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise invalid(f"Invalid '{name}': expected an integer, got '{raw}'.", name) from None
+    if not low <= value <= high:
+        raise invalid(f"Invalid '{name}': {value} is not between {low} and {high}.", name)
+    return value
+
+
+def page(objects, query, default_limit, max_limit, default_order="desc"):
+    """A cursor page of `objects` (oldest first) as Azure's v1 lists are."""
+    limit = int_arg(query, "limit", default_limit, 1, max_limit)
+    order = query.get("order", default_order)
+    if order not in ("asc", "desc"):
+        raise invalid(f"Invalid 'order': '{order}' is not one of asc, desc.", "order")
+    items = list(objects) if order == "asc" else list(objects)[::-1]
+    ids = [item["id"] for item in items]
+    for name in ("after", "before"):
+        cursor = query.get(name)
+        if cursor is None:
+            continue
+        if cursor not in ids:
+            raise invalid(f"Invalid '{name}': no object with id '{cursor}' in this list.", name)
+        at = ids.index(cursor)
+        items, ids = (items[at + 1:], ids[at + 1:]) if name == "after" else (items[:at], ids[:at])
+    if query.get("before") is not None and query.get("after") is None:
+        data, more = items[-limit:], len(items) > limit
+    else:
+        data, more = items[:limit], len(items) > limit
+    return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None, "has_more": more}
+
+
+# ---- bodies -----------------------------------------------------------------------------------------
+def body_chunks(req, size=IO_CHUNK):
+    """The request body in chunks, by Content-Length or chunked transfer coding. EOFError when cut short."""
+    if "chunked" in (req.headers.get("Transfer-Encoding") or "").lower():
+        while True:
+            line = req.rfile.readline(65537)
+            if not line:
+                raise EOFError
+            length = int(line.split(b";")[0].strip() or b"0", 16)
+            if length == 0:
+                while req.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                    pass
+                return
+            while length:
+                data = req.rfile.read(min(length, size))
+                if not data:
+                    raise EOFError
+                length -= len(data)
+                yield data
+            req.rfile.readline(3)
+    remaining = int(req.headers.get("Content-Length") or 0)
+    while remaining > 0:
+        data = req.rfile.read(min(remaining, size))
+        if not data:
+            raise EOFError
+        remaining -= len(data)
+        yield data
+
+
+class Spool:
+    """Bytes kept in memory up to `limit`, then in a file of `directory()` as they come."""
+
+    def __init__(self, directory, limit=SPILL_BYTES):
+        self.directory, self.limit = directory, limit
+        self.memory, self.file, self.size = bytearray(), None, 0
+
+    def write(self, data):
+        self.size += len(data)
+        if self.file is None and len(self.memory) + len(data) > self.limit:
+            self.file = tempfile.NamedTemporaryFile(dir=self.directory(), delete=False, prefix="file-")
+            self.file.write(self.memory)
+            self.memory = None
+        if self.file is not None:
+            self.file.write(data)
+        else:
+            self.memory += data
+
+    def finish(self):
+        """(bytes, None) or (None, path)."""
+        if self.file is None:
+            return bytes(self.memory), None
+        self.file.close()
+        return None, self.file.name
+
+    def discard(self):
+        if self.file is not None:
+            self.file.close()
+            os.unlink(self.file.name)
+
+
+def read_form(chunks, boundary, spool):
+    """Streams a multipart/form-data body: ({name: str} of the text fields, {"filename", "spool"} of the part
+    named `file` or None). The file part's bytes go to `spool()`, a new Spool; other parts are text."""
+    delimiter = b"--" + boundary
+    separator = b"\r\n" + delimiter
+    fields, upload = {}, None
+    buffer, state, sink, name = b"", "preamble", None, None
+    for chunk in chunks:
+        buffer += chunk
+        while True:
+            if state == "preamble":
+                at = buffer.find(delimiter)
+                if at < 0:
+                    buffer = buffer[-len(delimiter):]
+                    break
+                buffer, state = buffer[at + len(delimiter):], "delimited"
+            elif state == "delimited":
+                if len(buffer) < 2:
+                    break
+                if buffer[:2] == b"--":
+                    buffer, state = b"", "done"
+                    break
+                if buffer[:2] != b"\r\n":
+                    raise ValueError("no line break after a boundary")
+                buffer, state = buffer[2:], "headers"
+            elif state == "headers":
+                at = buffer.find(b"\r\n\r\n")
+                if at < 0:
+                    if len(buffer) > MAX_FIELD:
+                        raise ValueError("part headers too long")
+                    break
+                head = buffer[:at].decode("utf-8", "replace")
+                buffer, state = buffer[at + 4:], "body"
+                named = re.search(r'\bname="([^"]*)"', head)
+                filename = re.search(r'\bfilename="([^"]*)"', head)
+                name = named.group(1) if named else ""
+                if name == "file" and filename is not None:
+                    sink = spool()
+                    upload = {"filename": filename.group(1), "spool": sink}
+                else:
+                    sink = bytearray()
+            elif state == "body":
+                at = buffer.find(separator)
+                if at < 0:
+                    keep = len(separator) - 1
+                    if len(buffer) > keep:
+                        write(sink, buffer[:-keep])
+                        buffer = buffer[-keep:]
+                    break
+                write(sink, buffer[:at])
+                if isinstance(sink, bytearray):
+                    fields[name] = sink.decode("utf-8", "replace")
+                buffer, state = buffer[at + len(separator):], "delimited"
+            else:  # done: the epilogue is ignored
+                buffer = b""
+                break
+    if state != "done":
+        raise ValueError("the body ends before the closing boundary")
+    return fields, upload
+
+
+def write(sink, data):
+    if isinstance(sink, bytearray):
+        if len(sink) + len(data) > MAX_FIELD:
+            raise ValueError("a form field is too long")
+        sink += data
+    else:
+        sink.write(data)
+
+
+# ---- objects ----------------------------------------------------------------------------------------
+class StoredFile:
+    def __init__(self, ident, filename, purpose, data=None, path=None, size=0, expires_at=None):
+        self.id, self.filename, self.purpose = ident, filename, purpose
+        self.data, self.path = data, path
+        self.bytes = len(data) if data is not None else size
+        self.created_at, self.expires_at = now(), expires_at
+
+    def object(self):
+        obj = {"status": "processed", "bytes": self.bytes, "purpose": self.purpose, "filename": self.filename}
+        if self.expires_at is not None:
+            obj["expires_at"] = self.expires_at
+        obj.update(id=self.id, created_at=self.created_at, object="file")
+        return obj
+
+    def chunks(self, size=IO_CHUNK):
+        if self.data is not None:
+            view = memoryview(self.data)
+            for offset in range(0, len(view), size):
+                yield view[offset:offset + size]
+            return
+        with open(self.path, "rb") as handle:
+            while True:
+                data = handle.read(size)
+                if not data:
+                    return
+                yield data
+
+    def text(self, limit=SPILL_BYTES):
+        data = self.data if self.data is not None else next(self.chunks(limit), b"")
+        return bytes(data[:limit]).decode("utf-8", "replace")
+
+    def remove(self):
+        if self.path:
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+
+
+class V1Objects:
+    """The stored objects of one emulator instance and the handlers of their paths."""
+
+    def __init__(self, name="azure", spill_bytes=SPILL_BYTES):
+        self.name = name
+        self.spill_bytes = spill_bytes
+        self.lock = threading.RLock()
+        self.tempdir = None
+        self.files, self.responses = {}, {}
+        self.routes = [(method, re.compile(pattern), handler) for method, pattern, handler in (
+            ("POST", r"/openai/v1/files", self.serve_upload),
+            ("GET", r"/openai/v1/files", self.list_files),
+            ("GET", rf"/openai/v1/files/{ID}", self.get_file),
+            ("DELETE", rf"/openai/v1/files/{ID}", self.delete_file),
+            ("GET", rf"/openai/v1/files/{ID}/content", self.file_content),
+            ("GET", rf"/openai(?:/v1)?/responses/{ID}", self.get_response),
+            ("DELETE", rf"/openai(?:/v1)?/responses/{ID}", self.delete_response),
+        )]
+
+    # ---- plumbing ---------------------------------------------------------------------------------
+    def route(self, method, path):
+        if not path.startswith(OWNED):
+            return None  # chat and the other operations: one test, not a regex each
+        for verb, pattern, handler in self.routes:
+            match = pattern.fullmatch(path)
+            if match and verb == method:
+                return handler, match.groups()
+        return None
+
+    def dispatch(self, req, url):
+        """Serves `req` (an emulator request handler) when its method and path are one of these objects';
+        False when they are not."""
+        found = self.route(req.command, url.path)
+        if found is None:
+            return False
+        handler, args = found
+        query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+        if handler == self.serve_upload:
+            return self.serve_upload(req, url)
+        body = None
+        if req.command == "POST":
+            try:
+                raw = b"".join(body_chunks(req))
+            except (EOFError, ValueError):
+                req.close_connection = True
+                return True
+            try:
+                body = json.loads(raw) if raw.strip() else {}
+            except ValueError:
+                body = None
+        req.record(body)
+        if not req.authorized(url):
+            return True
+        if req.command == "POST" and not isinstance(body, dict):
+            req.send_json(400, invalid("We could not parse the JSON body of your request.").body)
+            return True
+        try:
+            result = handler(*args, query=query, body=body or {}, req=req)
+        except ApiError as error:
+            req.send_json(error.status, error.body)
+            return True
+        if result is not None:
+            req.send_json(200, result)
+        return True
+
+    def directory(self):
+        with self.lock:
+            if self.tempdir is None:
+                self.tempdir = tempfile.mkdtemp(prefix=f"azure-emulator-{self.name}-")
+            return self.tempdir
+
+    def spool(self):
+        return Spool(self.directory, self.spill_bytes)
+
+    def close(self):
+        """Removes the temp files (at exit)."""
+        with self.lock:
+            if self.tempdir:
+                shutil.rmtree(self.tempdir, ignore_errors=True)
+                self.tempdir = None
+
+    def reset(self):
+        with self.lock:
+            counts = {"files": len(self.files), "responses": len(self.responses)}
+            for stored in self.files.values():
+                stored.remove()
+            self.files.clear()
+            self.responses.clear()
+        return dict(counts, cleared=True)
+
+    def snapshot(self):
+        with self.lock:
+            return {
+                "name": self.name,
+                "files": [dict(f.object(), on_disk=f.path is not None) for f in self.files.values()],
+                "responses": [{"id": ident, "status": r["response"]["status"]}
+                              for ident, r in self.responses.items()],
+            }
+
+    # ---- files ------------------------------------------------------------------------------------
+    def serve_upload(self, req, url):
+        """POST /files: the form is read as it arrives, the file part into a Spool."""
+        if not req.authorized(url):
+            req.record(None)
+            try:
+                for _ in body_chunks(req):
+                    pass
+            except (EOFError, ValueError):
+                req.close_connection = True
+            return True
+        content_type = req.headers.get("Content-Type") or ""
+        boundary = re.search(r'boundary="?([^";]+)"?', content_type)
+        spools, kept = [], None
+
+        def spool():
+            spools.append(self.spool())
+            return spools[-1]
+
+        try:
+            if not content_type.startswith("multipart/form-data") or not boundary:
+                for _ in body_chunks(req):
+                    pass
+                req.record(None)
+                raise invalid("Expected a multipart/form-data body with a boundary.")
+            try:
+                fields, upload = read_form(body_chunks(req), boundary.group(1).encode(), spool)
+            except ValueError as error:
+                req.close_connection = True
+                req.record(None)
+                raise invalid(f"Invalid multipart body: {error}.") from None
+            summary = dict(fields)
+            if upload:
+                summary["file"] = f"<{upload['spool'].size} bytes>"
+            req.record(summary)
+            result = self.create_file(fields, upload)
+            kept = upload["spool"]
+            req.send_json(200, result)
+        except EOFError:
+            req.close_connection = True  # the client went away mid-upload: nothing to answer
+        except ApiError as error:
+            req.send_json(error.status, error.body)
+        finally:
+            for unused in spools:
+                if unused is not kept:
+                    unused.discard()
+        return True
+
+    def create_file(self, fields, upload):
+        if upload is None:
+            raise invalid("'file' is a required property", "file")
+        purpose = fields.get("purpose")
+        if not purpose:
+            raise invalid("'purpose' is a required property", "purpose")
+        if purpose not in FILE_PURPOSES:
+            raise invalid(f"'{purpose}' is not one of {list(FILE_PURPOSES)} - 'purpose'", "purpose")
+        expires_at = None
+        expiry = {}
+        if fields.get("expires_after"):
+            try:
+                expiry = dict(json.loads(fields["expires_after"]))
+            except (ValueError, TypeError):
+                raise invalid("Invalid 'expires_after': expected an object.", "expires_after") from None
+        for key in ("anchor", "seconds"):
+            for form in (f"expires_after[{key}]", f"expires_after.{key}"):
+                if form in fields:
+                    expiry[key] = fields[form]
+        if expiry:
+            if expiry.get("anchor") != "created_at":
+                raise invalid("Invalid 'expires_after.anchor': only 'created_at' is supported.", "expires_after.anchor")
+            low = 1209600 if purpose == "batch" else 3600
+            try:
+                seconds = int(expiry.get("seconds"))
+            except (TypeError, ValueError):
+                raise invalid("Invalid 'expires_after.seconds': expected an integer.", "expires_after.seconds") from None
+            if not low <= seconds <= 2592000:
+                raise invalid(f"Invalid 'expires_after.seconds': {seconds} is not between {low} and 2592000.",
+                              "expires_after.seconds")
+            expires_at = now() + seconds
+        data, path = upload["spool"].finish()
+        stored = StoredFile("file-" + uuid.uuid4().hex, upload["filename"] or "upload", purpose, data=data, path=path,
+                            size=upload["spool"].size, expires_at=expires_at)
+        with self.lock:
+            self.files[stored.id] = stored
+        return stored.object()
+
+    def stored_file(self, file_id):
+        with self.lock:
+            stored = self.files.get(file_id)
+        if stored is None:
+            raise not_found("File", file_id)
+        return stored
+
+    def list_files(self, query, body, req):
+        with self.lock:
+            files = [f.object() for f in self.files.values()
+                     if query.get("purpose") is None or f.purpose == query["purpose"]]
+        return page(files, query, 10000, 10000)
+
+    def get_file(self, file_id, query, body, req):
+        return self.stored_file(file_id).object()
+
+    def delete_file(self, file_id, query, body, req):
+        with self.lock:
+            stored = self.files.pop(file_id, None)
+            if stored is None:
+                raise not_found("File", file_id)
+        stored.remove()
+        return {"id": file_id, "object": "file", "deleted": True}
+
+    def file_content(self, file_id, query, body, req):
+        stored = self.stored_file(file_id)
+        try:
+            chunks = stored.chunks()
+            first = next(chunks, b"")
+        except OSError:
+            raise not_found("File", file_id) from None
+        req.send_head(200, "application/octet-stream", stored.bytes)
+        try:
+            req.wfile.write(first)
+            for data in chunks:
+                req.wfile.write(data)
+            req.wfile.flush()
+        except OSError:
+            req.close_connection = True
+        return None
+
+    # ---- responses --------------------------------------------------------------------------------
+    def store_response(self, done, body):
+        """Keeps a Responses answer for GET and DELETE; returns what the create call answers."""
+        with self.lock:
+            self.responses[done["id"]] = {"response": done}
+        return done
+
+    def stored_response(self, response_id):
+        record = self.responses.get(response_id)
+        if record is None:
+            raise not_found("Response", response_id)
+        return record
+
+    def get_response(self, response_id, query, body, req):
+        with self.lock:
+            return dict(self.stored_response(response_id)["response"])
+
+    def delete_response(self, response_id, query, body, req):
+        with self.lock:
+            self.stored_response(response_id)
+            del self.responses[response_id]
+        return {"id": response_id, "object": "response", "deleted": True}
