@@ -17,6 +17,11 @@ Responses: /openai/responses[/{id}]?api-version=... and /openai/v1/responses[/{i
 Stored objects of the v1 API (v1_objects.py; kept per instance, so two instances are two resources):
   - /openai/v1/files: multipart upload (past 8 MB streamed to a temp file), list (purpose, limit, after,
     order), retrieve, content (streamed back), delete.
+  - /openai/v1/batches: create, list, retrieve, cancel. Lines validated as Azure does (one deployment for
+    all: another is model_mismatch, status failed with errors); validating -> in_progress -> completed
+    after --batch-seconds (default 2) or metadata {"emulator_seconds": "S"}, with an output file and an
+    error file (a line with `[status=400]` goes there); each line answered, usage included, as the
+    deployment answers alone. No batch-level usage unless metadata {"emulator_usage": "1"}.
   - responses: GET and DELETE of the stored ones, on both paths.
 
 Test controls, read from the last user message, e.g. `[chunks=20 delay_ms=100]`. A control may be
@@ -91,7 +96,7 @@ that list holds), `aborted_streams` (writes that failed because the gateway had 
 `chat_requests` (POSTs that reached the chat handler), `tokens_issued` and `tokens_refused`
 ({"client_credentials": n, "managed_identity": n}), `bearer_requests` (API requests accepted on a
 bearer token), `expired_tokens` (refused as expired) and `invalid_tokens` (refused as not verifying).
-GET /_emulator/objects lists the instance's files and responses; DELETE forgets
+GET /_emulator/objects lists the instance's files, batches and responses; DELETE forgets
 them (and removes the temp files).
 Standard library only, so it runs anywhere python3 does.
 """
@@ -863,6 +868,8 @@ def main():
     parser.add_argument("--entra-client-secret")
     parser.add_argument("--imds", action="store_true", help="serve GET /metadata/identity/oauth2/token")
     parser.add_argument("--require-bearer", action="store_true", help="ignore the api-key: only a bearer token passes")
+    parser.add_argument("--batch-seconds", type=float, default=2.0,
+                        help="seconds a v1 batch takes to complete")
     args = parser.parse_args()
     if not NAME.fullmatch(args.name):
         parser.error("--name must match [a-z0-9_-]+")
@@ -891,7 +898,10 @@ def main():
     server.invalid_tokens = 0
     server.tokens_issued = {"client_credentials": 0, "managed_identity": 0}
     server.tokens_refused = {"client_credentials": 0, "managed_identity": 0}
-    server.v1 = V1Objects(name=args.name)
+    server.v1 = V1Objects(
+        name=args.name, batch_seconds=args.batch_seconds,
+        deployment_exists=lambda d: d in server.deployments or (server.any_deployment and d.startswith("any-")),
+        answer=lambda operation, body: batch_answer(operation, body, server.name))
     if args.tls_cert:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(args.tls_cert, args.tls_key)

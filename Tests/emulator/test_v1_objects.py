@@ -69,7 +69,7 @@ class Instance:
 
 @pytest.fixture(scope="module")
 def east():
-    instance = Instance("east")
+    instance = Instance("east", "--batch-seconds", "0.4")
     yield instance
     instance.stop()
 
@@ -84,6 +84,29 @@ def west():
 @pytest.fixture(autouse=True)
 def clean(east):
     east.raw("DELETE", "/_emulator/objects")
+
+
+def wait_batch(client, batch_id, timeout=5):
+    seen = []
+    deadline = time.monotonic() + timeout
+    while True:
+        batch = client.batches.retrieve(batch_id)
+        if not seen or seen[-1] != batch.status:
+            seen.append(batch.status)
+        if batch.status in ("completed", "failed", "cancelled", "expired"):
+            return batch, seen
+        assert time.monotonic() < deadline, seen
+        time.sleep(0.05)
+
+
+def batch_input(client, lines):
+    data = "".join(json.dumps(line) + "\n" for line in lines).encode()
+    return client.files.create(file=("input.jsonl", data), purpose="batch")
+
+
+def chat_line(number, text, model="gpt-4o", url="/v1/chat/completions"):
+    return {"custom_id": f"task-{number}", "method": "POST", "url": url,
+            "body": {"model": model, "messages": [{"role": "user", "content": text}]}}
 
 
 def test_files_round_trip_and_page_both_ways(east):
@@ -148,7 +171,7 @@ def test_chunked_upload_and_the_same_401_as_elsewhere(east):
     chat_denied = east.raw("POST", "/openai/v1/chat/completions", b'{"model":"gpt-4o","messages":[]}', {"api-key": "wrong"})
     assert chat_denied[0] == 401
     for method, path in (("GET", "/openai/v1/files"), ("GET", f"/openai/v1/files/{uploaded['id']}"),
-                         ("DELETE", f"/openai/v1/files/{uploaded['id']}"),
+                         ("POST", "/openai/v1/batches"),
                          ("POST", "/openai/v1/files")):
         assert east.raw(method, path, b"{}" if method == "POST" else None, {"api-key": "wrong"}) == chat_denied, path
     assert east.raw("POST", "/openai/v1/files", b"--b\r\nbroken", {"Content-Type": "multipart/form-data; boundary=b"})[0] == 400
@@ -160,6 +183,101 @@ def test_ids_belong_to_their_instance(east, west):
         west.client.files.retrieve(made.id)
     assert made.id not in [f.id for f in west.client.files.list()]
     assert made.id in [f.id for f in east.client.files.list()]
+
+
+def test_batch_completes_with_output_and_error_files(east):
+    client = east.client
+    lines = [chat_line(i, f"question {i} about things") for i in range(5)]
+    lines[3]["body"]["messages"][0]["content"] += " [status=400]"
+    lines[4]["body"]["messages"][0]["content"] += " [cached=2]"
+    source = batch_input(client, lines)
+    created = client.batches.create(input_file_id=source.id, endpoint="/chat/completions", completion_window="24h",
+                                    metadata={"job": "nightly"})
+    raw = json.loads(east.raw("GET", f"/openai/v1/batches/{created.id}")[1])
+    assert created.status == "validating" and created.id.startswith("batch_")
+    assert created.request_counts.total is None  # Azure's nulls while validating
+    assert "usage" not in raw and "model" not in raw and raw["metadata"] == {"job": "nightly"}
+    batch, seen = wait_batch(client, created.id)
+    assert seen[-1] == "completed" and "in_progress" in seen, seen
+    assert batch.request_counts.model_dump() == {"total": 5, "completed": 4, "failed": 1}
+    assert batch.in_progress_at and batch.finalizing_at and batch.completed_at and batch.errors is None
+    assert "usage" not in json.loads(east.raw("GET", f"/openai/v1/batches/{created.id}")[1])
+    output = [json.loads(line) for line in client.files.content(batch.output_file_id).text.splitlines()]
+    assert [line["custom_id"] for line in output] == ["task-0", "task-1", "task-2", "task-4"]
+    for line in output:
+        assert set(line) == {"custom_id", "response", "error"} and line["error"] is None
+        assert line["response"]["status_code"] == 200 and line["response"]["request_id"]
+        body = line["response"]["body"]
+        assert body["object"] == "chat.completion"
+        # The answer and tokens the emulator's chat gives the same request.
+        alone = client.chat.completions.create(**lines[int(line["custom_id"][5:])]["body"])
+        assert body["usage"] == alone.usage.model_dump(exclude_none=True)
+        assert body["choices"][0]["message"]["content"] == alone.choices[0].message.content
+    assert output[-1]["response"]["body"]["usage"]["prompt_tokens_details"] == {"cached_tokens": 2}
+    errors = [json.loads(line) for line in client.files.content(batch.error_file_id).text.splitlines()]
+    assert len(errors) == 1 and errors[0]["custom_id"] == "task-3"
+    assert errors[0]["response"]["status_code"] == 400 and errors[0]["response"]["body"]["error"]["code"] == "400"
+    assert client.files.retrieve(batch.output_file_id).purpose == "batch_output"
+    # Listed, newest first; cancelling a finished batch is refused.
+    second = client.batches.create(input_file_id=source.id, endpoint="/v1/chat/completions", completion_window="24h",
+                                   metadata={"emulator_usage": "1", "emulator_seconds": "0"})
+    assert [b.id for b in client.batches.list(limit=1)] == [second.id, created.id]
+    with pytest.raises(openai.BadRequestError):
+        client.batches.cancel(created.id)
+    # emulator_usage: the batch's usage is the sum of its lines'.
+    done, _ = wait_batch(client, second.id)
+    lines_usage = [json.loads(line)["response"]["body"]["usage"]
+                   for line in client.files.content(done.output_file_id).text.splitlines()]
+    assert done.usage.input_tokens == sum(u["prompt_tokens"] for u in lines_usage)
+    assert done.usage.output_tokens == sum(u["completion_tokens"] for u in lines_usage)
+    assert done.usage.total_tokens == sum(u["total_tokens"] for u in lines_usage)
+    assert done.usage.input_tokens_details.cached_tokens == 2
+
+
+def test_embeddings_batch_and_an_empty_error_file(east):
+    client = east.client
+    lines = [{"custom_id": f"e{i}", "method": "POST", "url": "/embeddings",
+              "body": {"model": "text-embedding-3-small", "input": ["a", "b"]}} for i in range(2)]
+    batch = client.batches.create(input_file_id=batch_input(client, lines).id, endpoint="/embeddings",
+                                  completion_window="24h", metadata={"emulator_seconds": "0"})
+    batch, _ = wait_batch(client, batch.id)
+    assert batch.status == "completed" and batch.request_counts.completed == 2
+    line = json.loads(client.files.content(batch.output_file_id).text.splitlines()[0])
+    assert line["response"]["body"]["usage"] == {"prompt_tokens": 2, "total_tokens": 2}
+    assert client.files.retrieve(batch.error_file_id).bytes == 0  # Azure makes it even when empty
+
+
+def test_batch_validation_fails_as_azure_does(east):
+    client = east.client
+    mixed = batch_input(client, [chat_line(0, "a"), chat_line(1, "b", model="gpt-4o-mini")])
+    batch, _ = wait_batch(client, client.batches.create(input_file_id=mixed.id, endpoint="/chat/completions",
+                                                        completion_window="24h").id)
+    assert batch.status == "failed" and batch.failed_at and batch.output_file_id is None
+    assert [(e.code, e.line) for e in batch.errors.data] == [("model_mismatch", 2)]
+    cases = {
+        "invalid_json_line": b'{"custom_id": "x", \n',
+        "model_not_found": (json.dumps(chat_line(0, "a", model="no-such-deployment")) + "\n").encode(),
+        "url_mismatch": (json.dumps(chat_line(0, "a", url="/v1/embeddings")) + "\n").encode(),
+        "duplicate_custom_id": (json.dumps(chat_line(0, "a")) + "\n" + json.dumps(chat_line(0, "b")) + "\n").encode(),
+        "empty_file": b"\n",
+    }
+    for code, data in cases.items():
+        source = client.files.create(file=("in.jsonl", data), purpose="batch")
+        made = client.batches.create(input_file_id=source.id, endpoint="/chat/completions", completion_window="24h",
+                                     metadata={"emulator_seconds": "0"})
+        failed, _ = wait_batch(client, made.id)
+        assert failed.status == "failed" and failed.errors.data[0].code == code, (code, failed.errors)
+    with pytest.raises(openai.BadRequestError):
+        client.batches.create(input_file_id="file-" + "0" * 32, endpoint="/chat/completions", completion_window="24h")
+    with pytest.raises(openai.BadRequestError):
+        client.batches.create(input_file_id=mixed.id, endpoint="/images/generations", completion_window="24h")
+    # Cancel: cancelling, then cancelled.
+    slow = client.batches.create(input_file_id=batch_input(client, [chat_line(0, "a")]).id, endpoint="/chat/completions",
+                                 completion_window="24h", metadata={"emulator_seconds": "30"})
+    assert client.batches.cancel(slow.id).status == "cancelling"
+    assert client.batches.retrieve(slow.id).status == "cancelled"
+    with pytest.raises(openai.NotFoundError):
+        client.batches.retrieve("batch_nope")
 
 
 def test_introspection_lists_and_resets(east):

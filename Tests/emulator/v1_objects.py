@@ -1,4 +1,4 @@
-"""Azure OpenAI's v1 stored objects for the emulator: files and stored responses.
+"""Azure OpenAI's v1 stored objects for the emulator: files, batches and stored responses.
 
 State is kept per emulator instance (one V1Objects a process), so two instances act as two Azure resources:
 an id made on one is unknown to the other. Paths are under /openai/v1 (no api-version); the api-key (or a
@@ -19,10 +19,36 @@ Files
   - GET /files (?purpose, limit 1-10000 default 10000, after, order), GET /files/{id},
     GET /files/{id}/content (application/octet-stream, written in 1 MB chunks),
     DELETE /files/{id} -> {"id","object":"file","deleted":true}.
+Batches
+  - POST /batches {input_file_id, endpoint, completion_window, metadata, output_expires_after}: endpoint one of
+    /chat/completions, /embeddings, /completions, /responses, with or without /v1. 400 when the input file is
+    unknown or not of purpose batch, or the endpoint unsupported. Answers status "validating" with
+    request_counts {total, completed, failed} all null, as Azure does; no batch-level `usage` and no `model`.
+  - GET /batches (limit 1-100 default 20, after), GET /batches/{id}, POST /batches/{id}/cancel (validating or
+    in_progress -> cancelling, then cancelled with no output; a finished batch is a 400).
+  - The status moves when the batch is looked at: validating for the first quarter of its time, in_progress
+    until its time is up, then completed (in_progress_at, finalizing_at, completed_at set). Its time is the
+    emulator's --batch-seconds (default 2), or metadata {"emulator_seconds": "S"}.
+  - Validation, as Azure's, ends in status failed (failed_at, request_counts.total, errors {"object":"list",
+    "data":[{code, message, param, line}]}): empty_file; invalid_json_line; invalid_request (no custom_id,
+    method other than POST, no url or body, no body.model); duplicate_custom_id; url_mismatch (a line's url is
+    not the batch's endpoint); model_not_found (the deployment does not exist on this instance);
+    model_mismatch (a line names another deployment than the first line: Azure runs a batch on ONE
+    Global-Batch deployment); completion_window other than 24h (Azure fails the job rather than refusing it).
+  - Completed: an output file and an error file (purpose batch_output, ids file-<uuid>; Azure makes the error
+    file even when it is empty). A line answered 200 goes to the output file as
+    {"custom_id","response":{"body":<the answer, with its usage>,"request_id","status_code":200},"error":null}
+    (Azure's lines carry no "id"); a line refused by a control, e.g. `[status=400]` or `[content_filter=1]` in
+    its user message, or by the chat schema, goes to the error file with that status and Azure error body.
+    Answers and their tokens are those the emulator gives the same request on its own. request_counts count
+    them. metadata {"emulator_usage": "1"} adds a batch-level `usage` {input_tokens, input_tokens_details:
+    {cached_tokens}, output_tokens, output_tokens_details: {reasoning_tokens}, total_tokens}, the lines' sum;
+    without it a client must sum the lines, as on Azure today.
 Stored responses (also on the classic /openai/responses/{id}?api-version=...)
   - GET|DELETE /responses/{id}.
-Introspection (no key): GET /_emulator/objects lists this instance's files (with `on_disk`) and responses ({id,
-status}); DELETE /_emulator/objects forgets them all and removes the temp files.
+Introspection (no key): GET /_emulator/objects lists this instance's files (with `on_disk`), batches (as GET
+shows them, advancing them) and responses ({id, status}); DELETE /_emulator/objects forgets them all and removes
+the temp files.
 """
 import json
 import os
@@ -38,8 +64,10 @@ SPILL_BYTES = 8 * 1024 * 1024  # a file bigger than this goes to disk
 IO_CHUNK = 1024 * 1024
 MAX_FIELD = 64 * 1024  # a multipart text field
 FILE_PURPOSES = ("assistants", "batch", "fine-tune", "evals", "user_data", "vision")
+BATCH_ENDPOINTS = ("chat/completions", "embeddings", "completions", "responses")
+TERMINAL = ("completed", "failed", "expired", "cancelled")
 ID = r"([A-Za-z0-9_\-]+)"
-OWNED = ("/openai/v1/files", "/openai/v1/responses/",
+OWNED = ("/openai/v1/files", "/openai/v1/batches", "/openai/v1/responses/",
          "/openai/responses/")
 
 
@@ -277,21 +305,37 @@ class StoredFile:
                 pass
 
 
+def normalize_endpoint(url):
+    path = (url or "").split("?", 1)[0]
+    for prefix in ("/openai/v1/", "/v1/", "/"):
+        if path.startswith(prefix):
+            return path[len(prefix):]
+    return path
+
+
 class V1Objects:
     """The stored objects of one emulator instance and the handlers of their paths."""
 
-    def __init__(self, name="azure", spill_bytes=SPILL_BYTES):
+    def __init__(self, name="azure", deployment_exists=lambda name: True, answer=None, batch_seconds=2.0,
+                 spill_bytes=SPILL_BYTES):
         self.name = name
+        self.deployment_exists = deployment_exists
+        self.answer = answer or (lambda operation, body: (404, {"error": {"code": "404", "message": "Resource not found"}}))
+        self.batch_seconds = batch_seconds
         self.spill_bytes = spill_bytes
         self.lock = threading.RLock()
         self.tempdir = None
-        self.files, self.responses = {}, {}
+        self.files, self.batches, self.responses = {}, {}, {}
         self.routes = [(method, re.compile(pattern), handler) for method, pattern, handler in (
             ("POST", r"/openai/v1/files", self.serve_upload),
             ("GET", r"/openai/v1/files", self.list_files),
             ("GET", rf"/openai/v1/files/{ID}", self.get_file),
             ("DELETE", rf"/openai/v1/files/{ID}", self.delete_file),
             ("GET", rf"/openai/v1/files/{ID}/content", self.file_content),
+            ("POST", r"/openai/v1/batches", self.create_batch),
+            ("GET", r"/openai/v1/batches", self.list_batches),
+            ("GET", rf"/openai/v1/batches/{ID}", self.get_batch),
+            ("POST", rf"/openai/v1/batches/{ID}/cancel", self.cancel_batch),
             ("GET", rf"/openai(?:/v1)?/responses/{ID}", self.get_response),
             ("DELETE", rf"/openai(?:/v1)?/responses/{ID}", self.delete_response),
         )]
@@ -360,18 +404,22 @@ class V1Objects:
 
     def reset(self):
         with self.lock:
-            counts = {"files": len(self.files), "responses": len(self.responses)}
+            counts = {"files": len(self.files), "batches": len(self.batches), "responses": len(self.responses)}
             for stored in self.files.values():
                 stored.remove()
             self.files.clear()
+            self.batches.clear()
             self.responses.clear()
         return dict(counts, cleared=True)
 
     def snapshot(self):
         with self.lock:
+            for batch in self.batches.values():
+                self.advance(batch)
             return {
                 "name": self.name,
                 "files": [dict(f.object(), on_disk=f.path is not None) for f in self.files.values()],
+                "batches": [self.batch_object(b) for b in self.batches.values()],
                 "responses": [{"id": ident, "status": r["response"]["status"]}
                               for ident, r in self.responses.items()],
             }
@@ -462,6 +510,20 @@ class V1Objects:
             self.files[stored.id] = stored
         return stored.object()
 
+    def new_file(self, filename, purpose, lines, expires_after=None):
+        """A file the service writes (a batch's output), from an iterable of bytes."""
+        spool = self.spool()
+        for line in lines:
+            spool.write(line)
+        data, path = spool.finish()
+        expires_at = None
+        if isinstance(expires_after, dict) and isinstance(expires_after.get("seconds"), int):
+            expires_at = now() + expires_after["seconds"]
+        stored = StoredFile("file-" + str(uuid.uuid4()), filename, purpose, data=data, path=path, size=spool.size,
+                            expires_at=expires_at)
+        self.files[stored.id] = stored
+        return stored
+
     def stored_file(self, file_id):
         with self.lock:
             stored = self.files.get(file_id)
@@ -502,6 +564,201 @@ class V1Objects:
         except OSError:
             req.close_connection = True
         return None
+
+    # ---- batches ----------------------------------------------------------------------------------
+    def create_batch(self, query, body, req):
+        input_file_id = body.get("input_file_id")
+        if not isinstance(input_file_id, str) or not input_file_id:
+            raise invalid("'input_file_id' is a required property", "input_file_id")
+        endpoint = body.get("endpoint")
+        if not isinstance(endpoint, str) or normalize_endpoint(endpoint) not in BATCH_ENDPOINTS:
+            raise invalid(f"Invalid 'endpoint': {json.dumps(endpoint)} is not a supported batch endpoint "
+                          f"({', '.join('/' + e for e in BATCH_ENDPOINTS)}).", "endpoint")
+        window = body.get("completion_window")
+        if not isinstance(window, str):
+            raise invalid("'completion_window' is a required property", "completion_window")
+        metadata = check_metadata(body.get("metadata"))
+        with self.lock:
+            stored = self.files.get(input_file_id)
+        if stored is None:
+            raise invalid(f"Invalid 'input_file_id': file '{input_file_id}' was not found.", "input_file_id")
+        if stored.purpose != "batch":
+            raise invalid(f"Invalid 'input_file_id': file '{input_file_id}' has purpose '{stored.purpose}', "
+                          "not 'batch'.", "input_file_id")
+        try:
+            seconds = float((metadata or {}).get("emulator_seconds", self.batch_seconds))
+        except ValueError:
+            seconds = self.batch_seconds
+        lines, errors = self.validate_lines(stored, normalize_endpoint(endpoint))
+        if window != "24h":
+            errors.insert(0, {"code": "invalid_request", "message": f"Invalid completion window '{window}': "
+                              "only '24h' is supported.", "param": "completion_window", "line": None})
+        created = now()
+        batch = {
+            "id": "batch_" + str(uuid.uuid4()), "completion_window": window, "created_at": created,
+            "endpoint": endpoint, "input_file_id": input_file_id, "object": "batch", "status": "validating",
+            "cancelled_at": None, "cancelling_at": None, "completed_at": None, "error_file_id": None, "errors": None,
+            "expired_at": None, "expires_at": created + 86400, "failed_at": None, "finalizing_at": None,
+            "in_progress_at": None, "metadata": metadata, "output_file_id": None,
+            "request_counts": {"total": None, "completed": None, "failed": None},
+            "_started": time.monotonic(), "_seconds": max(0.0, seconds), "_lines": lines, "_errors": errors,
+            "_usage": (metadata or {}).get("emulator_usage") == "1", "_usage_sum": None,
+            "_output_expires_after": body.get("output_expires_after"),
+            "_operation": normalize_endpoint(endpoint),
+        }
+        with self.lock:
+            self.batches[batch["id"]] = batch
+            return self.batch_object(batch)
+
+    def validate_lines(self, stored, operation):
+        """(requests, errors) of a batch input file, checked as Azure validates it."""
+        content = b"".join(bytes(c) for c in stored.chunks())
+        lines, errors, seen, model = [], [], set(), None
+
+        def fail(code, message, number, param=None):
+            if len(errors) < 100:
+                errors.append({"code": code, "message": message, "param": param, "line": number})
+
+        if content.startswith(b"\xef\xbb\xbf"):
+            fail("invalid_request", "Validation failed: A valid model deployment name couldn't be extracted from the "
+                 "input file. Please ensure that each row in the input file has a valid deployment name specified in "
+                 "the 'model' field, and that the deployment name is consistent across all rows.", 1)
+            return [], errors
+        for number, raw in enumerate(content.split(b"\n"), start=1):
+            if not raw.strip():
+                continue
+            try:
+                line = json.loads(raw)
+            except ValueError:
+                fail("invalid_json_line", f"Line {number} of the input file is not valid JSON.", number)
+                continue
+            if not isinstance(line, dict):
+                fail("invalid_json_line", f"Line {number} of the input file is not a JSON object.", number)
+                continue
+            custom_id, body = line.get("custom_id"), line.get("body")
+            if not isinstance(custom_id, str) or not custom_id:
+                fail("invalid_request", f"Line {number}: 'custom_id' is a required property.", number, "custom_id")
+                continue
+            if line.get("method") != "POST":
+                fail("invalid_request", f"Line {number}: 'method' must be 'POST'.", number, "method")
+                continue
+            if not isinstance(line.get("url"), str):
+                fail("invalid_request", f"Line {number}: 'url' is a required property.", number, "url")
+                continue
+            if not isinstance(body, dict) or not isinstance(body.get("model"), str) or not body["model"]:
+                fail("invalid_request", f"Line {number}: 'body.model' is a required property.", number, "body.model")
+                continue
+            if custom_id in seen:
+                fail("duplicate_custom_id", f"The custom ID '{custom_id}' of line {number} is a duplicate of the "
+                     "custom ID in another request.", number, "custom_id")
+                continue
+            seen.add(custom_id)
+            if normalize_endpoint(line["url"]) != operation:
+                fail("url_mismatch", f"The url '{line['url']}' of line {number} does not match the batch's endpoint "
+                     f"'/{operation}'.", number, "url")
+                continue
+            if not self.deployment_exists(body["model"]):
+                fail("model_not_found", f"The model deployment '{body['model']}' of line {number} was not found.",
+                     number, "body.model")
+                continue
+            if model is None:
+                model = body["model"]
+            elif body["model"] != model:
+                fail("model_mismatch", f"The model deployment '{body['model']}' of line {number} doesn't match the "
+                     f"rest of the file ('{model}'): a batch runs on one Global-Batch deployment.", number,
+                     "body.model")
+                continue
+            lines.append((custom_id, body))
+        if not lines and not errors:
+            fail("empty_file", "The input file is empty. Please ensure that the batch contains at least one request.",
+                 None)
+        return lines, errors
+
+    def advance(self, batch):
+        """Moves a batch on by the time since it was made; lock held."""
+        status = batch["status"]
+        if status in TERMINAL:
+            return
+        stamp = now()
+        if status == "cancelling":
+            batch.update(status="cancelled", cancelled_at=stamp,
+                         request_counts={"total": len(batch["_lines"]), "completed": 0, "failed": 0})
+            return
+        elapsed, seconds = time.monotonic() - batch["_started"], batch["_seconds"]
+        if status == "validating" and elapsed >= seconds / 4:
+            if batch["_errors"]:
+                batch.update(status="failed", failed_at=stamp, errors={"object": "list", "data": batch["_errors"]},
+                             request_counts={"total": len(batch["_lines"]) + len(batch["_errors"]),
+                                             "completed": None, "failed": None})
+                return
+            batch.update(status="in_progress", in_progress_at=stamp,
+                         request_counts={"total": len(batch["_lines"]), "completed": 0, "failed": 0})
+        if batch["status"] == "in_progress" and elapsed >= seconds:
+            self.finish(batch, stamp)
+
+    def finish(self, batch, stamp):
+        output, failures, completed, failed = [], [], 0, 0
+        usage = {"input_tokens": 0, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": 0,
+                 "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 0}
+        for custom_id, body in batch["_lines"]:
+            status, answer = self.answer(batch["_operation"], body)
+            line = {"custom_id": custom_id, "response": {"body": answer, "request_id": str(uuid.uuid4()),
+                                                         "status_code": status}, "error": None}
+            encoded = (json.dumps(line, separators=(",", ":")) + "\n").encode()
+            if status == 200:
+                completed += 1
+                output.append(encoded)
+                spent = answer.get("usage") or {}
+                took_in = spent.get("prompt_tokens", spent.get("input_tokens", 0))
+                took_out = spent.get("completion_tokens", spent.get("output_tokens", 0))
+                usage["input_tokens"] += took_in
+                usage["output_tokens"] += took_out
+                usage["total_tokens"] += spent.get("total_tokens", took_in + took_out)
+                cached = (spent.get("prompt_tokens_details") or spent.get("input_tokens_details") or {})
+                usage["input_tokens_details"]["cached_tokens"] += cached.get("cached_tokens", 0)
+            else:
+                failed += 1
+                failures.append(encoded)
+        expiry = batch["_output_expires_after"]
+        out = self.new_file(f"{batch['id']}_output.jsonl", "batch_output", output, expiry)
+        err = self.new_file(f"{batch['id']}_error.jsonl", "batch_output", failures, expiry)
+        batch.update(status="completed", in_progress_at=batch["in_progress_at"] or stamp, finalizing_at=stamp,
+                     completed_at=stamp, output_file_id=out.id, error_file_id=err.id,
+                     request_counts={"total": completed + failed, "completed": completed, "failed": failed},
+                     _usage_sum=usage)
+
+    def batch_object(self, batch):
+        obj = {k: v for k, v in batch.items() if not k.startswith("_")}
+        obj["request_counts"] = dict(batch["request_counts"])
+        if batch["_usage"] and batch["_usage_sum"] is not None:
+            obj["usage"] = batch["_usage_sum"]
+        return obj
+
+    def get_batch(self, batch_id, query, body, req):
+        with self.lock:
+            batch = self.batches.get(batch_id)
+            if batch is None:
+                raise not_found("Batch", batch_id)
+            self.advance(batch)
+            return self.batch_object(batch)
+
+    def list_batches(self, query, body, req):
+        with self.lock:
+            for batch in self.batches.values():
+                self.advance(batch)
+            return page([self.batch_object(b) for b in self.batches.values()], query, 20, 100)
+
+    def cancel_batch(self, batch_id, query, body, req):
+        with self.lock:
+            batch = self.batches.get(batch_id)
+            if batch is None:
+                raise not_found("Batch", batch_id)
+            self.advance(batch)
+            if batch["status"] in TERMINAL:
+                raise invalid(f"Cannot cancel a batch with status '{batch['status']}'.")
+            if batch["status"] != "cancelling":
+                batch.update(status="cancelling", cancelling_at=now())
+            return self.batch_object(batch)
 
     # ---- responses --------------------------------------------------------------------------------
     def store_response(self, done, body):
