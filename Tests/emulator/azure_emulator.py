@@ -22,6 +22,7 @@ Stored objects of the v1 API (v1_objects.py; kept per instance, so two instances
     after --batch-seconds (default 2) or metadata {"emulator_seconds": "S"}, with an output file and an
     error file (a line with `[status=400]` goes there); each line answered, usage included, as the
     deployment answers alone. No batch-level usage unless metadata {"emulator_usage": "1"}.
+  - /openai/v1/vector_stores: stores, their files and file batches (completed at once), search.
   - responses: GET and DELETE of the stored ones, on both paths.
 
 Test controls, read from the last user message, e.g. `[chunks=20 delay_ms=100]`. A control may be
@@ -96,7 +97,7 @@ that list holds), `aborted_streams` (writes that failed because the gateway had 
 `chat_requests` (POSTs that reached the chat handler), `tokens_issued` and `tokens_refused`
 ({"client_credentials": n, "managed_identity": n}), `bearer_requests` (API requests accepted on a
 bearer token), `expired_tokens` (refused as expired) and `invalid_tokens` (refused as not verifying).
-GET /_emulator/objects lists the instance's files, batches and responses; DELETE forgets
+GET /_emulator/objects lists the instance's files, batches, vector stores and responses; DELETE forgets
 them (and removes the temp files).
 Standard library only, so it runs anywhere python3 does.
 """

@@ -171,7 +171,7 @@ def test_chunked_upload_and_the_same_401_as_elsewhere(east):
     chat_denied = east.raw("POST", "/openai/v1/chat/completions", b'{"model":"gpt-4o","messages":[]}', {"api-key": "wrong"})
     assert chat_denied[0] == 401
     for method, path in (("GET", "/openai/v1/files"), ("GET", f"/openai/v1/files/{uploaded['id']}"),
-                         ("POST", "/openai/v1/batches"),
+                         ("POST", "/openai/v1/batches"), ("POST", "/openai/v1/vector_stores"),
                          ("POST", "/openai/v1/files")):
         assert east.raw(method, path, b"{}" if method == "POST" else None, {"api-key": "wrong"}) == chat_denied, path
     assert east.raw("POST", "/openai/v1/files", b"--b\r\nbroken", {"Content-Type": "multipart/form-data; boundary=b"})[0] == 400
@@ -280,13 +280,64 @@ def test_batch_validation_fails_as_azure_does(east):
         client.batches.retrieve("batch_nope")
 
 
+def test_vector_stores_files_batches_and_search(east):
+    client = east.client
+    notes = client.files.create(file=("notes.txt", b"The cat sat on the mat.\nDogs bark at night.\n"),
+                                purpose="assistants")
+    recipes = client.files.create(file=("recipes.txt", b"Bake the bread.\nFeed the cat first.\n"), purpose="assistants")
+    store = client.vector_stores.create(name="kb", file_ids=[notes.id], metadata={"team": "a"},
+                                        expires_after={"anchor": "last_active_at", "days": 7})
+    assert store.id.startswith("vs_") and store.status == "completed" and store.file_counts.completed == 1
+    assert store.usage_bytes == notes.bytes and store.expires_at == store.last_active_at + 7 * 86400
+    assert client.vector_stores.update(store.id, name="kb2", metadata={"team": "b"}).name == "kb2"
+    assert client.vector_stores.retrieve(store.id).metadata == {"team": "b"}
+    other = client.vector_stores.create(name="empty")
+    assert [s.id for s in client.vector_stores.list(limit=1)] == [other.id, store.id]
+    # Files of a store.
+    added = client.vector_stores.files.create(store.id, file_id=recipes.id, attributes={"kind": "food"})
+    assert (added.object, added.status, added.vector_store_id) == ("vector_store.file", "completed", store.id)
+    assert {f.id for f in client.vector_stores.files.list(store.id)} == {notes.id, recipes.id}
+    assert client.vector_stores.files.retrieve(recipes.id, vector_store_id=store.id).attributes == {"kind": "food"}
+    content = client.vector_stores.files.content(recipes.id, vector_store_id=store.id)
+    assert [part.text for part in content] == ["Bake the bread.\nFeed the cat first.\n"]
+    # Search: each line holding a query word, attribute filters.
+    hits = client.vector_stores.search(store.id, query="cat bread")
+    assert {(h.file_id, h.content[0].text) for h in hits} == {
+        (notes.id, "The cat sat on the mat."), (recipes.id, "Bake the bread."), (recipes.id, "Feed the cat first.")}
+    food = client.vector_stores.search(store.id, query="cat", filters={"type": "eq", "key": "kind", "value": "food"})
+    assert [h.file_id for h in food] == [recipes.id]
+    # File batches.
+    third = client.files.create(file=("third.txt", b"third\n"), purpose="assistants")
+    batch = client.vector_stores.file_batches.create(other.id, file_ids=[third.id, notes.id])
+    assert (batch.object, batch.status, batch.file_counts.total) == ("vector_store.files_batch", "completed", 2)
+    assert client.vector_stores.file_batches.retrieve(batch.id, vector_store_id=other.id).id == batch.id
+    assert client.vector_stores.file_batches.cancel(batch.id, vector_store_id=other.id).status == "completed"
+    assert {f.id for f in client.vector_stores.file_batches.list_files(batch.id, vector_store_id=other.id)} == {
+        third.id, notes.id}
+    # Unknown files, as Azure answers them.
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.vector_stores.files.create(store.id, file_id="file-missing")
+    assert missing.value.body["message"] == "Files [file-missing] were not found"
+    with pytest.raises(openai.NotFoundError):
+        client.vector_stores.create(file_ids=["file-missing"])
+    assert client.vector_stores.files.delete(recipes.id, vector_store_id=store.id).deleted
+    assert client.vector_stores.retrieve(store.id).file_counts.total == 1
+    assert client.vector_stores.delete(store.id).model_dump() == {"id": store.id, "object": "vector_store.deleted",
+                                                                  "deleted": True}
+    with pytest.raises(openai.NotFoundError):
+        client.vector_stores.retrieve(store.id)
+
+
 def test_introspection_lists_and_resets(east):
     client = east.client
     made = client.files.create(file=("x.txt", b"x"), purpose="assistants")
+    store = client.vector_stores.create(file_ids=[made.id])
     objects = east.objects()
     assert [f["id"] for f in objects["files"]] == [made.id] and objects["files"][0]["on_disk"] is False
+    assert [s["id"] for s in objects["vector_stores"]] == [store.id]
+    assert objects["vector_stores"][0]["files"][0]["id"] == made.id
     cleared = json.loads(east.raw("DELETE", "/_emulator/objects")[1])
-    assert cleared["cleared"] and cleared["files"] == 1
+    assert cleared["cleared"] and cleared["files"] == 1 and cleared["vector_stores"] == 1
     assert east.objects()["files"] == [] and client.files.list().data == []
 
 

@@ -1,4 +1,4 @@
-"""Azure OpenAI's v1 stored objects for the emulator: files, batches and stored responses.
+"""Azure OpenAI's v1 stored objects for the emulator: files, batches, vector stores and stored responses.
 
 State is kept per emulator instance (one V1Objects a process), so two instances act as two Azure resources:
 an id made on one is unknown to the other. Paths are under /openai/v1 (no api-version); the api-key (or a
@@ -18,7 +18,7 @@ Files
     "expires_at" added when set (Azure sends no status_details).
   - GET /files (?purpose, limit 1-10000 default 10000, after, order), GET /files/{id},
     GET /files/{id}/content (application/octet-stream, written in 1 MB chunks),
-    DELETE /files/{id} -> {"id","object":"file","deleted":true}.
+    DELETE /files/{id} -> {"id","object":"file","deleted":true} (also takes it out of vector stores).
 Batches
   - POST /batches {input_file_id, endpoint, completion_window, metadata, output_expires_after}: endpoint one of
     /chat/completions, /embeddings, /completions, /responses, with or without /v1. 400 when the input file is
@@ -44,16 +44,37 @@ Batches
     them. metadata {"emulator_usage": "1"} adds a batch-level `usage` {input_tokens, input_tokens_details:
     {cached_tokens}, output_tokens, output_tokens_details: {reasoning_tokens}, total_tokens}, the lines' sum;
     without it a client must sum the lines, as on Azure today.
+Vector stores (statuses are completed at once)
+  - POST /vector_stores {name, file_ids, metadata, expires_after {anchor last_active_at, days}, description,
+    chunking_strategy}, GET /vector_stores (limit 1-100 default 20, after, before, order),
+    GET|POST|DELETE /vector_stores/{id} (POST modifies name, metadata, expires_after;
+    DELETE -> {"id","object":"vector_store.deleted","deleted":true}).
+  - POST /vector_stores/{id}/files {file_id, attributes, chunking_strategy}, GET .../files (filter, limit,
+    after, before, order), GET|POST|DELETE .../files/{file_id} (POST sets attributes),
+    GET .../files/{file_id}/content -> {"object":"vector_store.file_content.page","data":[{"type":"text",
+    "text"}],"has_more":false,"next_page":null}.
+  - POST /vector_stores/{id}/file_batches {file_ids | files: [{file_id, attributes}], attributes},
+    GET .../file_batches/{batch_id}, POST .../cancel (a completed batch is answered as it is),
+    GET .../file_batches/{batch_id}/files.
+  - POST /vector_stores/{id}/search {query (string or list), max_num_results 1-50 default 10, filters
+    (comparison eq/ne/gt/gte/lt/lte on attributes, compound and/or)}: each line of the store's files that
+    holds a query word (case-insensitive) is a result, scored by the share of the words it holds ->
+    {"object":"vector_store.search_results.page","search_query":[...],"data":[{file_id, filename, score,
+    attributes, content:[{"type":"text","text"}]}],"has_more":false,"next_page":null}.
+  - An unknown file id is 404 {"error":{"message":"Files [file-...] were not found","type":
+    "invalid_request_error","param":null,"code":null}}, as Azure answers it.
 Stored responses (also on the classic /openai/responses/{id}?api-version=...)
   - GET|DELETE /responses/{id}.
 Introspection (no key): GET /_emulator/objects lists this instance's files (with `on_disk`), batches (as GET
-shows them, advancing them) and responses ({id, status}); DELETE /_emulator/objects forgets them all and removes
-the temp files.
+shows them, advancing them), vector stores with their files and file batches, and responses ({id, status});
+DELETE /_emulator/objects forgets them all and removes the temp files.
 """
 import json
 import os
 import re
+import secrets
 import shutil
+import string
 import tempfile
 import threading
 import time
@@ -67,8 +88,9 @@ FILE_PURPOSES = ("assistants", "batch", "fine-tune", "evals", "user_data", "visi
 BATCH_ENDPOINTS = ("chat/completions", "embeddings", "completions", "responses")
 TERMINAL = ("completed", "failed", "expired", "cancelled")
 ID = r"([A-Za-z0-9_\-]+)"
-OWNED = ("/openai/v1/files", "/openai/v1/batches", "/openai/v1/responses/",
+OWNED = ("/openai/v1/files", "/openai/v1/batches", "/openai/v1/vector_stores", "/openai/v1/responses/",
          "/openai/responses/")
+ALNUM = string.ascii_letters + string.digits
 
 
 class ApiError(Exception):
@@ -85,8 +107,17 @@ def not_found(kind, ident):
     return ApiError(404, {"error": {"code": "NotFound", "message": f"{kind} with id '{ident}' not found."}})
 
 
+def files_not_found(ids):
+    return ApiError(404, {"error": {"message": f"Files [{', '.join(ids)}] were not found",
+                                    "type": "invalid_request_error", "param": None, "code": None}})
+
+
 def now():
     return int(time.time())
+
+
+def random_id(prefix, length=24):
+    return prefix + "".join(secrets.choice(ALNUM) for _ in range(length))
 
 
 def check_metadata(metadata, param="metadata"):
@@ -313,6 +344,24 @@ def normalize_endpoint(url):
     return path
 
 
+def matches(attributes, condition):
+    """Whether a vector store file's attributes satisfy a search filter."""
+    if not isinstance(condition, dict):
+        return True
+    kind = condition.get("type")
+    if kind in ("and", "or"):
+        results = [matches(attributes, sub) for sub in condition.get("filters") or []]
+        return all(results) if kind == "and" else any(results)
+    key, value = condition.get("key"), condition.get("value")
+    have = (attributes or {}).get(key)
+    try:
+        return {"eq": have == value, "ne": have != value,
+                "gt": have is not None and have > value, "gte": have is not None and have >= value,
+                "lt": have is not None and have < value, "lte": have is not None and have <= value}.get(kind, True)
+    except TypeError:
+        return False
+
+
 class V1Objects:
     """The stored objects of one emulator instance and the handlers of their paths."""
 
@@ -325,7 +374,7 @@ class V1Objects:
         self.spill_bytes = spill_bytes
         self.lock = threading.RLock()
         self.tempdir = None
-        self.files, self.batches, self.responses = {}, {}, {}
+        self.files, self.batches, self.stores, self.responses = {}, {}, {}, {}
         self.routes = [(method, re.compile(pattern), handler) for method, pattern, handler in (
             ("POST", r"/openai/v1/files", self.serve_upload),
             ("GET", r"/openai/v1/files", self.list_files),
@@ -336,6 +385,22 @@ class V1Objects:
             ("GET", r"/openai/v1/batches", self.list_batches),
             ("GET", rf"/openai/v1/batches/{ID}", self.get_batch),
             ("POST", rf"/openai/v1/batches/{ID}/cancel", self.cancel_batch),
+            ("POST", r"/openai/v1/vector_stores", self.create_store),
+            ("GET", r"/openai/v1/vector_stores", self.list_stores),
+            ("GET", rf"/openai/v1/vector_stores/{ID}", self.get_store),
+            ("POST", rf"/openai/v1/vector_stores/{ID}", self.modify_store),
+            ("DELETE", rf"/openai/v1/vector_stores/{ID}", self.delete_store),
+            ("POST", rf"/openai/v1/vector_stores/{ID}/search", self.search_store),
+            ("POST", rf"/openai/v1/vector_stores/{ID}/files", self.add_store_file),
+            ("GET", rf"/openai/v1/vector_stores/{ID}/files", self.list_store_files),
+            ("GET", rf"/openai/v1/vector_stores/{ID}/files/{ID}", self.get_store_file),
+            ("POST", rf"/openai/v1/vector_stores/{ID}/files/{ID}", self.update_store_file),
+            ("DELETE", rf"/openai/v1/vector_stores/{ID}/files/{ID}", self.delete_store_file),
+            ("GET", rf"/openai/v1/vector_stores/{ID}/files/{ID}/content", self.store_file_content),
+            ("POST", rf"/openai/v1/vector_stores/{ID}/file_batches", self.create_file_batch),
+            ("GET", rf"/openai/v1/vector_stores/{ID}/file_batches/{ID}", self.get_file_batch),
+            ("POST", rf"/openai/v1/vector_stores/{ID}/file_batches/{ID}/cancel", self.cancel_file_batch),
+            ("GET", rf"/openai/v1/vector_stores/{ID}/file_batches/{ID}/files", self.list_file_batch_files),
             ("GET", rf"/openai(?:/v1)?/responses/{ID}", self.get_response),
             ("DELETE", rf"/openai(?:/v1)?/responses/{ID}", self.delete_response),
         )]
@@ -404,11 +469,13 @@ class V1Objects:
 
     def reset(self):
         with self.lock:
-            counts = {"files": len(self.files), "batches": len(self.batches), "responses": len(self.responses)}
+            counts = {"files": len(self.files), "batches": len(self.batches),
+                      "vector_stores": len(self.stores), "responses": len(self.responses)}
             for stored in self.files.values():
                 stored.remove()
             self.files.clear()
             self.batches.clear()
+            self.stores.clear()
             self.responses.clear()
         return dict(counts, cleared=True)
 
@@ -420,6 +487,8 @@ class V1Objects:
                 "name": self.name,
                 "files": [dict(f.object(), on_disk=f.path is not None) for f in self.files.values()],
                 "batches": [self.batch_object(b) for b in self.batches.values()],
+                "vector_stores": [dict(self.store_object(s), files=list(s["files"].values()),
+                                       file_batches=list(s["batches"].values())) for s in self.stores.values()],
                 "responses": [{"id": ident, "status": r["response"]["status"]}
                               for ident, r in self.responses.items()],
             }
@@ -545,6 +614,8 @@ class V1Objects:
             stored = self.files.pop(file_id, None)
             if stored is None:
                 raise not_found("File", file_id)
+            for store in self.stores.values():
+                store["files"].pop(file_id, None)
         stored.remove()
         return {"id": file_id, "object": "file", "deleted": True}
 
@@ -759,6 +830,231 @@ class V1Objects:
             if batch["status"] != "cancelling":
                 batch.update(status="cancelling", cancelling_at=now())
             return self.batch_object(batch)
+
+    # ---- vector stores ----------------------------------------------------------------------------
+    def store(self, store_id):
+        found = self.stores.get(store_id)
+        if found is None:
+            raise not_found("Vector store", store_id)
+        return found
+
+    def known_files(self, ids):
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise invalid("Invalid 'file_ids': expected an array of strings.", "file_ids")
+        missing = [i for i in ids if i not in self.files]
+        if missing:
+            raise files_not_found(missing)
+
+    def store_object(self, store):
+        files = store["files"].values()
+        counts = {"in_progress": 0, "completed": 0, "failed": 0, "cancelled": 0, "total": len(store["files"])}
+        for entry in files:
+            counts[entry["status"]] += 1
+        obj = {k: v for k, v in store.items() if k not in ("files", "batches")}
+        obj["usage_bytes"] = sum(entry["usage_bytes"] for entry in files)
+        obj["file_counts"] = counts
+        if obj.get("expires_after"):
+            obj["expires_at"] = obj["last_active_at"] + 86400 * obj["expires_after"]["days"]
+        return obj
+
+    @staticmethod
+    def check_expiry(expires_after):
+        if expires_after is None:
+            return None
+        if not isinstance(expires_after, dict) or expires_after.get("anchor") != "last_active_at" or \
+                not isinstance(expires_after.get("days"), int) or not 1 <= expires_after["days"] <= 365:
+            raise invalid("Invalid 'expires_after': expected {\"anchor\": \"last_active_at\", \"days\": 1-365}.",
+                          "expires_after")
+        return {"anchor": "last_active_at", "days": expires_after["days"]}
+
+    def attach(self, store, file_id, attributes=None, chunking=None):
+        """Adds a file to a store (or returns it when there); lock held."""
+        entry = store["files"].get(file_id)
+        if entry is None:
+            if chunking is None or chunking.get("type") != "static":
+                chunking = {"type": "static", "static": {"max_chunk_size_tokens": 800, "chunk_overlap_tokens": 400}}
+            entry = {"id": file_id, "object": "vector_store.file", "usage_bytes": self.files[file_id].bytes,
+                     "created_at": now(), "vector_store_id": store["id"], "status": "completed", "last_error": None,
+                     "chunking_strategy": chunking, "attributes": attributes or {}}
+            store["files"][file_id] = entry
+        return entry
+
+    def create_store(self, query, body, req):
+        name = body.get("name")
+        if name is not None and not isinstance(name, str):
+            raise invalid("Invalid 'name': expected a string.", "name")
+        metadata = check_metadata(body.get("metadata"))
+        expiry = self.check_expiry(body.get("expires_after"))
+        file_ids = body.get("file_ids") or []
+        with self.lock:
+            self.known_files(file_ids)
+            stamp = now()
+            store = {"id": random_id("vs_"), "object": "vector_store", "created_at": stamp, "name": name or "",
+                     "status": "completed", "expires_after": expiry, "expires_at": None,
+                     "last_active_at": stamp, "metadata": metadata or {}, "files": {}, "batches": {}}
+            if isinstance(body.get("description"), str):
+                store["description"] = body["description"]
+            self.stores[store["id"]] = store
+            for file_id in file_ids:
+                self.attach(store, file_id, chunking=body.get("chunking_strategy"))
+            return self.store_object(store)
+
+    def list_stores(self, query, body, req):
+        with self.lock:
+            return page([self.store_object(s) for s in self.stores.values()], query, 20, 100)
+
+    def get_store(self, store_id, query, body, req):
+        with self.lock:
+            return self.store_object(self.store(store_id))
+
+    def modify_store(self, store_id, query, body, req):
+        with self.lock:
+            store = self.store(store_id)
+            if "name" in body:
+                if body["name"] is not None and not isinstance(body["name"], str):
+                    raise invalid("Invalid 'name': expected a string.", "name")
+                store["name"] = body["name"] or ""
+            if "metadata" in body:
+                store["metadata"] = check_metadata(body["metadata"]) or {}
+            if "expires_after" in body:
+                store["expires_after"] = self.check_expiry(body["expires_after"])
+            store["last_active_at"] = now()
+            return self.store_object(store)
+
+    def delete_store(self, store_id, query, body, req):
+        with self.lock:
+            self.store(store_id)
+            del self.stores[store_id]
+        return {"id": store_id, "object": "vector_store.deleted", "deleted": True}
+
+    def add_store_file(self, store_id, query, body, req):
+        file_id = body.get("file_id")
+        if not isinstance(file_id, str) or not file_id:
+            raise invalid("'file_id' is a required property", "file_id")
+        with self.lock:
+            store = self.store(store_id)
+            self.known_files([file_id])
+            return dict(self.attach(store, file_id, body.get("attributes"), body.get("chunking_strategy")))
+
+    def list_store_files(self, store_id, query, body, req, only=None):
+        with self.lock:
+            store = self.store(store_id)
+            wanted = query.get("filter")
+            if wanted is not None and wanted not in ("in_progress", "completed", "failed", "cancelled"):
+                raise invalid(f"Invalid 'filter': '{wanted}'.", "filter")
+            entries = [dict(e) for e in store["files"].values()
+                       if (wanted is None or e["status"] == wanted) and (only is None or e["id"] in only)]
+            return page(entries, query, 20, 100)
+
+    def store_file(self, store, file_id):
+        entry = store["files"].get(file_id)
+        if entry is None:
+            raise not_found("Vector store file", file_id)
+        return entry
+
+    def get_store_file(self, store_id, file_id, query, body, req):
+        with self.lock:
+            return dict(self.store_file(self.store(store_id), file_id))
+
+    def update_store_file(self, store_id, file_id, query, body, req):
+        attributes = body.get("attributes")
+        if attributes is not None and not isinstance(attributes, dict):
+            raise invalid("Invalid 'attributes': expected an object.", "attributes")
+        with self.lock:
+            entry = self.store_file(self.store(store_id), file_id)
+            entry["attributes"] = attributes or {}
+            return dict(entry)
+
+    def delete_store_file(self, store_id, file_id, query, body, req):
+        with self.lock:
+            store = self.store(store_id)
+            self.store_file(store, file_id)
+            del store["files"][file_id]
+        return {"id": file_id, "object": "vector_store.file.deleted", "deleted": True}
+
+    def store_file_content(self, store_id, file_id, query, body, req):
+        with self.lock:
+            self.store_file(self.store(store_id), file_id)
+            stored = self.files.get(file_id)
+        text = stored.text() if stored else ""
+        return {"object": "vector_store.file_content.page", "data": [{"type": "text", "text": text}],
+                "has_more": False, "next_page": None}
+
+    def create_file_batch(self, store_id, query, body, req):
+        given = body.get("files")
+        if given is not None:
+            if not isinstance(given, list) or not all(isinstance(f, dict) and isinstance(f.get("file_id"), str)
+                                                      for f in given):
+                raise invalid("Invalid 'files': expected an array of {file_id, attributes}.", "files")
+            wanted = [(f["file_id"], f.get("attributes", body.get("attributes")), f.get("chunking_strategy"))
+                      for f in given]
+        else:
+            ids = body.get("file_ids")
+            if not isinstance(ids, list) or not ids:
+                raise invalid("'file_ids' is a required property", "file_ids")
+            wanted = [(i, body.get("attributes"), body.get("chunking_strategy")) for i in ids]
+        with self.lock:
+            store = self.store(store_id)
+            self.known_files([w[0] for w in wanted])
+            for file_id, attributes, chunking in wanted:
+                self.attach(store, file_id, attributes, chunking or body.get("chunking_strategy"))
+            batch = {"id": random_id("vsfb_"), "object": "vector_store.files_batch", "created_at": now(),
+                     "vector_store_id": store_id, "status": "completed",
+                     "file_counts": {"in_progress": 0, "completed": len(wanted), "failed": 0, "cancelled": 0,
+                                     "total": len(wanted)}, "_files": [w[0] for w in wanted]}
+            store["batches"][batch["id"]] = batch
+            return {k: v for k, v in batch.items() if not k.startswith("_")}
+
+    def file_batch(self, store_id, batch_id):
+        batch = self.store(store_id)["batches"].get(batch_id)
+        if batch is None:
+            raise not_found("Vector store file batch", batch_id)
+        return batch
+
+    def get_file_batch(self, store_id, batch_id, query, body, req):
+        with self.lock:
+            return {k: v for k, v in self.file_batch(store_id, batch_id).items() if not k.startswith("_")}
+
+    def cancel_file_batch(self, store_id, batch_id, query, body, req):
+        with self.lock:
+            batch = self.file_batch(store_id, batch_id)
+            if batch["status"] == "in_progress":
+                batch["status"] = "cancelled"
+            return {k: v for k, v in batch.items() if not k.startswith("_")}
+
+    def list_file_batch_files(self, store_id, batch_id, query, body, req):
+        with self.lock:
+            batch = self.file_batch(store_id, batch_id)
+        return self.list_store_files(store_id, query, body, req, only=set(batch["_files"]))
+
+    def search_store(self, store_id, query, body, req):
+        asked = body.get("query")
+        queries = [asked] if isinstance(asked, str) else asked
+        if not isinstance(queries, list) or not queries or not all(isinstance(q, str) for q in queries):
+            raise invalid("'query' is a required property (a string or an array of strings)", "query")
+        limit = body.get("max_num_results", 10)
+        if not isinstance(limit, int) or not 1 <= limit <= 50:
+            raise invalid("Invalid 'max_num_results': expected an integer from 1 to 50.", "max_num_results")
+        words = sorted({w for q in queries for w in re.findall(r"\w+", q.lower())})
+        with self.lock:
+            store = self.store(store_id)
+            store["last_active_at"] = now()
+            entries = [(e, self.files.get(e["id"])) for e in store["files"].values()
+                       if matches(e.get("attributes"), body.get("filters"))]
+        results = []
+        for entry, stored in entries:
+            if stored is None:
+                continue
+            for line in stored.text().splitlines():
+                lowered = line.lower()
+                hits = sum(1 for w in words if w in lowered)
+                if hits and line.strip():
+                    results.append({"file_id": stored.id, "filename": stored.filename,
+                                    "score": round(hits / len(words), 4), "attributes": entry.get("attributes") or {},
+                                    "content": [{"type": "text", "text": line.strip()}]})
+        results.sort(key=lambda r: -r["score"])
+        return {"object": "vector_store.search_results.page", "search_query": queries, "data": results[:limit],
+                "has_more": False, "next_page": None}
 
     # ---- responses --------------------------------------------------------------------------------
     def store_response(self, done, body):
