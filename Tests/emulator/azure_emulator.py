@@ -23,7 +23,8 @@ Stored objects of the v1 API (v1_objects.py; kept per instance, so two instances
     error file (a line with `[status=400]` goes there); each line answered, usage included, as the
     deployment answers alone. No batch-level usage unless metadata {"emulator_usage": "1"}.
   - /openai/v1/vector_stores: stores, their files and file batches (completed at once), search.
-  - responses: GET and DELETE of the stored ones, on both paths.
+  - responses: GET, DELETE, /input_items, and background: true (queued, completed after --batch-seconds)
+    with POST /responses/{id}/cancel.
 
 Test controls, read from the last user message, e.g. `[chunks=20 delay_ms=100]`. A control may be
 prefixed with an instance's --name and a dot, `[east.status=429 west.hang_ms=3000]`: it then applies
@@ -815,7 +816,7 @@ class Emulator(BaseHTTPRequestHandler):
     def response(self, body):
         done, message = response_answer(body)
         text = response_text(body)
-        # Kept for GET and DELETE.
+        # Kept for GET, DELETE, input_items and cancel; a background one answers queued.
         done = self.server.v1.store_response(done, body)
         if not body.get("stream"):
             return self.send_json(200, done)
@@ -870,7 +871,7 @@ def main():
     parser.add_argument("--imds", action="store_true", help="serve GET /metadata/identity/oauth2/token")
     parser.add_argument("--require-bearer", action="store_true", help="ignore the api-key: only a bearer token passes")
     parser.add_argument("--batch-seconds", type=float, default=2.0,
-                        help="seconds a v1 batch takes to complete")
+                        help="seconds a v1 batch (and a background response) takes to complete")
     args = parser.parse_args()
     if not NAME.fullmatch(args.name):
         parser.error("--name must match [a-z0-9_-]+")

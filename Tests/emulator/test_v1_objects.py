@@ -328,6 +328,33 @@ def test_vector_stores_files_batches_and_search(east):
         client.vector_stores.retrieve(store.id)
 
 
+def test_stored_and_background_responses(east):
+    client = east.client
+    plain = client.responses.create(model="gpt-4o", input=[{"role": "user", "content": "first"},
+                                                             {"role": "assistant", "content": "second"}])
+    assert client.responses.retrieve(plain.id).status == "completed"
+    items = list(client.responses.input_items.list(plain.id, order="asc"))
+    assert [(i.role, i.content[0].type) for i in items] == [("user", "input_text"), ("assistant", "output_text")]
+    assert east.raw("GET", f"/openai/responses/{plain.id}?api-version=2025-03-01-preview")[0] == 200
+    with pytest.raises(openai.BadRequestError):
+        client.responses.cancel(plain.id)
+    queued = client.responses.create(model="gpt-4o", input="later", background=True)
+    assert queued.status == "queued" and queued.background
+    finished = None
+    deadline = time.monotonic() + 5
+    while finished is None or finished.status != "completed":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+        finished = client.responses.retrieve(queued.id)
+    assert finished.output_text == "Echo: later" and finished.usage.input_tokens == 1
+    slow = client.responses.create(model="gpt-4o", input="never", background=True, metadata={"emulator_seconds": "30"})
+    assert client.responses.cancel(slow.id).status == "cancelled"
+    assert client.responses.retrieve(slow.id).status == "cancelled"
+    assert client.responses.delete(slow.id) is None
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(slow.id)
+
+
 def test_introspection_lists_and_resets(east):
     client = east.client
     made = client.files.create(file=("x.txt", b"x"), purpose="assistants")

@@ -64,10 +64,15 @@ Vector stores (statuses are completed at once)
   - An unknown file id is 404 {"error":{"message":"Files [file-...] were not found","type":
     "invalid_request_error","param":null,"code":null}}, as Azure answers it.
 Stored responses (also on the classic /openai/responses/{id}?api-version=...)
-  - GET|DELETE /responses/{id}.
-Introspection (no key): GET /_emulator/objects lists this instance's files (with `on_disk`), batches (as GET
-shows them, advancing them), vector stores with their files and file batches, and responses ({id, status});
-DELETE /_emulator/objects forgets them all and removes the temp files.
+  - GET|DELETE /responses/{id}; GET /responses/{id}/input_items (limit, after, before, order desc default):
+    the request's input as items (a string input is one user message of input_text).
+  - background: true (without stream) answers status "queued", in_progress after a quarter of the batch
+    time, completed when it is up (--batch-seconds, or metadata {"emulator_seconds": "S"}).
+    POST /responses/{id}/cancel: queued or in_progress -> cancelled; a finished one, or one not made in
+    the background, is a 400.
+Introspection (no key): GET /_emulator/objects lists this instance's files (with `on_disk`), batches (as
+GET shows them, advancing them), vector stores with their files and file batches, and responses
+({id, status, background}); DELETE /_emulator/objects forgets them all and removes the temp files.
 """
 import json
 import os
@@ -344,6 +349,29 @@ def normalize_endpoint(url):
     return path
 
 
+def input_items(body):
+    """The items of a Responses request's input, as input_items lists them."""
+    given = body.get("input")
+    if isinstance(given, str):
+        given = [{"role": "user", "content": given}]
+    items = []
+    for item in given if isinstance(given, list) else []:
+        if not isinstance(item, dict):
+            continue
+        item = dict(item)
+        if "role" in item and item.get("type", "message") == "message":
+            content = item.get("content")
+            kind = "output_text" if item["role"] == "assistant" else "input_text"
+            if isinstance(content, str):
+                item["content"] = [{"type": kind, "text": content}]
+            item = {"id": item.get("id") or "msg_" + uuid.uuid4().hex, "type": "message", "role": item["role"],
+                    "content": item.get("content") or [], "status": "completed"}
+        else:
+            item.setdefault("id", "item_" + uuid.uuid4().hex)
+        items.append(item)
+    return items
+
+
 def matches(attributes, condition):
     """Whether a vector store file's attributes satisfy a search filter."""
     if not isinstance(condition, dict):
@@ -403,6 +431,8 @@ class V1Objects:
             ("GET", rf"/openai/v1/vector_stores/{ID}/file_batches/{ID}/files", self.list_file_batch_files),
             ("GET", rf"/openai(?:/v1)?/responses/{ID}", self.get_response),
             ("DELETE", rf"/openai(?:/v1)?/responses/{ID}", self.delete_response),
+            ("POST", rf"/openai(?:/v1)?/responses/{ID}/cancel", self.cancel_response),
+            ("GET", rf"/openai(?:/v1)?/responses/{ID}/input_items", self.list_input_items),
         )]
 
     # ---- plumbing ---------------------------------------------------------------------------------
@@ -483,13 +513,15 @@ class V1Objects:
         with self.lock:
             for batch in self.batches.values():
                 self.advance(batch)
+            for record in self.responses.values():
+                self.advance_response(record)
             return {
                 "name": self.name,
                 "files": [dict(f.object(), on_disk=f.path is not None) for f in self.files.values()],
                 "batches": [self.batch_object(b) for b in self.batches.values()],
                 "vector_stores": [dict(self.store_object(s), files=list(s["files"].values()),
                                        file_batches=list(s["batches"].values())) for s in self.stores.values()],
-                "responses": [{"id": ident, "status": r["response"]["status"]}
+                "responses": [{"id": ident, "status": r["response"]["status"], "background": r["background"]}
                               for ident, r in self.responses.items()],
             }
 
@@ -1058,15 +1090,41 @@ class V1Objects:
 
     # ---- responses --------------------------------------------------------------------------------
     def store_response(self, done, body):
-        """Keeps a Responses answer for GET and DELETE; returns what the create call answers."""
+        """Keeps a Responses answer; with background: true (not streamed) it starts queued. Returns what the
+        create call answers."""
+        background = bool(body.get("background")) and not body.get("stream")
+        metadata = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
+        final = dict(done, metadata=metadata)
+        seconds = self.batch_seconds
+        try:
+            seconds = float(metadata.get("emulator_seconds", seconds))
+        except (TypeError, ValueError):
+            pass
+        if background:
+            final["background"] = True
+        shown = dict(final, status="queued", output=[], usage=None) if background else final
+        record = {"response": shown, "final": final, "background": background, "items": input_items(body),
+                  "started": time.monotonic(), "seconds": max(0.0, seconds)}
         with self.lock:
-            self.responses[done["id"]] = {"response": done}
-        return done
+            self.responses[done["id"]] = record
+        return dict(shown)
+
+    def advance_response(self, record):
+        """Moves a background response on; lock held."""
+        shown = record["response"]
+        if shown["status"] not in ("queued", "in_progress"):
+            return
+        elapsed = time.monotonic() - record["started"]
+        if elapsed >= record["seconds"]:
+            record["response"] = dict(record["final"])
+        elif elapsed >= record["seconds"] / 4:
+            shown["status"] = "in_progress"
 
     def stored_response(self, response_id):
         record = self.responses.get(response_id)
         if record is None:
             raise not_found("Response", response_id)
+        self.advance_response(record)
         return record
 
     def get_response(self, response_id, query, body, req):
@@ -1078,3 +1136,19 @@ class V1Objects:
             self.stored_response(response_id)
             del self.responses[response_id]
         return {"id": response_id, "object": "response", "deleted": True}
+
+    def cancel_response(self, response_id, query, body, req):
+        with self.lock:
+            record = self.stored_response(response_id)
+            if not record["background"]:
+                raise invalid("Only responses created with background=true can be cancelled.")
+            status = record["response"]["status"]
+            if status not in ("queued", "in_progress"):
+                raise invalid(f"Cannot cancel a response with status '{status}'.")
+            record["response"] = dict(record["response"], status="cancelled")
+            return dict(record["response"])
+
+    def list_input_items(self, response_id, query, body, req):
+        with self.lock:
+            items = list(self.stored_response(response_id)["items"])
+        return page(items, query, 20, 100)
