@@ -74,6 +74,7 @@ Introspection (no key): GET /_emulator/objects lists this instance's files (with
 GET shows them, advancing them), vector stores with their files and file batches, and responses
 ({id, status, background}); DELETE /_emulator/objects forgets them all and removes the temp files.
 """
+import copy
 import json
 import os
 import re
@@ -515,7 +516,7 @@ class V1Objects:
                 self.advance(batch)
             for record in self.responses.values():
                 self.advance_response(record)
-            return {
+            return copy.deepcopy({
                 "name": self.name,
                 "files": [dict(f.object(), on_disk=f.path is not None) for f in self.files.values()],
                 "batches": [self.batch_object(b) for b in self.batches.values()],
@@ -523,7 +524,7 @@ class V1Objects:
                                        file_batches=list(s["batches"].values())) for s in self.stores.values()],
                 "responses": [{"id": ident, "status": r["response"]["status"], "background": r["background"]}
                               for ident, r in self.responses.items()],
-            }
+            })  # the caller serializes it after the lock is released
 
     # ---- files ------------------------------------------------------------------------------------
     def serve_upload(self, req, url):
