@@ -1,0 +1,89 @@
+"""Files through the gateway with the openai SDK: each file its uploader's, on every verb and
+in every list; nothing of another user's request reaches Azure."""
+import http.client
+import json
+
+import openai
+import pytest
+
+from conftest import USERS, Emulator, Gateway, wait_for
+
+
+@pytest.fixture(scope="module")
+def azure(tmp_path_factory):
+    instance = Emulator(tmp_path_factory.mktemp("files-emulator"))
+    yield instance
+    instance.stop()
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory, azure):
+    instance = Gateway(tmp_path_factory.mktemp("files-gateway"), azure.url)
+    yield instance
+    instance.stop()
+
+
+def client(gw, name, v1="/v1"):
+    return openai.OpenAI(base_url=gw.url + v1, api_key=USERS[name], max_retries=0, timeout=30)
+
+
+def test_a_file_round_trips_for_its_owner_alone(gw, azure):
+    alice, bob = client(gw, "alice"), client(gw, "bob")
+    content = b'{"custom_id":"1","method":"POST","url":"/v1/chat/completions","body":{"model":"gpt-4o","messages":[]}}\n'
+    created = alice.files.create(file=("input.jsonl", content), purpose="batch")
+    assert created.id.startswith("file-") and created.filename == "input.jsonl" and created.bytes == len(content)
+    assert alice.files.retrieve(created.id).id == created.id
+    assert alice.files.content(created.id).read() == content
+    assert created.id in [f.id for f in alice.files.list()]
+    # Through Azure's own v1 path too.
+    assert client(gw, "alice", "/openai/v1").files.retrieve(created.id).purpose == "batch"
+
+    azure.clear()
+    unknown = "file-" + "0" * 32
+    for attempt in (lambda ident: bob.files.retrieve(ident), lambda ident: bob.files.content(ident).read(),
+                    lambda ident: bob.files.delete(ident)):
+        with pytest.raises(openai.NotFoundError) as hidden:
+            attempt(created.id)
+        with pytest.raises(openai.NotFoundError) as missing:
+            attempt(unknown)
+        # Exactly as for an id that does not exist.
+        assert hidden.value.body["message"].replace(created.id, "X") == missing.value.body["message"].replace(unknown, "X")
+    assert created.id not in [f.id for f in bob.files.list()]
+    for path in (f"/openai/v1/files/{created.id}", f"/openai/v1/files/{created.id}/content"):
+        connection = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
+        connection.request("GET", path, headers={"api-key": USERS["bob"]})
+        assert connection.getresponse().status == 404, path
+        connection.close()
+    assert [seen for seen in azure.requests() if "/files" in seen["path"]] == [], "bob's requests reached Azure"
+
+    assert alice.files.retrieve(created.id).id == created.id  # bob's delete deleted nothing
+    assert alice.files.delete(created.id).deleted
+    wait_for(lambda: created.id not in [f.id for f in alice.files.list()], what="the deleted file gone from the list")
+    with pytest.raises(openai.NotFoundError):
+        alice.files.retrieve(created.id)
+
+
+def test_lists_page_through_each_users_own_files_exactly_once(gw):
+    # Two users with no files before: 7 and 5 of their own.
+    owners = {"dora": 7, "count1": 5}
+    made = {name: {client(gw, name).files.create(file=(f"{name}{index}.jsonl", b"{}\n"), purpose="batch").id for index in range(count)}
+            for name, count in owners.items()}
+    for name, count in owners.items():
+        api = client(gw, name)
+        everything = [f.id for f in api.files.list()]
+        assert set(everything) == made[name]
+        for order in ("asc", "desc"):
+            seen, after = [], None
+            while True:
+                page = api.files.list(limit=3, order=order, **({"after": after} if after else {}))
+                ids = [f.id for f in page.data]
+                assert 0 < len(ids) <= 3
+                seen += ids
+                if not page.has_more:
+                    break
+                after = ids[-1]
+            assert len(seen) == len(set(seen)) == count, (name, order, seen)
+            assert seen == (everything if order == "desc" else everything[::-1])
+    # Another user's id as a cursor reveals nothing: the same empty page as an unknown one.
+    assert client(gw, "dora").files.list(after=next(iter(made["count1"]))).data == []
+    assert client(gw, "dora").files.list(after="file-nope").data == []
