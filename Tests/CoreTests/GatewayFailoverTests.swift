@@ -47,6 +47,26 @@ import Testing
         return decision
     }
 
+    @Test func aFileIsReachedOnlyOnTheBackendThatHoldsIt() throws {
+        func decide(_ method: String, _ path: String) -> GatewayDecision {
+            gateway.decide(GatewayRequest(method: method, path: path, headers: ["authorization": "Bearer alice-key-1",
+                                                                                 "content-type": "multipart/form-data; boundary=B"])) { _ in
+                Array("--B\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n--B--\r\n".utf8)
+            }
+        }
+        guard case .forward(let upload) = decide("POST", "/v1/files").action else { Issue.record("not forwarded"); return }
+        // An upload may go to either; the one that answers holds the file.
+        #expect(upload.backendName == "east" && upload.fallbacks.map(\.backendName) == ["west"])
+        let west = try #require(upload.fallbacks.first)
+        #expect(west.url == "https://west.openai.azure.com/openai/v1/files")
+        try gateway.recordCreated("file-w1", Array(#"{"id":"file-w1","purpose":"batch"}"#.utf8), by: west, nowMs: 1)
+        for path in ["/v1/files/file-w1", "/v1/files/file-w1/content"] {
+            guard case .forward(let read) = decide("GET", path).action else { Issue.record("\(path) not forwarded"); continue }
+            #expect(read.backendName == "west" && read.fallbacks.isEmpty, "\(path)")
+            #expect(read.url.hasPrefix("https://west.openai.azure.com/openai/v1/files/file-w1"))
+        }
+    }
+
     @Test func eachBackendGetsItsOwnURLDeploymentAndCredentials() throws {
         var reads = 0
         guard case .forward(let call) = decide("gpt-4o", readCount: &reads).action else { Issue.record("not forwarded"); return }
