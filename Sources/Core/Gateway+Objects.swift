@@ -34,4 +34,35 @@ extension Gateway {
         let files = try authenticator.stores.with { try $0.objects(of: user.id, kind: .file) }
         return query.page(files).response
     }
+
+    /// `call`, when every object its body names (`ObjectReferences`) is `user`'s, sent to the
+    /// backend that holds them; else the 404 naming the first that is not (nothing goes to
+    /// Azure), or a 400 when they are on different backends. Only chat and Responses bodies name
+    /// objects; any other call passes as it is.
+    func withReferencedObjects(_ call: UpstreamCall, user: StoredUser) throws -> Result<UpstreamCall, OpenAIError> {
+        guard call.route.kind == .chat || call.route.kind == .responses else { return .success(call) }
+        let references = ObjectReferences.scan(call.body)
+        guard !references.isEmpty else { return .success(call) }
+        // The gateway makes no vector stores yet: none is anyone's.
+        if let id = references.vectorStoreIDs.first { return .failure(StoredObject.notFound(.vectorStore, id: id)) }
+        var holder: String?
+        for id in references.fileIDs {
+            guard id.utf8.count <= StoredObject.maxIDLength, AzureRoute.isPlainToken(id),
+                  let object = try authenticator.stores.with({ try $0.object(id, kind: .file) }), object.userID == user.id else {
+                return .failure(StoredObject.notFound(.file, id: id))
+            }
+            if let holder, holder != object.backend {
+                return .failure(OpenAIError.invalidRequest("The files a request names must be on one backend; '\(id)' is on another.",
+                                                           param: "file_id"))
+            }
+            holder = object.backend
+        }
+        guard backends.count > 1, let holder else { return .success(call) }
+        guard var held = ([call] + call.fallbacks).first(where: { $0.backendName == holder }) else {
+            return .failure(OpenAIError(status: 503, message: "The backend holding the files this request names cannot serve it now.",
+                                        type: "server_error", param: nil, code: "backend_unavailable"))
+        }
+        held.fallbacks = []  // no other backend has the files
+        return .success(held)
+    }
 }

@@ -128,4 +128,40 @@ import Testing
         #expect(!StoredObject.isJSONObject(Array(#"["f"]"#.utf8)))
         #expect(StoredObject.stringField("purpose", in: Array(#"{"p\u0075rpose":"b\u0061tch"}"#.utf8)) == "batch")
     }
+
+    @Test func referencesAreFoundAsJSONAtAnyDepth() {
+        let body = #"{"model":"m","input":[{"role":"user","content":[{"type":"input_file","file_id":"file-1"},"#
+            + #"{"type":"input_text","text":"file_id \"file-x\""}]}],"tools":[{"type":"file_search","vector_store_ids":["vs_1","vs_2"]}],"#
+            + #""messages":[{"content":[{"type":"file","file":{"file\u005fid":"file-2"}}]}],"x":{"file_id":7}}"#
+        let found = ObjectReferences.scan(Array(body.utf8))
+        #expect(found.fileIDs == ["file-1", "file-2"])
+        #expect(found.vectorStoreIDs == ["vs_1", "vs_2"])
+        #expect(ObjectReferences.scan(Array(#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#.utf8)).isEmpty)
+        #expect(!ObjectReferences.mayName(Array(#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#.utf8)))
+        // As deep as the scanner allows, and no deeper: no crash, nothing found past the limit.
+        let deep = String(repeating: "[", count: 5000) + #"{"file_id":"file-d"}"# + String(repeating: "]", count: 5000)
+        #expect(ObjectReferences.scan(Array(deep.utf8)).fileIDs.isEmpty)
+    }
+
+    @Test func aModelRequestMayNameOnlyTheCallersOwnFiles() throws {
+        try created("file-own", key: "alice-key-1")
+        let chat = #"{"model":"gpt-4o","messages":[{"role":"user","content":[{"type":"file","file":{"file_id":"file-own"}}]}]}"#
+        let responses = #"{"model":"gpt-4o","input":[{"role":"user","content":[{"type":"input_file","file_id":"file-own"}]}]}"#
+        let escaped = #"{"model":"gpt-4o","input":[{"role":"user","content":[{"type":"input_file","file_id":"file-own"}]}]}"#
+        for (path, body) in [("/v1/chat/completions", chat), ("/v1/responses", responses), ("/openai/v1/responses", escaped)] {
+            var headers = ["authorization": "Bearer alice-key-1", "content-type": "application/json"]
+            let mine = gateway.decide(GatewayRequest(method: "POST", path: path, headers: headers)) { _ in Array(body.utf8) }
+            guard case .forward = mine.action else { Issue.record("\(path): alice's own file refused"); continue }
+            headers["authorization"] = "Bearer bob-key-22"
+            let theirs = gateway.decide(GatewayRequest(method: "POST", path: path, headers: headers)) { _ in Array(body.utf8) }
+            let refusal = try #require(response(theirs), "\(path): bob's reference to alice's file forwarded")
+            #expect(refusal.status == 404 && String(decoding: refusal.body, as: UTF8.self).contains("file-own"))
+        }
+        let search = #"{"model":"gpt-4o","input":"x","tools":[{"type":"file_search","vector_store_ids":["vs_someone"]}]}"#
+        let decision = gateway.decide(GatewayRequest(method: "POST", path: "/v1/responses",
+                                                     headers: ["authorization": "Bearer alice-key-1", "content-type": "application/json"])) { _ in
+            Array(search.utf8)
+        }
+        #expect(response(decision)?.status == 404)
+    }
 }

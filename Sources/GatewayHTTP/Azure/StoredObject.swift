@@ -4,6 +4,16 @@
 public struct StoredObject: Sendable, Equatable {
     public enum Kind: String, Sendable {
         case response, file
+        case vectorStore = "vector_store"
+
+        /// As a message names it.
+        public var noun: String {
+            switch self {
+            case .response: "response"
+            case .file: "file"
+            case .vectorStore: "vector store"
+            }
+        }
     }
 
     public var id: String
@@ -30,7 +40,7 @@ public struct StoredObject: Sendable, Equatable {
     public static func notFound(_ kind: Kind, id: String) -> OpenAIError {
         // An id is echoed only as far as one can be long: a megabyte of "id" gets no megabyte back.
         let shown = id.utf8.count <= maxIDLength ? id : String(decoding: id.utf8.prefix(maxIDLength), as: UTF8.self) + "…"
-        return OpenAIError.invalidRequest("No \(kind.rawValue) found with id '\(shown)'.", code: "not_found", status: 404)
+        return OpenAIError.invalidRequest("No \(kind.noun) found with id '\(shown)'.", code: "not_found", status: 404)
     }
 
     /// The string member `name` of `snapshot`, read as JSON; nil when there is none.

@@ -1,0 +1,49 @@
+/// The stored objects a model request's body names: every `file_id` (a Responses `input_file`, a
+/// chat `file` content part, at any depth) and every id in a `vector_store_ids` (a `file_search`
+/// tool). Read as JSON, so a key written with escapes (`"file\u005fid"`) is found as Azure reads
+/// it. Each must be the caller's before the request goes upstream.
+public struct ObjectReferences: Sendable, Equatable {
+    public var fileIDs: [String] = []
+    public var vectorStoreIDs: [String] = []
+
+    public var isEmpty: Bool { fileIDs.isEmpty && vectorStoreIDs.isEmpty }
+
+    public init(fileIDs: [String] = [], vectorStoreIDs: [String] = []) {
+        self.fileIDs = fileIDs
+        self.vectorStoreIDs = vectorStoreIDs
+    }
+
+    /// The references in `body`; none when it is no JSON (such a body was refused already).
+    public static func scan(_ body: [UInt8]) -> ObjectReferences {
+        var found = ObjectReferences()
+        guard mayName(body) else { return found }
+        var scanner = JSONScanner(bytes: body)
+        scanner.skipSpace()
+        try? found.walk(&scanner)
+        return found
+    }
+
+    /// Either key spelt plainly contains `_id`; spelt with escapes, a backslash. A body with
+    /// neither (most chats) names no object and is not walked.
+    static func mayName(_ body: [UInt8]) -> Bool {
+        ASCII.find(underscoreID, in: body, from: 0) != nil || body.contains(UInt8(ascii: "\\"))
+    }
+
+    private static let underscoreID = Array("_id".utf8)
+
+    /// Every member at every depth, without a stack of its own beyond the scanner's depth limit.
+    private mutating func walk(_ scanner: inout JSONScanner) throws {
+        let isObject = try scanner.readMembers { key, scanner in
+            if scanner.key(key, is: "file_id") {
+                if let value = try scanner.readString() { fileIDs.append(scanner.string(value)) }
+            } else if scanner.key(key, is: "vector_store_ids") {
+                try scanner.readElements { element in
+                    if let value = try element.readString() { vectorStoreIDs.append(element.string(value)) }
+                }
+            } else {
+                try walk(&scanner)
+            }
+        }
+        if !isObject { try scanner.readElements { try walk(&$0) } }
+    }
+}
