@@ -87,3 +87,28 @@ def test_lists_page_through_each_users_own_files_exactly_once(gw):
     # Another user's id as a cursor reveals nothing: the same empty page as an unknown one.
     assert client(gw, "dora").files.list(after=next(iter(made["count1"]))).data == []
     assert client(gw, "dora").files.list(after="file-nope").data == []
+
+
+def test_a_request_may_name_only_the_callers_own_files(gw, azure):
+    alice, bob = client(gw, "alice"), client(gw, "bob")
+    mine = alice.files.create(file=("notes.txt", b"the launch is on tuesday\n"), purpose="assistants").id
+    azure.clear()
+    attempts = {
+        "chat file part": lambda api: api.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": [{"type": "text", "text": "summarize"},
+                                                                  {"type": "file", "file": {"file_id": mine}}]}]),
+        "responses input_file": lambda api: api.responses.create(
+            model="gpt-4o", input=[{"role": "user", "content": [{"type": "input_file", "file_id": mine}]}]),
+    }
+    for name, attempt in attempts.items():
+        with pytest.raises(openai.NotFoundError) as refused:
+            attempt(bob)
+        assert mine in refused.value.body["message"], name
+    assert azure.requests() == [], "bob's reference to alice's file reached Azure"
+    # A file_search over a vector store the gateway did not make for the caller.
+    with pytest.raises(openai.NotFoundError):
+        alice.responses.create(model="gpt-4o", input="x", tools=[{"type": "file_search", "vector_store_ids": ["vs_elsewhere"]}])
+    assert azure.requests() == []
+    # The owner's own reference goes through.
+    alice.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": [{"type": "file", "file": {"file_id": mine}}]}])
+    assert len(azure.requests()) == 1
