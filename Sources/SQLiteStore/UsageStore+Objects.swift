@@ -29,4 +29,13 @@ extension UsageStore {
     public func removeObject(_ id: String) throws {
         try write { try statement("DELETE FROM objects WHERE id = ?1").run([.text(id)]) }
     }
+
+    /// Every object recorded, oldest first, with when it was recorded (for `objects`).
+    public func allObjects() throws -> [(object: StoredObject, createdMs: Int64)] {
+        try statement("SELECT id, kind, user_id, backend, created_ms FROM objects ORDER BY created_ms, id").rows { row in
+            // A kind this version does not know is shown as a response: no such rows are written.
+            (StoredObject(id: row.text(0), kind: StoredObject.Kind(rawValue: row.text(1)) ?? .response, userID: row.int(2),
+                          backend: row.text(3)), row.int(4))
+        }
+    }
 }

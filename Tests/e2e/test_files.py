@@ -37,6 +37,10 @@ def test_a_file_round_trips_for_its_owner_alone(gw, azure):
     assert created.id in [f.id for f in alice.files.list()]
     # Through Azure's own v1 path too.
     assert client(gw, "alice", "/openai/v1").files.retrieve(created.id).purpose == "batch"
+    # The operator sees who owns what.
+    listed = json.loads(gw.cli("objects", "--kind", "file", "--json").stdout)
+    assert {"id": created.id, "kind": "file", "user": "alice"}.items() <= next(o for o in listed if o["id"] == created.id).items()
+    assert created.id not in gw.cli("objects", "--user", "bob").stdout
 
     azure.clear()
     unknown = "file-" + "0" * 32

@@ -1,0 +1,45 @@
+import ArgumentParser
+import Core
+import Foundation
+
+extension ChatAzureFCGI {
+    struct Objects: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "List the stored objects (responses, files) users created through the gateway, with their owners.")
+
+        @OptionGroup var options: ConfigOption
+
+        @Option(help: "Only this user's objects.")
+        var user: String?
+
+        @Option(help: "Only this kind: response or file.")
+        var kind: String?
+
+        @Flag(help: "Print a JSON array, one object per stored object.")
+        var json = false
+
+        func validate() throws {
+            if let kind, StoredObject.Kind(rawValue: kind) == nil { throw ValidationError("--kind must be response or file") }
+        }
+
+        func run() throws {
+            let config = try options.load()
+            let store = try options.openStore(config)
+            let users = Dictionary(try store.listUsers(includingRemoved: true).map { ($0.id, $0.username) }, uniquingKeysWith: { first, _ in first })
+            let objects = try store.allObjects().filter { object in
+                (kind.map { object.object.kind.rawValue == $0 } ?? true) && (user.map { users[object.object.userID] == $0 } ?? true)
+            }
+            if json {
+                try ChatAzureFCGI.User.printJSON(objects.map { listed in
+                    ["id": listed.object.id, "kind": listed.object.kind.rawValue, "user": users[listed.object.userID] ?? "?",
+                     "backend": listed.object.backend, "created": UTCDay.isoTime(Int(listed.createdMs / 1000))] as [String: Any]
+                })
+                return
+            }
+            print(TextTable.render(header: ["ID", "KIND", "USER", "BACKEND", "CREATED"], rows: objects.map { listed in
+                [listed.object.id, listed.object.kind.rawValue, users[listed.object.userID] ?? "?", listed.object.backend,
+                 UTCDay.isoTime(Int(listed.createdMs / 1000))]
+            }))
+        }
+    }
+}
