@@ -28,11 +28,13 @@ extension Gateway {
         try authenticator.stores.with { try $0.removeObject(id) }
     }
 
-    /// `GET /v1/files`: the caller's own files, from the store, paged as OpenAI pages them.
-    func fileList(_ request: GatewayRequest, user: StoredUser) throws -> GatewayResponse {
-        let query = try ObjectListQuery(request.query)
-        let files = try authenticator.stores.with { try $0.objects(of: user.id, kind: .file) }
-        return query.page(files).response
+    /// `GET /v1/files`, `GET /v1/vector_stores`: the caller's own, from the store, paged as
+    /// OpenAI pages them.
+    func objectList(_ request: GatewayRequest, kind: StoredObject.Kind, user: StoredUser) throws -> GatewayResponse {
+        var query = try ObjectListQuery(request.query)
+        if kind != .file { query.purpose = nil }
+        let objects = try authenticator.stores.with { try $0.objects(of: user.id, kind: kind) }
+        return query.page(objects).response
     }
 
     /// `call`, when every object its body names (`ObjectReferences`) is `user`'s, sent to the
@@ -40,20 +42,20 @@ extension Gateway {
     /// Azure), or a 400 when they are on different backends. Only chat and Responses bodies name
     /// objects; any other call passes as it is.
     func withReferencedObjects(_ call: UpstreamCall, user: StoredUser) throws -> Result<UpstreamCall, OpenAIError> {
-        guard call.route.kind == .chat || call.route.kind == .responses else { return .success(call) }
+        guard call.route.kind == .chat || call.route.kind == .responses || call.route.operation == "vector_stores",
+              !call.body.isEmpty else { return .success(call) }
         let references = ObjectReferences.scan(call.body)
         guard !references.isEmpty else { return .success(call) }
-        // The gateway makes no vector stores yet: none is anyone's.
-        if let id = references.vectorStoreIDs.first { return .failure(StoredObject.notFound(.vectorStore, id: id)) }
-        var holder: String?
-        for id in references.fileIDs {
+        // A call on a stored object goes to its backend already: what it names must be there too.
+        var holder: String? = call.reads != nil && backends.count > 1 ? call.backendName : nil
+        for (id, kind) in references.fileIDs.map({ ($0, StoredObject.Kind.file) }) + references.vectorStoreIDs.map({ ($0, .vectorStore) }) {
             guard id.utf8.count <= StoredObject.maxIDLength, AzureRoute.isPlainToken(id),
-                  let object = try authenticator.stores.with({ try $0.object(id, kind: .file) }), object.userID == user.id else {
-                return .failure(StoredObject.notFound(.file, id: id))
+                  let object = try authenticator.stores.with({ try $0.object(id, kind: kind) }), object.userID == user.id else {
+                return .failure(StoredObject.notFound(kind, id: id))
             }
             if let holder, holder != object.backend {
-                return .failure(OpenAIError.invalidRequest("The files a request names must be on one backend; '\(id)' is on another.",
-                                                           param: "file_id"))
+                return .failure(OpenAIError.invalidRequest("The objects a request names must be on one backend; '\(id)' is on another.",
+                                                           param: kind == .file ? "file_id" : "vector_store_ids"))
             }
             holder = object.backend
         }

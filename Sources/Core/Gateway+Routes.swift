@@ -5,7 +5,7 @@ extension Gateway {
         let backend = backends[index]
         var call: UpstreamCall
         if let stored = endpoint.stored {
-            call = try fileCall(request, stored: stored, user: user, backend: backend, readBody: readBody)
+            call = try objectCall(request, stored: stored, user: user, backend: backend, readBody: readBody)
         } else {
             switch endpoint.style {
         case .openAI:

@@ -100,9 +100,9 @@ public struct Gateway: Sendable {
                 return GatewayDecision(.respond(answer), user: user)
             }
             let endpoint = try Endpoint.resolve(method: request.method, path: request.path)
-            // The user's own files, listed from the store: Azure's list holds everyone's.
+            // The user's own files or vector stores, listed from the store: Azure's lists hold everyone's.
             if let stored = endpoint.stored, stored.id == nil, request.method == "GET" {
-                return GatewayDecision(.respond(try fileList(request, user: user)), user: user)
+                return GatewayDecision(.respond(try objectList(request, kind: stored.kind, user: user)), user: user)
             }
             var call: UpstreamCall
             switch try prepare(request, endpoint: endpoint, user: user, now: now, readBody: readBody) {

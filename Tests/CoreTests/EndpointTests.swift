@@ -29,6 +29,9 @@ import Testing
     @Test(arguments: [
         ("POST", "/v1/moderations", 404), ("POST", "/v1/files/f/content", 405), ("POST", "/openai/deployments/x/files", 404),
         ("PUT", "/v1/files", 405), ("DELETE", "/v1/files/f/content", 405), ("GET", "/v1/files/f/g", 404), ("GET", "/v1/files/a%2Fb", 404),
+        ("GET", "/v1/vector_stores/vs/search", 405), ("POST", "/v1/vector_stores/vs/files/f/chunks", 404),
+        ("GET", "/v1/vector_stores/vs/file_batches", 405), ("DELETE", "/v1/vector_stores/vs/files/f/content", 405),
+        ("GET", "/v1/vector_stores/vs/other", 404), ("GET", "/v1/vector_stores/v%2e/files", 404),
         ("POST", "/openai/deployments/d", 404), ("POST", "/openai/deployments/a b/chat/completions", 404),
         ("POST", "/openai/deployments/../chat/completions", 404), ("GET", "/v1/responses/a/b", 404),
         ("POST", "/openai/responses/x/y/z", 404), ("POST", "/admin", 404), ("POST", "/v1/a%2Fb", 404),

@@ -164,4 +164,36 @@ import Testing
         }
         #expect(response(decision)?.status == 404)
     }
+
+    @Test func vectorStorePathsAreServedForTheirOwnerWithJSONBodies() throws {
+        let routes: [(String, String, Endpoint.Body)] = [
+            ("POST", "vector_stores", .json), ("GET", "vector_stores/vs_1", .none), ("POST", "vector_stores/vs_1", .json),
+            ("DELETE", "vector_stores/vs_1", .none), ("POST", "vector_stores/vs_1/files", .json),
+            ("GET", "vector_stores/vs_1/files/file-1/content", .none), ("POST", "vector_stores/vs_1/file_batches/b1/cancel", .json),
+            ("POST", "vector_stores/vs_1/search", .json), ("POST", "files", .multipart),
+        ]
+        for (method, path, body) in routes {
+            let endpoint = try Endpoint.resolve(method: method, path: "/v1/" + path)
+            #expect(endpoint.body == body && endpoint.stored?.upstreamPath == path, "\(method) \(path)")
+            #expect(endpoint.stored?.deletesObject(method) == (method == "DELETE" && path == "vector_stores/vs_1"))
+        }
+        // Bob's store may not be made of alice's file, and nothing under alice's store is his.
+        try created("file-v1", key: "alice-key-1")
+        var headers = ["authorization": "Bearer bob-key-22", "content-type": "application/json"]
+        let stolen = gateway.decide(GatewayRequest(method: "POST", path: "/v1/vector_stores", headers: headers)) { _ in
+            Array(#"{"name":"x","file_ids":["file-v1"]}"#.utf8)
+        }
+        #expect(response(stolen)?.status == 404)
+        headers["authorization"] = "Bearer alice-key-1"
+        guard case .forward(let create) = gateway.decide(GatewayRequest(method: "POST", path: "/v1/vector_stores", headers: headers), readBody: { _ in
+            Array(#"{"name":"x","file_ids":["file-v1"]}"#.utf8)
+        }).action else { Issue.record("alice's store refused"); return }
+        #expect(create.url == "https://team.openai.azure.com/openai/v1/vector_stores" && create.creates == .vectorStore)
+        try gateway.recordCreated("vs_a", Array(#"{"id":"vs_a","object":"vector_store"}"#.utf8), by: create, nowMs: 5)
+        headers["authorization"] = "Bearer bob-key-22"
+        for (method, path) in [("GET", "/v1/vector_stores/vs_a"), ("POST", "/v1/vector_stores/vs_a/search"), ("GET", "/v1/vector_stores/vs_a/files")] {
+            let decision = gateway.decide(GatewayRequest(method: method, path: path, headers: headers)) { _ in Array(#"{"query":"q"}"#.utf8) }
+            #expect(response(decision)?.status == 404, "\(method) \(path)")
+        }
+    }
 }

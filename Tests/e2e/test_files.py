@@ -116,3 +116,34 @@ def test_a_request_may_name_only_the_callers_own_files(gw, azure):
     # The owner's own reference goes through.
     alice.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": [{"type": "file", "file": {"file_id": mine}}]}])
     assert len(azure.requests()) == 1
+
+
+def test_vector_stores_are_their_creators_and_name_only_their_files(gw, azure):
+    alice, bob = client(gw, "alice"), client(gw, "bob")
+    first = alice.files.create(file=("a.txt", b"the launch is on tuesday\n"), purpose="assistants").id
+    second = alice.files.create(file=("b.txt", b"the budget is small\n"), purpose="assistants").id
+    store = alice.vector_stores.create(name="notes", file_ids=[first])
+    assert store.id in [s.id for s in alice.vector_stores.list()]
+    assert alice.vector_stores.retrieve(store.id).name == "notes"
+    alice.vector_stores.update(store.id, name="renamed")
+    alice.vector_stores.files.create(vector_store_id=store.id, file_id=second)
+    assert {f.id for f in alice.vector_stores.files.list(vector_store_id=store.id)} == {first, second}
+    assert alice.vector_stores.search(vector_store_id=store.id, query="launch").data
+
+    azure.clear()
+    bobs = bob.files.create(file=("c.txt", b"bob's own\n"), purpose="assistants").id
+    for attempt in (lambda: bob.vector_stores.retrieve(store.id), lambda: bob.vector_stores.update(store.id, name="mine"),
+                    lambda: bob.vector_stores.delete(store.id), lambda: bob.vector_stores.files.list(vector_store_id=store.id),
+                    lambda: bob.vector_stores.files.create(vector_store_id=store.id, file_id=bobs),
+                    lambda: bob.vector_stores.search(vector_store_id=store.id, query="launch"),
+                    # Bob's own store may not take alice's file, nor his search tool read her store.
+                    lambda: bob.vector_stores.create(name="stolen", file_ids=[first]),
+                    lambda: bob.responses.create(model="gpt-4o", input="x",
+                                                 tools=[{"type": "file_search", "vector_store_ids": [store.id]}])):
+        with pytest.raises(openai.NotFoundError):
+            attempt()
+    assert store.id not in [s.id for s in bob.vector_stores.list()]
+    assert [seen["path"] for seen in azure.requests() if "vector_stores" in seen["path"]] == [], "bob reached alice's store"
+
+    assert alice.vector_stores.delete(store.id).deleted
+    wait_for(lambda: store.id not in [s.id for s in alice.vector_stores.list()], what="the deleted store gone from the list")

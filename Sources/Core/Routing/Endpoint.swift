@@ -28,31 +28,62 @@ public struct Endpoint: Sendable, Equatable {
     /// A path to stored objects of the v1 API (`files…`), else nil.
     var stored: StoredPath? = nil
 
-    /// `files`, `files/{id}` or `files/{id}/content`.
+    /// A path under `files` or `vector_stores`: the collection, one object, or a path under it.
     struct StoredPath: Sendable, Equatable {
         var kind: StoredObject.Kind
         /// Nil for the collection (list, create).
         var id: String?
-        /// The object's bytes (`/content`) rather than the object.
-        var content = false
+        /// What follows the id (`/content`, `/files/file-1`, `/search`, ...), else "".
+        var rest = ""
 
-        /// The stored path `operation` names, if any.
+        /// `files`: the collection, `{id}`, `{id}/content`.
+        private static let fileRests: [[String]: Set<String>] = [[]: ["GET", "DELETE"], ["content"]: ["GET"]]
+        /// `vector_stores`: `{id}` and what lies under it; `*` stands for an id.
+        private static let vectorStoreRests: [[String]: Set<String>] = [
+            []: ["GET", "POST", "DELETE"], ["files"]: ["GET", "POST"], ["files", "*"]: ["GET", "POST", "DELETE"],
+            ["files", "*", "content"]: ["GET"], ["file_batches"]: ["POST"], ["file_batches", "*"]: ["GET"],
+            ["file_batches", "*", "cancel"]: ["POST"], ["file_batches", "*", "files"]: ["GET"], ["search"]: ["POST"],
+        ]
+
+        /// The stored path `operation` names, if any; every segment a plain token.
         static func parse(_ operation: String) -> StoredPath? {
-            let parts = operation.split(separator: "/", omittingEmptySubsequences: false)
-            guard parts.first == "files" else { return nil }
-            switch parts.count {
-            case 1: return StoredPath(kind: .file)
-            case 2, 3:
-                guard AzureRoute.isPlainToken(String(parts[1])), parts.count == 2 || parts[2] == "content" else { return nil }
-                return StoredPath(kind: .file, id: String(parts[1]), content: parts.count == 3)
+            let parts = operation.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+            let kind: StoredObject.Kind
+            switch parts.first {
+            case "files": kind = .file
+            case "vector_stores": kind = .vectorStore
             default: return nil
             }
+            guard parts.dropFirst().allSatisfy({ AzureRoute.isPlainToken($0) }) else { return nil }
+            guard parts.count > 1 else { return StoredPath(kind: kind) }
+            let path = StoredPath(kind: kind, id: parts[1], rest: parts.dropFirst(2).map { "/" + $0 }.joined())
+            return path.methods == nil ? nil : path
         }
 
-        func allows(_ method: String) -> Bool {
-            if id == nil { return method == "GET" || method == "POST" }
-            return method == "GET" || (method == "DELETE" && !content)
+        /// The methods this path serves; nil for a path under an object that is none of Azure's.
+        private var methods: Set<String>? {
+            guard id != nil else { return ["GET", "POST"] }
+            let segments = rest.split(separator: "/").map(String.init)
+            let table = kind == .file ? Self.fileRests : Self.vectorStoreRests
+            let shape = segments.enumerated().map { index, segment in index == 1 ? "*" : segment }
+            return table[shape]
         }
+
+        func allows(_ method: String) -> Bool { methods?.contains(method) ?? false }
+
+        /// A POST carries JSON, but a file upload a form.
+        func body(for method: String) -> Endpoint.Body {
+            guard method == "POST" else { return .none }
+            return kind == .file && id == nil ? .multipart : .json
+        }
+
+        /// The path under `/openai/v1/`.
+        var upstreamPath: String {
+            (kind == .file ? "files" : "vector_stores") + (id.map { "/" + $0 } ?? "") + rest
+        }
+
+        /// A DELETE of the object itself, not of something under it.
+        func deletesObject(_ method: String) -> Bool { method == "DELETE" && id != nil && rest.isEmpty }
     }
 
     /// `/v1/{op}` operations with a JSON body naming a model.
@@ -71,7 +102,7 @@ public struct Endpoint: Sendable, Equatable {
         if path.hasPrefix("/v1/") || path.hasPrefix("/openai/v1/"),
            let stored = StoredPath.parse(String(path.dropFirst(path.hasPrefix("/v1/") ? 4 : 11))) {
             endpoint = Endpoint(style: path.hasPrefix("/v1/") ? .openAI : .azureV1, operation: stored.kind.rawValue + "s", item: "",
-                                body: stored.id == nil && method == "POST" ? .multipart : .none, stored: stored)
+                                body: stored.body(for: method), stored: stored)
         } else if path.hasPrefix("/v1/") {
             endpoint = operation(String(path.dropFirst("/v1/".count)), style: .openAI)
         } else if path.hasPrefix("/openai/deployments/") {

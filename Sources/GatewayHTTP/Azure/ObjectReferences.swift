@@ -1,6 +1,6 @@
-/// The stored objects a model request's body names: every `file_id` (a Responses `input_file`, a
-/// chat `file` content part, at any depth) and every id in a `vector_store_ids` (a `file_search`
-/// tool). Read as JSON, so a key written with escapes (`"file\u005fid"`) is found as Azure reads
+/// The stored objects a body names: every `file_id` (a Responses `input_file`, a chat `file`
+/// content part, a file added to a vector store, at any depth), every id in a `file_ids` (a vector
+/// store's, a file batch's) and in a `vector_store_ids` (a `file_search` tool). Read as JSON, so a key written with escapes (`"file\u005fid"`) is found as Azure reads
 /// it. Each must be the caller's before the request goes upstream.
 public struct ObjectReferences: Sendable, Equatable {
     public var fileIDs: [String] = []
@@ -36,6 +36,10 @@ public struct ObjectReferences: Sendable, Equatable {
         let isObject = try scanner.readMembers { key, scanner in
             if scanner.key(key, is: "file_id") {
                 if let value = try scanner.readString() { fileIDs.append(scanner.string(value)) }
+            } else if scanner.key(key, is: "file_ids") {
+                try scanner.readElements { element in
+                    if let value = try element.readString() { fileIDs.append(element.string(value)) }
+                }
             } else if scanner.key(key, is: "vector_store_ids") {
                 try scanner.readElements { element in
                     if let value = try element.readString() { vectorStoreIDs.append(element.string(value)) }

@@ -12,14 +12,14 @@ extension ChatAzureFCGI {
         @Option(help: "Only this user's objects.")
         var user: String?
 
-        @Option(help: "Only this kind: response or file.")
+        @Option(help: "Only this kind: response, file or vector_store.")
         var kind: String?
 
         @Flag(help: "Print a JSON array, one object per stored object.")
         var json = false
 
         func validate() throws {
-            if let kind, StoredObject.Kind(rawValue: kind) == nil { throw ValidationError("--kind must be response or file") }
+            if let kind, StoredObject.Kind(rawValue: kind) == nil { throw ValidationError("--kind must be response, file or vector_store") }
         }
 
         func run() throws {

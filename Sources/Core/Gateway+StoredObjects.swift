@@ -1,0 +1,44 @@
+extension Gateway {
+    /// A call to Azure's v1 API for stored objects (`/openai/v1/files…`, `/openai/v1/vector_stores…`,
+    /// whatever the backend's api-style): a create (a file's multipart upload with a `purpose`, a
+    /// vector store's JSON), whose answer records its owner; or anything on or under one object,
+    /// which goes upstream only for its owner (`reads`). No model: it is checked, admitted and
+    /// priced as none. The objects a JSON body names are checked in `withReferencedObjects`.
+    func objectCall(_ request: GatewayRequest, stored: Endpoint.StoredPath, user: StoredUser, backend: PlannedBackend,
+                    readBody: (Int) throws -> [UInt8]) throws -> UpstreamCall {
+        let url = AzureURL.v1(stored.upstreamPath, azure: backend.backend.settings)
+        let route = AzureRoute(operation: stored.kind.rawValue + "s", model: "-", deployment: "-", streaming: false, servedAs: [])
+        var body: [UInt8] = []
+        var contentType: String?
+        switch stored.body(for: request.method) {
+        case .none: break
+        case .json:
+            try Self.requireJSON(request.headers[.contentType])
+            body = try readBody(maxBody)
+            contentType = "application/json"
+        case .multipart:
+            body = try readBody(maxBody)
+            guard let type = request.headers[.contentType], let boundary = MultipartForm.boundary(fromContentType: type) else {
+                throw OpenAIError.invalidRequest("A file upload must be multipart/form-data with a `file` and a `purpose`.")
+            }
+            guard let purpose = try MultipartForm.uniqueField("purpose", in: body, boundary: boundary), !purpose.isEmpty else {
+                throw OpenAIError.invalidRequest("Missing required parameter: 'purpose'.", param: "purpose")
+            }
+            contentType = type
+        }
+        var shaping = ResponseShaping.unchanged
+        // Creating an object: its owner is recorded from the answer, with the answer for lists.
+        if stored.id == nil {
+            shaping.readsCreatedID = true
+            shaping.keepsCreatedObject = true
+        }
+        var call = UpstreamCall(method: request.method, url: url,
+                                headers: upstreamHeaders(request, contentType: contentType, bodyCount: body.count, backend: backend.backend),
+                                body: body, route: route, shaping: shaping, user: user)
+        call.creates = stored.kind
+        call.reads = stored.id
+        call.readsKind = stored.kind
+        call.deletes = stored.deletesObject(request.method)
+        return call
+    }
+}
