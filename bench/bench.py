@@ -184,7 +184,7 @@ def callgrind_run(binary, work, upstream_port, count, out, collect=None):
 
 
 # The worker thread's loop (accept, read the request, serve it, finish): what one request costs.
-WORKER_LOOP = "*WorkerThreadC4loop*"
+WORKER_LOOP = "*6WorkerC4loop*"
 
 
 def callgrind(binary, work, upstream_port, count=250):

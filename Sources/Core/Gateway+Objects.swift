@@ -37,34 +37,36 @@ extension Gateway {
         return query.page(objects).response
     }
 
-    /// `call`, when every object its body names (`ObjectReferences`) is `user`'s, sent to the
-    /// backend that holds them; else the 404 naming the first that is not (nothing goes to
-    /// Azure), or a 400 when they are on different backends. Only chat and Responses bodies name
-    /// objects; any other call passes as it is.
-    func withReferencedObjects(_ call: UpstreamCall, user: StoredUser) throws -> Result<UpstreamCall, OpenAIError> {
+    /// Nil when every object `call`'s body names (`ObjectReferences`) is `user`'s, and then
+    /// `call` goes to the backend that holds them; else the 404 naming the first that is not
+    /// (nothing goes to Azure), or a 400 when they are on different backends. Only chat,
+    /// Responses and vector-store bodies name objects; any other call passes as it is. In place:
+    /// every model request passes here, and a copy of the call costs more than the check.
+    func checkReferencedObjects(_ call: inout UpstreamCall, user: StoredUser) throws -> OpenAIError? {
         guard call.route.kind == .chat || call.route.kind == .responses || call.route.operation == "vector_stores",
-              !call.body.isEmpty else { return .success(call) }
+              ObjectReferences.mayName(call.body) else { return nil }
         let references = ObjectReferences.scan(call.body)
-        guard !references.isEmpty else { return .success(call) }
+        guard !references.isEmpty else { return nil }
         // A call on a stored object goes to its backend already: what it names must be there too.
         var holder: String? = call.reads != nil && backends.count > 1 ? call.backendName : nil
         for (id, kind) in references.fileIDs.map({ ($0, StoredObject.Kind.file) }) + references.vectorStoreIDs.map({ ($0, .vectorStore) }) {
             guard id.utf8.count <= StoredObject.maxIDLength, AzureRoute.isPlainToken(id),
                   let object = try authenticator.stores.with({ try $0.object(id, kind: kind) }), object.userID == user.id else {
-                return .failure(StoredObject.notFound(kind, id: id))
+                return StoredObject.notFound(kind, id: id)
             }
             if let holder, holder != object.backend {
-                return .failure(OpenAIError.invalidRequest("The objects a request names must be on one backend; '\(id)' is on another.",
-                                                           param: kind == .file ? "file_id" : "vector_store_ids"))
+                return OpenAIError.invalidRequest("The objects a request names must be on one backend; '\(id)' is on another.",
+                                                  param: kind == .file ? "file_id" : "vector_store_ids")
             }
             holder = object.backend
         }
-        guard backends.count > 1, let holder else { return .success(call) }
+        guard backends.count > 1, let holder, call.backendName != holder || !call.fallbacks.isEmpty else { return nil }
         guard var held = ([call] + call.fallbacks).first(where: { $0.backendName == holder }) else {
-            return .failure(OpenAIError(status: 503, message: "The backend holding the files this request names cannot serve it now.",
-                                        type: "server_error", param: nil, code: "backend_unavailable"))
+            return OpenAIError(status: 503, message: "The backend holding the objects this request names cannot serve it now.",
+                               type: "server_error", param: nil, code: "backend_unavailable")
         }
-        held.fallbacks = []  // no other backend has the files
-        return .success(held)
+        held.fallbacks = []  // no other backend has them
+        call = held
+        return nil
     }
 }

@@ -115,9 +115,8 @@ public struct Gateway: Sendable {
                 }
                 call = owned
             }
-            switch try withReferencedObjects(call, user: user) {
-            case .success(let pinned): call = pinned
-            case .failure(let refusal): return GatewayDecision(.respond(refusal.response), user: user)
+            if let refusal = try checkReferencedObjects(&call, user: user) {
+                return GatewayDecision(.respond(refusal.response), user: user)
             }
             return try admit(call, user: user, now: now)
         } catch let error as SQLiteError {

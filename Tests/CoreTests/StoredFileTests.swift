@@ -13,13 +13,7 @@ import Testing
     let store: UsageStore
 
     init() throws {
-        let config = GatewayConfig(
-            databasePath: temporaryDatabase(),
-            azure: AzureSettings(endpoint: "https://team.openai.azure.com", apiKey: "AZURE-SECRET", deployments: ["gpt-4o": "gpt-4o"]),
-            users: [ConfiguredUser(username: "alice", key: "alice-key-1"), ConfiguredUser(username: "bob", key: "bob-key-22")])
-        store = try UsageStore(path: config.databasePath)
-        try store.syncConfiguredUsers(config.users)
-        gateway = Gateway(config: config)
+        (gateway, store) = try teamGateway(users: [ConfiguredUser(username: "alice", key: "alice-key-1"), ConfiguredUser(username: "bob", key: "bob-key-22")])
     }
 
     static let boundary = "XyZ"

@@ -13,13 +13,7 @@ import Testing
     let store: UsageStore
 
     init() throws {
-        let config = GatewayConfig(
-            databasePath: temporaryDatabase(),
-            azure: AzureSettings(endpoint: "https://team.openai.azure.com", apiKey: "AZURE-SECRET", deployments: ["gpt-4o": "gpt-4o"]),
-            users: [ConfiguredUser(username: "alice", key: "alice-key-1"), ConfiguredUser(username: "mallory", key: "mallory-key")])
-        store = try UsageStore(path: config.databasePath)
-        try store.syncConfiguredUsers(config.users)
-        gateway = Gateway(config: config)
+        (gateway, store) = try teamGateway(users: [ConfiguredUser(username: "alice", key: "alice-key-1"), ConfiguredUser(username: "mallory", key: "mallory-key")])
     }
 
     func decide(_ method: String, _ path: String, key: String, body: String = "") -> GatewayDecision {
@@ -90,4 +84,15 @@ private extension Array where Element == UInt8 {
     func replacingBytes(_ old: String, with new: String) -> [UInt8] {
         Array(String(decoding: self, as: UTF8.self).replacingOccurrences(of: old, with: new).utf8)
     }
+}
+
+/// A gateway with one backend (`gpt-4o`) and `users`, on a fresh database, and that database.
+func teamGateway(users: [ConfiguredUser]) throws -> (Gateway, UsageStore) {
+    let config = GatewayConfig(
+        databasePath: temporaryDatabase(),
+        azure: AzureSettings(endpoint: "https://team.openai.azure.com", apiKey: "AZURE-SECRET", deployments: ["gpt-4o": "gpt-4o"]),
+        users: users)
+    let store = try UsageStore(path: config.databasePath)
+    try store.syncConfiguredUsers(config.users)
+    return (Gateway(config: config), store)
 }

@@ -46,7 +46,9 @@ public struct Endpoint: Sendable, Equatable {
         ]
 
         /// The stored path `operation` names, if any; every segment a plain token.
-        static func parse(_ operation: String) -> StoredPath? {
+        static func parse(_ operation: Substring) -> StoredPath? {
+            // Every model request passes here: it costs them one prefix check, not a split.
+            guard operation.utf8.starts(with: "files".utf8) || operation.utf8.starts(with: "vector_stores".utf8) else { return nil }
             let parts = operation.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
             let kind: StoredObject.Kind
             switch parts.first {
@@ -100,7 +102,7 @@ public struct Endpoint: Sendable, Equatable {
         guard isSafePath(path) else { throw OpenAIError.notFound(method: method, path: path) }
         let endpoint: Endpoint?
         if path.hasPrefix("/v1/") || path.hasPrefix("/openai/v1/"),
-           let stored = StoredPath.parse(String(path.dropFirst(path.hasPrefix("/v1/") ? 4 : 11))) {
+           let stored = StoredPath.parse(path.dropFirst(path.hasPrefix("/v1/") ? 4 : 11)) {
             endpoint = Endpoint(style: path.hasPrefix("/v1/") ? .openAI : .azureV1, operation: stored.kind.rawValue + "s", item: "",
                                 body: stored.body(for: method), stored: stored)
         } else if path.hasPrefix("/v1/") {
