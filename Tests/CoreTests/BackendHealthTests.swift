@@ -142,6 +142,7 @@ struct FixedRandom: RandomNumberGenerator {
                 - name: local
                   endpoint: https://local.openai.azure.com
                   auth: managed-identity
+                  scope: https://ai.azure.com/.default
             """, environment: ["AZURE_CLIENT_SECRET": "from-env"])
         let backends = config.azure.backends
         #expect(backends.map(\.name) == ["east", "west", "local"])
@@ -152,7 +153,10 @@ struct FixedRandom: RandomNumberGenerator {
         #expect(backends[1].priority == 2 && backends[1].settings.firstByteTimeoutMs == 1000)
         #expect(!backends[1].serves("gpt-4o-mini") && backends[0].serves("gpt-4o") && backends[2].serves("gpt-4o"))
         #expect(backends[2].auth == .managedIdentity(AzureBackend.ManagedIdentity(
-            endpoint: "http://169.254.169.254/metadata/identity/oauth2/token", clientID: nil)))
+            endpoint: "http://169.254.169.254/metadata/identity/oauth2/token", clientID: nil, scope: "https://ai.azure.com/.default")))
+        guard case .managedIdentity(let identity) = backends[2].auth, case .entra(let credentials) = backends[1].auth else { return }
+        #expect(identity.tokenURL.hasSuffix("&resource=https%3A%2F%2Fai.azure.com"))
+        #expect(credentials.scope == "https://cognitiveservices.azure.com/.default")
         #expect(config.azure.cooldownSeconds == 4)
         #expect(throws: Never.self) { try config.validateForServing() }
     }
@@ -164,6 +168,9 @@ struct FixedRandom: RandomNumberGenerator {
         ("  backends:\n    - name: a\n      endpoint: https://a\n    - name: a\n      endpoint: https://b\n", "azure.backends[1].name"),
         ("  backends:\n    - name: a\n      endpoint: https://a\n      auth: entra\n      tenant-id: t\n      client-id: c\n", "azure.backends[0].client-secret"),
         ("  backends:\n    - name: a\n      endpoint: https://a\n      auth: kerberos\n", "azure.backends[0].auth"),
+        ("  backends:\n    - name: a\n      endpoint: https://a\n      auth: managed-identity\n      scope: https://x/&resource=y/.default\n", "azure.backends[0].scope"),
+        ("  backends:\n    - name: a\n      endpoint: https://a\n      auth: managed-identity\n      scope: http://ai.azure.com/.default\n", "azure.backends[0].scope"),
+        ("  backends:\n    - name: a\n      endpoint: https://a\n      api-key: k\n      scope: https://ai.azure.com/.default\n", "azure.backends[0].scope"),
         ("  backends:\n    - name: a\n      endpoint: https://a\n      auth: entra\n      api-key: k\n      tenant-id: t\n      client-id: c\n      client-secret: s\n", "azure.backends[0].api-key"),
     ])
     func badBackendsNameTheKey(azure: String, key: String) {

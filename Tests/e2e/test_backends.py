@@ -276,3 +276,29 @@ def test_the_gateways_own_credentials_refused_are_a_502_not_the_users_401(tmp_pa
     finally:
         single.stop()
         both.stop()
+
+
+@pytest.mark.parametrize("auth", ["entra", "managed-identity"])
+def test_a_backend_that_asks_for_the_v1_scope_gets_tokens_of_it(tmp_path, tmp_path_factory, auth):
+    # A resource whose tokens must be for https://ai.azure.com (the v1 API's documented scope).
+    ai = Emulator(tmp_path_factory.mktemp("ai-scope"), extra_args=["--name", "ai", "--imds", "--require-bearer", "--token-audience",
+                                                                    "https://ai.azure.com", *ENTRA, *WEST_DEPLOYMENTS])
+    try:
+        credentials = (f"      auth: entra\n      tenant-id: tenant1\n      client-id: client1\n"
+                       f"      client-secret: s3cret-entra-value\n      authority-host: {ai.url}\n") if auth == "entra" else \
+            f"      auth: managed-identity\n      imds-endpoint: {ai.url}/metadata/identity/oauth2/token\n"
+        backend = f"    - name: ai\n      endpoint: {ai.url}\n{credentials}      deployments: {{ gpt-4o: gpt-4o-west }}\n"
+        # The default scope is refused: no token, no answer.
+        gateway = gateway_with(tmp_path / "default", "default-scope", backends_yaml(backend))
+        try:
+            with pytest.raises(openai.APIStatusError):
+                ask(gateway, "default scope")
+        finally:
+            gateway.stop()
+        gateway = gateway_with(tmp_path / "ai", "ai-scope", backends_yaml(backend + "      scope: https://ai.azure.com/.default\n"))
+        try:
+            assert ask(gateway, "v1 scope").choices[0].message.content == "Echo: v1 scope"
+        finally:
+            gateway.stop()
+    finally:
+        ai.stop()

@@ -849,6 +849,7 @@ class EmulatorServer(ThreadingHTTPServer):
 
 
 def main():
+    global COGNITIVE_AUDIENCE, COGNITIVE_SCOPE
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=18080)
@@ -870,9 +871,14 @@ def main():
     parser.add_argument("--entra-client-secret")
     parser.add_argument("--imds", action="store_true", help="serve GET /metadata/identity/oauth2/token")
     parser.add_argument("--require-bearer", action="store_true", help="ignore the api-key: only a bearer token passes")
+    parser.add_argument("--token-audience", default=COGNITIVE_AUDIENCE,
+                        help="the audience whose tokens it issues (scope AUDIENCE/.default, resource AUDIENCE) and accepts; "
+                             "https://ai.azure.com for a resource that asks for the v1 API's scope")
     parser.add_argument("--batch-seconds", type=float, default=2.0,
                         help="seconds a v1 batch (and a background response) takes to complete")
     args = parser.parse_args()
+    COGNITIVE_AUDIENCE = args.token_audience.rstrip("/")
+    COGNITIVE_SCOPE = COGNITIVE_AUDIENCE + "/.default"
     if not NAME.fullmatch(args.name):
         parser.error("--name must match [a-z0-9_-]+")
     server = EmulatorServer((args.host, args.port), Emulator)

@@ -19,6 +19,8 @@ public struct AzureBackend: Sendable {
         public var clientSecret: String
         /// `https://login.microsoftonline.com`, or a stand-in for tests.
         var authorityHost: String
+        /// What the token is for (`scope`).
+        public var scope = AzureBackend.defaultScope
 
         /// Where the token is asked for.
         public var tokenURL: String { "\(authorityHost)/\(tenantID)/oauth2/v2.0/token" }
@@ -29,15 +31,26 @@ public struct AzureBackend: Sendable {
         public var endpoint: String
         /// A user-assigned identity's client id; nil for the system-assigned one.
         public var clientID: String?
+        /// What the token is for (`scope`); the metadata service takes it as a resource.
+        var scope = AzureBackend.defaultScope
 
         public var tokenURL: String {
-            "\(endpoint)?api-version=2018-02-01&resource=https%3A%2F%2Fcognitiveservices.azure.com"
-                + (clientID.map { "&client_id=\($0)" } ?? "")
+            // A scope is checked to be an https URL of plain characters: only `:` and `/` need encoding.
+            let resource = String(scope.dropLast("/.default".count))
+                .replacingOccurrences(of: ":", with: "%3A").replacingOccurrences(of: "/", with: "%2F")
+            return "\(endpoint)?api-version=2018-02-01&resource=\(resource)" + (clientID.map { "&client_id=\($0)" } ?? "")
         }
     }
 
-    /// The scope Entra tokens for Azure OpenAI are issued for.
-    public static let scope = "https://cognitiveservices.azure.com/.default"
+    /// The scope Entra tokens for Azure OpenAI are issued for (`scope`). Azure's v1 API also
+    /// documents `https://ai.azure.com/.default`, for resources that require it.
+    public static let defaultScope = "https://cognitiveservices.azure.com/.default"
+
+    /// A scope the gateway accepts: an https URL ending `/.default`, of letters, digits and `.-_/:`.
+    public static func isValidScope(_ scope: String) -> Bool {
+        scope.hasPrefix("https://") && scope.hasSuffix("/.default") && scope.count <= 256
+            && scope.utf8.allSatisfy { ASCII.isAlphanumeric($0) || "./-_:".utf8.contains($0) }
+    }
 
     /// Names it in logs and in the request log line.
     public var name: String

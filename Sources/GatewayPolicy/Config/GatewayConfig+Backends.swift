@@ -50,9 +50,13 @@ extension SectionParser {
     private func auth(_ entry: [String: Node], at: String) throws -> AzureBackend.Auth {
         let kind = try entry["auth"].map { try reader.string($0, at: "\(at).auth") } ?? "api-key"
         func string(_ key: String) throws -> String? { try entry[key].map { try reader.string($0, at: "\(at).\(key)") } }
+        let scope = try string("scope") ?? AzureBackend.defaultScope
+        guard AzureBackend.isValidScope(scope) else {
+            throw ConfigError(file: file, key: "\(at).scope", reason: "must be an https URL ending /.default, like \(AzureBackend.defaultScope)")
+        }
         switch kind {
         case "api-key":
-            for key in ["tenant-id", "client-secret", "authority-host", "imds-endpoint"] where entry[key] != nil {
+            for key in ["tenant-id", "client-secret", "authority-host", "imds-endpoint", "scope"] where entry[key] != nil {
                 throw ConfigError(file: file, key: "\(at).\(key)", reason: "only for auth: entra or managed-identity")
             }
             return .apiKey
@@ -68,7 +72,8 @@ extension SectionParser {
                 throw ConfigError(file: file, key: "\(at).client-secret", reason: "missing; set it or export AZURE_CLIENT_SECRET")
             }
             let authority = try entry["authority-host"].map { try endpoint($0, at: "\(at).authority-host") } ?? AzureBackend.defaultAuthorityHost
-            return .entra(AzureBackend.ClientCredentials(tenantID: tenant, clientID: client, clientSecret: secret, authorityHost: authority))
+            return .entra(AzureBackend.ClientCredentials(tenantID: tenant, clientID: client, clientSecret: secret, authorityHost: authority,
+                                                         scope: scope))
         case "managed-identity":
             let imds = try entry["imds-endpoint"].map { try endpoint($0, at: "\(at).imds-endpoint") }
                 ?? AzureBackend.defaultIMDSEndpoint
@@ -76,7 +81,7 @@ extension SectionParser {
             if let client, !AzureRoute.isPlainToken(client) {
                 throw ConfigError(file: file, key: "\(at).client-id", reason: "'\(client)' is not a client id")
             }
-            return .managedIdentity(AzureBackend.ManagedIdentity(endpoint: imds, clientID: client))
+            return .managedIdentity(AzureBackend.ManagedIdentity(endpoint: imds, clientID: client, scope: scope))
         default:
             throw ConfigError(file: file, key: "\(at).auth", reason: "must be api-key, entra or managed-identity, got '\(kind)'")
         }

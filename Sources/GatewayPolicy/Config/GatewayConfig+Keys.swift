@@ -70,6 +70,7 @@ extension GatewayConfig {
             ConfigKey("azure.backends[]", "client-secret", words: "AZURE_CLIENT_SECRET"),
             ConfigKey("azure.backends[]", "authority-host", value: AzureBackend.defaultAuthorityHost),
             ConfigKey("azure.backends[]", "imds-endpoint", value: AzureBackend.defaultIMDSEndpoint),
+            ConfigKey("azure.backends[]", "scope", value: AzureBackend.defaultScope),
             ConfigKey("azure.backends[]", "deployments", words: "azure.deployments"),
             ConfigKey("azure.backends[]", "priority", value: AzureBackend.defaultPriority),
             ConfigKey("azure.backends[]", "weight", value: AzureBackend.defaultWeight),

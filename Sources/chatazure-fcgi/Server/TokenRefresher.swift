@@ -78,7 +78,7 @@ final class TokenRefresher: Sendable {
         case .entra(let credentials):
             ccurl_setopt_string(handle, CURLOPT_URL, credentials.tokenURL)
             form = ["grant_type": "client_credentials", "client_id": credentials.clientID, "client_secret": credentials.clientSecret,
-                    "scope": AzureBackend.scope].sorted { $0.key < $1.key }.map { "\($0.key)=\(formEncoded($0.value))" }.joined(separator: "&")
+                    "scope": credentials.scope].sorted { $0.key < $1.key }.map { "\($0.key)=\(formEncoded($0.value))" }.joined(separator: "&")
             ccurl_setopt_string(handle, CURLOPT_COPYPOSTFIELDS, form)
         case .managedIdentity(let identity):
             ccurl_setopt_string(handle, CURLOPT_URL, identity.tokenURL)
