@@ -88,6 +88,11 @@ public struct Gateway: Sendable {
     /// longer than `limit`.
     public func decide(_ request: GatewayRequest, now: Date = Date(), readBody: (Int) throws -> [UInt8]) -> GatewayDecision {
         if let answer = answers.beforeAuthentication(request, now: now) { return answer }
+        do {
+            if let admin = try adminObjectDecision(request, now: now) { return admin }
+        } catch {
+            return GatewayDecision(.respond(Self.response(for: error)), admin: true)
+        }
         // Authenticate before reading the body, so a wrong key costs no upload.
         let user: StoredUser
         switch authenticator.user(for: request, now: now) {

@@ -38,4 +38,17 @@ extension UsageStore {
                           backend: row.text(3)), row.int(4))
         }
     }
+
+    /// Every user's objects of `kind`, oldest first, with what Azure answered (for admin keys).
+    public func objects(kind: StoredObject.Kind) throws -> [StoredObject] {
+        try statement("SELECT id, backend, data, user_id FROM objects WHERE kind = ?1 ORDER BY created_ms, id")
+            .rows([.text(kind.rawValue)]) {
+                StoredObject(id: $0.text(0), kind: kind, userID: $0.int(3), backend: $0.text(1), snapshot: $0.optionalText(2).map { Array($0.utf8) })
+            }
+    }
+
+    /// The user with `id`, removed or not (the owner of an object).
+    public func user(id: Int64) throws -> StoredUser? {
+        try statement("SELECT \(Self.userColumns) FROM users WHERE id = ?1").rows([.int(id)], Self.user).first
+    }
 }

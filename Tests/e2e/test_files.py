@@ -16,9 +16,13 @@ def azure(tmp_path_factory):
     instance.stop()
 
 
+ADMIN_KEY = "adm-files-e2e-0123456789abcdef"
+
+
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory, azure):
-    instance = Gateway(tmp_path_factory.mktemp("files-gateway"), azure.url)
+    # The admin section follows the fastcgi one at the top level of the config.
+    instance = Gateway(tmp_path_factory.mktemp("files-gateway"), azure.url, extra_fastcgi=f"admin:\n  keys: [{ADMIN_KEY}]\n")
     yield instance
     instance.stop()
 
@@ -147,3 +151,24 @@ def test_vector_stores_are_their_creators_and_name_only_their_files(gw, azure):
 
     assert alice.vector_stores.delete(store.id).deleted
     wait_for(lambda: store.id not in [s.id for s in alice.vector_stores.list()], what="the deleted store gone from the list")
+
+
+def test_an_admin_key_lists_reads_and_deletes_every_users_objects(gw, azure):
+    alice, count2 = client(gw, "alice"), client(gw, "count2")
+    hers = alice.files.create(file=("hers.txt", b"alice's\n"), purpose="assistants").id
+    theirs = count2.files.create(file=("theirs.txt", b"count2's\n"), purpose="assistants").id
+    admin = openai.OpenAI(base_url=gw.url + "/v1", api_key=ADMIN_KEY, max_retries=0, timeout=30)
+    raw = admin.files.with_raw_response.list().http_response.json()
+    owners = {item["id"]: item["owner"] for item in raw["data"]}
+    assert owners[hers] == "alice" and owners[theirs] == "count2"
+    assert admin.files.retrieve(hers).filename == "hers.txt"
+    assert admin.files.content(theirs).read() == b"count2's\n"
+    assert admin.files.delete(theirs).deleted
+    wait_for(lambda: theirs not in [f.id for f in count2.files.list()], what="the admin's delete reaching the owner's list")
+    # Cleanup only: an admin key creates nothing and is no user key.
+    with pytest.raises(openai.PermissionDeniedError):
+        admin.files.create(file=("x.txt", b"x"), purpose="assistants")
+    with pytest.raises(openai.AuthenticationError):
+        admin.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    # A user's key gets no admin view: alice's list has no owners and none of count2's files.
+    assert all("owner" not in item for item in alice.files.with_raw_response.list().http_response.json()["data"])

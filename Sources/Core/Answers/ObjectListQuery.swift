@@ -55,12 +55,23 @@ struct ObjectListQuery: Equatable {
 struct ObjectListPage {
     var objects: [StoredObject]
     var hasMore: Bool
+    /// For an admin's list: each object's owner by user id, shown as `owner`.
+    var owners: [Int64: String]? = nil
 
     var response: GatewayResponse {
         var body: [UInt8] = Array(#"{"object":"list","data":["#.utf8)
         for (index, object) in objects.enumerated() {
             if index > 0 { body.append(UInt8(ascii: ",")) }
-            body += object.snapshot ?? []
+            guard let owners, var snapshot = object.snapshot, snapshot.first == UInt8(ascii: "{") else {
+                body += object.snapshot ?? []
+                continue
+            }
+            // `{"owner":"alice",` in front of Azure's members (`{"owner":"alice"}` for `{}`).
+            let name = owners[object.userID] ?? "?"
+            let quoted = (try? JSONSerialization.data(withJSONObject: name, options: [.fragmentsAllowed])).map { [UInt8]($0) } ?? Array(#""?""#.utf8)
+            snapshot.removeFirst()
+            let empty = snapshot.first(where: { !ASCII.isSpace($0) }) == UInt8(ascii: "}")
+            body += Array(#"{"owner":"#.utf8) + quoted + (empty ? [] : [UInt8(ascii: ",")]) + snapshot
         }
         body += Array("],".utf8)
         // Ids are plain tokens (checked when recorded): no escaping needed.

@@ -1,0 +1,52 @@
+import Foundation
+
+extension Gateway {
+    static let objectPathPrefixes = ["/v1/files", "/v1/vector_stores", "/openai/v1/files", "/openai/v1/vector_stores"]
+
+    /// A request on stored objects with an admin key (`admin.keys`, as a Bearer token), for
+    /// cleanup: lists show every user's objects with an `owner`; an object may be read,
+    /// downloaded or deleted whoever owns it (charged to nobody: the request counts as its
+    /// owner's, of model `-`, at no cost). Creating or changing objects stays the users'. Nil
+    /// for any other request, which then authenticates as a user's.
+    func adminObjectDecision(_ request: GatewayRequest, now: Date) throws -> GatewayDecision? {
+        // The object paths alone: a model request pays no key hash for this.
+        guard config.admin.isEnabled, Self.objectPathPrefixes.contains(where: { request.path.hasPrefix($0) }),
+              let key = request.adminKey, config.admin.admits(KeyDigest(of: key)) else { return nil }
+        let endpoint = try Endpoint.resolve(method: request.method, path: request.path)
+        guard let stored = endpoint.stored else {
+            throw OpenAIError(status: 403, message: "An admin key may only list, read and delete stored objects.",
+                              type: "permission_error", param: nil, code: "admin_key")
+        }
+        if stored.id == nil, request.method == "GET" {
+            var query = try ObjectListQuery(request.query)
+            if stored.kind != .file { query.purpose = nil }
+            let (objects, names) = try authenticator.stores.with { store in
+                (try store.objects(kind: stored.kind),
+                 Dictionary(try store.listUsers(includingRemoved: true).map { ($0.id, $0.username) }, uniquingKeysWith: { first, _ in first }))
+            }
+            var page = query.page(objects)
+            page.owners = names
+            return GatewayDecision(.respond(page.response), admin: true)
+        }
+        guard let id = stored.id, request.method == "GET" || stored.deletesObject(request.method) else {
+            throw OpenAIError(status: 403, message: "An admin key may only list, read and delete stored objects.",
+                              type: "permission_error", param: nil, code: "admin_key")
+        }
+        guard id.utf8.count <= StoredObject.maxIDLength,
+              let (object, owner) = try authenticator.stores.with({ store -> (StoredObject, StoredUser)? in
+                  guard let object = try store.object(id, kind: stored.kind), let owner = try store.user(id: object.userID) else { return nil }
+                  return (object, owner)
+              }) else {
+            return GatewayDecision(.respond(StoredObject.notFound(stored.kind, id: id).response), admin: true)
+        }
+        guard let index = backends.firstIndex(where: { $0.backend.name == object.backend }) else {
+            return GatewayDecision(.respond(StoredObject.notFound(stored.kind, id: id).response), admin: true)
+        }
+        var call = try self.call(for: request, endpoint: endpoint, user: owner, backend: index) { _ in [] }
+        call.fallbacks = []
+        guard inFlight.enter(owner.id, limit: config.fastcgi.maxPerUser) else {
+            return GatewayDecision(.respond(UserInFlight.refusal(user: owner.username, limit: config.fastcgi.maxPerUser).response), admin: true)
+        }
+        return GatewayDecision(.forward(call), user: owner, admin: true)
+    }
+}
