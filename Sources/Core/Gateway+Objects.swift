@@ -15,8 +15,10 @@ extension Gateway {
 
     /// Records that the user of `call` created the stored object `id` (of `call.creates`), on
     /// `call`'s backend; `object` is Azure's answer, kept for the kinds whose lists the gateway
-    /// answers.
+    /// answers. For a call that reads or changes the object itself, refreshes what is kept.
     func recordCreated(_ id: String, _ object: [UInt8]?, by call: UpstreamCall, nowMs: Int64) throws {
+        // A read or change of an object refreshes that object alone.
+        if let reads = call.reads, reads != id { return }
         // Only a JSON object is kept: a list embeds it as it is.
         let snapshot = object.flatMap { StoredObject.isJSONObject($0) ? $0 : nil }
         let object = StoredObject(id: id, kind: call.creates, userID: call.user.id, backend: call.backendName, snapshot: snapshot)
@@ -45,8 +47,18 @@ extension Gateway {
     func checkReferencedObjects(_ call: inout UpstreamCall, user: StoredUser) throws -> OpenAIError? {
         guard call.route.kind == .chat || call.route.kind == .responses || call.route.operation == "vector_stores",
               ObjectReferences.mayName(call.body) else { return nil }
-        let references = ObjectReferences.scan(call.body)
+        let references: ObjectReferences
+        do {
+            references = try ObjectReferences.scan(call.body)
+        } catch let unreadable as ObjectReferences.Unreadable {
+            return OpenAIError.invalidRequest("'\(unreadable.key)' must name objects by their ids as strings.", param: unreadable.key)
+        }
         guard !references.isEmpty else { return nil }
+        // The gateway makes no conversations, containers or item references: none is the caller's.
+        if let other = references.foreign.first {
+            let shown = other.id.utf8.count <= StoredObject.maxIDLength ? other.id : String(decoding: other.id.utf8.prefix(StoredObject.maxIDLength), as: UTF8.self)
+            return OpenAIError.invalidRequest("No \(other.kind) found with id '\(shown)'.", code: "not_found", status: 404)
+        }
         // A call on a stored object goes to its backend already: what it names must be there too.
         var holder: String? = call.reads != nil && backends.count > 1 ? call.backendName : nil
         for (id, kind) in references.fileIDs.map({ ($0, StoredObject.Kind.file) }) + references.vectorStoreIDs.map({ ($0, .vectorStore) }) {

@@ -15,6 +15,9 @@ extension Gateway {
         case .json:
             try Self.requireJSON(request.headers[.contentType])
             body = try readBody(maxBody)
+            // Read as the gateway reads every JSON body (one UTF-8 object, bounded depth, no NaN),
+            // so the objects it names are read as Azure will read them, or it goes nowhere.
+            _ = try JSONRequestBody(body)
             contentType = "application/json"
         case .multipart:
             body = try readBody(maxBody)
@@ -27,8 +30,9 @@ extension Gateway {
             contentType = type
         }
         var shaping = ResponseShaping.unchanged
-        // Creating an object: its owner is recorded from the answer, with the answer for lists.
-        if stored.id == nil {
+        // Creating an object: its owner is recorded from the answer, with the answer for lists;
+        // reading or changing it: the answer refreshes what lists show.
+        if stored.rest.isEmpty, request.method == "POST" || (request.method == "GET" && stored.id != nil) {
             shaping.readsCreatedID = true
             shaping.keepsCreatedObject = true
         }

@@ -1,10 +1,12 @@
 extension UsageStore {
-    /// Records that `object.userID` created `object`; the first record of an id stands.
+    /// Records that `object.userID` created `object`; the first record of an id stands, and only
+    /// its owner's later answer (a read or change of it) replaces what it keeps for lists.
     public func recordObject(_ object: StoredObject, nowMs: Int64) throws {
         try write {
             try statement("""
                 INSERT INTO objects (id, kind, user_id, backend, created_ms, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                ON CONFLICT (id) DO NOTHING
+                ON CONFLICT (id) DO UPDATE SET data = excluded.data
+                WHERE objects.user_id = excluded.user_id AND objects.kind = excluded.kind AND excluded.data IS NOT NULL
                 """).run([.text(object.id), .text(object.kind.rawValue), .int(object.userID), .text(object.backend), .int(nowMs),
                           object.snapshot.map { .text(String(decoding: $0, as: UTF8.self)) } ?? .null])
         }

@@ -123,18 +123,34 @@ import Testing
         #expect(StoredObject.stringField("purpose", in: Array(#"{"p\u0075rpose":"b\u0061tch"}"#.utf8)) == "batch")
     }
 
-    @Test func referencesAreFoundAsJSONAtAnyDepth() {
+    @Test func referencesAreFoundAsJSONAtAnyDepth() throws {
         let body = #"{"model":"m","input":[{"role":"user","content":[{"type":"input_file","file_id":"file-1"},"#
-            + #"{"type":"input_text","text":"file_id \"file-x\""}]}],"tools":[{"type":"file_search","vector_store_ids":["vs_1","vs_2"]}],"#
-            + #""messages":[{"content":[{"type":"file","file":{"file\u005fid":"file-2"}}]}],"x":{"file_id":7}}"#
-        let found = ObjectReferences.scan(Array(body.utf8))
-        #expect(found.fileIDs == ["file-1", "file-2"])
-        #expect(found.vectorStoreIDs == ["vs_1", "vs_2"])
-        #expect(ObjectReferences.scan(Array(#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#.utf8)).isEmpty)
-        #expect(!ObjectReferences.mayName(Array(#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#.utf8)))
-        // As deep as the scanner allows, and no deeper: no crash, nothing found past the limit.
-        let deep = String(repeating: "[", count: 5000) + #"{"file_id":"file-d"}"# + String(repeating: "]", count: 5000)
-        #expect(ObjectReferences.scan(Array(deep.utf8)).fileIDs.isEmpty)
+            + #"{"type":"input_text","text":"file_id \"file-x\""}]}],"tools":[{"type":"file_search","vector_store_ids":["vs_1","vs_2"]},"#
+            + #"{"type":"code_interpreter","container":{"type":"auto","file_ids":["file-3"]}}],"#
+            + #""messages":[{"content":[{"type":"file","file":{"file\u005fid":"file-2","file_data":null}}]}],"x":{"file_id":null}}"#
+        let found = try ObjectReferences.scan(Array(body.utf8))
+        #expect(found.fileIDs == ["file-1", "file-3", "file-2"])
+        #expect(found.vectorStoreIDs == ["vs_1", "vs_2"] && found.foreign.isEmpty)
+        let chat = Array(#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":5,"response_format":{"type":"text"}}"#.utf8)
+        #expect(!ObjectReferences.mayName(chat))
+        #expect(try ObjectReferences.scan(chat).isEmpty)
+    }
+
+    @Test func aBodyTheScanCannotReadGoesNowhere() {
+        // Too deep for the scanner, an id of the wrong type: refused, never passed as naming nothing.
+        let deep = #"{"pad":"# + String(repeating: "[", count: 200) + String(repeating: "]", count: 200) + #","file_id":"file-d"}"#
+        for body in [deep, #"{"file_id":7}"#, #"{"file_id":["file-a"]}"#, #"{"vector_store_ids":"vs_a"}"#,
+                     #"{"tools":[{"container":{"file_ids":"file-a"}}]}"#, #"{"file_ids":[1]}"#, #"{"file_id":"a" "#] {
+            #expect(throws: ObjectReferences.Unreadable.self, "\(body)") { try ObjectReferences.scan(Array(body.utf8)) }
+        }
+    }
+
+    @Test func conversationsContainersAndItemReferencesAreNobodys() throws {
+        let found = try ObjectReferences.scan(Array((#"{"conversation":{"id":"conv_1"},"input":[{"type":"item_reference","id":"msg_9"}],"#
+            + #""tools":[{"type":"code_interpreter","container":"cntr_5"},{"type":"code_interpreter","container":"auto"}]}"#).utf8))
+        #expect(found.foreign == [ObjectReferences.Foreign(kind: "conversation", id: "conv_1"), ObjectReferences.Foreign(kind: "item", id: "msg_9"),
+                                  ObjectReferences.Foreign(kind: "container", id: "cntr_5")])
+        #expect(try ObjectReferences.scan(Array(#"{"conversation":"conv_2"}"#.utf8)).foreign.map(\.id) == ["conv_2"])
     }
 
     @Test func aModelRequestMayNameOnlyTheCallersOwnFiles() throws {

@@ -130,6 +130,8 @@ def test_vector_stores_are_their_creators_and_name_only_their_files(gw, azure):
     assert store.id in [s.id for s in alice.vector_stores.list()]
     assert alice.vector_stores.retrieve(store.id).name == "notes"
     alice.vector_stores.update(store.id, name="renamed")
+    # The list shows the store as its last answer did.
+    assert {s.id: s.name for s in alice.vector_stores.list()}[store.id] == "renamed"
     alice.vector_stores.files.create(vector_store_id=store.id, file_id=second)
     assert {f.id for f in alice.vector_stores.files.list(vector_store_id=store.id)} == {first, second}
     assert alice.vector_stores.search(vector_store_id=store.id, query="launch").data
@@ -147,6 +149,18 @@ def test_vector_stores_are_their_creators_and_name_only_their_files(gw, azure):
         with pytest.raises(openai.NotFoundError):
             attempt()
     assert store.id not in [s.id for s in bob.vector_stores.list()]
+    # A body the gateway cannot read as Azure will is refused, not passed as naming nothing.
+    bobs_store = bob.vector_stores.create(name="bob's").id
+    azure.clear()
+    for body in ('{"pad":' + "[" * 200 + "]" * 200 + f',"file_id":"{first}"}}', f'{{"pad":NaN,"file_id":"{first}"}}',
+                 '\ufeff' + f'{{"file_id":"{first}"}}', f'{{"file_id":["{first}"]}}'):
+        connection = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
+        connection.request("POST", f"/v1/vector_stores/{bobs_store}/files", body=body.encode(),
+                           headers={"Authorization": f"Bearer {USERS['bob']}", "Content-Type": "application/json"})
+        answer = connection.getresponse()
+        assert answer.status == 400, (body[:40], answer.status, answer.read()[:200])
+        connection.close()
+    assert azure.requests() == [], "an unreadable body reached Azure"
     assert [seen["path"] for seen in azure.requests() if "vector_stores" in seen["path"]] == [], "bob reached alice's store"
 
     assert alice.vector_stores.delete(store.id).deleted
