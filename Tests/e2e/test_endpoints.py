@@ -134,7 +134,7 @@ def test_models_list(client):
     assert {"gpt-4o", "whisper-1", "tts-1", "dall-e-3"} <= ids
 
 
-@pytest.mark.parametrize("path", ["/v1/moderations", "/v1/fine_tuning/jobs", "/v1/files", "/v1/batches"])
+@pytest.mark.parametrize("path", ["/v1/moderations", "/v1/fine_tuning/jobs", "/v1/batches", "/v1/evals"])
 def test_endpoints_azure_lacks_are_404_naming_them(styled, path):
     status, _, body = http_json("POST", styled.url + path, {"input": "x"},
                                 {"Authorization": f"Bearer {USERS['alice']}", "Content-Type": "application/json"})

@@ -339,7 +339,8 @@ CASES = [
          code="method_not_allowed", forwarded=False),
     Case("post-healthz", 405, path="/healthz", code="method_not_allowed", forwarded=False),
     Case("unknown-v1-endpoint", 404, path="/v1/moderations", code="unknown_url", forwarded=False),
-    Case("unknown-v1-files", 404, method="GET", path="/v1/files", body=b"", code="unknown_url", forwarded=False),
+    Case("unknown-v1-batches", 404, method="GET", path="/v1/batches", body=b"", code="unknown_url", forwarded=False),
+    Case("files-path-climbing", 404, method="GET", path="/v1/files/../chat/completions", body=b"", code="unknown_url", forwarded=False),
     Case("unknown-api-version-prefix", 404, path="/v2/chat/completions", forwarded=False),
 
     # ---- malformed HTTP -------------------------------------------------------------------------
