@@ -3,6 +3,10 @@ import Foundation
 extension Gateway {
     static let objectPathPrefixes = ["/v1/files", "/v1/vector_stores", "/openai/v1/files", "/openai/v1/vector_stores"]
 
+    /// What an admin key gets for anything but a list, read or delete of stored objects.
+    static let cleanupOnly = OpenAIError(status: 403, message: "An admin key may only list, read and delete stored objects.",
+                                         type: "permission_error", param: nil, code: "admin_key")
+
     /// A request on stored objects with an admin key (`admin.keys`, as a Bearer token), for
     /// cleanup: lists show every user's objects with an `owner`; an object may be read,
     /// downloaded or deleted whoever owns it (charged to nobody: the request counts as its
@@ -13,25 +17,15 @@ extension Gateway {
         guard config.admin.isEnabled, Self.objectPathPrefixes.contains(where: { request.path.hasPrefix($0) }),
               let key = request.adminKey, config.admin.admits(KeyDigest(of: key)) else { return nil }
         let endpoint = try Endpoint.resolve(method: request.method, path: request.path)
-        guard let stored = endpoint.stored else {
-            throw OpenAIError(status: 403, message: "An admin key may only list, read and delete stored objects.",
-                              type: "permission_error", param: nil, code: "admin_key")
-        }
+        guard let stored = endpoint.stored else { throw Self.cleanupOnly }
         if stored.id == nil, request.method == "GET" {
-            var query = try ObjectListQuery(request.query)
-            if stored.kind != .file { query.purpose = nil }
-            let (objects, names) = try authenticator.stores.with { store in
-                (try store.objects(kind: stored.kind),
-                 Dictionary(try store.listUsers(includingRemoved: true).map { ($0.id, $0.username) }, uniquingKeysWith: { first, _ in first }))
-            }
+            let query = try ObjectListQuery(request.query, kind: stored.kind)
+            let (objects, names) = try authenticator.stores.with { store in (try store.objects(kind: stored.kind), try store.usernames()) }
             var page = query.page(objects)
             page.owners = names
             return GatewayDecision(.respond(page.response), admin: true)
         }
-        guard let id = stored.id, request.method == "GET" || stored.deletesObject(request.method) else {
-            throw OpenAIError(status: 403, message: "An admin key may only list, read and delete stored objects.",
-                              type: "permission_error", param: nil, code: "admin_key")
-        }
+        guard let id = stored.id, request.method == "GET" || stored.deletesObject(request.method) else { throw Self.cleanupOnly }
         guard id.utf8.count <= StoredObject.maxIDLength,
               let (object, owner) = try authenticator.stores.with({ store -> (StoredObject, StoredUser)? in
                   guard let object = try store.object(id, kind: stored.kind), let owner = try store.user(id: object.userID) else { return nil }

@@ -3,14 +3,16 @@ extension Gateway {
     /// the backend that holds it, when `user` created it through the gateway; nil otherwise, and
     /// then nothing may go to Azure: an id of another user's is answered as one that does not exist.
     func ownedCall(_ call: UpstreamCall, id: String, user: StoredUser) throws -> UpstreamCall? {
+        guard let object = try ownedObject(id, kind: call.readsKind, user: user) else { return nil }
+        return backends.count > 1 ? call.pinned(to: object.backend) : call
+    }
+
+    /// The object `id` of `kind`, when `user` created it through the gateway; nil for anyone
+    /// else's, an unknown one, and an id no object of Azure's has.
+    private func ownedObject(_ id: String, kind: StoredObject.Kind, user: StoredUser) throws -> StoredObject? {
         guard id.utf8.count <= StoredObject.maxIDLength, AzureRoute.isPlainToken(id),
-              let object = try authenticator.stores.with({ try $0.object(id, kind: call.readsKind) }), object.userID == user.id else {
-            return nil
-        }
-        guard backends.count > 1 else { return call }
-        guard var held = ([call] + call.fallbacks).first(where: { $0.backendName == object.backend }) else { return nil }
-        held.fallbacks = []  // no other backend has it
-        return held
+              let object = try authenticator.stores.with({ try $0.object(id, kind: kind) }), object.userID == user.id else { return nil }
+        return object
     }
 
     /// Records that the user of `call` created the stored object `id` (of `call.creates`), on
@@ -33,9 +35,8 @@ extension Gateway {
     /// `GET /v1/files`, `GET /v1/vector_stores`: the caller's own, from the store, paged as
     /// OpenAI pages them.
     func objectList(_ request: GatewayRequest, kind: StoredObject.Kind, user: StoredUser) throws -> GatewayResponse {
-        var query = try ObjectListQuery(request.query)
-        if kind != .file { query.purpose = nil }
-        let objects = try authenticator.stores.with { try $0.objects(of: user.id, kind: kind) }
+        let query = try ObjectListQuery(request.query, kind: kind)
+        let objects = try authenticator.stores.with { try $0.objects(kind: kind, of: user.id) }
         return query.page(objects).response
     }
 
@@ -45,8 +46,7 @@ extension Gateway {
     /// Responses and vector-store bodies name objects; any other call passes as it is. In place:
     /// every model request passes here, and a copy of the call costs more than the check.
     func checkReferencedObjects(_ call: inout UpstreamCall, user: StoredUser) throws -> OpenAIError? {
-        guard call.route.kind == .chat || call.route.kind == .responses || call.route.operation == "vector_stores",
-              ObjectReferences.mayName(call.body) else { return nil }
+        guard call.route.kind == .chat || call.route.kind == .responses || call.route.operation == "vector_stores" else { return nil }
         let references: ObjectReferences
         do {
             references = try ObjectReferences.scan(call.body)
@@ -55,17 +55,11 @@ extension Gateway {
         }
         guard !references.isEmpty else { return nil }
         // The gateway makes no conversations, containers or item references: none is the caller's.
-        if let other = references.foreign.first {
-            let shown = other.id.utf8.count <= StoredObject.maxIDLength ? other.id : String(decoding: other.id.utf8.prefix(StoredObject.maxIDLength), as: UTF8.self)
-            return OpenAIError.invalidRequest("No \(other.kind) found with id '\(shown)'.", code: "not_found", status: 404)
-        }
+        if let other = references.foreign.first { return StoredObject.notFound(other.kind, id: other.id) }
         // A call on a stored object goes to its backend already: what it names must be there too.
         var holder: String? = call.reads != nil && backends.count > 1 ? call.backendName : nil
         for (id, kind) in references.fileIDs.map({ ($0, StoredObject.Kind.file) }) + references.vectorStoreIDs.map({ ($0, .vectorStore) }) {
-            guard id.utf8.count <= StoredObject.maxIDLength, AzureRoute.isPlainToken(id),
-                  let object = try authenticator.stores.with({ try $0.object(id, kind: kind) }), object.userID == user.id else {
-                return StoredObject.notFound(kind, id: id)
-            }
+            guard let object = try ownedObject(id, kind: kind, user: user) else { return StoredObject.notFound(kind, id: id) }
             if let holder, holder != object.backend {
                 return OpenAIError.invalidRequest("The objects a request names must be on one backend; '\(id)' is on another.",
                                                   param: kind == .file ? "file_id" : "vector_store_ids")
@@ -73,11 +67,10 @@ extension Gateway {
             holder = object.backend
         }
         guard backends.count > 1, let holder, call.backendName != holder || !call.fallbacks.isEmpty else { return nil }
-        guard var held = ([call] + call.fallbacks).first(where: { $0.backendName == holder }) else {
+        guard let held = call.pinned(to: holder) else {
             return OpenAIError(status: 503, message: "The backend holding the objects this request names cannot serve it now.",
                                type: "server_error", param: nil, code: "backend_unavailable")
         }
-        held.fallbacks = []  // no other backend has them
         call = held
         return nil
     }

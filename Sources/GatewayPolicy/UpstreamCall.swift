@@ -57,6 +57,14 @@ public struct UpstreamCall: Sendable {
         self.fallbacks = fallbacks
     }
 
+    /// This call, or the one of its fallbacks, for `backend` alone: what names an object that
+    /// backend holds may go nowhere else. Nil when neither goes there (it rests).
+    public func pinned(to backend: String) -> UpstreamCall? {
+        guard var held = ([self] + fallbacks).first(where: { $0.backendName == backend }) else { return nil }
+        held.fallbacks = []
+        return held
+    }
+
     /// What rests and has a circuit in `BackendHealth`.
     public var healthKey: String { backendName + "/" + route.deployment }
 }

@@ -19,11 +19,13 @@ extension UsageStore {
             .first
     }
 
-    /// The objects of `kind` that `userID` created, oldest first, with what Azure answered.
-    public func objects(of userID: Int64, kind: StoredObject.Kind) throws -> [StoredObject] {
-        try statement("SELECT id, backend, data FROM objects WHERE user_id = ?1 AND kind = ?2 ORDER BY created_ms, id")
-            .rows([.int(userID), .text(kind.rawValue)]) {
-                StoredObject(id: $0.text(0), kind: kind, userID: userID, backend: $0.text(1), snapshot: $0.optionalText(2).map { Array($0.utf8) })
+    /// The objects of `kind` that `userID` created (every user's without one), oldest first, with
+    /// what Azure answered.
+    public func objects(kind: StoredObject.Kind, of userID: Int64? = nil) throws -> [StoredObject] {
+        let owner = userID == nil ? "" : " AND user_id = ?2"
+        return try statement("SELECT id, backend, data, user_id FROM objects WHERE kind = ?1\(owner) ORDER BY created_ms, id")
+            .rows([.text(kind.rawValue)] + (userID.map { [.int($0)] } ?? [])) {
+                StoredObject(id: $0.text(0), kind: kind, userID: $0.int(3), backend: $0.text(1), snapshot: $0.optionalText(2).map { Array($0.utf8) })
             }
     }
 
@@ -41,16 +43,13 @@ extension UsageStore {
         }
     }
 
-    /// Every user's objects of `kind`, oldest first, with what Azure answered (for admin keys).
-    public func objects(kind: StoredObject.Kind) throws -> [StoredObject] {
-        try statement("SELECT id, backend, data, user_id FROM objects WHERE kind = ?1 ORDER BY created_ms, id")
-            .rows([.text(kind.rawValue)]) {
-                StoredObject(id: $0.text(0), kind: kind, userID: $0.int(3), backend: $0.text(1), snapshot: $0.optionalText(2).map { Array($0.utf8) })
-            }
-    }
-
     /// The user with `id`, removed or not (the owner of an object).
     public func user(id: Int64) throws -> StoredUser? {
         try statement("SELECT \(Self.userColumns) FROM users WHERE id = ?1").rows([.int(id)], Self.user).first
+    }
+
+    /// Every user's name by id, removed users included (the owners of objects).
+    public func usernames() throws -> [Int64: String] {
+        Dictionary(uniqueKeysWithValues: try listUsers(includingRemoved: true).map { ($0.id, $0.username) })
     }
 }

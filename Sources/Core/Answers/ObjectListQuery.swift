@@ -13,8 +13,9 @@ struct ObjectListQuery: Equatable {
     /// OpenAI's default and largest page of files.
     static let defaultLimit = 10_000
 
-    /// The query string's paging; a 400 naming the parameter when one is malformed.
-    init(_ query: String) throws {
+    /// The query string's paging for a list of `kind`; a 400 naming the parameter when one is
+    /// malformed. `purpose` filters files only.
+    init(_ query: String, kind: StoredObject.Kind) throws {
         if let text = Gateway.queryValue("limit", in: query) {
             guard let value = Int(text), (1...Self.defaultLimit).contains(value) else {
                 throw OpenAIError.invalidRequest("limit must be an integer from 1 to \(Self.defaultLimit).", param: "limit")
@@ -26,14 +27,8 @@ struct ObjectListQuery: Equatable {
             ascending = text == "asc"
         }
         after = Gateway.queryValue("after", in: query).flatMap { $0.isEmpty ? nil : $0 }
+        guard kind == .file else { return }
         purpose = Gateway.queryValue("purpose", in: query).flatMap { $0.isEmpty ? nil : $0.removingPercentEncoding ?? $0 }
-    }
-
-    init(limit: Int = ObjectListQuery.defaultLimit, after: String? = nil, ascending: Bool = false, purpose: String? = nil) {
-        self.limit = limit
-        self.after = after
-        self.ascending = ascending
-        self.purpose = purpose
     }
 
     /// The page of `objects` (the caller's own, oldest first) this query asks for.

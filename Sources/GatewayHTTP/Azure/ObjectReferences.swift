@@ -74,8 +74,9 @@ public struct ObjectReferences: Sendable, Equatable {
     /// Each starts with a byte rare in a chat body (`_`, `v`) or is long enough to fail fast.
     private static let markers = ["_id", "_ref", "ntainer", "nversation"].map { Array($0.utf8) }
 
-    /// Every member at every depth (as deep as the scanner allows).
-    private mutating func walk(_ scanner: inout JSONScanner) throws {
+    /// Every member at every depth (as deep as the scanner allows); the object reached as a
+    /// `conversation`'s value names that conversation by its `id`.
+    private mutating func walk(_ scanner: inout JSONScanner, conversation: Bool = false) throws {
         var type: String?
         var itemID: String?
         let isObject = try scanner.readMembers { key, scanner in
@@ -91,17 +92,8 @@ public struct ObjectReferences: Sendable, Equatable {
                     let id = scanner.string(value)
                     // `"container": "auto"` asks Azure for a new one.
                     if !(kind == "container" && id == "auto") { foreign.append(Foreign(kind: kind, id: id)) }
-                } else if kind == "conversation" {
-                    // `{"id": "conv_..."}`: the id is what it names.
-                    var nested = ObjectReferences()
-                    var id: String?
-                    _ = try scanner.readMembers { key, scanner in
-                        if scanner.key(key, is: "id"), let value = try scanner.readString() { id = scanner.string(value) } else { try nested.walk(&scanner) }
-                    }
-                    if let id { foreign.append(Foreign(kind: kind, id: id)) }
-                    merge(nested)
                 } else {
-                    try walk(&scanner)
+                    try walk(&scanner, conversation: kind == "conversation")
                 }
             } else if scanner.key(key, is: "type") {
                 if let value = try scanner.readString() { type = scanner.string(value) }
@@ -113,15 +105,11 @@ public struct ObjectReferences: Sendable, Equatable {
         }
         if isObject {
             if type == "item_reference" { foreign.append(Foreign(kind: "item", id: itemID ?? "")) }
+            // `"conversation": {"id": "conv_..."}`.
+            if conversation, let itemID { foreign.append(Foreign(kind: "conversation", id: itemID)) }
             return
         }
         try scanner.readElements { try walk(&$0) }
-    }
-
-    private mutating func merge(_ other: ObjectReferences) {
-        fileIDs += other.fileIDs
-        vectorStoreIDs += other.vectorStoreIDs
-        foreign += other.foreign
     }
 
     /// A string, or nil for `null`; anything else is a value Azure would not read as an id.

@@ -38,9 +38,14 @@ public struct StoredObject: Sendable, Equatable {
 
     /// The 404 for an id its user may not see, the same as for one that does not exist.
     public static func notFound(_ kind: Kind, id: String) -> OpenAIError {
+        notFound(kind.noun, id: id)
+    }
+
+    /// The same for a thing the gateway makes none of (a conversation, a container), named `noun`.
+    public static func notFound(_ noun: String, id: String) -> OpenAIError {
         // An id is echoed only as far as one can be long: a megabyte of "id" gets no megabyte back.
         let shown = id.utf8.count <= maxIDLength ? id : String(decoding: id.utf8.prefix(maxIDLength), as: UTF8.self) + "…"
-        return OpenAIError.invalidRequest("No \(kind.noun) found with id '\(shown)'.", code: "not_found", status: 404)
+        return OpenAIError.invalidRequest("No \(noun) found with id '\(shown)'.", code: "not_found", status: 404)
     }
 
     /// The string member `name` of `snapshot`, read as JSON; nil when there is none.

@@ -25,7 +25,7 @@ extension ChatAzureFCGI {
         func run() throws {
             let config = try options.load()
             let store = try options.openStore(config)
-            let users = Dictionary(try store.listUsers(includingRemoved: true).map { ($0.id, $0.username) }, uniquingKeysWith: { first, _ in first })
+            let users = try store.usernames()
             let objects = try store.allObjects().filter { object in
                 (kind.map { object.object.kind.rawValue == $0 } ?? true) && (user.map { users[object.object.userID] == $0 } ?? true)
             }
