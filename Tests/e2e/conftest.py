@@ -62,6 +62,19 @@ def free_port():
         return s.getsockname()[1]
 
 
+# Sockets held bound for the whole run, so the ports `refused_port` hands out stay unused.
+_held_ports = []
+
+
+def refused_port():
+    """A port that refuses connections for the rest of the run: bound, never listening. A port
+    from free_port() may be handed out again (to nginx, say) before the test connects to it."""
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    _held_ports.append(held)
+    return held.getsockname()[1]
+
+
 def wait_for(check, timeout=10.0, what="condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -9,7 +9,7 @@ import time
 import openai
 import pytest
 
-from conftest import AZURE_KEY, USERS, Emulator, Gateway, free_port, wait_for
+from conftest import AZURE_KEY, Emulator, Gateway, USERS, refused_port, wait_for
 
 KEY = USERS["alice"]
 ENTRA = ["--entra-tenant", "tenant1", "--entra-client-id", "client1", "--entra-client-secret", "s3cret-entra-value",
@@ -234,7 +234,7 @@ def test_managed_identity_tokens_work(tmp_path, west):
 
 
 def test_a_backend_that_cannot_be_reached_is_passed_over(tmp_path, east):
-    dead = f"http://127.0.0.1:{free_port()}"
+    dead = f"http://127.0.0.1:{refused_port()}"
     gateway = gateway_with(tmp_path, "dead", backends_yaml(key_backend("gone", dead), key_backend("east", east.url, priority=2)))
     try:
         assert ask(gateway, "alive").choices[0].message.content == "Echo: alive"

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import openai
 import pytest
 
-from conftest import AZURE_KEY, BIN, USERS, Gateway, free_port, http_json, wait_for
+from conftest import AZURE_KEY, BIN, Gateway, USERS, http_json, refused_port, wait_for
 
 
 def write(path, text):
@@ -133,7 +133,7 @@ def test_keep_conn_pool_smaller_than_nginx_keepalive_does_not_stall(tmp_path, em
 
 
 def test_unreachable_upstream_is_502_quickly(tmp_path):
-    dead = f"http://127.0.0.1:{free_port()}"
+    dead = f"http://127.0.0.1:{refused_port()}"
     gateway = Gateway(tmp_path / "gw", dead, processes=1, workers=2)
     try:
         client = gateway.client(USERS["alice"])

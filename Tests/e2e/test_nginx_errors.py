@@ -6,7 +6,7 @@ import threading
 import openai
 import pytest
 
-from conftest import USERS, Gateway, free_port
+from conftest import Gateway, USERS, refused_port
 from test_auth import assert_openai_error
 
 
@@ -86,7 +86,7 @@ def test_malformed_chunked_body_is_json_400(gateway):
 
 def test_stopped_gateway_is_json_502_and_the_gateways_own_502_passes(tmp_path):
     # Azure unreachable: the gateway answers 502 itself, and nginx must not replace that answer.
-    gateway = Gateway(tmp_path / "gw", f"http://127.0.0.1:{free_port()}", processes=1, workers=2)
+    gateway = Gateway(tmp_path / "gw", f"http://127.0.0.1:{refused_port()}", processes=1, workers=2)
     try:
         client = gateway.client(USERS["alice"])
         with pytest.raises(openai.APIStatusError) as raised:
