@@ -220,6 +220,20 @@ http {{
     def usage(self):
         return {row["username"]: row for row in json.loads(self.cli("usage", "--json").stdout)}
 
+    def usage_when(self, check, what="the ledger", timeout=10.0):
+        """The usage once `check(usage)` holds: a worker commits counts a few ms after the
+        client has its answer, so a test reading the ledger right after must wait for it."""
+        seen = {}
+
+        def holds():
+            seen["usage"] = self.usage()
+            return check(seen["usage"])
+        try:
+            wait_for(holds, timeout=timeout, what=what)
+        except AssertionError as error:
+            raise AssertionError(f"{error}; usage was {seen.get('usage')}") from None
+        return seen["usage"]
+
     def client(self, key, **options):
         options = {"max_retries": 0, "timeout": 30, **options}
         return openai.OpenAI(base_url=self.url + "/v1", api_key=key, **options)
