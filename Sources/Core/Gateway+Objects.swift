@@ -23,8 +23,16 @@ extension Gateway {
         if let reads = call.reads, reads != id { return }
         // Only a JSON object is kept: a list embeds it as it is.
         let snapshot = object.flatMap { StoredObject.isJSONObject($0) ? $0 : nil }
-        let object = StoredObject(id: id, kind: call.creates, userID: call.user.id, backend: call.backendName, snapshot: snapshot)
-        try authenticator.stores.with { try $0.recordObject(object, nowMs: nowMs) }
+        let object = StoredObject(id: id, kind: call.creates, userID: call.user.id, backend: call.backendName, snapshot: snapshot,
+                                  model: call.objectModel)
+        let batchFiles = call.creates == .batch ? snapshot.map(StoredObject.batchFiles) ?? [] : []
+        try authenticator.stores.with { store in
+            try store.recordObject(object, ended: call.creates == .batch && snapshot.map(StoredObject.batchEnded) == true, nowMs: nowMs)
+            // Azure makes a batch's output and error files: they are its owner's, on its backend.
+            for file in batchFiles {
+                try store.recordObject(StoredObject(id: file, kind: .file, userID: call.user.id, backend: call.backendName), nowMs: nowMs)
+            }
+        }
     }
 
     /// Forgets the object `id`, which Azure deleted.
@@ -46,7 +54,8 @@ extension Gateway {
     /// Responses and vector-store bodies name objects; any other call passes as it is. In place:
     /// every model request passes here, and a copy of the call costs more than the check.
     func checkReferencedObjects(_ call: inout UpstreamCall, user: StoredUser) throws -> OpenAIError? {
-        guard call.route.kind == .chat || call.route.kind == .responses || call.route.operation == "vector_stores" else { return nil }
+        guard call.route.kind == .chat || call.route.kind == .responses || call.route.operation == "vector_stores"
+                || call.startsBilledWork else { return nil }
         let references: ObjectReferences
         do {
             references = try ObjectReferences.scan(call.body)
@@ -58,13 +67,22 @@ extension Gateway {
         if let other = references.foreign.first { return StoredObject.notFound(other.kind, id: other.id) }
         // A call on a stored object goes to its backend already: what it names must be there too.
         var holder: String? = call.reads != nil && backends.count > 1 ? call.backendName : nil
+        var files: [StoredObject] = []
         for (id, kind) in references.fileIDs.map({ ($0, StoredObject.Kind.file) }) + references.vectorStoreIDs.map({ ($0, .vectorStore) }) {
             guard let object = try ownedObject(id, kind: kind, user: user) else { return StoredObject.notFound(kind, id: id) }
+            if kind == .file { files.append(object) }
             if let holder, holder != object.backend {
                 return OpenAIError.invalidRequest("The objects a request names must be on one backend; '\(id)' is on another.",
                                                   param: kind == .file ? "file_id" : "vector_store_ids")
             }
             holder = object.backend
+        }
+        if call.startsBilledWork {
+            do {
+                call.objectModel = try Self.batchModel(files, prices: policy.prices)
+            } catch let refusal as OpenAIError {
+                return refusal
+            }
         }
         guard backends.count > 1, let holder, call.backendName != holder || !call.fallbacks.isEmpty else { return nil }
         guard let held = call.pinned(to: holder) else {

@@ -7,9 +7,10 @@ extension Gateway {
     func objectCall(_ request: GatewayRequest, stored: Endpoint.StoredPath, user: StoredUser, backend: PlannedBackend,
                     readBody: (Int) throws -> [UInt8]) throws -> UpstreamCall {
         let url = AzureURL.v1(stored.upstreamPath, azure: backend.backend.settings)
-        let route = AzureRoute(operation: stored.kind.rawValue + "s", model: "-", deployment: "-", streaming: false, servedAs: [])
+        let route = AzureRoute(operation: stored.kind.collection, model: "-", deployment: "-", streaming: false, servedAs: [])
         var body: [UInt8] = []
         var contentType: String?
+        var objectModel: String?
         switch stored.body(for: request.method) {
         case .none: break
         case .json:
@@ -18,6 +19,7 @@ extension Gateway {
             // Read as the gateway reads every JSON body (one UTF-8 object, bounded depth, no NaN),
             // so the objects it names are read as Azure will read them, or it goes nowhere.
             _ = try JSONRequestBody(body)
+            if stored.kind == .batch, stored.id == nil { try Self.checkBatchRequest(body) }
             contentType = "application/json"
         case .multipart:
             body = try readBody(maxBody)
@@ -27,22 +29,43 @@ extension Gateway {
             guard let purpose = try MultipartForm.uniqueField("purpose", in: body, boundary: boundary), !purpose.isEmpty else {
                 throw OpenAIError.invalidRequest("Missing required parameter: 'purpose'.", param: "purpose")
             }
+            (body, objectModel) = try uploadForm(body, boundary: boundary, purpose: purpose, user: user, backend: backend)
             contentType = type
-        }
-        var shaping = ResponseShaping.unchanged
-        // Creating an object: its owner is recorded from the answer, with the answer for lists;
-        // reading or changing it: the answer refreshes what lists show.
-        if stored.rest.isEmpty, request.method == "POST" || (request.method == "GET" && stored.id != nil) {
-            shaping.readsCreatedID = true
-            shaping.keepsCreatedObject = true
         }
         var call = UpstreamCall(method: request.method, url: url,
                                 headers: upstreamHeaders(request, contentType: contentType, bodyCount: body.count, backend: backend.backend),
-                                body: body, route: route, shaping: shaping, user: user)
+                                body: body, route: route, shaping: Self.objectShaping(stored, method: request.method), user: user)
         call.creates = stored.kind
         call.reads = stored.id
         call.readsKind = stored.kind
         call.deletes = stored.deletesObject(request.method)
+        call.objectModel = objectModel
+        call.startsBilledWork = stored.kind == .batch && stored.id == nil
         return call
+    }
+
+    /// A GET of `path` under the v1 API of backend `index` that the gateway makes itself, on
+    /// `owner`'s behalf (a batch's poll): no client, no model.
+    func backgroundCall(_ path: String, owner: StoredUser, backend index: Int) -> UpstreamCall {
+        let backend = backends[index].backend
+        var call = UpstreamCall(method: "GET", url: AzureURL.v1(path, azure: backend.settings), headers: [authorization(backend)], body: [],
+                                route: AzureRoute(operation: "batches", model: "-", deployment: "-", streaming: false, servedAs: []),
+                                shaping: .unchanged, user: owner)
+        call.backend = index
+        call.backendName = backend.name
+        return call
+    }
+
+    /// Creating an object: its owner is recorded from the answer, with the answer for lists;
+    /// reading or changing it (a batch's cancel answers the batch too): the answer refreshes what
+    /// lists show, and what the gateway knows of a batch's end.
+    private static func objectShaping(_ stored: Endpoint.StoredPath, method: String) -> ResponseShaping {
+        var shaping = ResponseShaping.unchanged
+        let isObject = stored.rest.isEmpty || (stored.kind == .batch && stored.rest == "/cancel")
+        if isObject, method == "POST" || (method == "GET" && stored.id != nil) {
+            shaping.readsCreatedID = true
+            shaping.keepsCreatedObject = true
+        }
+        return shaping
     }
 }

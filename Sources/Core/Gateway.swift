@@ -33,6 +33,8 @@ public struct Gateway: Sendable {
         var targets: [String: [String: Target]]
         /// What each of its deployments is checked and priced as.
         var models: DeploymentModels
+        /// The same for its batch deployments (`batch-deployments`).
+        var batchModels: DeploymentModels
     }
 
     /// A route with its URL.
@@ -77,7 +79,8 @@ public struct Gateway: Sendable {
     static func plan(_ config: GatewayConfig) -> [PlannedBackend] {
         config.azure.effectiveBackends.map { backend in
             let models = DeploymentModels(deployments: backend.settings.deployments, prices: config.prices)
-            return PlannedBackend(backend: backend, targets: planTargets(backend.settings, models: models), models: models)
+            return PlannedBackend(backend: backend, targets: planTargets(backend.settings, models: models), models: models,
+                                  batchModels: DeploymentModels(deployments: backend.settings.batchDeploymentMap, prices: config.prices))
         }
     }
 
@@ -191,11 +194,7 @@ public struct Gateway: Sendable {
     func upstreamHeaders(_ request: GatewayRequest, contentType: String?, bodyCount: Int, backend: AzureBackend) -> [(String, String)] {
         var headers: [(String, String)] = []
         headers.reserveCapacity(4)
-        if backend.auth == .apiKey {
-            headers.append(("api-key", backend.settings.apiKey))
-        } else {
-            headers.append(("Authorization", "Bearer " + (tokens.token(for: backend.name)?.value ?? "")))
-        }
+        headers.append(authorization(backend))
         if let contentType { headers.append(("Content-Type", contentType)) }
         if let accept = request.headers[.accept] { headers.append(("Accept", accept)) }
         // libcurl adds Expect: 100-continue to bodies over 1 MB (EXPECT_100_THRESHOLD) and waits a
@@ -203,6 +202,12 @@ public struct Gateway: Sendable {
         // every custom header, so one more costs every request.
         if bodyCount > Self.expectThreshold { headers.append(("Expect", "")) }
         return headers
+    }
+
+    /// The backend's key, or its Entra token.
+    func authorization(_ backend: AzureBackend) -> (String, String) {
+        backend.auth == .apiKey ? ("api-key", backend.settings.apiKey)
+            : ("Authorization", "Bearer " + (tokens.token(for: backend.name)?.value ?? ""))
     }
 
     /// Bodies larger than this get Expect: 100-continue from libcurl unless told otherwise.

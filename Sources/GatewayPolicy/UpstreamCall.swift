@@ -26,6 +26,12 @@ public struct UpstreamCall: Sendable {
     public var creates = StoredObject.Kind.response
     /// The request deletes `reads`: once Azure answers 200, the gateway forgets it.
     public var deletes = false
+    /// What the usage the created object leads to is charged as (`StoredObject.model`): a batch
+    /// input file's model, and the batch's made from it.
+    public var objectModel: String? = nil
+    /// The call starts work billed when it ends (a batch): it uses no model itself, but a user
+    /// with no room left in a day or month quota or budget may not start it.
+    public var startsBilledWork = false
     /// What the request reserved against the user's limits; nil for a user without limits.
     public var reservation: Reservation? = nil
     /// Fields the client's response head carries besides Azure's (the user's rate-limit headers).

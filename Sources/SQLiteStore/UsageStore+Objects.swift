@@ -1,21 +1,27 @@
 extension UsageStore {
     /// Records that `object.userID` created `object`; the first record of an id stands, and only
-    /// its owner's later answer (a read or change of it) replaces what it keeps for lists.
-    public func recordObject(_ object: StoredObject, nowMs: Int64) throws {
+    /// its owner's later answer (a read or change of it) replaces what it keeps for lists. With
+    /// `ended` (a batch Azure says has ended), the batch is due to be settled at once.
+    public func recordObject(_ object: StoredObject, ended: Bool = false, nowMs: Int64) throws {
         try write {
             try statement("""
-                INSERT INTO objects (id, kind, user_id, backend, created_ms, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                ON CONFLICT (id) DO UPDATE SET data = excluded.data
+                INSERT INTO objects (id, kind, user_id, backend, created_ms, data, model, ended, checked_ms)
+                VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, CASE WHEN ?8 = 1 THEN 0 ELSE ?5 END)
+                ON CONFLICT (id) DO UPDATE SET data = excluded.data, ended = max(objects.ended, excluded.ended),
+                  checked_ms = CASE WHEN excluded.ended = 1 AND objects.ended = 0 THEN 0 ELSE objects.checked_ms END
                 WHERE objects.user_id = excluded.user_id AND objects.kind = excluded.kind AND excluded.data IS NOT NULL
                 """).run([.text(object.id), .text(object.kind.rawValue), .int(object.userID), .text(object.backend), .int(nowMs),
-                          object.snapshot.map { .text(String(decoding: $0, as: UTF8.self)) } ?? .null])
+                          object.snapshot.map { .text(String(decoding: $0, as: UTF8.self)) } ?? .null,
+                          object.model.map { .text($0) } ?? .null, .int(ended ? 1 : 0)])
         }
     }
 
-    /// The object of `id` and `kind` created through the gateway, if any.
+    /// The object of `id` and `kind` created through the gateway, if any, with what it is charged as.
     public func object(_ id: String, kind: StoredObject.Kind) throws -> StoredObject? {
-        try statement("SELECT user_id, backend FROM objects WHERE id = ?1 AND kind = ?2")
-            .rows([.text(id), .text(kind.rawValue)]) { StoredObject(id: id, kind: kind, userID: $0.int(0), backend: $0.text(1)) }
+        try statement("SELECT user_id, backend, model FROM objects WHERE id = ?1 AND kind = ?2")
+            .rows([.text(id), .text(kind.rawValue)]) {
+                StoredObject(id: id, kind: kind, userID: $0.int(0), backend: $0.text(1), model: $0.optionalText(2))
+            }
             .first
     }
 

@@ -1,5 +1,5 @@
 extension UsageStore {
-    static let schemaVersion: Int32 = 7
+    static let schemaVersion: Int32 = 8
 
     static func migrate(_ connection: SQLiteConnection) throws {
         try SQLiteConnection.retryingWhileBusy(milliseconds: 5000) { try migrateOnce(connection) }
@@ -38,6 +38,17 @@ extension UsageStore {
             if version < 7 {
                 // Azure's answer that created an object, for the lists the gateway answers itself.
                 try connection.execute("ALTER TABLE objects ADD COLUMN data TEXT")
+            }
+            if version < 8 {
+                // What a batch (and its input file) is charged as, whether Azure said it ended,
+                // when a process last claimed it to look, and whether its usage is in the ledger.
+                try connection.execute("""
+                    ALTER TABLE objects ADD COLUMN model TEXT;
+                    ALTER TABLE objects ADD COLUMN ended INTEGER NOT NULL DEFAULT 0;
+                    ALTER TABLE objects ADD COLUMN checked_ms INTEGER NOT NULL DEFAULT 0;
+                    ALTER TABLE objects ADD COLUMN settled INTEGER NOT NULL DEFAULT 0;
+                    CREATE INDEX objects_unsettled_batches ON objects (checked_ms) WHERE kind = 'batch' AND settled = 0;
+                    """)
             }
             // The Go original's users, kept aside by createVersion1, imported once the ledger exists.
             let legacy = try connection.prepare("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'legacy_users'")

@@ -51,7 +51,7 @@ import Testing
         func decide(_ method: String, _ path: String) -> GatewayDecision {
             gateway.decide(GatewayRequest(method: method, path: path, headers: ["authorization": "Bearer alice-key-1",
                                                                                  "content-type": "multipart/form-data; boundary=B"])) { _ in
-                Array("--B\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n--B--\r\n".utf8)
+                Array("--B\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nassistants\r\n--B--\r\n".utf8)
             }
         }
         guard case .forward(let upload) = decide("POST", "/v1/files").action else { Issue.record("not forwarded"); return }

@@ -21,7 +21,9 @@ import Testing
     static func upload(purpose: String?) -> String {
         var body = ""
         if let purpose { body += "--\(boundary)\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\n\(purpose)\r\n" }
-        body += "--\(boundary)\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.jsonl\"\r\n\r\n{}\r\n--\(boundary)--\r\n"
+        // A batch file must hold requests Azure's batches run.
+        let content = purpose == "batch" ? #"{"custom_id":"1","url":"/v1/chat/completions","body":{"model":"gpt-4o","messages":[]}}"# : "{}"
+        body += "--\(boundary)\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.jsonl\"\r\n\r\n\(content)\r\n--\(boundary)--\r\n"
         return body
     }
 
@@ -179,7 +181,7 @@ import Testing
         let routes: [(String, String, Endpoint.Body)] = [
             ("POST", "vector_stores", .json), ("GET", "vector_stores/vs_1", .none), ("POST", "vector_stores/vs_1", .json),
             ("DELETE", "vector_stores/vs_1", .none), ("POST", "vector_stores/vs_1/files", .json),
-            ("GET", "vector_stores/vs_1/files/file-1/content", .none), ("POST", "vector_stores/vs_1/file_batches/b1/cancel", .json),
+            ("GET", "vector_stores/vs_1/files/file-1/content", .none), ("POST", "vector_stores/vs_1/file_batches/b1/cancel", .none),
             ("POST", "vector_stores/vs_1/search", .json), ("POST", "files", .multipart),
         ]
         for (method, path, body) in routes {

@@ -74,7 +74,7 @@ def test_a_file_round_trips_for_its_owner_alone(gw, azure):
 def test_lists_page_through_each_users_own_files_exactly_once(gw):
     # Two users with no files before: 7 and 5 of their own.
     owners = {"dora": 7, "count1": 5}
-    made = {name: {client(gw, name).files.create(file=(f"{name}{index}.jsonl", b"{}\n"), purpose="batch").id for index in range(count)}
+    made = {name: {client(gw, name).files.create(file=(f"{name}{index}.jsonl", b"{}\n"), purpose="assistants").id for index in range(count)}
             for name, count in owners.items()}
     for name, count in owners.items():
         api = client(gw, name)

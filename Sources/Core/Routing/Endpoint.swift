@@ -28,7 +28,7 @@ public struct Endpoint: Sendable, Equatable {
     /// A path to stored objects of the v1 API (`files…`), else nil.
     var stored: StoredPath? = nil
 
-    /// A path under `files` or `vector_stores`: the collection, one object, or a path under it.
+    /// A path under `files`, `batches` or `vector_stores`: the collection, one object, or a path under it.
     struct StoredPath: Sendable, Equatable {
         var kind: StoredObject.Kind
         /// Nil for the collection (list, create).
@@ -38,6 +38,8 @@ public struct Endpoint: Sendable, Equatable {
 
         /// `files`: the collection, `{id}`, `{id}/content`.
         private static let fileRests: [[String]: Set<String>] = [[]: ["GET", "DELETE"], ["content"]: ["GET"]]
+        /// `batches`: `{id}`, `{id}/cancel`.
+        private static let batchRests: [[String]: Set<String>] = [[]: ["GET"], ["cancel"]: ["POST"]]
         /// `vector_stores`: `{id}` and what lies under it; `*` stands for an id.
         private static let vectorStoreRests: [[String]: Set<String>] = [
             []: ["GET", "POST", "DELETE"], ["files"]: ["GET", "POST"], ["files", "*"]: ["GET", "POST", "DELETE"],
@@ -48,11 +50,13 @@ public struct Endpoint: Sendable, Equatable {
         /// The stored path `operation` names, if any; every segment a plain token.
         static func parse(_ operation: Substring) -> StoredPath? {
             // Every model request passes here: it costs them one prefix check, not a split.
-            guard operation.utf8.starts(with: "files".utf8) || operation.utf8.starts(with: "vector_stores".utf8) else { return nil }
+            guard operation.utf8.starts(with: "files".utf8) || operation.utf8.starts(with: "vector_stores".utf8)
+                    || operation.utf8.starts(with: "batches".utf8) else { return nil }
             let parts = operation.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
             let kind: StoredObject.Kind
             switch parts.first {
             case "files": kind = .file
+            case "batches": kind = .batch
             case "vector_stores": kind = .vectorStore
             default: return nil
             }
@@ -66,22 +70,26 @@ public struct Endpoint: Sendable, Equatable {
         private var methods: Set<String>? {
             guard id != nil else { return ["GET", "POST"] }
             let segments = rest.split(separator: "/").map(String.init)
-            let table = kind == .file ? Self.fileRests : Self.vectorStoreRests
+            let table = switch kind {
+            case .file: Self.fileRests
+            case .batch: Self.batchRests
+            default: Self.vectorStoreRests
+            }
             let shape = segments.enumerated().map { index, segment in index == 1 ? "*" : segment }
             return table[shape]
         }
 
         func allows(_ method: String) -> Bool { methods?.contains(method) ?? false }
 
-        /// A POST carries JSON, but a file upload a form.
+        /// A POST carries JSON, but a file upload a form and a cancel nothing.
         func body(for method: String) -> Endpoint.Body {
-            guard method == "POST" else { return .none }
+            guard method == "POST", !rest.hasSuffix("/cancel") else { return .none }
             return kind == .file && id == nil ? .multipart : .json
         }
 
         /// The path under `/openai/v1/`.
         var upstreamPath: String {
-            (kind == .file ? "files" : "vector_stores") + (id.map { "/" + $0 } ?? "") + rest
+            kind.collection + (id.map { "/" + $0 } ?? "") + rest
         }
 
         /// A DELETE of the object itself, not of something under it.
@@ -103,7 +111,7 @@ public struct Endpoint: Sendable, Equatable {
         let endpoint: Endpoint?
         if path.hasPrefix("/v1/") || path.hasPrefix("/openai/v1/"),
            let stored = StoredPath.parse(path.dropFirst(path.hasPrefix("/v1/") ? 4 : 11)) {
-            endpoint = Endpoint(style: path.hasPrefix("/v1/") ? .openAI : .azureV1, operation: stored.kind.rawValue + "s", item: "",
+            endpoint = Endpoint(style: path.hasPrefix("/v1/") ? .openAI : .azureV1, operation: stored.kind.collection, item: "",
                                 body: stored.body(for: method), stored: stored)
         } else if path.hasPrefix("/v1/") {
             endpoint = operation(String(path.dropFirst("/v1/".count)), style: .openAI)

@@ -1,7 +1,8 @@
 import Foundation
 
 /// The stored objects a body names: every `file_id` (a Responses `input_file` or `input_image`,
-/// a chat `file` content part, a file added to a vector store, at any depth), every id in a
+/// a chat `file` content part, a file added to a vector store, at any depth) and
+/// `input_file_id` (a batch's), every id in a
 /// `file_ids` (a vector store's, a file batch's, a code interpreter's) and in a
 /// `vector_store_ids` (a `file_search` tool); and ids of things the gateway makes none of and
 /// so are nobody's (`foreign`): a Responses `conversation`, a container named by its id, an
@@ -80,8 +81,9 @@ public struct ObjectReferences: Sendable, Equatable {
         var type: String?
         var itemID: String?
         let isObject = try scanner.readMembers { key, scanner in
-            if scanner.key(key, is: "file_id") {
-                if let id = try Self.optionalString(&scanner, key: "file_id") { fileIDs.append(id) }
+            if scanner.key(key, is: "file_id") || scanner.key(key, is: "input_file_id") {
+                let name = scanner.key(key, is: "file_id") ? "file_id" : "input_file_id"
+                if let id = try Self.optionalString(&scanner, key: name) { fileIDs.append(id) }
             } else if scanner.key(key, is: "file_ids") {
                 fileIDs += try Self.strings(&scanner, key: "file_ids")
             } else if scanner.key(key, is: "vector_store_ids") {

@@ -3,7 +3,7 @@
 /// does not know belongs to nobody, and is answered as one that does not exist.
 public struct StoredObject: Sendable, Equatable {
     public enum Kind: String, Sendable {
-        case response, file
+        case response, file, batch
         case vectorStore = "vector_store"
 
         /// As a message names it.
@@ -11,7 +11,18 @@ public struct StoredObject: Sendable, Equatable {
             switch self {
             case .response: "response"
             case .file: "file"
+            case .batch: "batch"
             case .vectorStore: "vector store"
+            }
+        }
+
+        /// The path segment of its collection (`/v1/files`).
+        public var collection: String {
+            switch self {
+            case .response: "responses"
+            case .file: "files"
+            case .batch: "batches"
+            case .vectorStore: "vector_stores"
             }
         }
     }
@@ -24,13 +35,17 @@ public struct StoredObject: Sendable, Equatable {
     /// Azure's answer that created it, a JSON object, for the kinds whose lists the gateway
     /// answers itself (files); nil for the others.
     public var snapshot: [UInt8]?
+    /// What the usage it leads to is charged as: for a batch input file, the model its lines
+    /// name (the dearest, if several); for a batch, its input file's. Nil for everything else.
+    public var model: String?
 
-    public init(id: String, kind: Kind, userID: Int64, backend: String, snapshot: [UInt8]? = nil) {
+    public init(id: String, kind: Kind, userID: Int64, backend: String, snapshot: [UInt8]? = nil, model: String? = nil) {
         self.id = id
         self.kind = kind
         self.userID = userID
         self.backend = backend
         self.snapshot = snapshot
+        self.model = model
     }
 
     /// Longest id kept: Azure's are about 50 bytes; anything longer is no id of theirs.
@@ -59,6 +74,20 @@ public struct StoredObject: Sendable, Equatable {
             }
         }
         return found
+    }
+
+    /// Whether the batch `snapshot` has ended: completed, failed, expired or cancelled.
+    public static func batchEnded(_ snapshot: [UInt8]) -> Bool {
+        stringField("status", in: snapshot).map(endedBatchStates.contains) ?? false
+    }
+
+    static let endedBatchStates: Set<String> = ["completed", "failed", "expired", "cancelled"]
+
+    /// The output and error files the batch `snapshot` names (Azure made them for its owner).
+    public static func batchFiles(_ snapshot: [UInt8]) -> [String] {
+        [stringField("output_file_id", in: snapshot), stringField("error_file_id", in: snapshot)].compactMap { id in
+            id.flatMap { $0.utf8.count <= maxIDLength && AzureRoute.isPlainToken($0) ? $0 : nil }
+        }
     }
 
     /// Whether `snapshot` is one JSON object, as a list may embed it whole.

@@ -66,6 +66,32 @@ public enum MultipartForm {
         (try? uniqueField(name, in: body, boundary: boundary)) ?? nil
     }
 
+    /// `body` with parts changed by `edit`, which gets each part's name and content and returns
+    /// a new name for it (its headers then say only that) and new content, each nil to keep it.
+    /// For the few uploads the gateway rewrites (batch input files); everything else goes as sent.
+    public static func rewritten(_ body: [UInt8], boundary: String,
+                                 edit: (String?, ArraySlice<UInt8>) throws -> (name: String?, content: [UInt8]?)) throws -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(body.count + 1024)
+        var copied = 0
+        try forEachPart(in: body, boundary: boundary) { headers, content in
+            let disposition = try ContentDisposition(headers: headers, in: body)
+            let (name, replacement) = try edit(disposition.name, body[content])
+            if let name {
+                out += body[copied ..< headers.lowerBound]
+                out += Array("Content-Disposition: form-data; name=\"\(name)\"".utf8)
+                copied = headers.upperBound
+            }
+            if let replacement {
+                out += body[copied ..< content.lowerBound]
+                out += replacement
+                copied = content.upperBound
+            }
+        }
+        out += body[copied...]
+        return out
+    }
+
     /// Calls `body` with the header block and the content of each part, in order, up to the
     /// close delimiter. Every byte is looked at a bounded number of times: each search starts
     /// where the last ended.

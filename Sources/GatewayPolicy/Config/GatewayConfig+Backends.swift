@@ -24,6 +24,11 @@ extension SectionParser {
             var backend = AzureBackend(name: name, settings: settings)
             if let node = entry["deployments"] {
                 backend.settings.deployments = try deploymentMap(node, at: "\(at).deployments")
+                // Its own map stands for its batches too, unless it has a batch map of its own.
+                backend.settings.batchDeployments = nil
+            }
+            if let node = entry["batch-deployments"] {
+                backend.settings.batchDeployments = try deploymentMap(node, at: "\(at).batch-deployments")
             }
             if let node = entry["api-version"] { backend.settings.apiVersion = try apiVersion(node, at: "\(at).api-version") }
             if let node = entry["api-style"] {

@@ -34,6 +34,8 @@ public struct ConfigKey: Sendable, Equatable {
 extension GatewayConfig {
     /// Days the per-request log keeps (`log.retention-days`).
     public static let defaultRetentionDays = 30
+    /// `batches.poll-seconds`: ten minutes, as a batch takes hours.
+    public static let defaultBatchPollSeconds = 600
 
     /// The limit keys, both of a user entry and of `limits:`.
     static let limitKeyNames = ["rpm", "tpm", "tokens-per-day", "tokens-per-month", "budget-per-month", "max-parallel"]
@@ -52,6 +54,7 @@ extension GatewayConfig {
             ConfigKey("azure", "api-versions", words: "responses and images/edits 2025-04-01-preview, audio/speech 2025-03-01-preview"),
             ConfigKey("azure", "api-style", value: azure.apiStyle.rawValue),
             ConfigKey("azure", "deployments", words: "none"),
+            ConfigKey("azure", "batch-deployments", words: "azure.deployments"),
             ConfigKey("azure", "connect-timeout-ms", value: AzureSettings.defaultConnectTimeoutMs),
             ConfigKey("azure", "first-byte-timeout-ms", value: AzureSettings.defaultFirstByteTimeoutMs),
             ConfigKey("azure", "idle-timeout-ms", value: AzureSettings.defaultIdleTimeoutMs),
@@ -72,6 +75,7 @@ extension GatewayConfig {
             ConfigKey("azure.backends[]", "imds-endpoint", value: AzureBackend.defaultIMDSEndpoint),
             ConfigKey("azure.backends[]", "scope", value: AzureBackend.defaultScope),
             ConfigKey("azure.backends[]", "deployments", words: "azure.deployments"),
+            ConfigKey("azure.backends[]", "batch-deployments", words: "its deployments, else azure.batch-deployments"),
             ConfigKey("azure.backends[]", "priority", value: AzureBackend.defaultPriority),
             ConfigKey("azure.backends[]", "weight", value: AzureBackend.defaultWeight),
             ConfigKey("azure.backends[]", "api-style", words: "azure.api-style"),
@@ -102,6 +106,7 @@ extension GatewayConfig {
             ConfigKey("prices", "currency", value: Prices.defaultCurrency),
             ConfigKey("prices", "models", words: "none"),
             ConfigKey("prices", "default", words: "none"),
+            ConfigKey("prices", "batch-discount", value: Prices.defaultBatchDiscount),
 
             ConfigKey("prices.models.MODEL", "input", value: 0),
             ConfigKey("prices.models.MODEL", "cached-input", words: "input"),
@@ -111,6 +116,8 @@ extension GatewayConfig {
             ConfigKey("prices.models.MODEL", "minute", words: "none"),
 
             ConfigKey("log", "retention-days", value: GatewayConfig.defaultRetentionDays),
+
+            ConfigKey("batches", "poll-seconds", value: GatewayConfig.defaultBatchPollSeconds),
 
             ConfigKey("admin", "keys", words: "none"),
         ]

@@ -35,11 +35,13 @@ extension GatewayConfig {
             throw ConfigError(file: file, key: "azure", reason: "missing section; it needs at least endpoint and api-key")
         }
         let users = try parser.users(top["users"])
-        return GatewayConfig(
+        var config = GatewayConfig(
             databasePath: databasePath, azure: try parser.azure(azure), users: users,
             fastcgi: try parser.fastcgi(top["fastcgi"]), limits: try parser.limitSettings(top["limits"]),
             prices: try parser.prices(top["prices"]), admin: try parser.admin(top["admin"], users: users),
             retentionDays: try parser.retentionDays(top["log"]), warnings: warnings, file: file)
+        config.batchPollSeconds = try parser.batchPollSeconds(top["batches"])
+        return config
     }
 
     /// What only serving needs: admin commands work without the Azure key.
@@ -96,6 +98,7 @@ struct SectionParser {
         }
         if let node = azure["api-version"] { settings.apiVersion = try apiVersion(node, at: "azure.api-version") }
         if let node = azure["deployments"] { settings.deployments = try deploymentMap(node, at: "azure.deployments") }
+        if let node = azure["batch-deployments"] { settings.batchDeployments = try deploymentMap(node, at: "azure.batch-deployments") }
         if let node = azure["cooldown-seconds"] { settings.cooldownSeconds = try reader.int(node, at: "azure.cooldown-seconds", range: 1...3600) }
         if let node = azure["circuit-failures"] { settings.circuitFailures = try reader.int(node, at: "azure.circuit-failures", range: 1...1000) }
         if let node = azure["api-versions"] {
@@ -254,6 +257,13 @@ struct SectionParser {
         return AdminSettings(keyDigests: digests)
     }
 
+    func batchPollSeconds(_ node: Node?) throws -> Int {
+        guard let node else { return GatewayConfig.defaultBatchPollSeconds }
+        let section = try reader.mapping(node, at: "batches", allowed: GatewayConfig.allowedKeys("batches"))
+        return try section["poll-seconds"].map { try reader.int($0, at: "batches.poll-seconds", range: 10...86_400) }
+            ?? GatewayConfig.defaultBatchPollSeconds
+    }
+
     func retentionDays(_ node: Node?) throws -> Int {
         guard let node else { return GatewayConfig.defaultRetentionDays }
         let section = try reader.mapping(node, at: "log", allowed: GatewayConfig.allowedKeys("log"))
@@ -282,6 +292,13 @@ struct SectionParser {
             }
         }
         if let node = section["default"] { prices.fallback = try price(node, at: "prices.default") }
+        if let node = section["batch-discount"] {
+            let value = try reader.number(node, at: "prices.batch-discount")
+            guard (0...1).contains(value) else {
+                throw ConfigError(file: file, key: "prices.batch-discount", reason: "must be a fraction from 0 to 1, got \(value)")
+            }
+            prices.batchDiscount = value
+        }
         return prices
     }
 

@@ -18,6 +18,8 @@ public struct GatewayConfig: Sendable {
     public var admin: AdminSettings
     /// Days the per-request log keeps (`log.retention-days`); the daily ledger is kept for good.
     public var retentionDays: Int
+    /// Seconds between two looks at a batch that has not ended (`batches.poll-seconds`).
+    public var batchPollSeconds = GatewayConfig.defaultBatchPollSeconds
     /// Things in the file that were accepted but have no effect (e.g. `web.port`).
     public var warnings: [String]
     /// The file this came from, for error messages.
@@ -49,6 +51,9 @@ public struct AzureSettings: Sendable {
     public var apiVersion: String
     /// OpenAI model name -> Azure deployment name; unmapped models are used as deployment names.
     public var deployments: [String: String]
+    /// Model name -> the Global-Batch deployment a batch naming it runs on (`batch-deployments`);
+    /// nil: `deployments`.
+    public var batchDeployments: [String: String]?
     /// Milliseconds to wait for a TCP/TLS connection to Azure; then the client gets a 504
     /// `upstream_timeout` (a refused connection, a failed name lookup or TLS handshake: 502).
     public var connectTimeoutMs: Int
@@ -112,6 +117,9 @@ public struct AzureSettings: Sendable {
     public func deployment(for model: String) -> String {
         deployments[model] ?? model
     }
+
+    /// Where a batch line naming a model goes: `batch-deployments`, else `deployments`.
+    public var batchDeploymentMap: [String: String] { batchDeployments ?? deployments }
 
     /// The api-version for a classic request to `operation`.
     public func apiVersion(for operation: String) -> String {

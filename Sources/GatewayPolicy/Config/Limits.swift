@@ -34,6 +34,11 @@ public struct Limits: Sendable, Equatable, Codable {
         maxParallel != nil || tokensPerDay != nil || tokensPerMonth != nil || budgetPerMonthMicros != nil
     }
 
+    /// The day and month quotas and the budget alone: what work billed later must find room in.
+    public var quotas: Limits {
+        Limits(tokensPerDay: tokensPerDay, tokensPerMonth: tokensPerMonth, budgetPerMonthMicros: budgetPerMonthMicros)
+    }
+
     /// These limits, with `defaults` for the kinds not set here.
     public func over(_ defaults: Limits) -> Limits {
         Limits(rpm: rpm ?? defaults.rpm, tpm: tpm ?? defaults.tpm, tokensPerDay: tokensPerDay ?? defaults.tokensPerDay,
@@ -73,11 +78,28 @@ public struct Prices: Sendable, Equatable {
     public var models: [String: ModelPrice] = [:]
     /// `prices.default`: the price of a model `models` does not name.
     public var fallback: ModelPrice?
+    /// The fraction of the normal price a batch's tokens cost (`prices.batch-discount`), as
+    /// Azure prices Global Batch.
+    public var batchDiscount = Prices.defaultBatchDiscount
+    public static let defaultBatchDiscount = 0.5
 
     public init(currency: String = Prices.defaultCurrency, models: [String: ModelPrice] = [:], fallback: ModelPrice? = nil) {
         self.currency = currency
         self.models = models
         self.fallback = fallback
+    }
+
+    /// Orders prices by what a million prompt and a million completion tokens cost; an unpriced
+    /// model below every priced one.
+    public static func rank(_ price: ModelPrice?) -> Int64 {
+        guard let price else { return -1 }
+        let (sum, overflow) = price.input.addingReportingOverflow(price.output)
+        return overflow ? .max : sum
+    }
+
+    /// The dearest of `models` (by `rank`, then name); nil for none.
+    public func dearest(_ models: some Sequence<String>) -> String? {
+        models.max { (Self.rank(price(for: $0)), $1) < (Self.rank(price(for: $1)), $0) }
     }
 
     /// What `model` costs; nil when it is unpriced (neither named nor a default).

@@ -18,7 +18,7 @@ public struct DeploymentModels: Sendable {
             var groups: [String: Set<String>] = [:]
             for (model, deployment) in deployments { groups[key(deployment), default: []].insert(model) }
             return groups.mapValues { models in
-                models.sorted { (Self.rank(prices.price(for: $0)), $1) > (Self.rank(prices.price(for: $1)), $0) }
+                models.sorted { (Prices.rank(prices.price(for: $0)), $1) > (Prices.rank(prices.price(for: $1)), $0) }
             }
         }
         byDeployment = grouped { $0 }
@@ -32,13 +32,5 @@ public struct DeploymentModels: Sendable {
         guard let models = byDeployment[deployment] ?? byLowercased[deployment.lowercased()] else { return ([deployment], deployment) }
         if let named, models.contains(named) { return (models, named) }
         return (models, models[0])
-    }
-
-    /// Orders prices by what a million prompt and a million completion tokens cost; an unpriced
-    /// model below every priced one.
-    private static func rank(_ price: ModelPrice?) -> Int64 {
-        guard let price else { return -1 }
-        let (sum, overflow) = price.input.addingReportingOverflow(price.output)
-        return overflow ? .max : sum
     }
 }

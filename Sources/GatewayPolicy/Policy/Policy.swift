@@ -48,8 +48,9 @@ public struct Policy: Sendable {
     /// Reserves `call`'s estimate against the user's limits; nil when the user has none (then
     /// nothing is written here). A refusal is an OpenAI-shaped 429.
     package func admit(_ call: UpstreamCall, limits: Limits, admissions: any AdmissionStore, nowMs: Int64) throws -> Result<Reservation?, OpenAIError> {
+        guard !limits.isEmpty else { return .success(nil) }
         // A stored object's upload, read or delete uses no model: no model request to admit.
-        guard !limits.isEmpty, !call.route.servedAs.isEmpty else { return .success(nil) }
+        guard !call.route.servedAs.isEmpty else { return try admitBilledWork(call, limits: limits, admissions: admissions, nowMs: nowMs) }
         let prompt = RequestEstimate.promptTokens(call.body)
         let completion = RequestEstimate.completionTokens(call.body, defaultMax: limitSettings.defaultMaxTokens)
         let cost = charge(call, prompt: prompt, cached: 0, completion: completion, seconds: nil, reportedTokens: false).micros
@@ -58,6 +59,22 @@ public struct Policy: Sendable {
         switch result {
         case .success(var reservation):
             reservation.settlesBeforeEnd = limits.settlesBeforeEnd
+            return .success(reservation)
+        case .failure(let refusal): return .failure(Self.error(refusal, user: call.user.username, currency: prices.currency))
+        }
+    }
+
+    /// A call that starts work billed later (a batch), admitted while each quota has room for a
+    /// token and a micro-unit more: a batch may be big, but a user at a limit starts none.
+    private func admitBilledWork(_ call: UpstreamCall, limits: Limits, admissions: any AdmissionStore,
+                                 nowMs: Int64) throws -> Result<Reservation?, OpenAIError> {
+        let quotas = limits.quotas
+        guard call.startsBilledWork, !quotas.isEmpty else { return .success(nil) }
+        let result = try admissions.admit(userID: call.user.id, model: call.objectModel ?? call.route.charged, limits: quotas,
+                                          tokens: 1, costMicros: 1, nowMs: nowMs)
+        switch result {
+        case .success(var reservation):
+            reservation.settlesBeforeEnd = true
             return .success(reservation)
         case .failure(let refusal): return .failure(Self.error(refusal, user: call.user.username, currency: prices.currency))
         }

@@ -136,7 +136,7 @@ final class WorkerPool: Sendable {
             return 1
         }
         tokens.start()
-        let housekeeper = Housekeeper(gateway: { [currentGateway] in currentGateway.withLock { $0 } })
+        let housekeeper = Housekeeper(gateway: { [currentGateway] in currentGateway.withLock { $0 } }, upstreams: upstreams, logger: logger)
         for _ in 0..<settings.minThreads {
             guard spawn() else {
                 logger.critical("cannot start worker threads: \(String(cString: strerror(errno)))")

@@ -1,0 +1,109 @@
+/// A batch input file (`purpose: batch`, JSON Lines), checked line by line before Azure sees
+/// it, with each line's `body.model` rewritten to the deployment the batch runs on. Azure would
+/// only fail the batch hours later; here a bad line is a 400 naming its number.
+///
+/// Every line is read as JSON, as Azure reads it (a repeated key counts as its last occurrence,
+/// as `JSONRequestBody` reads one): an object with a string `custom_id`, `method` POST when
+/// given, a `url` Azure's batches serve and a `body` object naming a `model`.
+public struct BatchInput {
+    /// The file with every line's model replaced by its deployment.
+    public private(set) var bytes: [UInt8] = []
+    /// Each model the lines name, once, in the order first named.
+    public private(set) var models: [String] = []
+    /// The one deployment every line goes to.
+    public private(set) var deployment = ""
+    /// Lines holding a request.
+    public private(set) var requests = 0
+    /// The `custom_id`s so far: Azure fails a batch that repeats one.
+    private var customIDs: Set<String> = []
+
+    /// What Azure's global batches run, written with or without `/v1`.
+    static let operations: Set<String> = ["/chat/completions", "/responses", "/embeddings"]
+
+    /// Whether `url` (a line's, or a batch's `endpoint`) is an operation Azure batches run.
+    public static func runs(_ url: String) -> Bool {
+        operations.contains(url.hasPrefix("/v1/") ? String(url.dropFirst(3)) : url)
+    }
+
+    /// Checks `content` and rewrites it; `route(model, line)` gives the deployment a line's
+    /// model goes to, or throws the refusal (a model the user may not use). All lines must go to
+    /// one deployment: Azure runs a batch on one.
+    public init(_ content: ArraySlice<UInt8>, route: (String, Int) throws -> String) throws {
+        bytes.reserveCapacity(content.count + 256)
+        var start = content.startIndex
+        var number = 0
+        while start < content.endIndex {
+            number += 1
+            let newline = content[start...].firstIndex(of: 10) ?? content.endIndex
+            var end = newline
+            if end > start, content[end - 1] == 13 { end -= 1 }
+            let line = content[start ..< end]
+            if line.allSatisfy(ASCII.isSpace) {
+                bytes += line
+            } else {
+                bytes += try rewritten(Array(line), number: number, route: route)
+            }
+            bytes += content[end ..< min(newline + 1, content.endIndex)]
+            start = newline + 1
+        }
+        guard requests > 0 else { throw Self.refusal("The batch input file holds no request.", line: nil) }
+    }
+
+    /// One line with its model replaced.
+    private mutating func rewritten(_ line: [UInt8], number: Int, route: (String, Int) throws -> String) throws -> [UInt8] {
+        var customID: String?, url: String?, method: String?, body: Range<Int>?
+        var scanner = JSONScanner(bytes: line)
+        scanner.skipSpace()
+        do {
+            try scanner.forEachMember { key, value, scanner in
+                let isString = scanner.bytes[value.lowerBound] == UInt8(ascii: "\"")
+                if scanner.key(key, is: "custom_id") {
+                    customID = isString ? scanner.string(value) : nil
+                } else if scanner.key(key, is: "url") {
+                    url = isString ? scanner.string(value) : nil
+                } else if scanner.key(key, is: "method") {
+                    method = isString ? scanner.string(value) : ""
+                } else if scanner.key(key, is: "body") {
+                    body = value
+                }
+            }
+            scanner.skipSpace()
+            guard scanner.atEnd else { throw JSONSyntaxError.invalid }
+        } catch is JSONSyntaxError {
+            throw Self.refusal("it is not one JSON object.", line: number)
+        }
+        guard let customID, !customID.isEmpty else { throw Self.refusal("it needs a 'custom_id' string.", line: number) }
+        guard customIDs.insert(customID).inserted else { throw Self.refusal("its 'custom_id' is on an earlier line too.", line: number) }
+        if let method, method != "POST" { throw Self.refusal("its 'method' must be POST.", line: number) }
+        guard let url, Self.runs(url) else {
+            throw Self.refusal("its 'url' must be /v1/chat/completions, /v1/responses or /v1/embeddings.", line: number)
+        }
+        guard let body, line[body.lowerBound] == UInt8(ascii: "{") else {
+            throw Self.refusal("it needs a 'body' object.", line: number)
+        }
+        var request: JSONRequestBody
+        do {
+            request = try JSONRequestBody(Array(line[body]))
+        } catch let error as OpenAIError {
+            throw Self.refusal("its body: \(error.message)", line: number)
+        }
+        guard let model = request.model, !model.isEmpty else { throw Self.refusal("its body names no 'model'.", line: number) }
+        let target = try route(model, number)
+        if requests == 0 {
+            deployment = target
+        } else if target != deployment {
+            throw Self.refusal("its model '\(model)' runs on the deployment '\(target)', but line 1 on '\(deployment)': "
+                               + "Azure runs a batch on one deployment.", line: number)
+        }
+        requests += 1
+        if !models.contains(model) { models.append(model) }
+        request.setModel(target)
+        return Array(line[..<body.lowerBound]) + request.bytes + Array(line[body.upperBound...])
+    }
+
+    /// The 400 for a file that is no batch Azure would run, naming the line when there is one.
+    public static func refusal(_ why: String, line: Int?) -> OpenAIError {
+        let message = line.map { "Line \($0) of the batch input file: \(why)" } ?? why
+        return OpenAIError.invalidRequest(message, param: "file", code: "invalid_batch_file")
+    }
+}

@@ -1,0 +1,166 @@
+import Foundation
+import Testing
+@testable import Core
+@testable import SQLiteStore
+@testable import GatewayPolicy
+@testable import GatewayHTTP
+@testable import GatewayValues
+
+/// Batch input files are checked and rewritten line by line as JSON; a batch's usage is read
+/// from Azure's report; an ended batch enters the ledger once.
+@Suite struct BatchTests {
+    static let deployments = ["gpt-4o": "gpt-4o-batch", "gpt-4o-mini": "mini-batch"]
+
+    static func rewrite(_ text: String) throws -> BatchInput {
+        try BatchInput(ArraySlice(text.utf8)) { model, _ in deployments[model] ?? model }
+    }
+
+    static func refusal(_ text: String) -> String? {
+        do {
+            _ = try rewrite(text)
+            return nil
+        } catch let error as OpenAIError {
+            return error.message
+        } catch {
+            return "\(error)"
+        }
+    }
+
+    @Test func everyLineGoesToItsBatchDeploymentAndTheRestStaysAsWritten() throws {
+        let text = """
+            {"custom_id":"a","method":"POST","url":"/v1/chat/completions","body":{"model":"gpt-4o","messages":[{"role":"user","content":"hi \\u00e9"}]}}\r
+            \t
+            { "custom_id" : "b", "url": "/chat/completions", "body": {"messages": [], "model": "gpt-4o"} }
+            """
+        let input = try Self.rewrite(text)
+        // By bytes: a String holds CR LF as one character.
+        let lines = input.bytes.split(separator: 10, omittingEmptySubsequences: false).map { String(decoding: $0, as: UTF8.self) }
+        try #require(lines.count == 3)
+        #expect(lines[0].utf8.last == 13 && lines[1] == "\t")
+        #expect(lines[0].contains(#""model":"gpt-4o-batch""#) && lines[0].contains(#""hi \u00e9""#))
+        #expect(lines[2] == #"{ "custom_id" : "b", "url": "/chat/completions", "body": {"messages": [], "model": "gpt-4o-batch"} }"#)
+        #expect(input.models == ["gpt-4o"] && input.deployment == "gpt-4o-batch" && input.requests == 2)
+    }
+
+    @Test func aBadLineIsRefusedByItsNumber() {
+        let good = #"{"custom_id":"1","url":"/v1/embeddings","body":{"model":"gpt-4o","input":"x"}}"#
+        let cases: [(String, String)] = [
+            ("\(good)\nnot json", "Line 2"),
+            ("\(good)\n\(good)", "Line 2"),  // a repeated custom_id
+            (#"{"url":"/v1/embeddings","body":{"model":"gpt-4o"}}"#, "Line 1"),
+            (#"{"custom_id":7,"url":"/v1/embeddings","body":{"model":"gpt-4o"}}"#, "Line 1"),
+            (#"{"custom_id":"1","method":"GET","url":"/v1/embeddings","body":{"model":"gpt-4o"}}"#, "Line 1"),
+            (#"{"custom_id":"1","url":"/v1/files","body":{"model":"gpt-4o"}}"#, "Line 1"),
+            (#"{"custom_id":"1","url":"/v1/embeddings","body":"{\"model\":\"gpt-4o\"}"}"#, "Line 1"),
+            (#"{"custom_id":"1","url":"/v1/embeddings","body":{"input":"x"}}"#, "Line 1"),
+            (#"{"custom_id":"1","url":"/v1/embeddings","body":{"model":"gpt-4o"}} trailing"#, "Line 1"),
+            (#"[{"custom_id":"1","url":"/v1/embeddings","body":{"model":"gpt-4o"}}]"#, "Line 1"),
+            ("\(good)\n" + #"{"custom_id":"2","url":"/v1/embeddings","body":{"model":"gpt-4o-mini"}}"#, "Line 2"),  // another deployment
+            ("\n \n", "no request"),
+        ]
+        for (text, named) in cases {
+            let message = Self.refusal(text)
+            #expect(message?.contains(named) == true, "\(text): \(message ?? "accepted")")
+        }
+    }
+
+    @Test func aModelSpeltWithEscapesOrTwiceIsReadAsAzureReadsIt() throws {
+        // `mod\u0065l` is `model`, and the last of two counts: the line names gpt-4o-mini.
+        let input = try Self.rewrite(#"{"custom_id":"1","url":"/v1/responses","body":{"model":"gpt-4o","mod\u0065l":"gpt-4o-mini"}}"#)
+        #expect(input.models == ["gpt-4o-mini"] && input.deployment == "mini-batch")
+        let text = String(decoding: input.bytes, as: UTF8.self)
+        #expect(text.hasSuffix(#""mod\u0065l":"mini-batch"}}"#))
+        // A `model` one level down (inside metadata) is not the line's.
+        let nested = try Self.rewrite(#"{"custom_id":"1","url":"/v1/responses","body":{"metadata":{"model":"gpt-4o"},"model":"gpt-4o-mini"}}"#)
+        #expect(nested.models == ["gpt-4o-mini"])
+    }
+
+    @Test func theRouteSeesEveryLineWithItsNumberAndMayRefuseIt() {
+        var seen: [Int] = []
+        let text = (1...3).map { #"{"custom_id":"\#($0)","url":"/v1/embeddings","body":{"model":"m\#($0)"}}"# }.joined(separator: "\n")
+        #expect(throws: OpenAIError.self) {
+            _ = try BatchInput(ArraySlice(text.utf8)) { model, line in
+                seen.append(line)
+                if model == "m3" { throw BatchInput.refusal("not allowed", line: line) }
+                return "one"
+            }
+        }
+        #expect(seen == [1, 2, 3])
+    }
+
+    @Test func aHugeFileCostsTimeLinearInItsSize() throws {
+        // 20 000 lines, each deep in brackets the scanner refuses past its depth: no blow-up.
+        let line = #"{"custom_id":"X","url":"/v1/embeddings","body":{"model":"gpt-4o","input":"#
+            + String(repeating: "[", count: 60) + String(repeating: "]", count: 60) + "}}"
+        let text = (0..<20_000).map { line.replacingOccurrences(of: "X", with: "\($0)") }.joined(separator: "\n")
+        let input = try Self.rewrite(text)
+        #expect(input.requests == 20_000)
+    }
+
+    @Test func usageIsSummedFromOutputLinesAsTheyArrive() {
+        let lines = [
+            #"{"custom_id":"a","response":{"status_code":200,"body":{"usage":{"prompt_tokens":10,"completion_tokens":5,"prompt_tokens_details":{"cached_tokens":4}}}},"error":null}"#,
+            #"{"custom_id":"b","response":null,"error":{"code":"x","message":"failed"}}"#,
+            #"{"custom_id":"c","response":{"status_code":200,"body":{"object":"response","usage":{"input_tokens":7,"output_tokens":3}}}}"#,
+            #"{"custom_id":"d","response":{"body":{"choices":[{"message":{"content":"{\"usage\":{\"prompt_tokens\":999}}"}}]}}}"#,
+            "not json",
+        ]
+        let file = Array(lines.joined(separator: "\n").utf8)
+        // Fed in pieces that split lines anywhere.
+        for size in [1, 7, 100, file.count] {
+            var usage = BatchUsage()
+            var start = 0
+            while start < file.count {
+                usage.consume(Array(file[start ..< min(start + size, file.count)]))
+                start += size
+            }
+            usage.finish()
+            #expect(usage.total == TokenUsage(prompt: 17, completion: 8, cached: 4) && usage.answers == 2 && usage.unreadable == 1, "\(size)")
+        }
+        #expect(BatchUsage.reported(in: Array(#"{"id":"b","usage":{"input_tokens":3,"output_tokens":2}}"#.utf8)) == TokenUsage(prompt: 3, completion: 2))
+        #expect(BatchUsage.reported(in: Array(#"{"id":"b","usage":null}"#.utf8)) == nil)
+    }
+
+    @Test func anEndedBatchEntersTheLedgerOnceAndItsFilesAreItsOwners() throws {
+        let (gateway, store) = try teamGateway(users: [ConfiguredUser(username: "alice", key: "alice-key-1")])
+        let alice = try #require(store.listUsers().first)
+        let object = StoredObject(id: "batch_1", kind: .batch, userID: alice.id, backend: "default", model: "gpt-4o")
+        let t0: Int64 = 1_800_000_000_000
+        try store.recordObject(object, nowMs: t0)
+        // Not ended: due only after a poll interval.
+        #expect(try store.dueBatches(nowMs: t0 + 1000, pollMs: 600_000).isEmpty)
+        #expect(try store.dueBatches(nowMs: t0 + 600_000, pollMs: 600_000).map(\.id) == ["batch_1"])
+        var ended = object
+        ended.snapshot = Array(#"{"id":"batch_1","status":"completed","output_file_id":"file-out","error_file_id":null}"#.utf8)
+        var call = gateway.backgroundCall("batches/batch_1", owner: alice, backend: 0)
+        call.creates = .batch
+        call.reads = "batch_1"
+        try gateway.recordCreated("batch_1", ended.snapshot, by: call, nowMs: t0 + 2000)
+        #expect(try store.object("file-out", kind: .file)?.userID == alice.id)
+        // Ended: due at once.
+        #expect(try store.dueBatches(nowMs: t0 + 2001, pollMs: 600_000).map(\.id) == ["batch_1"])
+        // Two processes race for it: one claims it.
+        #expect(try store.claimBatch("batch_1", nowMs: t0 + 2001, pollMs: 600_000))
+        #expect(try !store.claimBatch("batch_1", nowMs: t0 + 2002, pollMs: 600_000))
+        let record = BatchPoller(gateway: gateway, logger: .init(label: "test")).record(of: ended, usage: TokenUsage(prompt: 1000, completion: 100))
+        #expect(record.model == "gpt-4o" && record.costMicros == 0)  // no prices in this config
+        #expect(try store.settleBatch("batch_1", record: record))
+        #expect(try !store.settleBatch("batch_1", record: record))
+        #expect(try store.dueBatches(nowMs: t0 + 10_000_000, pollMs: 1).isEmpty)
+        let row = try #require(try store.report(UsageQuery(groups: [.user, .model])).first)
+        #expect(row.promptTokens == 1000 && row.completionTokens == 100 && row.requests == 1 && row.model == "gpt-4o")
+    }
+
+    @Test func aBatchIsPricedAtTheDiscountAsTheDearestModelItsFileNamed() throws {
+        var prices = Prices(models: ["gpt-4o": ModelPrice(input: 2_500_000, cachedInput: 2_500_000, output: 10_000_000),
+                                     "gpt-4o-mini": ModelPrice(input: 150_000, cachedInput: 150_000, output: 600_000)])
+        prices.batchDiscount = 0.5
+        #expect(prices.dearest(["gpt-4o-mini", "gpt-4o", "unpriced"]) == "gpt-4o")
+        var config = GatewayConfig(databasePath: temporaryDatabase(), azure: AzureSettings(endpoint: "https://x.openai.azure.com", apiKey: "k"))
+        config.prices = prices
+        let poller = BatchPoller(gateway: Gateway(config: config), logger: .init(label: "test"))
+        let batch = StoredObject(id: "b", kind: .batch, userID: 1, backend: "default", model: "gpt-4o")
+        let record = poller.record(of: batch, usage: TokenUsage(prompt: 1_000_000, completion: 100_000))
+        #expect(record.costMicros == (2_500_000 + 1_000_000) / 2 && !record.unpriced)
+    }
+}
