@@ -1,10 +1,11 @@
 import Foundation
 
 extension Gateway {
-    static let objectPathPrefixes = ["/v1/files", "/v1/vector_stores", "/openai/v1/files", "/openai/v1/vector_stores"]
+    static let objectPathPrefixes = ["/v1/files", "/v1/vector_stores", "/v1/batches",
+                                     "/openai/v1/files", "/openai/v1/vector_stores", "/openai/v1/batches"]
 
-    /// What an admin key gets for anything but a list, read or delete of stored objects.
-    static let cleanupOnly = OpenAIError(status: 403, message: "An admin key may only list, read and delete stored objects.",
+    /// What an admin key gets for anything but a list, read, delete or cancel of stored objects.
+    static let cleanupOnly = OpenAIError(status: 403, message: "An admin key may only list, read, delete and cancel stored objects.",
                                          type: "permission_error", param: nil, code: "admin_key")
 
     /// A request on stored objects with an admin key (`admin.keys`, as a Bearer token), for
@@ -25,7 +26,8 @@ extension Gateway {
             page.owners = names
             return GatewayDecision(.respond(page.response), admin: true)
         }
-        guard let id = stored.id, request.method == "GET" || stored.deletesObject(request.method) else { throw Self.cleanupOnly }
+        let cancels = request.method == "POST" && stored.kind == .batch && stored.rest == "/cancel"
+        guard let id = stored.id, request.method == "GET" || stored.deletesObject(request.method) || cancels else { throw Self.cleanupOnly }
         guard id.utf8.count <= StoredObject.maxIDLength,
               let (object, owner) = try authenticator.stores.with({ store -> (StoredObject, StoredUser)? in
                   guard let object = try store.object(id, kind: stored.kind), let owner = try store.user(id: object.userID) else { return nil }

@@ -133,7 +133,8 @@ import Testing
         #expect(try errorCode(decide("POST", "/v1/chat/completions", body: #"{"messages":[]}"#)) == (400, "missing_model"))
         #expect(try errorCode(decide("POST", "/v1/chat/completions", body: #"{"model":"../x"}"#)) == (404, "model_not_found"))
         #expect(try errorCode(decide("GET", "/v1/chat/completions")) == (405, "method_not_allowed"))
-        #expect(try errorCode(decide("POST", "/v1/moderations", body: "{}")) == (404, "unknown_url"))
+        #expect(try errorCode(decide("POST", "/v1/moderations", body: "{}")) == (404, "unsupported_operation"))
+        #expect(try errorCode(decide("POST", "/v1/moderatio", body: "{}")) == (404, "unknown_url"))
         #expect(try errorCode(decide("POST", "/admin")) == (404, "unknown_url"))
     }
 

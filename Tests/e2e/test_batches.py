@@ -10,6 +10,7 @@ import pytest
 
 from conftest import USERS, Emulator, Gateway, wait_for
 
+ADMIN_KEY = "adm-batches-e2e-0123456789abcdef"
 PRICES = {"gpt-4o": (2.5, 10.0), "gpt-4o-mini": (0.15, 0.6)}
 
 
@@ -28,7 +29,8 @@ def gw(tmp_path_factory, azure):
                        # A dated name and its model run on one Global-Batch deployment.
                        extra_azure="  batch-deployments:\n    gpt-4o: gpt-4o-batch\n    gpt-4o-2024-08-06: gpt-4o-batch\n"
                                    "    gpt-4o-mini: mini-batch\n",
-                       extra_fastcgi=f"prices:\n  models:\n{prices}  batch-discount: 0.5\nbatches:\n  poll-seconds: 10\n")
+                       extra_fastcgi=f"prices:\n  models:\n{prices}  batch-discount: 0.5\nbatches:\n  poll-seconds: 10\n"
+                                     f"admin:\n  keys: [{ADMIN_KEY}]\n")
     yield instance
     instance.stop()
 
@@ -213,3 +215,19 @@ def test_batches_page_through_each_users_own_exactly_once(gw):
         assert not set(seen) & set(theirs if own is mine else mine)
     # A cursor of another user's reveals nothing.
     assert bob.batches.list(after=mine[2]).data == []
+
+
+def test_an_admin_key_lists_and_cancels_every_users_batches(gw, azure):
+    alice = client(gw, "alice")
+    uploaded = alice.files.create(file=("in.jsonl", batch_file(line("x", "gpt-4o-mini"))), purpose="batch")
+    batch = alice.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h",
+                                 metadata={"emulator_seconds": "600"})
+    admin = client(gw, ADMIN_KEY)
+    listed = admin.batches.list()
+    mine = next(b for b in listed.data if b.id == batch.id)
+    assert mine.model_extra["owner"] == "alice"
+    assert admin.batches.cancel(batch.id).status in ("cancelling", "cancelled")
+    # Cleanup only: an admin key starts nothing.
+    with pytest.raises(openai.PermissionDeniedError):
+        admin.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h")
+    assert ended(alice, batch.id).status == "cancelled"

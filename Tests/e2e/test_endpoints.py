@@ -134,13 +134,17 @@ def test_models_list(client):
     assert {"gpt-4o", "whisper-1", "tts-1", "dall-e-3"} <= ids
 
 
-@pytest.mark.parametrize("path", ["/v1/moderations", "/v1/fine_tuning/jobs", "/v1/batches", "/v1/evals"])
-def test_endpoints_azure_lacks_are_404_naming_them(styled, path):
+@pytest.mark.parametrize("path,named", [("/v1/moderations", "moderations"), ("/v1/fine_tuning/jobs", "fine-tuning"),
+                                        ("/v1/evals", "evals"), ("/openai/v1/conversations", "conversations"),
+                                        ("/v1/chat/completions/chatcmpl-1", "stored chat completions")])
+def test_parts_of_the_api_not_served_are_404_naming_them(styled, emulator, path, named):
+    emulator.clear()
     status, _, body = http_json("POST", styled.url + path, {"input": "x"},
                                 {"Authorization": f"Bearer {USERS['alice']}", "Content-Type": "application/json"})
     assert status == 404
     error = json.loads(body)["error"]
-    assert path in error["message"] and set(error) == {"message", "type", "param", "code"}
+    assert path in error["message"] and named in error["message"] and set(error) == {"message", "type", "param", "code"}
+    assert error["code"] == "unsupported_operation" and emulator.requests() == []
 
 
 def test_rate_limit_headers_reach_client_and_cookies_do_not(styled):

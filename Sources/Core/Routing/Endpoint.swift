@@ -131,9 +131,25 @@ public struct Endpoint: Sendable, Equatable {
         } else {
             endpoint = nil
         }
-        guard let endpoint else { throw OpenAIError.notFound(method: method, path: path) }
+        guard let endpoint else {
+            if let name = unsupported(path) { throw OpenAIError.unsupportedOperation(name, method: method, path: path) }
+            throw OpenAIError.notFound(method: method, path: path)
+        }
         guard endpoint.allows(method) else { throw OpenAIError.methodNotAllowed(method: method, path: path) }
         return endpoint
+    }
+
+    /// Parts of Azure's v1 API the gateway does not serve, by their first path segment.
+    static let unsupportedOperations = [
+        "fine_tuning": "fine-tuning", "evals": "evals", "containers": "containers", "conversations": "conversations",
+        "uploads": "uploads", "assistants": "assistants", "threads": "threads", "realtime": "the Realtime API",
+        "moderations": "moderations", "chat": "stored chat completions",
+    ]
+
+    /// The name of the part of the v1 API `path` reaches, when the gateway does not serve it.
+    private static func unsupported(_ path: String) -> String? {
+        let rest = path.hasPrefix("/v1/") ? path.dropFirst(4) : path.hasPrefix("/openai/v1/") ? path.dropFirst(11) : nil
+        return rest.flatMap { unsupportedOperations[String($0.prefix { $0 != "/" })] }
     }
 
     /// POST for everything with a body; GET (and DELETE for one response) for stored responses.

@@ -86,6 +86,12 @@ extension OpenAIError {
                     type: "invalid_request_error", code: "unknown_url")
     }
 
+    /// A part of Azure's v1 API (`name`) the gateway does not serve.
+    public static func unsupportedOperation(_ name: String, method: String, path: String) -> OpenAIError {
+        OpenAIError(status: 404, message: "This gateway does not serve \(name) (\(method) \(path)).",
+                    type: "invalid_request_error", code: "unsupported_operation")
+    }
+
     public static func methodNotAllowed(method: String, path: String) -> OpenAIError {
         OpenAIError(status: 405, message: "Method \(method) is not allowed on \(path).",
                     type: "invalid_request_error", code: "method_not_allowed")
