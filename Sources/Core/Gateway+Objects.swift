@@ -19,15 +19,20 @@ extension Gateway {
     /// `call`'s backend; `object` is Azure's answer, kept for the kinds whose lists the gateway
     /// answers. For a call that reads or changes the object itself, refreshes what is kept.
     func recordCreated(_ id: String, _ object: [UInt8]?, by call: UpstreamCall, nowMs: Int64) throws {
-        // A read or change of an object refreshes that object alone.
-        if let reads = call.reads, reads != id { return }
+        // A read or change of an object refreshes that object alone (a model request that
+        // continues a response makes a new one, which is recorded).
+        let readsObject = call.route.servedAs.isEmpty && call.reads != nil
+        if readsObject, call.reads != id { return }
         // Only a JSON object is kept: a list embeds it as it is.
-        let snapshot = object.flatMap { StoredObject.isJSONObject($0) ? $0 : nil }
-        let object = StoredObject(id: id, kind: call.creates, userID: call.user.id, backend: call.backendName, snapshot: snapshot,
-                                  model: call.objectModel)
-        let batchFiles = call.creates == .batch ? snapshot.map(StoredObject.batchFiles) ?? [] : []
+        let answer = object.flatMap { StoredObject.isJSONObject($0) ? $0 : nil }
+        let ended = answer.map { StoredObject.ended(call.creates, $0) } ?? false
+        // A retrieved response is kept for nothing but its end: responses are listed nowhere.
+        if call.creates == .response, readsObject, !ended { return }
+        let object = StoredObject(id: id, kind: call.creates, userID: call.user.id, backend: call.backendName,
+                                  snapshot: call.creates == .response ? nil : answer, model: call.objectModel)
+        let batchFiles = call.creates == .batch ? answer.map(StoredObject.batchFiles) ?? [] : []
         try authenticator.stores.with { store in
-            try store.recordObject(object, ended: call.creates == .batch && snapshot.map(StoredObject.batchEnded) == true, nowMs: nowMs)
+            try store.recordObject(object, billedLater: call.billedWhenEnded, ended: ended, nowMs: nowMs)
             // Azure makes a batch's output and error files: they are its owner's, on its backend.
             for file in batchFiles {
                 try store.recordObject(StoredObject(id: file, kind: .file, userID: call.user.id, backend: call.backendName), nowMs: nowMs)

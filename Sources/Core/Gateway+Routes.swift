@@ -41,6 +41,12 @@ extension Gateway {
                                 body: [], route: AzureRoute(operation: "responses", model: "-", deployment: "-", streaming: false, servedAs: []),
                                 shaping: .unchanged, user: user)
         call.reads = Self.storedID(item)
+        // The response itself, retrieved or cancelled: its answer tells whether it ended, which
+        // a background response is billed on.
+        if item.split(separator: "/").count == 1 ? request.method == "GET" : item.hasSuffix("/cancel") {
+            call.shaping.readsCreatedID = true
+            call.shaping.keepsCreatedObject = true
+        }
         return call
     }
 
@@ -69,14 +75,19 @@ extension Gateway {
             code: "unsupported_content_type")
     }
 
-    /// A background response is answered when it is retrieved, and its usage with it: the
-    /// request that made it would be billed nothing, and the reads all of it. Refused until the
-    /// gateway settles a response's usage when it completes.
-    static func refuseBackground(_ body: JSONRequestBody) throws {
-        guard body.background else { return }
-        throw OpenAIError.invalidRequest("Background responses are not served by this gateway: their usage arrives only when "
-                                         + "they are retrieved, where it could not be billed to the request. Send the request without 'background'.",
-                                         param: "background", code: "unsupported_parameter")
+    /// A background response's usage arrives when it ends: the request that starts it is billed
+    /// nothing, and the response once it has ended (`SettlementPoller`), as the model it was
+    /// charged as. Streamed, it would end in a stream the client may leave, its usage unseen:
+    /// refused.
+    static func billWhenEnded(_ call: inout UpstreamCall, _ body: JSONRequestBody) throws {
+        // Only a Responses request makes a response: `background` in any other body is billed as it runs.
+        guard body.background, call.route.kind == .responses else { return }
+        guard !body.stream else {
+            throw OpenAIError.invalidRequest("A background response cannot be streamed through this gateway: "
+                                             + "send it without 'stream' and retrieve it.", param: "stream", code: "unsupported_parameter")
+        }
+        call.billedWhenEnded = true
+        call.objectModel = call.route.charged
     }
 
     /// The model a body names (already a valid `ModelName`), which the request cannot go
@@ -133,7 +144,6 @@ extension Gateway {
         try Self.requireJSON(request.headers[.contentType])
         var body = try JSONRequestBody(raw)
         let model = try Self.requireModel(body.model)
-        try Self.refuseBackground(body)
         var target: Target
         if operation == "responses" {
             // Responses has no deployment in its path in either style: the deployment is the model.
@@ -158,6 +168,7 @@ extension Gateway {
                                 body: body.bytes, route: target.route, shaping: shaping, user: user)
         call.reads = body.previousResponseID
         call.media = MediaUse.json(target.route.kind, body: call.body)
+        try Self.billWhenEnded(&call, body)
         return call
     }
 
@@ -219,6 +230,7 @@ extension Gateway {
         }
         let raw = try readBody(maxBody)
         var body = raw
+        var background: JSONRequestBody?
         var named: String?
         var shaping = ResponseShaping.unchanged
         var streaming = false
@@ -228,7 +240,7 @@ extension Gateway {
         if endpoint.body == .json {
             try Self.requireJSON(request.headers[.contentType])
             var json = try JSONRequestBody(raw)
-            try Self.refuseBackground(json)
+            background = json
             named = json.model
             reads = json.previousResponseID
             media = MediaUse.json(kind, body: raw)
@@ -258,6 +270,7 @@ extension Gateway {
                                 body: body, route: route, shaping: shaping, user: user)
         call.reads = reads
         call.media = media
+        if let background { try Self.billWhenEnded(&call, background) }
         return call
     }
 

@@ -41,15 +41,21 @@ extension Gateway {
         call.deletes = stored.deletesObject(request.method)
         call.objectModel = objectModel
         call.startsBilledWork = stored.kind == .batch && stored.id == nil
+        call.billedWhenEnded = call.startsBilledWork
         return call
     }
 
-    /// A GET of `path` under the v1 API of backend `index` that the gateway makes itself, on
-    /// `owner`'s behalf (a batch's poll): no client, no model.
-    func backgroundCall(_ path: String, owner: StoredUser, backend index: Int) -> UpstreamCall {
+    /// A GET of `path` (a v1 path) at backend `index` that the gateway makes itself, on `owner`'s
+    /// behalf (a poll for an object billed when it ends): no client, no model. A response is
+    /// asked for in the backend's style, as a client's retrieval is.
+    func pollCall(_ path: String, owner: StoredUser, backend index: Int) -> UpstreamCall {
         let backend = backends[index].backend
-        var call = UpstreamCall(method: "GET", url: AzureURL.v1(path, azure: backend.settings), headers: [authorization(backend)], body: [],
-                                route: AzureRoute(operation: "batches", model: "-", deployment: "-", streaming: false, servedAs: []),
+        let azure = backend.settings
+        let url = path.hasPrefix("responses/") && azure.apiStyle == .classic
+            ? AzureURL.classicResponses(item: String(path.dropFirst("responses".count)), azure: azure) : AzureURL.v1(path, azure: azure)
+        var call = UpstreamCall(method: "GET", url: url, headers: [authorization(backend)], body: [],
+                                route: AzureRoute(operation: String(path.prefix { $0 != "/" }), model: "-", deployment: "-", streaming: false,
+                                                  servedAs: []),
                                 shaping: .unchanged, user: owner)
         call.backend = index
         call.backendName = backend.name

@@ -29,9 +29,12 @@ public struct UpstreamCall: Sendable {
     /// What the usage the created object leads to is charged as (`StoredObject.model`): a batch
     /// input file's model, and the batch's made from it.
     public var objectModel: String? = nil
-    /// The call starts work billed when it ends (a batch): it uses no model itself, but a user
-    /// with no room left in a day or month quota or budget may not start it.
+    /// The call starts a batch: it uses no model itself, but a user with no room left in a day
+    /// or month quota or budget may not start one.
     public var startsBilledWork = false
+    /// What the call creates is billed once it ends, from Azure's report then (a batch, a
+    /// background response): the call itself is billed no tokens.
+    public var billedWhenEnded = false
     /// What the request reserved against the user's limits; nil for a user without limits.
     public var reservation: Reservation? = nil
     /// Fields the client's response head carries besides Azure's (the user's rate-limit headers).

@@ -1,18 +1,20 @@
 extension UsageStore {
     /// Records that `object.userID` created `object`; the first record of an id stands, and only
     /// its owner's later answer (a read or change of it) replaces what it keeps for lists. With
-    /// `ended` (a batch Azure says has ended), the batch is due to be settled at once.
-    public func recordObject(_ object: StoredObject, ended: Bool = false, nowMs: Int64) throws {
+    /// `billedLater`, its usage is billed once it ends (`settleObject`); with `ended` (Azure says
+    /// it has), it is due for that at once.
+    public func recordObject(_ object: StoredObject, billedLater: Bool = false, ended: Bool = false, nowMs: Int64) throws {
         try write {
             try statement("""
-                INSERT INTO objects (id, kind, user_id, backend, created_ms, data, model, ended, checked_ms)
-                VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, CASE WHEN ?8 = 1 THEN 0 ELSE ?5 END)
-                ON CONFLICT (id) DO UPDATE SET data = excluded.data, ended = max(objects.ended, excluded.ended),
+                INSERT INTO objects (id, kind, user_id, backend, created_ms, data, model, ended, checked_ms, billing)
+                VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, CASE WHEN ?8 = 1 THEN 0 ELSE ?5 END, ?9)
+                ON CONFLICT (id) DO UPDATE SET data = coalesce(excluded.data, objects.data), ended = max(objects.ended, excluded.ended),
                   checked_ms = CASE WHEN excluded.ended = 1 AND objects.ended = 0 THEN 0 ELSE objects.checked_ms END
-                WHERE objects.user_id = excluded.user_id AND objects.kind = excluded.kind AND excluded.data IS NOT NULL
+                WHERE objects.user_id = excluded.user_id AND objects.kind = excluded.kind
+                  AND (excluded.data IS NOT NULL OR excluded.ended > objects.ended)
                 """).run([.text(object.id), .text(object.kind.rawValue), .int(object.userID), .text(object.backend), .int(nowMs),
                           object.snapshot.map { .text(String(decoding: $0, as: UTF8.self)) } ?? .null,
-                          object.model.map { .text($0) } ?? .null, .int(ended ? 1 : 0)])
+                          object.model.map { .text($0) } ?? .null, .int(ended ? 1 : 0), .int(billedLater ? 1 : 0)])
         }
     }
 

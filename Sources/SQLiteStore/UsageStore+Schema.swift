@@ -40,14 +40,16 @@ extension UsageStore {
                 try connection.execute("ALTER TABLE objects ADD COLUMN data TEXT")
             }
             if version < 8 {
-                // What a batch (and its input file) is charged as, whether Azure said it ended,
-                // when a process last claimed it to look, and whether its usage is in the ledger.
+                // Objects billed when they end (batches, background responses): what they are
+                // charged as, whether Azure said they ended, when a process last claimed one to
+                // look, and whether their usage is in the ledger (`billing`: 0 not billed so,
+                // 1 due when it ends, 2 settled).
                 try connection.execute("""
                     ALTER TABLE objects ADD COLUMN model TEXT;
                     ALTER TABLE objects ADD COLUMN ended INTEGER NOT NULL DEFAULT 0;
                     ALTER TABLE objects ADD COLUMN checked_ms INTEGER NOT NULL DEFAULT 0;
-                    ALTER TABLE objects ADD COLUMN settled INTEGER NOT NULL DEFAULT 0;
-                    CREATE INDEX objects_unsettled_batches ON objects (checked_ms) WHERE kind = 'batch' AND settled = 0;
+                    ALTER TABLE objects ADD COLUMN billing INTEGER NOT NULL DEFAULT 0;
+                    CREATE INDEX objects_billed_later ON objects (checked_ms) WHERE billing = 1;
                     """)
             }
             // The Go original's users, kept aside by createVersion1, imported once the ledger exists.

@@ -126,27 +126,27 @@ import Testing
         let alice = try #require(store.listUsers().first)
         let object = StoredObject(id: "batch_1", kind: .batch, userID: alice.id, backend: "default", model: "gpt-4o")
         let t0: Int64 = 1_800_000_000_000
-        try store.recordObject(object, nowMs: t0)
+        try store.recordObject(object, billedLater: true, nowMs: t0)
         // Not ended: due only after a poll interval.
-        #expect(try store.dueBatches(nowMs: t0 + 1000, pollMs: 600_000).isEmpty)
-        #expect(try store.dueBatches(nowMs: t0 + 600_000, pollMs: 600_000).map(\.id) == ["batch_1"])
+        #expect(try store.dueObjects(nowMs: t0 + 1000, pollMs: 600_000).isEmpty)
+        #expect(try store.dueObjects(nowMs: t0 + 600_000, pollMs: 600_000).map(\.id) == ["batch_1"])
         var ended = object
         ended.snapshot = Array(#"{"id":"batch_1","status":"completed","output_file_id":"file-out","error_file_id":null}"#.utf8)
-        var call = gateway.backgroundCall("batches/batch_1", owner: alice, backend: 0)
+        var call = gateway.pollCall("batches/batch_1", owner: alice, backend: 0)
         call.creates = .batch
         call.reads = "batch_1"
         try gateway.recordCreated("batch_1", ended.snapshot, by: call, nowMs: t0 + 2000)
         #expect(try store.object("file-out", kind: .file)?.userID == alice.id)
         // Ended: due at once.
-        #expect(try store.dueBatches(nowMs: t0 + 2001, pollMs: 600_000).map(\.id) == ["batch_1"])
+        #expect(try store.dueObjects(nowMs: t0 + 2001, pollMs: 600_000).map(\.id) == ["batch_1"])
         // Two processes race for it: one claims it.
-        #expect(try store.claimBatch("batch_1", nowMs: t0 + 2001, pollMs: 600_000))
-        #expect(try !store.claimBatch("batch_1", nowMs: t0 + 2002, pollMs: 600_000))
-        let record = BatchPoller(gateway: gateway, logger: .init(label: "test")).record(of: ended, usage: TokenUsage(prompt: 1000, completion: 100))
+        #expect(try store.claimObject("batch_1", nowMs: t0 + 2001, pollMs: 600_000))
+        #expect(try !store.claimObject("batch_1", nowMs: t0 + 2002, pollMs: 600_000))
+        let record = SettlementPoller(gateway: gateway, logger: .init(label: "test")).record(of: ended, usage: TokenUsage(prompt: 1000, completion: 100))
         #expect(record.model == "gpt-4o" && record.costMicros == 0)  // no prices in this config
-        #expect(try store.settleBatch("batch_1", record: record))
-        #expect(try !store.settleBatch("batch_1", record: record))
-        #expect(try store.dueBatches(nowMs: t0 + 10_000_000, pollMs: 1).isEmpty)
+        #expect(try store.settleObject("batch_1", record: record))
+        #expect(try !store.settleObject("batch_1", record: record))
+        #expect(try store.dueObjects(nowMs: t0 + 10_000_000, pollMs: 1).isEmpty)
         let row = try #require(try store.report(UsageQuery(groups: [.user, .model])).first)
         #expect(row.promptTokens == 1000 && row.completionTokens == 100 && row.requests == 1 && row.model == "gpt-4o")
     }
@@ -158,7 +158,7 @@ import Testing
         #expect(prices.dearest(["gpt-4o-mini", "gpt-4o", "unpriced"]) == "gpt-4o")
         var config = GatewayConfig(databasePath: temporaryDatabase(), azure: AzureSettings(endpoint: "https://x.openai.azure.com", apiKey: "k"))
         config.prices = prices
-        let poller = BatchPoller(gateway: Gateway(config: config), logger: .init(label: "test"))
+        let poller = SettlementPoller(gateway: Gateway(config: config), logger: .init(label: "test"))
         let batch = StoredObject(id: "b", kind: .batch, userID: 1, backend: "default", model: "gpt-4o")
         let record = poller.record(of: batch, usage: TokenUsage(prompt: 1_000_000, completion: 100_000))
         #expect(record.costMicros == (2_500_000 + 1_000_000) / 2 && !record.unpriced)

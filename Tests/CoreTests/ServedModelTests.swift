@@ -114,12 +114,20 @@ import Testing
                 == (403, "model_not_allowed"))
     }
 
-    @Test func aBackgroundResponseIsRefused() throws {
+    @Test func aBackgroundResponseIsBilledWhenItEndsAndNothingElseIs() throws {
         for path in ["/v1/responses", "/openai/v1/responses"] {
-            let body = #"{"model":"gpt-35-turbo","input":"x","background":true}"#
-            #expect(try refusal(decide(path, key: "free-key-1", body: body)) == (400, "unsupported_parameter"), "\(path)")
+            let call = try forwarded(decide(path, key: "free-key-1", body: #"{"model":"gpt-35-turbo","input":"x","background":true}"#))
+            #expect(call.billedWhenEnded && call.objectModel == "gpt-3.5-turbo" && call.shaping.readsCreatedID, "\(path)")
+            // Streamed, its usage could go unseen: refused.
+            let streamed = #"{"model":"gpt-35-turbo","input":"x","background":true,"stream":true}"#
+            #expect(try refusal(decide(path, key: "free-key-1", body: streamed)) == (400, "unsupported_parameter"), "\(path)")
         }
-        _ = try forwarded(decide("/v1/responses", key: "free-key-1", body: #"{"model":"gpt-3.5-turbo","input":"x","background":false}"#))
+        #expect(try !forwarded(decide("/v1/responses", key: "free-key-1", body: #"{"model":"gpt-3.5-turbo","input":"x","background":false}"#)).billedWhenEnded)
+        // `background` on anything but Responses is no reason to bill it later.
+        for path in ["/v1/chat/completions", "/openai/deployments/gpt-35-turbo/chat/completions", "/openai/v1/chat/completions"] {
+            let call = try forwarded(decide(path, key: "free-key-1", body: #"{"model":"gpt-35-turbo","messages":[],"background":true}"#))
+            #expect(!call.billedWhenEnded, "\(path)")
+        }
     }
 
     @Test func aFormNamingNTwiceIsRefused() throws {

@@ -1,6 +1,7 @@
-"""Batches through the gateway with the openai SDK: a batch file is checked line by line and
-rewritten to the batch deployment at upload, each batch is its creator's alone, and an ended
-batch's tokens enter its owner's ledger once, at the batch discount."""
+"""Batches and background responses through the gateway with the openai SDK: a batch file is
+checked line by line and rewritten to the batch deployment at upload, each batch and response is
+its creator's alone, and what an ended batch or background response used enters its owner's
+ledger once (a batch at the batch discount)."""
 import json
 import re
 import time
@@ -231,3 +232,69 @@ def test_an_admin_key_lists_and_cancels_every_users_batches(gw, azure):
     with pytest.raises(openai.PermissionDeniedError):
         admin.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h")
     assert ended(alice, batch.id).status == "cancelled"
+
+
+def response_done(client, response_id, timeout=15):
+    deadline = time.monotonic() + timeout
+    while True:
+        response = client.responses.retrieve(response_id)
+        if response.status not in ("queued", "in_progress") or time.monotonic() > deadline:
+            return response
+        time.sleep(0.2)
+
+
+def test_a_background_response_is_billed_once_when_it_ends(gw, azure):
+    output = gw.cli("user", "add", "bg").stdout.strip().splitlines()
+    bg, bob = client(gw, output[-1]), client(gw, "bob")
+    started = bg.responses.create(model="gpt-4o", input="think about this in the background", background=True)
+    assert started.status in ("queued", "in_progress")
+    # Starting it billed no tokens: they come when it ends.
+    assert ledger(gw, "bg").get("gpt-4o", {}).get("prompt_tokens", 0) == 0
+    azure.clear()
+    for attempt in (lambda: bob.responses.retrieve(started.id), lambda: bob.responses.cancel(started.id)):
+        with pytest.raises(openai.NotFoundError):
+            attempt()
+    assert azure.requests() == []
+    done = response_done(bg, started.id)
+    assert done.status == "completed" and done.usage.input_tokens > 0
+    wait_for(lambda: ledger(gw, "bg").get("gpt-4o", {}).get("prompt_tokens") == done.usage.input_tokens,
+             what="the response's usage in the ledger")
+    row = ledger(gw, "bg")["gpt-4o"]
+    assert row["completion_tokens"] == done.usage.output_tokens
+    full = done.usage.input_tokens * PRICES["gpt-4o"][0] + done.usage.output_tokens * PRICES["gpt-4o"][1]
+    assert abs(row["cost"] - full / 1e6) < 1e-6
+    for _ in range(3):
+        bg.responses.retrieve(started.id)
+    time.sleep(1.5)
+    assert ledger(gw, "bg")["gpt-4o"]["prompt_tokens"] == done.usage.input_tokens
+    # Streamed in the background, its usage could go unseen: refused.
+    with pytest.raises(openai.BadRequestError):
+        bg.responses.create(model="gpt-4o", input="x", background=True, stream=True)
+
+
+def test_a_background_response_is_billed_without_being_retrieved_or_when_cancelled(gw, azure):
+    output = gw.cli("user", "add", "bg2").stdout.strip().splitlines()
+    bg = client(gw, output[-1])
+    left = bg.responses.create(model="gpt-4o-mini", input="nobody asks for this one", background=True)
+    slow = client(gw, output[-1], "/openai/v1").responses.create(model="gpt-4o", input="cancel me", background=True,
+                                                                   metadata={"emulator_seconds": "600"})
+    assert bg.responses.cancel(slow.id).status == "cancelled"
+    # The cancelled one is settled within the poller's second; the other by the poll (10 s here).
+    wait_for(lambda: ledger(gw, "bg2").get("gpt-4o-mini", {}).get("prompt_tokens", 0) > 0, timeout=25,
+             what="the unretrieved response settled")
+    assert bg.responses.retrieve(left.id).status == "completed"
+
+
+def test_a_conversation_of_stored_responses_goes_on_for_its_owner(gw, azure):
+    alice, bob = client(gw, "alice"), client(gw, "bob")
+    first = alice.responses.create(model="gpt-4o", input="one")
+    second = alice.responses.create(model="gpt-4o", input="two", previous_response_id=first.id)
+    # The follow-up is alice's too: she reads and continues it, bob does neither.
+    assert alice.responses.retrieve(second.id).id == second.id
+    third = alice.responses.create(model="gpt-4o", input="three", previous_response_id=second.id)
+    assert third.id not in (first.id, second.id)
+    for ident in (second.id, third.id):
+        with pytest.raises(openai.NotFoundError):
+            bob.responses.retrieve(ident)
+        with pytest.raises(openai.NotFoundError):
+            bob.responses.create(model="gpt-4o", input="x", previous_response_id=ident)

@@ -152,9 +152,11 @@ public struct Endpoint: Sendable, Equatable {
         return rest.flatMap { unsupportedOperations[String($0.prefix { $0 != "/" })] }
     }
 
-    /// POST for everything with a body; GET (and DELETE for one response) for stored responses.
+    /// POST for everything with a body; GET (and DELETE for one response) for stored responses,
+    /// and POST to cancel one.
     func allows(_ method: String) -> Bool {
         if let stored { return stored.allows(method) }
+        if item.hasSuffix("/cancel") { return method == "POST" }
         return switch body {
         case .json, .multipart: method == "POST"
         case .none: method == "GET" || (method == "DELETE" && !item.hasSuffix("/input_items"))
@@ -168,11 +170,11 @@ public struct Endpoint: Sendable, Equatable {
         return nil
     }
 
-    /// `responses`, `responses/{id}` or `responses/{id}/input_items`.
+    /// `responses`, `responses/{id}`, `responses/{id}/input_items` or `responses/{id}/cancel`.
     private static func responses(_ operation: String, style: Style) -> Endpoint? {
         if operation == "responses" { return Endpoint(style: style, operation: "responses", item: "", body: .json) }
         let parts = operation.split(separator: "/", omittingEmptySubsequences: false)
-        guard parts.count == 2 || (parts.count == 3 && parts[2] == "input_items"), parts[0] == "responses",
+        guard parts.count == 2 || (parts.count == 3 && (parts[2] == "input_items" || parts[2] == "cancel")), parts[0] == "responses",
               AzureRoute.isPlainToken(String(parts[1])) else { return nil }
         return Endpoint(style: style, operation: "responses", item: String(operation.dropFirst("responses".count)), body: .none)
     }

@@ -76,12 +76,16 @@ public struct StoredObject: Sendable, Equatable {
         return found
     }
 
-    /// Whether the batch `snapshot` has ended: completed, failed, expired or cancelled.
-    public static func batchEnded(_ snapshot: [UInt8]) -> Bool {
-        stringField("status", in: snapshot).map(endedBatchStates.contains) ?? false
+    /// Whether Azure's answer `snapshot` about an object of `kind` says it has ended: a batch
+    /// completed, failed, expired or was cancelled; a response completed, failed, was cancelled or
+    /// is incomplete. Nothing else ends.
+    public static func ended(_ kind: Kind, _ snapshot: [UInt8]) -> Bool {
+        guard kind == .batch || kind == .response, let status = stringField("status", in: snapshot) else { return false }
+        return (kind == .batch ? endedBatchStates : endedResponseStates).contains(status)
     }
 
     static let endedBatchStates: Set<String> = ["completed", "failed", "expired", "cancelled"]
+    static let endedResponseStates: Set<String> = ["completed", "failed", "cancelled", "incomplete"]
 
     /// The output and error files the batch `snapshot` names (Azure made them for its owner).
     public static func batchFiles(_ snapshot: [UInt8]) -> [String] {

@@ -13,7 +13,8 @@ extension Policy {
         record.cancelled = ending == .clientGone
         record.upstreamError = ending != .complete && ending != .clientGone || relay.sentStatus >= 400
         // Reading a stored response uses nothing: the tokens it shows were its creator's request's.
-        guard !call.route.servedAs.isEmpty else { return record }
+        // What is billed when it ends (a background response) is billed then, not here.
+        guard !call.route.servedAs.isEmpty, !call.billedWhenEnded else { return record }
         if let usage = relay.usage {
             record.promptTokens = usage.prompt
             record.cachedTokens = usage.cached

@@ -4,7 +4,8 @@ import Logging
 
 /// The pool's thread for the periodic work that touches the store and so may wait on it (a
 /// database another process holds): refreshing the user cache, giving back ended leases, and
-/// once a second settling the batches that ended (`BatchPoller`), which may wait on Azure too.
+/// once a second settling the batches and background responses that ended (`SettlementPoller`),
+/// which may wait on Azure too.
 /// Off the supervising thread, which must keep growing the pool whatever the store does.
 final class Housekeeper: Sendable {
     private let thread: GatewayThread
@@ -24,10 +25,10 @@ final class Housekeeper: Sendable {
         }
     }
 
-    /// Settles the batches due, through a libcurl handle of the pool's taken only when one is.
+    /// Settles the batches and background responses due, through a libcurl handle of the pool's taken only when one is.
     private static func pollBatches(_ gateway: Gateway, upstreams: UpstreamClientPool, logger: Logger) {
         var taken: UpstreamClient?
-        BatchPoller(gateway: gateway, logger: logger).poll {
+        SettlementPoller(gateway: gateway, logger: logger).poll {
             let client = upstreams.take()
             taken = client
             return CurlTransport(client: client, connectTimeoutMs: gateway.config.azure.connectTimeoutMs, clientSocket: -1)

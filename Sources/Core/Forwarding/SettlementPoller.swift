@@ -1,15 +1,17 @@
 import Logging
 
-/// Notices batches that ended and puts what they used into their owners' ledgers, once each.
-/// A batch's answer tells when it ended whenever its owner retrieves it (`Gateway.recordCreated`
-/// marks it due at once); otherwise this asks Azure every `batches.poll-seconds`. Runs on one
-/// thread of each process; processes claim each batch before looking (`UsageStore.claimBatch`)
-/// and the store settles it once (`UsageStore.settleBatch`), so several hosts never count one twice.
+/// Notices objects billed when they end (batches, background responses) that ended, and puts
+/// what they used into their owners' ledgers, once each. Azure's answer tells when one ended
+/// whenever its owner retrieves or cancels it (`Gateway.recordCreated` marks it due at once);
+/// otherwise this asks Azure every `batches.poll-seconds`. Runs on one thread of each process;
+/// processes claim each object before looking (`UsageStore.claimObject`) and the store settles it
+/// once (`UsageStore.settleObject`), so several hosts never count one twice.
 ///
-/// Tokens come from Azure's report: the batch's `usage`, or else the sum of the `usage` of each
-/// answer in its output file, read as it downloads (`BatchUsage`). They are priced as the model
-/// its input file named, at `prices.batch-discount` of the normal price.
-public struct BatchPoller {
+/// Tokens come from Azure's report: a response's `usage`; a batch's `usage`, or else the sum of
+/// the `usage` of each answer in its output file, read as it downloads (`BatchUsage`). A response
+/// is priced as the request that started it was; a batch as the model its input file named, at
+/// `prices.batch-discount` of the normal price.
+public struct SettlementPoller {
     public let gateway: Gateway
     public let logger: Logger
 
@@ -18,63 +20,78 @@ public struct BatchPoller {
         self.logger = logger
     }
 
-    /// Looks at each batch due that this process claims, through the transport `connect()`
+    /// Looks at each object due that this process claims, through the transport `connect()`
     /// makes when there is one (most polls find none, and take no connection).
     public func poll<Transport: UpstreamTransport>(nowMs: Int64 = WallClock.nowMs(), connect: () -> Transport) {
         let pollMs = Int64(gateway.config.batchPollSeconds) * 1000
         var transport: Transport?
         do {
             let stores = gateway.authenticator.stores
-            for batch in try stores.with({ try $0.dueBatches(nowMs: nowMs, pollMs: pollMs) }) {
-                guard try stores.with({ try $0.claimBatch(batch.id, nowMs: nowMs, pollMs: pollMs) }) else { continue }
+            for object in try stores.with({ try $0.dueObjects(nowMs: nowMs, pollMs: pollMs) }) {
+                guard try stores.with({ try $0.claimObject(object.id, nowMs: nowMs, pollMs: pollMs) }) else { continue }
                 if transport == nil { transport = connect() }
-                try look(at: batch, through: transport!)
+                try look(at: object, through: transport!)
             }
         } catch {
-            logger.error("looking at batches failed: \(error)")
+            logger.error("looking at objects billed when they end failed: \(error)")
         }
     }
 
-    /// Asks Azure how `batch` is unless its last answer said it ended; settles it once it has.
-    private func look(at batch: StoredObject, through transport: some UpstreamTransport) throws {
+    /// Asks Azure how `object` is (unless a batch's last answer said it ended) and settles it
+    /// once it has ended.
+    private func look(at object: StoredObject, through transport: some UpstreamTransport) throws {
         let stores = gateway.authenticator.stores
-        guard let owner = try stores.with({ try $0.user(id: batch.userID) }),
-              let backend = gateway.backends.firstIndex(where: { $0.backend.name == batch.backend }) else {
-            _ = try stores.with { try $0.settleBatch(batch.id, record: nil) }  // its owner or backend is gone
+        guard let owner = try stores.with({ try $0.user(id: object.userID) }),
+              let backend = gateway.backends.firstIndex(where: { $0.backend.name == object.backend }) else {
+            _ = try stores.with { try $0.settleObject(object.id, record: nil) }  // its owner or backend is gone
             return
         }
-        var snapshot = batch.snapshot ?? []
-        if !StoredObject.batchEnded(snapshot) {
+        var snapshot = object.snapshot ?? []
+        if !StoredObject.ended(object.kind, snapshot) {
             // The answer refreshes what the store keeps, as the owner's retrieval would.
-            guard let fresh = fetch("batches/\(batch.id)", of: .batch, owner: owner, backend: backend, through: transport) else { return }
+            guard let fresh = fetch("\(object.kind.collection)/\(object.id)", of: object.kind, owner: owner, backend: backend,
+                                    through: transport) else { return }
             snapshot = fresh
-            guard StoredObject.batchEnded(snapshot) else { return }
+            guard StoredObject.ended(object.kind, snapshot) else { return }
         }
-        // Its output and error files, for the owner's file list.
+        let usage: TokenUsage?
+        if object.kind == .batch {
+            guard let used = batchUsage(snapshot, owner: owner, backend: backend, through: transport) else { return }
+            usage = used
+        } else {
+            usage = BatchUsage.reported(in: snapshot)
+        }
+        let record = usage.map { self.record(of: object, usage: $0) }
+        if try stores.with({ try $0.settleObject(object.id, record: record) }), let record {
+            logger.info("\(object.kind.noun) \(object.id) of user \(owner.username) ended: \(record.promptTokens) prompt and \(record.completionTokens) completion tokens as \(record.model)")
+        }
+    }
+
+    /// What an ended batch used (`.some(nil)`: nothing ran), its output and error files made the
+    /// owner's; nil when its output file could not be read now (it is tried again later).
+    private func batchUsage(_ snapshot: [UInt8], owner: StoredUser, backend: Int,
+                            through transport: some UpstreamTransport) -> TokenUsage?? {
         for file in StoredObject.batchFiles(snapshot) {
             _ = fetch("files/\(file)", of: .file, owner: owner, backend: backend, through: transport)
         }
-        var usage = BatchUsage.reported(in: snapshot)
-        if usage == nil, let output = StoredObject.stringField("output_file_id", in: snapshot), AzureRoute.isPlainToken(output) {
-            guard let summed = outputUsage(output, owner: owner, backend: backend, through: transport) else { return }
-            usage = summed
+        if let reported = BatchUsage.reported(in: snapshot) { return .some(reported) }
+        guard let output = StoredObject.stringField("output_file_id", in: snapshot), AzureRoute.isPlainToken(output) else {
+            return .some(nil)
         }
-        let record = usage.map { self.record(of: batch, usage: $0) }
-        if try stores.with({ try $0.settleBatch(batch.id, record: record) }), let record {
-            logger.info("batch \(batch.id) of user \(owner.username) ended: \(record.promptTokens) prompt and \(record.completionTokens) completion tokens as \(record.model)")
-        }
+        return outputUsage(output, owner: owner, backend: backend, through: transport).map { .some($0) }
     }
 
-    /// What `batch` used, priced as the model it is charged as at the batch discount.
-    func record(of batch: StoredObject, usage: TokenUsage) -> RequestRecord {
-        let model = batch.model ?? "-"
-        var record = RequestRecord(userID: batch.userID, model: model, timeMs: WallClock.nowMs(), requestID: batch.id, status: 200, forwarded: true)
+    /// What `object` used, priced as the model it is charged as; a batch at the batch discount.
+    func record(of object: StoredObject, usage: TokenUsage) -> RequestRecord {
+        let model = object.model ?? "-"
+        var record = RequestRecord(userID: object.userID, model: model, timeMs: WallClock.nowMs(), requestID: object.id, status: 200,
+                                   forwarded: true)
         record.promptTokens = usage.prompt
         record.cachedTokens = usage.cached
         record.completionTokens = usage.completion
         let prices = gateway.policy.prices
         let full = gateway.policy.cost(model: model, prompt: usage.prompt, cached: usage.cached, completion: usage.completion)
-        record.costMicros = Int64((Double(full) * prices.batchDiscount).rounded())
+        record.costMicros = object.kind == .batch ? Int64((Double(full) * prices.batchDiscount).rounded()) : full
         record.unpriced = prices.price(for: model) == nil
         return record
     }
@@ -83,7 +100,7 @@ public struct BatchPoller {
     /// when Azure did not answer 200.
     private func fetch(_ path: String, of kind: StoredObject.Kind, owner: StoredUser, backend: Int,
                        through transport: some UpstreamTransport) -> [UInt8]? {
-        var call = gateway.backgroundCall(path, owner: owner, backend: backend)
+        var call = gateway.pollCall(path, owner: owner, backend: backend)
         call.shaping.readsCreatedID = true
         call.shaping.keepsCreatedObject = true
         call.creates = kind
@@ -103,7 +120,7 @@ public struct BatchPoller {
     /// The sum of the usage in the output file `id`, read as it downloads; nil when it did not.
     private func outputUsage(_ id: String, owner: StoredUser, backend: Int, through transport: some UpstreamTransport) -> TokenUsage? {
         let summing = SummedOutput()
-        let status = run(gateway.backgroundCall("files/\(id)/content", owner: owner, backend: backend), into: summing,
+        let status = run(gateway.pollCall("files/\(id)/content", owner: owner, backend: backend), into: summing,
                          through: transport, created: nil)
         guard status == 200 else {
             logger.warning("downloading the output file of a batch failed (\(status)); it is tried again later")
