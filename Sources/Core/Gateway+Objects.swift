@@ -2,9 +2,22 @@ extension Gateway {
     /// `call`, which reads, deletes or continues the stored object `call.reads` names, sent to
     /// the backend that holds it, when `user` created it through the gateway; nil otherwise, and
     /// then nothing may go to Azure: an id of another user's is answered as one that does not exist.
+    /// Throws the 503 of `heldOnResting` when that backend rests: no other has the object.
     func ownedCall(_ call: UpstreamCall, id: String, user: StoredUser) throws -> UpstreamCall? {
         guard let object = try ownedObject(id, kind: call.readsKind, user: user) else { return nil }
-        return backends.count > 1 ? call.pinned(to: object.backend) : call
+        guard backends.count > 1 else { return call }
+        guard let pinned = call.pinned(to: object.backend) else { throw heldOnResting(call.readsKind) }
+        return pinned
+    }
+
+    /// The 503 for a request naming an object of `kind` whose backend rests after throttling or
+    /// failures: only that backend holds it, so the request may go nowhere else.
+    func heldOnResting(_ kind: StoredObject.Kind) -> OpenAIError {
+        var error = OpenAIError(status: 503, message: "The Azure resource holding this \(kind.noun) is resting after throttling or "
+                                + "failures, and no other holds it; retry in \(config.azure.cooldownSeconds) s.",
+                                type: "server_error", param: nil, code: "backend_unavailable")
+        error.retryAfterSeconds = config.azure.cooldownSeconds
+        return error
     }
 
     /// The object `id` of `kind`, when `user` created it through the gateway; nil for anyone
@@ -90,10 +103,7 @@ extension Gateway {
             }
         }
         guard backends.count > 1, let holder, call.backendName != holder || !call.fallbacks.isEmpty else { return nil }
-        guard let held = call.pinned(to: holder) else {
-            return OpenAIError(status: 503, message: "The backend holding the objects this request names cannot serve it now.",
-                               type: "server_error", param: nil, code: "backend_unavailable")
-        }
+        guard let held = call.pinned(to: holder) else { return heldOnResting(files.isEmpty ? .vectorStore : .file) }
         call = held
         return nil
     }

@@ -65,6 +65,11 @@ import Testing
             #expect(read.backendName == "west" && read.fallbacks.isEmpty, "\(path)")
             #expect(read.url.hasPrefix("https://west.openai.azure.com/openai/v1/files/file-w1"))
         }
+        // West rests: the file is on no other backend, and the client is told so, not that it is gone.
+        gateway.health.record("west/-", .throttled(status: 503), retryAfterMs: 60_000, nowMs: WallClock.nowMs())
+        guard case .respond(let resting) = decide("GET", "/v1/files/file-w1").action else { Issue.record("forwarded"); return }
+        #expect(resting.status == 503 && String(decoding: resting.body, as: UTF8.self).contains("backend_unavailable"))
+        #expect(resting.headers.contains { $0.0 == "Retry-After" })
     }
 
     @Test func eachBackendGetsItsOwnURLDeploymentAndCredentials() throws {
