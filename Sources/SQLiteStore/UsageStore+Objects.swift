@@ -42,13 +42,24 @@ extension UsageStore {
         try write { try statement("DELETE FROM objects WHERE id = ?1").run([.text(id)]) }
     }
 
-    /// Every object recorded, oldest first, with when it was recorded (for `objects`).
-    public func allObjects() throws -> [(object: StoredObject, createdMs: Int64)] {
-        try statement("SELECT id, kind, user_id, backend, created_ms FROM objects ORDER BY created_ms, id").rows { row in
+    /// Every object recorded, oldest first, with when it was recorded and, for one billed when
+    /// it ends, whether it is yet (for `objects`).
+    public func allObjects() throws -> [(object: StoredObject, createdMs: Int64, billing: LaterBilling)] {
+        try statement("SELECT id, kind, user_id, backend, created_ms, model, billing FROM objects ORDER BY created_ms, id").rows { row in
             // A kind this version does not know is shown as a response: no such rows are written.
             (StoredObject(id: row.text(0), kind: StoredObject.Kind(rawValue: row.text(1)) ?? .response, userID: row.int(2),
-                          backend: row.text(3)), row.int(4))
+                          backend: row.text(3), model: row.optionalText(5)), row.int(4), LaterBilling(rawValue: row.int(6)) ?? .none)
         }
+    }
+
+    /// Where an object billed when it ends (a batch, a background response) stands: `objects.billing`.
+    public enum LaterBilling: Int64, Sendable {
+        /// Not billed so (everything else).
+        case none = 0
+        /// Billed once it ends; not yet.
+        case due = 1
+        /// In the ledger.
+        case billed = 2
     }
 
     /// The user with `id`, removed or not (the owner of an object).

@@ -116,6 +116,9 @@ def test_a_batch_runs_on_the_batch_deployment_and_is_billed_once_at_the_discount
         alice.batches.list()
     time.sleep(1.5)  # the poller's second
     assert ledger(gw, "alice")["gpt-4o"]["prompt_tokens"] == prompt
+    # The operator sees it billed, as what.
+    listed = {o["id"]: o for o in json.loads(gw.cli("objects", "--kind", "batch", "--user", "alice", "--json").stdout)}
+    assert listed[batch.id]["billing"] == "billed" and listed[batch.id]["model"] == "gpt-4o"
 
 
 def test_a_bad_line_is_a_400_naming_it_and_nothing_reaches_azure(gw, azure):
