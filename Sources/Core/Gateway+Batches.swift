@@ -12,6 +12,7 @@ extension Gateway {
         var input: BatchInput?
         let limits = policy.limits(for: user)
         let form = try MultipartForm.rewritten(body, boundary: boundary) { name, content in
+            for field in ["file"] + Self.expiryFields.keys { try MultipartForm.refuseCaseVariant(name, of: field) }
             guard isBatch, name == "file" else { return (name.flatMap { Self.expiryFields[$0] }, nil) }
             guard input == nil else {
                 throw OpenAIError.invalidRequest("The form has more than one part named 'file'.", param: "file", code: "invalid_multipart")

@@ -5,10 +5,26 @@ extension Gateway {
     /// Throws the 503 of `heldOnResting` when that backend rests: no other has the object.
     func ownedCall(_ call: UpstreamCall, id: String, user: StoredUser) throws -> UpstreamCall? {
         guard let object = try ownedObject(id, kind: call.readsKind, user: user) else { return nil }
+        if call.deletes { try refuseUnbilledDelete(object) }
         guard backends.count > 1 else { return call }
         guard let pinned = call.pinned(to: object.backend) else { throw heldOnResting(call.readsKind) }
         return pinned
     }
+
+    /// Refuses to delete what a usage still due needs: a background response not yet seen ended,
+    /// a batch's output file before the batch is billed from it.
+    private func refuseUnbilledDelete(_ object: StoredObject) throws {
+        let due = try object.usageDue || object.parent.map { batch in
+            try authenticator.stores.with { try $0.object(batch, kind: .batch)?.usageDue ?? false }
+        } ?? false
+        guard due else { return }
+        let why = object.kind == .response ? "this background response is billed once it has ended: retrieve it after it ends, then delete it"
+            : "its batch is billed from it once the gateway has read it: retry in a few seconds"
+        throw OpenAIError(status: 409, message: "Not deleted: \(why).", type: "invalid_request_error", param: nil, code: "usage_due")
+    }
+
+    /// The most objects one body may name: Azure takes 500 files in a vector store's file batch.
+    static let maxNamedObjects = 2000
 
     /// The 503 for a request naming an object of `kind` whose backend rests after throttling or
     /// failures: only that backend holds it, so the request may go nowhere else.
@@ -48,7 +64,14 @@ extension Gateway {
             try store.recordObject(object, billedLater: call.billedWhenEnded, ended: ended, nowMs: nowMs)
             // Azure makes a batch's output and error files: they are its owner's, on its backend.
             for file in batchFiles {
-                try store.recordObject(StoredObject(id: file, kind: .file, userID: call.user.id, backend: call.backendName), nowMs: nowMs)
+                try store.recordObject(StoredObject(id: file, kind: .file, userID: call.user.id, backend: call.backendName, parent: id),
+                                       nowMs: nowMs)
+            }
+            // A background response seen ended is billed now, from this answer, before the client
+            // has it: it could be deleted before the poller asks.
+            if call.creates == .response, ended, let due = try store.object(id, kind: .response), due.usageDue {
+                let record = answer.flatMap(BatchUsage.reported).map { policy.endedRecord(of: due, usage: $0, nowMs: nowMs) }
+                _ = try store.settleObject(id, record: record)
             }
         }
     }
@@ -86,7 +109,15 @@ extension Gateway {
         // A call on a stored object goes to its backend already: what it names must be there too.
         var holder: String? = call.reads != nil && backends.count > 1 ? call.backendName : nil
         var files: [StoredObject] = []
-        for (id, kind) in references.fileIDs.map({ ($0, StoredObject.Kind.file) }) + references.vectorStoreIDs.map({ ($0, .vectorStore) }) {
+        // Each id is looked up once, and a body may name only so many: a megabyte of one id
+        // repeated must not cost a million lookups.
+        var named = Set<String>()
+        let ids = (references.fileIDs.map { ($0, StoredObject.Kind.file) } + references.vectorStoreIDs.map { ($0, .vectorStore) })
+            .filter { named.insert($0.1.rawValue + "/" + $0.0).inserted }
+        guard ids.count <= Self.maxNamedObjects else {
+            return OpenAIError.invalidRequest("A request may name at most \(Self.maxNamedObjects) files and vector stores.")
+        }
+        for (id, kind) in ids {
             guard let object = try ownedObject(id, kind: kind, user: user) else { return StoredObject.notFound(kind, id: id) }
             if kind == .file { files.append(object) }
             if let holder, holder != object.backend {

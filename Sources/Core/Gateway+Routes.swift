@@ -41,6 +41,7 @@ extension Gateway {
                                 body: [], route: AzureRoute(operation: "responses", model: "-", deployment: "-", streaming: false, servedAs: []),
                                 shaping: .unchanged, user: user)
         call.reads = Self.storedID(item)
+        call.deletes = request.method == "DELETE" && item.split(separator: "/").count == 1
         // The response itself, retrieved or cancelled: its answer tells whether it ended, which
         // a background response is billed on.
         if item.split(separator: "/").count == 1 ? request.method == "GET" : item.hasSuffix("/cancel") {
@@ -81,7 +82,11 @@ extension Gateway {
     /// refused.
     static func billWhenEnded(_ call: inout UpstreamCall, _ body: JSONRequestBody) throws {
         // Only a Responses request makes a response: `background` in any other body is billed as it runs.
-        guard body.background, call.route.kind == .responses else { return }
+        guard call.route.kind == .responses else { return }
+        guard !body.backgroundIsMalformed else {
+            throw OpenAIError.invalidRequest("'background' must be a boolean.", param: "background", code: "invalid_type")
+        }
+        guard body.background else { return }
         guard !body.stream else {
             throw OpenAIError.invalidRequest("A background response cannot be streamed through this gateway: "
                                              + "send it without 'stream' and retrieve it.", param: "stream", code: "unsupported_parameter")

@@ -6,23 +6,28 @@ extension UsageStore {
     public func recordObject(_ object: StoredObject, billedLater: Bool = false, ended: Bool = false, nowMs: Int64) throws {
         try write {
             try statement("""
-                INSERT INTO objects (id, kind, user_id, backend, created_ms, data, model, ended, checked_ms, billing)
-                VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, CASE WHEN ?8 = 1 THEN 0 ELSE ?5 END, ?9)
+                INSERT INTO objects (id, kind, user_id, backend, created_ms, data, model, ended, checked_ms, billing, parent)
+                VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, CASE WHEN ?8 = 1 THEN 0 ELSE ?5 END, ?9, ?10)
                 ON CONFLICT (id) DO UPDATE SET data = coalesce(excluded.data, objects.data), ended = max(objects.ended, excluded.ended),
                   checked_ms = CASE WHEN excluded.ended = 1 AND objects.ended = 0 THEN 0 ELSE objects.checked_ms END
                 WHERE objects.user_id = excluded.user_id AND objects.kind = excluded.kind
                   AND (excluded.data IS NOT NULL OR excluded.ended > objects.ended)
                 """).run([.text(object.id), .text(object.kind.rawValue), .int(object.userID), .text(object.backend), .int(nowMs),
                           object.snapshot.map { .text(String(decoding: $0, as: UTF8.self)) } ?? .null,
-                          object.model.map { .text($0) } ?? .null, .int(ended ? 1 : 0), .int(billedLater ? 1 : 0)])
+                          object.model.map { .text($0) } ?? .null, .int(ended ? 1 : 0), .int(billedLater ? 1 : 0),
+                          object.parent.map { .text($0) } ?? .null])
         }
     }
 
-    /// The object of `id` and `kind` created through the gateway, if any, with what it is charged as.
+    /// The object of `id` and `kind` created through the gateway, if any, with what it is charged
+    /// as, where it came from, and whether its usage is due.
     public func object(_ id: String, kind: StoredObject.Kind) throws -> StoredObject? {
-        try statement("SELECT user_id, backend, model FROM objects WHERE id = ?1 AND kind = ?2")
-            .rows([.text(id), .text(kind.rawValue)]) {
-                StoredObject(id: id, kind: kind, userID: $0.int(0), backend: $0.text(1), model: $0.optionalText(2))
+        try statement("SELECT user_id, backend, model, parent, billing FROM objects WHERE id = ?1 AND kind = ?2")
+            .rows([.text(id), .text(kind.rawValue)]) { row in
+                var object = StoredObject(id: id, kind: kind, userID: row.int(0), backend: row.text(1), model: row.optionalText(2),
+                                          parent: row.optionalText(3))
+                object.usageDue = row.int(4) == LaterBilling.due.rawValue
+                return object
             }
             .first
     }

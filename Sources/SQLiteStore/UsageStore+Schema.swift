@@ -43,12 +43,13 @@ extension UsageStore {
                 // Objects billed when they end (batches, background responses): what they are
                 // charged as, whether Azure said they ended, when a process last claimed one to
                 // look, and whether their usage is in the ledger (`billing`: 0 not billed so,
-                // 1 due when it ends, 2 settled).
+                // 1 due when it ends, 2 settled); a batch's output file's batch (`parent`).
                 try connection.execute("""
                     ALTER TABLE objects ADD COLUMN model TEXT;
                     ALTER TABLE objects ADD COLUMN ended INTEGER NOT NULL DEFAULT 0;
                     ALTER TABLE objects ADD COLUMN checked_ms INTEGER NOT NULL DEFAULT 0;
                     ALTER TABLE objects ADD COLUMN billing INTEGER NOT NULL DEFAULT 0;
+                    ALTER TABLE objects ADD COLUMN parent TEXT;
                     CREATE INDEX objects_billed_later ON objects (checked_ms) WHERE billing = 1;
                     """)
             }

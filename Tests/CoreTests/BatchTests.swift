@@ -64,15 +64,33 @@ import Testing
         }
     }
 
-    @Test func aModelSpeltWithEscapesOrTwiceIsReadAsAzureReadsIt() throws {
-        // `mod\u0065l` is `model`, and the last of two counts: the line names gpt-4o-mini.
-        let input = try Self.rewrite(#"{"custom_id":"1","url":"/v1/responses","body":{"model":"gpt-4o","mod\u0065l":"gpt-4o-mini"}}"#)
+    @Test func aModelSpeltWithEscapesIsReadAsAzureReadsItAndOneTwiceIsRefused() throws {
+        // `mod\u0065l` is `model`.
+        let input = try Self.rewrite(#"{"custom_id":"1","url":"/v1/responses","body":{"mod\u0065l":"gpt-4o-mini","input":"x"}}"#)
         #expect(input.models == ["gpt-4o-mini"] && input.deployment == "mini-batch")
-        let text = String(decoding: input.bytes, as: UTF8.self)
-        #expect(text.hasSuffix(#""mod\u0065l":"mini-batch"}}"#))
+        #expect(String(decoding: input.bytes, as: UTF8.self).contains(#""mod\u0065l":"mini-batch""#))
         // A `model` one level down (inside metadata) is not the line's.
         let nested = try Self.rewrite(#"{"custom_id":"1","url":"/v1/responses","body":{"metadata":{"model":"gpt-4o"},"model":"gpt-4o-mini"}}"#)
         #expect(nested.models == ["gpt-4o-mini"])
+        // Readers differ on which of two counts: whatever is named twice is refused.
+        for line in [#"{"custom_id":"1","url":"/v1/responses","body":{"model":"gpt-4o","mod\u0065l":"gpt-4o-mini"}}"#,
+                     #"{"custom_id":"1","url":"/v1/responses","body":{"model":"gpt-4o"},"body":{"model":"gpt-4o-mini"}}"#,
+                     #"{"custom_id":"1","url":"/v1/files","url":"/v1/responses","body":{"model":"gpt-4o"}}"#,
+                     #"{"custom_id":"1","custom_\u0069d":"2","url":"/v1/responses","body":{"model":"gpt-4o"}}"#] {
+            #expect(Self.refusal(line)?.contains("twice") == true, "\(line)")
+        }
+    }
+
+    @Test func aLineBreakOtherThanLFInsideALineIsRefused() {
+        let allowed = #"{"custom_id":"a","url":"/v1/embeddings","body":{"model":"gpt-4o-mini","input":"x"}}"#
+        let hidden = #"{"custom_id":"h","url":"/v1/embeddings","body":{"model":"gpt-4o","input":"x"}}"#
+        // To the gateway one object; to a reader splitting on a lone CR, NEL or U+2028, two lines.
+        for separator in ["\r", "\u{85}", "\u{2028}", "\u{2029}"] {
+            let line = String(allowed.dropLast()) + #","x":["# + separator + hidden + separator + "]}"
+            #expect(Self.refusal(line)?.contains("Line 1") == true, "\(separator.unicodeScalars.first!.value)")
+        }
+        // CR LF ends lines as LF does.
+        #expect(Self.refusal(allowed + "\r\n" + allowed.replacingOccurrences(of: "\"a\"", with: "\"b\"") + "\r\n") == nil)
     }
 
     @Test func theRouteSeesEveryLineWithItsNumberAndMayRefuseIt() {
@@ -142,7 +160,7 @@ import Testing
         // Two processes race for it: one claims it.
         #expect(try store.claimObject("batch_1", nowMs: t0 + 2001, pollMs: 600_000))
         #expect(try !store.claimObject("batch_1", nowMs: t0 + 2002, pollMs: 600_000))
-        let record = SettlementPoller(gateway: gateway, logger: .init(label: "test")).record(of: ended, usage: TokenUsage(prompt: 1000, completion: 100))
+        let record = gateway.policy.endedRecord(of: ended, usage: TokenUsage(prompt: 1000, completion: 100), nowMs: t0 + 3000)
         #expect(record.model == "gpt-4o" && record.costMicros == 0)  // no prices in this config
         #expect(try store.settleObject("batch_1", record: record))
         #expect(try !store.settleObject("batch_1", record: record))
@@ -158,9 +176,13 @@ import Testing
         #expect(prices.dearest(["gpt-4o-mini", "gpt-4o", "unpriced"]) == "gpt-4o")
         var config = GatewayConfig(databasePath: temporaryDatabase(), azure: AzureSettings(endpoint: "https://x.openai.azure.com", apiKey: "k"))
         config.prices = prices
-        let poller = SettlementPoller(gateway: Gateway(config: config), logger: .init(label: "test"))
+        let policy = Gateway(config: config).policy
         let batch = StoredObject(id: "b", kind: .batch, userID: 1, backend: "default", model: "gpt-4o")
-        let record = poller.record(of: batch, usage: TokenUsage(prompt: 1_000_000, completion: 100_000))
+        let record = policy.endedRecord(of: batch, usage: TokenUsage(prompt: 1_000_000, completion: 100_000), nowMs: 0)
         #expect(record.costMicros == (2_500_000 + 1_000_000) / 2 && !record.unpriced)
+        // A background response: the normal price.
+        var response = batch
+        response.kind = .response
+        #expect(policy.endedRecord(of: response, usage: TokenUsage(prompt: 1_000_000, completion: 100_000), nowMs: 0).costMicros == 3_500_000)
     }
 }

@@ -177,6 +177,19 @@ import Testing
         #expect(response(decision)?.status == 404)
     }
 
+    @Test func eachNamedObjectIsLookedUpOnceAndABodyNamesOnlySoMany() throws {
+        try created("file-own", key: "alice-key-1")
+        func decideStore(_ ids: [String]) -> GatewayDecision {
+            let body = #"{"name":"s","file_ids":["# + ids.map { "\"\($0)\"" }.joined(separator: ",") + "]}"
+            return decide("POST", "/v1/vector_stores", key: "alice-key-1", body: body)
+        }
+        // The caller's own file a hundred thousand times: one lookup, forwarded.
+        guard case .forward = decideStore(Array(repeating: "file-own", count: 100_000)).action else { Issue.record("refused"); return }
+        // More distinct objects than any request of Azure's names: refused before any lookup.
+        let many = decideStore((0...Gateway.maxNamedObjects).map { "file-\($0)" })
+        #expect(response(many)?.status == 400)
+    }
+
     @Test func vectorStorePathsAreServedForTheirOwnerWithJSONBodies() throws {
         let routes: [(String, String, Endpoint.Body)] = [
             ("POST", "vector_stores", .json), ("GET", "vector_stores/vs_1", .none), ("POST", "vector_stores/vs_1", .json),

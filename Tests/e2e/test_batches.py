@@ -5,6 +5,8 @@ ledger once (a batch at the batch discount)."""
 import json
 import re
 import time
+import urllib.error
+import urllib.request
 
 import openai
 import pytest
@@ -147,12 +149,18 @@ def test_a_bad_line_is_a_400_naming_it_and_nothing_reaches_azure(gw, azure):
 def test_a_line_written_with_escapes_is_read_as_azure_reads_it(gw, azure):
     output = gw.cli("user", "add", "minitoo", "--models", "gpt-4o-mini").stdout.strip().splitlines()
     limited = client(gw, output[-1])
-    # `mod\u0065l` is `model`; the last of two `model`s is the one Azure reads.
-    sneaky = ('{"custom_id":"1","url":"/v1/chat/completions","body":{"model":"gpt-4o-mini","mod\\u0065l":"gpt-4o",'
-              '"messages":[]}}\n').encode()
+    # `mod\u0065l` is `model`: the line names gpt-4o, which this user may not use.
+    sneaky = '{"custom_id":"1","url":"/v1/chat/completions","body":{"mod\\u0065l":"gpt-4o","messages":[]}}\n'.encode()
     with pytest.raises(openai.BadRequestError) as refused:
         limited.files.create(file=("in.jsonl", sneaky), purpose="batch")
     assert "Line 1" in refused.value.body["message"] and "gpt-4o" in refused.value.body["message"]
+    # Two `model`s (readers differ on which counts) and a lone CR (a line break to some readers) are refused.
+    for content in ('{"custom_id":"1","url":"/v1/chat/completions","body":{"model":"gpt-4o-mini","model":"gpt-4o"}}\n',
+                    '{"custom_id":"1","url":"/v1/chat/completions","body":{"model":"gpt-4o-mini"},"x":[\r'
+                    '{"custom_id":"2","url":"/v1/chat/completions","body":{"model":"gpt-4o"}}\r]}\n'):
+        with pytest.raises(openai.BadRequestError) as refused:
+            limited.files.create(file=("in.jsonl", content.encode()), purpose="batch")
+        assert "Line 1" in refused.value.body["message"]
 
 
 def test_a_batch_is_noticed_and_billed_without_being_retrieved(gw, azure):
@@ -301,3 +309,48 @@ def test_a_conversation_of_stored_responses_goes_on_for_its_owner(gw, azure):
             bob.responses.retrieve(ident)
         with pytest.raises(openai.NotFoundError):
             bob.responses.create(model="gpt-4o", input="x", previous_response_id=ident)
+
+
+def test_what_is_billed_from_it_cannot_be_deleted_before_it_is(gw, azure):
+    output = gw.cli("user", "add", "deleter").stdout.strip().splitlines()
+    deleter = client(gw, output[-1])
+    # A background response still running is not deleted: its usage is not known yet.
+    slow = deleter.responses.create(model="gpt-4o", input="long job", background=True, metadata={"emulator_seconds": "600"})
+    with pytest.raises(openai.ConflictError) as refused:
+        deleter.responses.delete(slow.id)
+    assert refused.value.body["code"] == "usage_due"
+    # Retrieved once ended, it is billed from that answer at once: deleting it right after is fine.
+    quick = deleter.responses.create(model="gpt-4o", input="short job please", background=True)
+    done = response_done(deleter, quick.id)
+    deleter.responses.delete(quick.id)
+    wait_for(lambda: ledger(gw, "deleter").get("gpt-4o", {}).get("prompt_tokens") == done.usage.input_tokens,
+             what="the deleted response billed")
+    # A batch's output file stays until the batch is billed from it.
+    uploaded = deleter.files.create(file=("in.jsonl", batch_file(line("a", "gpt-4o-mini"))), purpose="batch")
+    batch = ended(deleter, deleter.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
+                                                  completion_window="24h").id)
+
+    def deleted():
+        try:
+            deleter.files.delete(batch.output_file_id)
+            return True
+        except openai.ConflictError as error:
+            assert error.body["code"] == "usage_due"
+            return False
+    wait_for(deleted, what="the output file deletable once the batch is billed")
+    assert ledger(gw, "deleter")["gpt-4o-mini"]["prompt_tokens"] > 0
+
+
+def test_a_part_named_file_in_other_letters_is_refused(gw, azure):
+    azure.clear()
+    boundary = "b0undary"
+    allowed = line("1", "gpt-4o-mini")
+    form = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n"
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"File\"; filename=\"x.jsonl\"\r\n\r\n{line('2', 'gpt-4o')}\r\n"
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"y.jsonl\"\r\n\r\n{allowed}\r\n--{boundary}--\r\n")
+    request = urllib.request.Request(gw.url + "/v1/files", data=form.encode(), method="POST", headers={
+        "Authorization": f"Bearer {USERS['alice']}", "Content-Type": f"multipart/form-data; boundary={boundary}"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 400 and json.loads(refused.value.read())["error"]["code"] == "invalid_multipart"
+    assert azure.requests() == []

@@ -338,8 +338,9 @@ CASES = [
     Case("delete-response-input-items", 405, method="DELETE", path="/v1/responses/resp_1/input_items", body=b"",
          code="method_not_allowed", forwarded=False),
     Case("post-healthz", 405, path="/healthz", code="method_not_allowed", forwarded=False),
-    Case("unknown-v1-endpoint", 404, path="/v1/moderations", code="unknown_url", forwarded=False),
-    Case("unknown-v1-batches", 404, method="GET", path="/v1/batches", body=b"", code="unknown_url", forwarded=False),
+    Case("unserved-v1-endpoint", 404, path="/v1/moderations", code="unsupported_operation", forwarded=False),
+    Case("unserved-v1-evals", 404, method="GET", path="/v1/evals", body=b"", code="unsupported_operation", forwarded=False),
+    Case("unknown-v1-endpoint", 404, path="/v1/moderatio", code="unknown_url", forwarded=False),
     Case("files-path-climbing", 404, method="GET", path="/v1/files/../chat/completions", body=b"", code="unknown_url", forwarded=False),
     Case("unknown-api-version-prefix", 404, path="/v2/chat/completions", forwarded=False),
 

@@ -284,11 +284,15 @@ def test_a_prompt_dressed_as_an_image_is_counted_as_the_text_it_is(gw, azure):
         assert arrived(azure, marker) == 0
 
 
-def test_background_responses_are_refused_and_reads_use_nothing(gw, azure):
+def test_a_streamed_background_response_is_refused_and_reads_use_nothing(gw, azure):
     client = openai.OpenAI(base_url=gw.url + "/v1", api_key=key("daily"), max_retries=0)
     with pytest.raises(openai.BadRequestError) as refused:
-        client.responses.create(model="gpt-3.5-turbo", input="m-background", background=True)
+        client.responses.create(model="gpt-3.5-turbo", input="m-background", background=True, stream=True)
     assert refused.value.code == "unsupported_parameter"
+    # `background` that is no boolean could start one billed as none.
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.responses.create(model="gpt-3.5-turbo", input="m-background", extra_body={"background": "true"})
+    assert refused.value.code == "invalid_type"
     assert arrived(azure, "m-background") == 0
     created = client.responses.create(model="gpt-3.5-turbo", input="m-read-twice")
 

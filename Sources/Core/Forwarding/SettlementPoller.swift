@@ -49,28 +49,39 @@ public struct SettlementPoller {
         var snapshot = object.snapshot ?? []
         if !StoredObject.ended(object.kind, snapshot) {
             // The answer refreshes what the store keeps, as the owner's retrieval would.
-            guard let fresh = fetch("\(object.kind.collection)/\(object.id)", of: object.kind, owner: owner, backend: backend,
-                                    through: transport) else { return }
+            let (status, fresh) = fetch("\(object.kind.collection)/\(object.id)", of: object.kind, owner: owner, backend: backend,
+                                        through: transport)
+            if status == 404 { return try gone(object, owner: owner) }
+            guard status == 200 else { return }
             snapshot = fresh
             guard StoredObject.ended(object.kind, snapshot) else { return }
         }
         let usage: TokenUsage?
         if object.kind == .batch {
-            guard let used = batchUsage(snapshot, owner: owner, backend: backend, through: transport) else { return }
+            guard let used = try batchUsage(of: object, snapshot, owner: owner, backend: backend, through: transport) else { return }
             usage = used
         } else {
             usage = BatchUsage.reported(in: snapshot)
         }
-        let record = usage.map { self.record(of: object, usage: $0) }
+        let record = usage.map { gateway.policy.endedRecord(of: object, usage: $0, nowMs: WallClock.nowMs()) }
         if try stores.with({ try $0.settleObject(object.id, record: record) }), let record {
             logger.info("\(object.kind.noun) \(object.id) of user \(owner.username) ended: \(record.promptTokens) prompt and \(record.completionTokens) completion tokens as \(record.model)")
         }
     }
 
+    /// Azure no longer has `object` (or its output): the gateway refuses the deletes that would do
+    /// this, so only someone with the Azure key did. Its usage cannot be known: it is settled as
+    /// nothing, and the operator told.
+    private func gone(_ object: StoredObject, owner: StoredUser) throws {
+        if try gateway.authenticator.stores.with({ try $0.settleObject(object.id, record: nil) }) {
+            logger.error("\(object.kind.noun) \(object.id) of user \(owner.username) is gone from Azure before its usage was read: nothing was billed for it")
+        }
+    }
+
     /// What an ended batch used (`.some(nil)`: nothing ran), its output and error files made the
     /// owner's; nil when its output file could not be read now (it is tried again later).
-    private func batchUsage(_ snapshot: [UInt8], owner: StoredUser, backend: Int,
-                            through transport: some UpstreamTransport) -> TokenUsage?? {
+    private func batchUsage(of batch: StoredObject, _ snapshot: [UInt8], owner: StoredUser, backend: Int,
+                            through transport: some UpstreamTransport) throws -> TokenUsage?? {
         for file in StoredObject.batchFiles(snapshot) {
             _ = fetch("files/\(file)", of: .file, owner: owner, backend: backend, through: transport)
         }
@@ -78,28 +89,15 @@ public struct SettlementPoller {
         guard let output = StoredObject.stringField("output_file_id", in: snapshot), AzureRoute.isPlainToken(output) else {
             return .some(nil)
         }
-        return outputUsage(output, owner: owner, backend: backend, through: transport).map { .some($0) }
+        let (status, summed) = outputUsage(output, owner: owner, backend: backend, through: transport)
+        if status == 404 { try gone(batch, owner: owner) }
+        return summed.map { .some($0) }
     }
 
-    /// What `object` used, priced as the model it is charged as; a batch at the batch discount.
-    func record(of object: StoredObject, usage: TokenUsage) -> RequestRecord {
-        let model = object.model ?? "-"
-        var record = RequestRecord(userID: object.userID, model: model, timeMs: WallClock.nowMs(), requestID: object.id, status: 200,
-                                   forwarded: true)
-        record.promptTokens = usage.prompt
-        record.cachedTokens = usage.cached
-        record.completionTokens = usage.completion
-        let prices = gateway.policy.prices
-        let full = gateway.policy.cost(model: model, prompt: usage.prompt, cached: usage.cached, completion: usage.completion)
-        record.costMicros = object.kind == .batch ? Int64((Double(full) * prices.batchDiscount).rounded()) : full
-        record.unpriced = prices.price(for: model) == nil
-        return record
-    }
-
-    /// The stored object at `path` (v1), recorded as `owner`'s as a retrieval records it; nil
-    /// when Azure did not answer 200.
+    /// Azure's status and answer for the stored object at `path` (v1), recorded as `owner`'s as a
+    /// retrieval records it.
     private func fetch(_ path: String, of kind: StoredObject.Kind, owner: StoredUser, backend: Int,
-                       through transport: some UpstreamTransport) -> [UInt8]? {
+                       through transport: some UpstreamTransport) -> (status: Int, body: [UInt8]) {
         var call = gateway.pollCall(path, owner: owner, backend: backend)
         call.shaping.readsCreatedID = true
         call.shaping.keepsCreatedObject = true
@@ -114,23 +112,25 @@ public struct SettlementPoller {
                 logger.error("recording a stored \(kind.rawValue) failed: \(error)")
             }
         }
-        return status == 200 ? answer.bytes : nil
+        return (status, answer.bytes)
     }
 
-    /// The sum of the usage in the output file `id`, read as it downloads; nil when it did not.
-    private func outputUsage(_ id: String, owner: StoredUser, backend: Int, through transport: some UpstreamTransport) -> TokenUsage? {
+    /// Azure's status for the output file `id`, and the sum of its usage, read as it downloads;
+    /// nil when it did not.
+    private func outputUsage(_ id: String, owner: StoredUser, backend: Int,
+                             through transport: some UpstreamTransport) -> (status: Int, usage: TokenUsage?) {
         let summing = SummedOutput()
         let status = run(gateway.pollCall("files/\(id)/content", owner: owner, backend: backend), into: summing,
                          through: transport, created: nil)
         guard status == 200 else {
             logger.warning("downloading the output file of a batch failed (\(status)); it is tried again later")
-            return nil
+            return (status, nil)
         }
         summing.usage.finish()
         if summing.usage.unreadable > 0 {
             logger.warning("\(summing.usage.unreadable) lines of batch output \(id) were unreadable: their usage is not counted")
         }
-        return summing.usage.total
+        return (status, summing.usage.total)
     }
 
     private func run(_ call: UpstreamCall, into client: any ClientStream, through transport: some UpstreamTransport,

@@ -143,13 +143,17 @@ public struct Endpoint: Sendable, Equatable {
     static let unsupportedOperations = [
         "fine_tuning": "fine-tuning", "evals": "evals", "containers": "containers", "conversations": "conversations",
         "uploads": "uploads", "assistants": "assistants", "threads": "threads", "realtime": "the Realtime API",
-        "moderations": "moderations", "chat": "stored chat completions",
+        "moderations": "moderations",
     ]
 
     /// The name of the part of the v1 API `path` reaches, when the gateway does not serve it.
     private static func unsupported(_ path: String) -> String? {
-        let rest = path.hasPrefix("/v1/") ? path.dropFirst(4) : path.hasPrefix("/openai/v1/") ? path.dropFirst(11) : nil
-        return rest.flatMap { unsupportedOperations[String($0.prefix { $0 != "/" })] }
+        guard let rest = path.hasPrefix("/v1/") ? path.dropFirst(4) : path.hasPrefix("/openai/v1/") ? path.dropFirst(11) : nil else {
+            return nil
+        }
+        // `chat/completions/{id}…`: a stored chat completion (not a stray trailing slash).
+        if rest.hasPrefix("chat/completions/"), rest.count > "chat/completions/".count { return "stored chat completions" }
+        return unsupportedOperations[String(rest.prefix { $0 != "/" })]
     }
 
     /// POST for everything with a body; GET (and DELETE for one response) for stored responses,

@@ -2,9 +2,11 @@
 /// it, with each line's `body.model` rewritten to the deployment the batch runs on. Azure would
 /// only fail the batch hours later; here a bad line is a 400 naming its number.
 ///
-/// Every line is read as JSON, as Azure reads it (a repeated key counts as its last occurrence,
-/// as `JSONRequestBody` reads one): an object with a string `custom_id`, `method` POST when
-/// given, a `url` Azure's batches serve and a `body` object naming a `model`.
+/// Every line is read as JSON: an object with a string `custom_id`, `method` POST when given, a
+/// `url` Azure's batches serve and a `body` object naming a `model`. Whatever readers may differ
+/// on is refused: a key of these repeated (one reader takes the first, another the last), and a
+/// line break other than LF or CR LF inside a line (a lone CR, NEL, U+2028, U+2029), which a
+/// line reader could split into a request the gateway never saw.
 public struct BatchInput {
     /// The file with every line's model replaced by its deployment.
     public private(set) var bytes: [UInt8] = []
@@ -51,26 +53,40 @@ public struct BatchInput {
 
     /// One line with its model replaced.
     private mutating func rewritten(_ line: [UInt8], number: Int, route: (String, Int) throws -> String) throws -> [UInt8] {
+        if let breaking = Self.otherLineBreak(in: line) {
+            throw Self.refusal("it holds \(breaking), which some readers take for the end of a line.", line: number)
+        }
         var customID: String?, url: String?, method: String?, body: Range<Int>?
+        var seen = 0
         var scanner = JSONScanner(bytes: line)
         scanner.skipSpace()
         do {
             try scanner.forEachMember { key, value, scanner in
                 let isString = scanner.bytes[value.lowerBound] == UInt8(ascii: "\"")
+                let before = seen
                 if scanner.key(key, is: "custom_id") {
                     customID = isString ? scanner.string(value) : nil
+                    seen |= 1 << 0
                 } else if scanner.key(key, is: "url") {
                     url = isString ? scanner.string(value) : nil
+                    seen |= 1 << 1
                 } else if scanner.key(key, is: "method") {
                     method = isString ? scanner.string(value) : ""
+                    seen |= 1 << 2
                 } else if scanner.key(key, is: "body") {
                     body = value
+                    seen |= 1 << 3
+                } else {
+                    return
                 }
+                if seen == before { throw RepeatedKey(name: scanner.string(key)) }
             }
             scanner.skipSpace()
             guard scanner.atEnd else { throw JSONSyntaxError.invalid }
         } catch is JSONSyntaxError {
             throw Self.refusal("it is not one JSON object.", line: number)
+        } catch let repeated as RepeatedKey {
+            throw Self.refusal("it names '\(repeated.name)' twice.", line: number)
         }
         guard let customID, !customID.isEmpty else { throw Self.refusal("it needs a 'custom_id' string.", line: number) }
         guard customIDs.insert(customID).inserted else { throw Self.refusal("its 'custom_id' is on an earlier line too.", line: number) }
@@ -87,6 +103,7 @@ public struct BatchInput {
         } catch let error as OpenAIError {
             throw Self.refusal("its body: \(error.message)", line: number)
         }
+        if Self.models(in: request.bytes) > 1 { throw Self.refusal("its body names 'model' twice.", line: number) }
         guard let model = request.model, !model.isEmpty else { throw Self.refusal("its body names no 'model'.", line: number) }
         let target = try route(model, number)
         if requests == 0 {
@@ -99,6 +116,38 @@ public struct BatchInput {
         if !models.contains(model) { models.append(model) }
         request.setModel(target)
         return Array(line[..<body.lowerBound]) + request.bytes + Array(line[body.upperBound...])
+    }
+
+    private struct RepeatedKey: Error {
+        var name: String
+    }
+
+    /// How many top-level `model` keys the JSON object `body` has.
+    private static func models(in body: [UInt8]) -> Int {
+        var scanner = JSONScanner(bytes: body)
+        scanner.skipSpace()
+        var count = 0
+        try? scanner.forEachMember { key, _, scanner in
+            if scanner.key(key, is: "model") { count += 1 }
+        }
+        return count
+    }
+
+    /// A line break other than the LF lines end with, anywhere in `line` (its CR before the LF
+    /// already taken off): what it is, for the refusal; nil when there is none.
+    static func otherLineBreak(in line: [UInt8]) -> String? {
+        var index = 0
+        while index < line.count {
+            switch line[index] {
+            case 13: return "a carriage return"
+            case 0xC2 where index + 1 < line.count && line[index + 1] == 0x85: return "U+0085"
+            case 0xE2 where index + 2 < line.count && line[index + 1] == 0x80 && (line[index + 2] == 0xA8 || line[index + 2] == 0xA9):
+                return line[index + 2] == 0xA8 ? "U+2028" : "U+2029"
+            default: break
+            }
+            index += 1
+        }
+        return nil
     }
 
     /// The 400 for a file that is no batch Azure would run, naming the line when there is one.

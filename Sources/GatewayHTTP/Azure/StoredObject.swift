@@ -38,14 +38,20 @@ public struct StoredObject: Sendable, Equatable {
     /// What the usage it leads to is charged as: for a batch input file, the model its lines
     /// name (the dearest, if several); for a batch, its input file's. Nil for everything else.
     public var model: String?
+    /// A batch's output or error file: the batch it came from.
+    public var parent: String?
+    /// Billed when it ends (a batch, a background response), and not yet.
+    public var usageDue = false
 
-    public init(id: String, kind: Kind, userID: Int64, backend: String, snapshot: [UInt8]? = nil, model: String? = nil) {
+    public init(id: String, kind: Kind, userID: Int64, backend: String, snapshot: [UInt8]? = nil, model: String? = nil,
+                parent: String? = nil) {
         self.id = id
         self.kind = kind
         self.userID = userID
         self.backend = backend
         self.snapshot = snapshot
         self.model = model
+        self.parent = parent
     }
 
     /// Longest id kept: Azure's are about 50 bytes; anything longer is no id of theirs.

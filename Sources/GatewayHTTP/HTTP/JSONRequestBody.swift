@@ -17,6 +17,9 @@ public struct JSONRequestBody {
     public private(set) var previousResponseID: String?
     /// `background == true`: a Responses request answered later, when retrieved.
     public private(set) var background = false
+    /// `background` is neither a boolean nor null: Azure may read it as true, so a Responses
+    /// request with it is refused (`Gateway.billWhenEnded`).
+    public private(set) var backgroundIsMalformed = false
     /// Byte ranges of the `model` member: key start ..< value end, and the value alone.
     private var modelMember: (member: Range<Int>, value: Range<Int>)?
     /// The same for `stream_options`.
@@ -138,6 +141,7 @@ public struct JSONRequestBody {
         usageValue = nil
         previousResponseID = nil
         background = false
+        backgroundIsMalformed = false
         // Keys are compared as bytes: a String and a dictionary entry per member cost more than
         // the rest of the scan. A repeated key counts as its last occurrence.
         try scanner.forEachMember { key, value, scanner in
@@ -168,7 +172,9 @@ public struct JSONRequestBody {
                     throw OpenAIError.invalidRequest("'previous_response_id' must be a string.", param: "previous_response_id", code: "invalid_type")
                 }
             } else if scanner.key(key, is: "background") {
-                background = scanner.literal(value) == "true"
+                let literal = scanner.literal(value)
+                background = literal == "true"
+                backgroundIsMalformed = literal != "true" && literal != "false" && literal != "null"
             } else if scanner.key(key, is: "stream_options") {
                 optionsMember = (key.lowerBound ..< value.upperBound, value)
                 // A repeated stream_options replaces the earlier one, usage flag included.

@@ -48,6 +48,7 @@ public enum MultipartForm {
         var found: Range<Int>?
         try forEachPart(in: body, boundary: boundary) { headers, content in
             let disposition = try ContentDisposition(headers: headers, in: body)
+            try refuseCaseVariant(disposition.name, of: name)
             guard disposition.name == name else { return }
             guard found == nil else {
                 throw OpenAIError.invalidRequest("The form has more than one part named '\(name)'.", param: name, code: "invalid_multipart")
@@ -64,6 +65,13 @@ public enum MultipartForm {
     /// `uniqueField` reads.
     public static func field(_ name: String, in body: [UInt8], boundary: String) -> String? {
         (try? uniqueField(name, in: body, boundary: boundary)) ?? nil
+    }
+
+    /// Refuses a part named `name` in other letter cases (`File` for `file`): a server matching
+    /// names without case would read it where the gateway reads the exact one.
+    public static func refuseCaseVariant(_ partName: String?, of name: String) throws {
+        guard let partName, partName != name, partName.utf8.count == name.utf8.count, partName.lowercased() == name.lowercased() else { return }
+        throw OpenAIError.invalidRequest("The form has a part named '\(name)' in other letters.", param: name, code: "invalid_multipart")
     }
 
     /// `body` with parts changed by `edit`, which gets each part's name and content and returns

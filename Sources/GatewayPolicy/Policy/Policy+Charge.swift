@@ -67,4 +67,18 @@ extension Policy {
         let (product, overflow) = price.multipliedReportingOverflow(by: count)
         return overflow ? ModelPrice.maxCostMicros : min(product, ModelPrice.maxCostMicros)
     }
+
+    /// What `object`, billed when it ended (a batch, a background response), used: priced as the
+    /// model it is charged as, a batch at `prices.batch-discount` of the normal price.
+    public func endedRecord(of object: StoredObject, usage: TokenUsage, nowMs: Int64) -> RequestRecord {
+        let model = object.model ?? "-"
+        var record = RequestRecord(userID: object.userID, model: model, timeMs: nowMs, requestID: object.id, status: 200, forwarded: true)
+        record.promptTokens = usage.prompt
+        record.cachedTokens = usage.cached
+        record.completionTokens = usage.completion
+        let full = cost(model: model, prompt: usage.prompt, cached: usage.cached, completion: usage.completion)
+        record.costMicros = object.kind == .batch ? Int64((Double(full) * prices.batchDiscount).rounded()) : full
+        record.unpriced = prices.price(for: model) == nil
+        return record
+    }
 }
