@@ -216,15 +216,17 @@ def test_batches_page_through_each_users_own_exactly_once(gw):
     dora, mine = make("dora", 7)
     bob, theirs = make("bob", 5)
     for who, own in ((dora, mine), (bob, theirs)):
-        seen, after = [], None
-        while True:
-            page = who.batches.list(limit=3, **({"after": after} if after else {}))
-            seen += [b.id for b in page.data]
-            if not page.has_more:
-                break
-            after = page.data[-1].id
-        assert seen == list(reversed(own))
-        assert not set(seen) & set(theirs if own is mine else mine)
+        for order in ("desc", "asc"):
+            seen, after = [], None
+            while True:
+                page = who.batches.list(limit=3, extra_query={"order": order}, **({"after": after} if after else {}))
+                assert 0 < len(page.data) <= 3
+                seen += [b.id for b in page.data]
+                if not page.has_more:
+                    break
+                after = page.data[-1].id
+            assert seen == (list(reversed(own)) if order == "desc" else own)
+            assert not set(seen) & set(theirs if own is mine else mine)
     # A cursor of another user's reveals nothing.
     assert bob.batches.list(after=mine[2]).data == []
 
