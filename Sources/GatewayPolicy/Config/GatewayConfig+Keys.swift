@@ -96,6 +96,7 @@ extension GatewayConfig {
             ConfigKey("fastcgi", "idle-seconds", value: FastCGISettings.defaultIdleSeconds),
             ConfigKey("fastcgi", "queue-timeout-ms", value: FastCGISettings.defaultQueueTimeoutMs),
             ConfigKey("fastcgi", "max-body-mb", value: FastCGISettings.defaultMaxBodyMB),
+            ConfigKey("fastcgi", "max-upload-mb", value: FastCGISettings.defaultMaxUploadMB),
             ConfigKey("fastcgi", "max-per-user", words: "half of fastcgi.max-workers"),
             ConfigKey("fastcgi", "tuning", value: FastCGISettings.defaultTuning),
         ]

@@ -7,6 +7,8 @@ extension GatewayConfig {
         var ours = fastcgi, theirs = newer.fastcgi
         ours.maxBodyBytes = 0
         theirs.maxBodyBytes = 0
+        ours.maxUploadBytes = 0
+        theirs.maxUploadBytes = 0
         if ours != theirs { changed.append("fastcgi") }
         if databasePath != newer.databasePath { changed.append("web.dbName") }
         if azure.caFile != newer.azure.caFile { changed.append("azure.ca-file") }
@@ -19,9 +21,10 @@ extension GatewayConfig {
     /// This config with the restart-only values of `running` (see `restartOnlyChanges`).
     public func keepingRestartOnly(of running: GatewayConfig) -> GatewayConfig {
         var kept = self
-        let maxBody = fastcgi.maxBodyBytes
+        let maxBody = fastcgi.maxBodyBytes, maxUpload = fastcgi.maxUploadBytes
         kept.fastcgi = running.fastcgi
         kept.fastcgi.maxBodyBytes = maxBody
+        kept.fastcgi.maxUploadBytes = maxUpload
         kept.databasePath = running.databasePath
         kept.azure.caFile = running.azure.caFile
         kept.retentionDays = running.retentionDays

@@ -361,6 +361,9 @@ struct SectionParser {
         if let node = section["max-body-mb"] {
             settings.maxBodyBytes = try reader.int(node, at: "fastcgi.max-body-mb", range: 1...4096) << 20
         }
+        if let node = section["max-upload-mb"] {
+            settings.maxUploadBytes = try reader.int(node, at: "fastcgi.max-upload-mb", range: 1...4096) << 20
+        }
         if let node = section["max-per-user"] {
             settings.maxPerUserSetting = try reader.int(node, at: "fastcgi.max-per-user", range: 1...100_000)
         }

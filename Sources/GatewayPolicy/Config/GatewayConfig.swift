@@ -172,6 +172,9 @@ public struct FastCGISettings: Sendable, Equatable {
     public var queueTimeoutMs: Int
     /// Largest request body the gateway reads, in bytes; larger ones get 413.
     public var maxBodyBytes: Int
+    /// Largest file upload (`POST /v1/files`) the gateway streams to Azure, in bytes; larger ones get 413.
+    /// Uploads stream, so this bounds what Azure is sent, not the gateway's memory.
+    public var maxUploadBytes: Int = FastCGISettings.defaultMaxUploadMB << 20
     /// A user's requests in flight in one process, as set; nil for the default.
     var maxPerUserSetting: Int?
     /// A user's requests in flight in one process, beyond which they get 429: the setting, else
@@ -188,6 +191,7 @@ public struct FastCGISettings: Sendable, Equatable {
     /// `defaultSocketMode` as config.yaml writes it: `0660`.
     public static var defaultSocketModeText: String { "0" + String(defaultSocketMode, radix: 8) }
     public static let defaultMaxBodyMB = 64
+    public static let defaultMaxUploadMB = 512
     public static let defaultIdleSeconds = 30
     public static let defaultQueueTimeoutMs = 3000
     static let defaultTuning = true
