@@ -24,6 +24,10 @@ static inline CURLcode ccurl_setopt_slist(CURL *h, CURLoption opt, struct curl_s
 static inline CURLcode ccurl_setopt_datafn(CURL *h, CURLoption opt, ccurl_data_fn v) {
     return curl_easy_setopt(h, opt, v);
 }
+typedef int (*ccurl_seek_fn)(void *userdata, curl_off_t offset, int origin);
+static inline CURLcode ccurl_setopt_seekfn(CURL *h, ccurl_seek_fn v) {
+    return curl_easy_setopt(h, CURLOPT_SEEKFUNCTION, v);
+}
 /* curl_share_setopt is variadic too. */
 typedef void (*ccurl_lock_fn)(CURL *handle, curl_lock_data data, curl_lock_access access, void *userptr);
 typedef void (*ccurl_unlock_fn)(CURL *handle, curl_lock_data data, void *userptr);

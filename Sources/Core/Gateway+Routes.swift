@@ -1,11 +1,11 @@
 extension Gateway {
     /// The upstream call for an authenticated request to `endpoint`, at backend `index`.
-    func call(for request: GatewayRequest, endpoint: Endpoint, user: StoredUser, backend index: Int = 0,
+    func call(for request: GatewayRequest, endpoint: Endpoint, user: StoredUser, backend index: Int = 0, upload: Upload? = nil,
               readBody: (Int) throws -> [UInt8]) throws -> UpstreamCall {
         let backend = backends[index]
         var call: UpstreamCall
         if let stored = endpoint.stored {
-            call = try objectCall(request, stored: stored, user: user, backend: backend, readBody: readBody)
+            call = try objectCall(request, stored: stored, user: user, backend: backend, upload: upload, readBody: readBody)
         } else {
             switch endpoint.style {
         case .openAI:

@@ -4,13 +4,15 @@ extension Gateway {
     /// vector store's JSON), whose answer records its owner; or anything on or under one object,
     /// which goes upstream only for its owner (`reads`). No model: it is checked, admitted and
     /// priced as none. The objects a JSON body names are checked in `withReferencedObjects`.
+    /// A file upload comes as `upload` when the body could stream (`Gateway.upload`).
     func objectCall(_ request: GatewayRequest, stored: Endpoint.StoredPath, user: StoredUser, backend: PlannedBackend,
-                    readBody: (Int) throws -> [UInt8]) throws -> UpstreamCall {
+                    upload: Upload? = nil, readBody: (Int) throws -> [UInt8]) throws -> UpstreamCall {
         let url = AzureURL.v1(stored.upstreamPath, azure: backend.backend.settings)
         let route = AzureRoute(operation: stored.kind.collection, model: "-", deployment: "-", streaming: false, servedAs: [])
         var body: [UInt8] = []
         var contentType: String?
         var objectModel: String?
+        var streamedBody: UploadBody?
         switch stored.body(for: request.method) {
         case .none: break
         case .json:
@@ -22,19 +24,25 @@ extension Gateway {
             if stored.kind == .batch, stored.id == nil { try Self.checkBatchRequest(body) }
             contentType = "application/json"
         case .multipart:
-            body = try readBody(maxBody)
             guard let type = request.headers[.contentType], let boundary = MultipartForm.boundary(fromContentType: type) else {
-                throw OpenAIError.invalidRequest("A file upload must be multipart/form-data with a `file` and a `purpose`.")
+                throw Self.notAnUpload
             }
+            contentType = type
+            if case .streamed(let streamed) = upload {
+                streamedBody = streamed  // rewritten as `uploadForm` rewrites it, and read on its way (`Gateway.upload`)
+                break
+            }
+            if case .whole(let whole) = upload { body = whole } else { body = try readBody(maxBody) }
             guard let purpose = try MultipartForm.uniqueField("purpose", in: body, boundary: boundary), !purpose.isEmpty else {
-                throw OpenAIError.invalidRequest("Missing required parameter: 'purpose'.", param: "purpose")
+                throw Self.missingPurpose
             }
             (body, objectModel) = try uploadForm(body, boundary: boundary, purpose: purpose, user: user, backend: backend)
-            contentType = type
         }
         var call = UpstreamCall(method: request.method, url: url,
-                                headers: upstreamHeaders(request, contentType: contentType, bodyCount: body.count, backend: backend.backend),
+                                headers: upstreamHeaders(request, contentType: contentType, bodyCount: streamedBody?.length ?? body.count,
+                                                         backend: backend.backend),
                                 body: body, route: route, shaping: Self.objectShaping(stored, method: request.method), user: user)
+        call.upload = streamedBody
         call.creates = stored.kind
         call.reads = stored.id
         call.readsKind = stored.kind

@@ -88,8 +88,9 @@ public struct Gateway: Sendable {
     /// own, the user, the endpoint, the call (body read, deployment resolved, the model it is
     /// checked and priced as, failover order), the stored object it reads, and its admission.
     /// `readBody(limit)` returns the request body, or throws an `OpenAIError` (413) when it is
-    /// longer than `limit`.
-    public func decide(_ request: GatewayRequest, now: Date = Date(), readBody: (Int) throws -> [UInt8]) -> GatewayDecision {
+    /// longer than `limit`. A file upload streams from `bodySource` when there is one (`upload`).
+    public func decide(_ request: GatewayRequest, now: Date = Date(), bodySource: (any RequestBodySource)? = nil,
+                       readBody: (Int) throws -> [UInt8]) -> GatewayDecision {
         if let answer = answers.beforeAuthentication(request, now: now) { return answer }
         do {
             if let admin = try adminObjectDecision(request, now: now) { return admin }
@@ -112,8 +113,13 @@ public struct Gateway: Sendable {
             if let stored = endpoint.stored, stored.id == nil, request.method == "GET" {
                 return GatewayDecision(.respond(try objectList(request, kind: stored.kind, user: user)), user: user)
             }
+            // A file upload is read once, however many backends' calls are built from it.
+            var upload: Upload?
+            if let bodySource, let stored = endpoint.stored, stored.body(for: request.method) == .multipart {
+                upload = try self.upload(request, from: bodySource)
+            }
             var call: UpstreamCall
-            switch try prepare(request, endpoint: endpoint, user: user, now: now, readBody: readBody) {
+            switch try prepare(request, endpoint: endpoint, user: user, now: now, upload: upload, readBody: readBody) {
             case .success(let prepared): call = prepared
             case .failure(let error): return GatewayDecision(.respond(error.response), user: user)
             }
@@ -136,13 +142,14 @@ public struct Gateway: Sendable {
 
     /// The call for `endpoint`, built for the first backend and, with several, for each other
     /// that may serve it, in failover order; or the answer when every one rests.
-    private func prepare(_ request: GatewayRequest, endpoint: Endpoint, user: StoredUser, now: Date,
+    private func prepare(_ request: GatewayRequest, endpoint: Endpoint, user: StoredUser, now: Date, upload: Upload?,
                          readBody: (Int) throws -> [UInt8]) throws -> Result<UpstreamCall, OpenAIError> {
-        if backends.count == 1 { return .success(try call(for: request, endpoint: endpoint, user: user, readBody: readBody)) }
+        if backends.count == 1 { return .success(try call(for: request, endpoint: endpoint, user: user, upload: upload, readBody: readBody)) }
         return try withoutActuallyEscaping(readBody) { readBody in
             let body = BodyOnce(readBody)
-            let first = try call(for: request, endpoint: endpoint, user: user, readBody: body.get)
-            return try withFailover(first, build: { try self.call(for: request, endpoint: endpoint, user: user, backend: $0, readBody: body.get) },
+            let first = try call(for: request, endpoint: endpoint, user: user, upload: upload, readBody: body.get)
+            return try withFailover(first, build: { try self.call(for: request, endpoint: endpoint, user: user, backend: $0, upload: upload,
+                                                                  readBody: body.get) },
                                     nowMs: WallClock.milliseconds(now))
         }
     }

@@ -8,6 +8,9 @@ public struct UpstreamCall: Sendable {
     public var headers: [(String, String)]
     /// Body bytes.
     public var body: [UInt8]
+    /// A file upload that streams: sent instead of `body`, as it is read from the client or its
+    /// spool (`UploadBody`).
+    public var upload: UploadBody? = nil
     /// Operation, model, deployment, streaming.
     public var route: AzureRoute
     /// What happens to the answer on its way back.

@@ -33,6 +33,16 @@ public final class RelaySession: @unchecked Sendable {
         relay.clientGone()
     }
 
+    /// Request bytes went to Azure (`UpstreamRelay.sentRequestBytes`).
+    public func sentRequestBytes() {
+        relay.sentRequestBytes()
+    }
+
+    /// The client gets `error` instead of Azure's answer (`UpstreamRelay.refuse`).
+    public func refuse(_ error: OpenAIError) {
+        _ = apply(relay.refuse(error))
+    }
+
     /// Tells the client when to retry, before the head goes out: `ms` milliseconds.
     public func retryAfter(_ ms: Int64) {
         relay.replaceField("retry-after", "\((ms + 999) / 1000)")

@@ -26,7 +26,7 @@ public struct UpstreamRelay: Sendable {
     private var splitter = SSEEventSplitter()
     private var lastWrite: MonotonicInstant
     private let timeouts: RelayTimeouts
-    private let started: MonotonicInstant
+    private var started: MonotonicInstant
     /// When Azure last sent something: body bytes, or a status line (as the first `tick` or body after it saw).
     private var lastUpstream: MonotonicInstant
     private var statusTimed = false
@@ -107,6 +107,23 @@ public struct UpstreamRelay: Sendable {
     public mutating func clientGone() {
         isClientGone = true
     }
+
+    /// Request bytes went to Azure (a streamed upload): its first byte is awaited from the last
+    /// one sent, since a large upload may take longer than `azure.first-byte-timeout-ms` to send.
+    public mutating func sentRequestBytes(now: MonotonicInstant = .now()) {
+        if status == 0 { started = now }
+    }
+
+    /// The request turned out wrong while it was being sent (a streamed upload's form): the
+    /// client gets `error` instead of any answer of Azure's, unless something went out already.
+    public mutating func refuse(_ error: OpenAIError) -> RelayOutput {
+        guard !headSent, !isClientGone else { return .nothing }
+        refused = true
+        return respond(error)
+    }
+
+    /// The gateway answered itself (`refuse`): the transfer's end adds nothing.
+    private var refused = false
 
     /// One raw header line, status line included (byte-level: it runs for every header).
     public mutating func headerLine(_ line: UnsafeRawBufferPointer) {
@@ -197,7 +214,8 @@ public struct UpstreamRelay: Sendable {
 
     /// The end of the transfer: whatever completes the response.
     public mutating func finish(_ result: TransferResult, now: MonotonicInstant = .now()) -> RelayOutput {
-        ending = Self.ending(of: result)
+        ending = refused ? .complete : Self.ending(of: result)
+        if refused { return .nothing }
         if isClientGone || result == .clientGone {
             ending = .clientGone
             return .nothing

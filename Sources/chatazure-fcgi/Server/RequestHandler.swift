@@ -15,6 +15,8 @@ struct RequestHandler {
     let logger: Logger
     /// Built once per handler (a config generation), not for each request.
     let forwarder: Forwarder
+    /// The body of the request being served, for an upload that streams.
+    let body = FastCGIBody()
 
     init(gateway: Gateway, recorder: UsageRecorder, upstream: UpstreamClient, tokens: TokenRefresher?, keepaliveSeconds: Int,
          logger: Logger) {
@@ -31,7 +33,9 @@ struct RequestHandler {
     func serve(_ exchange: FastCGIExchange) {
         let started = MonotonicInstant.now()
         let request = exchange.request()
-        let decision = gateway.decide(request) { limit in
+        body.stream = exchange.raw.pointee.in
+        defer { body.stream = nil }
+        let decision = gateway.decide(request, bodySource: body) { limit in
             try exchange.readBody(declaredLength: request.contentLength, limit: limit)
         }
         if let failure = decision.failure { logger.error("\(failure)") }

@@ -51,6 +51,18 @@ final class UpstreamClient: @unchecked Sendable {
             // Returning less than given makes libcurl abort with CURLE_WRITE_ERROR.
             relay(context).body(UnsafeRawBufferPointer(start: pointer, count: size * count)) ? size * count : 0
         })
+        // Used only while POSTFIELDS is unset: a streamed upload (`perform` sets READDATA and SEEKDATA).
+        ccurl_setopt_datafn(handle, CURLOPT_READFUNCTION, { pointer, size, count, context in
+            guard let context, let pointer else { return size_t(CURL_READFUNC_ABORT) }
+            let upload = Unmanaged<UploadTransfer>.fromOpaque(context).takeUnretainedValue()
+            return upload.fill(UnsafeMutableRawBufferPointer(start: pointer, count: size * count))
+        })
+        // libcurl sends the body again on a fresh connection when a kept one turned out closed.
+        ccurl_setopt_seekfn(handle) { context, offset, origin in
+            guard let context, offset == 0, origin == SEEK_SET,
+                  Unmanaged<UploadTransfer>.fromOpaque(context).takeUnretainedValue().body.rewind() else { return CURL_SEEKFUNC_CANTSEEK }
+            return CURL_SEEKFUNC_OK
+        }
     }
 
     deinit {
@@ -99,6 +111,7 @@ final class UpstreamClient: @unchecked Sendable {
             self.connectTimeoutMs = connectTimeoutMs
             ccurl_setopt_long(handle, CURLOPT_CONNECTTIMEOUT_MS, connectTimeoutMs)
         }
+        if let upload = call.upload { return performUpload(call, upload, clientSocket: clientSocket, into: sink) }
         let started = MonotonicInstant.now()
         let context = Unmanaged.passUnretained(sink).toOpaque()
         let result: TransferResult = call.body.withUnsafeBytes { body in
@@ -110,6 +123,41 @@ final class UpstreamClient: @unchecked Sendable {
             curl_multi_add_handle(multi, handle)
             defer { curl_multi_remove_handle(multi, handle) }
             return transfer(clientSocket: clientSocket, sink: sink)
+        }
+        return TransferOutcome(result: result, milliseconds: MonotonicInstant.now().milliseconds(since: started))
+    }
+
+    /// `call`, whose body streams from `upload` through the read callback as libcurl sends it.
+    /// A refused form ends with the client's 400 (`UploadBody.refusal`), a client that left as gone.
+    private func performUpload(_ call: UpstreamCall, _ upload: UploadBody, clientSocket: Int32, into sink: RelaySession) -> TransferOutcome {
+        let started = MonotonicInstant.now()
+        // Another backend's attempt took some of a stream already: it cannot be sent again.
+        guard upload.offset == 0 || upload.rewind() else {
+            return TransferOutcome(result: .cut("the upload went to another backend and cannot be sent again"), milliseconds: 0)
+        }
+        let transfer = UploadTransfer(body: upload, session: sink)
+        let context = Unmanaged.passUnretained(transfer).toOpaque()
+        setURL(call.url)
+        setHeaders(call.headers)
+        ccurl_setopt_string(handle, CURLOPT_CUSTOMREQUEST, nil)
+        ccurl_setopt_long(handle, CURLOPT_POST, 1)
+        ccurl_setopt_pointer(handle, CURLOPT_POSTFIELDS, nil)
+        ccurl_setopt_off(handle, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(upload.length))
+        ccurl_setopt_pointer(handle, CURLOPT_READDATA, context)
+        ccurl_setopt_pointer(handle, CURLOPT_SEEKDATA, context)
+        ccurl_setopt_pointer(handle, CURLOPT_HEADERDATA, Unmanaged.passUnretained(sink).toOpaque())
+        ccurl_setopt_pointer(handle, CURLOPT_WRITEDATA, Unmanaged.passUnretained(sink).toOpaque())
+        curl_multi_add_handle(multi, handle)
+        var result = withExtendedLifetime(transfer) { self.transfer(clientSocket: clientSocket, sink: sink) }
+        curl_multi_remove_handle(multi, handle)
+        ccurl_setopt_pointer(handle, CURLOPT_READDATA, nil)
+        ccurl_setopt_pointer(handle, CURLOPT_SEEKDATA, nil)
+        if let refusal = upload.refusal {
+            sink.refuse(refusal)
+            result = .complete
+        } else if upload.isCut {
+            sink.clientHungUp()
+            result = .clientGone
         }
         return TransferOutcome(result: result, milliseconds: MonotonicInstant.now().milliseconds(since: started))
     }
@@ -181,4 +229,22 @@ final class UpstreamClient: @unchecked Sendable {
 /// pointers, which cannot capture it).
 private func relay(_ context: UnsafeMutableRawPointer?) -> RelaySession {
     Unmanaged<RelaySession>.fromOpaque(context!).takeUnretainedValue()
+}
+
+/// What the read and seek callbacks reach through their context pointer during a streamed upload.
+private final class UploadTransfer {
+    let body: UploadBody
+    let session: RelaySession
+
+    init(body: UploadBody, session: RelaySession) {
+        self.body = body
+        self.session = session
+    }
+
+    /// The next bytes for libcurl to send, or CURL_READFUNC_ABORT.
+    func fill(_ buffer: UnsafeMutableRawBufferPointer) -> Int {
+        guard let filled = body.fill(buffer) else { return Int(CURL_READFUNC_ABORT) }
+        session.sentRequestBytes()
+        return filled
+    }
 }
