@@ -13,7 +13,8 @@ Files
     expiry as the OpenAI SDK sends it (`expires_after[anchor]`, `expires_after[seconds]`) or as Azure's curl
     examples do (`expires_after.anchor`, `expires_after.seconds`): anchor created_at, seconds 1209600-2592000
     for a batch file (Azure's range), 3600-2592000 otherwise. The body is read in chunks (Content-Length or
-    chunked); a file's first 8 MB stay in memory, a bigger one goes to a temp file as it arrives.
+    chunked); a file's first 8 MB stay in memory, a bigger one goes to a temp file as it arrives. The recorded
+    request shows the file as `file` ("<N bytes>") and `file_sha256`.
     -> {"status":"processed","bytes","purpose","filename","id":"file-<32 hex>","created_at","object":"file"},
     "expires_at" added when set (Azure sends no status_details).
   - GET /files (?purpose, limit 1-10000 default 10000, after, order), GET /files/{id},
@@ -75,6 +76,7 @@ GET shows them, advancing them), vector stores with their files and file batches
 ({id, status, background}); DELETE /_emulator/objects forgets them all and removes the temp files.
 """
 import copy
+import hashlib
 import json
 import os
 import re
@@ -207,9 +209,11 @@ class Spool:
     def __init__(self, directory, limit=SPILL_BYTES):
         self.directory, self.limit = directory, limit
         self.memory, self.file, self.size = bytearray(), None, 0
+        self.sha256 = hashlib.sha256()  # what arrived, for a test to check byte for byte
 
     def write(self, data):
         self.size += len(data)
+        self.sha256.update(data)
         if self.file is None and len(self.memory) + len(data) > self.limit:
             self.file = tempfile.NamedTemporaryFile(dir=self.directory(), delete=False, prefix="file-")
             self.file.write(self.memory)
@@ -560,6 +564,7 @@ class V1Objects:
             summary = dict(fields)
             if upload:
                 summary["file"] = f"<{upload['spool'].size} bytes>"
+                summary["file_sha256"] = upload["spool"].sha256.hexdigest()
             req.record(summary)
             result = self.create_file(fields, upload)
             kept = upload["spool"]
