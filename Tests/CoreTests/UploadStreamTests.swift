@@ -158,6 +158,20 @@ final class BytesSource: RequestBodySource {
         #expect(upload.isCut && upload.refusal == nil)
     }
 
+    /// A big upload takes longer to send than Azure has for its first byte: that time counts from the last byte sent.
+    @Test func theFirstByteTimeCountsFromTheLastUploadedByte() {
+        func at(_ ms: UInt64) -> MonotonicInstant { MonotonicInstant(nanoseconds: 1_000_000_000_000 + ms * 1_000_000) }
+        var relay = UpstreamRelay(route: AzureRoute(operation: "files", model: "-", deployment: "-", streaming: false, servedAs: []),
+                                  shaping: .unchanged, keepaliveSeconds: 15, timeouts: RelayTimeouts(firstByteMs: 1000), now: at(0))
+        for ms in stride(from: UInt64(500), through: 5000, by: 500) {
+            relay.sentRequestBytes(now: at(ms))
+            _ = relay.tick(now: at(ms + 400))
+        }
+        #expect(relay.timedOut == nil)
+        _ = relay.tick(now: at(6001))
+        #expect(relay.timedOut == .firstByte)
+    }
+
     @Test func theRelayAnswersARefusedUploadWithTheRefusal() {
         var relay = UpstreamRelay(route: AzureRoute(operation: "files", model: "-", deployment: "-", streaming: false, servedAs: []),
                                   shaping: .unchanged, keepaliveSeconds: 15)

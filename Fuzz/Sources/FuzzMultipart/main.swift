@@ -7,7 +7,9 @@
 // - in a well-formed body built around the input (the input as an uploaded file, then a model
 //   field), modelField finds the model field's exact value, and a name no part has is not found;
 // - the same body with a second part named `model` (a file or a field) is refused with a 400;
-// - a boundary beyond RFC 2046's (longer than 70, or other characters) is refused with a 400.
+// - a boundary beyond RFC 2046's (longer than 70, or other characters) is refused with a 400;
+// - MultipartFieldScanner, fed the input in pieces (cut where the input's length says), reads
+//   `model` as uniqueField reads it whole: the same value, or both refuse.
 import Core
 import Foundation
 import FuzzSupport
@@ -70,6 +72,30 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
             check(contains(input, Array(value.utf8)), "the model field is not text of the body")
         }
     }
+    // Streamed as whole: the same verdict however the body is cut.
+    for boundary in boundaries {
+        let name = String(decoding: boundary, as: UTF8.self)
+        // Not `try?`, which would flatten "no such field" into "refused".
+        let whole: String?
+        do {
+            whole = try MultipartForm.uniqueField("model", in: input, boundary: name) ?? "<none>"
+        } catch {
+            whole = nil
+        }
+        guard var scanner = try? MultipartFieldScanner(field: "model", boundary: name) else { continue }
+        let step = 1 + size % 7
+        var start = 0
+        while start < input.count {
+            let end = min(input.count, start + step + (start % 3))
+            input[start ..< end].withUnsafeBytes { _ = scanner.scan($0) }
+            start = end
+        }
+        let streamed: String? = scanner.finish() == nil ? (scanner.fieldText ?? "<none>") : nil
+        // The scanner bounds a header block and a value where the whole reader does not.
+        if whole != nil, streamed == nil, scanner.failure?.message.contains("longer than") == true { continue }
+        check(whole == streamed, "streamed \(streamed ?? "refused") but whole \(whole ?? "refused") with boundary \(name)")
+    }
+
     // A boundary RFC 2046 does not allow is refused before the body is read.
     let long = String(repeating: "a", count: 71)
     check(refused { try MultipartForm.modelField(in: input, boundary: long) }, "a 71-character boundary was accepted")
