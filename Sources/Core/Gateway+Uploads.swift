@@ -16,7 +16,11 @@ extension Gateway {
     /// else spooled to a temporary file while its form is read, then streamed from the file, or
     /// held whole for a batch file (up to `fastcgi.max-body-mb`, as any body the gateway reads).
     /// Over `fastcgi.max-upload-mb` it gets a 413, before a byte is read when its length says so.
-    func upload(_ request: GatewayRequest, from source: any RequestBodySource) throws -> Upload {
+    ///
+    /// A form that streams is rewritten as `uploadForm` rewrites one (the SDK's expiry fields
+    /// renamed) in its prefix's whole parts alone, since its length goes to Azure first: such a
+    /// field later in the form is refused (the SDKs send it before the file).
+    func upload(_ request: GatewayRequest, user: StoredUser, from source: any RequestBodySource) throws -> Upload {
         guard let type = request.headers[.contentType], let boundary = MultipartForm.boundary(fromContentType: type) else {
             throw Self.notAnUpload
         }
@@ -24,6 +28,8 @@ extension Gateway {
         let declared = request.contentLength  // 0: none (chunked), then counted as it arrives
         if declared > limit { throw Self.uploadTooLarge(limit) }
         var scanner = try MultipartFieldScanner(field: "purpose", boundary: boundary)
+        scanner.caseChecked = ["file"] + Self.expiryFields.keys
+        scanner.watched = Set(Self.expiryFields.keys)
         let wanted = declared > 0 ? min(declared, Self.uploadPrefixBytes) : Self.uploadPrefixBytes
         let prefix = try [UInt8](unsafeUninitializedCapacity: wanted) { buffer, initialized in
             guard let read = source.readFully(into: UnsafeMutableRawBufferPointer(buffer)) else { throw Self.uploadCut }
@@ -35,10 +41,16 @@ extension Gateway {
         }
         if prefix.count == declared { return .whole(prefix) }
         guard prefix.withUnsafeBytes({ scanner.scan($0) }) else { throw scanner.failure! }
-        guard declared > 0, let purpose = scanner.fieldText else { return try spooled(prefix, scanner: scanner, from: source, limit: limit) }
+        guard declared > 0, let purpose = scanner.fieldText else {
+            return try spooled(prefix, scanner: scanner, from: source, limit: limit, user: user, boundary: boundary)
+        }
         guard !purpose.isEmpty else { throw Self.missingPurpose }
         guard purpose == "batch" else {
-            return .streamed(UploadBody(prefix: prefix, source: source, length: declared, scanner: scanner))
+            // Parts past the prefix cannot be rewritten: the body's length goes to Azure first.
+            guard scanner.partName.map({ !scanner.watched.contains($0) }) ?? true else { throw Self.lateField }
+            scanner.refusesWatched = true
+            let sent = try rewrittenPrefix(prefix, cut: scanner.lastDelimiter, user: user, boundary: boundary)
+            return .streamed(UploadBody(prefix: sent, source: source, length: declared - prefix.count + sent.count, scanner: scanner))
         }
         guard declared <= maxBody else { throw OpenAIError.tooLarge(limit: maxBody) }
         let rest = try [UInt8](unsafeUninitializedCapacity: declared - prefix.count) { buffer, initialized in
@@ -50,16 +62,21 @@ extension Gateway {
 
     /// The upload whose `purpose` was not in `prefix`, or whose length was not declared: the rest
     /// is read into a `SpooledBody` while `scanner` reads the form to its end.
-    private func spooled(_ prefix: [UInt8], scanner: MultipartFieldScanner, from source: any RequestBodySource, limit: Int) throws -> Upload {
+    private func spooled(_ prefix: [UInt8], scanner: MultipartFieldScanner, from source: any RequestBodySource, limit: Int,
+                         user: StoredUser, boundary: String) throws -> Upload {
         var scanner = scanner
+        // The parts to rename that lie wholly in the prefix, whose rewrite is all that can change.
+        let cut = scanner.lastDelimiter
+        let renamed = scanner.watchedParts - (scanner.partName.map { scanner.watched.contains($0) ? 1 : 0 } ?? 0)
         let spool = try SpooledBody()
-        try prefix.withUnsafeBytes { try spool.write($0) }
+        var total = prefix.count
         var chunk = [UInt8](repeating: 0, count: Self.uploadPrefixBytes)
         try chunk.withUnsafeMutableBytes { buffer in
             while true {
                 guard let read = source.read(into: buffer) else { throw Self.uploadCut }
                 if read == 0 { break }
-                if spool.count + read > limit { throw Self.uploadTooLarge(limit) }
+                total += read
+                if total > limit { throw Self.uploadTooLarge(limit) }
                 let piece = UnsafeRawBufferPointer(rebasing: buffer[..<read])
                 guard scanner.scan(piece) else { throw scanner.failure! }
                 try spool.write(piece)
@@ -68,15 +85,31 @@ extension Gateway {
         if let failure = scanner.finish() { throw failure }
         guard let purpose = scanner.fieldText, !purpose.isEmpty else { throw Self.missingPurpose }
         if purpose == "batch" {
-            guard spool.count <= maxBody else { throw OpenAIError.tooLarge(limit: maxBody) }
-            return .whole(try spool.bytes())
+            // Read whole, and rewritten whole by `uploadForm`.
+            guard total <= maxBody else { throw OpenAIError.tooLarge(limit: maxBody) }
+            return .whole(prefix + (try spool.bytes()))
         }
+        guard scanner.watchedParts == renamed else { throw Self.lateField }
+        let sent = try rewrittenPrefix(prefix, cut: cut, user: user, boundary: boundary)
         guard spool.rewind() else { throw OpenAIError.gatewayFailure("rewinding a spooled upload failed") }
-        return .streamed(UploadBody(prefix: [], source: spool, length: spool.count, scanner: nil))
+        return .streamed(UploadBody(prefix: sent, source: spool, length: sent.count + spool.count, scanner: nil))
+    }
+
+    /// `prefix` with its whole parts, those before `cut` (the scanner's last delimiter), rewritten
+    /// as `uploadForm` rewrites a form that is no batch file, which depends on no backend; the
+    /// rest as it came.
+    private func rewrittenPrefix(_ prefix: [UInt8], cut: Int?, user: StoredUser, boundary: String) throws -> [UInt8] {
+        guard let cut, cut > 0 else { return prefix }
+        let close = Array("\r\n--\(boundary)--".utf8)
+        let (form, _) = try uploadForm(Array(prefix[..<cut]) + close, boundary: boundary, purpose: "-", user: user, backend: backends[0])
+        return Array(form.dropLast(close.count)) + prefix[cut...]
     }
 
     static let notAnUpload = OpenAIError.invalidRequest("A file upload must be multipart/form-data with a `file` and a `purpose`.")
     static let missingPurpose = OpenAIError.invalidRequest("Missing required parameter: 'purpose'.", param: "purpose")
+    static let lateField = OpenAIError.invalidRequest(
+        "The form fields expires_after[anchor] and expires_after[seconds] must come before the file in a large upload.",
+        param: "expires_after", code: "invalid_multipart")
     static let uploadCut = OpenAIError.invalidRequest("The upload ended before its declared length.", code: "incomplete_body")
 
     static func uploadTooLarge(_ limit: Int) -> OpenAIError {

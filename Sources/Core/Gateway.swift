@@ -116,7 +116,7 @@ public struct Gateway: Sendable {
             // A file upload is read once, however many backends' calls are built from it.
             var upload: Upload?
             if let bodySource, let stored = endpoint.stored, stored.body(for: request.method) == .multipart {
-                upload = try self.upload(request, from: bodySource)
+                upload = try self.upload(request, user: user, from: bodySource)
             }
             var call: UpstreamCall
             switch try prepare(request, endpoint: endpoint, user: user, now: now, upload: upload, readBody: readBody) {

@@ -117,14 +117,16 @@ final class BytesSource: RequestBodySource {
         #expect(answer.status == 400)
     }
 
+    /// A batch file is read whole and goes to the batch checks (`uploadForm`), which refuse these
+    /// bytes as no JSONL; max-body-mb (1 MB here) bounds it.
     @Test func aBatchFileIsHeldWholeWithinMaxBody() throws {
-        let small = Self.form(purpose: "batch", fileBytes: 200_000)
-        guard case .forward(let call) = decide(small).0.action else { Issue.record("not forwarded"); return }
-        #expect(call.upload == nil && call.body == small)
-        let late = Self.form(purpose: "batch", fileBytes: 200_000, purposeFirst: false)
-        guard case .forward(let spooled) = decide(late).0.action else { Issue.record("not forwarded"); return }
-        #expect(spooled.upload == nil && spooled.body == late)
-        // A batch file is read whole, so max-body-mb (1 MB here) bounds it.
+        for purposeFirst in [true, false] {
+            let body = Self.form(purpose: "batch", fileBytes: 200_000, purposeFirst: purposeFirst)
+            let (decision, source) = decide(body)
+            guard case .respond(let answer) = decision.action else { Issue.record("forwarded"); continue }
+            #expect(answer.status == 400 && source.offset == body.count)
+            #expect(String(decoding: answer.body, as: UTF8.self).contains("line"), "\(String(decoding: answer.body, as: UTF8.self))")
+        }
         for body in [Self.form(purpose: "batch", fileBytes: 2 << 20), Self.form(purpose: "batch", fileBytes: 2 << 20, purposeFirst: false)] {
             guard case .respond(let answer) = decide(body).0.action else { Issue.record("forwarded"); continue }
             #expect(answer.status == 413)
@@ -147,6 +149,42 @@ final class BytesSource: RequestBodySource {
         let twice = Self.form(fileBytes: 100, extra: "--b\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n")
         guard case .respond(let answer) = decide(twice).0.action else { Issue.record("forwarded"); return }
         #expect(answer.status == 400)
+    }
+
+    static func field(_ name: String, _ value: String) -> String {
+        "--b\r\nContent-Disposition: form-data; name=\"\(name)\"\r\n\r\n\(value)\r\n"
+    }
+
+    /// The SDK's expiry fields, sent before the file, are renamed for Azure as in a whole upload
+    /// (`uploadForm`), and the length Azure is told follows.
+    @Test func expiryFieldsBeforeTheFileAreRenamedAndTheLengthFollows() throws {
+        let fields = Self.field("expires_after[anchor]", "created_at") + Self.field("expires_after[seconds]", "3600")
+        let body = Array(fields.utf8) + Self.form(fileBytes: 300_000)
+        let renamed = Array((Self.field("expires_after.anchor", "created_at") + Self.field("expires_after.seconds", "3600")).utf8)
+            + Self.form(fileBytes: 300_000)
+        let spooledBody = Array(fields.utf8) + Self.form(purpose: "vision", fileBytes: 300_000, purposeFirst: false)
+        let spooledRenamed = Array((Self.field("expires_after.anchor", "created_at") + Self.field("expires_after.seconds", "3600")).utf8)
+            + Self.form(purpose: "vision", fileBytes: 300_000, purposeFirst: false)
+        for (sent, expected) in [(body, renamed), (spooledBody, spooledRenamed)] {
+            guard case .forward(let call) = decide(sent).0.action, let upload = call.upload else { Issue.record("not streamed"); continue }
+            #expect(upload.length == expected.count)
+            #expect(Self.drain(upload) == expected)
+        }
+    }
+
+    /// Past the prefix nothing can be renamed (Azure was told the length): such a field, or a part
+    /// named like `file` or `purpose` in other letters, is refused, streamed or spooled.
+    @Test(arguments: [true, false])
+    func fieldsThatCannotBeRewrittenLateAreRefused(purposeFirst: Bool) throws {
+        for extra in [Self.field("expires_after[seconds]", "3600"), Self.field("File", "x"), Self.field("PURPOSE", "batch")] {
+            let body = Self.form(fileBytes: 200_000, purposeFirst: purposeFirst, extra: extra)
+            switch decide(body).0.action {
+            case .respond(let answer): #expect(answer.status == 400, "\(extra)")
+            case .forward(let call):
+                guard let upload = call.upload else { Issue.record("not streamed"); continue }
+                #expect(Self.drain(upload) == nil && upload.refusal?.code == "invalid_multipart", "\(extra)")
+            }
+        }
     }
 
     @Test func aClientThatLeavesMidUploadCutsTheTransfer() throws {

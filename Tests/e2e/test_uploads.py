@@ -38,14 +38,14 @@ def pattern(size):
     yield block[:rest]
 
 
-def form(size, purpose="assistants", purpose_first=True, extra=b""):
+def form(size, purpose="assistants", purpose_first=True, extra=b"", before=b""):
     """The multipart parts around a file of `size` bytes, as a chunk generator, its length and the file's sha256."""
     boundary = b"boundary-u"
     purpose_part = b"--" + boundary + b'\r\nContent-Disposition: form-data; name="purpose"\r\n\r\n' + purpose.encode() + b"\r\n"
     file_head = b"--" + boundary + b'\r\nContent-Disposition: form-data; name="file"; filename="big.bin"\r\n' \
         + b"Content-Type: application/octet-stream\r\n\r\n"
     tail = b"\r\n" + (b"" if purpose_first else purpose_part) + extra + b"--" + boundary + b"--\r\n"
-    head = (purpose_part if purpose_first else b"") + file_head
+    head = before + (purpose_part if purpose_first else b"") + file_head
     digest = hashlib.sha256()
     for chunk in pattern(size):
         digest.update(chunk)
@@ -144,3 +144,24 @@ def test_a_form_refused_while_it_streams_is_a_400_and_stored_nowhere(gw, azure, 
     # The worker is in step for the next request on its connection.
     chunks, length, _ = form(1 * MB)
     assert post(gw, chunks, length)[0] == 200
+
+
+def expiry(name, value):
+    return b"--boundary-u\r\nContent-Disposition: form-data; name=\"" + name + b"\"\r\n\r\n" + value + b"\r\n"
+
+
+def test_the_sdks_expiry_fields_are_renamed_in_a_streamed_upload(gw, azure):
+    """The openai SDK sends expires_after[anchor] and [seconds] before the file; Azure takes them
+    dotted. Renamed while the rest streams; after the file they are refused."""
+    azure.clear()
+    before = expiry(b"expires_after[anchor]", b"created_at") + expiry(b"expires_after[seconds]", b"7200")
+    chunks, length, digest = form(10 * MB, before=before)
+    status, created = post(gw, chunks, length)
+    assert status == 200, created
+    assert created.get("expires_at") == created["created_at"] + 7200
+    [seen] = uploads_at(azure)
+    assert seen["body"]["expires_after.seconds"] == "7200" and seen["body"]["file_sha256"] == digest
+    assert int(seen["headers"]["content-length"]) == length - 2  # two names a byte shorter
+    chunks, length, _ = form(10 * MB, extra=expiry(b"expires_after[seconds]", b"7200"))
+    status, error = post(gw, chunks, length)
+    assert status == 400 and "before the file" in error["error"]["message"]

@@ -40,6 +40,19 @@ public struct MultipartFieldScanner: Sendable {
     public private(set) var failure: OpenAIError?
     /// Bytes scanned.
     public private(set) var count = 0
+    /// Where the last delimiter found starts (its CRLF; -2 for one that opens the body): every
+    /// part before it has been read whole.
+    public private(set) var lastDelimiter: Int?
+    /// The name of the part being read, once its headers were.
+    public private(set) var partName: String?
+    /// Part names refused in other letter cases (`MultipartForm.refuseCaseVariant`).
+    public var caseChecked: [String] = []
+    /// Part names counted in `watchedParts` (refused instead with `refusesWatched`).
+    public var watched: Set<String> = []
+    public var refusesWatched = false
+    public private(set) var watchedParts = 0
+    /// Where the piece being scanned starts in the body.
+    private var base = 0
 
     /// Limits that keep the scanner's memory bounded.
     public static let maxHeaderBytes = 16 * 1024
@@ -59,6 +72,7 @@ public struct MultipartFieldScanner: Sendable {
     @discardableResult
     public mutating func scan(_ bytes: UnsafeRawBufferPointer) -> Bool {
         guard failure == nil else { return false }
+        base = count
         count += bytes.count
         var index = 0
         while index < bytes.count, failure == nil {
@@ -101,6 +115,7 @@ public struct MultipartFieldScanner: Sendable {
             // A CR appears in the delimiter only at its start, so a mismatch restarts at a CR or at nothing.
             matched = byte == delimiter[matched] ? matched + 1 : (byte == 13 ? 1 : 0)
             if matched == delimiter.count {
+                lastDelimiter = base + index - delimiter.count
                 endOfContent()
                 break
             }
@@ -125,6 +140,7 @@ public struct MultipartFieldScanner: Sendable {
             value = []
         }
         matched = 0
+        partName = nil
         state = .afterBoundary
     }
 
@@ -175,6 +191,15 @@ public struct MultipartFieldScanner: Sendable {
         headers = []
         do {
             let disposition = try ContentDisposition(headers: 2 ..< max(2, block.count - 4), in: block)
+            for checked in [name] + caseChecked { try MultipartForm.refuseCaseVariant(disposition.name, of: checked) }
+            if let name = disposition.name, watched.contains(name) {
+                guard !refusesWatched else {
+                    throw OpenAIError.invalidRequest("The form field '\(name)' must come before the file in a large upload.", param: name,
+                                                     code: "invalid_multipart")
+                }
+                watchedParts += 1
+            }
+            partName = disposition.name
             if disposition.name == name {
                 guard field == nil else {
                     throw OpenAIError.invalidRequest("The form has more than one part named '\(name)'.", param: name, code: "invalid_multipart")

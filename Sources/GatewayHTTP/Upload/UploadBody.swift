@@ -65,8 +65,8 @@ public final class UploadBody: @unchecked Sendable {
     /// source rewinds (a spooled file).
     public func rewind() -> Bool {
         guard refusal == nil, !isCut else { return false }
-        // A source with a prefix before it is the client's stream, which cannot go back.
-        if offset > prefix.count, !prefix.isEmpty || !source.rewind() { return false }
+        // The source goes back to its own start, the byte after the prefix (the client's stream cannot).
+        if offset > prefix.count, !source.rewind() { return false }
         offset = 0
         return true
     }
