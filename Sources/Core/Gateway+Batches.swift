@@ -4,28 +4,47 @@ extension Gateway {
 
     /// A file upload's form as Azure takes it: the SDK's expiry fields renamed, and, for a batch
     /// input file (`purpose` batch), every line checked and its model rewritten to the batch
-    /// deployment (`BatchInput`). Returns the form and, for a batch file, the model its usage is
-    /// charged as: of the models its lines name, the dearest.
+    /// deployment (`batchForm`). Returns the form and, for a batch file, the model its usage is
+    /// charged as.
     func uploadForm(_ body: [UInt8], boundary: String, purpose: String, user: StoredUser,
                     backend: PlannedBackend) throws -> (body: [UInt8], model: String?) {
-        let isBatch = purpose == "batch"
-        var input: BatchInput?
-        let limits = policy.limits(for: user)
-        let form = try MultipartForm.rewritten(body, boundary: boundary) { name, content in
+        let form = try MultipartForm.rewritten(body, boundary: boundary) { name, _ in
             for field in ["file"] + Self.expiryFields.keys { try MultipartForm.refuseCaseVariant(name, of: field) }
-            guard isBatch, name == "file" else { return (name.flatMap { Self.expiryFields[$0] }, nil) }
-            guard input == nil else {
-                throw OpenAIError.invalidRequest("The form has more than one part named 'file'.", param: "file", code: "invalid_multipart")
-            }
-            input = try BatchInput(content) { model, line in
-                try batchDeployment(for: model, line: line, user: user, limits: limits, backend: backend)
-            }
-            return (nil, input!.bytes)
+            return (name.flatMap { Self.expiryFields[$0] }, nil)
         }
-        guard isBatch else { return (form, nil) }
-        guard let input else { throw OpenAIError.invalidRequest("Missing required parameter: 'file'.", param: "file") }
+        guard purpose == "batch" else { return (form, nil) }
+        var rewritten: [UInt8] = []
+        rewritten.reserveCapacity(body.count + 256)
+        let model = try batchForm(from: HeldBody(body), boundary: boundary, user: user, backend: backend) { rewritten += $0 }
+        return (rewritten, model)
+    }
+
+    /// A batch upload's form, read from `source` (which holds a form read to its end before) and
+    /// written to `sink` as it goes, with its lines checked and rewritten for `backend`
+    /// (`BatchForm`): never held whole. Returns what its usage is charged as: of the models its
+    /// lines name, the dearest.
+    func batchForm(from source: any RequestBodySource, boundary: String, user: StoredUser, backend: PlannedBackend,
+                   into sink: ([UInt8]) throws -> Void) throws -> String {
+        let limits = policy.limits(for: user)
+        var input = BatchInput { [self] model, line in
+            try batchDeployment(for: model, line: line, user: user, limits: limits, backend: backend)
+        }
+        try BatchForm.rewrite(from: source, boundary: boundary, renames: Self.expiryFields, input: &input, into: sink)
         let charged = input.models.map { backend.batchModels.identity(deployment: input.deployment, named: $0).charged }
-        return (form, policy.prices.dearest(charged))
+        return policy.prices.dearest(charged)!
+    }
+
+    /// A spooled batch upload's form rewritten for `backend` into a temporary file of its own,
+    /// which the upload then sends.
+    func spooledBatch(_ form: any RequestBodySource, boundary: String, user: StoredUser,
+                      backend: PlannedBackend) throws -> (UploadBody, String) {
+        guard form.rewind() else { throw OpenAIError.gatewayFailure("rewinding a spooled upload failed") }
+        let rewritten = try SpooledBody()
+        let model = try batchForm(from: form, boundary: boundary, user: user, backend: backend) { bytes in
+            try bytes.withUnsafeBytes { try rewritten.write($0) }
+        }
+        guard rewritten.rewind() else { throw OpenAIError.gatewayFailure("rewinding a spooled upload failed") }
+        return (UploadBody(prefix: [], source: rewritten, length: rewritten.count, scanner: nil), model)
     }
 
     /// The Global-Batch deployment a batch line naming `model` runs on (`batch-deployments`), when

@@ -32,6 +32,10 @@ extension Gateway {
                 streamedBody = streamed  // rewritten as `uploadForm` rewrites it, and read on its way (`Gateway.upload`)
                 break
             }
+            if case .batch(let form) = upload {
+                (streamedBody, objectModel) = try spooledBatch(form, boundary: boundary, user: user, backend: backend)
+                break
+            }
             if case .whole(let whole) = upload { body = whole } else { body = try readBody(maxBody) }
             guard let purpose = try MultipartForm.uniqueField("purpose", in: body, boundary: boundary), !purpose.isEmpty else {
                 throw Self.missingPurpose

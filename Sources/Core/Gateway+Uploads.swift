@@ -3,8 +3,11 @@ extension Gateway {
     enum Upload {
         /// Goes to Azure as it is read, from the client or from its spool.
         case streamed(UploadBody)
-        /// Held whole: a small file, read in one go, or a batch file, which is checked before it goes.
+        /// Held whole: a small file, read in one go.
         case whole([UInt8])
+        /// A batch file's form, read to its end into a temporary file: each backend's call checks
+        /// and rewrites it for that backend as it copies it (`batchForm`), never holding it whole.
+        case batch(any RequestBodySource)
     }
 
     /// Bytes of an upload read before deciding how it goes: a form's `purpose` comes in them when
@@ -14,7 +17,7 @@ extension Gateway {
     /// The body of the file upload `request`, whose rest `source` holds. Read whole when it fits
     /// in the first `uploadPrefixBytes`; streamed when its `purpose` is there and is not `batch`;
     /// else spooled to a temporary file while its form is read, then streamed from the file, or
-    /// held whole for a batch file (up to `fastcgi.max-body-mb`, as any body the gateway reads).
+    /// for a batch file, checked and rewritten from the file.
     /// Over `fastcgi.max-upload-mb` it gets a 413, before a byte is read when its length says so.
     ///
     /// A form that streams is rewritten as `uploadForm` rewrites one (the SDK's expiry fields
@@ -52,12 +55,7 @@ extension Gateway {
             let sent = try rewrittenPrefix(prefix, cut: scanner.lastDelimiter, user: user, boundary: boundary)
             return .streamed(UploadBody(prefix: sent, source: source, length: declared - prefix.count + sent.count, scanner: scanner))
         }
-        guard declared <= maxBody else { throw OpenAIError.tooLarge(limit: maxBody) }
-        let rest = try [UInt8](unsafeUninitializedCapacity: declared - prefix.count) { buffer, initialized in
-            guard let read = source.readFully(into: UnsafeMutableRawBufferPointer(buffer)), read == buffer.count else { throw Self.uploadCut }
-            initialized = read
-        }
-        return .whole(prefix + rest)
+        return try spooled(prefix, scanner: scanner, from: source, limit: limit, user: user, boundary: boundary)
     }
 
     /// The upload whose `purpose` was not in `prefix`, or whose length was not declared: the rest
@@ -85,9 +83,8 @@ extension Gateway {
         if let failure = scanner.finish() { throw failure }
         guard let purpose = scanner.fieldText, !purpose.isEmpty else { throw Self.missingPurpose }
         if purpose == "batch" {
-            // Read whole, and rewritten whole by `uploadForm`.
-            guard total <= maxBody else { throw OpenAIError.tooLarge(limit: maxBody) }
-            return .whole(prefix + (try spool.bytes()))
+            guard spool.rewind() else { throw OpenAIError.gatewayFailure("rewinding a spooled upload failed") }
+            return .batch(PrefixedBody(prefix, spool))
         }
         guard scanner.watchedParts == renamed else { throw Self.lateField }
         let sent = try rewrittenPrefix(prefix, cut: cut, user: user, boundary: boundary)

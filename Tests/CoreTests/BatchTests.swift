@@ -11,8 +11,9 @@ import Testing
 @Suite struct BatchTests {
     static let deployments = ["gpt-4o": "gpt-4o-batch", "gpt-4o-mini": "mini-batch"]
 
-    static func rewrite(_ text: String) throws -> BatchInput {
-        try BatchInput(ArraySlice(text.utf8)) { model, _ in deployments[model] ?? model }
+    static func rewrite(_ text: String) throws -> (models: [String], deployment: String, requests: Int, bytes: [UInt8]) {
+        let (input, bytes) = try BatchInput.rewrite(ArraySlice(text.utf8)) { model, _ in deployments[model] ?? model }
+        return (input.models, input.deployment, input.requests, bytes)
     }
 
     static func refusal(_ text: String) -> String? {
@@ -93,11 +94,53 @@ import Testing
         #expect(Self.refusal(allowed + "\r\n" + allowed.replacingOccurrences(of: "\"a\"", with: "\"b\"") + "\r\n") == nil)
     }
 
+    /// Hands out `bytes` a few at a time, as a slow client or a short read would.
+    final class Pieces: RequestBodySource {
+        let bytes: [UInt8]
+        let size: Int
+        var offset = 0
+        init(_ bytes: [UInt8], size: Int) { self.bytes = bytes; self.size = size }
+        func read(into buffer: UnsafeMutableRawBufferPointer) -> Int? {
+            let end = min(bytes.count, offset + min(size, buffer.count))
+            bytes[offset ..< end].withUnsafeBytes { buffer.copyMemory(from: $0) }
+            defer { offset = end }
+            return end - offset
+        }
+        func rewind() -> Bool { offset = 0; return true }
+    }
+
+    @Test func aFormRewrittenAsItStreamsIsTheFormRewrittenWhole() throws {
+        let lines = [#"{"custom_id":"a","url":"/v1/embeddings","body":{"model":"gpt-4o","input":"x"}}"#, "",
+                     #"{"custom_id":"b","url":"/v1/embeddings","body":{"input":"--b\r\n","model":"gpt-4o-mini"}}"#].joined(separator: "\r\n")
+        // A preamble, transport padding, a part with no content, the SDK's expiry field, the file
+        // without a final newline, an epilogue.
+        let form = "preamble\r\n--b \t\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n"
+            + "--b\r\nContent-Disposition: form-data; name=\"empty\"\r\n\r\n\r\n"
+            + "--b\r\nContent-Disposition: form-data; name=\"expires_after[seconds]\"\r\n\r\n1209600\r\n"
+            + "--b\r\nContent-Type: application/jsonl\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x\"\r\n\r\n"
+            + lines + "\r\n--b--\r\nepilogue"
+        let body = Array(form.utf8)
+        // The oracle: the whole-body parser, with each line rewritten as BatchInput does.
+        let expected = try MultipartForm.rewritten(body, boundary: "b") { name, content in
+            if name == "file" { return (nil, try BatchInput.rewrite(content) { _, _ in "one-batch" }.1) }
+            return (name.flatMap { Gateway.expiryFields[$0] }, nil)
+        }
+        #expect(String(decoding: expected, as: UTF8.self).contains("name=\"expires_after.seconds\""))
+        #expect(String(decoding: expected, as: UTF8.self).components(separatedBy: "one-batch").count == 3)
+        for size in [1, 2, 3, 7, 64, 1 << 16] {
+            var input = BatchInput { _, _ in "one-batch" }
+            var out: [UInt8] = []
+            try BatchForm.rewrite(from: Pieces(body, size: size), boundary: "b", renames: Gateway.expiryFields, input: &input) { out += $0 }
+            #expect(out == expected, "pieces of \(size)")
+            #expect(input.requests == 2 && input.models == ["gpt-4o", "gpt-4o-mini"])
+        }
+    }
+
     @Test func theRouteSeesEveryLineWithItsNumberAndMayRefuseIt() {
         var seen: [Int] = []
         let text = (1...3).map { #"{"custom_id":"\#($0)","url":"/v1/embeddings","body":{"model":"m\#($0)"}}"# }.joined(separator: "\n")
         #expect(throws: OpenAIError.self) {
-            _ = try BatchInput(ArraySlice(text.utf8)) { model, line in
+            _ = try BatchInput.rewrite(ArraySlice(text.utf8)) { model, line in
                 seen.append(line)
                 if model == "m3" { throw BatchInput.refusal("not allowed", line: line) }
                 return "one"

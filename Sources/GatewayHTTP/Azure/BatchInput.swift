@@ -8,8 +8,6 @@
 /// line break other than LF or CR LF inside a line (a lone CR, NEL, U+2028, U+2029), which a
 /// line reader could split into a request the gateway never saw.
 public struct BatchInput {
-    /// The file with every line's model replaced by its deployment.
-    public private(set) var bytes: [UInt8] = []
     /// Each model the lines name, once, in the order first named.
     public private(set) var models: [String] = []
     /// The one deployment every line goes to.
@@ -18,37 +16,54 @@ public struct BatchInput {
     public private(set) var requests = 0
     /// The `custom_id`s so far: Azure fails a batch that repeats one.
     private var customIDs: Set<String> = []
+    /// Lines read so far.
+    private var number = 0
+    /// The deployment a line's model goes to, or the refusal (a model the user may not use).
+    private let route: (String, Int) throws -> String
 
     /// What Azure's global batches run, written with or without `/v1`.
     static let operations: Set<String> = ["/chat/completions", "/responses", "/embeddings"]
+
+    /// The longest line read: a request of Azure's is far smaller.
+    public static let maxLine = 16 << 20
 
     /// Whether `url` (a line's, or a batch's `endpoint`) is an operation Azure batches run.
     public static func runs(_ url: String) -> Bool {
         operations.contains(url.hasPrefix("/v1/") ? String(url.dropFirst(3)) : url)
     }
 
-    /// Checks `content` and rewrites it; `route(model, line)` gives the deployment a line's
-    /// model goes to, or throws the refusal (a model the user may not use). All lines must go to
-    /// one deployment: Azure runs a batch on one.
-    public init(_ content: ArraySlice<UInt8>, route: (String, Int) throws -> String) throws {
-        bytes.reserveCapacity(content.count + 256)
-        var start = content.startIndex
-        var number = 0
-        while start < content.endIndex {
-            number += 1
-            let newline = content[start...].firstIndex(of: 10) ?? content.endIndex
-            var end = newline
-            if end > start, content[end - 1] == 13 { end -= 1 }
-            let line = content[start ..< end]
-            if line.allSatisfy(ASCII.isSpace) {
-                bytes += line
-            } else {
-                bytes += try rewritten(Array(line), number: number, route: route)
-            }
-            bytes += content[end ..< min(newline + 1, content.endIndex)]
-            start = newline + 1
-        }
+    /// `route(model, line)` gives the deployment a line's model goes to, or throws the refusal.
+    /// All lines must go to one deployment: Azure runs a batch on one.
+    public init(route: @escaping (String, Int) throws -> String) {
+        self.route = route
+    }
+
+    /// The next line of the file, without its LF, as it goes to Azure: blank lines as they are,
+    /// requests with their model rewritten.
+    public mutating func line(_ bytes: ArraySlice<UInt8>) throws -> [UInt8] {
+        number += 1
+        var end = bytes.endIndex
+        if end > bytes.startIndex, bytes[end - 1] == 13 { end -= 1 }  // CR LF ends a line as LF does
+        let line = bytes[bytes.startIndex ..< end]
+        if line.allSatisfy(ASCII.isSpace) { return Array(bytes) }
+        return try rewritten(Array(line), number: number, route: route) + bytes[end...]
+    }
+
+    /// Refuses a file that held no request.
+    public func finish() throws {
         guard requests > 0 else { throw Self.refusal("The batch input file holds no request.", line: nil) }
+    }
+
+    /// `content`, checked and rewritten whole.
+    public static func rewrite(_ content: ArraySlice<UInt8>, route: @escaping (String, Int) throws -> String) throws -> (BatchInput, [UInt8]) {
+        var input = BatchInput(route: route)
+        var lines = BatchLines()
+        var out: [UInt8] = []
+        out.reserveCapacity(content.count + 256)
+        try lines.consume(content, into: &input) { out += $0 }
+        try lines.finish(into: &input) { out += $0 }
+        try input.finish()
+        return (input, out)
     }
 
     /// One line with its model replaced.
@@ -154,5 +169,42 @@ public struct BatchInput {
     public static func refusal(_ why: String, line: Int?) -> OpenAIError {
         let message = line.map { "Line \($0) of the batch input file: \(why)" } ?? why
         return OpenAIError.invalidRequest(message, param: "file", code: "invalid_batch_file")
+    }
+}
+
+/// A batch input file's lines as its bytes arrive, each handed to a `BatchInput` once whole; a
+/// line's start is kept until its LF comes, at most `BatchInput.maxLine` bytes.
+public struct BatchLines {
+    private var partial: [UInt8] = []
+
+    public init() {}
+
+    /// Hands every line `bytes` completes to `input`, and what goes to Azure to `emit`.
+    public mutating func consume(_ bytes: some RandomAccessCollection<UInt8>, into input: inout BatchInput,
+                                 emit: ([UInt8]) throws -> Void) throws {
+        var start = bytes.startIndex
+        while let newline = bytes[start...].firstIndex(of: 10) {
+            let rewritten: [UInt8]
+            if partial.isEmpty {
+                rewritten = try input.line(ArraySlice(bytes[start ..< newline]))
+            } else {
+                partial += bytes[start ..< newline]
+                rewritten = try input.line(partial[...])
+                partial = []
+            }
+            try emit(rewritten + [10])
+            start = bytes.index(after: newline)
+        }
+        partial += bytes[start...]
+        if partial.count > BatchInput.maxLine {
+            throw BatchInput.refusal("a line is longer than \(BatchInput.maxLine >> 20) MB.", line: nil)
+        }
+    }
+
+    /// The last line, when the file does not end with a LF.
+    public mutating func finish(into input: inout BatchInput, emit: ([UInt8]) throws -> Void) throws {
+        guard !partial.isEmpty else { return }
+        try emit(try input.line(partial[...]))
+        partial = []
     }
 }
