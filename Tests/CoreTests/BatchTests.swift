@@ -158,6 +158,12 @@ import Testing
         #expect(input.requests == 20_000)
     }
 
+    @Test func aFileOfMoreRequestsThanAzureRunsIsRefused() {
+        let text = (0 ... BatchInput.maxRequests).map { #"{"custom_id":"\#($0)","url":"/v1/embeddings","body":{"model":"m"}}"# }
+            .joined(separator: "\n")
+        #expect(Self.refusal(text)?.contains("Line \(BatchInput.maxRequests + 1)") == true)
+    }
+
     @Test func usageIsSummedFromOutputLinesAsTheyArrive() {
         let lines = [
             #"{"custom_id":"a","response":{"status_code":200,"body":{"usage":{"prompt_tokens":10,"completion_tokens":5,"prompt_tokens_details":{"cached_tokens":4}}}},"error":null}"#,

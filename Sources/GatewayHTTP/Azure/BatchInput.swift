@@ -14,8 +14,9 @@ public struct BatchInput {
     public private(set) var deployment = ""
     /// Lines holding a request.
     public private(set) var requests = 0
-    /// The `custom_id`s so far: Azure fails a batch that repeats one.
-    private var customIDs: Set<String> = []
+    /// The `custom_id`s so far, hashed: Azure fails a batch that repeats one. Hashes, so a
+    /// file of long ids costs 8 bytes a line, for at most `maxRequests` lines.
+    private var customIDs: Set<Int> = []
     /// Lines read so far.
     private var number = 0
     /// The deployment a line's model goes to, or the refusal (a model the user may not use).
@@ -26,6 +27,8 @@ public struct BatchInput {
 
     /// The longest line read: a request of Azure's is far smaller.
     public static let maxLine = 16 << 20
+    /// The most requests a file may hold, Azure's limit for a global batch.
+    public static let maxRequests = 100_000
 
     /// Whether `url` (a line's, or a batch's `endpoint`) is an operation Azure batches run.
     public static func runs(_ url: String) -> Bool {
@@ -104,7 +107,10 @@ public struct BatchInput {
             throw Self.refusal("it names '\(repeated.name)' twice.", line: number)
         }
         guard let customID, !customID.isEmpty else { throw Self.refusal("it needs a 'custom_id' string.", line: number) }
-        guard customIDs.insert(customID).inserted else { throw Self.refusal("its 'custom_id' is on an earlier line too.", line: number) }
+        guard customIDs.insert(customID.hashValue).inserted else { throw Self.refusal("its 'custom_id' is on an earlier line too.", line: number) }
+        guard requests < Self.maxRequests else {
+            throw Self.refusal("a batch input file holds at most \(Self.maxRequests) requests, as Azure runs no more.", line: number)
+        }
         if let method, method != "POST" { throw Self.refusal("its 'method' must be POST.", line: number) }
         guard let url, Self.runs(url) else {
             throw Self.refusal("its 'url' must be /v1/chat/completions, /v1/responses or /v1/embeddings.", line: number)
