@@ -10,6 +10,12 @@ extension Gateway {
         case batch(any RequestBodySource)
     }
 
+    /// Whether nginx hands `request`'s body over as the client sends it (`fastcgi_request_buffering
+    /// off` on the files path in nginx/chatazure.conf): a file upload.
+    public static func streamsBody(_ request: GatewayRequest) -> Bool {
+        request.method == "POST" && (request.path == "/v1/files" || request.path == "/openai/v1/files")
+    }
+
     /// Bytes of an upload read before deciding how it goes: a form's `purpose` comes in them when
     /// the client sends it before the file, as the OpenAI SDKs do.
     static let uploadPrefixBytes = 64 * 1024

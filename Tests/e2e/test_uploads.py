@@ -4,6 +4,9 @@ refuse whole is refused while it streams, and Azure never stores it."""
 import hashlib
 import http.client
 import json
+import socket
+import threading
+import time
 
 import pytest
 
@@ -165,3 +168,55 @@ def test_the_sdks_expiry_fields_are_renamed_in_a_streamed_upload(gw, azure):
     chunks, length, _ = form(10 * MB, extra=expiry(b"expires_after[seconds]", b"7200"))
     status, error = post(gw, chunks, length)
     assert status == 400 and "before the file" in error["error"]["message"]
+
+
+@pytest.fixture(scope="module")
+def small_pool(tmp_path_factory, azure):
+    instance = Gateway(tmp_path_factory.mktemp("uploads-small-pool"), azure.url, workers=2, processes=1,
+                       extra_fastcgi="  max-workers: 4\n  max-per-user: 1\n  max-body-mb: 4\n  max-upload-mb: 48\n")
+    yield instance
+    instance.stop()
+
+
+def trickle(port, key, declared, stop, answers):
+    """POST /v1/files declaring `declared` bytes, then a byte every 0.8 s until `stop`."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall((f"POST /v1/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+                  f"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: {declared}\r\n\r\n").encode()
+                 + b"--b\r\n" + b"x" * (100 << 10))
+    sock.settimeout(0.2)
+    got = b""
+    while not stop.is_set():
+        try:
+            sock.sendall(b"x")
+            got += sock.recv(65536)
+        except socket.timeout:
+            pass
+        except OSError:
+            break
+        time.sleep(0.8)
+    answers.append(got)
+    sock.close()
+
+
+@pytest.mark.parametrize("key,declared,status", [("wrong-key-not-a-user", 100 << 20, b"401"), (USERS["alice"], 400 << 20, b"413")])
+def test_uploads_refused_before_their_body_hold_no_thread_while_they_trickle(small_pool, key, declared, status):
+    """A refused upload was drained at the client's pace (nginx streams the files path): four
+    slow clients, without a key, held every thread of the pool."""
+    stop, answers = threading.Event(), []
+    threads = [threading.Thread(target=trickle, args=(small_pool.port, key, declared, stop, answers)) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(2)
+        connection = http.client.HTTPConnection("127.0.0.1", small_pool.port, timeout=6)
+        connection.request("GET", "/v1/models", headers={"Authorization": f"Bearer {USERS['bob']}"})
+        served = connection.getresponse().status
+        connection.close()
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert served == 200
+    # Each got its answer while still sending.
+    assert all(status in answer.split(b"\r\n", 1)[0] for answer in answers), answers

@@ -32,11 +32,20 @@ struct FastCGIExchange {
         return body
     }
 
-    /// Discards what is left of stdin, so a kept-alive connection stays in step.
+    /// Discards what is left of stdin, so a kept-alive connection stays in step: nginx buffers a
+    /// body before it passes it on, so this waits for no client.
     func drainBody() {
         withUnsafeTemporaryAllocation(of: CChar.self, capacity: 4096) { buffer in
             while FCGX_GetStr(buffer.baseAddress, Int32(buffer.count), raw.pointee.in) > 0 {}
         }
+    }
+
+    /// Ends a request whose body nginx streams at the client's pace (a file upload) without
+    /// reading what is left of it: the connection is not kept, libfcgi closes it at the request's
+    /// end, and nginx, which has the whole answer, drops the rest. A client that sends slowly,
+    /// refused before its body was read, then holds no thread.
+    func leaveBody() {
+        raw.pointee.keepConnection = 0
     }
 
     /// Writes the CGI header block: `Status:`, the head's fields, `Content-Length` when known,

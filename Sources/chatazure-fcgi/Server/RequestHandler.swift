@@ -55,7 +55,7 @@ struct RequestHandler {
                                           clientSocket: exchange.connection)
             forwarder.forward(call, through: transport, to: exchange, into: &line)
         }
-        exchange.drainBody()
+        if Gateway.streamsBody(request) { exchange.leaveBody() } else { exchange.drainBody() }
         line.tenthsOfMs = Int(MonotonicInstant.now().nanoseconds(since: started) / 100_000)
         logger.info(Logger.Message(stringLiteral: line.text))
     }
