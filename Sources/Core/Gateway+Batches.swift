@@ -40,12 +40,23 @@ extension Gateway {
                       backend: PlannedBackend) throws -> (UploadBody, String) {
         guard form.rewind() else { throw OpenAIError.gatewayFailure("rewinding a spooled upload failed") }
         let rewritten = try SpooledBody()
+        // Written a buffer at a time: a file of blank lines would cost a write(2) a byte.
+        var pending: [UInt8] = []
+        pending.reserveCapacity(2 * Self.spoolBuffer)
         let model = try batchForm(from: form, boundary: boundary, user: user, backend: backend) { bytes in
-            try bytes.withUnsafeBytes { try rewritten.write($0) }
+            pending += bytes
+            if pending.count >= Self.spoolBuffer {
+                try pending.withUnsafeBytes { try rewritten.write($0) }
+                pending.removeAll(keepingCapacity: true)
+            }
         }
+        try pending.withUnsafeBytes { try rewritten.write($0) }
         guard rewritten.rewind() else { throw OpenAIError.gatewayFailure("rewinding a spooled upload failed") }
         return (UploadBody(prefix: [], source: rewritten, length: rewritten.count, scanner: nil), model)
     }
+
+    /// Bytes of a rewritten batch form gathered before each write to its file.
+    static let spoolBuffer = 64 * 1024
 
     /// The Global-Batch deployment a batch line naming `model` runs on (`batch-deployments`), when
     /// `user` may use what it serves; else the refusal naming the line.

@@ -58,6 +58,7 @@ import Testing
             (#"[{"custom_id":"1","url":"/v1/embeddings","body":{"model":"gpt-4o"}}]"#, "Line 1"),
             ("\(good)\n" + #"{"custom_id":"2","url":"/v1/embeddings","body":{"model":"gpt-4o-mini"}}"#, "Line 2"),  // another deployment
             ("\n \n", "no request"),
+            ("\n\n\n\(good)\n\n\nnot json", "Line 7"),  // runs of empty lines are counted too
         ]
         for (text, named) in cases {
             let message = Self.refusal(text)
@@ -120,13 +121,21 @@ import Testing
             + "--b\r\nContent-Type: application/jsonl\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x\"\r\n\r\n"
             + lines + "\r\n--b--\r\nepilogue"
         let body = Array(form.utf8)
-        // The oracle: the whole-body parser, with each line rewritten as BatchInput does.
-        let expected = try MultipartForm.rewritten(body, boundary: "b") { name, content in
-            if name == "file" { return (nil, try BatchInput.rewrite(content) { _, _ in "one-batch" }.1) }
-            return (name.flatMap { Gateway.expiryFields[$0] }, nil)
+        // The oracle: the whole-body parser's parts, written as the gateway writes a form, the
+        // file's lines rewritten as BatchInput does.
+        var expected: [UInt8] = []
+        try MultipartForm.forEachPart(in: body, boundary: "b") { headers, content in
+            let disposition = try ContentDisposition(headers: headers, in: body)
+            let name = disposition.name.map { Gateway.expiryFields[$0] ?? $0 } ?? "?"
+            expected += Array("--b\r\n".utf8) + BatchForm.headers(name: name, disposition: disposition) + Array("\r\n\r\n".utf8)
+            expected += name == "file" ? try BatchInput.rewrite(body[content]) { _, _ in "one-batch" }.1 : Array(body[content])
+            expected += Array("\r\n".utf8)
         }
-        #expect(String(decoding: expected, as: UTF8.self).contains("name=\"expires_after.seconds\""))
-        #expect(String(decoding: expected, as: UTF8.self).components(separatedBy: "one-batch").count == 3)
+        expected += Array("--b--\r\n".utf8)
+        let text = String(decoding: expected, as: UTF8.self)
+        #expect(text.contains("name=\"expires_after.seconds\"") && !text.contains("preamble") && !text.contains("epilogue"))
+        #expect(text.contains("name=\"file\"; filename=\"x\"\r\nContent-Type: application/octet-stream\r\n\r\n"))
+        #expect(text.components(separatedBy: "one-batch").count == 3)
         for size in [1, 2, 3, 7, 64, 1 << 16] {
             var input = BatchInput { _, _ in "one-batch" }
             var out: [UInt8] = []
@@ -134,6 +143,21 @@ import Testing
             #expect(out == expected, "pieces of \(size)")
             #expect(input.requests == 2 && input.models == ["gpt-4o", "gpt-4o-mini"])
         }
+    }
+
+    @Test func aDecoyHeaderOrParameterReachesNoOne() throws {
+        // To a parser matching `name="file"` anywhere in a part's headers, the second part is the
+        // file; to the gateway it is `notes`, and it goes on as nothing but `notes`.
+        let form = "--b\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n"
+            + "--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.jsonl\"\r\n\r\n"
+            + #"{"custom_id":"1","url":"/v1/embeddings","body":{"model":"m","input":"x"}}"# + "\r\n"
+            + "--b\r\nX-Decoy: name=\"file\"\r\nContent-Disposition: form-data; x-name=\"file\"; name=notes\r\n\r\nEVIL\r\n--b--\r\n"
+        var input = BatchInput { _, _ in "one-batch" }
+        var out: [UInt8] = []
+        try BatchForm.rewrite(from: Pieces(Array(form.utf8), size: 5), boundary: "b", renames: [:], input: &input) { out += $0 }
+        let text = String(decoding: out, as: UTF8.self)
+        #expect(!text.contains("X-Decoy") && !text.contains("x-name"))
+        #expect(text.contains("--b\r\nContent-Disposition: form-data; name=\"notes\"\r\n\r\nEVIL\r\n--b--\r\n"))
     }
 
     @Test func theRouteSeesEveryLineWithItsNumberAndMayRefuseIt() {

@@ -136,8 +136,13 @@ final class BytesSource: RequestBodySource {
             #expect(body.count > 2 << 20)
             guard case .forward(let call) = decide(body).0.action else { Issue.record("not forwarded"); continue }
             let upload = try #require(call.upload)
-            // gpt-4o's batch deployment is gpt-4o here: the form goes as it came, from the spool.
-            #expect(Self.drain(upload) == body && call.objectModel == "gpt-4o")
+            // gpt-4o's batch deployment is gpt-4o here: the lines go as they came, from the spool.
+            let sent = try #require(Self.drain(upload))
+            var parts: [String: [UInt8]] = [:]
+            try MultipartForm.forEachPart(in: sent, boundary: "b") { headers, content in
+                parts[try ContentDisposition(headers: headers, in: sent).name ?? "?"] = Array(sent[content])
+            }
+            #expect(parts["file"] == Array(lines.utf8) && parts["purpose"] == Array("batch".utf8) && call.objectModel == "gpt-4o")
         }
     }
 

@@ -25,8 +25,9 @@ public struct BatchInput {
     /// What Azure's global batches run, written with or without `/v1`.
     static let operations: Set<String> = ["/chat/completions", "/responses", "/embeddings"]
 
-    /// The longest line read: a request of Azure's is far smaller.
-    public static let maxLine = 16 << 20
+    /// The longest line read; a line is copied a few times as it is checked and rewritten, so a
+    /// long one costs several times its size while it is.
+    public static let maxLine = 8 << 20
     /// The most requests a file may hold, Azure's limit for a global batch.
     public static let maxRequests = 100_000
 
@@ -50,6 +51,11 @@ public struct BatchInput {
         let line = bytes[bytes.startIndex ..< end]
         if line.allSatisfy(ASCII.isSpace) { return Array(bytes) }
         return try rewritten(Array(line), number: number, route: route) + bytes[end...]
+    }
+
+    /// `count` empty lines, which go as they are.
+    public mutating func emptyLines(_ count: Int) {
+        number += count
     }
 
     /// Refuses a file that held no request.
@@ -190,6 +196,15 @@ public struct BatchLines {
                                  emit: ([UInt8]) throws -> Void) throws {
         var start = bytes.startIndex
         while let newline = bytes[start...].firstIndex(of: 10) {
+            if partial.isEmpty, newline == start {
+                // A run of empty lines goes on in one piece: a file of them costs no call a byte.
+                var end = newline
+                while end < bytes.endIndex, bytes[end] == 10 { end = bytes.index(after: end) }
+                input.emptyLines(bytes.distance(from: start, to: end))
+                try emit(Array(bytes[start ..< end]))
+                start = end
+                continue
+            }
             let rewritten: [UInt8]
             if partial.isEmpty {
                 rewritten = try input.line(ArraySlice(bytes[start ..< newline]))

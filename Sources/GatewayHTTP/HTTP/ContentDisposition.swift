@@ -10,6 +10,8 @@ struct ContentDisposition: Equatable {
     var name: String?
     /// The part is a file upload.
     var isFile = false
+    /// The `filename` parameter, unquoted; nil without one (or with `filename*` alone).
+    var filename: String?
 
     /// Reads the header block of a part: `bytes[headers]`, lines separated by CRLF, without the
     /// blank line after them.
@@ -103,6 +105,7 @@ struct ContentDisposition: Equatable {
                 throw Self.malformed("name*, which parsers read differently")
             } else if Self.equalsIgnoringCase(bytes[parameter], Self.filename) || Self.equalsIgnoringCase(bytes[parameter], Self.extendedFilename) {
                 isFile = true
+                if Self.equalsIgnoringCase(bytes[parameter], Self.filename) { filename = String(decoding: value, as: UTF8.self) }
             }
         }
     }

@@ -1,10 +1,13 @@
 /// A batch upload's form rewritten as it is read, a chunk at a time, so a file of any size is
-/// never held whole: every part is copied as it came but the `file` part, whose lines go through
-/// a `BatchInput` (checked, their model rewritten), and the parts `renames` names, whose headers
-/// then say only their new name. The form has been read to its end before (`MultipartForm`, or a
-/// `MultipartFieldScanner` as it was spooled), so its structure is sound; this finds its parts
-/// again by the same rules: a delimiter is CRLF `--` boundary, the first may open the body, a
-/// part's headers end at the first CRLF CRLF after its boundary line.
+/// never held whole: the lines of its `file` part go through a `BatchInput` (checked, their model
+/// rewritten), the parts `renames` names are renamed, and the form is written out as the gateway
+/// read it and nothing more: no preamble or epilogue, no transport padding, each part's headers
+/// only `Content-Disposition: form-data; name=...` (with the file's `filename` and a
+/// `Content-Type`). A parser at Azure that reads a header, a parameter or a stray boundary the
+/// gateway does not (`x-name="file"`) finds none. The form has been read to its end before
+/// (`MultipartForm`, or a `MultipartFieldScanner` as it was spooled), so its structure is sound;
+/// this finds its parts again by the same rules: a delimiter is CRLF `--` boundary, the first may
+/// open the body, a part's headers end at the first CRLF CRLF after its boundary line.
 public struct BatchForm {
     private let delimiter: [UInt8]
     private let renames: [String: String]
@@ -85,8 +88,7 @@ public struct BatchForm {
             case .head:
                 guard try head(ended: ended, sink: sink) else { return }
             case .epilogue:
-                try sink(window)
-                window = []
+                window = []  // not the form's: not sent
                 return
             }
         }
@@ -94,6 +96,7 @@ public struct BatchForm {
 
     private mutating func content(_ bytes: ArraySlice<UInt8>, input: inout BatchInput, sink: ([UInt8]) throws -> Void) throws {
         guard !bytes.isEmpty else { return }
+        if case .preamble = state { return }  // not the form's: not sent
         if case .content(isFile: true) = state {
             try lines.consume(bytes, into: &input) { try sink($0) }
         } else {
@@ -105,6 +108,7 @@ public struct BatchForm {
     /// blank line, written out (renamed when `renames` says so); false until the window holds them.
     private mutating func head(ended: Bool, sink: ([UInt8]) throws -> Void) throws -> Bool {
         if window.count >= 2, window[0] == UInt8(ascii: "-"), window[1] == UInt8(ascii: "-") {
+            try sink(Array("--\r\n".utf8))
             state = .epilogue
             return true
         }
@@ -123,15 +127,25 @@ public struct BatchForm {
             }
             sawFile = true
         }
-        if let name = disposition.name, let renamed = renames[name] {
-            try sink(Array(window[..<(lineEnd + 2)]) + Array("Content-Disposition: form-data; name=\"\(renamed)\"".utf8)
-                     + Array(window[blank ..< headEnd]))
-        } else {
-            try sink(Array(window[..<headEnd]))
-        }
+        guard let name = disposition.name else { throw ContentDisposition.malformed("a part without a name") }
+        try sink(Array("\r\n".utf8) + Self.headers(name: renames[name] ?? name, disposition: disposition)
+                 + Array("\r\n\r\n".utf8))
         window.removeFirst(headEnd)
         state = .content(isFile: disposition.name == "file")
         return true
+    }
+
+    /// A part's headers as the gateway writes them.
+    static func headers(name: String, disposition: ContentDisposition) -> [UInt8] {
+        var text = "Content-Disposition: form-data; name=\"\(name)\""
+        if disposition.isFile {
+            // Quotes, backslashes and control bytes are no part of a name a file keeps.
+            let filename = String((disposition.filename ?? "file").unicodeScalars.map { scalar in
+                scalar == "\"" || scalar == "\\" || scalar.value < 0x20 || scalar.value == 0x7F ? "_" : Character(scalar)
+            })
+            text += "; filename=\"\(filename)\"\r\nContent-Type: application/octet-stream"
+        }
+        return Array(text.utf8)
     }
 
     private func waiting(_ ended: Bool) throws -> Bool {
