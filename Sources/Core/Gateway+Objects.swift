@@ -83,9 +83,14 @@ extension Gateway {
 
     /// `GET /v1/files`, `GET /v1/vector_stores`: the caller's own, from the store, paged as
     /// OpenAI pages them.
+    /// Listing batches has the housekeeper look at the caller's running ones at once (each at
+    /// most every 5 s): their end, and their billing, is noticed when they are listed.
     func objectList(_ request: GatewayRequest, kind: StoredObject.Kind, user: StoredUser) throws -> GatewayResponse {
         let query = try ObjectListQuery(request.query, kind: kind)
-        let objects = try authenticator.stores.with { try $0.objects(kind: kind, of: user.id) }
+        let objects = try authenticator.stores.with { store in
+            if kind == .batch { try store.lookSoon(at: .batch, of: user.id, nowMs: WallClock.nowMs()) }
+            return try store.objects(kind: kind, of: user.id)
+        }
         return query.page(objects).response
     }
 

@@ -44,4 +44,15 @@ extension UsageStore {
             return true
         }
     }
+
+    /// Makes `userID`'s objects of `kind` whose usage is due and that no process looked at in the
+    /// last `everyMs` due for a look now.
+    public func lookSoon(at kind: StoredObject.Kind, of userID: Int64, nowMs: Int64, everyMs: Int64 = 5_000) throws {
+        try write {
+            try statement("""
+                UPDATE objects SET checked_ms = 0
+                WHERE billing = 1 AND user_id = ?1 AND kind = ?2 AND checked_ms > 0 AND checked_ms <= ?3 - ?4
+                """).run([.int(userID), .text(kind.rawValue), .int(nowMs), .int(everyMs)])
+        }
+    }
 }

@@ -356,3 +356,18 @@ def test_a_part_named_file_in_other_letters_is_refused(gw, azure):
         urllib.request.urlopen(request, timeout=10)
     assert refused.value.code == 400 and json.loads(refused.value.read())["error"]["code"] == "invalid_multipart"
     assert azure.requests() == []
+
+
+def test_a_batch_is_noticed_and_billed_when_it_is_listed(gw, azure):
+    output = gw.cli("user", "add", "lister").stdout.strip().splitlines()
+    lister = client(gw, output[-1])
+    uploaded = lister.files.create(file=("in.jsonl", batch_file(line("x", "gpt-4o-mini", text="listed only"))), purpose="batch")
+    started = time.monotonic()
+    batch = lister.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h")
+    # Never retrieved: a list looks at the running batches it shows (each at most every 5 s),
+    # well before the poll (10 s here) would.
+    time.sleep(5.5)
+    assert batch.id in [b.id for b in lister.batches.list()]
+    wait_for(lambda: ledger(gw, "lister").get("gpt-4o-mini", {}).get("prompt_tokens", 0) > 0, timeout=8,
+             what="the listed batch billed")
+    assert time.monotonic() - started < 9.5, "billed by the poll, not the list"
