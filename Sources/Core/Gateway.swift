@@ -104,6 +104,25 @@ public struct Gateway: Sendable {
         case .failure(let refusal):
             return GatewayDecision(.respond(refusal.error.response), user: refusal.user, failure: refusal.failure)
         }
+        // An upload holds its thread while it is read and spooled, before anything is admitted:
+        // it takes the user's slot in flight first (`fastcgi.max-per-user`), so one user's slow
+        // uploads hold no more threads than their requests may.
+        let holdsSlot = bodySource != nil && Self.streamsBody(request)
+        if holdsSlot {
+            let limit = config.fastcgi.maxPerUser
+            guard inFlight.enter(user.id, limit: limit) else {
+                return GatewayDecision(.respond(UserInFlight.refusal(user: user.username, limit: limit).response), user: user)
+            }
+        }
+        let decision = decide(request, user: user, now: now, bodySource: bodySource, holdsSlot: holdsSlot, readBody: readBody)
+        // A forwarded call gives the slot back when it ends (`Forwarder.forward`).
+        if holdsSlot, case .respond = decision.action { inFlight.leave(user.id) }
+        return decision
+    }
+
+    /// `decide` once `user` is known.
+    private func decide(_ request: GatewayRequest, user: StoredUser, now: Date, bodySource: (any RequestBodySource)?,
+                        holdsSlot: Bool, readBody: (Int) throws -> [UInt8]) -> GatewayDecision {
         do {
             if let answer = try answers.forUser(request, user, now: now) {
                 return GatewayDecision(.respond(answer), user: user)
@@ -132,7 +151,7 @@ public struct Gateway: Sendable {
             if let refusal = try checkReferencedObjects(&call, user: user) {
                 return GatewayDecision(.respond(refusal.response), user: user)
             }
-            return try admit(call, user: user, now: now)
+            return try admit(call, user: user, now: now, holdsSlot: holdsSlot)
         } catch let error as SQLiteError {
             return GatewayDecision(.respond(OpenAIError.databaseUnavailable.response), user: user, failure: "admission failed: \(error)")
         } catch {
@@ -155,8 +174,10 @@ public struct Gateway: Sendable {
     }
 
     /// The admission of `call`: the user's allowlist for what it is served as, a slot among the
-    /// user's requests in flight in this process, and a reservation against the user's limits.
-    private func admit(_ call: UpstreamCall, user: StoredUser, now: Date) throws -> GatewayDecision {
+    /// user's requests in flight in this process (unless `holdsSlot`: an upload took it before
+    /// its body was read, and `decide` gives it back on a refusal), and a reservation against the
+    /// user's limits.
+    private func admit(_ call: UpstreamCall, user: StoredUser, now: Date, holdsSlot: Bool) throws -> GatewayDecision {
         var call = call
         let limits = policy.limits(for: user)
         do {
@@ -170,7 +191,7 @@ public struct Gateway: Sendable {
         // A slot in this process before the admission, given back by the forwarder once the
         // request ends, or here when it is not forwarded.
         let maxPerUser = config.fastcgi.maxPerUser
-        guard inFlight.enter(user.id, limit: maxPerUser) else {
+        guard holdsSlot || inFlight.enter(user.id, limit: maxPerUser) else {
             let refusal = UserInFlight.refusal(user: user.username, limit: maxPerUser)
             return GatewayDecision(.respond(refusal.response), user: user, refusedModel: call.route.charged)
         }
@@ -178,7 +199,7 @@ public struct Gateway: Sendable {
         do {
             admitted = try policy.admit(call, limits: limits, admissions: admissions, nowMs: WallClock.milliseconds(now))
         } catch {
-            inFlight.leave(user.id)
+            if !holdsSlot { inFlight.leave(user.id) }
             throw error
         }
         switch admitted {
@@ -187,7 +208,7 @@ public struct Gateway: Sendable {
             if let reservation { call.responseFields = RateHeaders.fields(limits: limits, window: reservation.window) }
             return GatewayDecision(.forward(call), user: user)
         case .failure(let refusal):
-            inFlight.leave(user.id)
+            if !holdsSlot { inFlight.leave(user.id) }
             return GatewayDecision(.respond(refusal.response), user: user, refusedModel: call.route.charged)
         }
     }

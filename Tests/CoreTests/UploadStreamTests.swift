@@ -146,6 +146,24 @@ final class BytesSource: RequestBodySource {
         }
     }
 
+    @Test func anUploadTakesTheUsersSlotBeforeItsBodyIsRead() throws {
+        let alice = try #require(gateway.authenticator.stores.with { try $0.listUsers() }.first)
+        let limit = gateway.config.fastcgi.maxPerUser
+        // The user's slots all taken: the upload is refused before a byte of it is read.
+        for _ in 0 ..< limit { #expect(gateway.inFlight.enter(alice.id, limit: limit)) }
+        let source = BytesSource(Self.form(fileBytes: 200_000))
+        let (busy, _) = decide([], length: 200_000 + 200, source: source)
+        guard case .respond(let answer) = busy.action else { Issue.record("forwarded"); return }
+        #expect(answer.status == 429 && source.offset == 0)
+        for _ in 0 ..< limit { gateway.inFlight.leave(alice.id) }
+        // A refusal gives the slot back; a forwarded upload keeps it, once, for the forwarder.
+        guard case .respond = decide(Self.form(purpose: "", fileBytes: 200_000)).0.action else { Issue.record("forwarded"); return }
+        #expect(gateway.inFlight.count(alice.id) == 0)
+        guard case .forward = decide(Self.form(fileBytes: 200_000)).0.action else { Issue.record("not forwarded"); return }
+        #expect(gateway.inFlight.count(alice.id) == 1)
+        gateway.inFlight.leave(alice.id)
+    }
+
     @Test func anUploadOverMaxUploadIsRefusedBeforeAByteIsRead() throws {
         let declared = gateway.config.fastcgi.maxUploadBytes + 1
         let source = BytesSource(Self.form(fileBytes: 10))
