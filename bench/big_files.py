@@ -66,17 +66,24 @@ def upload(gateway, size):
             left -= len(piece)
             yield piece
         yield tail
+    file_id, seconds = post_form(gateway, chunks(), len(head) + size + len(tail), size, "upload")
+    return file_id, seconds, digest.hexdigest()
+
+
+def post_form(gateway, chunks, length, size, what):
+    """POSTs the form `chunks` (`length` bytes) to /v1/files as alice; returns the new file's id
+    and the seconds it took, or exits unless it was stored with `size` bytes."""
     connection = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=600)
     started = time.monotonic()
-    connection.request("POST", "/v1/files", body=chunks(), headers={
-        "Authorization": f"Bearer {conftest.USERS['alice']}", "Content-Length": str(len(head) + size + len(tail)),
+    connection.request("POST", "/v1/files", body=chunks, headers={
+        "Authorization": f"Bearer {conftest.USERS['alice']}", "Content-Length": str(length),
         "Content-Type": "multipart/form-data; boundary=" + BOUNDARY.decode()})
     response = connection.getresponse()
     answer = json.loads(response.read())
     connection.close()
     if response.status != 200 or answer.get("bytes") != size:
-        raise SystemExit(f"upload failed: {response.status} {answer}")
-    return answer["id"], time.monotonic() - started, digest.hexdigest()
+        raise SystemExit(f"{what} failed: {response.status} {answer}")
+    return answer["id"], time.monotonic() - started
 
 
 def batch_upload(gateway, size):
@@ -104,17 +111,8 @@ def batch_upload(gateway, size):
         if block:
             yield b"".join(block)
         yield tail
-    connection = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=600)
-    started = time.monotonic()
-    connection.request("POST", "/v1/files", body=chunks(), headers={
-        "Authorization": f"Bearer {conftest.USERS['alice']}", "Content-Length": str(len(head) + total + len(tail)),
-        "Content-Type": "multipart/form-data; boundary=" + BOUNDARY.decode()})
-    response = connection.getresponse()
-    answer = json.loads(response.read())
-    connection.close()
-    if response.status != 200 or answer.get("bytes") != total:
-        raise SystemExit(f"batch upload failed: {response.status} {answer}")
-    return answer["id"], time.monotonic() - started, total
+    file_id, seconds = post_form(gateway, chunks(), len(head) + total + len(tail), total, "batch upload")
+    return file_id, seconds, total
 
 
 def download(gateway, file_id):

@@ -8,11 +8,13 @@ extension Gateway {
     /// charged as.
     func uploadForm(_ body: [UInt8], boundary: String, purpose: String, user: StoredUser,
                     backend: PlannedBackend) throws -> (body: [UInt8], model: String?) {
-        let form = try MultipartForm.rewritten(body, boundary: boundary) { name, _ in
-            for field in ["file"] + Self.expiryFields.keys { try MultipartForm.refuseCaseVariant(name, of: field) }
-            return (name.flatMap { Self.expiryFields[$0] }, nil)
+        guard purpose == "batch" else {
+            let form = try MultipartForm.rewritten(body, boundary: boundary) { name, _ in
+                for field in ["file"] + Self.expiryFields.keys { try MultipartForm.refuseCaseVariant(name, of: field) }
+                return (name.flatMap { Self.expiryFields[$0] }, nil)
+            }
+            return (form, nil)
         }
-        guard purpose == "batch" else { return (form, nil) }
         var rewritten: [UInt8] = []
         rewritten.reserveCapacity(body.count + 256)
         let model = try batchForm(from: HeldBody(body), boundary: boundary, user: user, backend: backend) { rewritten += $0 }

@@ -70,7 +70,7 @@ extension Gateway {
             // A background response seen ended is billed now, from this answer, before the client
             // has it: it could be deleted before the poller asks.
             if call.creates == .response, ended, let due = try store.object(id, kind: .response), due.usageDue {
-                let record = answer.flatMap(BatchUsage.reported).map { policy.endedRecord(of: due, usage: $0, nowMs: nowMs) }
+                let record = answer.flatMap(TokenUsage.reported).map { policy.endedRecord(of: due, usage: $0, nowMs: nowMs) }
                 _ = try store.settleObject(id, record: record)
             }
         }

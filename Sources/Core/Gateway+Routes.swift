@@ -41,10 +41,11 @@ extension Gateway {
                                 body: [], route: AzureRoute(operation: "responses", model: "-", deployment: "-", streaming: false, servedAs: []),
                                 shaping: .unchanged, user: user)
         call.reads = Self.storedID(item)
-        call.deletes = request.method == "DELETE" && item.split(separator: "/").count == 1
+        let isResponse = item.split(separator: "/").count == 1  // not its input_items or cancel
+        call.deletes = request.method == "DELETE" && isResponse
         // The response itself, retrieved or cancelled: its answer tells whether it ended, which
         // a background response is billed on.
-        if item.split(separator: "/").count == 1 ? request.method == "GET" : item.hasSuffix("/cancel") {
+        if isResponse ? request.method == "GET" : item.hasSuffix("/cancel") {
             call.shaping.readsCreatedID = true
             call.shaping.keepsCreatedObject = true
         }

@@ -5,7 +5,7 @@ extension UsageStore {
     public func dueObjects(nowMs: Int64, pollMs: Int64, claimMs: Int64 = 30_000, limit: Int = 20) throws -> [StoredObject] {
         try statement("""
             SELECT id, kind, user_id, backend, data, model FROM objects
-            WHERE billing = 1 AND ((ended = 1 AND checked_ms <= ?1 - ?3) OR checked_ms <= ?1 - ?2)
+            WHERE billing = \(LaterBilling.due.rawValue) AND ((ended = 1 AND checked_ms <= ?1 - ?3) OR checked_ms <= ?1 - ?2)
             ORDER BY checked_ms LIMIT ?4
             """).rows([.int(nowMs), .int(pollMs), .int(claimMs), .int(Int64(limit))]) { row in
                 // A kind this version does not know is left for the version that wrote it.
@@ -21,7 +21,7 @@ extension UsageStore {
     public func claimObject(_ id: String, nowMs: Int64, pollMs: Int64, claimMs: Int64 = 30_000) throws -> Bool {
         try write {
             try statement("""
-                UPDATE objects SET checked_ms = ?2 WHERE id = ?1 AND billing = 1
+                UPDATE objects SET checked_ms = ?2 WHERE id = ?1 AND billing = \(LaterBilling.due.rawValue)
                   AND ((ended = 1 AND checked_ms <= ?2 - ?4) OR checked_ms <= ?2 - ?3)
                 """).run([.text(id), .int(nowMs), .int(pollMs), .int(claimMs)])
             return connection.changes == 1
@@ -33,7 +33,8 @@ extension UsageStore {
     /// true when this call did. So its tokens enter the ledger once, whoever notices it ended.
     public func settleObject(_ id: String, record: RequestRecord?) throws -> Bool {
         try write {
-            try statement("UPDATE objects SET billing = 2 WHERE id = ?1 AND billing = 1").run([.text(id)])
+            try statement("UPDATE objects SET billing = \(LaterBilling.billed.rawValue) WHERE id = ?1 AND billing = \(LaterBilling.due.rawValue)")
+                .run([.text(id)])
             guard connection.changes == 1 else { return false }
             if let record {
                 var amount = LedgerAmount(requests: 1)
@@ -51,7 +52,7 @@ extension UsageStore {
         try write {
             try statement("""
                 UPDATE objects SET checked_ms = 0
-                WHERE billing = 1 AND user_id = ?1 AND kind = ?2 AND checked_ms > 0 AND checked_ms <= ?3 - ?4
+                WHERE billing = \(LaterBilling.due.rawValue) AND user_id = ?1 AND kind = ?2 AND checked_ms > 0 AND checked_ms <= ?3 - ?4
                 """).run([.int(userID), .text(kind.rawValue), .int(nowMs), .int(everyMs)])
         }
     }

@@ -14,7 +14,7 @@ extension UsageStore {
                   AND (excluded.data IS NOT NULL OR excluded.ended > objects.ended)
                 """).run([.text(object.id), .text(object.kind.rawValue), .int(object.userID), .text(object.backend), .int(nowMs),
                           object.snapshot.map { .text(String(decoding: $0, as: UTF8.self)) } ?? .null,
-                          object.model.map { .text($0) } ?? .null, .int(ended ? 1 : 0), .int(billedLater ? 1 : 0),
+                          object.model.map { .text($0) } ?? .null, .int(ended ? 1 : 0), .int((billedLater ? LaterBilling.due : .none).rawValue),
                           object.parent.map { .text($0) } ?? .null])
         }
     }

@@ -208,8 +208,8 @@ import Testing
             usage.finish()
             #expect(usage.total == TokenUsage(prompt: 17, completion: 8, cached: 4) && usage.answers == 2 && usage.unreadable == 1, "\(size)")
         }
-        #expect(BatchUsage.reported(in: Array(#"{"id":"b","usage":{"input_tokens":3,"output_tokens":2}}"#.utf8)) == TokenUsage(prompt: 3, completion: 2))
-        #expect(BatchUsage.reported(in: Array(#"{"id":"b","usage":null}"#.utf8)) == nil)
+        #expect(TokenUsage.reported(in: Array(#"{"id":"b","usage":{"input_tokens":3,"output_tokens":2}}"#.utf8)) == TokenUsage(prompt: 3, completion: 2))
+        #expect(TokenUsage.reported(in: Array(#"{"id":"b","usage":null}"#.utf8)) == nil)
     }
 
     @Test func anEndedBatchEntersTheLedgerOnceAndItsFilesAreItsOwners() throws {

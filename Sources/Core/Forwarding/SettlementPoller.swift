@@ -49,8 +49,7 @@ public struct SettlementPoller {
         var snapshot = object.snapshot ?? []
         if !StoredObject.ended(object.kind, snapshot) {
             // The answer refreshes what the store keeps, as the owner's retrieval would.
-            let (status, fresh) = fetch("\(object.kind.collection)/\(object.id)", of: object.kind, owner: owner, backend: backend,
-                                        through: transport)
+            let (status, fresh) = fetch(object.id, of: object.kind, owner: owner, backend: backend, through: transport)
             if status == 404 { return try gone(object, owner: owner) }
             guard status == 200 else { return }
             snapshot = fresh
@@ -61,7 +60,7 @@ public struct SettlementPoller {
             guard let used = try batchUsage(of: object, snapshot, owner: owner, backend: backend, through: transport) else { return }
             usage = used
         } else {
-            usage = BatchUsage.reported(in: snapshot)
+            usage = TokenUsage.reported(in: snapshot)
         }
         let record = usage.map { gateway.policy.endedRecord(of: object, usage: $0, nowMs: WallClock.nowMs()) }
         if try stores.with({ try $0.settleObject(object.id, record: record) }), let record {
@@ -83,9 +82,9 @@ public struct SettlementPoller {
     private func batchUsage(of batch: StoredObject, _ snapshot: [UInt8], owner: StoredUser, backend: Int,
                             through transport: some UpstreamTransport) throws -> TokenUsage?? {
         for file in StoredObject.batchFiles(snapshot) {
-            _ = fetch("files/\(file)", of: .file, owner: owner, backend: backend, through: transport)
+            _ = fetch(file, of: .file, owner: owner, backend: backend, through: transport)
         }
-        if let reported = BatchUsage.reported(in: snapshot) { return .some(reported) }
+        if let reported = TokenUsage.reported(in: snapshot) { return .some(reported) }
         guard let output = StoredObject.stringField("output_file_id", in: snapshot), AzureRoute.isPlainToken(output) else {
             return .some(nil)
         }
@@ -94,15 +93,15 @@ public struct SettlementPoller {
         return summed.map { .some($0) }
     }
 
-    /// Azure's status and answer for the stored object at `path` (v1), recorded as `owner`'s as a
+    /// Azure's status and answer for the stored object `id` of `kind`, recorded as `owner`'s as a
     /// retrieval records it.
-    private func fetch(_ path: String, of kind: StoredObject.Kind, owner: StoredUser, backend: Int,
+    private func fetch(_ id: String, of kind: StoredObject.Kind, owner: StoredUser, backend: Int,
                        through transport: some UpstreamTransport) -> (status: Int, body: [UInt8]) {
-        var call = gateway.pollCall(path, owner: owner, backend: backend)
+        var call = gateway.pollCall("\(kind.collection)/\(id)", owner: owner, backend: backend)
         call.shaping.readsCreatedID = true
         call.shaping.keepsCreatedObject = true
         call.creates = kind
-        call.reads = String(path.split(separator: "/")[1])
+        call.reads = id
         call.readsKind = kind
         let answer = CollectedAnswer(limit: 1 << 20)
         let status = run(call, into: answer, through: transport) { id, object in

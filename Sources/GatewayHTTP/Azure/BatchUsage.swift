@@ -1,5 +1,5 @@
-/// What a batch used, as Azure reports it: the batch's own `usage` when it has one, else the sum
-/// of the `usage` of each answer in its output file, whose lines are
+/// What a batch used when it has no `usage` of its own (`TokenUsage.reported`): the sum of the
+/// `usage` of each answer in its output file, whose lines are
 /// `{"custom_id", "response": {"status_code", "body": {…, "usage": {…}}}, "error"}`. The file
 /// is read as it arrives, a line at a time, so its size costs no memory.
 public struct BatchUsage: Sendable {
@@ -17,18 +17,6 @@ public struct BatchUsage: Sendable {
     static let maxLine = 16 << 20
 
     public init() {}
-
-    /// The batch's own `usage` (Responses shape: `input_tokens`, `output_tokens`), when its
-    /// object `snapshot` has one.
-    public static func reported(in snapshot: [UInt8]) -> TokenUsage? {
-        var scanner = JSONScanner(bytes: snapshot)
-        scanner.skipSpace()
-        var usage: TokenUsage?
-        _ = try? scanner.readMembers { key, scanner in
-            if scanner.key(key, is: "usage") { usage = try TokenUsage(reading: &scanner) }
-        }
-        return usage
-    }
 
     /// Adds the answers of the complete lines in `bytes`, keeping a line's start for the next call.
     public mutating func consume(_ bytes: [UInt8]) {

@@ -137,10 +137,11 @@ public enum MultipartForm {
         }
     }
 
-    /// The start of the first `delimiter` (CRLF `--` boundary) at or after `from`. Candidates are
-    /// the CRs `memchr` finds, each compared over at most the delimiter's 74 bytes (the boundary
-    /// is checked first), so the search is linear in the body: a search for the boundary
-    /// anywhere compared up to its whole length at every byte.
+    /// The start of the first `delimiter` (CRLF `--` boundary, or any bytes that begin with a CR,
+    /// as `BatchForm`'s CRLF and CRLF CRLF) at or after `from`. Candidates are the CRs `memchr`
+    /// finds, each compared over at most the delimiter's 74 bytes (the boundary is checked
+    /// first), so the search is linear in the body: a search for the boundary anywhere compared
+    /// up to its whole length at every byte.
     static func nextDelimiter(_ delimiter: [UInt8], in body: [UInt8], from: Int) -> Int? {
         body.withUnsafeBytes { hay in
             delimiter.withUnsafeBytes { pin in

@@ -42,6 +42,18 @@ public struct TokenUsage: Sendable, Equatable {
         self.init(prompt: anyPrompt ?? 0, completion: anyCompletion ?? 0, cached: cached ?? inputCached ?? 0)
     }
 
+    /// The top-level `usage` of the JSON object `object` (a batch, a response, as Azure answers
+    /// them), when it has one.
+    public static func reported(in object: [UInt8]) -> TokenUsage? {
+        var scanner = JSONScanner(bytes: object)
+        scanner.skipSpace()
+        var usage: TokenUsage?
+        _ = try? scanner.readMembers { key, scanner in
+            if scanner.key(key, is: "usage") { usage = try TokenUsage(reading: &scanner) }
+        }
+        return usage
+    }
+
     /// `cached_tokens` of a `*_tokens_details` object.
     private static func cachedCount(_ scanner: inout JSONScanner) throws -> Int? {
         var cached: Int?

@@ -4,7 +4,8 @@
 /// read it and nothing more: no preamble or epilogue, no transport padding, each part's headers
 /// only `Content-Disposition: form-data; name=...` (with the file's `filename` and a
 /// `Content-Type`). A parser at Azure that reads a header, a parameter or a stray boundary the
-/// gateway does not (`x-name="file"`) finds none. The form has been read to its end before
+/// gateway does not (`x-name="file"`) finds none; a part named `file` or a renamed field in other
+/// letters (`File`) is refused. The form has been read to its end before
 /// (`MultipartForm`, or a `MultipartFieldScanner` as it was spooled), so its structure is sound;
 /// this finds its parts again by the same rules: a delimiter is CRLF `--` boundary, the first may
 /// open the body, a part's headers end at the first CRLF CRLF after its boundary line.
@@ -113,14 +114,15 @@ public struct BatchForm {
             return true
         }
         // The boundary line's CRLF, then the blank line: the first CRLF CRLF from that CRLF on.
-        guard let lineEnd = Self.find([13, 10], in: window, from: 0) else { return try waiting(ended) }
-        guard let blank = Self.find([13, 10, 13, 10], in: window, from: lineEnd) else { return try waiting(ended) }
+        guard let lineEnd = MultipartForm.nextDelimiter(Self.crlf, in: window, from: 0) else { return try waiting(ended) }
+        guard let blank = MultipartForm.nextDelimiter(Self.blankLine, in: window, from: lineEnd) else { return try waiting(ended) }
         // Content begins after the blank line, unless a delimiter's CRLF is its second half.
         guard window.count >= blank + 2 + delimiter.count || ended else { return try waiting(ended) }
         let emptyContent = window[(blank + 2)...].starts(with: delimiter)
         let headEnd = emptyContent ? blank + 2 : blank + 4
         let headers = min(lineEnd + 2, blank) ..< blank
         let disposition = try ContentDisposition(headers: headers, in: window)
+        for field in ["file"] + renames.keys { try MultipartForm.refuseCaseVariant(disposition.name, of: field) }
         if disposition.name == "file" {
             guard !sawFile else {
                 throw OpenAIError.invalidRequest("The form has more than one part named 'file'.", param: "file", code: "invalid_multipart")
@@ -154,11 +156,6 @@ public struct BatchForm {
         return false
     }
 
-    private static func find(_ needle: [UInt8], in bytes: [UInt8], from: Int) -> Int? {
-        guard bytes.count >= needle.count, from <= bytes.count - needle.count else { return nil }
-        for index in from ... bytes.count - needle.count where bytes[index] == needle[0] {
-            if bytes[index ..< index + needle.count].elementsEqual(needle) { return index }
-        }
-        return nil
-    }
+    private static let crlf: [UInt8] = [13, 10]
+    private static let blankLine: [UInt8] = [13, 10, 13, 10]
 }

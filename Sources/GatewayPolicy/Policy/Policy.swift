@@ -54,14 +54,8 @@ public struct Policy: Sendable {
         let prompt = RequestEstimate.promptTokens(call.body)
         let completion = RequestEstimate.completionTokens(call.body, defaultMax: limitSettings.defaultMaxTokens)
         let cost = charge(call, prompt: prompt, cached: 0, completion: completion, seconds: nil, reportedTokens: false).micros
-        let result = try admissions.admit(userID: call.user.id, model: call.route.charged, limits: limits, tokens: prompt + completion,
-                                          costMicros: cost, nowMs: nowMs)
-        switch result {
-        case .success(var reservation):
-            reservation.settlesBeforeEnd = limits.settlesBeforeEnd
-            return .success(reservation)
-        case .failure(let refusal): return .failure(Self.error(refusal, user: call.user.username, currency: prices.currency))
-        }
+        return try reserve(call, model: call.route.charged, limits: limits, tokens: prompt + completion, costMicros: cost,
+                           admissions: admissions, nowMs: nowMs)
     }
 
     /// A call that starts work billed later (a batch), admitted while each quota has room for a
@@ -70,11 +64,17 @@ public struct Policy: Sendable {
                                  nowMs: Int64) throws -> Result<Reservation?, OpenAIError> {
         let quotas = limits.quotas
         guard call.startsBilledWork, !quotas.isEmpty else { return .success(nil) }
-        let result = try admissions.admit(userID: call.user.id, model: call.objectModel ?? call.route.charged, limits: quotas,
-                                          tokens: 1, costMicros: 1, nowMs: nowMs)
-        switch result {
+        return try reserve(call, model: call.objectModel ?? call.route.charged, limits: quotas, tokens: 1, costMicros: 1,
+                           admissions: admissions, nowMs: nowMs)
+    }
+
+    /// Reserves `tokens` and `costMicros` of `model` for `call`'s user under `limits`; the
+    /// reservation settles before the request ends when the limits need it to.
+    private func reserve(_ call: UpstreamCall, model: String, limits: Limits, tokens: Int, costMicros: Int64,
+                         admissions: any AdmissionStore, nowMs: Int64) throws -> Result<Reservation?, OpenAIError> {
+        switch try admissions.admit(userID: call.user.id, model: model, limits: limits, tokens: tokens, costMicros: costMicros, nowMs: nowMs) {
         case .success(var reservation):
-            reservation.settlesBeforeEnd = true
+            reservation.settlesBeforeEnd = limits.settlesBeforeEnd
             return .success(reservation)
         case .failure(let refusal): return .failure(Self.error(refusal, user: call.user.username, currency: prices.currency))
         }
