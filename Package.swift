@@ -18,6 +18,7 @@ let package = Package(
         .systemLibrary(name: "CFastCGI", providers: [.apt(["libfcgi-dev"])]),
         .systemLibrary(name: "CCurl", providers: [.apt(["libcurl4-openssl-dev"])]),
         .systemLibrary(name: "CSQLite", providers: [.apt(["libsqlite3-dev"])]),
+        .systemLibrary(name: "CPostgres", providers: [.apt(["libpq-dev"])]),
         // Core's layers, lowest first. Each depends on the one below it and re-exports it, and none
         // can import one above it (ARCHITECTURE.md, "Targets").
         .target(
@@ -33,11 +34,12 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
-        .target(name: "SQLiteStore", dependencies: ["GatewayPolicy", "CSQLite"]),
+        // The store: one logic over a `StoreConnection`, with SQLite and PostgreSQL drivers.
+        .target(name: "GatewayStore", dependencies: ["GatewayPolicy", "CSQLite", "CPostgres"]),
         .target(
             name: "Core",
             dependencies: [
-                "SQLiteStore",
+                "GatewayStore",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -49,6 +51,6 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        .testTarget(name: "CoreTests", dependencies: ["Core", "GatewayValues", "GatewayHTTP", "GatewayPolicy", "SQLiteStore"]),
+        .testTarget(name: "CoreTests", dependencies: ["Core", "GatewayValues", "GatewayHTTP", "GatewayPolicy", "GatewayStore"]),
     ]
 )

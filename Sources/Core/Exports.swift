@@ -3,4 +3,4 @@
 @_exported import GatewayValues
 @_exported import GatewayHTTP
 @_exported import GatewayPolicy
-@_exported import SQLiteStore
+@_exported import GatewayStore

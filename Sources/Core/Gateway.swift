@@ -46,7 +46,7 @@ public struct Gateway: Sendable {
     public init(config: GatewayConfig, authenticator: Authenticator? = nil) {
         self.config = config
         self.maxBody = config.fastcgi.maxBodyBytes
-        self.authenticator = authenticator ?? Authenticator(stores: UsageStorePool(path: config.databasePath))
+        self.authenticator = authenticator ?? Authenticator(stores: UsageStorePool(config: config))
         self.backends = Self.plan(config)
         self.health = BackendHealth(cooldownSeconds: config.azure.cooldownSeconds, circuitFailures: config.azure.circuitFailures)
         self.tokens = BackendTokens()
@@ -152,8 +152,8 @@ public struct Gateway: Sendable {
                 return GatewayDecision(.respond(refusal.response), user: user)
             }
             return try admit(call, user: user, now: now, holdsSlot: holdsSlot)
-        } catch let error as SQLiteError {
-            return GatewayDecision(.respond(OpenAIError.databaseUnavailable.response), user: user, failure: "admission failed: \(error)")
+        } catch let error as any StoreFailure {
+            return GatewayDecision(.respond(OpenAIError.storeUnavailable.response), user: user, failure: "admission failed: \(error)")
         } catch {
             return GatewayDecision(.respond(Self.response(for: error)), user: user)
         }

@@ -4,7 +4,7 @@ import Testing
 @testable import GatewayPolicy
 @testable import GatewayHTTP
 @testable import GatewayValues
-@testable import SQLiteStore
+@testable import GatewayStore
 
 @Suite struct AdminPageTests {
     static let adminKey = "admin-key-0123456789"

@@ -1,6 +1,6 @@
 import Testing
 @testable import Core
-@testable import SQLiteStore
+@testable import GatewayStore
 @testable import GatewayHTTP
 @testable import GatewayValues
 @testable import GatewayPolicy

@@ -1,7 +1,7 @@
 import Foundation
 import Testing
 @testable import Core
-@testable import SQLiteStore
+@testable import GatewayStore
 @testable import GatewayPolicy
 @testable import GatewayHTTP
 @testable import GatewayValues
@@ -55,11 +55,11 @@ import Testing
                 Array(#"{"model":"gpt-4o","messages":[]}"#.utf8)
             }
         }
-        #expect(try errorCode(decide("/v1/chat/completions", unopenable)) == (503, "database_unavailable"))
+        #expect(try errorCode(decide("/v1/chat/completions", unopenable)) == (503, "store_unavailable"))
         guard case .forward = decide("/v1/chat/completions", gateway).action else { throw CancellationError() }
         // alice is cached now: the database is not needed until the entry expires.
         guard case .forward = decide("/v1/chat/completions", unopenable).action else { throw CancellationError() }
-        #expect(try errorCode(decide("/healthz", unopenable)) == (503, "database_unavailable"))
+        #expect(try errorCode(decide("/healthz", unopenable)) == (503, "store_unavailable"))
     }
 
     @Test func forwardsChatWithAzureKeyOnly() throws {

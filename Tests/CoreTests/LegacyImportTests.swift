@@ -4,7 +4,7 @@ import Testing
 @testable import GatewayPolicy
 @testable import GatewayHTTP
 @testable import GatewayValues
-@testable import SQLiteStore
+@testable import GatewayStore
 
 /// The original chatazure's `users` table as gorm creates it, in its three flavours.
 enum OriginalSchema {
@@ -71,9 +71,9 @@ enum OriginalSchema {
         }
     }
 
-    @Test func importsAnotherFileIntoAnExistingDatabase() throws {
+    @Test(arguments: TestStore.kinds) func importsAnotherFileIntoAnExistingDatabase(_ kind: TestStore) throws {
         let original = try OriginalSchema.database(OriginalSchema.current)
-        let store = try UsageStore(path: temporaryDatabase())
+        let store = try UsageStore(try kind.database())
         try store.syncConfiguredUsers([ConfiguredUser(username: "ann", key: "a-different-key-1")])
         let summary = try store.importLegacy(from: original)
         #expect(summary == LegacyImport(imported: 1, disabled: 1, skipped: 1, requests: 7))

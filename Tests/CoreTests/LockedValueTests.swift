@@ -1,7 +1,7 @@
 import Foundation
 import Testing
 @testable import Core
-@testable import SQLiteStore
+@testable import GatewayStore
 @testable import GatewayPolicy
 @testable import GatewayHTTP
 @testable import GatewayValues

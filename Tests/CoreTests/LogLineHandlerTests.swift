@@ -2,7 +2,7 @@ import Foundation
 import Logging
 import Testing
 @testable import Core
-@testable import SQLiteStore
+@testable import GatewayStore
 @testable import GatewayPolicy
 @testable import GatewayHTTP
 @testable import GatewayValues

@@ -4,7 +4,7 @@ import Testing
 @testable import GatewayPolicy
 @testable import GatewayHTTP
 @testable import GatewayValues
-@testable import SQLiteStore
+@testable import GatewayStore
 
 @Suite struct PolicyTests {
     @Test func estimateRule() {
@@ -59,21 +59,21 @@ import Testing
         #expect(Limits().isEmpty && !own.isEmpty)
     }
 
-    func store() throws -> (UsageStore, Int64, String) {
-        let path = temporaryDatabase()
-        let store = try UsageStore(path: path)
+    func store(_ kind: TestStore) throws -> (UsageStore, Int64, TestDatabase) {
+        let path = try kind.database()
+        let store = try UsageStore(path)
         try store.syncConfiguredUsers([ConfiguredUser(username: "u", key: "u-key-12345")])
         return (store, try #require(try store.listUsers().first).id, path)
     }
 
     let nowMs: Int64 = 1_796_000_000_000
 
-    @Test func reservationsAcrossConnectionsNeverOvershoot() throws {
-        let (_, id, path) = try store()
+    @Test(arguments: TestStore.kinds) func reservationsAcrossConnectionsNeverOvershoot(_ kind: TestStore) throws {
+        let (_, id, path) = try store(kind)
         let limits = Limits(tokensPerDay: 1000)
         let admitted = LockedValue(0)
         DispatchQueue.concurrentPerform(iterations: 6) { _ in
-            guard let mine = try? UsageStore(path: path) else { return }  // its own connection, as another process has
+            guard let mine = try? UsageStore(path) else { return }  // its own connection, as another process has
             for _ in 0..<10 {
                 if case .success = try? mine.admit(userID: id, model: "m", limits: limits, tokens: 100, costMicros: 0, nowMs: nowMs) {
                     admitted.withLock { $0 += 1 }
@@ -83,8 +83,8 @@ import Testing
         #expect(admitted.withLock { $0 } == 10)
     }
 
-    @Test func settlementReplacesTheEstimate() throws {
-        let (store, id, _) = try store()
+    @Test(arguments: TestStore.kinds) func settlementReplacesTheEstimate(_ kind: TestStore) throws {
+        let (store, id, _) = try store(kind)
         let limits = Limits(tokensPerDay: 1000)
         guard case .success(let first) = try store.admit(userID: id, model: "m", limits: limits, tokens: 900, costMicros: 0, nowMs: nowMs) else {
             Issue.record("refused"); return
@@ -108,8 +108,8 @@ import Testing
         #expect(total.requests == 0 && total.promptTokens == 100 && total.completionTokens == 50)
     }
 
-    @Test func rollingWindowAndParallelLimits() throws {
-        let (store, id, _) = try store()
+    @Test(arguments: TestStore.kinds) func rollingWindowAndParallelLimits(_ kind: TestStore) throws {
+        let (store, id, _) = try store(kind)
         let limits = Limits(rpm: 2, maxParallel: 3)
         var reservations: [Reservation] = []
         for offset in [0, 10] {
@@ -173,8 +173,8 @@ import Testing
         }
     }
 
-    @Test func storedUserKeepsPolicyFields() throws {
-        let (store, _, _) = try store()
+    @Test(arguments: TestStore.kinds) func storedUserKeepsPolicyFields(_ kind: TestStore) throws {
+        let (store, _, _) = try store(kind)
         try store.syncConfiguredUsers([ConfiguredUser(username: "u", key: "u-key-12345", limits: Limits(tpm: 9), models: ["a*"], expires: "2030-01-01")])
         let user = try #require(try store.user(forKey: "u-key-12345"))
         #expect(user.limits == Limits(tpm: 9) && user.models == ["a*"] && user.expires == "2030-01-01")

@@ -1,6 +1,6 @@
 import Testing
 @testable import Core
-@testable import SQLiteStore
+@testable import GatewayStore
 @testable import GatewayPolicy
 @testable import GatewayHTTP
 @testable import GatewayValues

@@ -4,7 +4,7 @@ import Testing
 @testable import GatewayPolicy
 @testable import GatewayHTTP
 @testable import GatewayValues
-@testable import SQLiteStore
+@testable import GatewayStore
 
 @Suite struct RoomLeaseTests {
     let now: Int64 = 1_796_000_000_000

@@ -5,7 +5,7 @@ import CSQLite
 @testable import GatewayPolicy
 @testable import GatewayHTTP
 @testable import GatewayValues
-@testable import SQLiteStore
+@testable import GatewayStore
 
 func temporaryDatabase() -> String {
     let folder = FileManager.default.temporaryDirectory.appendingPathComponent("chatazure-tests-\(UUID().uuidString)")
@@ -53,8 +53,8 @@ func temporaryDatabase() -> String {
         #expect(bytes.range(of: Data(UserKey.hash("alice-plaintext-key").utf8)) != nil)
     }
 
-    @Test func configSyncRekeysButKeepsDisabledFlag() throws {
-        let store = try UsageStore(path: temporaryDatabase())
+    @Test(arguments: TestStore.kinds) func configSyncRekeysButKeepsDisabledFlag(_ kind: TestStore) throws {
+        let store = try UsageStore(try kind.database())
         try store.syncConfiguredUsers([ConfiguredUser(username: "bob", key: "first-key-123")])
         try store.setDisabled(username: "bob", true)
         try store.syncConfiguredUsers([ConfiguredUser(username: "bob", key: "second-key-456")])
@@ -64,24 +64,24 @@ func temporaryDatabase() -> String {
         #expect(bob.source == "config")
     }
 
-    @Test func addUserRefusesDuplicates() throws {
-        let store = try UsageStore(path: temporaryDatabase())
+    @Test(arguments: TestStore.kinds) func addUserRefusesDuplicates(_ kind: TestStore) throws {
+        let store = try UsageStore(try kind.database())
         try store.addUser(username: "carol", key: "carol-key-123")
         #expect(throws: StoreError.self) { try store.addUser(username: "carol", key: "other-key-123") }
         #expect(throws: StoreError.self) { try store.addUser(username: "dave", key: "carol-key-123") }
         #expect(throws: StoreError.self) { try store.setDisabled(username: "nobody", true) }
     }
 
-    @Test func countsAreExactAcrossConnectionsAndThreads() throws {
-        let path = temporaryDatabase()
-        let setup = try UsageStore(path: path)
+    @Test(arguments: TestStore.kinds) func countsAreExactAcrossConnectionsAndThreads(_ kind: TestStore) throws {
+        let path = try kind.database()
+        let setup = try UsageStore(path)
         try setup.syncConfiguredUsers([ConfiguredUser(username: "u1", key: "u1-key-1234"), ConfiguredUser(username: "u2", key: "u2-key-1234")])
         let ids = try setup.listUsers().map(\.id)
         let threads = 6, perThread = 150
         let failures = FailureCount()
         DispatchQueue.concurrentPerform(iterations: threads) { index in
             do {
-                let store = try UsageStore(path: path)  // its own connection, as each worker thread has
+                let store = try UsageStore(path)  // its own connection, as each worker thread has
                 for _ in 0..<perThread { try store.countRequest(userID: ids[index % 2], model: "gpt-4o") }
             } catch {
                 failures.add()
@@ -92,8 +92,8 @@ func temporaryDatabase() -> String {
         #expect(totals.map(\.requests) == [Int64(threads / 2 * perThread), Int64(threads / 2 * perThread)])
     }
 
-    @Test func tokensAddUpPerUser() throws {
-        let store = try UsageStore(path: temporaryDatabase())
+    @Test(arguments: TestStore.kinds) func tokensAddUpPerUser(_ kind: TestStore) throws {
+        let store = try UsageStore(try kind.database())
         try store.addUser(username: "t", key: "t-key-12345")
         let id = try #require(try store.user(forKey: "t-key-12345")).id
         try store.countRequest(userID: id, model: "gpt-4o")
@@ -226,10 +226,10 @@ final class FailureCount: @unchecked Sendable {
 
 
 @Suite struct UsageStorePoolTests {
-    @Test func opensAtMostMaxOpenConnectionsUnderConcurrentBorrowers() throws {
-        let path = temporaryDatabase()
-        try UsageStore(path: path).addUser(username: "p", key: "p-key-12345")
-        let stores = UsageStorePool(path: path, maxOpen: 2)
+    @Test(arguments: TestStore.kinds) func opensAtMostMaxOpenConnectionsUnderConcurrentBorrowers(_ kind: TestStore) throws {
+        let path = try kind.database()
+        try UsageStore(path).addUser(username: "p", key: "p-key-12345")
+        let stores = UsageStorePool(path, maxOpen: 2)
         let seen = ObjectSet()
         DispatchQueue.concurrentPerform(iterations: 8) { _ in
             for _ in 0..<50 {
@@ -251,12 +251,12 @@ final class ObjectSet: @unchecked Sendable {
 }
 
 @Suite struct UsageRecorderTests {
-    @Test func groupCommitsAreExactUnderConcurrentRequests() throws {
-        let path = temporaryDatabase()
-        let setup = try UsageStore(path: path)
+    @Test(arguments: TestStore.kinds) func groupCommitsAreExactUnderConcurrentRequests(_ kind: TestStore) throws {
+        let path = try kind.database()
+        let setup = try UsageStore(path)
         try setup.syncConfiguredUsers([ConfiguredUser(username: "a", key: "a-key-12345"), ConfiguredUser(username: "b", key: "b-key-12345")])
         let ids = try setup.listUsers().map(\.id)
-        let recorder = UsageRecorder(stores: UsageStorePool(path: path))
+        let recorder = UsageRecorder(stores: UsageStorePool(path))
         recorder.start()
         defer { recorder.stop() }
         DispatchQueue.concurrentPerform(iterations: 8) { index in
@@ -276,12 +276,12 @@ final class ObjectSet: @unchecked Sendable {
         #expect(totals.map(\.completionTokens) == [3000, 3000])
     }
 
-    @Test func gathersForTheIntervalButFlushCommitsAtOnce() throws {
-        let path = temporaryDatabase()
-        let setup = try UsageStore(path: path)
+    @Test(arguments: TestStore.kinds) func gathersForTheIntervalButFlushCommitsAtOnce(_ kind: TestStore) throws {
+        let path = try kind.database()
+        let setup = try UsageStore(path)
         try setup.syncConfiguredUsers([ConfiguredUser(username: "a", key: "a-key-12345")])
         let id = try #require(setup.listUsers().first?.id)
-        let recorder = UsageRecorder(stores: UsageStorePool(path: path), commitInterval: 0.3)
+        let recorder = UsageRecorder(stores: UsageStorePool(path), commitInterval: 0.3)
         recorder.start()
         defer { recorder.stop() }
         recorder.countRequest(userID: id, model: "text-embedding-3-small")
@@ -290,7 +290,7 @@ final class ObjectSet: @unchecked Sendable {
         usleep(400_000)
         #expect(try setup.totals().map(\.requests) == [1])  // committed after the interval, without a flush
 
-        let slow = UsageRecorder(stores: UsageStorePool(path: path), commitInterval: 30)
+        let slow = UsageRecorder(stores: UsageStorePool(path), commitInterval: 30)
         slow.start()
         defer { slow.stop() }
         slow.countRequest(userID: id, model: "text-embedding-3-small")
@@ -303,9 +303,9 @@ final class ObjectSet: @unchecked Sendable {
 
 @Suite struct CountJournalTests {
     /// A store with one user, and the path of its database.
-    func setup() throws -> (UsageStore, Int64, String) {
-        let path = temporaryDatabase()
-        let store = try UsageStore(path: path)
+    func setup(_ kind: TestStore) throws -> (UsageStore, Int64, TestDatabase) {
+        let path = try kind.database()
+        let store = try UsageStore(path)
         try store.addUser(username: "a", key: "a-key-12345")
         return (store, try #require(store.listUsers().first?.id), path)
     }
@@ -321,61 +321,61 @@ final class ObjectSet: @unchecked Sendable {
     /// A process that never ran (no such pid), so its journal counts as one whose process died.
     let dead = "4194303.1"
 
-    @Test func countsOfADeadProcessNoCommitHeldAreRecoveredOnce() throws {
-        let (store, id, path) = try setup()
-        let recorder = UsageRecorder(stores: UsageStorePool(path: path), commitInterval: 30, journal: try CountJournal(databasePath: path, process: dead))
+    @Test(arguments: TestStore.kinds) func countsOfADeadProcessNoCommitHeldAreRecoveredOnce(_ kind: TestStore) throws {
+        let (store, id, path) = try setup(kind)
+        let recorder = UsageRecorder(stores: UsageStorePool(path), commitInterval: 30, journal: try CountJournal(databasePath: path.path, process: dead))
         for _ in 0..<5 { recorder.countRequest(userID: id, model: "gpt-4o") }
         #expect(try requests(store) == 0)  // still gathering: only the journal has them
-        #expect(try store.recoverCountJournals(databasePath: path, except: nil) == 5)
+        #expect(try store.recoverCountJournals(databasePath: path.path, except: nil) == 5)
         #expect(try requests(store) == 5)
-        #expect(journalFiles(path).isEmpty)
-        #expect(try store.recoverCountJournals(databasePath: path, except: nil) == 0)
+        #expect(journalFiles(path.path).isEmpty)
+        #expect(try store.recoverCountJournals(databasePath: path.path, except: nil) == 0)
     }
 
-    @Test func committedCountsAreNotAddedAgain() throws {
-        let (store, id, path) = try setup()
-        let recorder = UsageRecorder(stores: UsageStorePool(path: path), commitInterval: 30, journal: try CountJournal(databasePath: path, process: dead))
+    @Test(arguments: TestStore.kinds) func committedCountsAreNotAddedAgain(_ kind: TestStore) throws {
+        let (store, id, path) = try setup(kind)
+        let recorder = UsageRecorder(stores: UsageStorePool(path), commitInterval: 30, journal: try CountJournal(databasePath: path.path, process: dead))
         recorder.start()
         defer { recorder.stop() }
         for _ in 0..<3 { recorder.countRequest(userID: id, model: "gpt-4o") }
         #expect(recorder.flush(seconds: 5))
         for _ in 0..<2 { recorder.countRequest(userID: id, model: "gpt-4o-mini") }
-        #expect(try store.recoverCountJournals(databasePath: path, except: nil) == 2)
+        #expect(try store.recoverCountJournals(databasePath: path.path, except: nil) == 2)
         let byModel = try store.report(UsageQuery(groups: [.user, .model])).map { ($0.model ?? "", $0.requests) }
         #expect(byModel.map(\.0) == ["gpt-4o", "gpt-4o-mini"] && byModel.map(\.1) == [3, 2])
     }
 
-    @Test func aLiveProcessesJournalIsLeftAlone() throws {
-        let (store, id, path) = try setup()
-        let live = try CountJournal(databasePath: path)  // this process
-        let recorder = UsageRecorder(stores: UsageStorePool(path: path), commitInterval: 30, journal: live)
+    @Test(arguments: TestStore.kinds) func aLiveProcessesJournalIsLeftAlone(_ kind: TestStore) throws {
+        let (store, id, path) = try setup(kind)
+        let live = try CountJournal(databasePath: path.path)  // this process
+        let recorder = UsageRecorder(stores: UsageStorePool(path), commitInterval: 30, journal: live)
         recorder.start()
         defer { recorder.stop() }
         recorder.countRequest(userID: id, model: "m")
-        #expect(try store.recoverCountJournals(databasePath: path, except: nil) == 0)
-        #expect(journalFiles(path).count == 1)
+        #expect(try store.recoverCountJournals(databasePath: path.path, except: nil) == 0)
+        #expect(journalFiles(path.path).count == 1)
         #expect(recorder.flush(seconds: 5))
         recorder.removeJournal()
-        #expect(journalFiles(path).isEmpty)
+        #expect(journalFiles(path.path).isEmpty)
         #expect(try requests(store) == 1)
     }
 
-    @Test func replacedFilesGoOnceCommittedAndRecoveryStaysExact() throws {
-        let (store, id, path) = try setup()
-        let journal = try CountJournal(databasePath: path, process: dead, rotateBytes: 200)
-        let recorder = UsageRecorder(stores: UsageStorePool(path: path), commitInterval: 0.001, journal: journal)
+    @Test(arguments: TestStore.kinds) func replacedFilesGoOnceCommittedAndRecoveryStaysExact(_ kind: TestStore) throws {
+        let (store, id, path) = try setup(kind)
+        let journal = try CountJournal(databasePath: path.path, process: dead, rotateBytes: 200)
+        let recorder = UsageRecorder(stores: UsageStorePool(path), commitInterval: 0.001, journal: journal)
         recorder.start()
         defer { recorder.stop() }
         for round in 0..<20 {
             for _ in 0..<10 { recorder.countRequest(userID: id, model: "model-\(round % 3)") }
             #expect(recorder.flush(seconds: 5))
         }
-        #expect(journalFiles(path).count <= 2)  // old files are deleted once committed
+        #expect(journalFiles(path.path).count <= 2)  // old files are deleted once committed
         // Another process that died before its first commit.
-        let slow = UsageRecorder(stores: UsageStorePool(path: path), commitInterval: 30,
-                                 journal: try CountJournal(databasePath: path, process: "4194302.1"))
+        let slow = UsageRecorder(stores: UsageStorePool(path), commitInterval: 30,
+                                 journal: try CountJournal(databasePath: path.path, process: "4194302.1"))
         for _ in 0..<7 { slow.countRequest(userID: id, model: "late") }
-        #expect(try store.recoverCountJournals(databasePath: path, except: nil) == 7)
+        #expect(try store.recoverCountJournals(databasePath: path.path, except: nil) == 7)
         #expect(try requests(store) == 207)
     }
 
@@ -401,8 +401,8 @@ final class ObjectSet: @unchecked Sendable {
     /// The per-request log is pruned in batches of its oldest rows by rowid, so a row logged
     /// out of time order does not stop the prune, and a recent row is kept wherever it is; an
     /// old row more than a batch behind the first recent ones waits for a larger batch.
-    @Test func pruneTakesTheOldestRowsInBatchesUntilNoneIsOld() throws {
-        let (store, id, _) = try setup()
+    @Test(arguments: TestStore.kinds) func pruneTakesTheOldestRowsInBatchesUntilNoneIsOld(_ kind: TestStore) throws {
+        let (store, id, _) = try setup(kind)
         let now: Int64 = 1_796_000_000_000, day: Int64 = 86_400_000
         let ages: [Int64] = [40, 35, 31, 1, 32, 0, 45]  // days, in the order logged
         try store.write {
@@ -433,8 +433,8 @@ final class ObjectSet: @unchecked Sendable {
 }
 
 @Suite struct UserCacheTests {
-    @Test func servesFromCacheUntilTheTTLThenReloads() throws {
-        let store = try UsageStore(path: temporaryDatabase())
+    @Test(arguments: TestStore.kinds) func servesFromCacheUntilTheTTLThenReloads(_ kind: TestStore) throws {
+        let store = try UsageStore(try kind.database())
         try store.addUser(username: "c", key: "c-key-12345")
         let cache = UserCache(ttlSeconds: 0.2)
         let digest = KeyDigest(of: "c-key-12345")
@@ -453,8 +453,8 @@ final class ObjectSet: @unchecked Sendable {
         #expect(misses == 2)  // unknown keys are never cached
     }
 
-    @Test func refreshReloadsKeysInUseBeforeTheyExpire() throws {
-        let store = try UsageStore(path: temporaryDatabase())
+    @Test(arguments: TestStore.kinds) func refreshReloadsKeysInUseBeforeTheyExpire(_ kind: TestStore) throws {
+        let store = try UsageStore(try kind.database())
         try store.addUser(username: "e", key: "e-key-12345")
         try store.addUser(username: "f", key: "f-key-12345")
         let cache = UserCache(ttlSeconds: 0.4)
@@ -492,10 +492,10 @@ final class ObjectSet: @unchecked Sendable {
         #expect(requestLoads == 3)
     }
 
-    @Test func oneThreadReloadsAnExpiredEntryWhileTheOthersUseIt() throws {
-        let path = temporaryDatabase()
-        try UsageStore(path: path).addUser(username: "d", key: "d-key-12345")
-        let stores = UsageStorePool(path: path)
+    @Test(arguments: TestStore.kinds) func oneThreadReloadsAnExpiredEntryWhileTheOthersUseIt(_ kind: TestStore) throws {
+        let path = try kind.database()
+        try UsageStore(path).addUser(username: "d", key: "d-key-12345")
+        let stores = UsageStorePool(path)
         let cache = UserCache(ttlSeconds: 0.2)
         let digest = KeyDigest(of: "d-key-12345")
         let loads = FailureCount()

@@ -4,7 +4,7 @@ import Testing
 @testable import GatewayPolicy
 @testable import GatewayHTTP
 @testable import GatewayValues
-@testable import SQLiteStore
+@testable import GatewayStore
 
 @Suite struct UserAdministrationTests {
     @Test func keyHintShowsTheLastFourCharactersOnly() {
@@ -22,8 +22,8 @@ import Testing
         }
     }
 
-    @Test func addStoresSettingsAndHint() throws {
-        let store = try UsageStore(path: temporaryDatabase())
+    @Test(arguments: TestStore.kinds) func addStoresSettingsAndHint(_ kind: TestStore) throws {
+        let store = try UsageStore(try kind.database())
         let settings = UserSettings(limits: Limits(rpm: 5, budgetPerMonthMicros: 2_500_000), models: ["gpt-4o*"], expires: "2027-06-30")
         try store.addUser(username: "ann", key: "sk-ann-key-0001", settings: settings)
         let ann = try #require(try store.user(forKey: "sk-ann-key-0001"))
@@ -32,8 +32,8 @@ import Testing
         #expect(ann.source == "cli")
     }
 
-    @Test func setChangesOnlyWhatItNames() throws {
-        let store = try UsageStore(path: temporaryDatabase())
+    @Test(arguments: TestStore.kinds) func setChangesOnlyWhatItNames(_ kind: TestStore) throws {
+        let store = try UsageStore(try kind.database())
         try store.addUser(username: "ben", key: "sk-ben-key-0001", settings: UserSettings(limits: Limits(rpm: 5, tpm: 900), models: ["a"]))
         var change = UserSettings.Change()
         change.rpm = .some(nil)
@@ -46,8 +46,8 @@ import Testing
         #expect(throws: StoreError.self) { try store.setSettings(username: "nobody", after) }
     }
 
-    @Test func rotateReplacesTheKey() throws {
-        let store = try UsageStore(path: temporaryDatabase())
+    @Test(arguments: TestStore.kinds) func rotateReplacesTheKey(_ kind: TestStore) throws {
+        let store = try UsageStore(try kind.database())
         try store.addUser(username: "cy", key: "sk-cy-old-key-1")
         try store.addUser(username: "di", key: "sk-di-key-00001")
         try store.rotateKey(username: "cy", newKey: "sk-cy-new-key-2")
@@ -58,8 +58,8 @@ import Testing
         #expect(throws: StoreError.self) { try store.rotateKey(username: "nobody", newKey: "sk-whatever-1") }
     }
 
-    @Test func removeKeepsHistoryUnderTheNameAndFreesIt() throws {
-        let store = try UsageStore(path: temporaryDatabase())
+    @Test(arguments: TestStore.kinds) func removeKeepsHistoryUnderTheNameAndFreesIt(_ kind: TestStore) throws {
+        let store = try UsageStore(try kind.database())
         try store.addUser(username: "ed", key: "sk-ed-key-00001")
         let ed = try #require(try store.user(named: "ed"))
         try store.countRequest(userID: ed.id, model: "gpt-4o", times: 3)
@@ -76,8 +76,8 @@ import Testing
         #expect(try store.listUsers(includingRemoved: true).count == 2)
     }
 
-    @Test func configSyncRemovesUsersItNoLongerLists() throws {
-        let store = try UsageStore(path: temporaryDatabase())
+    @Test(arguments: TestStore.kinds) func configSyncRemovesUsersItNoLongerLists(_ kind: TestStore) throws {
+        let store = try UsageStore(try kind.database())
         try store.addUser(username: "cli-user", key: "sk-cli-key-0001")
         try store.syncConfiguredUsers([ConfiguredUser(username: "fay", key: "sk-fay-key-001"), ConfiguredUser(username: "gus", key: "sk-gus-key-001")])
         #expect(try store.syncConfiguredUsers([ConfiguredUser(username: "fay", key: "sk-fay-key-001")]) == ["gus"])
@@ -90,8 +90,8 @@ import Testing
         #expect(try store.user(forKey: "sk-gus-key-001")?.removed == false)
     }
 
-    @Test func lastUsedComesFromTheRequestLogOrTheLedger() throws {
-        let store = try UsageStore(path: temporaryDatabase())
+    @Test(arguments: TestStore.kinds) func lastUsedComesFromTheRequestLogOrTheLedger(_ kind: TestStore) throws {
+        let store = try UsageStore(try kind.database())
         try store.addUser(username: "hal", key: "sk-hal-key-0001")
         try store.addUser(username: "ivy", key: "sk-ivy-key-0001")
         try store.addUser(username: "jo", key: "sk-jo-key-00001")

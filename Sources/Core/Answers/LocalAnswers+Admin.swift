@@ -45,7 +45,7 @@ extension LocalAnswers {
             return GatewayDecision(.respond(GatewayResponse(status: 200, headers: Self.adminPageHeaders,
                                                             body: Array(AdminPage(snapshot: snapshot).html.utf8))), admin: true)
         } catch {
-            return GatewayDecision(.respond(OpenAIError.databaseUnavailable.response), failure: "admin page failed: \(error)", admin: true)
+            return GatewayDecision(.respond(OpenAIError.storeUnavailable.response), failure: "admin page failed: \(error)", admin: true)
         }
     }
 
@@ -57,7 +57,7 @@ extension LocalAnswers {
             }
             return GatewayDecision(.respond(Self.noStore(OpenAIError.notAdmin(user.username).response)), user: user)
         } catch {
-            return GatewayDecision(.respond(OpenAIError.databaseUnavailable.response), failure: "user lookup failed: \(error)")
+            return GatewayDecision(.respond(OpenAIError.storeUnavailable.response), failure: "user lookup failed: \(error)")
         }
     }
 

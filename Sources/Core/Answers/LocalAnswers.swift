@@ -50,7 +50,7 @@ public struct LocalAnswers: Sendable {
         guard request.method == "GET" || request.method == "HEAD" else {
             return OpenAIError.methodNotAllowed(method: request.method, path: request.path).response
         }
-        return authenticator.storeIsReadable() ? .json(200, #"{"status":"ok"}"#) : OpenAIError.databaseUnavailable.response
+        return authenticator.storeIsReadable() ? .json(200, #"{"status":"ok"}"#) : OpenAIError.storeUnavailable.response
     }
 
     /// The OpenAI-shaped model list of `names`.

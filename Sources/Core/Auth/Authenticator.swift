@@ -22,7 +22,7 @@ public struct Authenticator: Sendable {
         do {
             found = try users.user(for: digest) { try stores.with { try $0.user(for: digest) } }
         } catch {
-            return .failure(Refusal(.databaseUnavailable, failure: "user lookup failed: \(error)"))
+            return .failure(Refusal(.storeUnavailable, failure: "user lookup failed: \(error)"))
         }
         guard let found else { return .failure(Refusal(.invalidKey)) }
         if found.disabled { return .failure(Refusal(.disabledUser(found.username), user: found)) }

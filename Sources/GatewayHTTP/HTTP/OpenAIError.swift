@@ -129,9 +129,10 @@ extension OpenAIError {
         OpenAIError(status: 500, message: "The gateway failed: \(detail)", type: "server_error", code: "gateway_error")
     }
 
-    /// The SQLite file cannot be opened or read; the details go to the log, not to the client.
-    public static let databaseUnavailable = OpenAIError(status: 503, message: "The usage database cannot be read.",
-                                                        type: "server_error", code: "database_unavailable")
+    /// The store (SQLite's file or the PostgreSQL server) cannot be reached, so the user's limits
+    /// cannot be checked; the details go to the log, not to the client.
+    public static let storeUnavailable = OpenAIError(status: 503, message: "The usage database cannot be reached; try again shortly.",
+                                                        type: "server_error", code: "store_unavailable")
 
     public static func overloaded(_ detail: String) -> OpenAIError {
         OpenAIError(status: 503, message: "The gateway is overloaded: \(detail)", type: "server_error", code: "overloaded")

@@ -47,6 +47,7 @@ extension GatewayConfig {
         var keys: [ConfigKey] = [
             ConfigKey("web", "dbName", value: GatewayConfig.defaultDatabaseName),
             ConfigKey("web", "port", words: "ignored"),
+            ConfigKey("database", "url", words: "none (the SQLite file web.dbName)"),
 
             ConfigKey("azure", "endpoint", words: "required"),
             ConfigKey("azure", "api-key", words: "required"),

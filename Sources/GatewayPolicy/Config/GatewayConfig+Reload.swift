@@ -11,6 +11,7 @@ extension GatewayConfig {
         theirs.maxUploadBytes = 0
         if ours != theirs { changed.append("fastcgi") }
         if databasePath != newer.databasePath { changed.append("web.dbName") }
+        if databaseURL != newer.databaseURL { changed.append("database.url") }
         if azure.caFile != newer.azure.caFile { changed.append("azure.ca-file") }
         if retentionDays != newer.retentionDays { changed.append("log.retention-days") }
         return changed
@@ -26,6 +27,7 @@ extension GatewayConfig {
         kept.fastcgi.maxBodyBytes = maxBody
         kept.fastcgi.maxUploadBytes = maxUpload
         kept.databasePath = running.databasePath
+        kept.databaseURL = running.databaseURL
         kept.azure.caFile = running.azure.caFile
         kept.retentionDays = running.retentionDays
         return kept

@@ -41,6 +41,7 @@ extension GatewayConfig {
             prices: try parser.prices(top["prices"]), admin: try parser.admin(top["admin"], users: users),
             retentionDays: try parser.retentionDays(top["log"]), warnings: warnings, file: file)
         config.batchPollSeconds = try parser.batchPollSeconds(top["batches"])
+        config.databaseURL = try parser.databaseURL(top["database"])
         return config
     }
 
@@ -262,6 +263,22 @@ struct SectionParser {
         let section = try reader.mapping(node, at: "batches", allowed: GatewayConfig.allowedKeys("batches"))
         return try section["poll-seconds"].map { try reader.int($0, at: "batches.poll-seconds", range: 10...86_400) }
             ?? GatewayConfig.defaultBatchPollSeconds
+    }
+
+    /// `database.url`, or `CHATAZURE_DATABASE_URL` in the environment, which wins: a PostgreSQL
+    /// server as the store. Nil keeps the SQLite file.
+    func databaseURL(_ node: Node?) throws -> String? {
+        var url: String?
+        if let node {
+            let section = try reader.mapping(node, at: "database", allowed: GatewayConfig.allowedKeys("database"))
+            url = try section["url"].map { try reader.string($0, at: "database.url") }
+        }
+        if let fromEnvironment = environment["CHATAZURE_DATABASE_URL"], !fromEnvironment.isEmpty { url = fromEnvironment }
+        guard let url, !url.isEmpty else { return nil }
+        guard url.hasPrefix("postgresql://") || url.hasPrefix("postgres://"), !url.contains(where: \.isNewline) else {
+            throw ConfigError(file: file, key: "database.url", reason: "not a postgresql:// URL")
+        }
+        return url
     }
 
     func retentionDays(_ node: Node?) throws -> Int {

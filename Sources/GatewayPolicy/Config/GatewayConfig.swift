@@ -2,6 +2,9 @@
 public struct GatewayConfig: Sendable {
     /// SQLite database file (`web.dbName`), absolute.
     public var databasePath: String
+    /// `database.url` (or `CHATAZURE_DATABASE_URL`): a PostgreSQL server as the store instead of
+    /// the SQLite file. Count journals stay beside `databasePath`, on each host.
+    public var databaseURL: String?
     /// `web.dbName` when the file does not set it.
     static let defaultDatabaseName = "chat.db"
     /// The Azure OpenAI resource requests go to.

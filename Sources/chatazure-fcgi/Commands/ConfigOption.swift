@@ -19,9 +19,9 @@ struct ConfigOption: ParsableArguments {
     /// Opens the store named by the config.
     func openStore(_ config: GatewayConfig) throws -> UsageStore {
         do {
-            return try UsageStore(path: config.databasePath)
+            return try UsageStore(location: config.storeLocation)
         } catch {
-            throw ExitWithMessage(message: "cannot open database \(config.databasePath): \(error)")
+            throw ExitWithMessage(message: "cannot open database \(config.storeLocation): \(error)")
         }
     }
 }

@@ -1,7 +1,7 @@
 import CSQLite
 
 /// One prepared statement: bind, step, read columns, reset.
-public final class SQLiteStatement {
+public final class SQLiteStatement: StoreStatement, StoreRow {
     let connection: SQLiteConnection
     let handle: OpaquePointer
 
@@ -17,16 +17,9 @@ public final class SQLiteStatement {
         sqlite3_finalize(handle)
     }
 
-    /// A bindable value.
-    public enum Value {
-        case int(Int64)
-        case text(String)
-        case null
-    }
-
     /// Resets the statement and binds `values` to `?1…?n`.
     @discardableResult
-    func bind(_ values: [Value]) throws -> SQLiteStatement {
+    func bind(_ values: [StoreValue]) throws -> SQLiteStatement {
         sqlite3_reset(handle)
         sqlite3_clear_bindings(handle)
         for (offset, value) in values.enumerated() {
@@ -56,14 +49,14 @@ public final class SQLiteStatement {
     }
 
     /// Runs a statement that returns no rows, then resets it so it holds no lock.
-    public func run(_ values: [Value] = []) throws {
+    public func run(_ values: [StoreValue]) throws {
         try bind(values)
         defer { sqlite3_reset(handle) }
         while try step() {}
     }
 
     /// Reads every row through `row`, then resets.
-    public func rows<T>(_ values: [Value] = [], _ row: (SQLiteStatement) throws -> T) throws -> [T] {
+    public func rows<T>(_ values: [StoreValue], _ row: (any StoreRow) throws -> T) throws -> [T] {
         try bind(values)
         defer { sqlite3_reset(handle) }
         var result: [T] = []
@@ -74,12 +67,12 @@ public final class SQLiteStatement {
     public func int(_ column: Int32) -> Int64 { sqlite3_column_int64(handle, column) }
 
     /// The integer in `column`, or nil when it is NULL.
-    func optionalInt(_ column: Int32) -> Int64? {
+    public func optionalInt(_ column: Int32) -> Int64? {
         sqlite3_column_type(handle, column) == SQLITE_NULL ? nil : int(column)
     }
 
     /// The text in `column`, or nil when it is NULL.
-    func optionalText(_ column: Int32) -> String? {
+    public func optionalText(_ column: Int32) -> String? {
         sqlite3_column_type(handle, column) == SQLITE_NULL ? nil : text(column)
     }
 

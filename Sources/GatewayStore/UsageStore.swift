@@ -1,39 +1,51 @@
 import Foundation
 
-/// Users, the ledger per user, model and day, the per-request log and admission reservations,
-/// in one SQLite file. One instance per thread; several processes may share the file.
+/// Users, the ledger per user, model and day, the per-request log, admission reservations and
+/// stored objects, in an SQLite file or a PostgreSQL database (`StoreLocation`): the same
+/// statements over either `StoreConnection`. One instance per thread; several processes, and
+/// with PostgreSQL several hosts, may share the database.
 public final class UsageStore {
-    let connection: SQLiteConnection
-    private let findByHash: SQLiteStatement
-    let ledgerUpsert: SQLiteStatement
-    let requestInsert: SQLiteStatement
+    let connection: any StoreConnection
+    private let findByHash: any StoreStatement
+    let ledgerUpsert: any StoreStatement
+    let requestInsert: any StoreStatement
     /// Statements prepared on first use and kept: preparing costs more than running them.
-    private var prepared: [String: SQLiteStatement] = [:]
+    private var prepared: [String: any StoreStatement] = [:]
 
     /// Write transactions of this process, one at a time: threads waiting for SQLite's write
     /// lock would each sleep in its busy handler, where a lock hands it on at once. Other
     /// processes still meet at SQLite's lock.
     private static let writers = LockedValue(())
 
-    /// `body` in a `BEGIN IMMEDIATE` transaction, after this process's other writers.
+    /// `body` in a write transaction (`StoreConnection.writeTransaction`), after this process's other writers.
     func write<T>(_ body: () throws -> T) throws -> T {
         try Self.writers.withLock { _ in try connection.writeTransaction(body) }
     }
 
     /// `sql`, prepared once per connection.
-    func statement(_ sql: String) throws -> SQLiteStatement {
+    func statement(_ sql: String) throws -> any StoreStatement {
         if let statement = prepared[sql] { return statement }
         let statement = try connection.prepare(sql)
         prepared[sql] = statement
         return statement
     }
 
-    public init(path: String) throws {
-        connection = try SQLiteConnection(path: path)
-        // Checkpoints are the recorder's (`checkpoint()`), off the request path: otherwise the
-        // commit that fills the WAL, an admission's among them, copies it back into the file.
-        try connection.execute("PRAGMA wal_autocheckpoint=0")
-        try Self.migrate(connection)
+    public convenience init(path: String) throws {
+        try self.init(location: .sqlite(path: path))
+    }
+
+    /// Opens a connection to `location`, creating or migrating its schema first.
+    public init(location: StoreLocation) throws {
+        let connection = try location.connect()
+        if let sqlite = connection as? SQLiteConnection {
+            // Checkpoints are the recorder's (`checkpoint()`), off the request path: otherwise the
+            // commit that fills the WAL, an admission's among them, copies it back into the file.
+            try sqlite.execute("PRAGMA wal_autocheckpoint=0")
+            try SQLiteSchema.migrate(sqlite)
+        } else if let postgres = connection as? PostgresConnection {
+            try PostgresSchema.migrate(postgres)
+        }
+        self.connection = connection
         findByHash = try connection.prepare("SELECT \(Self.userColumns) FROM users WHERE key_hash = ?1")
         ledgerUpsert = try connection.prepare(Self.ledgerUpsertSQL)
         requestInsert = try connection.prepare(Self.requestInsertSQL)
@@ -41,7 +53,7 @@ public final class UsageStore {
 
     static let userColumns = "id, username, disabled, source, limits, models, expires, key_hint, removed_at"
 
-    static func user(_ row: SQLiteStatement) -> StoredUser {
+    static func user(_ row: any StoreRow) -> StoredUser {
         let decoder = JSONDecoder()
         let limits = row.optionalText(4).flatMap { try? decoder.decode(Limits.self, from: Data($0.utf8)) } ?? Limits()
         let models = row.optionalText(5).flatMap { try? decoder.decode([String].self, from: Data($0.utf8)) }
@@ -74,7 +86,7 @@ public final class UsageStore {
 
     /// True when the database answers a read.
     public func isReadable() -> Bool {
-        (try? connection.prepare("SELECT count(*) FROM users").rows { $0.int(0) }.first) != nil
+        (try? connection.prepare("SELECT count(*) FROM users").rows([]) { $0.int(0) }.first) != nil
     }
 
     /// Totals per user over the whole ledger, including users with no requests.

@@ -33,7 +33,7 @@ extension UsageStore {
             try connection.prepare("""
                 INSERT INTO users (username, key_hash, source, limits, models, expires, key_hint) VALUES (?1, ?2, 'cli', ?3, ?4, ?5, ?6)
                 """).run([.text(username), .text(UserKey.hash(key))] + settings.columns() + [.text(UserKey.hint(key))])
-        } catch let error as SQLiteError where error.reason & 0xff == 19 /* SQLITE_CONSTRAINT */ {
+        } catch let error as any StoreFailure where error.isConstraintViolation {
             throw StoreError(message: "a user named '\(username)' or with that key already exists")
         }
     }
@@ -56,7 +56,7 @@ extension UsageStore {
         do {
             try connection.prepare("UPDATE users SET key_hash = ?2, key_hint = ?3 WHERE username = ?1 AND removed_at IS NULL")
                 .run([.text(username), .text(UserKey.hash(newKey)), .text(UserKey.hint(newKey))])
-        } catch let error as SQLiteError where error.reason & 0xff == 19 /* SQLITE_CONSTRAINT */ {
+        } catch let error as any StoreFailure where error.isConstraintViolation {
             throw StoreError(message: "another user has that key")
         }
         try requireOneChange(username)

@@ -2,7 +2,9 @@ import CSQLite
 import Foundation
 
 /// Owns one `sqlite3*`. Not shared between threads: every worker thread opens its own.
-public final class SQLiteConnection {
+public final class SQLiteConnection: StoreConnection {
+    public var dialect: StoreDialect { .sqlite }
+    public var isBroken: Bool { false }
     let handle: OpaquePointer
 
     /// Opens (creating if needed) `path` in WAL mode with a busy timeout, so several
@@ -28,6 +30,20 @@ public final class SQLiteConnection {
         // NORMAL is durable across process crashes in WAL mode; only power loss can drop the last commits.
         try execute("PRAGMA synchronous=NORMAL")
         try execute("PRAGMA foreign_keys=ON")
+    }
+
+    /// Opens an existing file only to read it, changing nothing in it (not its journal mode):
+    /// the Go original's database, for `import-legacy`.
+    public init(readingOnly path: String) throws {
+        var db: OpaquePointer?
+        let rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nil)
+        guard rc == SQLITE_OK, let db else {
+            let error = SQLiteError(reason: rc, connection: db)
+            sqlite3_close(db)
+            throw error
+        }
+        handle = db
+        sqlite3_busy_timeout(db, 5000)
     }
 
     deinit {
@@ -73,25 +89,25 @@ public final class SQLiteConnection {
     }
 
     /// Runs one or more statements that return no rows.
-    func execute(_ sql: String) throws {
+    public func execute(_ sql: String) throws {
         let rc = sqlite3_exec(handle, sql, nil, nil, nil)
         guard rc == SQLITE_OK else { throw SQLiteError(reason: rc, connection: handle) }
     }
 
     /// Prepares a statement for repeated use.
-    public func prepare(_ sql: String) throws -> SQLiteStatement {
+    public func prepare(_ sql: String) throws -> any StoreStatement {
         try SQLiteStatement(connection: self, sql: sql)
     }
 
     /// Runs `body` inside `BEGIN IMMEDIATE … COMMIT`, taking the write lock up front so two
     /// writers never deadlock upgrading read locks.
-    func writeTransaction<T>(_ body: () throws -> T) throws -> T {
+    public func writeTransaction<T>(_ body: () throws -> T) throws -> T {
         try transaction("BEGIN IMMEDIATE", body)
     }
 
     /// Runs `body` inside `BEGIN … COMMIT`: in WAL mode its reads all see one state of the file,
     /// whatever other connections commit meanwhile.
-    func readTransaction<T>(_ body: () throws -> T) throws -> T {
+    public func readTransaction<T>(_ body: () throws -> T) throws -> T {
         try transaction("BEGIN", body)
     }
 
@@ -108,8 +124,10 @@ public final class SQLiteConnection {
         }
     }
 
-    /// The rowid of the last row inserted on this connection.
-    var lastInsertRowID: Int64 { sqlite3_last_insert_rowid(handle) }
+    /// Copies what the WAL holds back into the database file, as far as no reader needs it.
+    public func checkpoint() throws {
+        try execute("PRAGMA wal_checkpoint(PASSIVE)")
+    }
 
     /// Rows changed by the last statement.
     public var changes: Int { Int(sqlite3_changes(handle)) }

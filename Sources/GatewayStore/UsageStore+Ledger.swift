@@ -20,8 +20,8 @@ extension UsageStore {
     private func setMark(_ process: String, _ seq: UInt64) throws {
         try statement("""
             INSERT INTO count_marks (process, seq) VALUES (?1, ?2)
-            ON CONFLICT (process) DO UPDATE SET seq = max(seq, excluded.seq)
-            """).run([.text(process), .int(Int64(seq))])
+            ON CONFLICT (process) DO UPDATE SET seq = \(connection.dialect.greatest)(count_marks.seq, excluded.seq)
+            """).run([.text(markKey(process)), .int(Int64(seq))])
     }
 
     func addToLedger(_ key: LedgerKey, _ amount: LedgerAmount) throws {
@@ -41,9 +41,9 @@ extension UsageStore {
         ])
     }
 
-    /// Copies what the WAL holds back into the database file, as far as no reader needs it.
+    /// The database's housekeeping after commits (SQLite's WAL checkpoint).
     func checkpoint() throws {
-        try connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        try connection.checkpoint()
     }
 
     /// Deletes per-request log rows older than `days` days; returns how many. The log has no
@@ -71,11 +71,11 @@ extension UsageStore {
                             errors, refused, cancelled, cost_micros, unpriced)
         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
         ON CONFLICT (user_id, day, model) DO UPDATE SET
-          requests = requests + excluded.requests, prompt_tokens = prompt_tokens + excluded.prompt_tokens,
-          cached_tokens = cached_tokens + excluded.cached_tokens, completion_tokens = completion_tokens + excluded.completion_tokens,
-          estimated_tokens = estimated_tokens + excluded.estimated_tokens, errors = errors + excluded.errors,
-          refused = refused + excluded.refused, cancelled = cancelled + excluded.cancelled, cost_micros = cost_micros + excluded.cost_micros,
-          unpriced = unpriced + excluded.unpriced
+          requests = ledger.requests + excluded.requests, prompt_tokens = ledger.prompt_tokens + excluded.prompt_tokens,
+          cached_tokens = ledger.cached_tokens + excluded.cached_tokens, completion_tokens = ledger.completion_tokens + excluded.completion_tokens,
+          estimated_tokens = ledger.estimated_tokens + excluded.estimated_tokens, errors = ledger.errors + excluded.errors,
+          refused = ledger.refused + excluded.refused, cancelled = ledger.cancelled + excluded.cancelled, cost_micros = ledger.cost_micros + excluded.cost_micros,
+          unpriced = ledger.unpriced + excluded.unpriced
         """
 
     static let requestInsertSQL = """

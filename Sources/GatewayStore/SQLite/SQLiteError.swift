@@ -1,7 +1,7 @@
 import CSQLite
 
 /// A failed SQLite call: the result code plus `sqlite3_errmsg`.
-public struct SQLiteError: Error, Sendable, CustomStringConvertible {
+public struct SQLiteError: StoreFailure, Sendable {
     /// The primary result code.
     public var reason: Int32
     /// SQLite's message for it.
@@ -20,5 +20,8 @@ public struct SQLiteError: Error, Sendable, CustomStringConvertible {
     public var description: String { "SQLite error \(reason): \(message)" }
 
     /// True when another connection held the lock past `busy_timeout`.
-    var isBusy: Bool { reason & 0xff == SQLITE_BUSY || reason & 0xff == SQLITE_LOCKED }
+    public var isBusy: Bool { reason & 0xff == SQLITE_BUSY || reason & 0xff == SQLITE_LOCKED }
+
+    /// True when a UNIQUE or other constraint refused the change.
+    public var isConstraintViolation: Bool { reason & 0xff == SQLITE_CONSTRAINT }
 }

@@ -51,11 +51,11 @@ public struct UserSettings: Sendable, Equatable {
     }
 
     /// The columns `limits`, `models` and `expires` (JSON text, or NULL when unset).
-    func columns() throws -> [SQLiteStatement.Value] {
+    func columns() throws -> [StoreValue] {
         let encoder = JSONEncoder()
         encoder.outputFormatting = .sortedKeys
-        let limits: SQLiteStatement.Value = self.limits.isEmpty ? .null : .text(String(decoding: try encoder.encode(self.limits), as: UTF8.self))
-        let models: SQLiteStatement.Value = try self.models.map { .text(String(decoding: try encoder.encode($0), as: UTF8.self)) } ?? .null
+        let limits: StoreValue = self.limits.isEmpty ? .null : .text(String(decoding: try encoder.encode(self.limits), as: UTF8.self))
+        let models: StoreValue = try self.models.map { .text(String(decoding: try encoder.encode($0), as: UTF8.self)) } ?? .null
         return [limits, models, expires.map { .text($0) } ?? .null]
     }
 }

@@ -8,7 +8,7 @@ extension UsageStore {
             try statement("""
                 INSERT INTO objects (id, kind, user_id, backend, created_ms, data, model, ended, checked_ms, billing, parent)
                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, CASE WHEN ?8 = 1 THEN 0 ELSE ?5 END, ?9, ?10)
-                ON CONFLICT (id) DO UPDATE SET data = coalesce(excluded.data, objects.data), ended = max(objects.ended, excluded.ended),
+                ON CONFLICT (id) DO UPDATE SET data = coalesce(excluded.data, objects.data), ended = \(connection.dialect.greatest)(objects.ended, excluded.ended),
                   checked_ms = CASE WHEN excluded.ended = 1 AND objects.ended = 0 THEN 0 ELSE objects.checked_ms END
                 WHERE objects.user_id = excluded.user_id AND objects.kind = excluded.kind
                   AND (excluded.data IS NOT NULL OR excluded.ended > objects.ended)

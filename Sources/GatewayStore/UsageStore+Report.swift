@@ -30,7 +30,7 @@ extension UsageStore {
     /// requests too.
     public func report(_ query: UsageQuery) throws -> [UsageTotal] {
         var filters: [String] = []
-        var values: [SQLiteStatement.Value] = []
+        var values: [StoreValue] = []
         func filter(_ sql: String, _ value: String?) {
             guard let value else { return }
             values.append(.text(value))

@@ -184,7 +184,7 @@ final class AdmissionBatch {
         for (key, delta) in bucketDeltas where delta.requests != 0 || delta.tokens != 0 {
             try store.statement("""
                 INSERT INTO rate_buckets (user_id, second, requests, tokens) VALUES (?1, ?2, ?3, ?4)
-                ON CONFLICT (user_id, second) DO UPDATE SET requests = requests + excluded.requests, tokens = tokens + excluded.tokens
+                ON CONFLICT (user_id, second) DO UPDATE SET requests = rate_buckets.requests + excluded.requests, tokens = rate_buckets.tokens + excluded.tokens
                 """).run([.int(key.userID), .int(key.second), .int(delta.requests), .int(delta.tokens)])
         }
         for (key, amount) in ledger { try store.addToLedger(key, amount) }

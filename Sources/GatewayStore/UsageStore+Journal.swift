@@ -21,7 +21,7 @@ extension UsageStore {
         var recovered = 0
         for (process, paths) in files where process != except && !CountJournal.isAlive(process) {
             recovered += try write {
-                let mark = try statement("SELECT seq FROM count_marks WHERE process = ?1").rows([.text(process)]) { UInt64($0.int(0)) }.first ?? 0
+                let mark = try statement("SELECT seq FROM count_marks WHERE process = ?1").rows([.text(markKey(process))]) { UInt64($0.int(0)) }.first ?? 0
                 var amounts: [LedgerKey: LedgerAmount] = [:]
                 var highest = mark
                 for path in paths {
@@ -33,14 +33,28 @@ extension UsageStore {
                 for (key, amount) in amounts { try addToLedger(key, amount) }
                 try statement("""
                     INSERT INTO count_marks (process, seq) VALUES (?1, ?2)
-                    ON CONFLICT (process) DO UPDATE SET seq = max(seq, excluded.seq)
-                    """).run([.text(process), .int(Int64(highest))])
+                    ON CONFLICT (process) DO UPDATE SET seq = \(connection.dialect.greatest)(count_marks.seq, excluded.seq)
+                    """).run([.text(markKey(process)), .int(Int64(highest))])
                 return amounts.values.reduce(0) { $0 + $1.requests }
             }
             for path in paths { unlink(path) }
         }
         return recovered
     }
+
+    /// `process` as `count_marks` names it. In PostgreSQL, which several hosts share, a pid and
+    /// start time may repeat on another host (machines booted alike), so the host is part of it.
+    func markKey(_ process: String) -> String {
+        connection is PostgresConnection ? "\(Self.hostIdentity)/\(process)" : process
+    }
+
+    /// This machine: its hostname and `/etc/machine-id`.
+    static let hostIdentity: String = {
+        var name = [CChar](repeating: 0, count: 256)
+        gethostname(&name, name.count - 1)
+        let machine = (try? String(contentsOfFile: "/etc/machine-id", encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
+        return String(cString: name) + (machine.isEmpty ? "" : "." + machine)
+    }()
 
     /// The whole lines of a journal file, up to its first zero byte (never written); a last line
     /// without its newline was cut by the death.

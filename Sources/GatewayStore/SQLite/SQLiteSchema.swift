@@ -1,4 +1,6 @@
-extension UsageStore {
+/// The SQLite store's tables, created in a new file and migrated, one `user_version` at a time, in
+/// an old one (the Go original's `chat.db` among them).
+enum SQLiteSchema {
     static let schemaVersion: Int32 = 8
 
     static func migrate(_ connection: SQLiteConnection) throws {
@@ -7,7 +9,7 @@ extension UsageStore {
 
     private static func migrateOnce(_ connection: SQLiteConnection) throws {
         let imported = try connection.writeTransaction { () -> Bool in
-            let version = try connection.prepare("PRAGMA user_version").rows { Int32($0.int(0)) }.first ?? 0
+            let version = try connection.prepare("PRAGMA user_version").rows([]) { Int32($0.int(0)) }.first ?? 0
             guard version < schemaVersion else { return false }
             if version < 1 { try createVersion1(connection) }
             if version < 2 { try migrateToVersion2(connection) }
@@ -55,10 +57,11 @@ extension UsageStore {
             }
             // The Go original's users, kept aside by createVersion1, imported once the ledger exists.
             let legacy = try connection.prepare("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'legacy_users'")
-                .rows { $0.int(0) }.first ?? 0
+                .rows([]) { $0.int(0) }.first ?? 0
             var imported = false
             // A table that is not the original's is left as it is.
-            if legacy > 0, (try? importLegacyUsers(connection, schema: "main", table: "legacy_users")) != nil {
+            if legacy > 0, let users = try? LegacyUser.read(connection, schema: "main", table: "legacy_users"),
+               (try? UsageStore.insertLegacyUsers(users, into: connection)) != nil {
                 // Overwrite the plaintext keys' pages as they are freed.
                 try connection.execute("PRAGMA secure_delete = ON")
                 try connection.execute("DROP TABLE legacy_users")
@@ -74,7 +77,7 @@ extension UsageStore {
     /// Users and per-day, per-endpoint counts; the Go original's `users` table is renamed
     /// `legacy_users`, for `migrateOnce` to import.
     private static func createVersion1(_ connection: SQLiteConnection) throws {
-        let userColumns = try connection.prepare("PRAGMA table_info(users)").rows { $0.text(1) }
+        let userColumns = try connection.prepare("PRAGMA table_info(users)").rows([]) { $0.text(1) }
         let hasLegacyUsers = !userColumns.isEmpty && !userColumns.contains("key_hash")
         if hasLegacyUsers { try connection.execute("ALTER TABLE users RENAME TO legacy_users") }
         try connection.execute("""
@@ -182,5 +185,12 @@ extension UsageStore {
             ALTER TABLE users_v3 RENAME TO users;
             CREATE UNIQUE INDEX users_by_name ON users (username) WHERE removed_at IS NULL;
             """)
+    }
+
+    /// Leaves no plaintext key in the file, its WAL or its free pages.
+    static func scrub(_ connection: SQLiteConnection) throws {
+        try connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        try connection.execute("VACUUM")
+        try connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     }
 }

@@ -1,0 +1,142 @@
+import CPostgres
+import Foundation
+
+/// Owns one libpq connection (`PGconn*`). Not shared between threads: the pool lends it to one
+/// thread at a time, as it does SQLite's.
+public final class PostgresConnection: StoreConnection {
+    let handle: OpaquePointer
+    public var dialect: StoreDialect { .postgres }
+    public private(set) var changes = 0
+    private var statements = 0
+
+    /// Every write transaction of every process and host takes this one lock first, so they run
+    /// one at a time as SQLite's `BEGIN IMMEDIATE` do: an admission reads a user's standing and
+    /// reserves from it with nobody else in between. Group commits keep them few.
+    static let writersLock: Int64 = 0x6368_6174_617a_7572  // "chatazur"
+
+    /// Connects to `url` (`postgresql://USER:PASS@HOST:PORT/DB?sslmode=...`, or libpq's
+    /// `key=value` form). libpq's own defaults apply to what it leaves out (PGPASSWORD,
+    /// ~/.pgpass), so a password need not be written in a file or on a command line.
+    public init(url: String) throws {
+        guard let handle = PQconnectdb(Self.withDefaults(url)) else {
+            throw PostgresError(message: "libpq could not allocate a connection")
+        }
+        self.handle = handle
+        guard PQstatus(handle) == CONNECTION_OK else {
+            let error = PostgresError(connection: handle)
+            PQfinish(handle)
+            throw error
+        }
+        // Notices (a table that exists already) would go to stderr, the log.
+        PQsetNoticeProcessor(handle, { _, _ in }, nil)
+    }
+
+    deinit {
+        PQfinish(handle)
+    }
+
+    /// A connect timeout, so a server that is gone fails a connection in seconds (the pool then
+    /// answers 503 and tries again) instead of the kernel's minutes; UTF-8 text; the name in
+    /// `pg_stat_activity`. Each is added only when the URL does not set it.
+    static func withDefaults(_ url: String) -> String {
+        let defaults = ["connect_timeout": "3", "client_encoding": "UTF8", "application_name": "chatazure-fcgi"]
+        let isURI = url.hasPrefix("postgresql://") || url.hasPrefix("postgres://")
+        var result = url
+        for (key, value) in defaults.sorted(by: { $0.key < $1.key }) where !url.contains(key + "=") {
+            if isURI {
+                result += (result.contains("?") ? "&" : "?") + key + "=" + value
+            } else {
+                result += " " + key + "=" + value
+            }
+        }
+        return result
+    }
+
+    /// `url` without its password, for logs and messages.
+    public static func redacted(_ url: String) -> String {
+        var text = url
+        if let scheme = text.range(of: "://"), let at = text[scheme.upperBound...].firstIndex(of: "@"),
+           let colon = text[scheme.upperBound..<at].firstIndex(of: ":") {
+            text.replaceSubrange(text.index(after: colon)..<at, with: "***")
+        }
+        if let password = text.range(of: "password=") {
+            let end = text[password.upperBound...].firstIndex(where: { $0 == "&" || $0 == " " }) ?? text.endIndex
+            text.replaceSubrange(password.upperBound..<end, with: "***")
+        }
+        return text
+    }
+
+    public var isBroken: Bool { PQstatus(handle) != CONNECTION_OK }
+
+    public func execute(_ sql: String) throws {
+        let result = PQexec(handle, sql)
+        defer { PQclear(result) }
+        try check(result)
+    }
+
+    public func prepare(_ sql: String) throws -> any StoreStatement {
+        statements += 1
+        return try PostgresStatement(connection: self, name: "s\(statements)", sql: Self.numberedPlaceholders(sql))
+    }
+
+    public func writeTransaction<T>(_ body: () throws -> T) throws -> T {
+        try transaction("BEGIN; SELECT pg_advisory_xact_lock(\(Self.writersLock))", body)
+    }
+
+    public func readTransaction<T>(_ body: () throws -> T) throws -> T {
+        try transaction("BEGIN ISOLATION LEVEL REPEATABLE READ", body)
+    }
+
+    private func transaction<T>(_ begin: String, _ body: () throws -> T) throws -> T {
+        try execute(begin)
+        do {
+            let result = try body()
+            try execute("COMMIT")
+            return result
+        } catch {
+            try? execute("ROLLBACK")
+            throw error
+        }
+    }
+
+    /// Nothing to do: the server keeps its own log.
+    public func checkpoint() throws {}
+
+    /// Throws unless `result` succeeded; notes the rows it changed.
+    func check(_ result: OpaquePointer?) throws {
+        let status = PQresultStatus(result)
+        guard status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK else {
+            throw PostgresError(result: result, connection: handle)
+        }
+        changes = Int(String(cString: PQcmdTuples(result))) ?? 0
+    }
+
+    /// SQLite's `?N` as PostgreSQL's `$N` (and a bare `?` numbered in order), outside quoted
+    /// strings and names.
+    static func numberedPlaceholders(_ sql: String) -> String {
+        var output = ""
+        var quote: Character?
+        var bare = 0
+        var characters = sql.makeIterator()
+        var pending: Character? = characters.next()
+        while let character = pending {
+            pending = characters.next()
+            if let open = quote {
+                if character == open { quote = nil }
+                output.append(character)
+            } else if character == "'" || character == "\"" {
+                quote = character
+                output.append(character)
+            } else if character == "?" {
+                output.append("$")
+                if pending?.isASCII != true || pending?.isNumber != true {
+                    bare += 1
+                    output += String(bare)
+                }
+            } else {
+                output.append(character)
+            }
+        }
+        return output
+    }
+}
