@@ -173,12 +173,16 @@ public final class UsageRecorder: Sendable {
 
     private func commit(_ batch: [LedgerKey: LedgerAmount], _ rows: [RequestRecord], _ settled: [Settlement],
                         mark: (process: String, seq: UInt64)?) {
+        var failures = 0
         while true {
             do {
                 try stores.with { try $0.apply(batch, records: rows, settlements: settled, mark: mark) }
                 return
             } catch {
-                onError(error)
+                // The first failure and one in every 100 (5 s) are reported: a database restart
+                // must not fill the log.
+                if failures % 100 == 0 { onError(error) }
+                failures += 1
                 usleep(50_000)  // the database is busy or gone; keep the counts and retry
             }
         }

@@ -137,7 +137,7 @@ class Gateway:
     server_snippets = ("chatazure-server-errors.conf", "chatazure.conf")
 
     def __init__(self, workdir, endpoint, workers=4, processes=2, keepalive=4, nginx_workers=2,
-                 users=USERS, extra_azure="", serve_args="", extra_fastcgi=""):
+                 users=USERS, extra_azure="", serve_args="", extra_fastcgi="", database_url=None):
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.web_user = web_user()
@@ -162,7 +162,8 @@ class Gateway:
             f"azure:\n" + (f"  endpoint: {endpoint}\n  api-key: {AZURE_KEY}\n" if endpoint else "") + "  connect-timeout-ms: 2000\n"
             f"  deployments:\n    gpt-4o: gpt-4o\n    gpt-4o-mini: gpt-4o-mini\n{extra_azure}"
             f"users:\n{user_lines}"
-            f"fastcgi:\n  workers: {workers}\n{extra_fastcgi}")
+            + (f"database:\n  url: {database_url}\n" if database_url else "")
+            + f"fastcgi:\n  workers: {workers}\n{extra_fastcgi}")
         self.workers, self.processes, self.serve_args = workers, processes, serve_args
         self.nginx_workers, self.keepalive = nginx_workers, keepalive
         self.start_workers()
@@ -258,6 +259,51 @@ http {{
         subprocess.run(self.nginx_args + ["-s", "stop"], capture_output=True)
         self.stop_workers()
         shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+class PostgresServer:
+    """A PostgreSQL server of the tests' own (scripts/postgres.sh): the one scripts/test.sh
+    started (CHATAZURE_TEST_POSTGRES_URL and _DIR), or one started here for this run."""
+
+    def __init__(self, workdir):
+        self.url = os.environ.get("CHATAZURE_TEST_POSTGRES_URL")
+        self.dir = os.environ.get("CHATAZURE_TEST_POSTGRES_DIR")
+        self.owned = not (self.url and self.dir)
+        if self.owned:
+            if not shutil.which("pg_ctl") and not list(pathlib.Path("/usr/lib/postgresql").glob("*/bin/pg_ctl")):
+                pytest.skip("no PostgreSQL server binaries (scripts/bootstrap.sh --venv installs them)")
+            self.dir = str(workdir)
+            self.url = self.script("start")
+
+    def script(self, action):
+        return subprocess.run([str(ROOT / "scripts" / "postgres.sh"), action, self.dir], check=True,
+                              capture_output=True, text=True).stdout.strip()
+
+    def psql(self, sql, url=None):
+        return subprocess.run(["psql", url or self.url, "-v", "ON_ERROR_STOP=1", "-Atqc", sql], check=True,
+                              capture_output=True, text=True).stdout.strip()
+
+    def new_database(self):
+        """The URL of a new, empty database."""
+        name = "e2e_" + os.urandom(6).hex()
+        self.psql(f"CREATE DATABASE {name}")
+        return self.url.rsplit("/", 1)[0] + "/" + name
+
+    def restart(self, down_seconds=0.0):
+        self.script("stop")
+        time.sleep(down_seconds)
+        self.script("start")
+
+    def stop(self):
+        if self.owned:
+            self.script("stop")
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory):
+    instance = PostgresServer(tmp_path_factory.mktemp("postgres"))
+    yield instance
+    instance.stop()
 
 
 @pytest.fixture(scope="session")

@@ -33,6 +33,7 @@ public final class UserCache: Sendable {
     /// The user for `digest`: from the cache while fresh, else from `load` (nil: no such key).
     /// When an entry expires, the first thread to see it reloads it and the others go on with the
     /// entry meanwhile, so a busy key costs one lookup per TTL rather than one per waiting thread.
+    /// When the reload fails, the entry is used as it is.
     public func user(for digest: KeyDigest, load: () throws -> StoredUser?) rethrows -> StoredUser? {
         let now = MonotonicInstant.now()
         let fresh = entries.withLock { entries -> StoredUser? in
@@ -43,7 +44,15 @@ public final class UserCache: Sendable {
             return nil
         }
         if let fresh { return fresh }
-        return try reload(digest, now: now, load: load)
+        do {
+            return try reload(digest, now: now, load: load)
+        } catch {
+            // The store is gone for a while (a database restart): a user seen before goes on as
+            // last loaded. Their limits still need the store, so only users without limits, or
+            // with a share of room their process holds, are served meanwhile.
+            if let stale = entries.withLock({ $0[digest]?.user }) { return stale }
+            throw error
+        }
     }
 
     /// Reloads, ahead of their expiry, the entries that expire within `aheadSeconds` and that a
