@@ -272,7 +272,8 @@ class PostgresServer:
         if self.owned:
             if not shutil.which("pg_ctl") and not list(pathlib.Path("/usr/lib/postgresql").glob("*/bin/pg_ctl")):
                 pytest.skip("no PostgreSQL server binaries (scripts/bootstrap.sh --venv installs them)")
-            self.dir = str(workdir)
+            self.dir = tempfile.mkdtemp(prefix="chatazure-pg-", dir="/tmp")
+            atexit.register(shutil.rmtree, self.dir, ignore_errors=True)
             self.url = self.script("start")
 
     def script(self, action):

@@ -21,12 +21,14 @@ public final class PostgresConnection: StoreConnection {
         guard let handle = PQconnectdb(Self.withDefaults(url)) else {
             throw PostgresError(message: "libpq could not allocate a connection")
         }
-        self.handle = handle
+        // Checked before `self.handle` is set: a class whose stored properties are all set runs
+        // its deinit when init throws, and that would finish the handle a second time.
         guard PQstatus(handle) == CONNECTION_OK else {
             let error = PostgresError(connection: handle)
             PQfinish(handle)
             throw error
         }
+        self.handle = handle
         // Notices (a table that exists already) would go to stderr, the log.
         PQsetNoticeProcessor(handle, { _, _ in }, nil)
     }
@@ -76,7 +78,7 @@ public final class PostgresConnection: StoreConnection {
 
     public func prepare(_ sql: String) throws -> any StoreStatement {
         statements += 1
-        return try PostgresStatement(connection: self, name: "s\(statements)", sql: Self.numberedPlaceholders(sql))
+        return PostgresStatement(connection: self, name: "s\(statements)", sql: Self.numberedPlaceholders(sql))
     }
 
     public func writeTransaction<T>(_ body: () throws -> T) throws -> T {

@@ -1,17 +1,36 @@
 import CPostgres
 import Foundation
 
-/// One statement prepared on the server under its own name; values and rows go as text.
+/// One statement prepared on the server under its own name, at its first run: each value's
+/// type is then declared (integers as `bigint`, text as `text`) rather than guessed from where
+/// it stands, as SQLite takes a value as it comes. Values and rows go as text.
 final class PostgresStatement: StoreStatement {
     private unowned let connection: PostgresConnection
     private let name: String
+    private let sql: String
+    private var prepared = false
 
-    init(connection: PostgresConnection, name: String, sql: String) throws {
+    init(connection: PostgresConnection, name: String, sql: String) {
         self.connection = connection
         self.name = name
-        let result = PQprepare(connection.handle, name, sql, 0, nil)
+        self.sql = sql
+    }
+
+    /// PostgreSQL's type oids for `bigint` and `text`; 0 lets the server choose (a NULL).
+    private static func typeOID(_ value: StoreValue) -> UInt32 {
+        switch value {
+        case .int: 20
+        case .text: 25
+        case .null: 0
+        }
+    }
+
+    private func prepare(for values: [StoreValue]) throws {
+        let types = values.map(Self.typeOID)
+        let result = PQprepare(connection.handle, name, sql, Int32(types.count), types.isEmpty ? nil : types)
         defer { PQclear(result) }
         try connection.check(result)
+        prepared = true
     }
 
     func run(_ values: [StoreValue]) throws {
@@ -31,6 +50,7 @@ final class PostgresStatement: StoreStatement {
     }
 
     private func execute(_ values: [StoreValue]) throws -> OpaquePointer? {
+        if !prepared { try prepare(for: values) }
         var texts: [UnsafeMutablePointer<CChar>?] = values.map { value in
             switch value {
             case .int(let number): return strdup(String(number))
