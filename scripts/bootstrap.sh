@@ -5,15 +5,18 @@
 # passes it when CHATAZURE_BIN names an already-built binary).
 #
 # It never stops, disables or reloads a service: these scripts also run on production servers,
-# where the system nginx is someone else's. When it installs nginx itself (no nginx yet), a
-# temporary /usr/sbin/policy-rc.d keeps the Debian package from starting the system nginx on :80
-# during the install; an existing policy-rc.d is left alone.
+# where the system nginx and PostgreSQL are someone else's. When it installs nginx or (for the
+# tests, --venv) PostgreSQL itself, a temporary /usr/sbin/policy-rc.d keeps the Debian package
+# from starting the system nginx on :80 or a PostgreSQL cluster on :5432 during the install; an
+# existing policy-rc.d is left alone. The tests run a PostgreSQL server of their own
+# (scripts/postgres.sh), never the system's.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 
-packages=(libfcgi-dev libfcgi-bin libcurl4-openssl-dev libsqlite3-dev nginx-light spawn-fcgi curl sqlite3 python3-venv)
-# The end-to-end suite also drives a real browser, and makes a TLS certificate for the emulator.
-if [[ " $* " == *" --venv "* ]]; then packages+=(chromium openssl); fi
+packages=(libfcgi-dev libfcgi-bin libcurl4-openssl-dev libsqlite3-dev libpq-dev nginx-light spawn-fcgi curl sqlite3 python3-venv)
+# The end-to-end suite also drives a real browser, makes a TLS certificate for the emulator, and
+# runs the store's tests on a PostgreSQL server of its own.
+if [[ " $* " == *" --venv "* ]]; then packages+=(chromium openssl postgresql); fi
 if [[ " $* " == *" --bench "* ]]; then packages+=(wrk valgrind); fi
 missing=()
 for package in "${packages[@]}"; do
@@ -29,12 +32,12 @@ if ((${#missing[@]})); then
     echo "bootstrap: installing ${missing[*]}"
     $sudo apt-get -o DPkg::Lock::Timeout=600 update -qq
     policy_rc_d=/usr/sbin/policy-rc.d
-    if [[ " ${missing[*]} " == *" nginx-light "* && ! -e "$policy_rc_d" && ! -L "$policy_rc_d" ]]; then
+    if [[ " ${missing[*]} " =~ " "(nginx-light|postgresql)" " && ! -e "$policy_rc_d" && ! -L "$policy_rc_d" ]]; then
         # invoke-rc.d asks policy-rc.d before starting a service; 101 means "not allowed".
         # Written only for this install and removed afterwards, also when the install fails.
         trap '$sudo rm -f "$policy_rc_d"' EXIT
         trap 'exit 130' INT TERM HUP
-        printf '#!/bin/sh\n# Written by chatazure-fcgi scripts/bootstrap.sh while it installs nginx; removed after.\nexit 101\n' \
+        printf '#!/bin/sh\n# Written by chatazure-fcgi scripts/bootstrap.sh while it installs packages; removed after.\nexit 101\n' \
             | $sudo tee "$policy_rc_d" >/dev/null
         $sudo chmod 755 "$policy_rc_d"
         DEBIAN_FRONTEND=noninteractive $sudo apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

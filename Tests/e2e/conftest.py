@@ -19,6 +19,10 @@ import openai
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
+# The store every gateway of the run uses: "sqlite" (its chat.db), or "postgresql" (a database of
+# its own on the tests' PostgreSQL server). scripts/test.sh runs the suites that touch the store
+# once more with postgresql.
+E2E_STORE = os.environ.get("CHATAZURE_E2E_STORE", "sqlite")
 BIN = os.environ.get("CHATAZURE_BIN") or str(ROOT / ".build" / "debug" / "chatazure-fcgi")
 AZURE_KEY = "e2e-azure-secret-key-0123456789abcdef"
 USERS = {
@@ -140,6 +144,7 @@ class Gateway:
                  users=USERS, extra_azure="", serve_args="", extra_fastcgi="", database_url=None):
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.database_url = database_url or new_store_url()
         self.web_user = web_user()
         # nginx's workers (www-data when root) must reach the socket and write their temp files.
         # pytest's tmp dirs are 0700 under a 0700 /tmp/pytest-of-USER, and loosening those would
@@ -162,7 +167,7 @@ class Gateway:
             f"azure:\n" + (f"  endpoint: {endpoint}\n  api-key: {AZURE_KEY}\n" if endpoint else "") + "  connect-timeout-ms: 2000\n"
             f"  deployments:\n    gpt-4o: gpt-4o\n    gpt-4o-mini: gpt-4o-mini\n{extra_azure}"
             f"users:\n{user_lines}"
-            + (f"database:\n  url: {database_url}\n" if database_url else "")
+            + store_yaml(self.database_url)
             + f"fastcgi:\n  workers: {workers}\n{extra_fastcgi}")
         self.workers, self.processes, self.serve_args = workers, processes, serve_args
         self.nginx_workers, self.keepalive = nginx_workers, keepalive
@@ -218,6 +223,16 @@ http {{
     def cli(self, *args, check=True, input=None):
         return subprocess.run([BIN, *args, "--config", self.config], capture_output=True, text=True, check=check, input=input)
 
+    def sql(self, query):
+        """Rows of `query` on this gateway's store, whichever it is."""
+        return store_query(self.database_url, self.dir / "chat.db", query)
+
+    def store_dump(self):
+        """Everything the store holds, as bytes: the SQLite file and its WAL, or a pg_dump."""
+        if self.database_url:
+            return subprocess.run(["pg_dump", "--data-only", self.database_url], check=True, capture_output=True).stdout
+        return b"".join(path.read_bytes() for path in (self.dir / "chat.db", self.dir / "chat.db-wal") if path.exists())
+
     def usage(self):
         return {row["username"]: row for row in json.loads(self.cli("usage", "--json").stdout)}
 
@@ -261,11 +276,44 @@ http {{
         shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
+def store_yaml(url):
+    """config.yaml's `database` section for a PostgreSQL store; nothing for SQLite."""
+    return f"database:\n  url: {url}\n" if url else ""
+
+
+_postgres = []
+
+
+def shared_postgres():
+    """The run's PostgreSQL server, started on first use."""
+    if not _postgres:
+        _postgres.append(PostgresServer(None))
+        atexit.register(_postgres[0].stop)
+    return _postgres[0]
+
+
+def new_store_url():
+    """A new database's URL when the run's store is PostgreSQL, else None (SQLite)."""
+    return shared_postgres().new_database() if E2E_STORE == "postgresql" else None
+
+
+def store_query(url, sqlite_path, query):
+    """Rows of `query`, from PostgreSQL at `url` or the SQLite file; integers as int."""
+    if not url:
+        import sqlite3
+        with sqlite3.connect(sqlite_path, timeout=10) as db:
+            return db.execute(query).fetchall()
+    out = subprocess.run(["psql", url, "-v", "ON_ERROR_STOP=1", "-AtqF", "\t", "-c", query], check=True,
+                         capture_output=True, text=True).stdout
+    return [tuple(int(field) if field.lstrip("-").isdigit() else field for field in line.split("\t"))
+            for line in out.splitlines() if line]
+
+
 class PostgresServer:
     """A PostgreSQL server of the tests' own (scripts/postgres.sh): the one scripts/test.sh
     started (CHATAZURE_TEST_POSTGRES_URL and _DIR), or one started here for this run."""
 
-    def __init__(self, workdir):
+    def __init__(self, _workdir=None):
         self.url = os.environ.get("CHATAZURE_TEST_POSTGRES_URL")
         self.dir = os.environ.get("CHATAZURE_TEST_POSTGRES_DIR")
         self.owned = not (self.url and self.dir)
@@ -301,10 +349,8 @@ class PostgresServer:
 
 
 @pytest.fixture(scope="session")
-def postgres(tmp_path_factory):
-    instance = PostgresServer(tmp_path_factory.mktemp("postgres"))
-    yield instance
-    instance.stop()
+def postgres():
+    return shared_postgres()
 
 
 @pytest.fixture(scope="session")

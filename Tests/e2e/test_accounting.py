@@ -5,7 +5,6 @@ import datetime
 import http.client
 import json
 import re
-import sqlite3
 import subprocess
 import threading
 import time
@@ -15,7 +14,7 @@ from decimal import Decimal
 import openai
 import pytest
 
-from conftest import AZURE_KEY, BIN, Gateway
+from conftest import AZURE_KEY, BIN, Gateway, new_store_url, store_query, store_yaml
 
 PRICES = {  # per million tokens
     "gpt-4o": (Decimal("2.50"), Decimal("1.25"), Decimal("10.00")),
@@ -136,7 +135,8 @@ class AccountingGateway(Gateway):
         super().__init__(workdir, endpoint, users={}, **options)
 
     def start_workers(self):
-        write_config(self.dir / "config.yaml", self.acct_endpoint, self.acct_users, self.workers, self.acct_top, self.acct_fastcgi)
+        write_config(self.dir / "config.yaml", self.acct_endpoint, self.acct_users, self.workers,
+                     self.acct_top + store_yaml(self.database_url), self.acct_fastcgi)
         super().start_workers()
 
     def rows(self, *args):
@@ -531,32 +531,33 @@ def test_request_log_retention(tmp_path, emulator):
     workdir = tmp_path / "retain"
     workdir.mkdir()
     config = workdir / "config.yaml"
-    write_config(config, emulator.url, users, 4, top)
+    url = new_store_url()
+    write_config(config, emulator.url, users, 4, top + store_yaml(url))
     # The database exists before the gateway starts, with a user the old rows belong to.
     subprocess.run([BIN, "user", "add", "olduser", "--key", key("olduser"), "--config", str(config)],
                    check=True, capture_output=True, text=True)
     database = workdir / "chat.db"
     now_ms = int(time.time() * 1000)
     day_ms = 86_400_000
-    with sqlite3.connect(database) as db:
-        user_id = db.execute("SELECT id FROM users WHERE username = 'olduser'").fetchone()[0]
-        rows = [(now_ms - 40 * day_ms - i, f"old-{i}", user_id, "gpt-4o", 200, 1, 3, 0, 4, 0, 0, 12, 0) for i in range(3)]
-        rows.append((now_ms - 10 * day_ms, "recent-1", user_id, "gpt-4o", 200, 1, 3, 0, 4, 0, 0, 12, 0))
-        db.executemany("INSERT INTO requests (time_ms, request_id, user_id, model, status, forwarded, prompt_tokens, "
-                       "cached_tokens, completion_tokens, estimated, cost_micros, upstream_ms, cancelled) "
-                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    user_id = store_query(url, database, "SELECT id FROM users WHERE username = 'olduser'")[0][0]
+    rows = [(now_ms - 40 * day_ms - i, f"old-{i}") for i in range(3)] + [(now_ms - 10 * day_ms, "recent-1")]
+    store_query(url, database, "INSERT INTO requests (time_ms, request_id, user_id, model, status, forwarded, prompt_tokens, "
+                "cached_tokens, completion_tokens, estimated, cost_micros, upstream_ms, cancelled) VALUES "
+                + ", ".join(f"({time_ms}, '{request_id}', {user_id}, 'gpt-4o', 200, 1, 3, 0, 4, 0, 0, 12, 0)"
+                            for time_ms, request_id in rows))
     started_ms = int(time.time() * 1000)
-    gateway = AccountingGateway(workdir, emulator.url, users, top=top, workers=4, processes=2)
+    gateway = AccountingGateway(workdir, emulator.url, users, top=top, workers=4, processes=2, database_url=url)
     try:
         status, _, answer = post(gateway, "retain", chat_body("m-retain"))
         assert status == 200, answer
 
         def state():
-            with sqlite3.connect(database, timeout=5) as db:
-                old = db.execute("SELECT count(*) FROM requests WHERE request_id LIKE 'old-%'").fetchone()[0]
-                recent = db.execute("SELECT count(*) FROM requests WHERE request_id = 'recent-1'").fetchone()[0]
-                new = db.execute("SELECT count(*) FROM requests r JOIN users u ON u.id = r.user_id "
-                                 "WHERE u.username = 'retain' AND r.time_ms >= ?", (started_ms,)).fetchone()[0]
+            def count(query):
+                return store_query(url, database, query)[0][0]
+            old = count("SELECT count(*) FROM requests WHERE request_id LIKE 'old-%'")
+            recent = count("SELECT count(*) FROM requests WHERE request_id = 'recent-1'")
+            new = count("SELECT count(*) FROM requests r JOIN users u ON u.id = r.user_id "
+                        f"WHERE u.username = 'retain' AND r.time_ms >= {started_ms}")
             return old, recent, new
 
         deadline = time.monotonic() + 5

@@ -15,7 +15,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from conftest import AZURE_KEY, BIN, ROOT, Gateway
+from conftest import AZURE_KEY, BIN, ROOT, Gateway, new_store_url, store_yaml
 
 ADMIN_KEY = "adm-e2e-key-0123456789abcdef"
 KEYS = {"alice": "sk-alice-admin-e2e-01", "bob": "sk-bob-admin-e2e-02", "carol": "sk-carol-admin-e2e-03"}
@@ -36,6 +36,7 @@ class AdminGateway(Gateway):
             f"    gpt-4o: {{ input: 2.50, output: 10.00 }}\n    gpt-4o-mini: {{ input: 0.15, output: 0.60 }}\n"
             f"users:\n{users}"
             f"admin:\n  keys: [{ADMIN_KEY}]\n"
+            f"{store_yaml(self.database_url)}"
             f"fastcgi:\n  workers: {self.workers}\n")
         (self.dir / "access-log.conf").write_text(f"access_log {self.dir}/access.log;\n")
         self.server_snippets = (*Gateway.server_snippets, "chatazure-admin.conf", str(self.dir / "access-log.conf"))
@@ -398,7 +399,8 @@ def test_only_a_host_including_the_snippet_routes_admin(gateway):
 
 def test_serve_refuses_an_admin_key_that_a_user_added_later_has(tmp_path):
     config = tmp_path / "config.yaml"
-    base = f"web:\n  dbName: chat.db\nazure:\n  endpoint: http://127.0.0.1:9\n  api-key: {AZURE_KEY}\n"
+    base = (f"web:\n  dbName: chat.db\nazure:\n  endpoint: http://127.0.0.1:9\n  api-key: {AZURE_KEY}\n"
+            + store_yaml(new_store_url()))
     config.write_text(base)
     subprocess.run([BIN, "user", "add", "dave", "--key", ADMIN_KEY, "--config", str(config)], check=True, capture_output=True)
     config.write_text(base + f"admin:\n  keys: [{ADMIN_KEY}]\n")

@@ -60,7 +60,7 @@ def test_healthz_without_key(gateway):
 
 
 def test_keys_are_stored_hashed(gateway):
-    database = (gateway.dir / "chat.db").read_bytes() + (gateway.dir / "chat.db-wal").read_bytes()
+    database = gateway.store_dump()
     for key in USERS.values():
         assert key.encode() not in database
 

@@ -10,7 +10,7 @@ from decimal import Decimal
 import openai
 import pytest
 
-from conftest import AZURE_KEY, Emulator, Gateway
+from conftest import AZURE_KEY, Emulator, Gateway, store_yaml
 
 PRICES = {  # per million tokens: input, cached input, output
     "gpt-4": (Decimal(30), Decimal(30), Decimal(60)),
@@ -55,6 +55,7 @@ class IntegrityGateway(Gateway):
             f"  deployments:\n{deployments}"
             f"prices:\n  currency: USD\n  models:\n{prices}{MEDIA_PRICES}"
             f"users:\n{users}"
+            f"{store_yaml(self.database_url)}"
             f"fastcgi:\n  workers: 4\n")
         super().start_workers()
 

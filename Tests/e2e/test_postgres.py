@@ -23,8 +23,8 @@ LIMITED = {"shared": {"tokens-per-day": 10 * CONC_ESTIMATE}, "free": {}, "capped
            "leaser": {"rpm": 100_000, "tpm": 100_000_000}}
 
 
-def database_top(url):
-    return f"database:\n  url: {url}\n"
+class SupervisedAccountingGateway(AccountingGateway, SupervisedGateway):
+    """A host: nginx in front of `serve --processes N`, with test_accounting's users and prices."""
 
 
 def ask(port, name, body, headers=None, timeout=15):
@@ -77,8 +77,8 @@ def test_two_hosts_on_one_database_admit_exactly_ten_of_fifty(tmp_path, emulator
     """Two hosts, two worker processes each, one user with room for exactly 10 estimates: 50 at
     once, half to each host, and exactly 10 reach Azure."""
     url = postgres.new_database()
-    options = dict(workers=30, processes=2, fastcgi="  max-workers: 30\n  max-per-user: 30\n", top=database_top(url))
-    hosts = [AccountingGateway(tmp_path / f"host{n}", emulator.url, LIMITED, **options) for n in (0, 1)]
+    options = dict(workers=30, processes=2, fastcgi="  max-workers: 30\n  max-per-user: 30\n", database_url=url)
+    hosts = [SupervisedAccountingGateway(tmp_path / f"host{n}", emulator.url, LIMITED, **options) for n in (0, 1)]
     try:
         data = CONC_BODIES["conca"].replace(b"m-conca", b"m-shared")
         barrier = threading.Barrier(50)
@@ -93,6 +93,12 @@ def test_two_hosts_on_one_database_admit_exactly_ten_of_fifty(tmp_path, emulator
         assert arrived(emulator, "m-shared") == 10
         served = [{line for line in host.log().splitlines() if "user=shared " in line} for host in hosts]
         assert all(served), "both hosts decided some of the burst"
+
+        # A user added on host A works on host B at once, and both hosts report the same usage.
+        hosts[0].cli("user", "add", "newbie", "--key", "-", input=key("newbie") + "\n")
+        assert post(hosts[1], "newbie", chat_body("m-newbie"))[0] == 200
+        totals = hosts[0].usage_when(lambda usage: usage.get("newbie", {}).get("requests") == 1)
+        assert totals == hosts[1].usage() and totals["shared"]["requests"] == 10
     finally:
         for host in hosts:
             host.stop()
@@ -177,7 +183,7 @@ def test_a_database_restart_kills_no_worker_and_loses_no_count(tmp_path, emulato
     gets 503 store_unavailable, a user with rpm and tpm only may admit from the share its
     process holds. Back within 5 s of the server, nothing lost or doubled."""
     url = postgres.new_database()
-    gateway = AccountingGateway(tmp_path / "restart", emulator.url, LIMITED, workers=8, processes=2, top=database_top(url))
+    gateway = AccountingGateway(tmp_path / "restart", emulator.url, LIMITED, workers=8, processes=2, database_url=url)
     pids = sorted(gateway.pids)
     seen = {"free": [], "capped": [], "leaser": []}
     lock = threading.Lock()
