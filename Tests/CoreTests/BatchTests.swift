@@ -212,8 +212,8 @@ import Testing
         #expect(TokenUsage.reported(in: Array(#"{"id":"b","usage":null}"#.utf8)) == nil)
     }
 
-    @Test func anEndedBatchEntersTheLedgerOnceAndItsFilesAreItsOwners() throws {
-        let (gateway, store) = try teamGateway(users: [ConfiguredUser(username: "alice", key: "alice-key-1")])
+    @Test(arguments: TestStore.kinds) func anEndedBatchEntersTheLedgerOnceAndItsFilesAreItsOwners(_ kind: TestStore) throws {
+        let (gateway, store) = try teamGateway(users: [ConfiguredUser(username: "alice", key: "alice-key-1")], on: kind)
         let alice = try #require(store.listUsers().first)
         let object = StoredObject(id: "batch_1", kind: .batch, userID: alice.id, backend: "default", model: "gpt-4o")
         let t0: Int64 = 1_800_000_000_000

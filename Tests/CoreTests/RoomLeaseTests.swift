@@ -56,22 +56,22 @@ import Testing
 @Suite struct AdmissionQueueLeaseTests {
     let now: Int64 = 1_796_000_000_000
 
-    private func user(_ path: String) throws -> Int64 {
-        let store = try UsageStore(path: path)
+    private func user(_ path: TestDatabase) throws -> Int64 {
+        let store = try UsageStore(path)
         try store.syncConfiguredUsers([ConfiguredUser(username: "u", key: "u-key-12345")])
         return try #require(try store.listUsers().first).id
     }
 
     /// The first row of `sql`'s two integer columns.
-    private func pair(_ path: String, _ sql: String) throws -> [Int64] {
-        let store = try UsageStore(path: path)
+    private func pair(_ path: TestDatabase, _ sql: String) throws -> [Int64] {
+        let store = try UsageStore(path)
         return try store.connection.prepare(sql).rows { [$0.int(0), $0.int(1)] }.first ?? []
     }
 
     /// A database with one user, and a queue over it.
-    private func setUp() throws -> (path: String, id: Int64, queue: AdmissionQueue) {
-        let path = temporaryDatabase()
-        return (path, try user(path), AdmissionQueue(stores: UsageStorePool(path: path)))
+    private func setUp(_ kind: TestStore) throws -> (path: TestDatabase, id: Int64, queue: AdmissionQueue) {
+        let path = try kind.database()
+        return (path, try user(path), AdmissionQueue(stores: UsageStorePool(path)))
     }
 
     /// The user's first request, admitted on its own (granting a lease), and a second from the lease.
@@ -92,11 +92,11 @@ import Testing
     /// Two queues over one file stand for two worker processes, each leasing from the same
     /// rpm. However the requests fall, no more than the limit is admitted; once the leases are
     /// given back, exactly the limit has been used, and the store holds every settled token.
-    @Test(arguments: [Limits(rpm: 400), Limits(rpm: 400, tpm: 10_000_000)])
-    func leasesFromTwoProcessesNeverOvershootAndGiveBackWhatTheyDidNotUse(limits: Limits) throws {
-        let path = temporaryDatabase()
+    @Test(arguments: TestStore.kinds, [Limits(rpm: 400), Limits(rpm: 400, tpm: 10_000_000)])
+    func leasesFromTwoProcessesNeverOvershootAndGiveBackWhatTheyDidNotUse(kind: TestStore, limits: Limits) throws {
+        let path = try kind.database()
         let id = try user(path)
-        let queues = [AdmissionQueue(stores: UsageStorePool(path: path)), AdmissionQueue(stores: UsageStorePool(path: path))]
+        let queues = [AdmissionQueue(stores: UsageStorePool(path)), AdmissionQueue(stores: UsageStorePool(path))]
         let admitted = LockedValue((count: 0, leased: 0))
         DispatchQueue.concurrentPerform(iterations: 600) { index in
             let queue = queues[index % 2]
@@ -128,8 +128,8 @@ import Testing
 
     /// A request still in flight when its lease is given back keeps its room: it gets a
     /// reservation row of its own, which its settlement (no longer within the lease) removes.
-    @Test func aRequestInFlightWhenItsLeaseIsGivenBackStaysReserved() throws {
-        let (path, id, queue) = try setUp()
+    @Test(arguments: TestStore.kinds) func aRequestInFlightWhenItsLeaseIsGivenBackStaysReserved(_ kind: TestStore) throws {
+        let (path, id, queue) = try setUp(kind)
         let (first, leased) = try exactThenLeased(queue, id, Limits(tpm: 100_000), estimates: (100, 300))
         let open = "SELECT count(*), coalesce(sum(tokens), 0) FROM reservations"
         // The first request's own row, and the lease's.
@@ -141,14 +141,14 @@ import Testing
         try queue.settle(leased, record)
         try queue.settle(first, record)
         #expect(try pair(path, open) == [0, 0])
-        #expect(try UsageStore(path: path).totals().first?.promptTokens == 500)
+        #expect(try UsageStore(path).totals().first?.promptTokens == 500)
         #expect(try pair(path, "SELECT sum(requests), sum(tokens) FROM rate_buckets") == [2, 500])
     }
 
     /// Real tokens beyond a lease's room (an estimate too low) would count nowhere while it is
     /// open: the settlement that overdraws it gives it back at once, putting them in the store.
-    @Test func realTokensBeyondALeasesRoomGiveItBackAtOnce() throws {
-        let (path, id, queue) = try setUp()
+    @Test(arguments: TestStore.kinds) func realTokensBeyondALeasesRoomGiveItBackAtOnce(_ kind: TestStore) throws {
+        let (path, id, queue) = try setUp(kind)
         let limits = Limits(tpm: 8000)
         // The lease: 9 requests of 100, its row 900 tokens.
         let (_, leased) = try exactThenLeased(queue, id, limits, estimates: (100, 100))
@@ -167,8 +167,8 @@ import Testing
     /// own (the window is kept in whole seconds): a user at the rpm stays refused for the
     /// minute; a second later the room of the requests admitted on their own is back, and that
     /// of the leased ones, counted in the second their lease ended, not yet.
-    @Test func aLeasedRequestCountsInTheRollingMinuteAtLeastAMinute() throws {
-        let (_, id, queue) = try setUp()
+    @Test(arguments: TestStore.kinds) func aLeasedRequestCountsInTheRollingMinuteAtLeastAMinute(_ kind: TestStore) throws {
+        let (_, id, queue) = try setUp(kind)
         let limits = Limits(rpm: 100)
         func admitAll(at nowMs: Int64) throws -> (admitted: Int, leased: Int) {
             var admitted = 0, leased = 0
@@ -187,8 +187,8 @@ import Testing
     }
 
     /// An ended lease is given back when its user's next request finds it so, or by the tick.
-    @Test func anEndedLeaseIsGivenBackByTheNextRequestOrTheTick() throws {
-        let (path, id, queue) = try setUp()
+    @Test(arguments: TestStore.kinds) func anEndedLeaseIsGivenBackByTheNextRequestOrTheTick(_ kind: TestStore) throws {
+        let (path, id, queue) = try setUp(kind)
         let limits = Limits(rpm: 10_000)
         _ = try queue.admit(userID: id, model: "m", limits: limits, tokens: 1, costMicros: 0, nowMs: now).get()
         let bucketRequests = { try self.pair(path, "SELECT coalesce(sum(requests), 0), 0 FROM rate_buckets").first }

@@ -87,12 +87,14 @@ private extension Array where Element == UInt8 {
 }
 
 /// A gateway with one backend (`gpt-4o`) and `users`, on a fresh database, and that database.
-func teamGateway(users: [ConfiguredUser]) throws -> (Gateway, UsageStore) {
-    let config = GatewayConfig(
-        databasePath: temporaryDatabase(),
+func teamGateway(users: [ConfiguredUser], on kind: TestStore = .sqlite) throws -> (Gateway, UsageStore) {
+    let database = try kind.database()
+    var config = GatewayConfig(
+        databasePath: database.path,
         azure: AzureSettings(endpoint: "https://team.openai.azure.com", apiKey: "AZURE-SECRET", deployments: ["gpt-4o": "gpt-4o"]),
         users: users)
-    let store = try UsageStore(path: config.databasePath)
+    if case .postgres(let url) = database.location { config.databaseURL = url }
+    let store = try UsageStore(location: config.storeLocation)
     try store.syncConfiguredUsers(config.users)
     return (Gateway(config: config), store)
 }
