@@ -215,6 +215,9 @@ def main():
                         "measured as c0 in the same rounds, for a before/after ratio")
     parser.add_argument("--limited", action="store_true", help="with --throughput-only and no --previous: c0 is this build with the "
                         "bench user under rpm and tpm limits it never reaches, so c0/c is what admission and settlement cost")
+    parser.add_argument("--postgres", metavar="URL", help="with --throughput-only and no --previous: c0 is this build with its "
+                        "store on this PostgreSQL database (empty, or the bench's own), c the same on SQLite; with --limited, "
+                        "the bench user has rpm and tpm limits on both")
     parser.add_argument("--concurrency-only", type=int, metavar="STREAMS", default=0,
                         help="only a cold burst of STREAMS streams (5 chunks 1 s apart), then the same for --previous; "
                         "prints failures, time, peak RSS and threads, and how fast the pool grew; writes nothing")
@@ -240,11 +243,12 @@ def main():
     shutil.rmtree(work, ignore_errors=True)
     if args.concurrency_only:
         return quick_concurrency(args, work)
-    if args.limited and (args.previous or not args.throughput_only):
-        parser.error("--limited goes with --throughput-only and without --previous")
-    previous = args.binary if args.limited else args.previous if args.throughput_only or args.streams_only else None
+    if (args.limited or args.postgres) and (args.previous or not args.throughput_only):
+        parser.error("--limited and --postgres go with --throughput-only and without --previous")
+    previous = args.binary if args.limited or args.postgres else args.previous if args.throughput_only or args.streams_only else None
     rig = Rig(work, args.binary, args.workers, smoke, previous=previous, previous_streams=bool(args.streams_only),
-              previous_limited=args.limited)
+              previous_limited=args.limited and not args.postgres, previous_database_url=args.postgres,
+              limited=args.limited and bool(args.postgres))
     rows = {}
     try:
         has_litellm = not (smoke or args.throughput_only or args.streams_only or args.stream_targets) and rig.start_litellm()
@@ -268,7 +272,8 @@ def main():
         if rig.previous:
             pids["c0"] = rig.previous_process.pid
         if args.throughput_only:
-            return quick_throughput(targets, body, args.throughput_only, seconds, pids, limited=args.limited)
+            return quick_throughput(targets, body, args.throughput_only, seconds, pids, limited=args.limited,
+                                    postgres=bool(args.postgres))
         if args.streams_only:
             return quick_streams(rig, args.streams_only)
         if args.stream_targets:
@@ -427,7 +432,7 @@ def round_ratios(throughput):
             for side, values in throughput.items() if side != "a"}
 
 
-def quick_throughput(targets, body, rounds, seconds, pids, limited=False):
+def quick_throughput(targets, body, rounds, seconds, pids, limited=False, postgres=False):
     """For iterating on the hot path: interleaved throughput rounds, each ratio against (a) of the same round,
     and the CPU time each FastCGI process spent per request, which the machine's noise disturbs less."""
     throughput = {side: [] for side in targets}
@@ -452,7 +457,12 @@ def quick_throughput(targets, body, rounds, seconds, pids, limited=False):
     print("CPU µs per request (median): " + "  ".join(f"{side} {statistics.median(values):.1f}" for side, values in cpu.items()))
     print("  user / system: " + "  ".join(f"{side} {statistics.median(u for u, _ in parts):.1f} / {statistics.median(s for _, s in parts):.1f}"
                                          for side, parts in split.items()))
-    if "c0" in ratios and limited:
+    if "c0" in ratios and postgres:
+        ratio = statistics.median(c0 / c for c, c0 in zip(ratios['c'], ratios['c0']))
+        target = 0.7 if limited else 0.9
+        print(f"c0/c (PostgreSQL over SQLite, {'a user under rpm and tpm limits' if limited else 'an unlimited user'}), "
+              f"median of rounds: {ratio:.3f} (target >= {target}: {'PASS' if ratio >= target else 'FAIL'})")
+    elif "c0" in ratios and limited:
         ratio = statistics.median(c0 / c for c, c0 in zip(ratios['c'], ratios['c0']))
         print(f"c0/c (a user with rpm and tpm limits over one without), median of rounds: {ratio:.3f} "
               f"(target >= 0.8: {'PASS' if ratio >= 0.8 else 'FAIL'})")

@@ -31,10 +31,12 @@ AZURE_PATH = "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21
 LIMITS_NEVER_REACHED = "    rpm: 1000000000\n    tpm: 1000000000000\n"
 
 
-def gateway_yaml(endpoint, db_name, fastcgi="", user_extra=""):
-    """A gateway config for the bench: its one user (with `user_extra` lines), and MODEL listed under deployments."""
+def gateway_yaml(endpoint, db_name, fastcgi="", user_extra="", database_url=None):
+    """A gateway config for the bench: its one user (with `user_extra` lines), and MODEL listed under
+    deployments; with `database_url`, its store on PostgreSQL."""
     return (f"web:\n  dbName: {db_name}\nazure:\n  endpoint: {endpoint}\n  api-key: {AZURE_KEY}\n"
-            f"  deployments:\n    {MODEL}: {MODEL}\nusers:\n  - username: bench\n    password: {KEY}\n{user_extra}{fastcgi}")
+            f"  deployments:\n    {MODEL}: {MODEL}\nusers:\n  - username: bench\n    password: {KEY}\n{user_extra}{fastcgi}"
+            + (f"database:\n  url: {database_url}\n" if database_url else ""))
 
 
 def free_ports(names):
@@ -121,10 +123,14 @@ def rss_parts_mb(pid):
 class Rig:
     """Every process of one bench run, all on loopback."""
 
-    def __init__(self, work, binary, workers, smoke, previous=None, previous_streams=False, previous_limited=False):
+    def __init__(self, work, binary, workers, smoke, previous=None, previous_streams=False, previous_limited=False,
+                 previous_database_url=None, limited=False):
         self.work, self.binary, self.smoke, self.previous = work, binary, smoke, previous
-        # With previous_limited, c0 is this build with the bench user under LIMITS_NEVER_REACHED.
-        self.previous_user_extra = LIMITS_NEVER_REACHED if previous_limited else ""
+        # With previous_limited (or limited), c0 (and c) are this build with the bench user under LIMITS_NEVER_REACHED.
+        self.previous_user_extra = LIMITS_NEVER_REACHED if previous_limited or limited else ""
+        self.user_extra = LIMITS_NEVER_REACHED if limited else ""
+        # With previous_database_url, c0 is this build with its store on that PostgreSQL database.
+        self.previous_database_url = previous_database_url
         # The previous build forwards to the SSE emulator instead of the fixed-body upstream.
         self.previous_upstream = "emulator" if previous_streams else "upstream"
         self.processes = []
@@ -193,12 +199,13 @@ http {{
         while not (os.path.exists(self.baseline_socket) and os.path.exists(self.forwarder_socket)) and time.monotonic() < deadline:
             time.sleep(0.05)
 
-    def gateway_config(self, endpoint, workers, max_workers=1024, name=None, idle_seconds=5, user_extra="", max_per_user=None):
+    def gateway_config(self, endpoint, workers, max_workers=1024, name=None, idle_seconds=5, user_extra="", max_per_user=None,
+                       database_url=None):
         path = self.work / f"gateway-{name or endpoint.rsplit(':', 1)[1]}.yaml"
         path.write_text(gateway_yaml(endpoint, f"{name or 'bench'}.db",
                                      f"fastcgi:\n  workers: {workers}\n  max-workers: {max_workers}\n  idle-seconds: {idle_seconds}\n"
                                      + (f"  max-per-user: {max_per_user}\n" if max_per_user else ""),
-                                     user_extra))
+                                     user_extra, database_url))
         return str(path)
 
     def start_gateway(self, workers):
@@ -207,7 +214,8 @@ http {{
         # One worker process for the fixed-body upstream, one for the SSE emulator, as a team runs it.
         self.gateway_socket = str(self.work / "gateway.sock")
         self.stream_socket = str(self.work / "gateway-stream.sock")
-        self.gateway = self.spawn([self.binary, "serve", "--config", self.gateway_config(f"http://127.0.0.1:{self.ports['upstream']}", workers),
+        self.gateway = self.spawn([self.binary, "serve", "--config", self.gateway_config(f"http://127.0.0.1:{self.ports['upstream']}", workers,
+                                                                                         user_extra=self.user_extra),
                                    "--socket", self.gateway_socket], "gateway.log")
         # The stream process keeps the shipped idle-seconds (30). The threads take turns on new
         # requests; with 5, one-at-a-time long streams (1.2 s per a/c pair) would leave each idle
@@ -218,7 +226,8 @@ http {{
         self.previous_socket = str(self.work / "gateway-previous.sock")
         if self.previous:
             self.previous_process = self.spawn([self.previous, "serve", "--config", self.gateway_config(f"http://127.0.0.1:{self.ports[self.previous_upstream]}", workers, name="previous",
-                                                                                 user_extra=self.previous_user_extra),
+                                                                                 user_extra=self.previous_user_extra,
+                                                                                 database_url=self.previous_database_url),
                         "--socket", self.previous_socket], "gateway-previous.log")
         deadline = time.monotonic() + 10
         while not (os.path.exists(self.gateway_socket) and os.path.exists(self.stream_socket)

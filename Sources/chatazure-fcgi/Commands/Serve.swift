@@ -115,6 +115,9 @@ extension ChatAzureFCGI {
             }
             config.fastcgi = fastcgi(config)
             for warning in config.warnings { logger.warning("\(warning)") }
+            if config.databaseURL != nil, FileManager.default.fileExists(atPath: config.databasePath) {
+                logger.warning("the store is \(config.storeLocation); \(config.databasePath) is not read (store migrate copies it)")
+            }
 
             // Migrate the schema and sync config users once, before any thread opens the file.
             do {
