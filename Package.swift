@@ -53,6 +53,6 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        .testTarget(name: "CoreTests", dependencies: ["Core", "GatewayValues", "GatewayHTTP", "GatewayPolicy", "GatewayStore"]),
+        .testTarget(name: "CoreTests", dependencies: ["Core", "CSharedMemory", "GatewayValues", "GatewayHTTP", "GatewayPolicy", "GatewayStore"]),
     ]
 )
