@@ -21,15 +21,17 @@ let package = Package(
         .systemLibrary(name: "CPostgres", providers: [.apt(["libpq-dev"])]),
         // Core's layers, lowest first. Each depends on the one below it and re-exports it, and none
         // can import one above it (ARCHITECTURE.md, "Targets").
+        // Atomics and a robust process-shared mutex for memory several processes map.
+        .target(name: "CSharedMemory"),
         .target(
             name: "GatewayValues",
-            dependencies: [.product(name: "Logging", package: "swift-log")]
+            dependencies: ["CSharedMemory", .product(name: "Logging", package: "swift-log")]
         ),
         .target(name: "GatewayHTTP", dependencies: ["GatewayValues"]),
         .target(
             name: "GatewayPolicy",
             dependencies: [
-                "GatewayHTTP",
+                "GatewayHTTP", "CSharedMemory",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
@@ -51,6 +53,6 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        .testTarget(name: "CoreTests", dependencies: ["Core", "GatewayValues", "GatewayHTTP", "GatewayPolicy", "GatewayStore"]),
+        .testTarget(name: "CoreTests", dependencies: ["Core", "CSharedMemory", "GatewayValues", "GatewayHTTP", "GatewayPolicy", "GatewayStore"]),
     ]
 )

@@ -27,6 +27,10 @@ public struct Gateway: Sendable {
     public let inFlight: UserInFlight
     /// The answers the gateway gives by itself.
     let answers: LocalAnswers
+    /// What the host's worker processes share: the backends' health and the metrics.
+    public let host: HostShare
+    /// Counting into the host's metrics under this config.
+    public let metrics: GatewayMetrics
 
     struct PlannedBackend: Sendable {
         var backend: AzureBackend
@@ -43,12 +47,17 @@ public struct Gateway: Sendable {
         var url: String
     }
 
-    public init(config: GatewayConfig, authenticator: Authenticator? = nil) {
+    /// `host`: the host's shared file; nil keeps health and metrics in this process alone.
+    public init(config: GatewayConfig, authenticator: Authenticator? = nil, host: HostShare? = nil) {
         self.config = config
         self.maxBody = config.fastcgi.maxBodyBytes
         self.authenticator = authenticator ?? Authenticator(stores: UsageStorePool(config: config))
         self.backends = Self.plan(config)
-        self.health = BackendHealth(cooldownSeconds: config.azure.cooldownSeconds, circuitFailures: config.azure.circuitFailures)
+        let host = host ?? HostShare.anonymous()
+        self.host = host
+        self.metrics = GatewayMetrics(host: host.metrics, models: Self.metricModels(config), perUser: config.metrics.perUser)
+        self.health = BackendHealth(cooldownSeconds: config.azure.cooldownSeconds, circuitFailures: config.azure.circuitFailures,
+                                    host: host)
         self.tokens = BackendTokens()
         self.inFlight = UserInFlight()
         self.policy = Policy(config: config)
@@ -59,16 +68,19 @@ public struct Gateway: Sendable {
     /// This gateway with `newer` config (SIGHUP), keeping its users' store and cache and its
     /// admission queue, so requests under the old config and the new one meet in one queue.
     public func reloaded(_ newer: GatewayConfig) -> Gateway {
-        Gateway(config: newer, authenticator: authenticator, admissions: admissions, tokens: tokens, inFlight: inFlight)
+        Gateway(config: newer, authenticator: authenticator, admissions: admissions, tokens: tokens, inFlight: inFlight, host: host)
     }
 
     private init(config: GatewayConfig, authenticator: Authenticator, admissions: any AdmissionStore, tokens: BackendTokens,
-                 inFlight: UserInFlight) {
+                 inFlight: UserInFlight, host: HostShare) {
         self.config = config
         self.maxBody = config.fastcgi.maxBodyBytes
         self.authenticator = authenticator
         self.backends = Self.plan(config)
-        self.health = BackendHealth(cooldownSeconds: config.azure.cooldownSeconds, circuitFailures: config.azure.circuitFailures)
+        self.host = host
+        self.metrics = GatewayMetrics(host: host.metrics, models: Self.metricModels(config), perUser: config.metrics.perUser)
+        self.health = BackendHealth(cooldownSeconds: config.azure.cooldownSeconds, circuitFailures: config.azure.circuitFailures,
+                                    host: host)
         self.tokens = tokens
         self.inFlight = inFlight
         self.policy = Policy(config: config)
@@ -91,7 +103,7 @@ public struct Gateway: Sendable {
     /// longer than `limit`. A file upload streams from `bodySource` when there is one (`upload`).
     public func decide(_ request: GatewayRequest, now: Date = Date(), bodySource: (any RequestBodySource)? = nil,
                        readBody: (Int) throws -> [UInt8]) -> GatewayDecision {
-        if let answer = answers.beforeAuthentication(request, now: now) { return answer }
+        if let answer = answers.beforeAuthentication(request, now: now) ?? metricsDecision(request) { return answer }
         do {
             if let admin = try adminObjectDecision(request, now: now) { return admin }
         } catch {

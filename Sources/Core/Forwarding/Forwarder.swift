@@ -54,6 +54,9 @@ public struct Forwarder {
         if record.promptTokens + record.completionTokens > 0 {
             line.tokens = TokenUsage(prompt: record.promptTokens, completion: record.completionTokens, cached: record.cachedTokens)
         }
+        gateway.metrics.countUsage(model: gateway.metrics.model(record.model), prompt: record.promptTokens,
+                                   completion: record.completionTokens, cached: record.cachedTokens, costMicros: record.costMicros,
+                                   user: call.user.username)
         settle(call, record)
     }
 
@@ -75,6 +78,7 @@ public struct Forwarder {
                                                                             keepaliveSeconds: keepaliveSeconds, timeouts: azure.timeouts),
                                        created: call.shaping.readsCreatedID ? { id, object in recordCreated(id, object, by: call) } : nil)
             let outcome = transport.perform(call, into: session)
+            if let nanos = session.relay.firstByteNanos { gateway.metrics.host.observe(.upstreamFirstByte, micros: nanos / 1000) }
             let verdict = BackendVerdict.of(status: session.relay.upstreamStatus, result: outcome.result)
             let untouched = !session.relay.hasSentHead && !session.relay.isClientGone
             if verdict == .misconfigured(status: 401), untouched, !refreshed, let token = refreshToken?(call.backendName) {
@@ -95,6 +99,7 @@ public struct Forwarder {
                 return (session, outcome, call)
             }
             logger.warning("backend \(call.backendName) failed (\(verdict)); trying \(attempts[index + 1].backendName)")
+            gateway.metrics.host.count(.failovers)
             index += 1
             refreshed = false
         }

@@ -63,6 +63,11 @@ extension OpenAIError {
             + "or send it as 'Authorization: Bearer KEY'.",
         type: "invalid_request_error", code: "invalid_admin_key")
 
+    /// `/metrics` without a scrape or admin key.
+    public static let metricsKeyRequired = OpenAIError(
+        status: 401, message: "The metrics need a key of metrics.keys or admin.keys, sent as 'Authorization: Bearer KEY'.",
+        type: "invalid_request_error", code: "invalid_metrics_key")
+
     /// A user's key on the admin page. A browser keeps the credentials it sent: a new window or
     /// a private one asks again.
     public static func notAdmin(_ username: String) -> OpenAIError {

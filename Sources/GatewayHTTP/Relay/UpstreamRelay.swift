@@ -45,6 +45,9 @@ public struct UpstreamRelay: Sendable {
     public private(set) var ending = RelayEnding.complete
     /// The time limit Azure ran over, once `tick` found it did; the transfer then ends as timed out.
     public private(set) var timedOut: RelayTimeouts.Kind?
+    /// Nanoseconds from sending the request to Azure's first answer, as `tick` or the first body
+    /// bytes after the status line saw it; nil while none came.
+    public private(set) var firstByteNanos: UInt64?
 
     public init(route: AzureRoute, shaping: ResponseShaping, ownFields: [(String, String)] = [], keepaliveSeconds: Int,
                 timeouts: RelayTimeouts = RelayTimeouts(), now: MonotonicInstant = .now()) {
@@ -168,6 +171,7 @@ public struct UpstreamRelay: Sendable {
     public mutating func body(_ bytes: UnsafeRawBufferPointer, now: MonotonicInstant = .now()) -> RelayOutput {
         if isClientGone { return .stop }
         lastUpstream = now
+        if !statusTimed { firstByteNanos = now.nanoseconds(since: started) }
         statusTimed = true
         if status >= 400 {
             if collected.count < 1 << 20 { collected.append(contentsOf: bytes) }
@@ -198,6 +202,7 @@ public struct UpstreamRelay: Sendable {
         if isClientGone { return .stop }
         if status != 0 && !statusTimed {
             lastUpstream = now
+            firstByteNanos = now.nanoseconds(since: started)
             statusTimed = true
         }
         if let kind = timeouts.exceeded(sawStatus: status != 0, started: started, lastUpstream: lastUpstream, now: now) {

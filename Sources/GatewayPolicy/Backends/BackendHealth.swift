@@ -1,10 +1,11 @@
-/// Which backends' deployments may take requests now, shared by a process's threads: a
+/// Which backends' deployments may take requests now, shared by the threads of every worker
+/// process of a host (its states live in a `HealthTable` in the host's shared file): a
 /// deployment that answered 429 or 503 rests for its retry-after (or `cooldownMs`); a backend
 /// answering 401 or 403 rests as misconfigured; `circuitFailures` failures in a row open its
 /// circuit for `cooldownMs`, after which one request probes it (half-open) while the others go
 /// elsewhere, and a success closes it.
 public final class BackendHealth: Sendable {
-    struct State {
+    struct State: Equatable {
         var restingUntilMs: Int64 = 0
         /// The status that made it rest: 429 or 503 tell clients to retry later.
         var restStatus = 0
@@ -38,13 +39,15 @@ public final class BackendHealth: Sendable {
         public var restStatus: Int
     }
 
-    private let states = LockedValue<[String: State]>([:])
+    private let table: HealthTable
     let cooldownMs: Int64
     let circuitFailures: Int
 
-    public init(cooldownSeconds: Int, circuitFailures: Int) {
+    /// Health kept in `host`'s shared file, or in this process alone when nil.
+    public init(cooldownSeconds: Int, circuitFailures: Int, host: HostShare? = nil) {
         cooldownMs = Int64(cooldownSeconds) * 1000
         self.circuitFailures = circuitFailures
+        table = (host ?? HostShare.anonymous()).health
     }
 
     /// Highest priority (lowest number) first, shuffled by weight among equals; resting ones and
@@ -53,17 +56,17 @@ public final class BackendHealth: Sendable {
         var usable: [Candidate] = []
         var soonest: Int64?
         var throttled = false
-        states.withLock { states in
+        table.withSlots { states in
             for candidate in candidates {
-                var state = states[candidate.key] ?? State()
+                var state = states.state(candidate.key)
                 if state.restingUntilMs > nowMs || (state.circuitOpen && state.probingSinceMs.map { nowMs - $0 < cooldownMs } == true) {
                     soonest = min(soonest ?? state.restingUntilMs, state.restingUntilMs)
                     throttled = throttled || state.restStatus == 429
                     continue
                 }
                 if state.circuitOpen {
-                    state.probingSinceMs = nowMs  // this request probes; others skip it until it ends
-                    states[candidate.key] = state
+                    state.probingSinceMs = nowMs  // this request probes; others (in any process) skip it until it ends
+                    states.set(candidate.key, state, nowMs: nowMs)
                 }
                 usable.append(candidate)
             }
@@ -83,8 +86,8 @@ public final class BackendHealth: Sendable {
 
     /// Notes how an attempt at `key` went; `retryAfterMs` is what Azure asked for, if anything.
     public func record(_ key: String, _ verdict: BackendVerdict, retryAfterMs: Int64?, nowMs: Int64) {
-        states.withLock { states in
-            var state = states[key] ?? State()
+        table.withSlots { states in
+            var state = states.state(key)
             state.probingSinceMs = nil
             switch verdict {
             case .answered, .clientError:
@@ -103,12 +106,24 @@ public final class BackendHealth: Sendable {
                     state.restStatus = 503
                 }
             }
-            states[key] = state
+            states.set(key, state, nowMs: nowMs)
         }
     }
 
     /// When the deployment at `key` rests until, if it does (for tests and the log).
     public func restingUntil(_ key: String) -> Int64? {
-        states.withLock { states in states[key].flatMap { $0.restingUntilMs > 0 ? $0.restingUntilMs : nil } }
+        table.withSlots { states in
+            let until = states.state(key).restingUntilMs
+            return until > 0 ? until : nil
+        }
+    }
+
+    /// Whether the deployment at `key` rests at `nowMs`, and whether its circuit is open (the
+    /// metrics' gauges).
+    public func condition(_ key: String, nowMs: Int64) -> (resting: Bool, circuitOpen: Bool) {
+        table.withSlots { states in
+            let state = states.state(key)
+            return (state.restingUntilMs > nowMs, state.circuitOpen)
+        }
     }
 }

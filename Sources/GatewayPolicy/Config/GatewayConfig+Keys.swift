@@ -122,6 +122,9 @@ extension GatewayConfig {
             ConfigKey("batches", "poll-seconds", value: GatewayConfig.defaultBatchPollSeconds),
 
             ConfigKey("admin", "keys", words: "none"),
+
+            ConfigKey("metrics", "keys", words: "none"),
+            ConfigKey("metrics", "per-user", value: MetricsSettings.defaultPerUser),
         ]
         return keys
     }()

@@ -42,6 +42,7 @@ extension GatewayConfig {
             retentionDays: try parser.retentionDays(top["log"]), warnings: warnings, file: file)
         config.batchPollSeconds = try parser.batchPollSeconds(top["batches"])
         config.databaseURL = try parser.databaseURL(top["database"])
+        config.metrics = try parser.metrics(top["metrics"], users: users, admin: config.admin)
         return config
     }
 
@@ -256,6 +257,29 @@ struct SectionParser {
             digests.append(digest)
         }
         return AdminSettings(keyDigests: digests)
+    }
+
+    /// `metrics:`: the scrape keys, hashed here, and `per-user`. A scrape key follows an admin
+    /// key's rules and may be neither a user's nor an admin's.
+    func metrics(_ node: Node?, users: [ConfiguredUser], admin: AdminSettings) throws -> MetricsSettings {
+        guard let node else { return MetricsSettings() }
+        let section = try reader.mapping(node, at: "metrics", allowed: GatewayConfig.allowedKeys("metrics"))
+        var settings = MetricsSettings()
+        if let perUser = section["per-user"] { settings.perUser = try reader.bool(perUser, at: "metrics.per-user") }
+        let keys = try section["keys"].map { try reader.list($0, at: "metrics.keys") } ?? []
+        let userKeys = Dictionary(users.map { (KeyDigest(of: $0.key), $0.username) }, uniquingKeysWith: { first, _ in first })
+        for (index, key) in keys.enumerated() {
+            let at = "metrics.keys[\(index)]"
+            if let problem = AdminSettings.problem(with: key) { throw ConfigError(file: file, key: at, reason: problem) }
+            let digest = KeyDigest(of: key)
+            if let user = userKeys[digest] {
+                throw ConfigError(file: file, key: at, reason: "is also the key of the user '\(user)'; a scrape key must be a key of its own")
+            }
+            if admin.admits(digest) { throw ConfigError(file: file, key: at, reason: "is also an admin key; an admin key scrapes already") }
+            guard !settings.keyDigests.contains(digest) else { throw ConfigError(file: file, key: at, reason: "appears twice") }
+            settings.keyDigests.append(digest)
+        }
+        return settings
     }
 
     func batchPollSeconds(_ node: Node?) throws -> Int {

@@ -19,6 +19,8 @@ public struct GatewayConfig: Sendable {
     public var prices: Prices
     /// Who may open the admin page.
     public var admin: AdminSettings
+    /// Who may scrape `/metrics`, and its labels.
+    public var metrics = MetricsSettings()
     /// Days the per-request log keeps (`log.retention-days`); the daily ledger is kept for good.
     public var retentionDays: Int
     /// Seconds between two looks at a batch that has not ended (`batches.poll-seconds`).

@@ -124,9 +124,11 @@ extension ChatAzureFCGI {
                 let store = try options.openStore(config)
                 Self.logRemoved(try store.syncConfiguredUsers(config.users), from: config, logger: logger)
                 // config.yaml's users were checked at load; those added with `user add` only here.
-                for (index, digest) in config.admin.keyDigests.enumerated() {
-                    if let user = try store.user(for: digest) {
-                        ExitWithMessage.fail("config error: \(config.file): admin.keys[\(index)]: is also the key of the user '\(user.username)'")
+                for (section, digests) in [("admin", config.admin.keyDigests), ("metrics", config.metrics.keyDigests)] {
+                    for (index, digest) in digests.enumerated() {
+                        if let user = try store.user(for: digest) {
+                            ExitWithMessage.fail("config error: \(config.file): \(section).keys[\(index)]: is also the key of the user '\(user.username)'")
+                        }
                     }
                 }
             } catch {
@@ -136,6 +138,8 @@ extension ChatAzureFCGI {
             guard FCGX_Init() == 0 else { ExitWithMessage.fail("FCGX_Init failed") }
             if let processes {
                 let listener = openListener(config.fastcgi, file: config.file, logger: logger)
+                // A new host: its workers' shared file starts fresh.
+                _ = Self.hostShare(listener, config: config, fresh: true, logger: logger)
                 let supervisor = Supervisor(listenSocket: listener.fd, processes: processes, workerArguments: workerArguments(),
                                             drainSeconds: drainSeconds, logger: logger) {
                     let newer = try loadForServing()
@@ -149,9 +153,12 @@ extension ChatAzureFCGI {
             guard curl_global_init(Int(CURL_GLOBAL_ALL)) == CURLE_OK else { ExitWithMessage.fail("curl_global_init failed") }
 
             let listener = openListener(config.fastcgi, file: config.file, logger: logger)
+            // A process that opened the socket itself starts a host; one given it (by the
+            // supervisor, or spawn-fcgi) joins the host's file.
+            let host = Self.hostShare(listener, config: config, fresh: !listener.isInherited, logger: logger)
             logger.info("upstream", metadata: ["endpoint": "\(config.azure.endpoint)", "api_version": "\(config.azure.apiVersion)"])
             let pool = WorkerPool(
-                gateway: Gateway(config: config),
+                gateway: Gateway(config: config, host: host),
                 settings: .init(listenSocket: listener.fd, minThreads: config.fastcgi.workers, maxThreads: config.fastcgi.maxWorkers,
                                 idleSeconds: config.fastcgi.idleSeconds, queueTimeoutMs: config.fastcgi.queueTimeoutMs,
                                 drainSeconds: drainSeconds, keepaliveSeconds: keepaliveSeconds,
@@ -161,6 +168,22 @@ extension ChatAzureFCGI {
             let code = pool.run()
             listener.close()
             Foundation.exit(code)
+        }
+
+        /// The host's shared file (`HostShare.path`): beside the unix socket, else beside the
+        /// database; when neither can be made, health and metrics are this process's alone.
+        private static func hostShare(_ listener: ListenSocket, config: GatewayConfig, fresh: Bool, logger: Logger) -> HostShare {
+            var paths = [HostShare.path(socket: listener.unixPath, databasePath: config.databasePath)]
+            if listener.unixPath != nil { paths.append(HostShare.path(socket: nil, databasePath: config.databasePath)) }
+            for path in paths {
+                do {
+                    return try HostShare.open(path: path, fresh: fresh)
+                } catch {
+                    logger.warning("cannot use \(path) for what worker processes share: \(error)")
+                }
+            }
+            logger.error("backend health and metrics are kept per worker process: no shared file could be made")
+            return HostShare.anonymous()
         }
 
         /// One line per user that a config sync removed because `config` no longer lists them.

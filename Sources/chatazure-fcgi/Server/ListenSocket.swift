@@ -9,13 +9,15 @@ struct ListenSocket {
     let fd: Int32
     /// The socket file this process created, if any.
     private let createdPath: String?
+    /// Passed as fd 0 (spawn-fcgi, the supervisor) rather than opened here.
+    var isInherited = false
 
     /// fd 0 when it is a listening socket (spawn-fcgi), else nil.
     static func inherited() -> ListenSocket? {
         var accepting: Int32 = 0
         var length = socklen_t(MemoryLayout<Int32>.size)
         guard getsockopt(0, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &length) == 0, accepting != 0 else { return nil }
-        return ListenSocket(fd: 0, createdPath: nil)
+        return ListenSocket(fd: 0, createdPath: nil, isInherited: true)
     }
 
     /// Opens `address`; a stale unix socket file is replaced, any other file is refused.
@@ -47,6 +49,20 @@ struct ListenSocket {
             throw ExitWithMessage(message: "cannot set the mode of \(path): \(String(cString: strerror(errno)))")
         }
         return ListenSocket(fd: fd, createdPath: path)
+    }
+
+    /// The path of the unix socket listened on (inherited or not); nil for TCP or an abstract one.
+    var unixPath: String? {
+        var address = sockaddr_un()
+        var length = socklen_t(MemoryLayout<sockaddr_un>.size)
+        let named = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) == 0 }
+        }
+        guard named, address.sun_family == sa_family_t(AF_UNIX) else { return nil }
+        let path = withUnsafeBytes(of: address.sun_path) { bytes in
+            String(decoding: bytes.prefix { $0 != 0 }, as: UTF8.self)
+        }
+        return path.isEmpty ? nil : path
     }
 
     /// Removes the socket file this process created.

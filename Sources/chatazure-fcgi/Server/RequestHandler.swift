@@ -57,6 +57,7 @@ struct RequestHandler {
         }
         if Gateway.streamsBody(request) { exchange.leaveBody() } else { exchange.drainBody() }
         line.tenthsOfMs = Int(MonotonicInstant.now().nanoseconds(since: started) / 100_000)
+        gateway.countServed(line, decision: decision)
         logger.info(Logger.Message(stringLiteral: line.text))
     }
 }

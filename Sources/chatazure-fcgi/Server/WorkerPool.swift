@@ -94,6 +94,7 @@ final class WorkerPool: Sendable {
         self.upstreams = UpstreamClientPool(connectTimeoutMs: gateway.config.azure.connectTimeoutMs,
                                             caFile: gateway.config.azure.caFile)
         let errorLogger = logger
+        let metrics = gateway.host.metrics
         let journal: CountJournal?
         do {
             journal = try CountJournal(databasePath: gateway.config.databasePath)
@@ -103,6 +104,7 @@ final class WorkerPool: Sendable {
         }
         self.recorder = UsageRecorder(stores: gateway.authenticator.stores, retentionDays: gateway.config.retentionDays,
                                       journal: journal) { error in
+            metrics.count(.storeErrors)
             errorLogger.error("usage commit failed, retrying: \(error)")
         }
         self.tokens = TokenRefresher(gateway: { currentGateway.withLock { $0 } }, logger: logger)
@@ -146,6 +148,10 @@ final class WorkerPool: Sendable {
         let watcher = ListenWatcher(pool: self)
         guard watcher.start(), housekeeper.start() else { return 1 }
         var tuning = ProcessTuning(parts: settings.tuning)
+        let metrics = gateway.host.metrics
+        metrics.count(.workerStarts)
+        let processSlot = metrics.claimProcessSlot(pid: getpid(), nowMs: WallClock.nowMs())
+        defer { if let processSlot { metrics.releaseProcess(processSlot) } }
         logger.info("serving", metadata: ["threads": "\(settings.minThreads)", "max_threads": "\(settings.maxThreads)",
                                           "released_startup_kb": "\(tuning.started())"])
 
@@ -155,6 +161,12 @@ final class WorkerPool: Sendable {
             // A watcher accept that lost its connection to a pool thread blocks; interrupt it.
             PoolJob("unblock the watcher", every: 0.1) { _ in watcher.unblockIfStale() },
             PoolJob("replace retired threads", every: 0.1) { [self] _ in topUp() },
+            // The host's gauges, copied here so the request path pays nothing for them.
+            PoolJob("publish the gauges", every: 0.1) { [self] _ in
+                guard let processSlot else { return }
+                let (inFlight, threads) = counts.withLock { ($0.inFlight, $0.total) }
+                metrics.updateProcess(processSlot, inFlight: inFlight, threads: threads, nowMs: WallClock.nowMs())
+            },
             PoolJob("retire idle threads", every: 1) { [self] now in
                 tuning.tick(retiredBefore: retired, inFlight: counts.withLock { $0.inFlight })
                 retired = shrink(now: now, retiringServed: tuning.retiresServedThreads)
