@@ -9,7 +9,7 @@ extension UsageStore {
                mark: (process: String, seq: UInt64)? = nil) throws {
         try write {
             for (key, amount) in amounts { try addToLedger(key, amount) }
-            for record in records { try appendRequest(record) }
+            try appendRequests(records)
             let batch = AdmissionBatch(store: self)
             for settled in settlements { try batch.endReservation(settled) }
             try batch.write()
@@ -33,12 +33,30 @@ extension UsageStore {
     }
 
     func appendRequest(_ record: RequestRecord) throws {
-        try requestInsert.run([
+        try requestInsert.run(Self.requestValues(record))
+    }
+
+    /// Appends `records` to the per-request log, up to `requestsPerInsert` rows per statement: with
+    /// PostgreSQL each statement is a round trip to the server, and a group commit may carry hundreds.
+    func appendRequests(_ records: [RequestRecord]) throws {
+        var start = 0
+        while start < records.count {
+            let count = min(Self.requestsPerInsert, records.count - start)
+            let insert = count == 1 ? requestInsert : try statement(Self.requestInsertSQL(rows: count))
+            try insert.run(records[start ..< start + count].flatMap(Self.requestValues))
+            start += count
+        }
+    }
+
+    static let requestsPerInsert = 64
+
+    static func requestValues(_ record: RequestRecord) -> [StoreValue] {
+        [
             .int(record.timeMs), .text(record.requestID), .int(record.userID), .text(record.model), .int(Int64(record.status)),
             .int(record.forwarded ? 1 : 0), .int(Int64(record.promptTokens)), .int(Int64(record.cachedTokens)),
             .int(Int64(record.completionTokens)), .int(record.estimated ? 1 : 0), .int(record.costMicros),
             record.upstreamMs.map { .int(Int64($0)) } ?? .null, .int(record.cancelled ? 1 : 0),
-        ])
+        ]
     }
 
     /// The database's housekeeping after commits (SQLite's WAL checkpoint).
@@ -78,9 +96,18 @@ extension UsageStore {
           unpriced = ledger.unpriced + excluded.unpriced
         """
 
-    static let requestInsertSQL = """
-        INSERT INTO requests (time_ms, request_id, user_id, model, status, forwarded, prompt_tokens, cached_tokens,
-                              completion_tokens, estimated, cost_micros, upstream_ms, cancelled)
-        VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
-        """
+    static let requestInsertSQL = requestInsertSQL(rows: 1)
+
+    /// The per-request log's insert of `rows` rows, numbered `?1…`.
+    static func requestInsertSQL(rows: Int) -> String {
+        let columns = 13
+        let values = (0..<rows).map { row in
+            "(" + (1...columns).map { "?\(row * columns + $0)" }.joined(separator: ", ") + ")"
+        }
+        return """
+            INSERT INTO requests (time_ms, request_id, user_id, model, status, forwarded, prompt_tokens, cached_tokens,
+                                  completion_tokens, estimated, cost_micros, upstream_ms, cancelled)
+            VALUES \(values.joined(separator: ", "))
+            """
+    }
 }
