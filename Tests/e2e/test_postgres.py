@@ -20,7 +20,7 @@ from test_accounting import CONC_BODIES, CONC_ESTIMATE, AccountingGateway, arriv
 from test_supervisor import SupervisedGateway
 
 LIMITED = {"shared": {"tokens-per-day": 10 * CONC_ESTIMATE}, "free": {}, "capped": {"tokens-per-day": 10_000_000},
-           "leaser": {"rpm": 100_000, "tpm": 100_000_000}}
+           "leaser": {"rpm": 100_000, "tpm": 100_000_000}, "spread": {"rpm": 300, "tpm": 10_000_000}}
 
 
 class SupervisedAccountingGateway(AccountingGateway, SupervisedGateway):
@@ -93,6 +93,18 @@ def test_two_hosts_on_one_database_admit_exactly_ten_of_fifty(tmp_path, emulator
         assert arrived(emulator, "m-shared") == 10
         served = [{line for line in host.log().splitlines() if "user=shared " in line} for host in hosts]
         assert all(served), "both hosts decided some of the burst"
+
+        # Leases of room across hosts: a user far from rpm 300, a burst of 450 over both hosts
+        # admits at most 300, and once the leases are back exactly 300 go upstream in all.
+        lease_data = chat_body("hi there m-spread", max_tokens=50)
+        with ThreadPoolExecutor(max_workers=40) as pool:
+            burst = list(pool.map(lambda index: post(hosts[index % 2], "spread", lease_data)[0], range(450)))
+        assert burst.count(200) <= 300 and burst.count(200) + burst.count(429) == 450, sorted(set(burst))
+        time.sleep(1.5)
+        more = 0
+        while more <= 300 and post(hosts[more % 2], "spread", lease_data)[0] == 200:
+            more += 1
+        assert burst.count(200) + more == 300 and arrived(emulator, "m-spread") == 300, (burst.count(200), more)
 
         # A user added on host A works on host B at once, and both hosts report the same usage.
         hosts[0].cli("user", "add", "newbie", "--key", "-", input=key("newbie") + "\n")
