@@ -1,6 +1,12 @@
 extension Gateway {
     static let metricsPath = "/metrics"
 
+    /// Counting into `host` with the labels of `config`: its models and its backends, in order.
+    static func metrics(_ config: GatewayConfig, host: HostShare) -> GatewayMetrics {
+        GatewayMetrics(host: host.metrics, models: metricModels(config), backends: config.azure.effectiveBackends.map(\.name),
+                       perUser: config.metrics.perUser)
+    }
+
     /// The model names the metrics label: every configured model, batch model and priced model.
     static func metricModels(_ config: GatewayConfig) -> [String] {
         var names = Set(config.prices.models.keys)
@@ -30,38 +36,40 @@ extension Gateway {
             response.headers.append(("WWW-Authenticate", #"Bearer realm="chatazure metrics""#))
             return GatewayDecision(.respond(response))
         }
-        let text = MetricsText.render(metrics.host, backends: backendStates(nowMs: WallClock.nowMs()), nowMs: WallClock.nowMs())
+        let nowMs = WallClock.nowMs()
+        let text = MetricsText.render(metrics.host, backends: backendsUp(nowMs: nowMs), nowMs: nowMs)
         return GatewayDecision(.respond(GatewayResponse(status: 200, headers: [("Content-Type", MetricsText.contentType),
                                                                                 ("Cache-Control", "no-store")],
                                                         body: Array(text.utf8))), admin: true)
     }
 
-    /// Each deployment's health, with several backends (one backend keeps none).
-    func backendStates(nowMs: Int64) -> [MetricsText.BackendState] {
-        guard backends.count > 1 else { return [] }
-        var states: [MetricsText.BackendState] = []
-        for planned in backends {
+    /// Whether each backend serves: one of its deployments neither rests nor has its circuit
+    /// open. One backend never rests (nothing to fail over to), so it is always up.
+    func backendsUp(nowMs: Int64) -> [MetricsText.Backend] {
+        backends.map { planned in
             let backend = planned.backend
-            for deployment in Set(backend.settings.deployments.values).sorted() {
+            let deployments = Set(backend.settings.deployments.values)
+            let up = backends.count == 1 || deployments.isEmpty || deployments.contains { deployment in
                 let condition = health.condition(backend.name + "/" + deployment, nowMs: nowMs)
-                states.append(MetricsText.BackendState(backend: backend.name, deployment: deployment, resting: condition.resting,
-                                                       circuitOpen: condition.circuitOpen))
+                return !condition.resting && !condition.circuitOpen
             }
+            return MetricsText.Backend(name: backend.name, up: up)
         }
-        return states
     }
 
     /// Counts one request the worker served, as its log line has it: not `/healthz` nor
-    /// `/metrics`. A request the gateway answered itself with an error is a refusal too.
+    /// `/metrics`. A forwarded one under the model it was charged as and the backend that
+    /// answered; one answered here under the model it asked for (if the user's limits refused
+    /// it) and backend `none`.
     public func countServed(_ line: RequestLogLine, decision: GatewayDecision) {
         guard line.path != "/healthz", line.path != Self.metricsPath else { return }
         let forwarded: Bool
         if case .forward = decision.action { forwarded = true } else { forwarded = false }
         let model = metrics.model(forwarded ? line.route?.charged : decision.refusedModel)
         let user = decision.admin ? nil : decision.user?.username
-        metrics.countRequest(endpoint: forwarded ? GatewayMetrics.endpoint(line.route?.operation) : 0, model: model,
-                             status: line.status, user: user, micros: UInt64(max(0, line.tenthsOfMs)) * 100)
-        if !forwarded && line.status >= 400 { metrics.countRefusal(reason: GatewayMetrics.refusalReason(status: line.status)) }
+        metrics.countRequest(status: line.status, model: model, backend: metrics.backend(at: forwarded ? line.backendIndex : nil),
+                             user: user, micros: UInt64(max(0, line.tenthsOfMs)) * 100)
+        if let reason = decision.refused { metrics.countRefused(reason) }
         if decision.failure != nil { metrics.host.count(.storeErrors) }
     }
 }

@@ -55,7 +55,7 @@ public struct Gateway: Sendable {
         self.backends = Self.plan(config)
         let host = host ?? HostShare.anonymous()
         self.host = host
-        self.metrics = GatewayMetrics(host: host.metrics, models: Self.metricModels(config), perUser: config.metrics.perUser)
+        self.metrics = Self.metrics(config, host: host)
         self.health = BackendHealth(cooldownSeconds: config.azure.cooldownSeconds, circuitFailures: config.azure.circuitFailures,
                                     host: host)
         self.tokens = BackendTokens()
@@ -78,7 +78,7 @@ public struct Gateway: Sendable {
         self.authenticator = authenticator
         self.backends = Self.plan(config)
         self.host = host
-        self.metrics = GatewayMetrics(host: host.metrics, models: Self.metricModels(config), perUser: config.metrics.perUser)
+        self.metrics = Self.metrics(config, host: host)
         self.health = BackendHealth(cooldownSeconds: config.azure.cooldownSeconds, circuitFailures: config.azure.circuitFailures,
                                     host: host)
         self.tokens = tokens
@@ -114,7 +114,8 @@ public struct Gateway: Sendable {
         switch authenticator.user(for: request, now: now) {
         case .success(let found): user = found
         case .failure(let refusal):
-            return GatewayDecision(.respond(refusal.error.response), user: refusal.user, failure: refusal.failure)
+            return GatewayDecision(.respond(refusal.error.response), user: refusal.user, failure: refusal.failure,
+                                   refused: refusal.isKey ? .key : nil)
         }
         // An upload holds its thread while it is read and spooled, before anything is admitted:
         // it takes the user's slot in flight first (`fastcgi.max-per-user`), so one user's slow
@@ -123,7 +124,8 @@ public struct Gateway: Sendable {
         if holdsSlot {
             let limit = config.fastcgi.maxPerUser
             guard inFlight.enter(user.id, limit: limit) else {
-                return GatewayDecision(.respond(UserInFlight.refusal(user: user.username, limit: limit).response), user: user)
+                return GatewayDecision(.respond(UserInFlight.refusal(user: user.username, limit: limit).response), user: user,
+                                       refused: .parallel)
             }
         }
         let decision = decide(request, user: user, now: now, bodySource: bodySource, holdsSlot: holdsSlot, readBody: readBody)
@@ -196,7 +198,7 @@ public struct Gateway: Sendable {
             try policy.checkAccess(user, route: call.route, limits: limits)
         } catch let refusal as OpenAIError {
             // A model outside the allowlist is a refusal, recorded as such.
-            return GatewayDecision(.respond(refusal.response), user: user, refusedModel: call.route.charged)
+            return GatewayDecision(.respond(refusal.response), user: user, refusedModel: call.route.charged, refused: .model)
         }
         // Another backend may map the name to a deployment this user may not use.
         call.fallbacks.removeAll { (try? policy.checkAccess(user, route: $0.route, limits: limits)) == nil }
@@ -205,9 +207,9 @@ public struct Gateway: Sendable {
         let maxPerUser = config.fastcgi.maxPerUser
         guard holdsSlot || inFlight.enter(user.id, limit: maxPerUser) else {
             let refusal = UserInFlight.refusal(user: user.username, limit: maxPerUser)
-            return GatewayDecision(.respond(refusal.response), user: user, refusedModel: call.route.charged)
+            return GatewayDecision(.respond(refusal.response), user: user, refusedModel: call.route.charged, refused: .parallel)
         }
-        let admitted: Result<Reservation?, OpenAIError>
+        let admitted: Result<Reservation?, Policy.Refused>
         do {
             admitted = try policy.admit(call, limits: limits, admissions: admissions, nowMs: WallClock.milliseconds(now))
         } catch {
@@ -221,7 +223,7 @@ public struct Gateway: Sendable {
             return GatewayDecision(.forward(call), user: user)
         case .failure(let refusal):
             if !holdsSlot { inFlight.leave(user.id) }
-            return GatewayDecision(.respond(refusal.response), user: user, refusedModel: call.route.charged)
+            return GatewayDecision(.respond(refusal.error.response), user: user, refusedModel: call.route.charged, refused: refusal.reason)
         }
     }
 

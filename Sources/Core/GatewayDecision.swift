@@ -14,14 +14,18 @@ public struct GatewayDecision {
     public var failure: String?
     /// A request the user's limits refused: counted as refused under this model.
     public var refusedModel: String?
+    /// Why a user's key or limits refused the request (`chatazure_refused_total`).
+    public var refused: RefusalReason?
     /// An admin key opened the admin page: logged as `RequestLogLine.adminUser`, the key never.
     public var admin = false
 
-    init(_ action: Action, user: StoredUser? = nil, failure: String? = nil, refusedModel: String? = nil, admin: Bool = false) {
+    init(_ action: Action, user: StoredUser? = nil, failure: String? = nil, refusedModel: String? = nil, refused: RefusalReason? = nil,
+         admin: Bool = false) {
         self.action = action
         self.admin = admin
         self.user = user
         self.failure = failure
         self.refusedModel = refusedModel
+        self.refused = refused
     }
 }

@@ -18,58 +18,106 @@ import Testing
 
     @Test func twoMappingsCountIntoOneSeries() throws {
         defer { unlink(path) }
-        let one = GatewayMetrics(host: try HostShare.open(path: path).metrics, models: ["gpt-4o"], perUser: false)
-        let other = GatewayMetrics(host: try HostShare.open(path: path).metrics, models: ["gpt-4o", "gpt-4o-mini"], perUser: false)
-        let chat = GatewayMetrics.endpoint("chat/completions")
-        for _ in 0..<3 { one.countRequest(endpoint: chat, model: one.model("gpt-4o"), status: 200, user: "alice", micros: 20_000) }
-        other.countRequest(endpoint: chat, model: other.model("gpt-4o"), status: 200, user: "bob", micros: 2_000_000)
-        other.countRequest(endpoint: chat, model: other.model("gpt-4o-mini"), status: 429, user: "bob", micros: 1)
+        let one = GatewayMetrics(host: try HostShare.open(path: path).metrics, models: ["gpt-4o"], backends: ["east", "west"], perUser: false)
+        let other = GatewayMetrics(host: try HostShare.open(path: path).metrics, models: ["gpt-4o", "gpt-4o-mini"],
+                                   backends: ["east", "west"], perUser: false)
+        let east = one.backend(at: 0)
+        for _ in 0..<3 { one.countRequest(status: 200, model: one.model("gpt-4o"), backend: east, user: "alice", micros: 20_000) }
+        other.countRequest(status: 200, model: other.model("gpt-4o"), backend: other.backend(at: 0), user: "bob", micros: 2_000_000)
+        other.countRequest(status: 429, model: other.model("gpt-4o-mini"), backend: other.backend(at: nil), user: "bob", micros: 1)
         one.countUsage(model: one.model("gpt-4o"), prompt: 10, completion: 5, cached: 0, costMicros: 700, user: "alice")
         other.countUsage(model: other.model("gpt-4o"), prompt: 1, completion: 1, cached: 2, costMicros: 300, user: "bob")
+        one.observeUpstream(backend: one.backend(at: 1), micros: 7_000)
+        other.observeUpstream(backend: other.backend(at: 1), micros: 400_000_000)
+        other.observeFirstToken(model: other.model("gpt-4o"), micros: 30_000)
         let text = MetricsText.render(one.host, backends: [], nowMs: WallClock.nowMs())
-        #expect(value(text, #"chatazure_requests_total{endpoint="chat/completions",model="gpt-4o",status="2xx"}"#) == "4")
-        #expect(value(text, #"chatazure_requests_total{endpoint="chat/completions",model="gpt-4o-mini",status="4xx"}"#) == "1")
-        #expect(value(text, #"chatazure_upstream_tokens_total{kind="prompt",model="gpt-4o"}"#) == "11")
-        #expect(value(text, #"chatazure_upstream_tokens_total{kind="cached",model="gpt-4o"}"#) == "2")
+        #expect(value(text, #"chatazure_requests_total{backend="east",code="200",model="gpt-4o"}"#) == "4")
+        #expect(value(text, #"chatazure_requests_total{backend="none",code="429",model="gpt-4o-mini"}"#) == "1")
+        #expect(value(text, #"chatazure_tokens_total{kind="prompt",model="gpt-4o"}"#) == "11")
+        #expect(value(text, #"chatazure_tokens_total{kind="cached",model="gpt-4o"}"#) == "2")
         #expect(value(text, #"chatazure_cost_micros_total{model="gpt-4o"}"#) == "1000")
         #expect(value(text, #"chatazure_request_duration_seconds_bucket{le="0.025"}"#) == "4")
         #expect(value(text, #"chatazure_request_duration_seconds_bucket{le="2.5"}"#) == "5")
         #expect(value(text, #"chatazure_request_duration_seconds_bucket{le="+Inf"}"#) == "5")
         #expect(value(text, "chatazure_request_duration_seconds_count") == "5")
         #expect(value(text, "chatazure_request_duration_seconds_sum") == "2.060001")
+        #expect(value(text, #"chatazure_upstream_duration_seconds_bucket{backend="west",le="0.005"}"#) == "0")
+        #expect(value(text, #"chatazure_upstream_duration_seconds_bucket{backend="west",le="0.01"}"#) == "1")
+        #expect(value(text, #"chatazure_upstream_duration_seconds_bucket{backend="west",le="300"}"#) == "1")
+        #expect(value(text, #"chatazure_upstream_duration_seconds_bucket{backend="west",le="+Inf"}"#) == "2")
+        #expect(value(text, #"chatazure_upstream_duration_seconds_count{backend="west"}"#) == "2")
+        #expect(value(text, #"chatazure_time_to_first_token_seconds_bucket{model="gpt-4o",le="0.01"}"#) == "0")
+        #expect(value(text, #"chatazure_time_to_first_token_seconds_bucket{model="gpt-4o",le="0.05"}"#) == "1")
+        #expect(value(text, #"chatazure_time_to_first_token_seconds_sum{model="gpt-4o"}"#) == "0.03")
         #expect(text.contains("# TYPE chatazure_requests_total counter\n"))
         #expect(text.contains("# TYPE chatazure_request_duration_seconds histogram\n"))
+        #expect(text.contains("# TYPE chatazure_time_to_first_token_seconds histogram\n"))
         #expect(!text.contains("user="))
     }
 
-    @Test func aModelTheConfigDoesNotNameIsOther() {
+    @Test func aModelTheConfigDoesNotNameIsOtherAndAnyCodeCounts() {
         let metrics = GatewayMetrics(host: HostShare.anonymous().metrics, models: ["gpt-4o"], perUser: false)
         for index in 0..<100 {
-            metrics.countRequest(endpoint: GatewayMetrics.endpoint("files/file-\(index)/content"), model: metrics.model("made-up-\(index)"),
-                                 status: 404, user: nil, micros: 1)
+            metrics.countRequest(status: 404, model: metrics.model("made-up-\(index)"), backend: 0, user: nil, micros: 1)
         }
+        for status in [418, 418, 999, 0] { metrics.countRequest(status: status, model: 0, backend: metrics.backend(at: 0), user: nil, micros: 1) }
+        #expect(metrics.backend(at: 5) == 0)
         let text = MetricsText.render(metrics.host, backends: [], nowMs: 0)
-        #expect(value(text, #"chatazure_requests_total{endpoint="files",model="other",status="4xx"}"#) == "100")
-        #expect(text.split(separator: "\n").filter { $0.hasPrefix("chatazure_requests_total{") }.count == 1)
-        #expect(GatewayMetrics.endpoint("whatever/else") == GatewayMetrics.endpoints.count - 1)
-        #expect(GatewayMetrics.endpoint(nil) == 0)
+        #expect(value(text, #"chatazure_requests_total{backend="none",code="404",model="other"}"#) == "100")
+        #expect(value(text, #"chatazure_requests_total{backend="default",code="418",model="none"}"#) == "2")
+        #expect(value(text, #"chatazure_requests_total{backend="default",code="other",model="none"}"#) == "2")
+        #expect(text.split(separator: "\n").filter { $0.hasPrefix("chatazure_requests_total{") }.count == 3)
     }
 
     @Test func aUserLabelIsEscapedAndBounded() {
         let metrics = GatewayMetrics(host: HostShare.anonymous().metrics, models: ["gpt-4o"], perUser: true)
-        let chat = GatewayMetrics.endpoint("chat/completions")
-        metrics.countRequest(endpoint: chat, model: 2, status: 200, user: "a\"b\\c\nd", micros: 1)
-        metrics.countRequest(endpoint: chat, model: 2, status: 200, user: "a\"b\\c\nd", micros: 1)
+        let backend = metrics.backend(at: 0)
+        metrics.countRequest(status: 200, model: 2, backend: backend, user: "a\"b\\c\nd", micros: 1)
+        metrics.countRequest(status: 200, model: 2, backend: backend, user: "a\"b\\c\nd", micros: 1)
         metrics.countUsage(model: 2, prompt: 3, completion: 0, cached: 0, costMicros: 0, user: "a\"b\\c\nd")
         let long = String(repeating: "é\"", count: 200)
-        metrics.countRequest(endpoint: chat, model: 2, status: 200, user: long, micros: 1)
-        metrics.countRequest(endpoint: chat, model: 2, status: 200, user: long + "x", micros: 1)
+        metrics.countRequest(status: 200, model: 2, backend: backend, user: long, micros: 1)
+        metrics.countRequest(status: 200, model: 2, backend: backend, user: long + "x", micros: 1)
         let text = MetricsText.render(metrics.host, backends: [], nowMs: 0)
-        #expect(value(text, #"chatazure_requests_total{endpoint="chat/completions",model="gpt-4o",status="2xx",user="a\"b\\c\nd"}"#) == "2")
-        #expect(value(text, #"chatazure_upstream_tokens_total{kind="prompt",model="gpt-4o",user="a\"b\\c\nd"}"#) == "3")
+        #expect(value(text, #"chatazure_requests_total{backend="default",code="200",model="gpt-4o",user="a\"b\\c\nd"}"#) == "2")
+        #expect(value(text, #"chatazure_tokens_total{kind="prompt",model="gpt-4o",user="a\"b\\c\nd"}"#) == "3")
         let longLines = text.split(separator: "\n").filter { $0.contains("é") }
         #expect(longLines.count == 2 && Set(longLines).count == 2)
         #expect(longLines.allSatisfy { $0.hasSuffix("\"} 1") && $0.utf8.count < 300 })
+    }
+
+    @Test func gaugesAreTheLiveProcessesSums() throws {
+        let host = HostShare.anonymous().metrics
+        let mine = try #require(host.claimProcessSlot(pid: getpid(), nowMs: WallClock.nowMs()))
+        host.updateProcess(mine, ProcessTable.Gauges(busyThreads: 3, threads: 8, openStreams: 2), nowMs: WallClock.nowMs())
+        // A process that is gone (as after kill -9) counts for nothing, whatever it last wrote.
+        let gone = try #require(host.claimProcessSlot(pid: Int32.max - 1, nowMs: WallClock.nowMs()))
+        host.updateProcess(gone, ProcessTable.Gauges(busyThreads: 50, threads: 50, openStreams: 50), nowMs: WallClock.nowMs())
+        let text = MetricsText.render(host, backends: [MetricsText.Backend(name: "east", up: false),
+                                                       MetricsText.Backend(name: "west", up: true)], nowMs: WallClock.nowMs())
+        #expect(value(text, "chatazure_open_streams") == "2")
+        #expect(value(text, #"chatazure_threads{state="busy"}"#) == "3")
+        #expect(value(text, #"chatazure_threads{state="idle"}"#) == "5")
+        #expect(value(text, "chatazure_worker_processes") == "1")
+        #expect(value(text, #"chatazure_backend_up{backend="east"}"#) == "0")
+        #expect(value(text, #"chatazure_backend_up{backend="west"}"#) == "1")
+        #expect(text.contains("# TYPE chatazure_open_streams gauge\n"))
+    }
+
+    @Test func anEventStreamIsOpenFromItsHeadToItsEnd() {
+        let streams = LiveCount()
+        let route = AzureRoute(operation: "chat/completions", model: "gpt-4o", deployment: "gpt-4o", streaming: true, servedAs: ["gpt-4o"])
+        let session = RelaySession(client: NullClient(), relay: UpstreamRelay(route: route, shaping: .unchanged, keepaliveSeconds: 15),
+                                   openStreams: streams)
+        for line in ["HTTP/1.1 200 OK\r\n", "content-type: text/event-stream\r\n", "\r\n"] {
+            Array(line.utf8).withUnsafeBytes { session.headerLine($0) }
+        }
+        #expect(streams.value == 0)
+        _ = Array("data: {}\n\n".utf8).withUnsafeBytes { session.body($0) }
+        #expect(streams.value == 1)
+        #expect(session.relay.firstBodyAt != nil)
+        session.finish(.complete)
+        #expect(streams.value == 0)
     }
 
     @Test func labelValuesAreEscapedAsPrometheusWants() {
@@ -124,8 +172,15 @@ import Testing
         }
         let text = MetricsText.render(gateway.metrics.host, backends: [], nowMs: 0)
         #expect(text.split(separator: "\n").filter { $0.hasPrefix("chatazure_requests_total{") } ==
-                [#"chatazure_requests_total{endpoint="local",model="none",status="2xx"} 1"#])
+                [#"chatazure_requests_total{backend="none",code="200",model="none"} 1"#])
         // /metrics refused a user's key with 401, not counted either.
-        #expect(value(text, #"chatazure_refusals_total{reason="auth"}"#) == nil)
+        #expect(value(text, #"chatazure_refused_total{reason="key"}"#) == "0")
     }
+}
+
+/// A client that takes everything.
+struct NullClient: ClientStream {
+    func writeHead(_ head: ResponseHead) -> Bool { true }
+    func write(_ bytes: [UInt8]) -> Bool { true }
+    func flush() -> Bool { true }
 }

@@ -22,7 +22,7 @@ public struct Authenticator: Sendable {
         do {
             found = try users.user(for: digest) { try stores.with { try $0.user(for: digest) } }
         } catch {
-            return .failure(Refusal(.storeUnavailable, failure: "user lookup failed: \(error)"))
+            return .failure(Refusal(.storeUnavailable, failure: "user lookup failed: \(error)", isKey: false))
         }
         guard let found else { return .failure(Refusal(.invalidKey)) }
         if found.disabled { return .failure(Refusal(.disabledUser(found.username), user: found)) }
@@ -51,9 +51,13 @@ public struct Authenticator: Sendable {
         public var user: StoredUser?
         /// What failed on the gateway's side, for the log only.
         public var failure: String?
+        /// The key itself was refused: missing, unknown, its user disabled, or expired; not when
+        /// the store could not be asked.
+        public var isKey: Bool
 
-        init(_ error: OpenAIError, user: StoredUser? = nil, failure: String? = nil) {
+        init(_ error: OpenAIError, user: StoredUser? = nil, failure: String? = nil, isKey: Bool = true) {
             self.error = error
+            self.isKey = isKey
             self.user = user
             self.failure = failure
         }

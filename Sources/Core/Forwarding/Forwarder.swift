@@ -21,9 +21,10 @@ public struct Forwarder {
     }
 
     /// Forwards `call` through `transport` to `client`, filling in `line`; gives back the user's
-    /// slot in flight (`UserInFlight`) at the end.
+    /// slot in flight (`UserInFlight`) at the end. `arrived`: when the request came in, which
+    /// its time to first token counts from.
     public func forward(_ call: UpstreamCall, through transport: some UpstreamTransport, to client: any ClientStream,
-                        into line: inout RequestLogLine) {
+                        into line: inout RequestLogLine, arrived: MonotonicInstant = .now()) {
         defer { gateway.inFlight.leave(call.user.id) }
         // Counted (and journaled: CountJournal) before forwarding, so a request Azure sees, and any
         // answer a client receives, is never left uncounted, even if this process is killed.
@@ -40,6 +41,7 @@ public struct Forwarder {
         // Read off the session's relay in place: a copy of it would retain every buffer it holds.
         let relay = session.relay.summary
         line.backend = answered.backendName
+        line.backendIndex = answered.backend
         line.route = answered.route
         line.ending = relay.ending
         if line.ending == .upstreamTimeout { line.timeout = session.relay.timedOut ?? .connect }
@@ -54,9 +56,12 @@ public struct Forwarder {
         if record.promptTokens + record.completionTokens > 0 {
             line.tokens = TokenUsage(prompt: record.promptTokens, completion: record.completionTokens, cached: record.cachedTokens)
         }
-        gateway.metrics.countUsage(model: gateway.metrics.model(record.model), prompt: record.promptTokens,
-                                   completion: record.completionTokens, cached: record.cachedTokens, costMicros: record.costMicros,
-                                   user: call.user.username)
+        let metrics = gateway.metrics, model = metrics.model(record.model)
+        metrics.countUsage(model: model, prompt: record.promptTokens, completion: record.completionTokens, cached: record.cachedTokens,
+                           costMicros: record.costMicros, user: call.user.username)
+        if session.relay.upstreamStatus != 0, let first = session.relay.firstBodyAt {
+            metrics.observeFirstToken(model: model, micros: first.nanoseconds(since: arrived) / 1000)
+        }
         settle(call, record)
     }
 
@@ -76,9 +81,12 @@ public struct Forwarder {
             let session = RelaySession(client: client, relay: UpstreamRelay(route: call.route, shaping: call.shaping,
                                                                             ownFields: call.responseFields,
                                                                             keepaliveSeconds: keepaliveSeconds, timeouts: azure.timeouts),
-                                       created: call.shaping.readsCreatedID ? { id, object in recordCreated(id, object, by: call) } : nil)
+                                       created: call.shaping.readsCreatedID ? { id, object in recordCreated(id, object, by: call) } : nil,
+                                       openStreams: gateway.metrics.host.openStreams)
+            let sent = MonotonicInstant.now()
             let outcome = transport.perform(call, into: session)
-            if let nanos = session.relay.firstByteNanos { gateway.metrics.host.observe(.upstreamFirstByte, micros: nanos / 1000) }
+            gateway.metrics.observeUpstream(backend: gateway.metrics.backend(at: call.backend),
+                                            micros: MonotonicInstant.now().nanoseconds(since: sent) / 1000)
             let verdict = BackendVerdict.of(status: session.relay.upstreamStatus, result: outcome.result)
             let untouched = !session.relay.hasSentHead && !session.relay.isClientGone
             if verdict == .misconfigured(status: 401), untouched, !refreshed, let token = refreshToken?(call.backendName) {

@@ -14,6 +14,8 @@ public struct RequestLogLine: Sendable {
     public var route: AzureRoute?
     /// The backend that answered a forwarded request.
     public var backend: String?
+    /// Its place among the config's backends, for the metrics.
+    var backendIndex: Int?
     var upstreamMs: Int?
     public var tokens: TokenUsage?
     public var ending = RelayEnding.complete

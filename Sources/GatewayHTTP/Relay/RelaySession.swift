@@ -7,12 +7,19 @@ public final class RelaySession: @unchecked Sendable {
     public private(set) var relay: UpstreamRelay
     /// Records the owner of the stored response the answer created, before its id goes out.
     private let created: ((String, [UInt8]?) -> Void)?
+    /// The process's event streams being relayed: this one from its head to its end.
+    private let openStreams: LiveCount?
+    private var streamOpen = false
 
-    public init(client: any ClientStream, relay: UpstreamRelay, created: ((String, [UInt8]?) -> Void)? = nil) {
+    public init(client: any ClientStream, relay: UpstreamRelay, created: ((String, [UInt8]?) -> Void)? = nil,
+                openStreams: LiveCount? = nil) {
         self.client = client
         self.relay = relay
         self.created = created
+        self.openStreams = openStreams
     }
+
+    deinit { closeStream() }
 
     public func headerLine(_ line: UnsafeRawBufferPointer) {
         relay.headerLine(line)
@@ -51,6 +58,12 @@ public final class RelaySession: @unchecked Sendable {
 
     public func finish(_ result: TransferResult) {
         _ = apply(relay.finish(result))
+        closeStream()
+    }
+
+    private func closeStream() {
+        if streamOpen { openStreams?.remove() }
+        streamOpen = false
     }
 
     /// Writes what the relay asks for; false (and the relay told) when the client is gone.
@@ -58,7 +71,13 @@ public final class RelaySession: @unchecked Sendable {
         if output.abort { return false }
         if let created, let taken = relay.takeCreatedID() { created(taken.id, taken.object) }
         var written = true
-        if let head = output.head { written = client.writeHead(head) }
+        if let head = output.head {
+            if head.eventStream, !streamOpen, let openStreams {
+                openStreams.add()
+                streamOpen = true
+            }
+            written = client.writeHead(head)
+        }
         if written, !output.body.isEmpty { written = client.write(output.body) }
         if written, output.flush { written = client.flush() }
         if !written { relay.clientGone() }

@@ -48,6 +48,9 @@ public struct UpstreamRelay: Sendable {
     /// Nanoseconds from sending the request to Azure's first answer, as `tick` or the first body
     /// bytes after the status line saw it; nil while none came.
     public private(set) var firstByteNanos: UInt64?
+    /// When the first byte of the answer's body went out for the client: its first event, or
+    /// the first byte of a whole answer. Keepalive comments are not the answer.
+    public private(set) var firstBodyAt: MonotonicInstant?
 
     public init(route: AzureRoute, shaping: ResponseShaping, ownFields: [(String, String)] = [], keepaliveSeconds: Int,
                 timeouts: RelayTimeouts = RelayTimeouts(), now: MonotonicInstant = .now()) {
@@ -192,6 +195,7 @@ public struct UpstreamRelay: Sendable {
         } else {
             out.append(contentsOf: bytes)
         }
+        if firstBodyAt == nil, !out.isEmpty { firstBodyAt = now }
         return emit(head: head, flush: isEventStream, now: now)
     }
 
@@ -219,6 +223,12 @@ public struct UpstreamRelay: Sendable {
 
     /// The end of the transfer: whatever completes the response.
     public mutating func finish(_ result: TransferResult, now: MonotonicInstant = .now()) -> RelayOutput {
+        let output = finishing(result, now: now)
+        if firstBodyAt == nil, !output.body.isEmpty { firstBodyAt = now }
+        return output
+    }
+
+    private mutating func finishing(_ result: TransferResult, now: MonotonicInstant) -> RelayOutput {
         ending = refused ? .complete : Self.ending(of: result)
         if refused { return .nothing }
         if isClientGone || result == .clientGone {

@@ -14,10 +14,13 @@ public final class HostShare: Sendable {
 
     static let magic: UInt64 = 0x4348_415A_5348_4D31  // "CHAZSHM1"
     /// Changes with the layout below: a file of another layout is made again.
-    static let version: UInt64 = 1
+    static let version: UInt64 = 2
     static let healthSlots = 1024
     static let processSlots = 256
+    static let histogramSlots = 512
+    static let histogramSlotSize = 512
     static let seriesSlots = 4096
+    static let seriesSlotSize = 256
 
     /// Offsets from the region's start: the payload's own words (when the file was made, dropped
     /// series), then each table.
@@ -26,8 +29,8 @@ public final class HostShare: Sendable {
     static let healthOffset = SharedRegion.payloadOffset + 4096
     static let processOffset = healthOffset + HealthTable.bytes(capacity: healthSlots)
     static let histogramOffset = processOffset + ProcessTable.bytes(capacity: processSlots)
-    static let seriesOffset = histogramOffset + 4096
-    static let end = seriesOffset + SeriesTable.bytes(capacity: seriesSlots)
+    static let seriesOffset = histogramOffset + SeriesTable.bytes(capacity: histogramSlots, slotSize: histogramSlotSize)
+    static let end = seriesOffset + SeriesTable.bytes(capacity: seriesSlots, slotSize: seriesSlotSize)
     static let payload = end - SharedRegion.payloadOffset
 
     init(region: SharedRegion) {
@@ -39,8 +42,11 @@ public final class HostShare: Sendable {
         }
         health = HealthTable(region: region, offset: Self.healthOffset, capacity: Self.healthSlots)
         metrics = HostMetrics(
-            series: SeriesTable(region: region, offset: Self.seriesOffset, capacity: Self.seriesSlots, droppedOffset: Self.droppedOffset),
-            histograms: HistogramTable(region: region, offset: Self.histogramOffset),
+            series: SeriesTable(region: region, offset: Self.seriesOffset, capacity: Self.seriesSlots, slotSize: Self.seriesSlotSize,
+                                valueWords: 1, droppedOffset: Self.droppedOffset),
+            histograms: HistogramTable(series: SeriesTable(region: region, offset: Self.histogramOffset, capacity: Self.histogramSlots,
+                                                           slotSize: Self.histogramSlotSize, valueWords: HistogramTable.valueWords,
+                                                           droppedOffset: Self.droppedOffset)),
             processes: ProcessTable(region: region, offset: Self.processOffset, capacity: Self.processSlots),
             createdMs: Int64(chz_load_u64(region.word(Self.createdOffset))))
     }

@@ -1,41 +1,33 @@
-import CSharedMemory
-
-/// The fixed histograms (`MetricHistogram`) in a `SharedRegion`: per histogram a count per
-/// bucket (not cumulative: one add per observation), the count and the sum in microseconds.
+/// The histograms (`MetricHistogram`), one series per label value, in a `SeriesTable` whose
+/// values are per series a count per bucket (not cumulative: one add per observation), then
+/// the count and the sum in microseconds.
 struct HistogramTable: Sendable {
-    let region: SharedRegion
-    let offset: Int
+    let series: SeriesTable
 
-    static let wordsEach = 32
-    static func bytes() -> Int { MetricHistogram.allCases.count * wordsEach * 8 }
-
-    private func word(_ histogram: MetricHistogram, _ index: Int) -> UnsafeMutablePointer<UInt64> {
-        region.word(offset + (histogram.rawValue * Self.wordsEach + index) * 8)
-    }
-
-    private static let countIndex = MetricHistogram.bucketMicros.count
-    private static let sumIndex = countIndex + 1
+    /// Buckets of the longest histogram, its count and its sum.
+    static let valueWords = 24
 
     @inline(__always)
-    func observe(_ histogram: MetricHistogram, micros: UInt64) {
-        let bounds = MetricHistogram.bucketMicros
+    func observe(_ slot: Int, _ histogram: MetricHistogram, micros: UInt64) {
+        let bounds = histogram.bucketMicros
         var bucket = 0
         while bucket < bounds.count && micros > bounds[bucket] { bucket += 1 }
-        if bucket < bounds.count { chz_add_u64(word(histogram, bucket), 1) }
-        chz_add_u64(word(histogram, Self.countIndex), 1)
-        chz_add_u64(word(histogram, Self.sumIndex), micros)
+        if bucket < bounds.count { series.add(slot, 1, at: bucket) }
+        series.add(slot, 1, at: bounds.count)
+        series.add(slot, micros, at: bounds.count + 1)
     }
 
     /// Cumulative bucket counts, the count and the sum in microseconds. Read bucket by bucket
     /// while others add: the count is read last, so it is never below the last bucket.
-    func read(_ histogram: MetricHistogram) -> (buckets: [UInt64], count: UInt64, sumMicros: UInt64) {
+    func read(_ slot: Int, _ histogram: MetricHistogram) -> (buckets: [UInt64], count: UInt64, sumMicros: UInt64) {
+        let bounds = histogram.bucketMicros
         var cumulative: [UInt64] = []
         var running: UInt64 = 0
-        for index in MetricHistogram.bucketMicros.indices {
-            running += chz_load_u64(word(histogram, index))
+        for index in bounds.indices {
+            running += series.value(slot, index)
             cumulative.append(running)
         }
-        let sum = chz_load_u64(word(histogram, Self.sumIndex))
-        return (cumulative, max(running, chz_load_u64(word(histogram, Self.countIndex))), sum)
+        let sum = series.value(slot, bounds.count + 1)
+        return (cumulative, max(running, series.value(slot, bounds.count)), sum)
     }
 }

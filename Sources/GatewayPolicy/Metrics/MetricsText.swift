@@ -2,76 +2,87 @@
 /// metric, one line per series, histograms as cumulative `_bucket{le=...}` lines ending with
 /// `+Inf`, then `_sum` and `_count`.
 public struct MetricsText {
-    /// One backend deployment's health, for its gauges.
-    public struct BackendState: Sendable {
-        public var backend: String
-        public var deployment: String
-        public var resting: Bool
-        public var circuitOpen: Bool
+    /// Whether a configured backend serves (`chatazure_backend_up`).
+    public struct Backend: Sendable {
+        public var name: String
+        public var up: Bool
 
-        public init(backend: String, deployment: String, resting: Bool, circuitOpen: Bool) {
-            self.backend = backend
-            self.deployment = deployment
-            self.resting = resting
-            self.circuitOpen = circuitOpen
+        public init(name: String, up: Bool) {
+            self.name = name
+            self.up = up
         }
     }
 
     public static let contentType = "text/plain; version=0.0.4; charset=utf-8"
 
-    public static func render(_ host: HostMetrics, backends: [BackendState], nowMs: Int64) -> String {
+    public static func render(_ host: HostMetrics, backends: [Backend], nowMs: Int64) -> String {
         var out = ""
         out.reserveCapacity(8192)
-        let series = host.series.all()
-        for family in MetricFamily.allCases {
-            header(&out, family.name, family.help, "counter")
-            let lines = series.filter { $0.family == family.rawValue }.sorted { $0.labels < $1.labels }
-            if lines.isEmpty && ![.requests, .tokens, .cost, .refusals].contains(family) { out += family.name + " 0\n" }
+        counters(host, into: &out)
+        let histograms = host.histograms.series.all()
+        for histogram in MetricHistogram.allCases {
+            header(&out, histogram.name, histogram.help, "histogram")
+            var lines = histograms.filter { $0.family == histogram.rawValue }.sorted { $0.labels < $1.labels }
+            // The unlabelled one is there from the start, as an unlabelled counter is.
+            if lines.isEmpty, histogram == .requestDuration { lines = [(-1, histogram.rawValue, "")] }
             for line in lines {
-                out += line.labels.isEmpty ? family.name : family.name + "{" + line.labels + "}"
-                out += " \(line.value)\n"
+                let read = line.slot >= 0 ? host.histograms.read(line.slot, histogram)
+                    : (buckets: histogram.bucketMicros.map { _ in 0 }, count: 0, sumMicros: 0)
+                render(histogram, labels: line.labels, read, into: &out)
             }
         }
-        for histogram in MetricHistogram.allCases { render(histogram, host.histograms.read(histogram), into: &out) }
-        let processes = host.processes.totals(nowMs: nowMs)
-        gauge(&out, "chatazure_worker_processes", "Worker processes serving on this host.", processes.processes)
-        gauge(&out, "chatazure_requests_in_flight", "Requests being served on this host (within 100 ms).", processes.inFlight)
-        gauge(&out, "chatazure_worker_threads", "Worker threads running on this host (within 100 ms).", processes.threads)
+        let (processes, gauges) = host.processes.totals(nowMs: nowMs)
+        header(&out, "chatazure_open_streams", "Event streams being relayed on this host (within 100 ms).", "gauge")
+        out += "chatazure_open_streams \(gauges.openStreams)\n"
+        header(&out, "chatazure_threads", "Worker threads on this host serving a request (busy) or waiting for one (idle), within 100 ms.", "gauge")
+        out += "chatazure_threads{state=\"busy\"} \(gauges.busyThreads)\n"
+        out += "chatazure_threads{state=\"idle\"} \(max(0, gauges.threads - gauges.busyThreads))\n"
+        header(&out, "chatazure_backend_up", "1 while a backend serves: one of its deployments neither rests nor has its circuit open.", "gauge")
+        for backend in backends { out += "chatazure_backend_up{backend=" + GatewayMetrics.quoted(backend.name) + "} " + (backend.up ? "1\n" : "0\n") }
+        header(&out, "chatazure_worker_processes", "Worker processes serving on this host.", "gauge")
+        out += "chatazure_worker_processes \(processes)\n"
         header(&out, "chatazure_metrics_series_dropped_total", "Series not kept because the shared table had no room.", "counter")
         out += "chatazure_metrics_series_dropped_total \(host.series.dropped)\n"
         header(&out, "chatazure_host_start_time_seconds", "When the host's shared file was made: counters count from then.", "gauge")
         out += "chatazure_host_start_time_seconds \(host.createdMs / 1000)\n"
-        if !backends.isEmpty {
-            header(&out, "chatazure_backend_resting", "1 while a backend's deployment rests after a 429, 503, 401 or 403 or an open circuit.", "gauge")
-            for state in backends { out += "chatazure_backend_resting{" + labels(state) + "} " + (state.resting ? "1\n" : "0\n") }
-            header(&out, "chatazure_backend_circuit_open", "1 while a backend deployment's circuit is open (half-open included).", "gauge")
-            for state in backends { out += "chatazure_backend_circuit_open{" + labels(state) + "} " + (state.circuitOpen ? "1\n" : "0\n") }
-        }
         return out
     }
 
-    private static func labels(_ state: BackendState) -> String {
-        "backend=" + GatewayMetrics.quoted(state.backend) + ",deployment=" + GatewayMetrics.quoted(state.deployment)
+    /// Every counter family: the labelled ones' series as they are, `chatazure_refused_total`
+    /// with every reason (0 until one is counted), the unlabelled ones at 0 until counted.
+    private static func counters(_ host: HostMetrics, into out: inout String) {
+        let series = host.series.all()
+        for family in MetricFamily.allCases {
+            header(&out, family.name, family.help, "counter")
+            var lines = series.filter { $0.family == family.rawValue }.map { (labels: $0.labels, value: host.series.value($0.slot)) }
+            if family == .refused {
+                for reason in RefusalReason.allCases where !lines.contains(where: { $0.labels == GatewayMetrics.refusedLabels(reason) }) {
+                    lines.append((GatewayMetrics.refusedLabels(reason), 0))
+                }
+            } else if lines.isEmpty, ![.requests, .tokens, .cost].contains(family) {
+                lines = [("", 0)]
+            }
+            for line in lines.sorted(by: { $0.labels < $1.labels }) {
+                out += line.labels.isEmpty ? family.name : family.name + "{" + line.labels + "}"
+                out += " \(line.value)\n"
+            }
+        }
     }
 
     private static func header(_ out: inout String, _ name: String, _ help: String, _ type: String) {
         out += "# HELP " + name + " " + help + "\n# TYPE " + name + " " + type + "\n"
     }
 
-    private static func gauge(_ out: inout String, _ name: String, _ help: String, _ value: Int) {
-        header(&out, name, help, "gauge")
-        out += name + " \(value)\n"
-    }
-
-    private static func render(_ histogram: MetricHistogram, _ read: (buckets: [UInt64], count: UInt64, sumMicros: UInt64),
-                               into out: inout String) {
-        header(&out, histogram.name, histogram.help, "histogram")
-        for (bound, count) in zip(MetricHistogram.bucketMicros, read.buckets) {
-            out += histogram.name + "_bucket{le=\"" + seconds(bound) + "\"} \(count)\n"
+    private static func render(_ histogram: MetricHistogram, labels: String,
+                               _ read: (buckets: [UInt64], count: UInt64, sumMicros: UInt64), into out: inout String) {
+        let prefix = labels.isEmpty ? "{" : "{" + labels + ","
+        let plain = labels.isEmpty ? "" : "{" + labels + "}"
+        for (bound, count) in zip(histogram.bucketMicros, read.buckets) {
+            out += histogram.name + "_bucket" + prefix + "le=\"" + seconds(bound) + "\"} \(count)\n"
         }
-        out += histogram.name + "_bucket{le=\"+Inf\"} \(read.count)\n"
-        out += histogram.name + "_sum " + seconds(read.sumMicros) + "\n"
-        out += histogram.name + "_count \(read.count)\n"
+        out += histogram.name + "_bucket" + prefix + "le=\"+Inf\"} \(read.count)\n"
+        out += histogram.name + "_sum" + plain + " " + seconds(read.sumMicros) + "\n"
+        out += histogram.name + "_count" + plain + " \(read.count)\n"
     }
 
     /// Microseconds as seconds, exactly: `2500000` is `2.5`.

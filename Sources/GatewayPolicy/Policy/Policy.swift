@@ -45,9 +45,15 @@ public struct Policy: Sendable {
         prices.price(for: model)?.cost(prompt: prompt, cached: cached, completion: completion) ?? 0
     }
 
+    /// A refused admission: the OpenAI-shaped 429, and which limit refused it.
+    public struct Refused: Error, Sendable {
+        public var error: OpenAIError
+        public var reason: RefusalReason
+    }
+
     /// Reserves `call`'s estimate against the user's limits; nil when the user has none (then
-    /// nothing is written here). A refusal is an OpenAI-shaped 429.
-    package func admit(_ call: UpstreamCall, limits: Limits, admissions: any AdmissionStore, nowMs: Int64) throws -> Result<Reservation?, OpenAIError> {
+    /// nothing is written here).
+    package func admit(_ call: UpstreamCall, limits: Limits, admissions: any AdmissionStore, nowMs: Int64) throws -> Result<Reservation?, Refused> {
         guard !limits.isEmpty else { return .success(nil) }
         // A stored object's upload, read or delete uses no model: no model request to admit.
         guard !call.route.servedAs.isEmpty else { return try admitBilledWork(call, limits: limits, admissions: admissions, nowMs: nowMs) }
@@ -61,7 +67,7 @@ public struct Policy: Sendable {
     /// A call that starts work billed later (a batch), admitted while each quota has room for a
     /// token and a micro-unit more: a batch may be big, but a user at a limit starts none.
     private func admitBilledWork(_ call: UpstreamCall, limits: Limits, admissions: any AdmissionStore,
-                                 nowMs: Int64) throws -> Result<Reservation?, OpenAIError> {
+                                 nowMs: Int64) throws -> Result<Reservation?, Refused> {
         let quotas = limits.quotas
         guard call.startsBilledWork, !quotas.isEmpty else { return .success(nil) }
         return try reserve(call, model: call.objectModel ?? call.route.charged, limits: quotas, tokens: 1, costMicros: 1,
@@ -71,12 +77,13 @@ public struct Policy: Sendable {
     /// Reserves `tokens` and `costMicros` of `model` for `call`'s user under `limits`; the
     /// reservation settles before the request ends when the limits need it to.
     private func reserve(_ call: UpstreamCall, model: String, limits: Limits, tokens: Int, costMicros: Int64,
-                         admissions: any AdmissionStore, nowMs: Int64) throws -> Result<Reservation?, OpenAIError> {
+                         admissions: any AdmissionStore, nowMs: Int64) throws -> Result<Reservation?, Refused> {
         switch try admissions.admit(userID: call.user.id, model: model, limits: limits, tokens: tokens, costMicros: costMicros, nowMs: nowMs) {
         case .success(var reservation):
             reservation.settlesBeforeEnd = limits.settlesBeforeEnd
             return .success(reservation)
-        case .failure(let refusal): return .failure(Self.error(refusal, user: call.user.username, currency: prices.currency))
+        case .failure(let refusal):
+            return .failure(Refused(error: Self.error(refusal, user: call.user.username, currency: prices.currency), reason: RefusalReason(refusal)))
         }
     }
 

@@ -100,9 +100,7 @@ final class ListenWatcher: Sendable {
             exchange.respond(response)
             FCGX_Finish_r(request)
             exchange.closeConnection()
-            let metrics = pool.gateway.metrics
-            metrics.countRequest(endpoint: 0, model: 0, status: 503, user: nil, micros: 0)
-            metrics.countRefusal(reason: GatewayMetrics.overloaded)
+            pool.gateway.metrics.countRequest(status: 503, model: 0, backend: 0, user: nil, micros: 0)
             pool.logger.warning("request refused: pool saturated", metadata: ["path": "\(incoming.path)", "status": "503"])
             // pendingSince stays: while the pool stays saturated, the rest of the queue has waited
             // at least as long, so it is refused at once instead of one connection per timeout.

@@ -53,7 +53,7 @@ struct RequestHandler {
         case .forward(let call):
             let transport = CurlTransport(client: upstream, connectTimeoutMs: gateway.config.azure.connectTimeoutMs,
                                           clientSocket: exchange.connection)
-            forwarder.forward(call, through: transport, to: exchange, into: &line)
+            forwarder.forward(call, through: transport, to: exchange, into: &line, arrived: started)
         }
         if Gateway.streamsBody(request) { exchange.leaveBody() } else { exchange.drainBody() }
         line.tenthsOfMs = Int(MonotonicInstant.now().nanoseconds(since: started) / 100_000)

@@ -165,7 +165,8 @@ final class WorkerPool: Sendable {
             PoolJob("publish the gauges", every: 0.1) { [self] _ in
                 guard let processSlot else { return }
                 let (inFlight, threads) = counts.withLock { ($0.inFlight, $0.total) }
-                metrics.updateProcess(processSlot, inFlight: inFlight, threads: threads, nowMs: WallClock.nowMs())
+                metrics.updateProcess(processSlot, ProcessTable.Gauges(busyThreads: inFlight, threads: threads,
+                                                                       openStreams: metrics.openStreams.value), nowMs: WallClock.nowMs())
             },
             PoolJob("retire idle threads", every: 1) { [self] now in
                 tuning.tick(retiredBefore: retired, inFlight: counts.withLock { $0.inFlight })
