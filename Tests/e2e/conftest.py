@@ -160,7 +160,10 @@ class Gateway:
         self.log_path = self.dir / "worker.log"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        user_lines = "".join(f"  - username: {name}\n    password: {key}\n" for name, key in users.items())
+        # A user's key, or a dict of its password and more settings (rpm, models, ...).
+        user_lines = "".join(f"  - username: {name}\n" + "".join(f"    {field}: {value}\n" for field, value in
+                                                                 (user if isinstance(user, dict) else {"password": user}).items())
+                             for name, user in users.items())
         (self.dir / "config.yaml").write_text(
             f"web:\n  port: 8080\n  dbName: chat.db\n"
             # endpoint None: extra_azure holds the backends.
