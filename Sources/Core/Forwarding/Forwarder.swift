@@ -57,6 +57,7 @@ public struct Forwarder {
             line.tokens = TokenUsage(prompt: record.promptTokens, completion: record.completionTokens, cached: record.cachedTokens)
         }
         let metrics = gateway.metrics, model = metrics.model(record.model)
+        line.metricsModel = model
         metrics.countUsage(model: model, prompt: record.promptTokens, completion: record.completionTokens, cached: record.cachedTokens,
                            costMicros: record.costMicros, user: call.user.username)
         if session.relay.upstreamStatus != 0, let first = session.relay.firstBodyAt {
@@ -83,10 +84,8 @@ public struct Forwarder {
                                                                             keepaliveSeconds: keepaliveSeconds, timeouts: azure.timeouts),
                                        created: call.shaping.readsCreatedID ? { id, object in recordCreated(id, object, by: call) } : nil,
                                        openStreams: gateway.metrics.host.openStreams)
-            let sent = MonotonicInstant.now()
             let outcome = transport.perform(call, into: session)
-            gateway.metrics.observeUpstream(backend: gateway.metrics.backend(at: call.backend),
-                                            micros: MonotonicInstant.now().nanoseconds(since: sent) / 1000)
+            gateway.metrics.observeUpstream(backend: gateway.metrics.backend(at: call.backend), micros: outcome.micros)
             let verdict = BackendVerdict.of(status: session.relay.upstreamStatus, result: outcome.result)
             let untouched = !session.relay.hasSentHead && !session.relay.isClientGone
             if verdict == .misconfigured(status: 401), untouched, !refreshed, let token = refreshToken?(call.backendName) {

@@ -8,11 +8,17 @@ public protocol UpstreamTransport {
 /// How one transfer ended, and how long it took.
 public struct TransferOutcome: Sendable, Equatable {
     public var result: TransferResult
-    /// Milliseconds from its start to its end.
-    public var milliseconds: Int
+    /// Microseconds from its start to its end.
+    public var micros: UInt64
+    /// Whole milliseconds from its start to its end.
+    public var milliseconds: Int { Int(micros / 1000) }
+
+    public init(result: TransferResult, micros: UInt64) {
+        self.result = result
+        self.micros = micros
+    }
 
     public init(result: TransferResult, milliseconds: Int) {
-        self.result = result
-        self.milliseconds = milliseconds
+        self.init(result: result, micros: UInt64(max(0, milliseconds)) * 1000)
     }
 }

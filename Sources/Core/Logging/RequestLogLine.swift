@@ -16,6 +16,8 @@ public struct RequestLogLine: Sendable {
     public var backend: String?
     /// Its place among the config's backends, for the metrics.
     var backendIndex: Int?
+    /// The label index of the model a forwarded request was charged as, once the forwarder found it.
+    var metricsModel: Int?
     var upstreamMs: Int?
     public var tokens: TokenUsage?
     public var ending = RelayEnding.complete

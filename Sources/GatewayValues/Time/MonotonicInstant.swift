@@ -10,8 +10,11 @@ public struct MonotonicInstant: Sendable, Comparable {
         self.nanoseconds = nanoseconds
     }
 
+    /// CLOCK_MONOTONIC read directly: `DispatchTime.now()` reads the same clock and converts it.
     public static func now() -> MonotonicInstant {
-        MonotonicInstant(nanoseconds: DispatchTime.now().uptimeNanoseconds)
+        var time = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &time)
+        return MonotonicInstant(nanoseconds: UInt64(time.tv_sec) &* 1_000_000_000 &+ UInt64(time.tv_nsec))
     }
 
     /// Nanoseconds from `earlier` to this instant; 0 when `earlier` is not earlier.

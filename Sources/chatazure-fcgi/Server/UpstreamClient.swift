@@ -124,7 +124,7 @@ final class UpstreamClient: @unchecked Sendable {
             defer { curl_multi_remove_handle(multi, handle) }
             return transfer(clientSocket: clientSocket, sink: sink)
         }
-        return TransferOutcome(result: result, milliseconds: MonotonicInstant.now().milliseconds(since: started))
+        return TransferOutcome(result: result, micros: MonotonicInstant.now().nanoseconds(since: started) / 1000)
     }
 
     /// `call`, whose body streams from `upload` through the read callback as libcurl sends it.
@@ -159,7 +159,7 @@ final class UpstreamClient: @unchecked Sendable {
             sink.clientHungUp()
             result = .clientGone
         }
-        return TransferOutcome(result: result, milliseconds: MonotonicInstant.now().milliseconds(since: started))
+        return TransferOutcome(result: result, micros: MonotonicInstant.now().nanoseconds(since: started) / 1000)
     }
 
     /// Each branch sets the method completely, since the previous request's options remain.
