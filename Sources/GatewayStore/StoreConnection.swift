@@ -47,6 +47,21 @@ public protocol StoreConnection: AnyObject {
     func checkpoint() throws
 }
 
+extension StoreConnection {
+    /// `body` between `begin` and COMMIT, rolled back when it throws.
+    func transaction<T>(begin: String, _ body: () throws -> T) throws -> T {
+        try execute(begin)
+        do {
+            let result = try body()
+            try execute("COMMIT")
+            return result
+        } catch {
+            try? execute("ROLLBACK")
+            throw error
+        }
+    }
+}
+
 /// The few places where SQLite and PostgreSQL spell a thing differently.
 public struct StoreDialect: Sendable {
     /// The larger of two values: `max(a, b)` in SQLite, `greatest(a, b)` in PostgreSQL.

@@ -82,24 +82,13 @@ public final class PostgresConnection: StoreConnection {
     }
 
     public func writeTransaction<T>(_ body: () throws -> T) throws -> T {
-        try transaction("BEGIN; SELECT pg_advisory_xact_lock(\(Self.writersLock))", body)
+        try transaction(begin: "BEGIN; SELECT pg_advisory_xact_lock(\(Self.writersLock))", body)
     }
 
     public func readTransaction<T>(_ body: () throws -> T) throws -> T {
-        try transaction("BEGIN ISOLATION LEVEL REPEATABLE READ", body)
+        try transaction(begin: "BEGIN ISOLATION LEVEL REPEATABLE READ", body)
     }
 
-    private func transaction<T>(_ begin: String, _ body: () throws -> T) throws -> T {
-        try execute(begin)
-        do {
-            let result = try body()
-            try execute("COMMIT")
-            return result
-        } catch {
-            try? execute("ROLLBACK")
-            throw error
-        }
-    }
 
     /// Nothing to do: the server keeps its own log.
     public func checkpoint() throws {}

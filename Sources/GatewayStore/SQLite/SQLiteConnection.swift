@@ -10,16 +10,9 @@ public final class SQLiteConnection: StoreConnection {
     /// Opens (creating if needed) `path` in WAL mode with a busy timeout, so several
     /// threads and worker processes can share the file.
     public init(path: String, busyTimeoutMs: Int32 = 5000) throws {
-        var db: OpaquePointer?
-        let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX
-        let rc = Self.opening.withLock { _ in
+        let db = try Self.opening.withLock { _ in
             Self.makeOwnerOnly(path)
-            return sqlite3_open_v2(path, &db, flags, nil)
-        }
-        guard rc == SQLITE_OK, let db else {
-            let error = SQLiteError(reason: rc, connection: db)
-            sqlite3_close(db)
-            throw error
+            return try Self.openHandle(path, flags: SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX)
         }
         handle = db
         sqlite3_extended_result_codes(db, 1)
@@ -35,15 +28,20 @@ public final class SQLiteConnection: StoreConnection {
     /// Opens an existing file only to read it, changing nothing in it (not its journal mode):
     /// the Go original's database, for `import-legacy`.
     public init(readingOnly path: String) throws {
+        handle = try Self.openHandle(path, flags: SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX)
+        sqlite3_busy_timeout(handle, 5000)
+    }
+
+    /// `sqlite3_open_v2`, its handle closed again when the open fails.
+    private static func openHandle(_ path: String, flags: Int32) throws -> OpaquePointer {
         var db: OpaquePointer?
-        let rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nil)
+        let rc = sqlite3_open_v2(path, &db, flags, nil)
         guard rc == SQLITE_OK, let db else {
             let error = SQLiteError(reason: rc, connection: db)
             sqlite3_close(db)
             throw error
         }
-        handle = db
-        sqlite3_busy_timeout(db, 5000)
+        return db
     }
 
     deinit {
@@ -102,27 +100,15 @@ public final class SQLiteConnection: StoreConnection {
     /// Runs `body` inside `BEGIN IMMEDIATE … COMMIT`, taking the write lock up front so two
     /// writers never deadlock upgrading read locks.
     public func writeTransaction<T>(_ body: () throws -> T) throws -> T {
-        try transaction("BEGIN IMMEDIATE", body)
+        try transaction(begin: "BEGIN IMMEDIATE", body)
     }
 
     /// Runs `body` inside `BEGIN … COMMIT`: in WAL mode its reads all see one state of the file,
     /// whatever other connections commit meanwhile.
     public func readTransaction<T>(_ body: () throws -> T) throws -> T {
-        try transaction("BEGIN", body)
+        try transaction(begin: "BEGIN", body)
     }
 
-    /// `body` between `begin` and COMMIT, rolled back when it throws.
-    private func transaction<T>(_ begin: String, _ body: () throws -> T) throws -> T {
-        try execute(begin)
-        do {
-            let result = try body()
-            try execute("COMMIT")
-            return result
-        } catch {
-            try? execute("ROLLBACK")
-            throw error
-        }
-    }
 
     /// Copies what the WAL holds back into the database file, as far as no reader needs it.
     public func checkpoint() throws {
