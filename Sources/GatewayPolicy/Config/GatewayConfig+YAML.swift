@@ -238,50 +238,6 @@ struct SectionParser {
         return limits
     }
 
-    /// `admin:`: the admin page's keys, hashed here; the plaintext is not kept.
-    func admin(_ node: Node?, users: [ConfiguredUser]) throws -> AdminSettings {
-        guard let node else { return AdminSettings() }
-        let section = try reader.mapping(node, at: "admin", allowed: GatewayConfig.allowedKeys("admin"))
-        guard let keys = try section["keys"].map({ try reader.list($0, at: "admin.keys") }) else { return AdminSettings() }
-        // A key that is both would open the page to that user, and make a leaked user key an admin's.
-        let userKeys = Dictionary(users.map { (KeyDigest(of: $0.key), $0.username) }, uniquingKeysWith: { first, _ in first })
-        var digests: [KeyDigest] = []
-        for (index, key) in keys.enumerated() {
-            let at = "admin.keys[\(index)]"
-            if let problem = AdminSettings.problem(with: key) { throw ConfigError(file: file, key: at, reason: problem) }
-            let digest = KeyDigest(of: key)
-            if let user = userKeys[digest] {
-                throw ConfigError(file: file, key: at, reason: "is also the key of the user '\(user)'; an admin key must be a key of its own")
-            }
-            guard !digests.contains(digest) else { throw ConfigError(file: file, key: at, reason: "appears twice") }
-            digests.append(digest)
-        }
-        return AdminSettings(keyDigests: digests)
-    }
-
-    /// `metrics:`: the scrape keys, hashed here, and `per-user`. A scrape key follows an admin
-    /// key's rules and may be neither a user's nor an admin's.
-    func metrics(_ node: Node?, users: [ConfiguredUser], admin: AdminSettings) throws -> MetricsSettings {
-        guard let node else { return MetricsSettings() }
-        let section = try reader.mapping(node, at: "metrics", allowed: GatewayConfig.allowedKeys("metrics"))
-        var settings = MetricsSettings()
-        if let perUser = section["per-user"] { settings.perUser = try reader.bool(perUser, at: "metrics.per-user") }
-        let keys = try section["keys"].map { try reader.list($0, at: "metrics.keys") } ?? []
-        let userKeys = Dictionary(users.map { (KeyDigest(of: $0.key), $0.username) }, uniquingKeysWith: { first, _ in first })
-        for (index, key) in keys.enumerated() {
-            let at = "metrics.keys[\(index)]"
-            if let problem = AdminSettings.problem(with: key) { throw ConfigError(file: file, key: at, reason: problem) }
-            let digest = KeyDigest(of: key)
-            if let user = userKeys[digest] {
-                throw ConfigError(file: file, key: at, reason: "is also the key of the user '\(user)'; a scrape key must be a key of its own")
-            }
-            if admin.admits(digest) { throw ConfigError(file: file, key: at, reason: "is also an admin key; an admin key scrapes already") }
-            guard !settings.keyDigests.contains(digest) else { throw ConfigError(file: file, key: at, reason: "appears twice") }
-            settings.keyDigests.append(digest)
-        }
-        return settings
-    }
-
     func batchPollSeconds(_ node: Node?) throws -> Int {
         guard let node else { return GatewayConfig.defaultBatchPollSeconds }
         let section = try reader.mapping(node, at: "batches", allowed: GatewayConfig.allowedKeys("batches"))
