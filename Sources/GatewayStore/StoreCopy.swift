@@ -79,12 +79,13 @@ public enum StoreCopy {
         }
     }
 
-    /// Copies every table of `source` into `target`, which must hold no user and no ledger row,
-    /// in one transaction: a copy that fails leaves the target empty. Returns the rows per table.
+    /// Copies every table of `source` into `target`, which must hold none of their rows, in one
+    /// transaction: a copy that fails leaves the target empty. Returns the rows per table.
     public static func copy(from source: UsageStore, to target: UsageStore) throws -> [(table: String, rows: Int)] {
-        let existing = try target.connection.prepare("SELECT (SELECT count(*) FROM users) + (SELECT count(*) FROM ledger)").rows([]) { $0.int(0) }
+        let existing = try target.connection.prepare("SELECT " + tables.map { "(SELECT count(*) FROM \($0.name))" }.joined(separator: " + "))
+            .rows([]) { $0.int(0) }
         guard existing.first == 0 else {
-            throw StoreError(message: "the target already holds users or usage; store migrate copies into an empty database only")
+            throw StoreError(message: "the target already holds users, usage, requests or objects; store migrate copies into an empty database only")
         }
         return try source.connection.readTransaction {
             try target.write {
@@ -97,6 +98,10 @@ public enum StoreCopy {
                     let rows = try Cursor(table, in: source)
                     var count = 0
                     while let row = try rows.nextRow() {
+                        // PostgreSQL's text cannot hold a NUL, and libpq would cut the value at it.
+                        if row.contains(where: { if case .text(let text) = $0 { text.utf8.contains(0) } else { false } }) {
+                            throw StoreError(message: "\(table.name) row \(count + 1) holds a NUL byte, which PostgreSQL cannot store; nothing was copied")
+                        }
                         try insert.run(row)
                         count += 1
                     }

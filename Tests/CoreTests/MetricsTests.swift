@@ -86,6 +86,30 @@ import Testing
         #expect(longLines.allSatisfy { $0.hasSuffix("\"} 1") && $0.utf8.count < 300 })
     }
 
+    /// Long names in the config (a deployment of 230 bytes, a backend full of escapes) are cut
+    /// whole into their labels: every line of the text still closes its values and braces, so
+    /// a scrape never fails to parse.
+    @Test func longConfigNamesStillMakeWholeLines() throws {
+        let model = String(repeating: "m", count: 230), backend = String(repeating: "é\\\"", count: 60)
+        let metrics = GatewayMetrics(host: HostShare.anonymous().metrics, models: [model, model + "2"],
+                                     backends: ["default", backend], perUser: true)
+        for (index, name) in [model, model + "2"].enumerated() {
+            metrics.countRequest(status: 200, model: metrics.model(name), backend: metrics.backend(at: index),
+                                 user: String(repeating: "u", count: 300), micros: 1)
+            metrics.countUsage(model: metrics.model(name), prompt: 3, completion: 4, cached: 1, costMicros: 5, user: nil)
+            metrics.observeFirstToken(model: metrics.model(name), micros: 10)
+            metrics.observeUpstream(backend: metrics.backend(at: index), micros: 10)
+        }
+        let text = MetricsText.render(metrics.host, backends: [MetricsText.Backend(name: backend, up: true)], nowMs: 0)
+        let sample = try Regex(#"^[a-z_]+(\{[a-z_]+="([^"\\\n]|\\.)*"(,[a-z_]+="([^"\\\n]|\\.)*")*\})? [0-9.e+-]+$"#)
+        for line in text.split(separator: "\n") where !line.hasPrefix("#") {
+            #expect(line.wholeMatch(of: sample) != nil, "\(line)")
+        }
+        #expect(value(text, "chatazure_metrics_series_dropped_total") == "0")
+        // The two models stay two series, each whole.
+        #expect(text.split(separator: "\n").filter { $0.hasPrefix("chatazure_requests_total{") }.count == 2)
+    }
+
     @Test func gaugesAreTheLiveProcessesSums() throws {
         let host = HostShare.anonymous().metrics
         let mine = try #require(host.claimProcessSlot(pid: getpid(), nowMs: WallClock.nowMs()))

@@ -25,6 +25,11 @@ import Testing
         #expect(PostgresConnection.redacted("postgresql://db/chat?user=u&password=s3cret&sslmode=require")
                 == "postgresql://db/chat?user=u&password=***&sslmode=require")
         #expect(PostgresConnection.redacted("postgresql://u@db/chat") == "postgresql://u@db/chat")
+        // Every password parameter, however libpq would decode its name.
+        #expect(PostgresConnection.redacted("postgresql://127.0.0.1:1/db?sslpassword=a&password=PWTWO")
+                == "postgresql://127.0.0.1:1/db?sslpassword=***&password=***")
+        #expect(PostgresConnection.redacted("postgresql://127.0.0.1:1/db?%70assword=PWTHREE&x=1") == "postgresql://127.0.0.1:1/db?%70assword=***&x=1")
+        #expect(PostgresConnection.redacted("postgresql://u:p%40ss@w@db/chat") == "postgresql://u:***@db/chat")
         #expect(StoreLocation.postgres(url: "postgresql://a:b@c/d").description == "postgresql://a:***@c/d")
     }
 

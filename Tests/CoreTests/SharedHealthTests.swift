@@ -65,6 +65,33 @@ import Testing
         #expect(Int(info.st_size) == SharedRegion.payloadOffset + HostShare.payload)
     }
 
+    /// Another layout (an upgrade's, say) replaces the file rather than cutting it: a process
+    /// still mapping the old one would die of SIGBUS on its next access.
+    @Test func anotherLayoutNeverShrinksAFileSomeoneMaps() throws {
+        defer { unlink(path) }
+        let old = try SharedRegion.open(path: path, payload: 64 << 10, magic: 7, version: 1)
+        old.word(SharedRegion.payloadOffset + 60_000).pointee = 42
+        let newer = try SharedRegion.open(path: path, payload: 4096, magic: 7, version: 2)
+        old.word(SharedRegion.payloadOffset + 60_000).pointee += 1  // SIGBUS here if the file had been cut
+        #expect(old.word(SharedRegion.payloadOffset + 60_000).pointee == 43)
+        #expect(newer.word(8).pointee == 2)
+        var info = stat()
+        stat(path, &info)
+        #expect(Int(info.st_size) == SharedRegion.payloadOffset + 4096)
+    }
+
+    /// A file another user owns (planted before the gateway started) is replaced by one of the
+    /// gateway's own: its owner could read, forge or hold it. Needs root to give the file away.
+    @Test(.enabled(if: geteuid() == 0)) func anotherUsersFileIsReplaced() throws {
+        defer { unlink(path) }
+        FileManager.default.createFile(atPath: path, contents: Data())
+        chown(path, 65534, 65534)
+        _ = try SharedRegion.open(path: path, payload: 4096, magic: 7, version: 1)
+        var info = stat()
+        stat(path, &info)
+        #expect(info.st_uid == geteuid() && info.st_mode & 0o777 == 0o600)
+    }
+
     @Test func aFreshFileReplacesTheOldOneWithoutDisturbingItsMappings() throws {
         defer { unlink(path) }
         let old = try HostShare.open(path: path)

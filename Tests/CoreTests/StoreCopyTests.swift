@@ -41,8 +41,19 @@ import Testing
         let differences = try StoreCopy.differences(source, target)
         #expect(differences.contains { $0.hasPrefix("users: 2 rows in the first, 3 in the second") }, "\(differences)")
         #expect(differences.contains { $0.hasPrefix("ledger row 1: ") && $0.contains("requests=3") && $0.contains("requests=4") }, "\(differences)")
-        // A copy goes only into an empty store.
+        // A copy goes only into an empty store, also one that holds only a request log row.
         #expect(throws: StoreError.self) { _ = try StoreCopy.copy(from: source, to: target) }
+        let logged = try UsageStore(try kind.database())
+        try logged.write { try logged.appendRequest(RequestRecord(userID: 99, model: "m", timeMs: 1, requestID: "r", status: 200, forwarded: true)) }
+        #expect(throws: StoreError.self) { _ = try StoreCopy.copy(from: source, to: logged) }
+    }
+
+    @Test(arguments: TestStore.kinds) func aNulInATextIsRefusedNotCut(_ kind: TestStore) throws {
+        let source = try filled()
+        try source.connection.execute("UPDATE objects SET data = 'a' || char(0) || 'b' WHERE id = 'file-out'")
+        let target = try UsageStore(try kind.database())
+        #expect(throws: StoreError.self) { _ = try StoreCopy.copy(from: source, to: target) }
+        #expect(try target.listUsers(includingRemoved: true).isEmpty)
     }
 
     @Test func aRequestIDIsEscapedInADifference() throws {

@@ -25,12 +25,20 @@ extension GatewayMetrics {
     }
 
     func requestLabels(_ code: Int, _ model: Int, _ backend: Int) -> String {
-        "backend=" + Self.quoted(backends[backend]) + ",code=" + Self.quoted(Self.codeLabel(code)) + ",model=" + Self.quoted(models[model])
+        backendLabel(backend) + ",code=" + Self.quoted(Self.codeLabel(code)) + "," + modelLabel(model)
     }
 
     func tokenLabels(_ kind: Int, _ model: Int) -> String {
-        "kind=" + Self.quoted(Self.tokenKinds[kind]) + ",model=" + Self.quoted(models[model])
+        "kind=" + Self.quoted(Self.tokenKinds[kind]) + "," + modelLabel(model)
     }
+
+    /// Bytes a model's or a backend's label may take: with a code and a user's, a request's
+    /// labels still fit a slot (`SeriesTable.textCapacity`).
+    static let configLabelRoom = 72
+
+    func modelLabel(_ model: Int) -> String { Self.label("model", models[model], room: Self.configLabelRoom) }
+
+    func backendLabel(_ backend: Int) -> String { Self.label("backend", backends[backend], room: Self.configLabelRoom) }
 
     /// `"value"` escaped as Prometheus's text format wants a label value: backslash, double
     /// quote and line feed.
@@ -47,18 +55,23 @@ extension GatewayMetrics {
         return out + "\""
     }
 
-    /// `user="name"` in at most `room` bytes: a name too long for the slot is cut, and the
-    /// hash of the whole name added, so two long names never share a label.
+    /// `user="name"` in at most `room` bytes (at least 32).
     static func userLabel(_ name: String, room: Int) -> String {
-        let whole = "user=" + quoted(name)
+        label("user", name, room: max(room, 32))
+    }
+
+    /// `name="value"` in at most `room` bytes: a value too long is cut at a character, and the
+    /// hash of the whole value added, so two long values never share a label.
+    static func label(_ name: String, _ value: String, room: Int) -> String {
+        let whole = name + "=" + quoted(value)
         if whole.utf8.count <= room { return whole }
-        let suffix = "~" + String(SharedHash.of(name), radix: 16)
+        let suffix = "~" + String(SharedHash.of(value), radix: 16)
         var cut = ""
-        for character in name.unicodeScalars {
+        for character in value.unicodeScalars {
             let next = cut + String(character)
-            guard ("user=" + quoted(next + suffix)).utf8.count <= room else { break }
+            guard (name + "=" + quoted(next + suffix)).utf8.count <= room else { break }
             cut = next
         }
-        return "user=" + quoted(cut + suffix)
+        return name + "=" + quoted(cut + suffix)
     }
 }

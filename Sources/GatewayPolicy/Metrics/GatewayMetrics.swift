@@ -104,7 +104,7 @@ public final class GatewayMetrics: @unchecked Sendable {  // `cache` words are r
         countTokens(2, cachedTokens, model: model, user: user)
         if costMicros > 0, let slot = cached(sections.cost + model, host.series, MetricFamily.cost.rawValue,
                                              key: Self.key(MetricFamily.cost.rawValue, modelHashes[model]),
-                                             labels: { "model=" + Self.quoted(models[model]) }) {
+                                             labels: { modelLabel(model) }) {
             host.series.add(slot, UInt64(costMicros))
         }
     }
@@ -137,13 +137,13 @@ public final class GatewayMetrics: @unchecked Sendable {  // `cache` words are r
     /// One attempt at the backend of label index `backend`, from sending it to the end of its answer.
     public func observeUpstream(backend: Int, micros: UInt64) {
         observe(.upstreamDuration, at: sections.upstream + backend, hash: backendHashes[backend], micros: micros) {
-            "backend=" + Self.quoted(self.backends[backend])
+            self.backendLabel(backend)
         }
     }
 
     /// A forwarded request's time from its arrival to the first byte of the answer's body relayed.
     public func observeFirstToken(model: Int, micros: UInt64) {
-        observe(.timeToFirstToken, at: sections.firstToken + model, hash: modelHashes[model], micros: micros) { "model=" + Self.quoted(self.models[model]) }
+        observe(.timeToFirstToken, at: sections.firstToken + model, hash: modelHashes[model], micros: micros) { self.modelLabel(model) }
     }
 
     private func observe(_ histogram: MetricHistogram, at index: Int, hash: UInt64, micros: UInt64, labels: () -> String) {

@@ -38,7 +38,7 @@ public struct MetricsText {
         out += "chatazure_threads{state=\"busy\"} \(gauges.busyThreads)\n"
         out += "chatazure_threads{state=\"idle\"} \(max(0, gauges.threads - gauges.busyThreads))\n"
         header(&out, "chatazure_backend_up", "1 while a backend serves: one of its deployments neither rests nor has its circuit open.", "gauge")
-        for backend in backends { out += "chatazure_backend_up{backend=" + GatewayMetrics.quoted(backend.name) + "} " + (backend.up ? "1\n" : "0\n") }
+        for backend in backends { out += "chatazure_backend_up{" + GatewayMetrics.label("backend", backend.name, room: GatewayMetrics.configLabelRoom) + "} " + (backend.up ? "1\n" : "0\n") }
         header(&out, "chatazure_worker_processes", "Worker processes serving on this host.", "gauge")
         out += "chatazure_worker_processes \(processes)\n"
         header(&out, "chatazure_metrics_series_dropped_total", "Series not kept because the shared table had no room.", "counter")

@@ -43,7 +43,13 @@ struct SeriesTable: Sendable {
             if found == key { return slot }
             if found == 0 { break }
         }
-        let text = Array(labels().utf8.prefix(textCapacity))
+        // Cut, the text would end inside a label value and spoil the whole scrape: a series too
+        // long for a slot is not kept (labels are sized to fit: `GatewayMetrics.label`).
+        let text = Array(labels().utf8)
+        guard text.count <= textCapacity else {
+            chz_add_u64(region.word(droppedOffset), 1)
+            return nil
+        }
         let added: Int? = region.withLock {
             for index in 0..<window {
                 let slot = slot(key, index)

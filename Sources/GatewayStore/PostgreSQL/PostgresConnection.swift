@@ -54,18 +54,26 @@ public final class PostgresConnection: StoreConnection {
         return result
     }
 
-    /// `url` without its password, for logs and messages.
+    /// `url` without its passwords, for logs and messages: the one after `user:`, and the value
+    /// of every query parameter whose name, percent-decoded as libpq decodes it, holds
+    /// `password` (`password`, `sslpassword`, `%70assword`).
     public static func redacted(_ url: String) -> String {
         var text = url
-        if let scheme = text.range(of: "://"), let at = text[scheme.upperBound...].firstIndex(of: "@"),
-           let colon = text[scheme.upperBound..<at].firstIndex(of: ":") {
-            text.replaceSubrange(text.index(after: colon)..<at, with: "***")
+        if let scheme = text.range(of: "://") {
+            let authorityEnd = text[scheme.upperBound...].firstIndex { $0 == "/" || $0 == "?" } ?? text.endIndex
+            if let at = text[scheme.upperBound..<authorityEnd].lastIndex(of: "@"),
+               let colon = text[scheme.upperBound..<at].firstIndex(of: ":") {
+                text.replaceSubrange(text.index(after: colon)..<at, with: "***")
+            }
         }
-        if let password = text.range(of: "password=") {
-            let end = text[password.upperBound...].firstIndex(where: { $0 == "&" || $0 == " " }) ?? text.endIndex
-            text.replaceSubrange(password.upperBound..<end, with: "***")
+        guard let question = text.firstIndex(of: "?") else { return text }
+        let parameters = text[text.index(after: question)...].split(separator: "&", omittingEmptySubsequences: false).map { parameter in
+            guard let equals = parameter.firstIndex(of: "=") else { return String(parameter) }
+            let name = String(parameter[..<equals])
+            let decoded = (name.removingPercentEncoding ?? name).lowercased()
+            return decoded.contains("password") ? name + "=***" : String(parameter)
         }
-        return text
+        return String(text[...question]) + parameters.joined(separator: "&")
     }
 
     public var isBroken: Bool { PQstatus(handle) != CONNECTION_OK }

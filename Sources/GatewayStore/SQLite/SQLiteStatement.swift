@@ -76,7 +76,9 @@ public final class SQLiteStatement: StoreStatement, StoreRow {
         sqlite3_column_type(handle, column) == SQLITE_NULL ? nil : text(column)
     }
 
+    /// The whole text, by its length: a NUL inside it is kept, not taken for its end.
     public func text(_ column: Int32) -> String {
-        sqlite3_column_text(handle, column).map { String(cString: $0) } ?? ""
+        guard let bytes = sqlite3_column_text(handle, column) else { return "" }
+        return String(decoding: UnsafeBufferPointer(start: bytes, count: Int(sqlite3_column_bytes(handle, column))), as: UTF8.self)
     }
 }

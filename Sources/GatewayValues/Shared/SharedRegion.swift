@@ -5,8 +5,8 @@ import Foundation
 /// process-shared robust mutex in its header: what lets worker processes share state with no
 /// system call. The payload starts at `payloadOffset`; what lies there is the caller's layout,
 /// named by `magic` and `version`. A file of another size, magic or version (garbage, an older
-/// layout, one left half-made) is zeroed and initialised again, under `flock`, by whichever
-/// process opens it first.
+/// layout, one left half-made), or another user's, is replaced by a new one, under `flock`, by
+/// whichever process opens it first.
 public final class SharedRegion: @unchecked Sendable {  // memory several processes share: reached only atomically or under `withLock`
     public let base: UnsafeMutableRawPointer
     public let size: Int
@@ -42,38 +42,75 @@ public final class SharedRegion: @unchecked Sendable {  // memory several proces
         return region
     }
 
-    /// Maps `path`, made (mode 0600) or re-initialised as needed. `fresh`: a new file replaces
-    /// whatever was there (a rename, so processes still mapping the old one are not disturbed).
+    /// Maps `path`, made (mode 0600) as needed. A file of another layout, or another user's, is
+    /// never changed in place: a new one replaces it (a rename), so a process still mapping the
+    /// old one is not disturbed; shrinking a file under a mapping would kill that process with
+    /// SIGBUS. `fresh`: a new file replaces whatever was there.
     public static func open(path: String, payload: Int, magic: UInt64, version: UInt64, fresh: Bool = false) throws -> SharedRegion {
         let size = payloadOffset + payload
-        let target = fresh ? "\(path).new-\(getpid())" : path
-        let fd = Glibc.open(target, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | (fresh ? O_TRUNC : 0), 0o600)
-        guard fd >= 0 else { throw Failure(description: "cannot open \(target): \(String(cString: strerror(errno)))") }
+        if fresh { return try replace(path, size: size, magic: magic, version: version) }
+        for _ in 0..<8 {
+            if let region = try openExisting(path, size: size, magic: magic, version: version) { return region }
+        }
+        throw Failure(description: "\(path) kept being replaced while this process opened it")
+    }
+
+    /// The region at `path` under its `flock`; nil when `path` came to name another file while
+    /// this process waited for the lock (another replaced it): open again.
+    private static func openExisting(_ path: String, size: Int, magic: UInt64, version: UInt64) throws -> SharedRegion? {
+        let fd = Glibc.open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        guard fd >= 0 else { throw Failure(description: "cannot open \(path): \(String(cString: strerror(errno)))") }
         defer { close(fd) }
         flock(fd, LOCK_EX)
         defer { flock(fd, LOCK_UN) }
-        var info = stat()
-        guard fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { throw Failure(description: "\(target) is not a regular file") }
+        var info = stat(), named = stat()
+        guard fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { throw Failure(description: "\(path) is not a regular file") }
+        guard lstat(path, &named) == 0, named.st_ino == info.st_ino, named.st_dev == info.st_dev else { return nil }
+        // Another user's file is never trusted: its owner could read, forge or lock it.
+        guard info.st_uid == geteuid() else { return try replace(path, size: size, magic: magic, version: version) }
         if info.st_mode & 0o077 != 0 { fchmod(fd, 0o600) }
         var header = [UInt64](repeating: 0, count: 4)
-        let valid = Int(info.st_size) == size && pread(fd, &header, 32, 0) == 32
-            && header == [magic, version, UInt64(size), readyMark]
-        if !valid {
-            // Zeroed by the kernel: whatever was there is gone before anything maps it.
-            guard ftruncate(fd, 0) == 0, ftruncate(fd, off_t(size)) == 0 else {
-                throw Failure(description: "cannot size \(target): \(String(cString: strerror(errno)))")
-            }
+        let valid = Int(info.st_size) == size && pread(fd, &header, 32, 0) == 32 && header == [magic, version, UInt64(size), readyMark]
+        if valid { return try map(fd, path: path, size: size) }
+        // An empty file, just made: growing it disturbs no mapping. Anything else: a new file.
+        guard info.st_size == 0 else { return try replace(path, size: size, magic: magic, version: version) }
+        guard ftruncate(fd, off_t(size)) == 0 else { throw Failure(description: "cannot size \(path): \(String(cString: strerror(errno)))") }
+        let region = try map(fd, path: path, size: size)
+        region.initialise(magic: magic, version: version)
+        return region
+    }
+
+    /// A new file, initialised, then renamed to `path`. Its name is made with O_EXCL, so a file
+    /// planted under the name is never adopted.
+    private static func replace(_ path: String, size: Int, magic: UInt64, version: UInt64) throws -> SharedRegion {
+        let target = "\(path).new-\(getpid())-\(UInt32.random(in: 0 ... .max))"
+        let fd = Glibc.open(target, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        guard fd >= 0 else { throw Failure(description: "cannot make \(target): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        guard ftruncate(fd, off_t(size)) == 0 else {
+            unlink(target)
+            throw Failure(description: "cannot size \(target): \(String(cString: strerror(errno)))")
         }
-        guard let base = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0), base != MAP_FAILED else {
-            throw Failure(description: "cannot map \(target): \(String(cString: strerror(errno)))")
+        let region: SharedRegion
+        do {
+            region = try map(fd, path: path, size: size)
+        } catch {
+            unlink(target)
+            throw error
         }
-        let region = SharedRegion(base: base, size: size, path: path)
-        if !valid { region.initialise(magic: magic, version: version) }
-        if fresh, rename(target, path) != 0 {
+        region.initialise(magic: magic, version: version)
+        guard rename(target, path) == 0 else {
             unlink(target)
             throw Failure(description: "cannot rename \(target) to \(path): \(String(cString: strerror(errno)))")
         }
         return region
+    }
+
+    private static func map(_ fd: Int32, path: String, size: Int) throws -> SharedRegion {
+        guard let base = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0), base != MAP_FAILED else {
+            throw Failure(description: "cannot map \(path): \(String(cString: strerror(errno)))")
+        }
+        return SharedRegion(base: base, size: size, path: path)
     }
 
     /// The header and the mutex of a zeroed region; `ready` last, so a header that reads valid
