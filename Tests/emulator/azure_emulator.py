@@ -90,6 +90,12 @@ base64url(hmac_sha256(secret, that first part)), base64url without padding; --to
     api-key: only a valid token is accepted, so a test proves the gateway used one.
   - tokens and secrets are never written to the log (--verbose logs request lines only); the token
     endpoints' requests are not recorded in the requests list (see tokens_issued / tokens_refused).
+Realtime (realtime.py): a WebSocket upgrade of GET /openai/v1/realtime?model=D and
+/openai/realtime?api-version=...&deployment=D, checked as above before the 101; session.update,
+response.create (text deltas, response.done with usage computed from the session), GA or beta event
+names, `emulator.close` / `[close=N]` to end with a close code; its docstring has the details and
+the controls. Needs the websockets package (>= 13, Tests/e2e/requirements.txt); without it the
+endpoint answers 501 and the rest works as before. GET /_emulator/realtime lists its sessions.
 Introspection: GET /_emulator/requests lists what arrived (method, path, headers as sent, the
 Authorization header included, the client port of its connection); DELETE clears it (the counters
 below are cumulative). GET /_emulator/stats: `name` (--name, default "azure"), `requests` (how many
@@ -97,10 +103,11 @@ that list holds), `aborted_streams` (writes that failed because the gateway had 
 `aborted_silent` (gateway closes seen during hang_ms/pause_ms silences), `last_silent_abort_ms`,
 `chat_requests` (POSTs that reached the chat handler), `tokens_issued` and `tokens_refused`
 ({"client_credentials": n, "managed_identity": n}), `bearer_requests` (API requests accepted on a
-bearer token), `expired_tokens` (refused as expired) and `invalid_tokens` (refused as not verifying).
+bearer token), `expired_tokens` (refused as expired), `invalid_tokens` (refused as not verifying) and
+`realtime` (the realtime sessions' counters, as /_emulator/realtime has them).
 GET /_emulator/objects lists the instance's files, batches, vector stores and responses; DELETE forgets
 them (and removes the temp files).
-Standard library only, so it runs anywhere python3 does.
+Standard library only (the realtime endpoint aside), so it runs anywhere python3 does.
 """
 import argparse
 import base64
@@ -121,6 +128,7 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit, parse_qs, unquote
 
+import realtime
 from v1_objects import V1Objects
 
 UNDERLYING_MODEL = "gpt-4o-2024-08-06"
@@ -490,14 +498,19 @@ class Emulator(BaseHTTPRequestHandler):
                                             "tokens_refused": dict(self.server.tokens_refused),
                                             "bearer_requests": self.server.bearer_requests,
                                             "expired_tokens": self.server.expired_tokens,
-                                            "invalid_tokens": self.server.invalid_tokens})
+                                            "invalid_tokens": self.server.invalid_tokens,
+                                            "realtime": self.server.realtime.summary()})
         if self.path.startswith("/_emulator/health"):
             return self.send_json(200, {"status": "ok"})
         if self.path.startswith("/_emulator/objects"):
             return self.send_json(200, self.server.v1.snapshot())
+        if self.path.startswith("/_emulator/realtime"):
+            return self.send_json(200, self.server.realtime.snapshot())
         url = urlsplit(self.path)
         if url.path == "/metadata/identity/oauth2/token":
             return self.imds_token()
+        if url.path in realtime.PATHS:
+            return realtime.serve(self, url, controls, CONTROL)
         if self.server.v1.dispatch(self, url):
             return
         self.record(None)
@@ -510,6 +523,8 @@ class Emulator(BaseHTTPRequestHandler):
             return self.send_json(200, {"cleared": True})
         if self.path.startswith("/_emulator/objects"):
             return self.send_json(200, self.server.v1.reset())
+        if self.path.startswith("/_emulator/realtime"):
+            return self.send_json(200, self.server.realtime.reset())
         if self.server.v1.dispatch(self, urlsplit(self.path)):
             return
         self.record(None)
@@ -665,7 +680,7 @@ class Emulator(BaseHTTPRequestHandler):
             return
         if operation == "responses" and api_version != "v1" and api_version < "2025-03-01-preview":
             return self.azure_error(400, "BadRequest", "API version not supported")
-        if deployment not in self.server.deployments and not (self.server.any_deployment and deployment.startswith("any-")):
+        if not self.server.deployment_exists(deployment):
             return self.azure_error(404, "DeploymentNotFound",
                                     "The API deployment for this resource does not exist. If you created the deployment "
                                     "within the last 5 minutes, please wait a moment and try again.")
@@ -906,9 +921,11 @@ def main():
     server.invalid_tokens = 0
     server.tokens_issued = {"client_credentials": 0, "managed_identity": 0}
     server.tokens_refused = {"client_credentials": 0, "managed_identity": 0}
+    server.deployment_exists = lambda d: d in server.deployments or (server.any_deployment and d.startswith("any-"))
+    server.realtime = realtime.RealtimeStats()
     server.v1 = V1Objects(
         name=args.name, batch_seconds=args.batch_seconds,
-        deployment_exists=lambda d: d in server.deployments or (server.any_deployment and d.startswith("any-")),
+        deployment_exists=server.deployment_exists,
         answer=lambda operation, body: batch_answer(operation, body, server.name))
     if args.tls_cert:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
