@@ -54,8 +54,9 @@ if [[ " $* " != *" --no-swift "* ]] && ! command -v swift >/dev/null 2>&1; then
 fi
 
 if [[ " $* " == *" --venv "* ]]; then
-    if [[ ! -x "$root/.venv/bin/python" ]] || ! "$root/.venv/bin/python" -c "import openai, pytest" 2>/dev/null; then
-        echo "bootstrap: creating .venv with openai and pytest"
+    # Every module the tests import: a venv from before a new requirement gets it too.
+    if [[ ! -x "$root/.venv/bin/python" ]] || ! "$root/.venv/bin/python" -c "import openai, pytest, websockets, prometheus_client" 2>/dev/null; then
+        echo "bootstrap: creating .venv with the openai SDK, pytest and what the tests need"
         python3 -m venv "$root/.venv"
         "$root/.venv/bin/pip" install -q --disable-pip-version-check -r "$root/Tests/e2e/requirements.txt"
     fi
