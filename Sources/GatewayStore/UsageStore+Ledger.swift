@@ -36,19 +36,22 @@ extension UsageStore {
         try requestInsert.run(Self.requestValues(record))
     }
 
-    /// Appends `records` to the per-request log, up to `requestsPerInsert` rows per statement: with
-    /// PostgreSQL each statement is a round trip to the server, and a group commit may carry hundreds.
+    /// Appends `records` to the per-request log, several rows per statement: with PostgreSQL each
+    /// statement is a round trip to the server, and a group commit may carry hundreds. Only the
+    /// sizes of `rowsPerInsert` are prepared, each kept by every connection: one statement per
+    /// batch size would keep up to 64 large statements in each.
     func appendRequests(_ records: [RequestRecord]) throws {
         var start = 0
         while start < records.count {
-            let count = min(Self.requestsPerInsert, records.count - start)
+            let count = Self.rowsPerInsert.first { $0 <= records.count - start }!
             let insert = count == 1 ? requestInsert : try statement(Self.requestInsertSQL(rows: count))
             try insert.run(records[start ..< start + count].flatMap(Self.requestValues))
             start += count
         }
     }
 
-    static let requestsPerInsert = 64
+    /// The rows one insert of the request log takes, largest first; the last is 1.
+    static let rowsPerInsert = [64, 16, 4, 1]
 
     static func requestValues(_ record: RequestRecord) -> [StoreValue] {
         [
