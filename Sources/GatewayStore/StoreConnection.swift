@@ -45,6 +45,8 @@ public protocol StoreConnection: AnyObject {
     var isBroken: Bool { get }
     /// Housekeeping after commits (SQLite copies its WAL back into the file).
     func checkpoint() throws
+    /// Makes the connection ready for the store: its schema created or migrated to this build's.
+    func prepareStore() throws
 }
 
 extension StoreConnection {

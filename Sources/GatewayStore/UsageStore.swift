@@ -37,14 +37,7 @@ public final class UsageStore {
     /// Opens a connection to `location`, creating or migrating its schema first.
     public init(location: StoreLocation) throws {
         let connection = try location.connect()
-        if let sqlite = connection as? SQLiteConnection {
-            // Checkpoints are the recorder's (`checkpoint()`), off the request path: otherwise the
-            // commit that fills the WAL, an admission's among them, copies it back into the file.
-            try sqlite.execute("PRAGMA wal_autocheckpoint=0")
-            try SQLiteSchema.migrate(sqlite)
-        } else if let postgres = connection as? PostgresConnection {
-            try PostgresSchema.migrate(postgres)
-        }
+        try connection.prepareStore()
         self.connection = connection
         findByHash = try connection.prepare("SELECT \(Self.userColumns) FROM users WHERE key_hash = ?1")
         ledgerUpsert = try connection.prepare(Self.ledgerUpsertSQL)

@@ -101,6 +101,10 @@ public final class PostgresConnection: StoreConnection {
     /// Nothing to do: the server keeps its own log.
     public func checkpoint() throws {}
 
+    public func prepareStore() throws {
+        try PostgresSchema.migrate(self)
+    }
+
     /// Throws unless `result` succeeded; notes the rows it changed.
     func check(_ result: OpaquePointer?) throws {
         let status = PQresultStatus(result)

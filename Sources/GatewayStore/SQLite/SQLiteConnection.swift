@@ -115,6 +115,13 @@ public final class SQLiteConnection: StoreConnection {
         try execute("PRAGMA wal_checkpoint(PASSIVE)")
     }
 
+    public func prepareStore() throws {
+        // Checkpoints are the recorder's (`checkpoint()`), off the request path: otherwise the
+        // commit that fills the WAL, an admission's among them, copies it back into the file.
+        try execute("PRAGMA wal_autocheckpoint=0")
+        try SQLiteSchema.migrate(self)
+    }
+
     /// Rows changed by the last statement.
     public var changes: Int { Int(sqlite3_changes(handle)) }
 }
