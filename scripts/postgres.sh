@@ -10,6 +10,8 @@
 set -euo pipefail
 action="${1:?start, stop or restart}"
 dir="${2:?a folder for the cluster}"
+# Absolute, and run from /: the server's user may not enter the caller's folder (a mktemp -d one).
+mkdir -p "$dir" && dir="$(cd "$dir" && pwd)" && cd /
 
 bin=""
 for candidate in /usr/lib/postgresql/*/bin; do [[ -x "$candidate/pg_ctl" ]] && bin="$candidate"; done
