@@ -275,4 +275,26 @@ func upgradeHead(_ target: String = "/v1/realtime?model=gpt-realtime", _ extra: 
         let error = try #require(event?["error"] as? [String: Any])
         #expect(Set(error.keys) == ["message", "type", "param", "code", "event_id"] && error["code"] as? String == "insufficient_quota")
     }
+
+    @Test(arguments: TestStore.kinds) func aRenewedSessionHoldsItsParallelSlotPastTheReservationLifetime(_ kind: TestStore) throws {
+        let path = try kind.database()
+        let store = try UsageStore(path)
+        try store.syncConfiguredUsers([ConfiguredUser(username: "dan", key: "dan-key-123")])
+        let id = try #require(try store.listUsers().first).id
+        let queue = AdmissionQueue(stores: UsageStorePool(path))
+        let limits = Limits(maxParallel: 1)
+        let start = nowMs
+        guard case .success(let session) = try queue.admit(userID: id, model: "m", limits: limits, tokens: 1, costMicros: 1, nowMs: start) else {
+            throw CancellationError()
+        }
+        let lifetime = UsageStore.reservationLifetimeMs
+        // Renewed at 14 minutes: at 20 it still counts; unrenewed it would have expired at 15.
+        try queue.renew(session, nowMs: start + 14 * 60_000)
+        guard case .failure(.parallel) = try queue.admit(userID: id, model: "m", limits: limits, tokens: 1, costMicros: 1,
+                                                         nowMs: start + 20 * 60_000) else {
+            throw CancellationError()
+        }
+        guard case .success = try queue.admit(userID: id, model: "m", limits: limits, tokens: 1, costMicros: 1,
+                                              nowMs: start + 14 * 60_000 + lifetime + 1) else { throw CancellationError() }
+    }
 }

@@ -108,6 +108,13 @@ public final class RealtimeAccount: Sendable {
         return record
     }
 
+    /// Keeps the session's admission from expiring while it runs (a reservation lives 15
+    /// minutes; a session may run for hours), so max-parallel goes on counting it.
+    public func renew(nowMs: Int64 = WallClock.nowMs()) throws {
+        guard let reservation = call.reservation else { return }
+        try gateway.admissions.renew(reservation, nowMs: nowMs)
+    }
+
     /// No backend opened the session: its admission is given back, and nothing is logged here
     /// (the refusal's log line is the caller's).
     public func abandon() {

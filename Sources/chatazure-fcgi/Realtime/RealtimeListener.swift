@@ -17,6 +17,10 @@ final class RealtimeListener: Sendable {
     private let loop: RealtimeLoop
     private let threads = LockedValue<[GatewayThread]>([])
     private let open = LockedCondition(0)
+    /// The open sessions' accounts, by request id, for renewing their admissions.
+    private let accounts = LockedValue<[String: RealtimeAccount]>([:])
+    /// How often open sessions' admissions are renewed: well within their 15-minute lifetime.
+    static let renewSeconds = 60.0
 
     /// Threads that accept and decide: a slow handshake (a store wait, Azure's answer) holds one.
     static let acceptThreads = 4
@@ -52,14 +56,35 @@ final class RealtimeListener: Sendable {
         accounting.stop()
     }
 
-    func sessionEnded() {
+    func sessionEnded(_ account: RealtimeAccount) {
+        accounts.withLock { $0[account.requestID] = nil }
         open.withLock { $0 -= 1 }
         open.broadcast()
     }
 
+    /// Renews the admission of every open session with one, on the accounting thread.
+    private func renewAdmissions() {
+        let open = accounts.withLock { Array($0.values) }.filter { $0.call.reservation != nil }
+        guard !open.isEmpty else { return }
+        accounting.run { [logger] in
+            for account in open {
+                do {
+                    try account.renew()
+                } catch {
+                    logger.error("renewing a Realtime session's admission failed: \(error)")
+                }
+            }
+        }
+    }
+
     private func acceptLoop(_ thread: GatewayThread) {
         var entry = pollfd(fd: listenSocket, events: Int16(POLLIN), revents: 0)
+        var renewed = MonotonicInstant.now()
         while !thread.isStopping {
+            if thread.name.hasSuffix("-0"), MonotonicInstant.now().nanoseconds(since: renewed) > UInt64(Self.renewSeconds * 1e9) {
+                renewed = MonotonicInstant.now()
+                renewAdmissions()
+            }
             guard poll(&entry, 1, 250) > 0 else { continue }
             let fd = accept(listenSocket, nil, nil)
             guard fd >= 0 else { continue }  // another process took it, or EINTR
@@ -138,6 +163,7 @@ final class RealtimeListener: Sendable {
             let movesOn = gateway.recordRealtimeAttempt(target, status: status)
             if status == 101 {
                 open.withLock { $0 += 1 }
+                accounts.withLock { $0[account.requestID] = account }
                 session.adopt(fd: fd, handshake: call.handshake.adoptionRequest + early)
                 return nil
             }

@@ -124,7 +124,7 @@ final class RealtimeSession: Sendable {
         }
         let who = by == Int(RT_BY_CLIENT) ? "client" : by == Int(RT_BY_UPSTREAM) ? "azure" : "gateway"
         listener.logger.info(Logger.Message(stringLiteral: line.text + " realtime_close=\(code) closed_by=\(who) responses=\(totals.responses)"))
-        listener.sessionEnded()
+        listener.sessionEnded(account)
         let account = self.account
         if account.call.reservation == nil {
             account.ended(durationMs: durationMs)
