@@ -425,10 +425,15 @@ static int on_azure(struct lws *wsi, enum lws_callback_reasons reason, void *use
             close_upstream(s, 1009);
             return 0;
         }
-        if (!whole || s->close_client_code) return 0;
+        if (!whole) return 0;
+        // Reported even when it no longer goes to the client: what Azure sends after a stop or
+        // after the client left is billed all the same.
         s->loop->events.upstream_message(s->owner, s->from_upstream.bytes, s->from_upstream.length, lws_frame_is_binary(wsi));
-        // The gateway may have closed the session in that report: its error event goes first.
-        if (!s->close_client_code && push(&s->to_client, s->from_upstream.bytes, s->from_upstream.length, lws_frame_is_binary(wsi))) return -1;
+        if (s->close_client_code || !s->client && s->adopted) {
+            shrink(&s->from_upstream);
+            return 0;
+        }
+        if (push(&s->to_client, s->from_upstream.bytes, s->from_upstream.length, lws_frame_is_binary(wsi))) return -1;
         shrink(&s->from_upstream);
         if (s->client) lws_callback_on_writable(s->client);
         if (s->to_client.bytes > RT_HIGH_WATER && !s->upstream_paused) {

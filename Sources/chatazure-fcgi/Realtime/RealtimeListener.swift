@@ -179,7 +179,10 @@ final class RealtimeListener: Sendable {
         var buffer = [UInt8]()
         var chunk = [UInt8](repeating: 0, count: 4096)
         let end: [UInt8] = Array("\r\n\r\n".utf8)
+        // The whole head within 5 s, however slowly it trickles in (each read has its own 5 s).
+        let deadline = MonotonicInstant.now().adding(seconds: 5)
         while true {
+            guard MonotonicInstant.now() < deadline else { throw POSIXError(.ETIMEDOUT) }
             let count = read(fd, &chunk, chunk.count)
             guard count > 0 else { throw POSIXError(.ECONNRESET) }
             let searchFrom = max(0, buffer.count - 3)
