@@ -269,6 +269,11 @@ func upgradeHead(_ target: String = "/v1/realtime?model=gpt-realtime", _ extra: 
             [$0.int(0), $0.int(1), $0.int(2), $0.int(3)]
         }
         #expect(rows == [[101, 192_000, 1234, 2000]])
+        // A key removed while the session runs ends it at its next response; one that works does not.
+        #expect(account.keyRefusal() == nil)
+        try store.setDisabled(username: "carol", true)
+        usleep(1_100_000)  // the user cache keeps a user a second
+        #expect(account.keyRefusal()?.status == 403 || account.keyRefusal()?.status == 401)
         // The event the session ends with: OpenAI's error event shape.
         let event = try JSONSerialization.jsonObject(with: Data(stop.realtimeEvent(id: "event_gw1"))) as? [String: Any]
         #expect(event?["type"] as? String == "error" && event?["event_id"] as? String == "event_gw1")
