@@ -152,9 +152,10 @@ final class WorkerPool: Sendable {
         let watcher = ListenWatcher(pool: self)
         guard watcher.start(), housekeeper.start() else { return 1 }
         if let socket = settings.realtimeSocket {
-            guard let listener = RealtimeListener(listenSocket: socket, gateway: { [currentGateway] in currentGateway.withLock { $0 } },
-                                                  recorder: recorder, logger: logger), listener.start() else {
-                logger.critical("cannot start the Realtime listener (libwebsockets' context or a thread)")
+            let listener = RealtimeListener(listenSocket: socket, gateway: { [currentGateway] in currentGateway.withLock { $0 } },
+                                            recorder: recorder, logger: logger)
+            guard listener.start() else {
+                logger.critical("cannot start the Realtime listener's thread: \(String(cString: strerror(errno)))")
                 return 1
             }
             realtime.withLock { $0 = listener }
