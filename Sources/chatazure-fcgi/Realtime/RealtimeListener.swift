@@ -28,6 +28,10 @@ final class RealtimeListener: Sendable {
     private struct State: Sendable {
         /// Sessions handed to the loop and not ended.
         var sessions = 0
+        /// Sessions past the `max-sessions` check and not yet handed over (or refused).
+        var opening = 0
+        /// Sessions ended since the pool last asked (`lastSessionClosed`).
+        var ended = false
         /// Connections whose handshake thread runs.
         var handshakes = 0
         var stopping = false
@@ -66,8 +70,21 @@ final class RealtimeListener: Sendable {
 
     func sessionEnded(_ account: RealtimeAccount) {
         accounts.withLock { $0[account.requestID] = nil }
-        state.withLock { $0.sessions -= 1 }
+        state.withLock { state in
+            state.sessions -= 1
+            state.ended = true
+        }
         state.broadcast()
+    }
+
+    /// True once after sessions ended and none is open or opening: the memory their buffers
+    /// used can go back to the kernel (`ProcessTuning`).
+    func lastSessionClosed() -> Bool {
+        state.withLock { state in
+            guard state.ended, state.sessions == 0, state.opening == 0 else { return false }
+            state.ended = false
+            return true
+        }
     }
 
     /// The relay's loop, started with the accounting thread on first need; nil when it cannot
@@ -151,9 +168,18 @@ final class RealtimeListener: Sendable {
             let (head, early) = try Self.readHead(fd)
             let handshake = try RealtimeHandshake(parsing: head)
             line.path = handshake.request.path
-            guard state.withLock({ $0.sessions < gateway.config.realtime.maxSessions }) else {
+            // A place among max-sessions is held from here until the session opens or is refused.
+            guard state.withLock({ state in
+                guard state.sessions + state.opening < gateway.config.realtime.maxSessions else { return false }
+                state.opening += 1
+                return true
+            }) else {
                 throw OpenAIError(status: 503, message: "This gateway process has as many Realtime sessions open as it may "
                                   + "(realtime.max-sessions); retry shortly.", type: "server_error", code: "too_many_sessions")
+            }
+            defer {
+                state.withLock { $0.opening -= 1 }
+                state.broadcast()
             }
             switch gateway.decideRealtime(handshake) {
             case .refuse(let refused):

@@ -184,6 +184,8 @@ final class WorkerPool: Sendable {
             PoolJob("retire idle threads", every: 1) { [self] now in
                 tuning.tick(retiredBefore: retired, inFlight: counts.withLock { $0.inFlight })
                 retired = shrink(now: now, retiringServed: tuning.retiresServedThreads)
+                // The last Realtime session closed: its buffers are free memory glibc holds too.
+                if realtime.withLock({ $0 })?.lastSessionClosed() == true { retired += 1 }
             },
         ]
 
