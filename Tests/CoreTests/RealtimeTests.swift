@@ -302,4 +302,23 @@ func upgradeHead(_ target: String = "/v1/realtime?model=gpt-realtime", _ extra: 
         guard case .success = try queue.admit(userID: id, model: "m", limits: limits, tokens: 1, costMicros: 1,
                                               nowMs: start + 14 * 60_000 + lifetime + 1) else { throw CancellationError() }
     }
+
+    @Test(arguments: TestStore.kinds) func responsesFillTpmsMinuteEvenPastIt(_ kind: TestStore) throws {
+        let path = try kind.database()
+        var config = GatewayConfig(databasePath: path.path,
+                                   azure: AzureSettings(endpoint: "http://127.0.0.1:9", apiKey: "AZ", deployments: ["gpt-realtime": "rt"]),
+                                   users: [ConfiguredUser(username: "erin", key: "erin-key-12", limits: Limits(tpm: 50))])
+        if case .postgres(let url) = path.location { config.databaseURL = url }
+        try UsageStore(path).syncConfiguredUsers(config.users)
+        let gateway = Gateway(config: config)
+        let recorder = UsageRecorder(stores: gateway.authenticator.stores)
+        #expect(recorder.start())
+        defer { recorder.stop() }
+        let call = try opened(decide(gateway, "/v1/realtime?model=gpt-realtime", ["api-key: erin-key-12"]))
+        let account = RealtimeAccount(gateway: gateway, recorder: recorder, call: call, requestID: "sess-t")
+        // Three responses of 21 tokens: the third goes past tpm; none stops the session (tpm is a rate).
+        for _ in 0..<3 { #expect(account.charge(RealtimeUsage(textIn: 20, textOut: 1)) == nil) }
+        // All 63 tokens are in the minute: the user's next session waits.
+        #expect(try refused(decide(gateway, "/v1/realtime?model=gpt-realtime", ["api-key: erin-key-12"])) == (429, "rate_limit_exceeded"))
+    }
 }

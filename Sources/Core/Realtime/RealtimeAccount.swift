@@ -34,8 +34,7 @@ public final class RealtimeAccount: Sendable {
 
     public var summed: Totals { totals.withLock { $0 } }
 
-    /// The limits each response counts against (tpm and the quotas); empty: a response is only
-    /// added to the ledger.
+    /// The limits each response is admitted against (the quotas and the budget).
     public var responseLimits: Limits { Policy.responseLimits(call.limits) }
 
     /// Charges one response's (or input transcription's) usage. Returns the error the session
@@ -55,12 +54,13 @@ public final class RealtimeAccount: Sendable {
         metrics.countUsage(model: metrics.model(model), prompt: record.promptTokens, completion: record.completionTokens,
                            cached: record.cachedTokens, costMicros: record.costMicros, user: call.user.username)
         let limits = responseLimits
-        guard !limits.isEmpty else {
+        guard Policy.responsesSettle(call.limits) else {
             recorder.charge(record)
             return nil
         }
-        // The response's real figures go through an admission, so that tpm and the quotas count
-        // them at once and a response that does not fit in what is left is the one that stops.
+        // The response's real figures go through an admission against the quotas, so that they
+        // count at once and a response that does not fit in what is left is the one that stops;
+        // its settlement puts its tokens in tpm's minute.
         let admitted: Result<Reservation, LimitRefusal>
         do {
             admitted = try gateway.admissions.admit(userID: call.user.id, model: model, limits: limits,
@@ -83,9 +83,8 @@ public final class RealtimeAccount: Sendable {
             }
             return nil
         case .failure(let refusal):
+            // Only a quota or the budget refuses here: the session ends after this response.
             recorder.charge(record)
-            let reason = RefusalReason(refusal)
-            guard reason == .quota || reason == .budget else { return nil }  // tpm: a minute passes, the session goes on
             return Policy.error(refusal, user: call.user.username, currency: gateway.policy.prices.currency)
         }
     }

@@ -10,13 +10,19 @@ extension Policy {
         return try reserve(call, model: call.route.charged, limits: limits, tokens: 1, costMicros: 1, admissions: admissions, nowMs: nowMs)
     }
 
-    /// What each response of a session counts against: the session took its request and its
-    /// parallel slot when it opened.
+    /// What each response of a session is admitted against: the day and month quotas and the
+    /// budget. The session took its request (rpm) and its parallel slot when it opened; a
+    /// response's tokens enter tpm's minute when it settles, whether or not they fit, so a
+    /// session that went over tpm makes the user's next request wait, not this response.
     public static func responseLimits(_ limits: Limits) -> Limits {
-        var limits = limits
-        limits.rpm = nil
-        limits.maxParallel = nil
-        return limits
+        limits.quotas
+    }
+
+    /// Whether a session's responses go through the store as they end (an admission of their
+    /// real figures and its settlement): when a quota or the budget must see them at once, or
+    /// tpm's minute must count their tokens.
+    public static func responsesSettle(_ limits: Limits) -> Bool {
+        limits.tpm != nil || !limits.quotas.isEmpty
     }
 
     /// One response's (or one input transcription's) usage as a ledger record of `model`, priced
