@@ -45,6 +45,11 @@ ended: `client_closed` (a close frame came), `client_vanished` (the TCP connecti
 session: id, deployment, path, beta, headers, opened/ended (epoch seconds, ended null while open),
 end (as the counters), close_code, responses, usage (each response's). The counters also appear in
 `/_emulator/stats` under `realtime`.
+Handshake refusals (for failover tests): POST /_emulator/realtime/refuse with a JSON body
+{"status": S, "count": N, "retry_ms": R} refuses the next N handshakes (default 1; -1: until told
+otherwise; 0 clears) with an Azure error of status S before the key is checked, as an overloaded
+or failing resource does; a 429 carries `retry-after: 1` / `retry-after-ms: 1000`, or R when given.
+Each refused handshake counts in `refused`; the pending refusal shows as `refusing`.
 """
 import base64
 import json
@@ -59,6 +64,9 @@ PATHS = ("/openai/v1/realtime", "/openai/realtime")
 SESSIONS_KEPT = 500
 DEPLOYMENT_NOT_FOUND = ("The API deployment for this resource does not exist. If you created the deployment "
                         "within the last 5 minutes, please wait a moment and try again.")
+REFUSALS = {429: "Requests to the Realtime API have exceeded the rate limit of your current pricing tier. "
+                 "Please retry after 1 second.",
+            503: "The service is temporarily unable to process your request. Please try again later."}
 CLIENT_EVENTS = ("session.update", "input_audio_buffer.append", "input_audio_buffer.commit",
                  "input_audio_buffer.clear", "conversation.item.create", "response.create", "response.cancel")
 
@@ -83,8 +91,9 @@ class RealtimeStats:
         self.lock = threading.Lock()
         self.counters = {"opened": 0, "open": 0, "closed": 0, "responses": 0, "events_received": 0,
                          "errors_sent": 0, "client_closed": 0, "client_vanished": 0, "emulator_closed": 0,
-                         "dropped": 0}
+                         "dropped": 0, "refused": 0}
         self.sessions = []
+        self.refusal = None  # {"status", "count" (-1: every handshake), "retry_ms"}
 
     def open(self, record):
         with self.lock:
@@ -112,7 +121,30 @@ class RealtimeStats:
 
     def snapshot(self):
         with self.lock:
-            return dict(self.counters, sessions=json.loads(json.dumps(self.sessions)))
+            return dict(self.counters, refusing=dict(self.refusal) if self.refusal else None,
+                        sessions=json.loads(json.dumps(self.sessions)))
+
+    def set_refusal(self, settings):
+        """POST /_emulator/realtime/refuse: refuse the next handshakes (see the module's docstring)."""
+        status, count = int(settings.get("status", 503)), int(settings.get("count", 1))
+        if not 400 <= status <= 599:
+            raise ValueError("status must be 400-599")
+        with self.lock:
+            self.refusal = {"status": status, "count": count, "retry_ms": settings.get("retry_ms")} if count else None
+            return {"refusing": dict(self.refusal) if self.refusal else None}
+
+    def take_refusal(self):
+        """The refusal this handshake gets, or None."""
+        with self.lock:
+            refusal = self.refusal
+            if refusal is None:
+                return None
+            if refusal["count"] > 0:
+                refusal["count"] -= 1
+                if refusal["count"] == 0:
+                    self.refusal = None
+            self.counters["refused"] += 1
+            return dict(refusal)
 
     def reset(self):
         with self.lock:
@@ -127,6 +159,14 @@ def serve(req, url, controls, control_pattern):
     query = parse_qs(url.query)
     if (req.headers.get("Upgrade") or "").lower() != "websocket":
         return req.azure_error(404, "404", "Resource not found")
+    refusal = req.server.realtime.take_refusal()
+    if refusal:
+        status, retry_ms = refusal["status"], refusal["retry_ms"]
+        extra = {"retry-after": str(math.ceil(retry_ms / 1000)), "retry-after-ms": str(retry_ms)} if retry_ms is not None \
+            else {"retry-after": "1", "retry-after-ms": "1000"} if status == 429 else None
+        req.close_connection = True
+        return req.azure_error(status, str(status), REFUSALS.get(status, "The server had an error while processing "
+                                                                           "your request."), extra)
     if "api-key" in query and "api-key" not in req.headers:
         req.headers["api-key"] = query["api-key"][-1]  # the docs' browser form: the key as a query parameter
     if not req.authorized(url):
