@@ -17,7 +17,11 @@ The `realtime` subprotocol is answered when offered (browsers also offer
   - session.update -> session.updated (the session object with the update merged in).
   - conversation.item.create -> conversation.item.created (beta) / .added and .done (GA).
   - input_audio_buffer.append (base64 audio) -> nothing; .commit -> input_audio_buffer.committed
-    (the audio becomes a conversation item); .clear -> input_audio_buffer.cleared.
+    (the audio becomes a conversation item); .clear -> input_audio_buffer.cleared. When the session
+    asks for input transcription (beta `input_audio_transcription`, GA `audio.input.transcription`,
+    set by session.update), the commit is followed by
+    conversation.item.input_audio_transcription.completed, transcript `transcribed N tokens` and
+    usage {type: tokens, input_tokens: N (audio), output_tokens: 3}, N the item's audio tokens.
   - response.create -> response.created, text deltas, response.output_text.done (beta
     response.text.done), response.done with usage. The session stays open for more.
   - response.cancel -> an `error` event (response_cancel_not_active): no response is ever in progress.
@@ -214,7 +218,8 @@ class Session:
         self.pending_audio = 0   # bytes appended and not yet committed
         self.record = {"id": self.session["id"], "deployment": deployment, "path": url.path, "beta": beta,
                        "headers": {k.lower(): v for k, v in req.headers.items()}, "opened": time.time(),
-                       "ended": None, "end": None, "close_code": None, "responses": 0, "usage": []}
+                       "ended": None, "end": None, "close_code": None, "responses": 0, "usage": [],
+                       "transcriptions": []}
 
     def send(self, event):
         event.setdefault("event_id", event_id())
@@ -307,6 +312,7 @@ class Session:
             self.items.append(item)
             self.pending_audio = 0
             self.send({"type": "input_audio_buffer.committed", "previous_item_id": previous, "item_id": item["id"]})
+            self.transcribe(item)
         elif kind == "input_audio_buffer.clear":
             self.pending_audio = 0
             self.send({"type": "input_audio_buffer.cleared"})
@@ -331,6 +337,23 @@ class Session:
             return self.error("invalid_value", f"Invalid value: '{kind}'. Supported values are: "
                               + ", ".join(f"'{name}'" for name in CLIENT_EVENTS) + ".", "type", client_id)
         return None
+
+    def transcribe(self, item):
+        """The transcription of a committed audio item, when the session asks for one."""
+        if self.beta:
+            asked = self.session.get("input_audio_transcription")
+        else:
+            audio = self.session.get("audio")
+            asked = ((audio.get("input") if isinstance(audio, dict) else None) or {}).get("transcription")
+        if not asked:
+            return
+        tokens = math.ceil(item["audio_bytes"] / 1000)
+        usage = {"type": "tokens", "total_tokens": tokens + 3, "input_tokens": tokens,
+                 "input_token_details": {"text_tokens": 0, "audio_tokens": tokens}, "output_tokens": 3}
+        self.send({"type": "conversation.item.input_audio_transcription.completed", "item_id": item["id"],
+                   "content_index": 0, "transcript": f"transcribed {tokens} tokens", "usage": usage})
+        with self.stats.lock:
+            self.record["transcriptions"].append(usage)
 
     def error(self, code, message, param, client_id):
         self.stats.count("errors_sent")

@@ -354,3 +354,30 @@ def test_handshake_refusal_control(emu):
     refuse(emu, status=429)
     assert refusal(emu, V1, {"api-key": KEY})[2].getheader("retry-after") == "1"
     assert emu.raw("POST", "/_emulator/realtime/refuse", b'{"status": 200}', {"Content-Type": "application/json"})[0] == 400
+
+
+@pytest.mark.parametrize("path", [V1, CLASSIC])
+def test_input_transcription_has_its_usage(emu, path):
+    beta = path == CLASSIC
+    with open_session(emu, path) as (ws, created):
+        send(ws, type="input_audio_buffer.append", audio=base64.b64encode(b"\0" * 100).decode())
+        send(ws, type="input_audio_buffer.commit")
+        assert json.loads(ws.recv(timeout=5))["type"] == "input_audio_buffer.committed"
+        # Not asked for: no transcription.
+        send(ws, type="emulator.echo", marker=1)
+        assert json.loads(ws.recv(timeout=5)) == {"type": "emulator.echo", "marker": 1}
+        asked = {"input_audio_transcription": {"model": "whisper-1"}} if beta else \
+            {"type": "realtime", "audio": {"input": {"transcription": {"model": "gpt-4o-transcribe"}}}}
+        send(ws, type="session.update", session=asked)
+        assert json.loads(ws.recv(timeout=5))["type"] == "session.updated"
+        send(ws, type="input_audio_buffer.append", audio=base64.b64encode(b"\0" * 2500).decode())
+        send(ws, type="input_audio_buffer.commit")
+        committed = json.loads(ws.recv(timeout=5))
+        assert committed["type"] == "input_audio_buffer.committed"
+        done = json.loads(ws.recv(timeout=5))
+        assert done["type"] == "conversation.item.input_audio_transcription.completed"
+        assert done["item_id"] == committed["item_id"] and done["transcript"] == "transcribed 3 tokens"
+        assert done["usage"] == {"type": "tokens", "total_tokens": 6, "input_tokens": 3,
+                                 "input_token_details": {"text_tokens": 0, "audio_tokens": 3}, "output_tokens": 3}
+    wait_for(lambda: session_record(emu, created["session"]["id"])["ended"] is not None)
+    assert session_record(emu, created["session"]["id"])["transcriptions"] == [done["usage"]]
