@@ -51,7 +51,7 @@ def key(name):
     return f"sk-{name}-rt-e2e-key-0001"
 
 
-PLAIN = ["alice", "closer", "hostile", "browser", "mini", "twice", "vanish", "subproto", "failover", "super",
+PLAIN = ["alice", "closer", "hostile", "browser", "mini", "transcribe", "vanish", "subproto", "failover", "super",
          "drain", "maxsess", "nomodel"] + [f"sdk-{kind}" for kind in ("ga", "beta", "azure", "azure-beta", "v1path",
                                                                       "deploypath")]
 USERS = {
@@ -240,7 +240,9 @@ def cost_micros(usage, model=MODEL):
     cost = ((text_in - cached_text) * price["input"] + cached_text * price["cached-input"]
             + (audio_in - cached_audio) * price["audio-input"]
             + cached_audio * price.get("cached-audio-input", price["cached-input"])
-            + out.get("text_tokens", 0) * price["output"] + out.get("audio_tokens", 0) * price["audio-output"])
+            # A transcription's usage has no output details: its output is text.
+            + out.get("text_tokens", usage.get("output_tokens", 0)) * price["output"]
+            + out.get("audio_tokens", 0) * price["audio-output"])
     assert cost == int(cost), cost
     return int(cost)
 
@@ -413,6 +415,28 @@ def test_cached_tokens_without_a_split_are_audio_when_audio_came_in(gw, azure):
     usages = usages_when(azure, session_id, 1) + usages_when(azure, created2["session"]["id"], 1)
     assert usages == [usage, usage2]
     ledger_when(gw, user, {MINI: expected_ledger(usages, MINI, requests=2)})
+
+
+def test_input_transcription_is_charged_under_the_session_model(gw, azure):
+    user = "transcribe"
+    with session(gw, user_key=key(user)) as (ws, created):
+        session_id = created["session"]["id"]
+        send(ws, type="session.update", session={"type": "realtime", "audio": {"input": {"transcription": {
+            "model": "gpt-4o-transcribe"}}}})
+        until(ws, "session.updated")
+        send(ws, type="input_audio_buffer.append", audio=AUDIO)
+        send(ws, type="input_audio_buffer.commit")
+        transcribed = until(ws, "conversation.item.input_audio_transcription.completed")[-1]["usage"]
+        wait_for(lambda: record(azure, session_id)["transcriptions"], timeout=3, what="the transcription recorded")
+        assert record(azure, session_id)["transcriptions"] == [transcribed]
+        assert transcribed["input_token_details"]["audio_tokens"] == 3 and transcribed["output_tokens"] == 3
+        # In the ledger before any response, under the session's model.
+        ledger_when(gw, user, {MODEL: expected_ledger([transcribed])})
+        response = respond(ws, "[chunks=2]")[-1]["response"]["usage"]
+        ledger_when(gw, user, {MODEL: expected_ledger([transcribed, response])})
+    [row] = log_rows_when(gw, user, 1)
+    want = expected_ledger([transcribed, response])
+    assert (row["status"], row["prompt_tokens"], row["completion_tokens"], row["cost_micros"]) == (101, *want[1:2], *want[3:]), row
 
 
 def test_realtime_subprotocol_is_answered(gw):
