@@ -94,9 +94,10 @@ def realtime_gateway(workdir, endpoint, realtime="", azure_extra="  api-style: v
     options.setdefault("users", USERS)
     gateway = gateway_class(workdir, endpoint, extra_azure=DEPLOYMENTS_YAML + azure_extra,
                             extra_config=(f"realtime:\n{realtime}" if realtime else "") + PRICES_YAML, **options)
-    upstream = (gateway.dir / "upstream.conf").read_text()
-    assert f"server unix:{gateway.realtime_socket};" in upstream, \
-        "nginx/chatazure-upstream.conf has no `server unix:/run/chatazure/realtime.sock;` to point at the run dir"
+    if f"server unix:{gateway.realtime_socket};" not in (gateway.dir / "upstream.conf").read_text():
+        gateway.stop()
+        raise AssertionError("nginx/chatazure-upstream.conf has no `server unix:/run/chatazure/realtime.sock;` "
+                             "to point at the run dir")
     return gateway
 
 
