@@ -19,6 +19,8 @@ let package = Package(
         .systemLibrary(name: "CCurl", providers: [.apt(["libcurl4-openssl-dev"])]),
         .systemLibrary(name: "CSQLite", providers: [.apt(["libsqlite3-dev"])]),
         .systemLibrary(name: "CPostgres", providers: [.apt(["libpq-dev"])]),
+        // The Realtime relay's event loop, over Debian's libwebsockets (libwebsockets-dev).
+        .target(name: "CRealtimeRelay", linkerSettings: [.linkedLibrary("websockets")]),
         // Core's layers, lowest first. Each depends on the one below it and re-exports it, and none
         // can import one above it (ARCHITECTURE.md, "Targets").
         // Atomics and a robust process-shared mutex for memory several processes map.
@@ -48,7 +50,7 @@ let package = Package(
         .executableTarget(
             name: "chatazure-fcgi",
             dependencies: [
-                "Core", "CFastCGI", "CCurl",
+                "Core", "CFastCGI", "CCurl", "CRealtimeRelay",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

@@ -13,7 +13,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 
-packages=(libfcgi-dev libfcgi-bin libcurl4-openssl-dev libsqlite3-dev libpq-dev nginx-light spawn-fcgi curl sqlite3 python3-venv)
+packages=(libfcgi-dev libfcgi-bin libcurl4-openssl-dev libsqlite3-dev libpq-dev libwebsockets-dev nginx-light spawn-fcgi curl sqlite3 python3-venv)
 # The end-to-end suite also drives a real browser, makes a TLS certificate for the emulator, and
 # runs the store's tests on a PostgreSQL server of its own.
 if [[ " $* " == *" --venv "* ]]; then packages+=(chromium openssl postgresql); fi

@@ -152,7 +152,7 @@ fastcgi:
 YAML
 fi
 
-sed "s#server unix:[^;]*;#server unix:$socket;#" "$root/nginx/chatazure-upstream.conf" > "$state/chatazure-upstream.conf"
+sed -e "s#server unix:/run/chatazure/fcgi.sock;#server unix:$socket;#" -e "s#server unix:/run/chatazure/realtime.sock;#server unix:$runtime/realtime.sock;#" "$root/nginx/chatazure-upstream.conf" > "$state/chatazure-upstream.conf"
 user_line=""; [[ -z "$web_user" ]] || user_line="user $web_user $web_group;"
 cat > "$state/nginx.conf" <<NGINX
 $user_line

@@ -75,6 +75,14 @@ public final class UsageRecorder: Sendable {
         add(LedgerKey(userID: record.userID, day: record.day, model: record.model), record: record, settling: reservation) { $0.add(record) }
     }
 
+    /// What one part of a longer request cost (a Realtime session's response), into the ledger
+    /// only: the request's one line in the per-request log comes when it ends (`log`). With
+    /// `reservation`, replaces that reservation by it in the same commit.
+    public func charge(_ record: RequestRecord, settling reservation: Reservation? = nil) {
+        add(LedgerKey(userID: record.userID, day: record.day, model: record.model), record: record, settling: reservation,
+            logged: false) { $0.add(record) }
+    }
+
     /// Only the line in the per-request log, for a request whose cost a settlement added.
     public func log(_ record: RequestRecord) {
         add(LedgerKey(userID: record.userID, day: record.day, model: record.model), record: record) { _ in }
@@ -93,7 +101,7 @@ public final class UsageRecorder: Sendable {
 
     /// With `counts`, also journals the count, numbered in the order of the pending counts.
     private func add(_ key: LedgerKey, record: RequestRecord?, settling reservation: Reservation? = nil, counts: Bool = false,
-                     _ change: (inout LedgerAmount) -> Void) {
+                     logged: Bool = true, _ change: (inout LedgerAmount) -> Void) {
         let wasEmpty = pending.withLock { state in
             if counts {
                 state.countSeq += 1
@@ -101,7 +109,7 @@ public final class UsageRecorder: Sendable {
             }
             let wasEmpty = state.isEmpty
             change(&state.amounts[key, default: LedgerAmount()])
-            if let record { state.records.append(record) }
+            if let record, logged { state.records.append(record) }
             if let reservation, let record { state.settlements.append(Settlement(reservation, record)) }
             return wasEmpty
         }

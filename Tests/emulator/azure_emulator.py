@@ -877,7 +877,7 @@ def main():
     parser.add_argument("--port", type=int, default=18080)
     parser.add_argument("--api-key", default="emulator-azure-key")
     parser.add_argument("--deployments", default="gpt-4o,gpt-4o-mini,text-embedding-3-small,gpt-35-turbo-instruct,"
-                                                  "dall-e-3,gpt-image-1,whisper,tts",
+                                                  "dall-e-3,gpt-image-1,whisper,tts,gpt-realtime",
                         help="comma-separated deployment names that exist")
     parser.add_argument("--verbose", action="store_true")
     parser.add_argument("--any-deployment", action="store_true",

@@ -18,7 +18,7 @@ public struct RequestLogLine: Sendable {
     var backendIndex: Int?
     /// The label index of the model a forwarded request was charged as, once the forwarder found it.
     var metricsModel: Int?
-    var upstreamMs: Int?
+    public var upstreamMs: Int?
     public var tokens: TokenUsage?
     public var ending = RelayEnding.complete
     /// Which time limit Azure ran over, when `ending` is a timeout.

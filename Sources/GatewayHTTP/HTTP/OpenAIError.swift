@@ -26,14 +26,23 @@ public struct OpenAIError: Error, Sendable, Equatable {
 
     /// The JSON body.
     public var body: [UInt8] {
-        let error: [String: Any] = [
-            "message": message,
-            "type": type,
-            "param": param.map { $0 as Any } ?? NSNull(),
-            "code": code.map { $0 as Any } ?? NSNull(),
-        ]
-        let data = (try? JSONSerialization.data(withJSONObject: ["error": error], options: [.sortedKeys])) ?? Data()
-        return [UInt8](data)
+        Self.json(["error": fields])
+    }
+
+    /// The error as a Realtime session's `error` event (`event_id` is the client event it
+    /// answers: none here).
+    public func realtimeEvent(id: String) -> [UInt8] {
+        var error = fields
+        error["event_id"] = NSNull()
+        return Self.json(["type": "error", "event_id": id, "error": error])
+    }
+
+    private var fields: [String: Any] {
+        ["message": message, "type": type, "param": param.map { $0 as Any } ?? NSNull(), "code": code.map { $0 as Any } ?? NSNull()]
+    }
+
+    private static func json(_ object: [String: Any]) -> [UInt8] {
+        [UInt8]((try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data())
     }
 
     /// The complete response, with the CORS header every answer carries.

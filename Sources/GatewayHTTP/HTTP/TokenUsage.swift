@@ -65,7 +65,7 @@ public struct TokenUsage: Sendable, Equatable {
 
     /// A whole number of 1 to 9 digits. More is no count: no request uses a billion tokens, and
     /// its sums and cost would overflow. A fraction, exponent or sign is no count either.
-    private static func count(_ scanner: inout JSONScanner) throws -> Int? {
+    static func count(_ scanner: inout JSONScanner) throws -> Int? {
         let range = try scanner.readValue()
         guard range.count <= 9 else { return nil }
         var value = 0

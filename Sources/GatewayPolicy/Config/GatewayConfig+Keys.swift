@@ -52,7 +52,7 @@ extension GatewayConfig {
             ConfigKey("azure", "endpoint", words: "required"),
             ConfigKey("azure", "api-key", words: "required"),
             ConfigKey("azure", "api-version", value: AzureSettings.defaultAPIVersion),
-            ConfigKey("azure", "api-versions", words: "responses and images/edits 2025-04-01-preview, audio/speech 2025-03-01-preview"),
+            ConfigKey("azure", "api-versions", words: "responses, images/edits and realtime 2025-04-01-preview, audio/speech 2025-03-01-preview"),
             ConfigKey("azure", "api-style", value: azure.apiStyle.rawValue),
             ConfigKey("azure", "deployments", words: "none"),
             ConfigKey("azure", "batch-deployments", words: "azure.deployments"),
@@ -116,6 +116,9 @@ extension GatewayConfig {
             ConfigKey("prices.models.MODEL", "images", words: "none"),
             ConfigKey("prices.models.MODEL", "characters", words: "none"),
             ConfigKey("prices.models.MODEL", "minute", words: "none"),
+            ConfigKey("prices.models.MODEL", "audio-input", words: "input"),
+            ConfigKey("prices.models.MODEL", "cached-audio-input", words: "cached-input"),
+            ConfigKey("prices.models.MODEL", "audio-output", words: "output"),
 
             ConfigKey("log", "retention-days", value: GatewayConfig.defaultRetentionDays),
 
@@ -125,6 +128,10 @@ extension GatewayConfig {
 
             ConfigKey("metrics", "keys", words: "none"),
             ConfigKey("metrics", "per-user", value: MetricsSettings.defaultPerUser),
+
+            ConfigKey("realtime", "socket", words: "realtime.sock beside fastcgi.socket"),
+            ConfigKey("realtime", "browser-keys", value: RealtimeSettings.defaultBrowserKeys),
+            ConfigKey("realtime", "max-sessions", value: RealtimeSettings.defaultMaxSessions),
         ]
         return keys
     }()

@@ -14,6 +14,8 @@ extension GatewayConfig {
         if databaseURL != newer.databaseURL { changed.append("database.url") }
         if azure.caFile != newer.azure.caFile { changed.append("azure.ca-file") }
         if retentionDays != newer.retentionDays { changed.append("log.retention-days") }
+        if realtime.socket != newer.realtime.socket { changed.append("realtime.socket") }
+        if realtime.maxSessions != newer.realtime.maxSessions { changed.append("realtime.max-sessions") }
         return changed
     }
 }
@@ -30,6 +32,8 @@ extension GatewayConfig {
         kept.databaseURL = running.databaseURL
         kept.azure.caFile = running.azure.caFile
         kept.retentionDays = running.retentionDays
+        kept.realtime.socket = running.realtime.socket
+        kept.realtime.maxSessions = running.realtime.maxSessions
         return kept
     }
 }

@@ -43,6 +43,7 @@ extension GatewayConfig {
         config.batchPollSeconds = try parser.batchPollSeconds(top["batches"])
         config.databaseURL = try parser.databaseURL(top["database"])
         config.metrics = try parser.metrics(top["metrics"], users: users, admin: config.admin)
+        config.realtime = try parser.realtime(top["realtime"])
         return config
     }
 
@@ -319,8 +320,12 @@ struct SectionParser {
                 }
             }
         }
-        return ModelPrice(input: input, cachedInput: try micros(entry["cached-input"], "\(at).cached-input") ?? input,
-                          output: try micros(entry["output"], "\(at).output") ?? 0, media: media)
+        let cachedInput = try micros(entry["cached-input"], "\(at).cached-input") ?? input
+        var price = ModelPrice(input: input, cachedInput: cachedInput, output: try micros(entry["output"], "\(at).output") ?? 0, media: media)
+        price.audio = AudioPrice(input: try micros(entry["audio-input"], "\(at).audio-input"),
+                                 cachedInput: try micros(entry["cached-audio-input"], "\(at).cached-audio-input"),
+                                 output: try micros(entry["audio-output"], "\(at).audio-output"))
+        return price
     }
 
     func fastcgi(_ node: Node?) throws -> FastCGISettings {

@@ -21,6 +21,8 @@ public struct GatewayConfig: Sendable {
     public var admin: AdminSettings
     /// Who may scrape `/metrics`, and its labels.
     public var metrics = MetricsSettings()
+    /// The Realtime WebSocket listener (`realtime:`).
+    public var realtime = RealtimeSettings()
     /// Days the per-request log keeps (`log.retention-days`); the daily ledger is kept for good.
     public var retentionDays: Int
     /// Seconds between two looks at a batch that has not ended (`batches.poll-seconds`).
@@ -99,6 +101,8 @@ public struct AzureSettings: Sendable {
         "responses": "2025-04-01-preview",
         "images/edits": "2025-04-01-preview",
         "audio/speech": "2025-03-01-preview",
+        // The classic Realtime path is preview-only; the v1 one needs no version.
+        "realtime": "2025-04-01-preview",
     ]
 
     public init(endpoint: String, apiKey: String, apiVersion: String = AzureSettings.defaultAPIVersion,

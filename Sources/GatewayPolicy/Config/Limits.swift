@@ -128,6 +128,8 @@ public struct ModelPrice: Sendable, Equatable {
     public var cachedInput: Int64
     public var output: Int64
     public var media: MediaPrice
+    /// Audio tokens' prices (Realtime), where they differ from the text ones.
+    public var audio = AudioPrice()
 
     public init(input: Int64, cachedInput: Int64, output: Int64, media: MediaPrice = MediaPrice()) {
         self.input = input
@@ -145,8 +147,24 @@ public struct ModelPrice: Sendable, Equatable {
     public func cost(prompt: Int, cached: Int, completion: Int) -> Int64 {
         let cachedPart = Int64(min(max(cached, 0), max(prompt, 0)))
         let uncached = Int64(max(prompt, 0)) - cachedPart
+        return Self.sum([(uncached, input), (cachedPart, cachedInput), (Int64(max(completion, 0)), output)])
+    }
+
+    /// The cost of one Realtime response's tokens: text and audio at their own prices, each
+    /// cached part at its cached price.
+    public func cost(_ usage: RealtimeUsage) -> Int64 {
+        func tokens(_ count: Int) -> Int64 { Int64(max(count, 0)) }
+        return Self.sum([(tokens(usage.textIn - usage.cachedText), input), (tokens(usage.cachedText), cachedInput),
+                         (tokens(usage.audioIn - usage.cachedAudio), audio.input ?? input),
+                         (tokens(usage.cachedAudio), audio.cachedInput ?? cachedInput),
+                         (tokens(usage.textOut), output), (tokens(usage.audioOut), audio.output ?? output)])
+    }
+
+    /// Tokens times prices per million, summed and rounded to the nearest micro-unit; saturates
+    /// at `maxCostMicros`.
+    private static func sum(_ parts: [(tokens: Int64, price: Int64)]) -> Int64 {
         var total: Int64 = 500_000
-        for (tokens, price) in [(uncached, input), (cachedPart, cachedInput), (Int64(max(completion, 0)), output)] {
+        for (tokens, price) in parts {
             let (part, overflow) = tokens.multipliedReportingOverflow(by: price)
             let (sum, overflowSum) = total.addingReportingOverflow(part)
             if overflow || overflowSum { return Self.maxCostMicros }

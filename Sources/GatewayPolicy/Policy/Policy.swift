@@ -76,7 +76,7 @@ public struct Policy: Sendable {
 
     /// Reserves `tokens` and `costMicros` of `model` for `call`'s user under `limits`; the
     /// reservation settles before the request ends when the limits need it to.
-    private func reserve(_ call: UpstreamCall, model: String, limits: Limits, tokens: Int, costMicros: Int64,
+    package func reserve(_ call: UpstreamCall, model: String, limits: Limits, tokens: Int, costMicros: Int64,
                          admissions: any AdmissionStore, nowMs: Int64) throws -> Result<Reservation?, Refused> {
         switch try admissions.admit(userID: call.user.id, model: model, limits: limits, tokens: tokens, costMicros: costMicros, nowMs: nowMs) {
         case .success(var reservation):
@@ -87,7 +87,7 @@ public struct Policy: Sendable {
         }
     }
 
-    static func error(_ refusal: LimitRefusal, user: String, currency: String) -> OpenAIError {
+    package static func error(_ refusal: LimitRefusal, user: String, currency: String) -> OpenAIError {
         switch refusal {
         case .rate(let limit, let value, let retryAfterMs):
             let unit = limit == "rpm" ? "requests" : "tokens"

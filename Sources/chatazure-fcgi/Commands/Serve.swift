@@ -52,6 +52,10 @@ extension ChatAzureFCGI {
         @Option(help: .hidden)
         var tuningParts: String?
 
+        /// The Realtime listener's socket, passed by the supervisor.
+        @Option(help: .hidden)
+        var realtimeFd: Int32?
+
         func validate() throws {
             if let workers, !(1...10_000).contains(workers) { throw ValidationError("--workers must be 1...10000") }
             if let maxWorkers, !(1...10_000).contains(maxWorkers) { throw ValidationError("--max-workers must be 1...10000") }
@@ -140,13 +144,19 @@ extension ChatAzureFCGI {
                 let listener = openListener(config.fastcgi, file: config.file, logger: logger)
                 // A new host: its workers' shared file starts fresh.
                 _ = Self.hostShare(listener, config: config, fresh: true, logger: logger)
-                let supervisor = Supervisor(listenSocket: listener.fd, processes: processes, workerArguments: workerArguments(),
+                let realtime = config.realtime.socketPath(fastcgiPath: listener.unixPath).flatMap {
+                    RealtimeSocket.open($0, settings: config.fastcgi, like: listener, logger: logger)
+                }
+                let arguments = workerArguments() + (realtime == nil ? [] : ["--realtime-fd", "\(RealtimeSocket.inheritedFD)"])
+                var supervisor = Supervisor(listenSocket: listener.fd, processes: processes, workerArguments: arguments,
                                             drainSeconds: drainSeconds, logger: logger) {
                     let newer = try loadForServing()
                     Self.logRemoved(try options.openStore(newer).syncConfiguredUsers(newer.users), from: newer, logger: logger)
                 }
+                supervisor.realtimeSocket = realtime?.fd
                 let code = supervisor.run()
                 listener.close()
+                realtime?.close()
                 Foundation.exit(code)
             }
             // Before any thread starts.
@@ -157,16 +167,19 @@ extension ChatAzureFCGI {
             // supervisor, or spawn-fcgi) joins the host's file.
             let host = Self.hostShare(listener, config: config, fresh: !listener.isInherited, logger: logger)
             logger.info("upstream", metadata: ["endpoint": "\(config.azure.endpoint)", "api_version": "\(config.azure.apiVersion)"])
+            let realtime: ListenSocket? = realtimeFd.map { ListenSocket(fd: $0, createdPath: nil, isInherited: true) }
+                ?? config.realtime.socketPath(fastcgiPath: listener.unixPath).flatMap { RealtimeSocket.open($0, settings: config.fastcgi, like: listener, logger: logger) }
             let pool = WorkerPool(
                 gateway: Gateway(config: config, host: host),
                 settings: .init(listenSocket: listener.fd, minThreads: config.fastcgi.workers, maxThreads: config.fastcgi.maxWorkers,
                                 idleSeconds: config.fastcgi.idleSeconds, queueTimeoutMs: config.fastcgi.queueTimeoutMs,
                                 drainSeconds: drainSeconds, keepaliveSeconds: keepaliveSeconds,
                                 // Small stacks: every open stream holds a thread.
-                                stackSize: 256 * 1024, supervisor: Supervisor.parent(), tuning: tuning(config)),
+                                stackSize: 256 * 1024, supervisor: Supervisor.parent(), tuning: tuning(config), realtimeSocket: realtime?.fd),
                 logger: logger, reload: { [logger] running in reload(running, logger: logger) })
             let code = pool.run()
             listener.close()
+            realtime?.close()
             Foundation.exit(code)
         }
 

@@ -8,7 +8,7 @@ import Foundation
 struct ListenSocket {
     let fd: Int32
     /// The socket file this process created, if any.
-    private let createdPath: String?
+    let createdPath: String?
     /// Passed as fd 0 (spawn-fcgi, the supervisor) rather than opened here.
     var isInherited = false
 

@@ -9,6 +9,8 @@ import Logging
 /// nothing of it is shared with the workers but the socket.
 struct Supervisor {
     let listenSocket: Int32
+    /// The Realtime listener's socket, passed to each worker as fd 3 (`serve --realtime-fd 3`).
+    var realtimeSocket: Int32? = nil
     let processes: Int
     /// The arguments of each worker: `serve` and the options it shares with the supervisor.
     let workerArguments: [String]
@@ -123,6 +125,7 @@ struct Supervisor {
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_adddup2(&actions, listenSocket, 0)
+        if let realtimeSocket { posix_spawn_file_actions_adddup2(&actions, realtimeSocket, RealtimeSocket.inheritedFD) }
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }

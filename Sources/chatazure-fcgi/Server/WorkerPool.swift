@@ -35,6 +35,8 @@ final class WorkerPool: Sendable {
         var supervisor: pid_t?
         /// What of `ProcessTuning` is on.
         var tuning: ProcessTuning.Parts
+        /// The Realtime listener's socket; nil: no listener in this process.
+        var realtimeSocket: Int32? = nil
     }
 
     /// The pool's counters, changed together.
@@ -80,6 +82,8 @@ final class WorkerPool: Sendable {
     let counts = LockedValue(Counts())
     private let acceptFailures = LockedValue(AcceptFailures())
     private let workers = LockedValue<[Worker]>([])
+    /// The Realtime listener, once started.
+    private let realtime = LockedValue<RealtimeListener?>(nil)
 
     var isStopping: Bool { counts.withLock { $0.stopping } }
 
@@ -147,6 +151,14 @@ final class WorkerPool: Sendable {
         }
         let watcher = ListenWatcher(pool: self)
         guard watcher.start(), housekeeper.start() else { return 1 }
+        if let socket = settings.realtimeSocket {
+            guard let listener = RealtimeListener(listenSocket: socket, gateway: { [currentGateway] in currentGateway.withLock { $0 } },
+                                                  recorder: recorder, logger: logger), listener.start() else {
+                logger.critical("cannot start the Realtime listener (libwebsockets' context or a thread)")
+                return 1
+            }
+            realtime.withLock { $0 = listener }
+        }
         var tuning = ProcessTuning(parts: settings.tuning)
         let metrics = gateway.host.metrics
         metrics.count(.workerStarts)
@@ -314,6 +326,9 @@ final class WorkerPool: Sendable {
             usleep(50_000)
         }
         watcher.stop()
+        // Realtime sessions get what is left of the drain time, then close with 1001; their
+        // last responses are billed before the recorder stops.
+        realtime.withLock { $0 }?.drain(until: deadline)
         housekeeper.stop()
         tokens.stop()
         // Every forwarded request is counted before the process exits, and its lease's room given back.

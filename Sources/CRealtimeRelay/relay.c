@@ -1,0 +1,573 @@
+// The Realtime relay over libwebsockets (see CRealtimeRelay.h). Nothing in libwebsockets is
+// thread-safe but lws_cancel_service(): other threads queue requests (`struct op`) and wake the
+// loop, which carries them out in LWS_CALLBACK_EVENT_WAIT_CANCELLED.
+#include "CRealtimeRelay.h"
+#include <libwebsockets.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+// A message larger than this from either side closes the session (1009): Realtime events are
+// small, audio comes in chunks of at most a few hundred KB.
+#define RT_MAX_MESSAGE (16u << 20)
+// A side whose queue holds more than this stops being read until the other side took it.
+#define RT_HIGH_WATER (4u << 20)
+#define RT_LOW_WATER (1u << 20)
+
+struct msg {
+    struct msg *next;
+    size_t length;
+    int binary;
+    unsigned char bytes[];  // LWS_PRE free bytes, then the message
+};
+
+struct queue {
+    struct msg *head, *tail;
+    size_t bytes;
+};
+
+/// The message being received from one side, fragment by fragment.
+struct partial {
+    unsigned char *bytes;
+    size_t length, capacity;
+};
+
+enum op_kind { OP_CONNECT, OP_ADOPT, OP_CLOSE };
+
+struct op {
+    struct op *next;
+    enum op_kind kind;
+    rt_session *session;
+    int fd, code;
+    char *bytes;  // the handshake (OP_ADOPT) or the text to send first (OP_CLOSE)
+    size_t length;
+};
+
+struct rt_session {
+    rt_loop *loop;
+    void *owner;
+    atomic_int references;
+    struct rt_session *prev, *next;  // the loop's live sessions
+    struct lws *client, *upstream;
+    struct queue to_client, to_upstream;
+    struct partial from_client, from_upstream;
+    // The Azure side's address and headers, until it is dialled.
+    char *host, *path, **headers;
+    int port, tls;
+    int ready_reported, adopted, no_client, in_loop_list, ended;
+    // The first close, which the session ends with.
+    int close_code, closed_by;
+    // A close frame is due on that side once its queue is written.
+    int close_client_code, close_upstream_code;
+    int upstream_paused, client_paused;
+};
+
+struct rt_loop {
+    rt_events events;
+    struct lws_context *context;
+    struct lws_vhost *vhost;
+    pthread_mutex_t lock;
+    struct op *ops, *ops_tail;  // under lock
+    atomic_int stopping;
+    rt_session *sessions;  // loop thread only
+    rt_session *adopting;  // the session whose socket is being adopted right now
+};
+
+static void session_unref(rt_session *s) {
+    if (atomic_fetch_sub(&s->references, 1) != 1) return;
+    free(s->from_client.bytes);
+    free(s->from_upstream.bytes);
+    for (struct queue *q = &s->to_client; q; q = q == &s->to_client ? &s->to_upstream : NULL) {
+        while (q->head) {
+            struct msg *m = q->head;
+            q->head = m->next;
+            free(m);
+        }
+    }
+    free(s->host);
+    free(s->path);
+    if (s->headers) {
+        for (char **h = s->headers; *h; h++) free(*h);
+        free(s->headers);
+    }
+    free(s);
+}
+
+static int push(struct queue *q, const unsigned char *bytes, size_t length, int binary) {
+    struct msg *m = malloc(sizeof *m + LWS_PRE + length);
+    if (!m) return -1;
+    m->next = NULL;
+    m->length = length;
+    m->binary = binary;
+    if (length) memcpy(m->bytes + LWS_PRE, bytes, length);
+    if (q->tail) q->tail->next = m; else q->head = m;
+    q->tail = m;
+    q->bytes += length;
+    return 0;
+}
+
+/// Writes what `q` holds while the socket takes it; -1 when a write failed.
+static int drain(struct lws *wsi, struct queue *q) {
+    while (q->head) {
+        struct msg *m = q->head;
+        int flags = m->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT;
+        if (lws_write(wsi, m->bytes + LWS_PRE, m->length, flags) < (int)m->length) return -1;
+        q->head = m->next;
+        if (!q->head) q->tail = NULL;
+        q->bytes -= m->length;
+        free(m);
+        if (q->head && lws_send_pipe_choked(wsi)) {
+            lws_callback_on_writable(wsi);
+            break;
+        }
+    }
+    return 0;
+}
+
+/// Adds a fragment; 1 when `p` holds a whole message, -1 when it grew too large or memory ran out.
+static int gather(struct lws *wsi, struct partial *p, const void *in, size_t length) {
+    if (lws_is_first_fragment(wsi)) p->length = 0;
+    if (p->length + length > RT_MAX_MESSAGE) return -1;
+    if (p->length + length > p->capacity) {
+        size_t capacity = p->capacity ? p->capacity : 4096;
+        while (capacity < p->length + length) capacity *= 2;
+        unsigned char *grown = realloc(p->bytes, capacity);
+        if (!grown) return -1;
+        p->bytes = grown;
+        p->capacity = capacity;
+    }
+    if (length) memcpy(p->bytes + p->length, in, length);
+    p->length += length;
+    if (!lws_is_final_fragment(wsi)) return 0;
+    // A message that was large once keeps no large buffer for the rest of the session.
+    return 1;
+}
+
+static void shrink(struct partial *p) {
+    if (p->capacity > 65536) {
+        free(p->bytes);
+        p->bytes = NULL;
+        p->capacity = 0;
+    }
+    p->length = 0;
+}
+
+/// Close codes that may not be sent in a close frame become 1011.
+static int sendable(int code) {
+    if (code == 1000 || (code >= 1001 && code <= 1003) || (code >= 1007 && code <= 1014 && code != 1010) || (code >= 3000 && code <= 4999))
+        return code;
+    return 1011;
+}
+
+static void first_close(rt_session *s, int code, int by) {
+    if (s->closed_by) return;
+    s->closed_by = by;
+    s->close_code = code;
+}
+
+static void close_client(rt_session *s, int code) {
+    if (s->close_client_code) return;
+    s->close_client_code = sendable(code);
+    if (s->client) {
+        lws_callback_on_writable(s->client);
+        lws_set_timeout(s->client, PENDING_TIMEOUT_CLOSE_SEND, 5);
+    }
+}
+
+static void close_upstream(rt_session *s, int code) {
+    if (s->close_upstream_code) return;
+    s->close_upstream_code = sendable(code);
+    if (s->upstream) {
+        lws_callback_on_writable(s->upstream);
+        // Azure gets a second to answer the close frame, then the connection is cut.
+        lws_set_timeout(s->upstream, PENDING_TIMEOUT_CLOSE_SEND, 1);
+    }
+}
+
+static void unlist(rt_session *s) {
+    rt_loop *loop = s->loop;
+    if (!s->in_loop_list) return;
+    if (s->prev) s->prev->next = s->next; else loop->sessions = s->next;
+    if (s->next) s->next->prev = s->prev;
+    s->in_loop_list = 0;
+}
+
+/// Once neither side is open: `ended` for a session that was adopted, and the loop's reference goes.
+static void settle(rt_session *s) {
+    if (s->ended || s->client || s->upstream) return;
+    // Not adopted, and Azure's side was open: the gateway still adopts the client, or closes.
+    if (!s->adopted && !s->no_client && s->ready_reported != 2) return;
+    s->ended = 1;
+    unlist(s);
+    if (s->ready_reported == 1)
+        s->loop->events.ended(s->owner, s->close_code ? s->close_code : 1000, s->closed_by ? s->closed_by : RT_BY_GATEWAY);
+    session_unref(s);
+}
+
+static void report_ready(rt_session *s, int status) {
+    if (s->ready_reported) return;
+    s->ready_reported = status == 101 ? 1 : 2;
+    s->loop->events.upstream_ready(s->owner, status);
+}
+
+static void run_connect(rt_loop *loop, rt_session *s) {
+    struct lws_client_connect_info info;
+    memset(&info, 0, sizeof info);
+    info.context = loop->context;
+    info.vhost = loop->vhost;
+    info.address = s->host;
+    info.port = s->port;
+    info.path = s->path;
+    info.host = s->host;
+    info.ssl_connection = s->tls ? LCCSCF_USE_SSL : 0;
+    info.local_protocol_name = "azure";
+    info.opaque_user_data = s;
+    info.pwsi = &s->upstream;
+    s->prev = NULL;
+    s->next = loop->sessions;
+    if (loop->sessions) loop->sessions->prev = s;
+    loop->sessions = s;
+    s->in_loop_list = 1;
+    if (!lws_client_connect_via_info(&info)) {
+        s->upstream = NULL;
+        report_ready(s, 0);
+        settle(s);
+    }
+}
+
+static void run_adopt(rt_loop *loop, rt_session *s, int fd, const char *handshake, size_t length) {
+    s->adopted = 1;
+    if (!s->upstream) {
+        // Azure went away between its 101 and the adoption.
+        first_close(s, 1011, RT_BY_UPSTREAM);
+        close(fd);
+        settle(s);
+        return;
+    }
+    loop->adopting = s;
+    struct lws *wsi = lws_adopt_socket_vhost_readbuf(loop->vhost, fd, handshake, length);
+    loop->adopting = NULL;
+    if (wsi && !s->client) {
+        s->client = wsi;
+        lws_set_opaque_user_data(wsi, s);
+    }
+    if (!wsi) {
+        first_close(s, 1011, RT_BY_GATEWAY);
+        close_upstream(s, 1001);
+    }
+}
+
+static void run_close(rt_session *s, const char *text, size_t length, int code) {
+    if (s->ended) return;
+    if (!s->adopted) s->no_client = 1;
+    if (text && s->client && !s->close_client_code) push(&s->to_client, (const unsigned char *)text, length, 0);
+    first_close(s, code, RT_BY_GATEWAY);
+    close_client(s, code);
+    close_upstream(s, 1000);
+    settle(s);
+}
+
+static void run_ops(rt_loop *loop) {
+    pthread_mutex_lock(&loop->lock);
+    struct op *op = loop->ops;
+    loop->ops = loop->ops_tail = NULL;
+    pthread_mutex_unlock(&loop->lock);
+    while (op) {
+        struct op *next = op->next;
+        rt_session *s = op->session;
+        switch (op->kind) {
+        case OP_CONNECT: run_connect(loop, s); break;
+        case OP_ADOPT: run_adopt(loop, s, op->fd, op->bytes, op->length); break;
+        case OP_CLOSE: run_close(s, op->bytes, op->length, op->code); break;
+        }
+        session_unref(s);
+        free(op->bytes);
+        free(op);
+        op = next;
+    }
+}
+
+static void enqueue(rt_session *s, enum op_kind kind, int fd, const char *bytes, size_t length, int code) {
+    struct op *op = calloc(1, sizeof *op);
+    if (!op) abort();
+    op->kind = kind;
+    op->session = s;
+    op->fd = fd;
+    op->code = code;
+    if (bytes) {
+        op->bytes = malloc(length + 1);
+        if (!op->bytes) abort();
+        memcpy(op->bytes, bytes, length);
+        op->bytes[length] = 0;
+        op->length = length;
+    }
+    atomic_fetch_add(&s->references, 1);
+    rt_loop *loop = s->loop;
+    pthread_mutex_lock(&loop->lock);
+    if (loop->ops_tail) loop->ops_tail->next = op; else loop->ops = op;
+    loop->ops_tail = op;
+    pthread_mutex_unlock(&loop->lock);
+    lws_cancel_service(loop->context);
+}
+
+static int peer_close_code(const void *in, size_t length) {
+    const unsigned char *bytes = in;
+    return length >= 2 ? (bytes[0] << 8 | bytes[1]) : 1005;
+}
+
+/// The client's side (the socket nginx connected, adopted once Azure's side is open).
+static int on_client(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t length) {
+    rt_loop *loop = lws_context_user(lws_get_context(wsi));
+    rt_session *s = lws_get_opaque_user_data(wsi);
+    (void)user;
+    switch (reason) {
+    case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+        run_ops(loop);
+        return 0;
+    case LWS_CALLBACK_ESTABLISHED:
+        if (!s && loop->adopting) {
+            s = loop->adopting;
+            s->client = wsi;
+            lws_set_opaque_user_data(wsi, s);
+        }
+        if (!s) return -1;
+        if (s->to_client.head || s->close_client_code) lws_callback_on_writable(wsi);
+        return 0;
+    case LWS_CALLBACK_RECEIVE: {
+        if (!s) return -1;
+        int whole = gather(wsi, &s->from_client, in, length);
+        if (whole < 0) {
+            first_close(s, 1009, RT_BY_GATEWAY);
+            close_client(s, 1009);
+            close_upstream(s, 1000);
+            return 0;
+        }
+        if (!whole || s->close_upstream_code) return 0;
+        if (push(&s->to_upstream, s->from_client.bytes, s->from_client.length, lws_frame_is_binary(wsi))) return -1;
+        shrink(&s->from_client);
+        if (s->upstream) lws_callback_on_writable(s->upstream);
+        if (s->to_upstream.bytes > RT_HIGH_WATER && !s->client_paused) {
+            s->client_paused = 1;
+            lws_rx_flow_control(wsi, 0);
+        }
+        return 0;
+    }
+    case LWS_CALLBACK_SERVER_WRITEABLE:
+        if (!s) return -1;
+        if (drain(wsi, &s->to_client)) return -1;
+        if (s->upstream_paused && s->to_client.bytes < RT_LOW_WATER && s->upstream) {
+            s->upstream_paused = 0;
+            lws_rx_flow_control(s->upstream, 1);
+        }
+        if (s->close_client_code && !s->to_client.head) {
+            lws_close_reason(wsi, s->close_client_code, NULL, 0);
+            return -1;
+        }
+        return 0;
+    case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+        if (!s) return 0;
+        first_close(s, peer_close_code(in, length), RT_BY_CLIENT);
+        close_upstream(s, 1000);
+        return 0;
+    case LWS_CALLBACK_CLOSED:
+        if (!s) return 0;
+        s->client = NULL;
+        lws_set_opaque_user_data(wsi, NULL);
+        first_close(s, 1005, RT_BY_CLIENT);  // gone without a close frame
+        close_upstream(s, 1000);
+        settle(s);
+        return 0;
+    default:
+        return 0;
+    }
+}
+
+/// Azure's side.
+static int on_azure(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t length) {
+    rt_session *s = lws_get_opaque_user_data(wsi);
+    (void)user;
+    switch (reason) {
+    case LWS_CALLBACK_CLIENT_APPEND_HANDSHAKE_HEADER: {
+        if (!s) return -1;
+        unsigned char **p = in, *end = *p + length;
+        for (char **h = s->headers; h && h[0] && h[1]; h += 2) {
+            if (lws_add_http_header_by_name(wsi, (const unsigned char *)h[0], (const unsigned char *)h[1], (int)strlen(h[1]), p, end))
+                return -1;
+        }
+        return 0;
+    }
+    case LWS_CALLBACK_CLIENT_ESTABLISHED:
+        if (!s) return -1;
+        s->upstream = wsi;
+        report_ready(s, 101);
+        if (s->to_upstream.head || s->close_upstream_code) lws_callback_on_writable(wsi);
+        return 0;
+    case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
+        if (!s) return 0;
+        s->upstream = NULL;
+        lws_set_opaque_user_data(wsi, NULL);
+        if (!s->ready_reported) {
+            report_ready(s, (int)lws_http_client_http_response(wsi));
+        } else {
+            first_close(s, 1011, RT_BY_UPSTREAM);
+            close_client(s, 1011);
+        }
+        settle(s);
+        return 0;
+    case LWS_CALLBACK_CLIENT_RECEIVE: {
+        if (!s) return -1;
+        int whole = gather(wsi, &s->from_upstream, in, length);
+        if (whole < 0) {
+            first_close(s, 1009, RT_BY_GATEWAY);
+            close_client(s, 1011);
+            close_upstream(s, 1009);
+            return 0;
+        }
+        if (!whole || s->close_client_code) return 0;
+        s->loop->events.upstream_message(s->owner, s->from_upstream.bytes, s->from_upstream.length, lws_frame_is_binary(wsi));
+        // The gateway may have closed the session in that report: its error event goes first.
+        if (!s->close_client_code && push(&s->to_client, s->from_upstream.bytes, s->from_upstream.length, lws_frame_is_binary(wsi))) return -1;
+        shrink(&s->from_upstream);
+        if (s->client) lws_callback_on_writable(s->client);
+        if (s->to_client.bytes > RT_HIGH_WATER && !s->upstream_paused) {
+            s->upstream_paused = 1;
+            lws_rx_flow_control(wsi, 0);
+        }
+        return 0;
+    }
+    case LWS_CALLBACK_CLIENT_WRITEABLE:
+        if (!s) return -1;
+        if (drain(wsi, &s->to_upstream)) return -1;
+        if (s->client_paused && s->to_upstream.bytes < RT_LOW_WATER && s->client) {
+            s->client_paused = 0;
+            lws_rx_flow_control(s->client, 1);
+        }
+        if (s->close_upstream_code && !s->to_upstream.head) {
+            lws_close_reason(wsi, s->close_upstream_code, NULL, 0);
+            return -1;
+        }
+        return 0;
+    case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+        if (!s) return 0;
+        first_close(s, peer_close_code(in, length), RT_BY_UPSTREAM);
+        close_client(s, s->close_code);
+        return 0;
+    case LWS_CALLBACK_CLIENT_CLOSED:
+        if (!s) return 0;
+        s->upstream = NULL;
+        lws_set_opaque_user_data(wsi, NULL);
+        first_close(s, 1011, RT_BY_UPSTREAM);  // cut without a close frame
+        close_client(s, s->close_code);
+        settle(s);
+        return 0;
+    default:
+        return 0;
+    }
+}
+
+static const struct lws_protocols protocols[] = {
+    // First: a client that offers no subprotocol gets this one, and no Sec-WebSocket-Protocol.
+    {"realtime", on_client, 0, 0, 0, NULL, 0},
+    {"azure", on_azure, 0, 0, 0, NULL, 0},
+    {NULL, NULL, 0, 0, 0, NULL, 0},
+};
+
+rt_loop *rt_loop_create(const rt_events *events, const char *ca_file, int connect_timeout_s) {
+    rt_loop *loop = calloc(1, sizeof *loop);
+    if (!loop) return NULL;
+    loop->events = *events;
+    pthread_mutex_init(&loop->lock, NULL);
+    // Only errors, and not lws 4.1's "adopt_socket_readbuf: calling service", which it logs as one.
+    lws_set_log_level(0, NULL);
+    struct lws_context_creation_info info;
+    memset(&info, 0, sizeof info);
+    info.options = LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT | LWS_SERVER_OPTION_EXPLICIT_VHOSTS;
+    info.port = CONTEXT_PORT_NO_LISTEN_SERVER;
+    info.protocols = protocols;
+    info.user = loop;
+    info.timeout_secs = connect_timeout_s > 0 ? (unsigned)connect_timeout_s : 10;
+    info.client_ssl_ca_filepath = ca_file;
+    info.fd_limit_per_thread = 0;
+    loop->context = lws_create_context(&info);
+    if (!loop->context) {
+        free(loop);
+        return NULL;
+    }
+    info.vhost_name = "realtime";
+    loop->vhost = lws_create_vhost(loop->context, &info);
+    if (!loop->vhost) {
+        lws_context_destroy(loop->context);
+        free(loop);
+        return NULL;
+    }
+    return loop;
+}
+
+void rt_loop_run(rt_loop *loop) {
+    while (!atomic_load(&loop->stopping)) {
+        if (lws_service(loop->context, 0) < 0) break;
+    }
+    run_ops(loop);
+    for (rt_session *s = loop->sessions; s; s = s->next) {
+        first_close(s, 1001, RT_BY_GATEWAY);
+        close_client(s, 1001);
+        close_upstream(s, 1001);
+    }
+    // A second for the close frames; then whatever is left is cut by the context's end.
+    for (int i = 0; i < 20 && loop->sessions; i++) lws_service(loop->context, 50);
+    lws_context_destroy(loop->context);
+    loop->context = NULL;
+}
+
+void rt_loop_stop(rt_loop *loop) {
+    atomic_store(&loop->stopping, 1);
+    if (loop->context) lws_cancel_service(loop->context);
+}
+
+void rt_loop_free(rt_loop *loop) {
+    pthread_mutex_destroy(&loop->lock);
+    free(loop);
+}
+
+rt_session *rt_session_new(rt_loop *loop) {
+    rt_session *s = calloc(1, sizeof *s);
+    if (!s) abort();
+    s->loop = loop;
+    atomic_init(&s->references, 2);
+    return s;
+}
+
+void rt_session_release(rt_session *session) {
+    session_unref(session);
+}
+
+static char *copy(const char *text) {
+    char *copied = strdup(text ? text : "");
+    if (!copied) abort();
+    return copied;
+}
+
+void rt_session_connect(rt_session *s, void *owner, const char *host, int port, int tls, const char *path,
+                        const char *const *headers) {
+    s->owner = owner;
+    s->host = copy(host);
+    s->path = copy(path);
+    s->port = port;
+    s->tls = tls;
+    size_t count = 0;
+    while (headers && headers[count]) count++;
+    s->headers = calloc(count + 1, sizeof *s->headers);
+    if (!s->headers) abort();
+    for (size_t i = 0; i < count; i++) s->headers[i] = copy(headers[i]);
+    enqueue(s, OP_CONNECT, -1, NULL, 0, 0);
+}
+
+void rt_session_adopt(rt_session *s, int fd, const char *handshake, size_t length) {
+    enqueue(s, OP_ADOPT, fd, handshake, length, 0);
+}
+
+void rt_session_close(rt_session *s, const char *text, int code) {
+    enqueue(s, OP_CLOSE, -1, text, text ? strlen(text) : 0, code);
+}

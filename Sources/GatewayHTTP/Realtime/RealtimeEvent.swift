@@ -1,0 +1,104 @@
+/// What the gateway reads of one event Azure sends in a Realtime session: its type, and the
+/// usage of the two kinds that carry one. Parsed as JSON, members in any order and any spacing;
+/// everything else passes through unread.
+public struct RealtimeEvent: Sendable, Equatable {
+    public enum Kind: Sendable, Equatable {
+        /// `response.done`: a response ended (completed, cancelled, failed), with its usage.
+        case responseDone
+        /// `conversation.item.input_audio_transcription.completed`: the session's input audio
+        /// transcribed, with the transcription's usage.
+        case transcriptionCompleted
+        case other
+    }
+
+    public var kind: Kind
+    /// Nil when the event carries none (or is not valid JSON).
+    public var usage: RealtimeUsage?
+
+    public init(kind: Kind, usage: RealtimeUsage? = nil) {
+        self.kind = kind
+        self.usage = usage
+    }
+
+    /// Reads one text message. Not JSON, or JSON whose top level is not an object: `.other`.
+    public static func read(_ message: [UInt8]) -> RealtimeEvent {
+        var scanner = JSONScanner(bytes: message)
+        scanner.skipSpace()
+        var type: Range<Int>?
+        var responseUsage: RealtimeUsage?, topUsage: RealtimeUsage?
+        do {
+            try scanner.readMembers { key, scanner in
+                if scanner.key(key, is: "type") {
+                    type = try scanner.readString()
+                } else if scanner.key(key, is: "response") {
+                    try scanner.readMembers { key, scanner in
+                        if scanner.key(key, is: "usage") { responseUsage = try usage(&scanner) }
+                    }
+                } else if scanner.key(key, is: "usage") {
+                    topUsage = try usage(&scanner)
+                }
+            }
+            // The rest must be white space: one event is one JSON value.
+            scanner.skipSpace()
+            guard scanner.peek == nil else { return RealtimeEvent(kind: .other) }
+        } catch {
+            return RealtimeEvent(kind: .other)
+        }
+        guard let type else { return RealtimeEvent(kind: .other) }
+        if scanner.key(type, is: "response.done") { return RealtimeEvent(kind: .responseDone, usage: responseUsage) }
+        if scanner.key(type, is: "conversation.item.input_audio_transcription.completed") {
+            return RealtimeEvent(kind: .transcriptionCompleted, usage: topUsage)
+        }
+        return RealtimeEvent(kind: .other)
+    }
+
+    /// A `usage` object: GA and beta Realtime shapes, and a transcription's (`type: tokens`).
+    /// Nil for null or an object with no count (a transcription billed by `duration`).
+    private static func usage(_ scanner: inout JSONScanner) throws -> RealtimeUsage? {
+        var inputTotal: Int?, outputTotal: Int?
+        var inputText: Int?, inputAudio: Int?, inputImage: Int?, cached: Int?, cachedText: Int?, cachedAudio: Int?
+        var outputText: Int?, outputAudio: Int?
+        let isObject = try scanner.readMembers { key, scanner in
+            if scanner.key(key, is: "input_tokens") {
+                inputTotal = try TokenUsage.count(&scanner)
+            } else if scanner.key(key, is: "output_tokens") {
+                outputTotal = try TokenUsage.count(&scanner)
+            } else if scanner.key(key, is: "input_token_details") {
+                try scanner.readMembers { key, scanner in
+                    if scanner.key(key, is: "text_tokens") {
+                        inputText = try TokenUsage.count(&scanner)
+                    } else if scanner.key(key, is: "audio_tokens") {
+                        inputAudio = try TokenUsage.count(&scanner)
+                    } else if scanner.key(key, is: "image_tokens") {
+                        inputImage = try TokenUsage.count(&scanner)
+                    } else if scanner.key(key, is: "cached_tokens") {
+                        cached = try TokenUsage.count(&scanner)
+                    } else if scanner.key(key, is: "cached_tokens_details") {
+                        try scanner.readMembers { key, scanner in
+                            if scanner.key(key, is: "text_tokens") {
+                                cachedText = (cachedText ?? 0) + (try TokenUsage.count(&scanner) ?? 0)
+                            } else if scanner.key(key, is: "image_tokens") {
+                                cachedText = (cachedText ?? 0) + (try TokenUsage.count(&scanner) ?? 0)
+                            } else if scanner.key(key, is: "audio_tokens") {
+                                cachedAudio = try TokenUsage.count(&scanner)
+                            }
+                        }
+                    }
+                }
+            } else if scanner.key(key, is: "output_token_details") {
+                try scanner.readMembers { key, scanner in
+                    if scanner.key(key, is: "text_tokens") {
+                        outputText = try TokenUsage.count(&scanner)
+                    } else if scanner.key(key, is: "audio_tokens") {
+                        outputAudio = try TokenUsage.count(&scanner)
+                    }
+                }
+            }
+        }
+        let counts: [Int?] = [inputTotal, outputTotal, inputText, inputAudio, inputImage, outputText, outputAudio]
+        guard isObject, counts.contains(where: { $0 != nil }) else { return nil }
+        return RealtimeUsage(inputTotal: inputTotal, inputText: inputText, inputAudio: inputAudio, inputImage: inputImage, cached: cached,
+                             cachedText: cachedText, cachedAudio: cachedAudio, outputTotal: outputTotal, outputText: outputText,
+                             outputAudio: outputAudio)
+    }
+}
