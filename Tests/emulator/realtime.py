@@ -27,7 +27,8 @@ The `realtime` subprotocol is answered when offered (browsers also offer
   - response.cancel -> an `error` event (response_cancel_not_active): no response is ever in progress.
   - any other type -> an `error` event (invalid_value, param "type"); the session stays open.
   - emulator.echo -> the frame sent back as it came (for relay tests).
-  - emulator.close {"code": N, "reason": "..."} -> a close frame with N (default 1011).
+  - emulator.close {"code": N, "reason": "..."} -> a close frame with N (default 1011); "code": null
+    sends a close frame without a status code (1005 where it arrives).
   - emulator.drop -> the TCP connection is cut without a close frame.
 Usage of one response, from the session as it stands:
   input text tokens = the words of the session's instructions, of the response's instructions
@@ -327,9 +328,13 @@ class Session:
             self.protocol.send_text(frame.data)
             self.flush()
         elif kind == "emulator.close":
-            code = int(event.get("code", 1011))
-            self.protocol.send_close(code, str(event.get("reason", "emulator closed")))
-            self.stats.end(self.record, "emulator_closed", code)
+            if "code" in event and event["code"] is None:
+                self.protocol.send_close()  # a close frame without a status code: 1005 where it arrives
+                self.stats.end(self.record, "emulator_closed", None)
+            else:
+                code = int(event.get("code", 1011))
+                self.protocol.send_close(code, str(event.get("reason", "emulator closed")))
+                self.stats.end(self.record, "emulator_closed", code)
         elif kind == "emulator.drop":
             self.stats.end(self.record, "dropped", None)
             return "dropped"

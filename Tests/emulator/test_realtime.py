@@ -381,3 +381,13 @@ def test_input_transcription_has_its_usage(emu, path):
                                  "input_token_details": {"text_tokens": 0, "audio_tokens": 3}, "output_tokens": 3}
     wait_for(lambda: session_record(emu, created["session"]["id"])["ended"] is not None)
     assert session_record(emu, created["session"]["id"])["transcriptions"] == [done["usage"]]
+
+
+def test_emulator_close_without_a_code(emu):
+    with open_session(emu) as (ws, created):
+        send(ws, type="emulator.close", code=None)
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=5)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1005
+    record = session_record(emu, created["session"]["id"])
+    assert record["end"] == "emulator_closed" and record["close_code"] is None
