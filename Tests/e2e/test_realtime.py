@@ -52,7 +52,7 @@ def key(name):
 
 
 PLAIN = ["alice", "closer", "hostile", "browser", "mini", "transcribe", "vanish", "subproto", "failover", "super",
-         "drain", "maxsess", "nomodel"] + [f"sdk-{kind}" for kind in ("ga", "beta", "azure", "azure-beta", "v1path",
+         "drain", "maxsess", "nomodel", "cutoff"] + [f"sdk-{kind}" for kind in ("ga", "beta", "azure", "azure-beta", "v1path",
                                                                       "deploypath")]
 USERS = {
     **{name: key(name) for name in PLAIN},
@@ -396,6 +396,9 @@ def test_openai_sdk_session_two_responses_one_request(gw, azure, kind):
     assert 300 <= row["upstream_ms"] <= duration_ms + 1000, (row, duration_ms)
     assert ledger(gw, user) == {MODEL: want}
     assert user_key not in gw.log() and AZURE_KEY not in gw.log()
+    # And one log line.
+    lines = [line for line in gw.log().splitlines() if f" user={user} " in line]
+    assert len(lines) == 1 and "status=101" in lines[0], lines
 
 
 def test_cached_tokens_without_a_split_are_audio_when_audio_came_in(gw, azure):
@@ -458,6 +461,12 @@ def test_frames_pass_unchanged_both_ways(gw):
         send(ws, type="no.such.event", event_id="client_7")
         error = json.loads(ws.recv(timeout=10))
         assert error["type"] == "error" and error["error"]["event_id"] == "client_7"
+        # A message sent in fragments arrives whole; a ping is answered.
+        pieces = ['{"type": "emulator.echo", ', '"text": "' + "y" * 70_000, '", "n": 1}']
+        ws.send(iter(pieces))
+        assert ws.recv(timeout=10) == "".join(pieces)
+        assert ws.ping(b"are you there").wait(5)
+        assert deltas(respond(ws, "[chunks=2]")) == "w0 w1 "
 
 
 # ---- 2. refusals before the upgrade ---------------------------------------------------------------
@@ -645,21 +654,29 @@ def test_the_client_leaving_closes_the_azure_side_within_a_second(gw, azure, how
         assert row["cancelled"] == 0 and row["status"] == 101, row
 
 
-@pytest.mark.parametrize("code", [4001, 1000, 3000])
-def test_azure_close_code_reaches_the_client(gw, azure, code):
+@pytest.mark.parametrize("code,expected", [(4001, 4001), (1000, 1000), (3000, 3000), (1011, 1011), (None, 1011)],
+                         ids=["4001", "1000", "3000", "1011", "no-code-1005"])
+def test_azure_close_code_reaches_the_client(gw, azure, code, expected):
     with session(gw) as (ws, created):
-        send(ws, type="emulator.close", code=code, reason="bye")
+        send(ws, type="emulator.close", code=code, reason="bye") if code else send(ws, type="emulator.close", code=None)
         got, _ = closed_code(ws)
-    assert got == code
+    assert got == expected
     assert record(azure, created["session"]["id"])["close_code"] == code
 
 
 def test_azure_close_mid_response_reaches_the_client(gw, azure):
-    with session(gw) as (ws, created):
+    with session(gw, user_key=key("cutoff")) as (ws, created):
+        first = respond(ws, "[chunks=1 audio_out=2]")[-1]["response"]["usage"]
         send(ws, type="response.create", response={"instructions": "[chunks=2 close=4001]"})
         got, events = closed_code(ws)
     assert got == 4001
     assert deltas(events) == "w0 w1 "
+    # The session's one row holds the response that completed; the cut one reported no usage.
+    [row] = log_rows_when(gw, "cutoff", 1)
+    want = expected_ledger([first])
+    assert (row["status"], row["prompt_tokens"], row["completion_tokens"], row["cost_micros"]) == \
+        (101, want[1], want[3], want[4]), row
+    assert ledger(gw, "cutoff") == {MODEL: want}
 
 
 def test_azure_dropping_the_connection_is_1011(gw, azure):
