@@ -60,6 +60,8 @@ USERS = {
     "par1": {"password": key("par1"), "max-parallel": 1},
     "budget": {"password": key("budget"), "budget-per-month": BUDGET},
     "daily": {"password": key("daily"), "tokens-per-day": TOKENS_PER_DAY},
+    "tpm": {"password": key("tpm"), "tpm": 50},     # 3 responses of ~21 tokens use it up
+    "rpm2": {"password": key("rpm2"), "rpm": 2},    # 3 responses use it up
 }
 KEY = key("alice")
 AUDIO = base64.b64encode(bytes(range(256)) * 10).decode()  # 2,560 bytes: 3 audio tokens at the emulator
@@ -520,7 +522,24 @@ def test_a_get_without_upgrade_is_400(gw, azure):
     assert opened(azure) == sessions
 
 
-def test_max_parallel_holds_a_slot_while_the_session_is_open(gw, azure):
+def slot_is_free(gateway, user, seconds=3.0):
+    """A session of `user` opens within `seconds` (its max-parallel slot was given back)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with session(gateway, user_key=key(user)) as (ws, _):
+                assert deltas(respond(ws, "[chunks=2]")) == "w0 w1 "
+            return
+        except InvalidStatus as refused:
+            assert refused.response.status_code == 429 and time.monotonic() < deadline, \
+                f"{user}'s max-parallel slot was never given back ({refused.response.status_code})"
+            time.sleep(0.1)
+
+
+@pytest.mark.parametrize("ending", ["client-close", "client-vanish", "azure-close-4001", "azure-drop"])
+def test_max_parallel_holds_a_slot_while_the_session_is_open(gw, azure, ending):
+    # The slot of the previous case's last session is given back a few ms after its close.
+    slot_is_free(gw, "par1", seconds=1.0)
     with session(gw, user_key=key("par1")) as (ws, _):
         sessions = opened(azure)
         status, headers, body = refusal(gw, user_key=key("par1"))
@@ -529,16 +548,33 @@ def test_max_parallel_holds_a_slot_while_the_session_is_open(gw, azure):
         assert int(headers.get("Retry-After") or 0) >= 1, headers
         assert opened(azure) == sessions
         assert deltas(respond(ws, "[chunks=1]")) == "w0 "  # the open session is unaffected
-    # The slot is free again once the session ended.
-    deadline = time.monotonic() + 3
-    while True:
-        try:
-            with session(gw, user_key=key("par1")) as (ws, _):
-                assert deltas(respond(ws, "[chunks=2]")) == "w0 w1 "
-            break
-        except InvalidStatus as refused:
-            assert refused.response.status_code == 429 and time.monotonic() < deadline, "the slot was never released"
-            time.sleep(0.1)
+        if ending == "client-vanish":
+            ws.socket.shutdown(socket.SHUT_RDWR)
+            ws.socket.close()
+        elif ending.startswith("azure"):
+            send(ws, type="emulator.close", code=4001) if ending == "azure-close-4001" else send(ws, type="emulator.drop")
+            closed_code(ws)
+    # However the session ended, the slot is free again.
+    slot_is_free(gw, "par1")
+
+
+@pytest.mark.parametrize("user,limit", [("tpm", "tpm"), ("rpm2", "rpm")])
+def test_a_rate_limit_used_up_by_responses_refuses_the_next_session_not_this_one(gw, azure, user, limit):
+    """tpm and rpm count each response as it settles: the open session goes on (only day, month and
+    budget quotas end it), the next handshake is refused."""
+    with session(gw, user_key=key(user)) as (ws, created):
+        for _ in range(3):
+            assert deltas(respond(ws, "[chunks=20]")).startswith("w0 w1 ")
+        usages = usages_when(azure, created["session"]["id"], 3)
+        ledger_when(gw, user, {MODEL: expected_ledger(usages)})
+        sessions = opened(azure)
+        status, headers, body = refusal(gw, user_key=key(user))
+        assert status == 429, body
+        assert_openai_error(body, "rate_limit_exceeded")
+        assert int(headers.get("Retry-After") or 0) >= 1, headers
+        assert opened(azure) == sessions
+        # Still open and served.
+        assert deltas(respond(ws, "[chunks=1]")) == "w0 "
 
 
 def test_browser_keys_on_accepts_the_subprotocol_key(keys_gw, azure):
@@ -728,12 +764,14 @@ def test_every_backend_refusing_is_an_error_status(pair, azure, west):
     refuse(azure, status=500, count=1)
     refuse(west, status=500, count=1)
     try:
-        status, _, body = refusal(pair, user_key=key("failover"))
+        status, _, body = refusal(pair, user_key=key("par1"))
         assert status == 502, body
         assert_openai_error(body)
     finally:
         refuse(azure, count=0)
         refuse(west, count=0)
+    # The failed handshake gave its max-parallel slot back.
+    slot_is_free(pair, "par1", seconds=1.0)
 
 
 def test_a_backend_down_or_with_a_wrong_key_is_passed_over(tmp_path, azure, west):
@@ -852,6 +890,14 @@ def exchange(address, data, wait=5.0):
                 if not piece:
                     break
                 got += piece
+            head = got.split(b"\r\n\r\n", 1)[0].lower()
+            length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                           if line.startswith(b"content-length:")), None)
+            while length is not None and len(got) - len(head) - 4 < length:
+                piece = connection.recv(65536)
+                if not piece:
+                    break
+                got += piece
         except ConnectionResetError:
             pass
         except TimeoutError:
@@ -859,6 +905,11 @@ def exchange(address, data, wait=5.0):
         if not got.startswith(b"HTTP/1."):
             return None, got
         return int(got.split(b" ", 2)[1]), got
+
+
+def error_body(answer):
+    """The OpenAI-shaped error of a raw answer (its body after the head)."""
+    return assert_openai_error(json.loads(answer.split(b"\r\n\r\n", 1)[1]))
 
 
 HOSTILE = [
@@ -907,6 +958,8 @@ def test_hostile_handshake_through_nginx(hostile_gw, azure, make, statuses):
     seen = handshakes(azure)
     status, head = exchange(hostile_gw.port, make(hostile_gw))
     assert status in statuses, (status, head[:500])
+    if status is not None:
+        error_body(head)
     # Nothing odd reached Azure, and no session opened for it.
     for request in handshakes(azure)[len(seen):]:
         assert ".." not in request["path"] and "%2f" not in request["path"].lower(), request["path"]
@@ -946,6 +999,8 @@ def test_hostile_bytes_on_the_realtime_socket_itself(hostile_gw, azure):
     for name, (status, head) in answers.items():
         assert status != "hung", f"{name}: neither answered nor closed in 10 s"
         assert status is None or 400 <= status < 500, (name, status, head[:300])
+        if status is not None:
+            error_body(head)
     assert a_normal_session_works(hostile_gw)
     assert [process_identity(pid) for pid in hostile_gw.pids] == hostile_gw.start_identity
 
