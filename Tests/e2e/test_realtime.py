@@ -1096,3 +1096,101 @@ def test_sigterm_drains_open_sessions_then_closes_1001(tmp_path, azure, trial):
         assert len(log_rows(gateway, user)) == 1
     finally:
         gateway.stop()
+
+
+# ---- Azure as in production: TLS (wss://), Entra ID tokens; what does not move on ------------------
+
+@pytest.fixture(scope="module")
+def tls_azure(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("rt-tls")
+    cert, private = str(directory / "azure-cert.pem"), str(directory / "azure-key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-keyout", private, "-out", cert, "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    instance = Emulator(directory, tls=(cert, private), extra_args=emulator_args("secure"))
+    yield instance
+    instance.stop()
+
+
+def test_a_session_over_tls_to_azure(tmp_path, tls_azure):
+    gateway = realtime_gateway(tmp_path / "rt-tls", tls_azure.url, processes=1,
+                               azure_extra=f"  api-style: v1\n  ca-file: {tls_azure.cert}\n")
+    try:
+        with session(gateway) as (ws, created):
+            assert deltas(respond(ws, "[chunks=3 audio_out=2]")) == "w0 w1 w2 "
+        rec = record(tls_azure, created["session"]["id"])
+        assert_backend_credentials(rec, KEY)
+        assert rec["path"] == "/openai/v1/realtime"
+    finally:
+        gateway.stop()
+
+
+def test_an_untrusted_azure_certificate_is_refused_before_the_upgrade(tmp_path, tls_azure):
+    gateway = realtime_gateway(tmp_path / "rt-untrusted", tls_azure.url, processes=1)
+    try:
+        seen = len(tls_azure.requests())
+        status, _, body = refusal(gateway)
+        assert status == 502, body
+        assert_openai_error(body)
+        assert len(tls_azure.requests()) == seen  # nothing, the key included, went to an unverified server
+    finally:
+        gateway.stop()
+
+
+ENTRA = ["--entra-tenant", "tenant1", "--entra-client-id", "client1", "--entra-client-secret", "s3cret-entra-value",
+         "--require-bearer"]
+
+
+def test_an_entra_id_backend_gets_a_bearer_token(tmp_path, tmp_path_factory):
+    entra = Emulator(tmp_path_factory.mktemp("rt-entra"), extra_args=[*emulator_args("entra"), *ENTRA])
+    try:
+        backend = (f"  backends:\n    - name: entra\n      endpoint: {entra.url}\n      auth: entra\n"
+                   f"      tenant-id: tenant1\n      client-id: client1\n      client-secret: s3cret-entra-value\n"
+                   f"      authority-host: {entra.url}\n")
+        gateway = realtime_gateway(tmp_path / "rt-entra", None, processes=1, azure_extra=backend)
+        try:
+            with session(gateway) as (ws, created):
+                assert deltas(respond(ws, "[chunks=1]")) == "w0 "
+            headers = record(entra, created["session"]["id"])["headers"]
+            assert headers.get("authorization", "").startswith("Bearer ") and "api-key" not in headers, headers
+            assert KEY not in json.dumps(headers)
+            assert entra.stats()["bearer_requests"] >= 1
+        finally:
+            gateway.stop()
+    finally:
+        entra.stop()
+
+
+def test_a_404_from_azure_is_not_tried_elsewhere(pair, azure, west):
+    time.sleep(1.2)
+    refuse(azure, status=404, count=1)
+    west_seen = len(handshakes(west))
+    try:
+        status, _, body = refusal(pair, user_key=key("failover"))
+        assert status == 404, body
+        assert len(handshakes(west)) == west_seen
+    finally:
+        refuse(azure, count=0)
+
+
+def test_when_every_backend_rests_the_gateway_answers_without_asking(pair, azure, west):
+    time.sleep(1.2)
+    refuse(azure, status=429, count=1, retry_ms=3000)
+    refuse(west, status=429, count=1, retry_ms=3000)
+    try:
+        status, headers, body = refusal(pair, user_key=key("failover"))
+        assert status == 429, body
+        assert_openai_error(body)
+        assert int(headers.get("Retry-After") or 0) >= 1, headers
+        # Both rest now: refused at once, neither asked.
+        seen = (len(handshakes(azure)), len(handshakes(west)))
+        status, headers, body = refusal(pair, user_key=key("failover"))
+        assert status in (429, 503), body
+        assert int(headers.get("Retry-After") or 0) >= 1, headers
+        assert (len(handshakes(azure)), len(handshakes(west))) == seen
+    finally:
+        refuse(azure, count=0)
+        refuse(west, count=0)
+    time.sleep(3.2)
+    with session(pair, user_key=key("failover")) as (ws, _):
+        assert deltas(respond(ws, "[chunks=1]")) == "w0 "
