@@ -51,7 +51,7 @@ def key(name):
     return f"sk-{name}-rt-e2e-key-0001"
 
 
-PLAIN = ["alice", "closer", "hostile", "browser", "mini", "transcribe", "vanish", "subproto", "failover", "super",
+PLAIN = ["crowd", "alice", "closer", "hostile", "browser", "mini", "transcribe", "vanish", "subproto", "failover", "super",
          "drain0", "drain1", "drain2", "maxsess", "nomodel", "cutoff"] + [f"sdk-{kind}" for kind in ("ga", "beta", "azure", "azure-beta", "v1path",
                                                                       "deploypath")]
 USERS = {
@@ -62,6 +62,8 @@ USERS = {
     "daily": {"password": key("daily"), "tokens-per-day": TOKENS_PER_DAY},
     "tpm": {"password": key("tpm"), "tpm": 50},     # 3 responses of ~21 tokens use it up
     "rpm2": {"password": key("rpm2"), "rpm": 2},    # 3 responses use it up
+    # Limits no test reaches: each response goes through the store's admission.
+    "rich": {"password": key("rich"), "budget-per-month": "1000", "tokens-per-day": 100_000_000, "tpm": 100_000_000},
 }
 KEY = key("alice")
 AUDIO = base64.b64encode(bytes(range(256)) * 10).decode()  # 2,560 bytes: 3 audio tokens at the emulator
@@ -1194,3 +1196,39 @@ def test_when_every_backend_rests_the_gateway_answers_without_asking(pair, azure
     time.sleep(3.2)
     with session(pair, user_key=key("failover")) as (ws, _):
         assert deltas(respond(ws, "[chunks=1]")) == "w0 "
+
+
+# ---- load ------------------------------------------------------------------------------------------
+
+def test_many_sessions_at_once(gw, azure):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(index):
+        with session(gw, user_key=key("crowd")) as (ws, created):
+            text = deltas(respond(ws, f"[chunks={index % 5 + 1} audio_out={index}]"))
+            return created["session"]["id"], text
+    with ThreadPoolExecutor(max_workers=30) as pool:
+        results = list(pool.map(one, range(30)))
+    assert [text for _, text in results] == ["".join(f"w{i} " for i in range(index % 5 + 1)) for index in range(30)]
+    usages = [u for session_id, _ in results for u in usages_when(azure, session_id, 1)]
+    ledger_when(gw, "crowd", {MODEL: (30, *expected_ledger(usages)[1:])})
+    assert len(log_rows_when(gw, "crowd", 30)) == 30
+
+
+def test_responses_back_to_back_for_a_user_with_limits(gw, azure):
+    """Each response of a user with limits is admitted in the store; fifty in a row, asked for
+    without waiting, all arrive and all are counted."""
+    with session(gw, user_key=key("rich")) as (ws, created):
+        for index in range(50):
+            send(ws, type="response.create", response={"instructions": f"r{index} [chunks=2 audio_out=3]"})
+        started = time.monotonic()
+        done = 0
+        while done < 50:
+            event = json.loads(ws.recv(timeout=10))
+            done += event["type"] == "response.done"
+        elapsed = time.monotonic() - started
+        usages = usages_when(azure, created["session"]["id"], 50)
+        ledger_when(gw, "rich", {MODEL: expected_ledger(usages)})
+    assert elapsed < 10, elapsed
+    [row] = log_rows_when(gw, "rich", 1)
+    assert row["cost_micros"] == expected_ledger(usages)[4]
