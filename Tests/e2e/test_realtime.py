@@ -386,6 +386,9 @@ def test_openai_sdk_session_two_responses_one_request(gw, azure, kind):
     assert rec["deployment"] == MODEL and rec["responses"] == 2
     assert rec["end"] in ("client_closed", "client_vanished")
     assert_backend_credentials(rec, user_key)
+    # The beta client's `OpenAI-Beta: realtime=v1` reached Azure: it speaks the beta protocol to it.
+    assert rec["beta"] == (kind != "ga" and kind != "v1path"), (kind, rec["beta"], rec["headers"].get("openai-beta"))
+    assert ("response.text.delta" in [e["type"] for e in first]) == rec["beta"]
     new = handshakes(azure)[len(before):]
     assert len(new) == 1, new
     url = urlsplit(new[0]["path"])
