@@ -1,4 +1,4 @@
-"""The Realtime WebSocket API end to end (issue 28, /work/notes/realtime-spec.md): clients (the openai
+"""The Realtime WebSocket API end to end (issue 28): clients (the openai
 SDK, the websockets package, headless Chromium) -> nginx's realtime location -> the workers'
 realtime.sock -> the Azure emulator's realtime endpoint (Tests/emulator/realtime.py).
 
@@ -211,7 +211,8 @@ def refuse(emulator, **settings):
 def refusal(gateway, path=None, user_key=KEY, **options):
     """(status, headers, JSON body) of a handshake the gateway must refuse before the 101."""
     with pytest.raises(InvalidStatus) as refused:
-        dial(gateway, path, user_key, **options).close()
+        with dial(gateway, path, user_key, **options):
+            pass
     response = refused.value.response
     try:
         body = json.loads(response.body)
