@@ -247,6 +247,7 @@ http {{
     upstream chatazure_fcgi {{ server unix:{self.gateway_socket}; keepalive 16; }}
     upstream chatazure_stream {{ server unix:{self.stream_socket}; keepalive 16; }}
     upstream chatazure_previous {{ server unix:{self.previous_socket}; keepalive 16; }}
+    upstream chatazure_realtime {{ server unix:{os.path.join(os.path.dirname(self.gateway_socket), "realtime.sock")}; }}
     server {{
         listen 127.0.0.1:{self.ports['a']} backlog=4096;
         location / {{ proxy_pass http://direct; proxy_http_version 1.1; proxy_set_header Connection ""; }}

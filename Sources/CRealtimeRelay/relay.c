@@ -2,37 +2,13 @@
 // thread-safe but lws_cancel_service(): other threads queue requests (`struct op`) and wake the
 // loop, which carries them out in LWS_CALLBACK_EVENT_WAIT_CANCELLED.
 #include "CRealtimeRelay.h"
+#include "message_queue.h"
 #include <libwebsockets.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-// A message larger than this from either side closes the session (1009): Realtime events are
-// small, audio comes in chunks of at most a few hundred KB.
-#define RT_MAX_MESSAGE (16u << 20)
-// A side whose queue holds more than this stops being read until the other side took it.
-#define RT_HIGH_WATER (4u << 20)
-#define RT_LOW_WATER (1u << 20)
-
-struct msg {
-    struct msg *next;
-    size_t length;
-    int binary;
-    unsigned char bytes[];  // LWS_PRE free bytes, then the message
-};
-
-struct queue {
-    struct msg *head, *tail;
-    size_t bytes;
-};
-
-/// The message being received from one side, fragment by fragment.
-struct partial {
-    unsigned char *bytes;
-    size_t length, capacity;
-};
 
 enum op_kind { OP_CONNECT, OP_ADOPT, OP_CLOSE };
 
@@ -79,13 +55,8 @@ static void session_unref(rt_session *s) {
     if (atomic_fetch_sub(&s->references, 1) != 1) return;
     free(s->from_client.bytes);
     free(s->from_upstream.bytes);
-    for (struct queue *q = &s->to_client; q; q = q == &s->to_client ? &s->to_upstream : NULL) {
-        while (q->head) {
-            struct msg *m = q->head;
-            q->head = m->next;
-            free(m);
-        }
-    }
+    rtq_queue_free(&s->to_client);
+    rtq_queue_free(&s->to_upstream);
     free(s->host);
     free(s->path);
     if (s->headers) {
@@ -93,65 +64,6 @@ static void session_unref(rt_session *s) {
         free(s->headers);
     }
     free(s);
-}
-
-static int push(struct queue *q, const unsigned char *bytes, size_t length, int binary) {
-    struct msg *m = malloc(sizeof *m + LWS_PRE + length);
-    if (!m) return -1;
-    m->next = NULL;
-    m->length = length;
-    m->binary = binary;
-    if (length) memcpy(m->bytes + LWS_PRE, bytes, length);
-    if (q->tail) q->tail->next = m; else q->head = m;
-    q->tail = m;
-    q->bytes += length;
-    return 0;
-}
-
-/// Writes what `q` holds while the socket takes it; -1 when a write failed.
-static int drain(struct lws *wsi, struct queue *q) {
-    while (q->head) {
-        struct msg *m = q->head;
-        int flags = m->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT;
-        if (lws_write(wsi, m->bytes + LWS_PRE, m->length, flags) < (int)m->length) return -1;
-        q->head = m->next;
-        if (!q->head) q->tail = NULL;
-        q->bytes -= m->length;
-        free(m);
-        if (q->head && lws_send_pipe_choked(wsi)) {
-            lws_callback_on_writable(wsi);
-            break;
-        }
-    }
-    return 0;
-}
-
-/// Adds a fragment; 1 when `p` holds a whole message, -1 when it grew too large or memory ran out.
-static int gather(struct lws *wsi, struct partial *p, const void *in, size_t length) {
-    if (lws_is_first_fragment(wsi)) p->length = 0;
-    if (p->length + length > RT_MAX_MESSAGE) return -1;
-    if (p->length + length > p->capacity) {
-        size_t capacity = p->capacity ? p->capacity : 4096;
-        while (capacity < p->length + length) capacity *= 2;
-        unsigned char *grown = realloc(p->bytes, capacity);
-        if (!grown) return -1;
-        p->bytes = grown;
-        p->capacity = capacity;
-    }
-    if (length) memcpy(p->bytes + p->length, in, length);
-    p->length += length;
-    if (!lws_is_final_fragment(wsi)) return 0;
-    // A message that was large once keeps no large buffer for the rest of the session.
-    return 1;
-}
-
-static void shrink(struct partial *p) {
-    if (p->capacity > 65536) {
-        free(p->bytes);
-        p->bytes = NULL;
-        p->capacity = 0;
-    }
-    p->length = 0;
 }
 
 /// Close codes that may not be sent in a close frame become 1011.
@@ -262,7 +174,7 @@ static void run_adopt(rt_loop *loop, rt_session *s, int fd, const char *handshak
 static void run_close(rt_session *s, const char *text, size_t length, int code) {
     if (s->ended) return;
     if (!s->adopted) s->no_client = 1;
-    if (text && s->client && !s->close_client_code) push(&s->to_client, (const unsigned char *)text, length, 0);
+    if (text && s->client && !s->close_client_code) rtq_push(&s->to_client, (const unsigned char *)text, length, 0);
     first_close(s, code, RT_BY_GATEWAY);
     close_client(s, code);
     close_upstream(s, 1000);
@@ -337,7 +249,7 @@ static int on_client(struct lws *wsi, enum lws_callback_reasons reason, void *us
         return 0;
     case LWS_CALLBACK_RECEIVE: {
         if (!s) return -1;
-        int whole = gather(wsi, &s->from_client, in, length);
+        int whole = rtq_gather(wsi, &s->from_client, in, length);
         if (whole < 0) {
             first_close(s, 1009, RT_BY_GATEWAY);
             close_client(s, 1009);
@@ -345,27 +257,11 @@ static int on_client(struct lws *wsi, enum lws_callback_reasons reason, void *us
             return 0;
         }
         if (!whole || s->close_upstream_code) return 0;
-        if (push(&s->to_upstream, s->from_client.bytes, s->from_client.length, lws_frame_is_binary(wsi))) return -1;
-        shrink(&s->from_client);
-        if (s->upstream) lws_callback_on_writable(s->upstream);
-        if (s->to_upstream.bytes > RT_HIGH_WATER && !s->client_paused) {
-            s->client_paused = 1;
-            lws_rx_flow_control(wsi, 0);
-        }
-        return 0;
+        return rtq_forward(wsi, &s->from_client, &s->to_upstream, s->upstream, &s->client_paused);
     }
     case LWS_CALLBACK_SERVER_WRITEABLE:
         if (!s) return -1;
-        if (drain(wsi, &s->to_client)) return -1;
-        if (s->upstream_paused && s->to_client.bytes < RT_LOW_WATER && s->upstream) {
-            s->upstream_paused = 0;
-            lws_rx_flow_control(s->upstream, 1);
-        }
-        if (s->close_client_code && !s->to_client.head) {
-            lws_close_reason(wsi, s->close_client_code, NULL, 0);
-            return -1;
-        }
-        return 0;
+        return rtq_writable(wsi, &s->to_client, s->upstream, &s->upstream_paused, s->close_client_code);
     case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
         if (!s) return 0;
         first_close(s, peer_close_code(in, length), RT_BY_CLIENT);
@@ -418,37 +314,26 @@ static int on_azure(struct lws *wsi, enum lws_callback_reasons reason, void *use
         return 0;
     case LWS_CALLBACK_CLIENT_RECEIVE: {
         if (!s) return -1;
-        int whole = gather(wsi, &s->from_upstream, in, length);
+        int whole = rtq_gather(wsi, &s->from_upstream, in, length);
         if (whole < 0) {
             first_close(s, 1009, RT_BY_GATEWAY);
             close_client(s, 1011);
             close_upstream(s, 1009);
             return 0;
         }
-        if (!whole || s->close_client_code) return 0;
+        if (!whole) return 0;
+        // Reported even when it no longer goes to the client: what Azure sends after a stop or
+        // after the client left is billed all the same.
         s->loop->events.upstream_message(s->owner, s->from_upstream.bytes, s->from_upstream.length, lws_frame_is_binary(wsi));
-        // The gateway may have closed the session in that report: its error event goes first.
-        if (!s->close_client_code && push(&s->to_client, s->from_upstream.bytes, s->from_upstream.length, lws_frame_is_binary(wsi))) return -1;
-        shrink(&s->from_upstream);
-        if (s->client) lws_callback_on_writable(s->client);
-        if (s->to_client.bytes > RT_HIGH_WATER && !s->upstream_paused) {
-            s->upstream_paused = 1;
-            lws_rx_flow_control(wsi, 0);
+        if (s->close_client_code || (!s->client && s->adopted)) {
+            rtq_shrink(&s->from_upstream);
+            return 0;
         }
-        return 0;
+        return rtq_forward(wsi, &s->from_upstream, &s->to_client, s->client, &s->upstream_paused);
     }
     case LWS_CALLBACK_CLIENT_WRITEABLE:
         if (!s) return -1;
-        if (drain(wsi, &s->to_upstream)) return -1;
-        if (s->client_paused && s->to_upstream.bytes < RT_LOW_WATER && s->client) {
-            s->client_paused = 0;
-            lws_rx_flow_control(s->client, 1);
-        }
-        if (s->close_upstream_code && !s->to_upstream.head) {
-            lws_close_reason(wsi, s->close_upstream_code, NULL, 0);
-            return -1;
-        }
-        return 0;
+        return rtq_writable(wsi, &s->to_upstream, s->client, &s->client_paused, s->close_upstream_code);
     case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
         if (!s) return 0;
         first_close(s, peer_close_code(in, length), RT_BY_UPSTREAM);

@@ -81,6 +81,12 @@ public final class AdmissionQueue: Sendable {
     /// Gives back the leases that have ended by `nowMs` (the pool's housekeeper runs this each
     /// tick), or all of them (at exit), with those whose return failed before. Waits for the
     /// commit when this thread leads it, or with `all`.
+    public func renew(_ reservation: Reservation, nowMs: Int64) throws {
+        // A lease's reservation has no row, and its user no max-parallel: nothing expires.
+        guard reservation.lease == nil else { return }
+        try stores.with { try $0.renewReservation(reservation.id, userID: reservation.userID, expiresMs: nowMs + UsageStore.reservationLifetimeMs) }
+    }
+
     public func returnLeases(nowMs: Int64, all: Bool = false) {
         let queued = state.withLock { state -> (Job, Bool)? in
             let ended = state.leases.values.filter { all || $0.ended(nowMs: nowMs) }

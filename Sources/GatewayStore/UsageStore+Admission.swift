@@ -60,6 +60,13 @@ extension UsageStore {
     private static let reservationPrefix = Int64.random(in: 1..<(1 << 38)) << 24
     private static let reservationCounter = LockedValue(0)
 
+    /// Moves the expiry of reservation `id` (one still open) to `expiresMs`.
+    func renewReservation(_ id: Int64, userID: Int64, expiresMs: Int64) throws {
+        try write {
+            try statement("UPDATE reservations SET expires_ms = ?1 WHERE user_id = ?2 AND id = ?3").run([.int(expiresMs), .int(userID), .int(id)])
+        }
+    }
+
     /// Deletes reservations past their lifetime and rate buckets older than a minute.
     func pruneAdmissions(nowMs: Int64) throws {
         try write {

@@ -53,7 +53,7 @@ extension Gateway {
             switch try policy.admitSession(call, limits: limits, admissions: admissions, nowMs: WallClock.milliseconds(now)) {
             case .success(let reservation):
                 return .open(RealtimeCall(user: user, route: call.route, limits: limits, reservation: reservation, targets: targets,
-                                          handshake: handshake))
+                                          handshake: handshake, authenticated: request))
             case .failure(let refusal):
                 return .refuse(GatewayDecision(.respond(refusal.error.response), user: user, refusedModel: call.route.charged,
                                                refused: refusal.reason))

@@ -35,11 +35,8 @@ public final class RealtimeAccount: Sendable {
     public var summed: Totals { totals.withLock { $0 } }
 
     /// The limits each response counts against (tpm and the quotas); empty: a response is only
-    /// added to the ledger, which needs no wait for the store.
+    /// added to the ledger.
     public var responseLimits: Limits { Policy.responseLimits(call.limits) }
-
-    /// Whether `charge` waits for the store: not on a thread that must not block.
-    public var chargeWaits: Bool { !responseLimits.isEmpty }
 
     /// Charges one response's (or input transcription's) usage. Returns the error the session
     /// must end with when a quota or the budget is used up; nil to go on. Azure served the
@@ -93,6 +90,14 @@ public final class RealtimeAccount: Sendable {
         }
     }
 
+    /// The refusal the session's key gets now (removed, rotated, disabled or expired since the
+    /// session opened): the session ends with it. Nil while the key works, and when the store
+    /// cannot say (an outage ends no session).
+    public func keyRefusal(now: Date = Date()) -> OpenAIError? {
+        guard case .failure(let refusal) = gateway.authenticator.user(for: call.authenticated, now: now), refusal.isKey else { return nil }
+        return refusal.error
+    }
+
     /// The session's line in the per-request log, once it ended: its responses' tokens and cost
     /// summed (already in the ledger), its duration.
     public func endRecord(durationMs: Int, nowMs: Int64 = WallClock.nowMs()) -> RequestRecord {
@@ -106,6 +111,13 @@ public final class RealtimeAccount: Sendable {
         record.unpriced = totals.unpriced
         record.upstreamMs = durationMs
         return record
+    }
+
+    /// Keeps the session's admission from expiring while it runs (a reservation lives 15
+    /// minutes; a session may run for hours), so max-parallel goes on counting it.
+    public func renew(nowMs: Int64 = WallClock.nowMs()) throws {
+        guard let reservation = call.reservation else { return }
+        try gateway.admissions.renew(reservation, nowMs: nowMs)
     }
 
     /// No backend opened the session: its admission is given back, and nothing is logged here

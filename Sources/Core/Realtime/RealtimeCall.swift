@@ -13,6 +13,9 @@ public struct RealtimeCall: Sendable {
     /// Azure's side, one per backend, in the order to try them.
     public var targets: [RealtimeTarget]
     public var handshake: RealtimeHandshake
+    /// The request as authenticated (with a browser's subprotocol key as its key), which the
+    /// session's key is checked by again while it runs.
+    public var authenticated: GatewayRequest
 }
 
 /// One backend's Realtime endpoint for a session.

@@ -22,6 +22,10 @@ public protocol AdmissionStore: AnyObject, Sendable {
 
     /// Gives back the leases of room that have ended by `nowMs`, or all of them (at exit).
     func returnLeases(nowMs: Int64, all: Bool)
+
+    /// Keeps `reservation` from expiring for another lifetime from `nowMs`: a request that
+    /// lasts longer than one (a Realtime session) still counts in max-parallel.
+    func renew(_ reservation: Reservation, nowMs: Int64) throws
 }
 
 extension AdmissionStore {

@@ -101,12 +101,10 @@ final class RealtimeSession: Sendable {
         let event = RealtimeEvent.read(Array(bytes))
         guard event.kind != .other, let usage = event.usage else { return }
         let account = self.account
-        guard account.chargeWaits else {
-            _ = account.charge(usage)
-            return
-        }
+        // After each response, the key is checked again too: a user removed or disabled
+        // meanwhile has no session left after its next response.
         listener.accounting.run { [self] in
-            if let error = account.charge(usage) { stop(error, code: 1008) }
+            if let error = account.charge(usage) ?? account.keyRefusal() { stop(error, code: 1008) }
         }
     }
 
@@ -124,7 +122,7 @@ final class RealtimeSession: Sendable {
         }
         let who = by == Int(RT_BY_CLIENT) ? "client" : by == Int(RT_BY_UPSTREAM) ? "azure" : "gateway"
         listener.logger.info(Logger.Message(stringLiteral: line.text + " realtime_close=\(code) closed_by=\(who) responses=\(totals.responses)"))
-        listener.sessionEnded()
+        listener.sessionEnded(account)
         let account = self.account
         if account.call.reservation == nil {
             account.ended(durationMs: durationMs)

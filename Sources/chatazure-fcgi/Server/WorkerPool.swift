@@ -152,9 +152,10 @@ final class WorkerPool: Sendable {
         let watcher = ListenWatcher(pool: self)
         guard watcher.start(), housekeeper.start() else { return 1 }
         if let socket = settings.realtimeSocket {
-            guard let listener = RealtimeListener(listenSocket: socket, gateway: { [currentGateway] in currentGateway.withLock { $0 } },
-                                                  recorder: recorder, logger: logger), listener.start() else {
-                logger.critical("cannot start the Realtime listener (libwebsockets' context or a thread)")
+            let listener = RealtimeListener(listenSocket: socket, gateway: { [currentGateway] in currentGateway.withLock { $0 } },
+                                            recorder: recorder, logger: logger)
+            guard listener.start() else {
+                logger.critical("cannot start the Realtime listener's thread: \(String(cString: strerror(errno)))")
                 return 1
             }
             realtime.withLock { $0 = listener }
@@ -183,6 +184,8 @@ final class WorkerPool: Sendable {
             PoolJob("retire idle threads", every: 1) { [self] now in
                 tuning.tick(retiredBefore: retired, inFlight: counts.withLock { $0.inFlight })
                 retired = shrink(now: now, retiringServed: tuning.retiresServedThreads)
+                // The last Realtime session closed: its buffers are free memory glibc holds too.
+                if realtime.withLock({ $0 })?.lastSessionClosed() == true { retired += 1 }
             },
         ]
 
