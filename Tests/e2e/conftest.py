@@ -141,7 +141,7 @@ class Gateway:
     server_snippets = ("chatazure-server-errors.conf", "chatazure.conf")
 
     def __init__(self, workdir, endpoint, workers=4, processes=2, keepalive=4, nginx_workers=2,
-                 users=USERS, extra_azure="", serve_args="", extra_fastcgi="", database_url=None):
+                 users=USERS, extra_azure="", serve_args="", extra_fastcgi="", database_url=None, extra_config=""):
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.database_url = database_url or new_store_url()
@@ -156,6 +156,8 @@ class Gateway:
         os.chmod(self.run_dir, 0o711)
         atexit.register(shutil.rmtree, self.run_dir, ignore_errors=True)
         self.socket = str(self.run_dir / "fcgi.sock")
+        # Where the workers listen for Realtime WebSocket upgrades by default: next to the FastCGI socket.
+        self.realtime_socket = str(self.run_dir / "realtime.sock")
         self.config = str(self.dir / "config.yaml")
         self.log_path = self.dir / "worker.log"
         self.port = free_port()
@@ -171,7 +173,9 @@ class Gateway:
             f"  deployments:\n    gpt-4o: gpt-4o\n    gpt-4o-mini: gpt-4o-mini\n{extra_azure}"
             f"users:\n{user_lines}"
             + store_yaml(self.database_url)
-            + f"fastcgi:\n  workers: {workers}\n{extra_fastcgi}")
+            + f"fastcgi:\n  workers: {workers}\n{extra_fastcgi}"
+            # Top-level sections of a test's own (realtime:, prices:, limits:, ...).
+            + extra_config)
         self.workers, self.processes, self.serve_args = workers, processes, serve_args
         self.nginx_workers, self.keepalive = nginx_workers, keepalive
         self.start_workers()
@@ -191,6 +195,7 @@ class Gateway:
     def start_nginx(self):
         upstream = (ROOT / "nginx" / "chatazure-upstream.conf").read_text()
         upstream = upstream.replace("server unix:/run/chatazure/fcgi.sock;", f"server unix:{self.socket};")
+        upstream = upstream.replace("server unix:/run/chatazure/realtime.sock;", f"server unix:{self.realtime_socket};")
         upstream = upstream.replace("keepalive 4;", f"keepalive {self.keepalive};")
         (self.dir / "upstream.conf").write_text(upstream)
         user = f"user {self.web_user[0]} {self.web_user[1]};" if self.web_user else ""

@@ -95,7 +95,8 @@ Realtime (realtime.py): a WebSocket upgrade of GET /openai/v1/realtime?model=D a
 response.create (text deltas, response.done with usage computed from the session), GA or beta event
 names, `emulator.close` / `[close=N]` to end with a close code; its docstring has the details and
 the controls. Needs the websockets package (>= 13, Tests/e2e/requirements.txt); without it the
-endpoint answers 501 and the rest works as before. GET /_emulator/realtime lists its sessions.
+endpoint answers 501 and the rest works as before. GET /_emulator/realtime lists its sessions;
+POST /_emulator/realtime/refuse {"status": S, "count": N} refuses the next N handshakes with S.
 Introspection: GET /_emulator/requests lists what arrived (method, path, headers as sent, the
 Authorization header included, the client port of its connection); DELETE clears it (the counters
 below are cumulative). GET /_emulator/stats: `name` (--name, default "azure"), `requests` (how many
@@ -645,6 +646,12 @@ class Emulator(BaseHTTPRequestHandler):
 
     def do_POST(self):
         self.arrived = time.monotonic()
+        if self.path.startswith("/_emulator/realtime/refuse"):
+            try:
+                settings = json.loads(self.read_body() or b"{}")
+                return self.send_json(200, self.server.realtime.set_refusal(settings))
+            except (ValueError, TypeError, AttributeError) as error:
+                return self.send_json(400, {"error": str(error)})
         if self.server.v1.dispatch(self, urlsplit(self.path)):
             return
         raw = self.read_body()

@@ -17,13 +17,18 @@ The `realtime` subprotocol is answered when offered (browsers also offer
   - session.update -> session.updated (the session object with the update merged in).
   - conversation.item.create -> conversation.item.created (beta) / .added and .done (GA).
   - input_audio_buffer.append (base64 audio) -> nothing; .commit -> input_audio_buffer.committed
-    (the audio becomes a conversation item); .clear -> input_audio_buffer.cleared.
+    (the audio becomes a conversation item); .clear -> input_audio_buffer.cleared. When the session
+    asks for input transcription (beta `input_audio_transcription`, GA `audio.input.transcription`,
+    set by session.update), the commit is followed by
+    conversation.item.input_audio_transcription.completed, transcript `transcribed N tokens` and
+    usage {type: tokens, input_tokens: N (audio), output_tokens: 3}, N the item's audio tokens.
   - response.create -> response.created, text deltas, response.output_text.done (beta
     response.text.done), response.done with usage. The session stays open for more.
   - response.cancel -> an `error` event (response_cancel_not_active): no response is ever in progress.
   - any other type -> an `error` event (invalid_value, param "type"); the session stays open.
   - emulator.echo -> the frame sent back as it came (for relay tests).
-  - emulator.close {"code": N, "reason": "..."} -> a close frame with N (default 1011).
+  - emulator.close {"code": N, "reason": "..."} -> a close frame with N (default 1011); "code": null
+    sends a close frame without a status code (1005 where it arrives).
   - emulator.drop -> the TCP connection is cut without a close frame.
 Usage of one response, from the session as it stands:
   input text tokens = the words of the session's instructions, of the response's instructions
@@ -45,6 +50,11 @@ ended: `client_closed` (a close frame came), `client_vanished` (the TCP connecti
 session: id, deployment, path, beta, headers, opened/ended (epoch seconds, ended null while open),
 end (as the counters), close_code, responses, usage (each response's). The counters also appear in
 `/_emulator/stats` under `realtime`.
+Handshake refusals (for failover tests): POST /_emulator/realtime/refuse with a JSON body
+{"status": S, "count": N, "retry_ms": R} refuses the next N handshakes (default 1; -1: until told
+otherwise; 0 clears) with an Azure error of status S before the key is checked, as an overloaded
+or failing resource does; a 429 carries `retry-after: 1` / `retry-after-ms: 1000`, or R when given.
+Each refused handshake counts in `refused`; the pending refusal shows as `refusing`.
 """
 import base64
 import json
@@ -59,6 +69,9 @@ PATHS = ("/openai/v1/realtime", "/openai/realtime")
 SESSIONS_KEPT = 500
 DEPLOYMENT_NOT_FOUND = ("The API deployment for this resource does not exist. If you created the deployment "
                         "within the last 5 minutes, please wait a moment and try again.")
+REFUSALS = {429: "Requests to the Realtime API have exceeded the rate limit of your current pricing tier. "
+                 "Please retry after 1 second.",
+            503: "The service is temporarily unable to process your request. Please try again later."}
 CLIENT_EVENTS = ("session.update", "input_audio_buffer.append", "input_audio_buffer.commit",
                  "input_audio_buffer.clear", "conversation.item.create", "response.create", "response.cancel")
 
@@ -83,8 +96,9 @@ class RealtimeStats:
         self.lock = threading.Lock()
         self.counters = {"opened": 0, "open": 0, "closed": 0, "responses": 0, "events_received": 0,
                          "errors_sent": 0, "client_closed": 0, "client_vanished": 0, "emulator_closed": 0,
-                         "dropped": 0}
+                         "dropped": 0, "refused": 0}
         self.sessions = []
+        self.refusal = None  # {"status", "count" (-1: every handshake), "retry_ms"}
 
     def open(self, record):
         with self.lock:
@@ -112,7 +126,30 @@ class RealtimeStats:
 
     def snapshot(self):
         with self.lock:
-            return dict(self.counters, sessions=json.loads(json.dumps(self.sessions)))
+            return dict(self.counters, refusing=dict(self.refusal) if self.refusal else None,
+                        sessions=json.loads(json.dumps(self.sessions)))
+
+    def set_refusal(self, settings):
+        """POST /_emulator/realtime/refuse: refuse the next handshakes (see the module's docstring)."""
+        status, count = int(settings.get("status", 503)), int(settings.get("count", 1))
+        if not 400 <= status <= 599:
+            raise ValueError("status must be 400-599")
+        with self.lock:
+            self.refusal = {"status": status, "count": count, "retry_ms": settings.get("retry_ms")} if count else None
+            return {"refusing": dict(self.refusal) if self.refusal else None}
+
+    def take_refusal(self):
+        """The refusal this handshake gets, or None."""
+        with self.lock:
+            refusal = self.refusal
+            if refusal is None:
+                return None
+            if refusal["count"] > 0:
+                refusal["count"] -= 1
+                if refusal["count"] == 0:
+                    self.refusal = None
+            self.counters["refused"] += 1
+            return dict(refusal)
 
     def reset(self):
         with self.lock:
@@ -127,6 +164,14 @@ def serve(req, url, controls, control_pattern):
     query = parse_qs(url.query)
     if (req.headers.get("Upgrade") or "").lower() != "websocket":
         return req.azure_error(404, "404", "Resource not found")
+    refusal = req.server.realtime.take_refusal()
+    if refusal:
+        status, retry_ms = refusal["status"], refusal["retry_ms"]
+        extra = {"retry-after": str(math.ceil(retry_ms / 1000)), "retry-after-ms": str(retry_ms)} if retry_ms is not None \
+            else {"retry-after": "1", "retry-after-ms": "1000"} if status == 429 else None
+        req.close_connection = True
+        return req.azure_error(status, str(status), REFUSALS.get(status, "The server had an error while processing "
+                                                                           "your request."), extra)
     if "api-key" in query and "api-key" not in req.headers:
         req.headers["api-key"] = query["api-key"][-1]  # the docs' browser form: the key as a query parameter
     if not req.authorized(url):
@@ -174,7 +219,8 @@ class Session:
         self.pending_audio = 0   # bytes appended and not yet committed
         self.record = {"id": self.session["id"], "deployment": deployment, "path": url.path, "beta": beta,
                        "headers": {k.lower(): v for k, v in req.headers.items()}, "opened": time.time(),
-                       "ended": None, "end": None, "close_code": None, "responses": 0, "usage": []}
+                       "ended": None, "end": None, "close_code": None, "responses": 0, "usage": [],
+                       "transcriptions": []}
 
     def send(self, event):
         event.setdefault("event_id", event_id())
@@ -267,6 +313,7 @@ class Session:
             self.items.append(item)
             self.pending_audio = 0
             self.send({"type": "input_audio_buffer.committed", "previous_item_id": previous, "item_id": item["id"]})
+            self.transcribe(item)
         elif kind == "input_audio_buffer.clear":
             self.pending_audio = 0
             self.send({"type": "input_audio_buffer.cleared"})
@@ -281,9 +328,13 @@ class Session:
             self.protocol.send_text(frame.data)
             self.flush()
         elif kind == "emulator.close":
-            code = int(event.get("code", 1011))
-            self.protocol.send_close(code, str(event.get("reason", "emulator closed")))
-            self.stats.end(self.record, "emulator_closed", code)
+            if "code" in event and event["code"] is None:
+                self.protocol.send_close()  # a close frame without a status code: 1005 where it arrives
+                self.stats.end(self.record, "emulator_closed", None)
+            else:
+                code = int(event.get("code", 1011))
+                self.protocol.send_close(code, str(event.get("reason", "emulator closed")))
+                self.stats.end(self.record, "emulator_closed", code)
         elif kind == "emulator.drop":
             self.stats.end(self.record, "dropped", None)
             return "dropped"
@@ -291,6 +342,23 @@ class Session:
             return self.error("invalid_value", f"Invalid value: '{kind}'. Supported values are: "
                               + ", ".join(f"'{name}'" for name in CLIENT_EVENTS) + ".", "type", client_id)
         return None
+
+    def transcribe(self, item):
+        """The transcription of a committed audio item, when the session asks for one."""
+        if self.beta:
+            asked = self.session.get("input_audio_transcription")
+        else:
+            audio = self.session.get("audio")
+            asked = ((audio.get("input") if isinstance(audio, dict) else None) or {}).get("transcription")
+        if not asked:
+            return
+        tokens = math.ceil(item["audio_bytes"] / 1000)
+        usage = {"type": "tokens", "total_tokens": tokens + 3, "input_tokens": tokens,
+                 "input_token_details": {"text_tokens": 0, "audio_tokens": tokens}, "output_tokens": 3}
+        self.send({"type": "conversation.item.input_audio_transcription.completed", "item_id": item["id"],
+                   "content_index": 0, "transcript": f"transcribed {tokens} tokens", "usage": usage})
+        with self.stats.lock:
+            self.record["transcriptions"].append(usage)
 
     def error(self, code, message, param, client_id):
         self.stats.count("errors_sent")

@@ -318,3 +318,76 @@ def test_openai_sdk_azure_client(emu):
         assert deltas == ["w0 ", "w1 ", "w2 ", "w3 "]
     path = json.loads(emu.raw("GET", "/_emulator/requests")[1])[-1]["path"]
     assert path.startswith("/openai/realtime?") and "deployment=gpt-4o" in path
+
+
+def refuse(emu, **settings):
+    status, body = emu.raw("POST", "/_emulator/realtime/refuse", json.dumps(settings).encode(),
+                           {"Content-Type": "application/json"})
+    assert status == 200, body
+    return json.loads(body)
+
+
+def test_handshake_refusal_control(emu):
+    before = realtime_stats(emu)
+    assert refuse(emu, status=503, count=2)["refusing"] == {"status": 503, "count": 2, "retry_ms": None}
+    # Refused before the key is checked, as an overloaded resource does; the count runs down.
+    status, body, response = refusal(emu, V1, {"api-key": "wrong"})
+    assert status == 503 and body["error"]["code"] == "503" and response.getheader("retry-after") is None
+    with pytest.raises(InvalidStatus) as refused:
+        connect(ws_url(emu, V1), additional_headers={"api-key": KEY})
+    assert refused.value.response.status_code == 503
+    with open_session(emu) as (ws, _):
+        pass
+    after = realtime_stats(emu)
+    assert after["refused"] == before["refused"] + 2 and after["opened"] == before["opened"] + 1
+    assert after["refusing"] is None
+    # A 429 carries retry-after (or the given retry_ms); count -1 refuses until cleared.
+    refuse(emu, status=429, count=-1, retry_ms=2500)
+    for _ in range(3):
+        status, body, response = refusal(emu, V1, {"api-key": KEY})
+        assert status == 429 and response.getheader("retry-after") == "3"
+        assert response.getheader("retry-after-ms") == "2500"
+    assert realtime_stats(emu)["refusing"]["count"] == -1
+    assert refuse(emu, count=0)["refusing"] is None
+    with open_session(emu) as (ws, _):
+        pass
+    refuse(emu, status=429)
+    assert refusal(emu, V1, {"api-key": KEY})[2].getheader("retry-after") == "1"
+    assert emu.raw("POST", "/_emulator/realtime/refuse", b'{"status": 200}', {"Content-Type": "application/json"})[0] == 400
+
+
+@pytest.mark.parametrize("path", [V1, CLASSIC])
+def test_input_transcription_has_its_usage(emu, path):
+    beta = path == CLASSIC
+    with open_session(emu, path) as (ws, created):
+        send(ws, type="input_audio_buffer.append", audio=base64.b64encode(b"\0" * 100).decode())
+        send(ws, type="input_audio_buffer.commit")
+        assert json.loads(ws.recv(timeout=5))["type"] == "input_audio_buffer.committed"
+        # Not asked for: no transcription.
+        send(ws, type="emulator.echo", marker=1)
+        assert json.loads(ws.recv(timeout=5)) == {"type": "emulator.echo", "marker": 1}
+        asked = {"input_audio_transcription": {"model": "whisper-1"}} if beta else \
+            {"type": "realtime", "audio": {"input": {"transcription": {"model": "gpt-4o-transcribe"}}}}
+        send(ws, type="session.update", session=asked)
+        assert json.loads(ws.recv(timeout=5))["type"] == "session.updated"
+        send(ws, type="input_audio_buffer.append", audio=base64.b64encode(b"\0" * 2500).decode())
+        send(ws, type="input_audio_buffer.commit")
+        committed = json.loads(ws.recv(timeout=5))
+        assert committed["type"] == "input_audio_buffer.committed"
+        done = json.loads(ws.recv(timeout=5))
+        assert done["type"] == "conversation.item.input_audio_transcription.completed"
+        assert done["item_id"] == committed["item_id"] and done["transcript"] == "transcribed 3 tokens"
+        assert done["usage"] == {"type": "tokens", "total_tokens": 6, "input_tokens": 3,
+                                 "input_token_details": {"text_tokens": 0, "audio_tokens": 3}, "output_tokens": 3}
+    wait_for(lambda: session_record(emu, created["session"]["id"])["ended"] is not None)
+    assert session_record(emu, created["session"]["id"])["transcriptions"] == [done["usage"]]
+
+
+def test_emulator_close_without_a_code(emu):
+    with open_session(emu) as (ws, created):
+        send(ws, type="emulator.close", code=None)
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=5)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1005
+    record = session_record(emu, created["session"]["id"])
+    assert record["end"] == "emulator_closed" and record["close_code"] is None
