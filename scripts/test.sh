@@ -46,4 +46,5 @@ echo "test: end-to-end, the suites that touch the store, on PostgreSQL"
 CHATAZURE_E2E_STORE=postgresql "$root/.venv/bin/python" -m pytest -q -p no:cacheprovider \
     "$root/Tests/e2e/test_accounting.py" "$root/Tests/e2e/test_admin_cli.py" "$root/Tests/e2e/test_admin_page.py" \
     "$root/Tests/e2e/test_legacy.py" "$root/Tests/e2e/test_supervisor.py" "$root/Tests/e2e/test_auth.py" \
-    "$root/Tests/e2e/test_integrity.py" "$root/Tests/e2e/test_files.py" "$root/Tests/e2e/test_batches.py" "$@"
+    "$root/Tests/e2e/test_integrity.py" "$root/Tests/e2e/test_files.py" "$root/Tests/e2e/test_batches.py" \
+    "$root/Tests/e2e/test_realtime.py" "$@"

@@ -566,10 +566,27 @@ def test_max_parallel_holds_a_slot_while_the_session_is_open(gw, azure, ending):
     slot_is_free(gw, "par1")
 
 
-@pytest.mark.parametrize("user,limit", [("tpm", "tpm"), ("rpm2", "rpm")])
+def test_rpm_counts_the_session_once_not_its_responses(gw, azure):
+    """A session is one request against rpm, however many responses it has (docs/realtime.md)."""
+    user = "rpm2"
+    with session(gw, user_key=key(user)) as (ws, created):
+        for _ in range(3):
+            assert deltas(respond(ws, "[chunks=2]")).startswith("w0 w1 ")
+        # The second request of the minute: still within rpm 2.
+        with session(gw, user_key=key(user)) as (second, _):
+            assert deltas(respond(second, "[chunks=1]")) == "w0 "
+        sessions = opened(azure)
+        status, headers, body = refusal(gw, user_key=key(user))
+        assert status == 429, body
+        assert_openai_error(body, "rate_limit_exceeded")
+        assert opened(azure) == sessions
+        assert deltas(respond(ws, "[chunks=1]")) == "w0 "
+
+
+@pytest.mark.parametrize("user,limit", [("tpm", "tpm")])
 def test_a_rate_limit_used_up_by_responses_refuses_the_next_session_not_this_one(gw, azure, user, limit):
-    """tpm and rpm count each response as it settles: the open session goes on (only day, month and
-    budget quotas end it), the next handshake is refused."""
+    """tpm counts each response's tokens as it settles, fit or not: the open session goes on (only
+    day, month and budget quotas end it), the next handshake is refused."""
     with session(gw, user_key=key(user)) as (ws, created):
         for _ in range(3):
             assert deltas(respond(ws, "[chunks=20]")).startswith("w0 w1 ")
