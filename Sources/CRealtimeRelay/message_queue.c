@@ -35,9 +35,9 @@ int rtq_drain(struct lws *wsi, struct queue *q) {
 }
 
 /// Adds a fragment; 1 when `p` holds a whole message, -1 when it grew too large or memory ran out.
-int rtq_gather(struct lws *wsi, struct partial *p, const void *in, size_t length) {
+int rtq_gather(struct lws *wsi, struct partial *p, const void *in, size_t length, size_t limit) {
     if (lws_is_first_fragment(wsi)) p->length = 0;
-    if (p->length + length > RT_MAX_MESSAGE) return -1;
+    if (p->length + length > limit) return -1;
     if (p->length + length > p->capacity) {
         size_t capacity = p->capacity ? p->capacity : 4096;
         while (capacity < p->length + length) capacity *= 2;

@@ -8,6 +8,9 @@
 // A message larger than this from either side closes the session (1009): Realtime events are
 // small, audio comes in chunks of at most a few hundred KB.
 #define RT_MAX_MESSAGE (16u << 20)
+// A client's messages are smaller: audio goes in appends of a few hundred KB at most, and what a
+// client holds half-sent stays in the gateway's memory.
+#define RT_MAX_CLIENT_MESSAGE (4u << 20)
 // A side whose queue holds more than this stops being read until the other side took it.
 #define RT_HIGH_WATER (4u << 20)
 #define RT_LOW_WATER (1u << 20)
@@ -33,7 +36,7 @@ struct partial {
 int rtq_push(struct queue *q, const unsigned char *bytes, size_t length, int binary);
 void rtq_queue_free(struct queue *q);
 int rtq_drain(struct lws *wsi, struct queue *q);
-int rtq_gather(struct lws *wsi, struct partial *p, const void *in, size_t length);
+int rtq_gather(struct lws *wsi, struct partial *p, const void *in, size_t length, size_t limit);
 void rtq_shrink(struct partial *p);
 int rtq_forward(struct lws *from_wsi, struct partial *from, struct queue *queue, struct lws *to, int *paused);
 int rtq_writable(struct lws *wsi, struct queue *queue, struct lws *other, int *other_paused, int close_code);

@@ -33,6 +33,9 @@ struct rt_session {
     char *host, *path, **headers;
     int port, tls;
     int ready_reported, adopted, no_client, in_loop_list, ended;
+    // Azure's side completed its handshake; a response is in progress on it; a response.cancel
+    // went to it before its close.
+    int upstream_open, response_open, cancel_sent;
     // The first close, which the session ends with.
     int close_code, closed_by;
     // A close frame is due on that side once its queue is written.
@@ -91,11 +94,38 @@ static void close_client(rt_session *s, int code) {
 static void close_upstream(rt_session *s, int code) {
     if (s->close_upstream_code) return;
     s->close_upstream_code = sendable(code);
-    if (s->upstream) {
-        lws_callback_on_writable(s->upstream);
-        // Azure gets a second to answer the close frame, then the connection is cut.
-        lws_set_timeout(s->upstream, PENDING_TIMEOUT_CLOSE_SEND, 1);
+    if (!s->upstream) return;
+    if (!s->upstream_open) {
+        // Still dialling or in its handshake: nothing to say, the connection goes.
+        lws_set_timeout(s->upstream, PENDING_TIMEOUT_KILLED_BY_PARENT, LWS_TO_KILL_ASYNC);
+        return;
     }
+    lws_set_timer_usecs(s->upstream, -1);
+    lws_callback_on_writable(s->upstream);
+    // Azure gets a second to answer the close frame, then the connection is cut.
+    lws_set_timeout(s->upstream, PENDING_TIMEOUT_CLOSE_SEND, 1);
+}
+
+/// How long Azure gets to end a response in progress after the client left or the gateway
+/// stopped the session, so the response's usage arrives and is billed.
+#define RT_CANCEL_USECS 500000
+
+/// Ends Azure's side when the session ends: first a `response.cancel`, so a response in progress
+/// ends with its usage (billed, as Azure bills it), then after RT_CANCEL_USECS the close.
+static void finish_upstream(rt_session *s) {
+    if (s->close_upstream_code) return;
+    if (!s->upstream || !s->upstream_open || !s->response_open || s->cancel_sent) {
+        if (!s->cancel_sent) close_upstream(s, 1000);
+        return;
+    }
+    static const char cancel[] = "{\"type\":\"response.cancel\"}";
+    s->cancel_sent = 1;
+    if (rtq_push(&s->to_upstream, (const unsigned char *)cancel, sizeof cancel - 1, 0)) {
+        close_upstream(s, 1000);
+        return;
+    }
+    lws_callback_on_writable(s->upstream);
+    lws_set_timer_usecs(s->upstream, RT_CANCEL_USECS);
 }
 
 static void unlist(rt_session *s) {
@@ -124,6 +154,22 @@ static void report_ready(rt_session *s, int status) {
     s->loop->events.upstream_ready(s->owner, status);
 }
 
+/// Azure's side is gone, whichever callback says so first (a connection error, its close, or
+/// its destruction, which libwebsockets may deliver to the first protocol when a timeout ends
+/// a connection that never bound to its own): never touched again.
+static void azure_gone(rt_session *s, struct lws *wsi, int status) {
+    lws_set_opaque_user_data(wsi, NULL);
+    if (s->upstream == wsi) s->upstream = NULL;
+    s->upstream_open = 0;
+    if (!s->ready_reported) {
+        report_ready(s, status);
+    } else {
+        first_close(s, 1011, RT_BY_UPSTREAM);  // cut without a close frame
+        close_client(s, s->close_code);
+    }
+    settle(s);
+}
+
 static void run_connect(rt_loop *loop, rt_session *s) {
     struct lws_client_connect_info info;
     memset(&info, 0, sizeof info);
@@ -136,23 +182,31 @@ static void run_connect(rt_loop *loop, rt_session *s) {
     info.ssl_connection = s->tls ? LCCSCF_USE_SSL : 0;
     info.local_protocol_name = "azure";
     info.opaque_user_data = s;
-    info.pwsi = &s->upstream;
     s->prev = NULL;
     s->next = loop->sessions;
     if (loop->sessions) loop->sessions->prev = s;
     loop->sessions = s;
     s->in_loop_list = 1;
-    if (!lws_client_connect_via_info(&info)) {
-        s->upstream = NULL;
-        report_ready(s, 0);
-        settle(s);
+    // Remembered only while it is ours: a failure inside the call reports through azure_gone.
+    struct lws *wsi = lws_client_connect_via_info(&info);
+    if (wsi && lws_get_opaque_user_data(wsi) == s && !s->ready_reported) {
+        s->upstream = wsi;
+        return;
     }
+    report_ready(s, 0);
+    settle(s);
 }
 
 static void run_adopt(rt_loop *loop, rt_session *s, int fd, const char *handshake, size_t length) {
     s->adopted = 1;
     if (!s->upstream) {
-        // Azure went away between its 101 and the adoption.
+        // Azure went away between its 101 and the adoption: the client, who has no 101 yet,
+        // gets an HTTP answer.
+        static const char gone[] = "HTTP/1.1 502 Bad Gateway\r\nContent-Type: application/json\r\nContent-Length: 130\r\n"
+                                   "Connection: close\r\n\r\n"
+                                   "{\"error\":{\"code\":\"upstream_error\",\"message\":\"Azure closed the Realtime session as it opened.\",\"param\":null,\"type\":\"server_error\"}}";
+        ssize_t written = write(fd, gone, sizeof gone - 1);
+        (void)written;
         first_close(s, 1011, RT_BY_UPSTREAM);
         close(fd);
         settle(s);
@@ -171,13 +225,14 @@ static void run_adopt(rt_loop *loop, rt_session *s, int fd, const char *handshak
     }
 }
 
+
 static void run_close(rt_session *s, const char *text, size_t length, int code) {
     if (s->ended) return;
     if (!s->adopted) s->no_client = 1;
     if (text && s->client && !s->close_client_code) rtq_push(&s->to_client, (const unsigned char *)text, length, 0);
     first_close(s, code, RT_BY_GATEWAY);
     close_client(s, code);
-    close_upstream(s, 1000);
+    finish_upstream(s);
     settle(s);
 }
 
@@ -249,7 +304,7 @@ static int on_client(struct lws *wsi, enum lws_callback_reasons reason, void *us
         return 0;
     case LWS_CALLBACK_RECEIVE: {
         if (!s) return -1;
-        int whole = rtq_gather(wsi, &s->from_client, in, length);
+        int whole = rtq_gather(wsi, &s->from_client, in, length, RT_MAX_CLIENT_MESSAGE);
         if (whole < 0) {
             first_close(s, 1009, RT_BY_GATEWAY);
             close_client(s, 1009);
@@ -265,15 +320,28 @@ static int on_client(struct lws *wsi, enum lws_callback_reasons reason, void *us
     case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
         if (!s) return 0;
         first_close(s, peer_close_code(in, length), RT_BY_CLIENT);
-        close_upstream(s, 1000);
+        finish_upstream(s);
         return 0;
     case LWS_CALLBACK_CLOSED:
-        if (!s) return 0;
+        if (!s || wsi != s->client) return 0;
         s->client = NULL;
         lws_set_opaque_user_data(wsi, NULL);
         first_close(s, 1005, RT_BY_CLIENT);  // gone without a close frame
-        close_upstream(s, 1000);
+        finish_upstream(s);
         settle(s);
+        return 0;
+    case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
+    case LWS_CALLBACK_CLIENT_CLOSED:
+    case LWS_CALLBACK_WSI_DESTROY:
+        // An Azure connection that never bound to its protocol ends here.
+        if (s && wsi != s->client) azure_gone(s, wsi, reason == LWS_CALLBACK_CLIENT_CONNECTION_ERROR ? (int)lws_http_client_http_response(wsi) : 0);
+        else if (s && reason == LWS_CALLBACK_WSI_DESTROY) {
+            s->client = NULL;
+            lws_set_opaque_user_data(wsi, NULL);
+            first_close(s, 1005, RT_BY_CLIENT);
+            finish_upstream(s);
+            settle(s);
+        }
         return 0;
     default:
         return 0;
@@ -297,24 +365,20 @@ static int on_azure(struct lws *wsi, enum lws_callback_reasons reason, void *use
     case LWS_CALLBACK_CLIENT_ESTABLISHED:
         if (!s) return -1;
         s->upstream = wsi;
+        s->upstream_open = 1;
         report_ready(s, 101);
         if (s->to_upstream.head || s->close_upstream_code) lws_callback_on_writable(wsi);
         return 0;
     case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
-        if (!s) return 0;
-        s->upstream = NULL;
-        lws_set_opaque_user_data(wsi, NULL);
-        if (!s->ready_reported) {
-            report_ready(s, (int)lws_http_client_http_response(wsi));
-        } else {
-            first_close(s, 1011, RT_BY_UPSTREAM);
-            close_client(s, 1011);
-        }
-        settle(s);
+        if (s) azure_gone(s, wsi, (int)lws_http_client_http_response(wsi));
+        return 0;
+    case LWS_CALLBACK_TIMER:
+        // The time after a response.cancel is up.
+        if (s) close_upstream(s, 1000);
         return 0;
     case LWS_CALLBACK_CLIENT_RECEIVE: {
         if (!s) return -1;
-        int whole = rtq_gather(wsi, &s->from_upstream, in, length);
+        int whole = rtq_gather(wsi, &s->from_upstream, in, length, RT_MAX_MESSAGE);
         if (whole < 0) {
             first_close(s, 1009, RT_BY_GATEWAY);
             close_client(s, 1011);
@@ -324,7 +388,11 @@ static int on_azure(struct lws *wsi, enum lws_callback_reasons reason, void *use
         if (!whole) return 0;
         // Reported even when it no longer goes to the client: what Azure sends after a stop or
         // after the client left is billed all the same.
-        s->loop->events.upstream_message(s->owner, s->from_upstream.bytes, s->from_upstream.length, lws_frame_is_binary(wsi));
+        int progress = s->loop->events.upstream_message(s->owner, s->from_upstream.bytes, s->from_upstream.length,
+                                                        lws_frame_is_binary(wsi));
+        if (progress >= 0) s->response_open = progress;
+        // The response the gateway waited for ended: Azure's side may close now.
+        if (s->cancel_sent && !s->response_open) close_upstream(s, 1000);
         if (s->close_client_code || (!s->client && s->adopted)) {
             rtq_shrink(&s->from_upstream);
             return 0;
@@ -340,12 +408,8 @@ static int on_azure(struct lws *wsi, enum lws_callback_reasons reason, void *use
         close_client(s, s->close_code);
         return 0;
     case LWS_CALLBACK_CLIENT_CLOSED:
-        if (!s) return 0;
-        s->upstream = NULL;
-        lws_set_opaque_user_data(wsi, NULL);
-        first_close(s, 1011, RT_BY_UPSTREAM);  // cut without a close frame
-        close_client(s, s->close_code);
-        settle(s);
+    case LWS_CALLBACK_WSI_DESTROY:
+        if (s) azure_gone(s, wsi, 0);
         return 0;
     default:
         return 0;

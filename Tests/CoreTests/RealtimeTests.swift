@@ -90,6 +90,7 @@ func upgradeHead(_ target: String = "/v1/realtime?model=gpt-realtime", _ extra: 
         #expect(read(" {\n \"response\" : {\"usage\" : " + usage + "} , \"type\" : \"response\\u002edone\" } \n") ==
                 RealtimeEvent(kind: .responseDone, usage: expected))
         #expect(read(#"{"type":"response.done","response":{"usage":null}}"#) == RealtimeEvent(kind: .responseDone))
+        #expect(read(#"{"response":{"id":"r","usage":null},"type":"response.created"}"#) == RealtimeEvent(kind: .responseCreated))
     }
 
     @Test func takesNoOtherEventForABilledOne() {
@@ -243,7 +244,7 @@ func upgradeHead(_ target: String = "/v1/realtime?model=gpt-realtime", _ extra: 
         price.audio = AudioPrice(input: ModelPrice.micros(32)!, output: ModelPrice.micros(64)!)
         var config = GatewayConfig(databasePath: path.path,
                                    azure: AzureSettings(endpoint: "http://127.0.0.1:9", apiKey: "AZ", deployments: ["gpt-realtime": "rt"]),
-                                   users: [ConfiguredUser(username: "carol", key: "carol-key-1", limits: Limits(budgetPerMonthMicros: 100_000))],
+                                   users: [ConfiguredUser(username: "carol", key: "carol-key-1", limits: Limits(budgetPerMonthMicros: 400_000))],
                                    prices: Prices(models: ["gpt-realtime": price]))
         if case .postgres(let url) = path.location { config.databaseURL = url }
         let store = try UsageStore(path)
@@ -255,7 +256,10 @@ func upgradeHead(_ target: String = "/v1/realtime?model=gpt-realtime", _ extra: 
         let call = try opened(decide(gateway, "/v1/realtime?model=gpt-realtime", ["api-key: carol-key-1"]))
         let account = RealtimeAccount(gateway: gateway, recorder: recorder, call: call, requestID: "sess-1")
         account.opened()
-        // 1000 audio tokens in and out: 0.032 + 0.064 = 0.096 of 0.1; the next one passes the budget.
+        // The open session holds the cost of one response of default-max-tokens at the dearest
+        // price (4096 x 64 / 1e6 = 0.262144) against the budget of 0.4. A response of 1000 audio
+        // tokens in and out costs 0.032 + 0.064 = 0.096: the first fits, the second passes the budget.
+        #expect(call.reservation?.costMicros == 262_144)
         let response = RealtimeUsage(audioIn: 1000, audioOut: 1000)
         #expect(account.charge(response) == nil)
         let stop = try #require(account.charge(response))

@@ -18,6 +18,15 @@ public struct RealtimeCall: Sendable {
     public var authenticated: GatewayRequest
 }
 
+extension RealtimeCall {
+    /// The session as `target` serves it: checked and billed as that deployment's model.
+    public func served(by target: RealtimeTarget) -> RealtimeCall {
+        var served = self
+        served.route = target.route
+        return served
+    }
+}
+
 /// One backend's Realtime endpoint for a session.
 public struct RealtimeTarget: Sendable {
     public var backend: Int

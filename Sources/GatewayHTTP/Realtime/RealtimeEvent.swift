@@ -8,6 +8,8 @@ public struct RealtimeEvent: Sendable, Equatable {
         /// `conversation.item.input_audio_transcription.completed`: the session's input audio
         /// transcribed, with the transcription's usage.
         case transcriptionCompleted
+        /// `response.created`: a response is in progress until its `response.done`.
+        case responseCreated
         case other
     }
 
@@ -46,6 +48,7 @@ public struct RealtimeEvent: Sendable, Equatable {
         }
         guard let type else { return RealtimeEvent(kind: .other) }
         if scanner.key(type, is: "response.done") { return RealtimeEvent(kind: .responseDone, usage: responseUsage) }
+        if scanner.key(type, is: "response.created") { return RealtimeEvent(kind: .responseCreated) }
         if scanner.key(type, is: "conversation.item.input_audio_transcription.completed") {
             return RealtimeEvent(kind: .transcriptionCompleted, usage: topUsage)
         }

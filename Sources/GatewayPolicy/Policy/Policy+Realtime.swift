@@ -2,12 +2,24 @@
 /// against rpm and holds one of max-parallel while open. Its responses are billed as they end,
 /// each against tpm and the quotas (`responseLimits`).
 extension Policy {
-    /// Admits a session: a request against rpm, a slot of max-parallel, and room for a token and a
-    /// micro-unit in each quota (what a session will use is unknown until it uses it).
+    /// Admits a session: a request against rpm, a slot of max-parallel, room for a token in each
+    /// token quota, and, held against the budget while the session is open, the cost of one
+    /// response of `limits.default-max-tokens` tokens at the model's dearest token price: what a
+    /// session will use is unknown until it uses it, and parallel sessions of a user near the
+    /// end of a budget may each overrun it by no more than one response. (Tokens held open would
+    /// count in tpm's minute for as long as the session lasts, so only the cost is held.)
     package func admitSession(_ call: UpstreamCall, limits: Limits, admissions: any AdmissionStore,
                               nowMs: Int64) throws -> Result<Reservation?, Refused> {
         guard !limits.isEmpty else { return .success(nil) }
-        return try reserve(call, model: call.route.charged, limits: limits, tokens: 1, costMicros: 1, admissions: admissions, nowMs: nowMs)
+        return try reserve(call, model: call.route.charged, limits: limits, tokens: 1,
+                           costMicros: max(1, responseEstimateMicros(call.route.charged)), admissions: admissions, nowMs: nowMs)
+    }
+
+    /// The cost of `limits.default-max-tokens` tokens of `model` at its dearest token price.
+    func responseEstimateMicros(_ model: String) -> Int64 {
+        guard let price = prices.price(for: model) else { return 0 }
+        let dearest = [price.input, price.output, price.audio.input ?? 0, price.audio.output ?? 0].max() ?? 0
+        return ModelPrice(input: 0, cachedInput: 0, output: dearest).cost(prompt: 0, cached: 0, completion: limitSettings.defaultMaxTokens)
     }
 
     /// What each response of a session is admitted against: the day and month quotas and the

@@ -121,6 +121,9 @@ final class RealtimeListener: Sendable {
     }
 
     private func acceptLoop(_ thread: GatewayThread) {
+        // Another process may take the connection poll announced: accept must not then block
+        // (a drain would wait for it). Sockets it returns are blocking again (Linux).
+        _ = fcntl(listenSocket, F_SETFL, fcntl(listenSocket, F_GETFL) | O_NONBLOCK)
         var entry = pollfd(fd: listenSocket, events: Int16(POLLIN), revents: 0)
         var renewed = MonotonicInstant.now()
         while !thread.isStopping {
@@ -221,7 +224,7 @@ final class RealtimeListener: Sendable {
     /// Tries the call's backends in order; nil once one opened the session (the socket is the
     /// loop's then), else the client's answer.
     private func openSession(_ call: RealtimeCall, fd: Int32, early: [UInt8], line: RequestLogLine, gateway: Gateway) -> OpenAIError? {
-        let account = RealtimeAccount(gateway: gateway, recorder: recorder, call: call, requestID: line.idText)
+        var account = RealtimeAccount(gateway: gateway, recorder: recorder, call: call, requestID: line.idText)
         guard let loop = runningLoop(gateway.config) else {
             account.abandon()
             return Self.busy
@@ -232,6 +235,8 @@ final class RealtimeListener: Sendable {
             var attempt = line
             attempt.backend = target.backendName
             attempt.route = target.route
+            // Billed as what this backend's deployment serves, not the first backend's.
+            account = RealtimeAccount(gateway: gateway, recorder: recorder, call: call.served(by: target), requestID: line.idText)
             let session = RealtimeSession(account: account, target: target, loop: loop, listener: self, line: attempt)
             status = session.connect(seconds: seconds)
             let movesOn = gateway.recordRealtimeAttempt(target, status: status)

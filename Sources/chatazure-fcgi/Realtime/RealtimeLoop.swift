@@ -17,8 +17,8 @@ final class RealtimeLoop: Sendable {
         var events = rt_events(
             upstream_ready: { owner, status in RealtimeSession.owner(owner).upstreamReady(Int(status)) },
             upstream_message: { owner, bytes, length, binary in
-                guard let bytes else { return }
-                RealtimeSession.owner(owner).upstreamMessage(UnsafeRawBufferPointer(start: bytes, count: length), binary: binary != 0)
+                guard let bytes else { return -1 }
+                return RealtimeSession.owner(owner).upstreamMessage(UnsafeRawBufferPointer(start: bytes, count: length), binary: binary != 0)
             },
             ended: { owner, code, by in RealtimeSession.owner(owner).ended(code: Int(code), by: Int(by)) })
         guard let loop = rt_loop_create(&events, caFile, Int32(max(1, (connectTimeoutMs + 999) / 1000))) else { return nil }

@@ -96,16 +96,21 @@ final class RealtimeSession: Sendable {
         if status != 101 { Unmanaged.passUnretained(self).release() }
     }
 
-    func upstreamMessage(_ bytes: UnsafeRawBufferPointer, binary: Bool) {
-        guard !binary else { return }
+    /// Charges what a `response.done` (or an input transcription) used; returns whether a
+    /// response is in progress after the event (1, 0; -1: unknown), for the relay's close.
+    func upstreamMessage(_ bytes: UnsafeRawBufferPointer, binary: Bool) -> Int32 {
+        guard !binary else { return -1 }
         let event = RealtimeEvent.read(Array(bytes))
-        guard event.kind != .other, let usage = event.usage else { return }
+        if event.kind == .responseCreated { return 1 }
+        let progress: Int32 = event.kind == .responseDone ? 0 : -1
+        guard event.kind != .other, let usage = event.usage else { return progress }
         let account = self.account
         // After each response, the key is checked again too: a user removed or disabled
         // meanwhile has no session left after its next response.
         listener.accounting.run { [self] in
             if let error = account.charge(usage) ?? account.keyRefusal() { stop(error, code: 1008) }
         }
+        return progress
     }
 
     func ended(code: Int, by: Int) {
