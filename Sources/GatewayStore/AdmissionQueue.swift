@@ -81,6 +81,10 @@ public final class AdmissionQueue: Sendable {
     /// Gives back the leases that have ended by `nowMs` (the pool's housekeeper runs this each
     /// tick), or all of them (at exit), with those whose return failed before. Waits for the
     /// commit when this thread leads it, or with `all`.
+    public func minute(userID: Int64, nowMs: Int64) throws -> RateWindow {
+        try stores.with { try $0.minute(userID: userID, nowMs: nowMs) }
+    }
+
     public func renew(_ reservation: Reservation, nowMs: Int64) throws {
         // A lease's reservation has no row, and its user no max-parallel: nothing expires.
         guard reservation.lease == nil else { return }

@@ -60,6 +60,21 @@ extension UsageStore {
     private static let reservationPrefix = Int64.random(in: 1..<(1 << 38)) << 24
     private static let reservationCounter = LockedValue(0)
 
+    /// See `AdmissionStore.minute`. Read in one transaction: buckets and reservations of one state.
+    func minute(userID: Int64, nowMs: Int64) throws -> RateWindow {
+        let second = nowMs / 1000
+        return try connection.readTransaction {
+            let buckets = try statement("""
+                SELECT coalesce(sum(requests), 0), coalesce(sum(tokens), 0), coalesce(min(second), 0) FROM rate_buckets
+                WHERE user_id = ?1 AND second > ?2
+                """).rows([.int(userID), .int(second - 60)]) { ($0.int(0), $0.int(1), $0.int(2)) }.first ?? (0, 0, 0)
+            let open = try statement("SELECT coalesce(sum(tokens), 0) FROM reservations WHERE user_id = ?1 AND expires_ms >= ?2")
+                .rows([.int(userID), .int(nowMs)]) { $0.int(0) }.first ?? 0
+            let resetMs = buckets.2 > 0 ? max(0, (buckets.2 + 60) * 1000 - nowMs) : 0
+            return RateWindow(requests: Int(buckets.0), tokens: Int(buckets.1 + open), resetMs: resetMs)
+        }
+    }
+
     /// Moves the expiry of reservation `id` (one still open) to `expiresMs`.
     func renewReservation(_ id: Int64, userID: Int64, expiresMs: Int64) throws {
         try write {

@@ -307,7 +307,7 @@ func upgradeHead(_ target: String = "/v1/realtime?model=gpt-realtime", _ extra: 
                                               nowMs: start + 14 * 60_000 + lifetime + 1) else { throw CancellationError() }
     }
 
-    @Test(arguments: TestStore.kinds) func responsesFillTpmsMinuteEvenPastIt(_ kind: TestStore) throws {
+    @Test(arguments: TestStore.kinds) func responsesFillTpmsMinuteAndOneThatPassesItEndsTheSession(_ kind: TestStore) throws {
         let path = try kind.database()
         var config = GatewayConfig(databasePath: path.path,
                                    azure: AzureSettings(endpoint: "http://127.0.0.1:9", apiKey: "AZ", deployments: ["gpt-realtime": "rt"]),
@@ -320,8 +320,10 @@ func upgradeHead(_ target: String = "/v1/realtime?model=gpt-realtime", _ extra: 
         defer { recorder.stop() }
         let call = try opened(decide(gateway, "/v1/realtime?model=gpt-realtime", ["api-key: erin-key-12"]))
         let account = RealtimeAccount(gateway: gateway, recorder: recorder, call: call, requestID: "sess-t")
-        // Three responses of 21 tokens: the third goes past tpm; none stops the session (tpm is a rate).
-        for _ in 0..<3 { #expect(account.charge(RealtimeUsage(textIn: 20, textOut: 1)) == nil) }
+        // Three responses of 21 tokens: the third goes past tpm and ends the session.
+        for _ in 0..<2 { #expect(account.charge(RealtimeUsage(textIn: 20, textOut: 1)) == nil) }
+        let stop = try #require(account.charge(RealtimeUsage(textIn: 20, textOut: 1)))
+        #expect(stop.code == "rate_limit_exceeded" && stop.message.contains("tpm") && (stop.retryAfterSeconds ?? 0) >= 1)
         // All 63 tokens are in the minute: the user's next session waits.
         #expect(try refused(decide(gateway, "/v1/realtime?model=gpt-realtime", ["api-key: erin-key-12"])) == (429, "rate_limit_exceeded"))
     }

@@ -586,23 +586,28 @@ def test_rpm_counts_the_session_once_not_its_responses(gw, azure):
         assert deltas(respond(ws, "[chunks=1]")) == "w0 "
 
 
-@pytest.mark.parametrize("user,limit", [("tpm", "tpm")])
-def test_a_rate_limit_used_up_by_responses_refuses_the_next_session_not_this_one(gw, azure, user, limit):
-    """tpm counts each response's tokens as it settles, fit or not: the open session goes on (only
-    day, month and budget quotas end it), the next handshake is refused."""
+def test_a_response_that_takes_the_minute_past_tpm_ends_the_session(gw, azure):
+    """tpm counts each response's tokens as it settles, fit or not: the response that takes the
+    user's minute past tpm (50; each of these is about 21 tokens) ends the session with an error
+    event and 1008, and the next handshake is refused until the minute has room."""
+    user = "tpm"
     with session(gw, user_key=key(user)) as (ws, created):
-        for _ in range(3):
+        for _ in range(2):
             assert deltas(respond(ws, "[chunks=20]")).startswith("w0 w1 ")
-        usages = usages_when(azure, created["session"]["id"], 3)
-        ledger_when(gw, user, {MODEL: expected_ledger(usages)})
-        sessions = opened(azure)
-        status, headers, body = refusal(gw, user_key=key(user))
-        assert status == 429, body
-        assert_openai_error(body, "rate_limit_exceeded")
-        assert int(headers.get("Retry-After") or 0) >= 1, headers
-        assert opened(azure) == sessions
-        # Still open and served.
-        assert deltas(respond(ws, "[chunks=1]")) == "w0 "
+        respond(ws, "[chunks=20]")
+        code, events = closed_code(ws)
+    assert code == 1008
+    assert [e["type"] for e in events] == ["error"], events
+    assert events[0]["error"]["code"] == "rate_limit_exceeded" and "tpm" in events[0]["error"]["message"], events
+    usages = usages_when(azure, created["session"]["id"], 3)
+    ledger_when(gw, user, {MODEL: expected_ledger(usages)})
+    assert sum(u["input_tokens"] + u["output_tokens"] for u in usages[:2]) <= 50 < sum(u["input_tokens"] + u["output_tokens"] for u in usages)
+    sessions = opened(azure)
+    status, headers, body = refusal(gw, user_key=key(user))
+    assert status == 429, body
+    assert_openai_error(body, "rate_limit_exceeded")
+    assert int(headers.get("Retry-After") or 0) >= 1, headers
+    assert opened(azure) == sessions
 
 
 def test_browser_keys_on_accepts_the_subprotocol_key(keys_gw, azure):

@@ -79,14 +79,26 @@ public final class RealtimeAccount: Sendable {
                     try gateway.admissions.settle(reservation, record)
                 } catch {
                     recorder.charge(record, settling: reservation)
+                    return nil
                 }
             }
-            return nil
+            return tpmStop(nowMs: nowMs)
         case .failure(let refusal):
             // Only a quota or the budget refuses here: the session ends after this response.
             recorder.charge(record)
             return Policy.error(refusal, user: call.user.username, currency: gateway.policy.prices.currency)
         }
+    }
+
+    /// The session's end when its responses took the user's minute past tpm: the user waits for
+    /// the minute to have room again, the session cannot wait (Azure's server-side turn detection
+    /// starts responses of its own), so it ends. Nil within tpm, without tpm, or when the store
+    /// cannot say.
+    private func tpmStop(nowMs: Int64) -> OpenAIError? {
+        guard let tpm = call.limits.tpm, let minute = try? gateway.admissions.minute(userID: call.user.id, nowMs: nowMs),
+              minute.tokens > tpm else { return nil }
+        return Policy.error(.rate(limit: "tpm", value: tpm, retryAfterMs: max(minute.resetMs, 1000)), user: call.user.username,
+                            currency: gateway.policy.prices.currency)
     }
 
     /// The refusal the session's key gets now (removed, rotated, disabled or expired since the

@@ -26,6 +26,10 @@ public protocol AdmissionStore: AnyObject, Sendable {
     /// Keeps `reservation` from expiring for another lifetime from `nowMs`: a request that
     /// lasts longer than one (a Realtime session) still counts in max-parallel.
     func renew(_ reservation: Reservation, nowMs: Int64) throws
+
+    /// The user's rolling minute as tpm sees it at `nowMs`: the requests and tokens of the last
+    /// 60 seconds, the tokens of open reservations, and when the oldest second leaves it.
+    func minute(userID: Int64, nowMs: Int64) throws -> RateWindow
 }
 
 extension AdmissionStore {
