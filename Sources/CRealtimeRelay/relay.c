@@ -10,6 +10,9 @@
 #include <string.h>
 #include <unistd.h>
 
+/// Seconds a client has to finish a message it began.
+#define RT_PARTIAL_SECONDS 30
+
 enum op_kind { OP_CONNECT, OP_ADOPT, OP_CLOSE };
 
 struct op {
@@ -36,6 +39,8 @@ struct rt_session {
     // Azure's side completed its handshake; a response is in progress on it; a response.cancel
     // went to it before its close.
     int upstream_open, response_open, cancel_sent;
+    // The client has begun a message it has not finished (a deadline runs).
+    int client_partial;
     // The first close, which the session ends with.
     int close_code, closed_by;
     // A close frame is due on that side once its queue is written.
@@ -311,7 +316,18 @@ static int on_client(struct lws *wsi, enum lws_callback_reasons reason, void *us
             close_upstream(s, 1000);
             return 0;
         }
-        if (!whole || s->close_upstream_code) return 0;
+        if (!whole) {
+            // A message begun must be finished within RT_PARTIAL_SECONDS: what a client holds
+            // half-sent stays in the gateway's memory.
+            if (!s->client_partial) lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, RT_PARTIAL_SECONDS);
+            s->client_partial = 1;
+            return 0;
+        }
+        if (s->client_partial) {
+            s->client_partial = 0;
+            if (!s->close_client_code) lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
+        }
+        if (s->close_upstream_code) return 0;
         return rtq_forward(wsi, &s->from_client, &s->to_upstream, s->upstream, &s->client_paused);
     }
     case LWS_CALLBACK_SERVER_WRITEABLE:

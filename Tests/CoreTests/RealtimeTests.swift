@@ -113,7 +113,10 @@ func upgradeHead(_ target: String = "/v1/realtime?model=gpt-realtime", _ extra: 
         let transcribed = read(#"{"type":"conversation.item.input_audio_transcription.completed","item_id":"i","transcript":"hi","usage":{"type":"tokens","total_tokens":30,"input_tokens":25,"input_token_details":{"text_tokens":0,"audio_tokens":25},"output_tokens":5}}"#)
         #expect(transcribed == RealtimeEvent(kind: .transcriptionCompleted, usage: RealtimeUsage(audioIn: 25, textOut: 5)))
         let seconds = read(#"{"type":"conversation.item.input_audio_transcription.completed","usage":{"type":"duration","seconds":3.2}}"#)
-        #expect(seconds == RealtimeEvent(kind: .transcriptionCompleted))
+        // Billed by its length: 3.2 s as 32 audio input tokens of the session's model.
+        #expect(seconds == RealtimeEvent(kind: .transcriptionCompleted, usage: RealtimeUsage(audioIn: 32)))
+        #expect(read(#"{"type":"conversation.item.input_audio_transcription.completed","usage":{"type":"duration","seconds":"9"}}"#).usage == nil)
+        #expect(read(#"{"type":"conversation.item.input_audio_transcription.completed","usage":{"type":"duration","seconds":1e99}}"#).usage == nil)
     }
 
     @Test func totalsAndDetailsThatDisagreeBillTheLarger() {

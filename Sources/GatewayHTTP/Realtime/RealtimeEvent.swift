@@ -55,14 +55,31 @@ public struct RealtimeEvent: Sendable, Equatable {
         return RealtimeEvent(kind: .other)
     }
 
+    /// Audio tokens a second of input audio counts as (OpenAI's realtime models: one per 100 ms).
+    static let audioTokensPerSecond = 10
+
+    /// A duration in seconds: a JSON number from 0 to a day; nil for anything else.
+    private static func seconds(_ scanner: inout JSONScanner) throws -> Double? {
+        let range = try scanner.readValue()
+        guard range.count <= 32 else { return nil }
+        let text = String(decoding: scanner.bytes[range], as: UTF8.self)
+        guard let value = Double(text), value.isFinite, value >= 0, value <= 86_400,
+              text.utf8.allSatisfy({ ($0 >= 48 && $0 <= 57) || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "e") || $0 == UInt8(ascii: "E") || $0 == UInt8(ascii: "+") || $0 == UInt8(ascii: "-") })
+        else { return nil }
+        return value
+    }
+
     /// A `usage` object: GA and beta Realtime shapes, and a transcription's (`type: tokens`).
     /// Nil for null or an object with no count (a transcription billed by `duration`).
     private static func usage(_ scanner: inout JSONScanner) throws -> RealtimeUsage? {
         var inputTotal: Int?, outputTotal: Int?
         var inputText: Int?, inputAudio: Int?, inputImage: Int?, cached: Int?, cachedText: Int?, cachedAudio: Int?
         var outputText: Int?, outputAudio: Int?
+        var seconds: Double?
         let isObject = try scanner.readMembers { key, scanner in
-            if scanner.key(key, is: "input_tokens") {
+            if scanner.key(key, is: "seconds") {
+                seconds = try Self.seconds(&scanner)
+            } else if scanner.key(key, is: "input_tokens") {
                 inputTotal = try TokenUsage.count(&scanner)
             } else if scanner.key(key, is: "output_tokens") {
                 outputTotal = try TokenUsage.count(&scanner)
@@ -99,7 +116,13 @@ public struct RealtimeEvent: Sendable, Equatable {
             }
         }
         let counts: [Int?] = [inputTotal, outputTotal, inputText, inputAudio, inputImage, outputText, outputAudio]
-        guard isObject, counts.contains(where: { $0 != nil }) else { return nil }
+        guard isObject else { return nil }
+        // A transcription billed by its length (`"type":"duration"`): its audio as the session
+        // model's audio tokens, a bound above any transcription model's price per minute.
+        if let seconds, !counts.contains(where: { $0 != nil }) {
+            return RealtimeUsage(audioIn: Int((seconds * Double(audioTokensPerSecond)).rounded(.up)))
+        }
+        guard counts.contains(where: { $0 != nil }) else { return nil }
         return RealtimeUsage(inputTotal: inputTotal, inputText: inputText, inputAudio: inputAudio, inputImage: inputImage, cached: cached,
                              cachedText: cachedText, cachedAudio: cachedAudio, outputTotal: outputTotal, outputText: outputText,
                              outputAudio: outputAudio)
