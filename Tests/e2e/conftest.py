@@ -12,6 +12,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 
@@ -378,3 +379,40 @@ def gateway(tmp_path_factory, emulator):
 @pytest.fixture
 def alice(gateway):
     return gateway.client(USERS["alice"])
+
+
+def run_in_browser(page, directory):
+    """Loads `page` (HTML) in headless Chromium from a local site of its own and returns the JSON
+    the page POSTs back to its own origin (at any path) once it is done."""
+    import http.server
+    (directory / "index.html").write_text(page)
+    results = []
+    arrived = threading.Event()
+
+    class Site(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(directory), **kwargs)
+
+        def do_POST(self):
+            results.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+            arrived.set()
+
+        def log_message(self, *args):
+            pass
+
+    port = free_port()
+    site = http.server.ThreadingHTTPServer(("127.0.0.1", port), Site)
+    threading.Thread(target=site.serve_forever, daemon=True).start()
+    browser = subprocess.Popen(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+         f"--user-data-dir={directory / 'profile'}", f"http://127.0.0.1:{port}/index.html"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert arrived.wait(60), "the page never reported"
+    finally:
+        browser.kill()
+        browser.wait(10)
+        site.shutdown()
+    return results[0]

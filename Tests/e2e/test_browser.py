@@ -1,11 +1,8 @@
 """A browser client as ChatGPT-Next-Web calls the gateway: headless Chromium on another origin does a
 CORS preflight, then a streaming fetch with an Authorization header, and reads the stream."""
-import http.server
 import json
-import subprocess
-import threading
 
-from conftest import USERS, free_port
+from conftest import USERS, run_in_browser
 
 PAGE = """<!doctype html><html><body><pre id="out">pending</pre><script>
 (async () => {
@@ -44,37 +41,7 @@ function report(result) {
 
 def test_browser_cors_preflight_and_streaming_fetch(gateway, tmp_path):
     page = PAGE.replace("GATEWAY", json.dumps(gateway.url)).replace("KEY", json.dumps(USERS["alice"]))
-    (tmp_path / "index.html").write_text(page)
-    port = free_port()
-    results = []
-    arrived = threading.Event()
-
-    class Site(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, directory=str(tmp_path), **kwargs)
-
-        def do_POST(self):
-            results.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-            arrived.set()
-
-        def log_message(self, *args):
-            pass
-
-    site = http.server.ThreadingHTTPServer(("127.0.0.1", port), Site)
-    threading.Thread(target=site.serve_forever, daemon=True).start()
-    browser = subprocess.Popen(
-        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-         f"--user-data-dir={tmp_path / 'profile'}", f"http://127.0.0.1:{port}/index.html"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        assert arrived.wait(60), "the page never reported"
-    finally:
-        browser.kill()
-        browser.wait(10)
-        site.shutdown()
-    outcome = results[0]
+    outcome = run_in_browser(page, tmp_path)
     assert outcome.get("status") == 200, outcome
     assert outcome["text"] == "w0 w1 w2 w3 w4 "
     assert outcome["done"]

@@ -13,7 +13,6 @@ import os
 import signal
 import socket
 import subprocess
-import threading
 import time
 from decimal import Decimal
 from urllib.parse import parse_qs, urlsplit
@@ -23,7 +22,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from conftest import AZURE_KEY, Emulator, Gateway, free_port, http_json, refused_port, wait_for
+from conftest import AZURE_KEY, Emulator, Gateway, http_json, refused_port, run_in_browser, wait_for
 from test_request_path import process_identity
 from test_supervisor import SupervisedGateway
 
@@ -702,21 +701,27 @@ def test_a_response_that_uses_up_the_quota_ends_the_session(gw, azure, user, ins
 
 # ---- 4. close codes ----------------------------------------------------------------------------------
 
+def leave_and_see_azure_closed(ws, azure, session_id, how):
+    """The client leaves (a close frame, or the TCP connection cut); Azure's side must be closed
+    within a second."""
+    left = time.monotonic()
+    if how == "close-frame":
+        ws.close(1000)
+    else:
+        ws.socket.shutdown(socket.SHUT_RDWR)
+        ws.socket.close()
+    while record(azure, session_id)["ended"] is None:
+        assert time.monotonic() - left < 1.0, f"Azure's side still open 1 s after the client left ({how})"
+        time.sleep(0.02)
+
+
 @pytest.mark.parametrize("how", ["close-frame", "vanish"])
 def test_the_client_leaving_closes_the_azure_side_within_a_second(gw, azure, how):
     user = "closer" if how == "close-frame" else "vanish"
     with session(gw, user_key=key(user)) as (ws, created):
         respond(ws, "[chunks=1]")
-        left = time.monotonic()
-        if how == "close-frame":
-            ws.close(1000)
-        else:
-            ws.socket.shutdown(socket.SHUT_RDWR)
-            ws.socket.close()
         session_id = created["session"]["id"]
-        while record(azure, session_id)["ended"] is None:
-            assert time.monotonic() - left < 1.0, f"Azure's side still open 1 s after the client left ({how})"
-            time.sleep(0.02)
+        leave_and_see_azure_closed(ws, azure, session_id, how)
     assert record(azure, session_id)["end"] in ("client_closed", "client_vanished")
     if how == "close-frame":
         [row] = log_rows_when(gw, user, 1)
@@ -732,16 +737,8 @@ def test_a_response_in_progress_when_the_client_leaves_is_billed(gw, azure, how)
     with session(gw, user_key=key(user)) as (ws, created):
         send(ws, type="response.create", response={"instructions": "[chunks=4 delay_ms=80 audio_out=50]"})
         until(ws, "response.output_text.delta")
-        left = time.monotonic()
-        if how == "close-frame":
-            ws.close(1000)
-        else:
-            ws.socket.shutdown(socket.SHUT_RDWR)
-            ws.socket.close()
         session_id = created["session"]["id"]
-        while record(azure, session_id)["ended"] is None:
-            assert time.monotonic() - left < 1.0, f"Azure's side still open 1 s after the client left ({how})"
-            time.sleep(0.02)
+        leave_and_see_azure_closed(ws, azure, session_id, how)
     [usage] = usages_when(azure, session_id, 1)
     want = expected_ledger([usage])
     had = before.get(MODEL, (0, 0, 0, 0, 0))
@@ -877,40 +874,9 @@ setTimeout(() => report({timeout: true}), 30000);
 
 
 def test_browser_websocket_with_the_key_in_the_subprotocol(keys_gw, azure, tmp_path):
-    import http.server
     user_key = key("browser")
     page = PAGE.replace("WSURL", json.dumps(ws_url(keys_gw, v1_path()))).replace("KEY", json.dumps(user_key))
-    (tmp_path / "index.html").write_text(page)
-    port = free_port()
-    results = []
-    arrived = threading.Event()
-
-    class Site(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, directory=str(tmp_path), **kwargs)
-
-        def do_POST(self):
-            results.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-            arrived.set()
-
-        def log_message(self, *args):
-            pass
-
-    site = http.server.ThreadingHTTPServer(("127.0.0.1", port), Site)
-    threading.Thread(target=site.serve_forever, daemon=True).start()
-    browser = subprocess.Popen(
-        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-         f"--user-data-dir={tmp_path / 'profile'}", f"http://127.0.0.1:{port}/index.html"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        assert arrived.wait(60), "the page never reported"
-    finally:
-        browser.kill()
-        browser.wait(10)
-        site.shutdown()
-    outcome = results[0]
+    outcome = run_in_browser(page, tmp_path)
     assert outcome.get("protocol") == "realtime", outcome
     assert outcome["types"][0] == "session.created" and outcome["types"][-1] == "response.done", outcome
     assert outcome["text"] == "w0 w1 w2 ", outcome
