@@ -8,9 +8,9 @@
 // A message larger than this from either side closes the session (1009): Realtime events are
 // small, audio comes in chunks of at most a few hundred KB.
 #define RT_MAX_MESSAGE (16u << 20)
-// A client's messages are smaller: audio goes in appends of a few hundred KB at most, and what a
-// client holds half-sent stays in the gateway's memory.
-#define RT_MAX_CLIENT_MESSAGE (4u << 20)
+// A client's: the API takes up to 15 MiB of audio in one input_audio_buffer.append, 20 MiB in
+// base64. What a client holds half-sent stays in the gateway's memory, for 30 s at most.
+#define RT_MAX_CLIENT_MESSAGE (21u << 20)
 // A side whose queue holds more than this stops being read until the other side took it.
 #define RT_HIGH_WATER (4u << 20)
 #define RT_LOW_WATER (1u << 20)

@@ -36,7 +36,7 @@ struct rt_session {
     char *host, *path, **headers;
     int port, tls;
     int ready_reported, adopted, no_client, in_loop_list, ended;
-    // Azure's side completed its handshake; a response is in progress on it; a response.cancel
+    // Azure's side completed its handshake; responses in progress on it; response.cancel events
     // went to it before its close.
     int upstream_open, response_open, cancel_sent;
     // The client has begun a message it has not finished (a deadline runs).
@@ -115,19 +115,32 @@ static void close_upstream(rt_session *s, int code) {
 /// stopped the session, so the response's usage arrives and is billed.
 #define RT_CANCEL_USECS 500000
 
+/// The code Azure's side is closed with: 1001 when the gateway is going away, else 1000.
+static int upstream_close_code(const rt_session *s) {
+    return s->closed_by == RT_BY_GATEWAY && s->close_code == 1001 ? 1001 : 1000;
+}
+
 /// Ends Azure's side when the session ends: first a `response.cancel`, so a response in progress
 /// ends with its usage (billed, as Azure bills it), then after RT_CANCEL_USECS the close.
 static void finish_upstream(rt_session *s) {
     if (s->close_upstream_code) return;
     if (!s->upstream || !s->upstream_open || !s->response_open || s->cancel_sent) {
-        if (!s->cancel_sent) close_upstream(s, 1000);
+        if (!s->cancel_sent) close_upstream(s, upstream_close_code(s));
         return;
     }
-    static const char cancel[] = "{\"type\":\"response.cancel\"}";
+    // One response.cancel per response in progress (by its id: a response outside the default
+    // conversation is not cancelled without one).
+    char cancels[16384];
+    size_t length = s->loop->events.cancels(s->owner, cancels, sizeof cancels);
     s->cancel_sent = 1;
-    if (rtq_push(&s->to_upstream, (const unsigned char *)cancel, sizeof cancel - 1, 0)) {
-        close_upstream(s, 1000);
-        return;
+    for (size_t start = 0; start < length;) {
+        const char *newline = memchr(cancels + start, '\n', length - start);
+        size_t end = newline ? (size_t)(newline - cancels) : length;
+        if (end > start && rtq_push(&s->to_upstream, (const unsigned char *)cancels + start, end - start, 0)) {
+            close_upstream(s, 1000);
+            return;
+        }
+        start = end + 1;
     }
     lws_callback_on_writable(s->upstream);
     lws_set_timer_usecs(s->upstream, RT_CANCEL_USECS);
@@ -390,7 +403,7 @@ static int on_azure(struct lws *wsi, enum lws_callback_reasons reason, void *use
         return 0;
     case LWS_CALLBACK_TIMER:
         // The time after a response.cancel is up.
-        if (s) close_upstream(s, 1000);
+        if (s) close_upstream(s, upstream_close_code(s));
         return 0;
     case LWS_CALLBACK_CLIENT_RECEIVE: {
         if (!s) return -1;
@@ -408,7 +421,7 @@ static int on_azure(struct lws *wsi, enum lws_callback_reasons reason, void *use
                                                         lws_frame_is_binary(wsi));
         if (progress >= 0) s->response_open = progress;
         // The response the gateway waited for ended: Azure's side may close now.
-        if (s->cancel_sent && !s->response_open) close_upstream(s, 1000);
+        if (s->cancel_sent && !s->response_open) close_upstream(s, upstream_close_code(s));
         if (s->close_client_code || (!s->client && s->adopted)) {
             rtq_shrink(&s->from_upstream);
             return 0;
@@ -478,10 +491,12 @@ void rt_loop_run(rt_loop *loop) {
     for (rt_session *s = loop->sessions; s; s = s->next) {
         first_close(s, 1001, RT_BY_GATEWAY);
         close_client(s, 1001);
-        close_upstream(s, 1001);
+        // A response in progress is cancelled and billed, as when the client leaves.
+        finish_upstream(s);
     }
-    // A second for the close frames; then whatever is left is cut by the context's end.
-    for (int i = 0; i < 20 && loop->sessions; i++) lws_service(loop->context, 50);
+    // The cancel's half second and a second for the close frames; then whatever is left is cut
+    // by the context's end.
+    for (int i = 0; i < 30 && loop->sessions; i++) lws_service(loop->context, 50);
     lws_context_destroy(loop->context);
     loop->context = NULL;
 }

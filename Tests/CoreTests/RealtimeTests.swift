@@ -85,12 +85,14 @@ func upgradeHead(_ target: String = "/v1/realtime?model=gpt-realtime", _ extra: 
         let usage = #"{"total_tokens":1300,"input_tokens":1000,"output_tokens":300,"input_token_details":{"text_tokens":200,"audio_tokens":800,"image_tokens":0,"cached_tokens":500,"cached_tokens_details":{"text_tokens":100,"audio_tokens":400,"image_tokens":0}},"output_token_details":{"text_tokens":50,"audio_tokens":250}}"#
         let expected = RealtimeUsage(textIn: 200, audioIn: 800, cachedText: 100, cachedAudio: 400, textOut: 50, audioOut: 250)
         #expect(read(#"{"type":"response.done","event_id":"e","response":{"id":"r","usage":"# + usage + "}}") ==
-                RealtimeEvent(kind: .responseDone, usage: expected))
+                RealtimeEvent(kind: .responseDone, usage: expected, responseID: "r"))
         // The response before the type, white space everywhere, and an escaped type: JSON, not bytes.
         #expect(read(" {\n \"response\" : {\"usage\" : " + usage + "} , \"type\" : \"response\\u002edone\" } \n") ==
                 RealtimeEvent(kind: .responseDone, usage: expected))
         #expect(read(#"{"type":"response.done","response":{"usage":null}}"#) == RealtimeEvent(kind: .responseDone))
-        #expect(read(#"{"response":{"id":"r","usage":null},"type":"response.created"}"#) == RealtimeEvent(kind: .responseCreated))
+        #expect(read(#"{"response":{"id":"resp_1","usage":null},"type":"response.created"}"#) == RealtimeEvent(kind: .responseCreated, responseID: "resp_1"))
+        // An id that could not stand in an event of the gateway's own is no id.
+        #expect(read(#"{"response":{"id":"r\"},\"x","usage":null},"type":"response.created"}"#) == RealtimeEvent(kind: .responseCreated))
     }
 
     @Test func takesNoOtherEventForABilledOne() {
@@ -259,10 +261,11 @@ func upgradeHead(_ target: String = "/v1/realtime?model=gpt-realtime", _ extra: 
         let call = try opened(decide(gateway, "/v1/realtime?model=gpt-realtime", ["api-key: carol-key-1"]))
         let account = RealtimeAccount(gateway: gateway, recorder: recorder, call: call, requestID: "sess-1")
         account.opened()
-        // The open session holds the cost of one response of default-max-tokens at the dearest
-        // price (4096 x 64 / 1e6 = 0.262144) against the budget of 0.4. A response of 1000 audio
-        // tokens in and out costs 0.032 + 0.064 = 0.096: the first fits, the second passes the budget.
-        #expect(call.reservation?.costMicros == 262_144)
+        // The session holds room for its next response against the budget of 0.4: one response of
+        // default-max-tokens at the dearest price, 4096 x 64 / 1e6 = 0.262144. A response of 1000
+        // audio tokens in and out costs 0.032 + 0.064 = 0.096: after the first (0.096 spent) the
+        // next hold fits, after the second (0.192) it does not, and the session ends.
+        #expect(call.hold?.costMicros == 262_144 && call.reservation?.costMicros == 1)
         let response = RealtimeUsage(audioIn: 1000, audioOut: 1000)
         #expect(account.charge(response) == nil)
         let stop = try #require(account.charge(response))
@@ -276,6 +279,8 @@ func upgradeHead(_ target: String = "/v1/realtime?model=gpt-realtime", _ extra: 
             [$0.int(0), $0.int(1), $0.int(2), $0.int(3)]
         }
         #expect(rows == [[101, 192_000, 1234, 2000]])
+        // Both the slot and the hold were given back: nothing of the session is held any more.
+        #expect(try store.connection.prepare("SELECT count(*) FROM reservations").rows { $0.int(0) } == [0])
         // A key removed while the session runs ends it at its next response; one that works does not.
         #expect(account.keyRefusal() == nil)
         try store.setDisabled(username: "carol", true)

@@ -745,6 +745,26 @@ def test_a_response_in_progress_when_the_client_leaves_is_billed(gw, azure, how)
     ledger_when(gw, user, {MODEL: tuple(a + b for a, b in zip(had, want))})
 
 
+def test_every_response_in_progress_when_the_client_leaves_is_cancelled_by_id_and_billed(gw, azure):
+    """Two responses held in progress, one of them out of band (cancelled only by its id), and a
+    third that ended: when the client leaves, each is cancelled by its id and its usage billed."""
+    user = "closer"
+    before = ledger(gw, user)
+    with session(gw, user_key=key(user)) as (ws, created):
+        send(ws, type="response.create", response={"instructions": "[hold=1 chunks=2 audio_out=40]"})
+        until(ws, "response.created")
+        send(ws, type="response.create", response={"conversation": "none", "instructions": "[hold=1 chunks=1 audio_out=30]"})
+        until(ws, "response.created")
+        respond(ws, "[chunks=1]")
+        session_id = created["session"]["id"]
+        leave_and_see_azure_closed(ws, azure, session_id, "close-frame")
+    usages = usages_when(azure, session_id, 3)
+    assert sorted(u["output_token_details"]["audio_tokens"] for u in usages) == [0, 30, 40]
+    want = expected_ledger(usages)
+    had = before.get(MODEL, (0, 0, 0, 0, 0))
+    ledger_when(gw, user, {MODEL: tuple(a + b for a, b in zip(had, want))})
+
+
 @pytest.mark.parametrize("code,expected", [(4001, 4001), (1000, 1000), (3000, 3000), (1011, 1011), (None, 1011)],
                          ids=["4001", "1000", "3000", "1011", "no-code-1005"])
 def test_azure_close_code_reaches_the_client(gw, azure, code, expected):

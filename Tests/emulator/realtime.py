@@ -24,7 +24,8 @@ The `realtime` subprotocol is answered when offered (browsers also offer
     usage {type: tokens, input_tokens: N (audio), output_tokens: 3}, N the item's audio tokens.
   - response.create -> response.created, text deltas, response.output_text.done (beta
     response.text.done), response.done with usage. The session stays open for more.
-  - response.cancel -> an `error` event (response_cancel_not_active): no response is ever in progress.
+  - response.cancel -> ends a response held in progress (`hold=1`, below); else an `error` event
+    (response_cancel_not_active).
   - any other type -> an `error` event (invalid_value, param "type"); the session stays open.
   - emulator.echo -> the frame sent back as it came (for relay tests).
   - emulator.close {"code": N, "reason": "..."} -> a close frame with N (default 1011); "code": null
@@ -43,6 +44,9 @@ Usage of one response, from the session as it stands:
   - audio_out=N: N output audio tokens reported.
   - delay_ms=D: D ms between deltas.
   - close=N: after the deltas, close with code N instead of response.done (a failure mid-session).
+  - hold=1: after the deltas the response stays in progress: a response.cancel naming it (or,
+    for a response of the default conversation, naming none) ends it with response.done, status
+    `cancelled`, and its usage. `response.create` with `"conversation": "none"` makes it out of band.
 Introspection (`/_emulator/realtime`, GET; DELETE clears the sessions list, the counters stay):
 counters `opened`, `open`, `closed`, `responses`, `events_received`, `errors_sent`, and how sessions
 ended: `client_closed` (a close frame came), `client_vanished` (the TCP connection ended without one),
@@ -216,6 +220,7 @@ class Session:
         if not beta:
             self.session["type"] = "realtime"
         self.items = []          # the conversation: {"id", "text", "audio_bytes"}
+        self.held = {}           # responses in progress ([hold=1]) by id, until cancelled
         self.pending_audio = 0   # bytes appended and not yet committed
         self.record = {"id": self.session["id"], "deployment": deployment, "path": url.path, "beta": beta,
                        "headers": {k.lower(): v for k, v in req.headers.items()}, "opened": time.time(),
@@ -321,9 +326,15 @@ class Session:
             options = event.get("response")
             return self.respond(options if isinstance(options, dict) else {})
         elif kind == "response.cancel":
-            # Responses here are complete before the next event is read: none is ever in progress.
-            return self.error("response_cancel_not_active", "Cancellation failed: no active response found.",
-                              None, client_id)
+            # Only a response held in progress (`[hold=1]`) can be cancelled: by its id, or without
+            # one the default conversation's (Azure's rule; an out-of-band one needs its id).
+            wanted = event.get("response_id")
+            held = next((rid for rid, pending in self.held.items()
+                         if rid == wanted or (wanted is None and not pending["out_of_band"])), None)
+            if held is None:
+                return self.error("response_cancel_not_active", "Cancellation failed: no active response found.",
+                                  None, client_id)
+            return self.finish(self.held.pop(held), "cancelled")
         elif kind == "emulator.echo":
             self.protocol.send_text(frame.data)
             self.flush()
@@ -390,6 +401,9 @@ class Session:
         modalities = "modalities" if self.beta else "output_modalities"
         base = {"id": rid, "object": "realtime.response", "conversation_id": "conv_" + self.session["id"][5:],
                 modalities: ["text"], "status_details": None}
+        out_of_band = options.get("conversation") == "none"
+        if out_of_band:
+            base["conversation_id"] = None
         self.send({"type": "response.created", "response": dict(base, status="in_progress", output=[], usage=None)})
         prefix = "response.text" if self.beta else "response.output_text"
         where = {"response_id": rid, "item_id": item_id, "output_index": 0, "content_index": 0}
@@ -402,11 +416,20 @@ class Session:
             self.flush()
             self.stats.end(self.record, "emulator_closed", ctl["close"])
             return None
-        text = "".join(pieces)
+        pending = {"base": base, "where": where, "prefix": prefix, "text": "".join(pieces), "item_id": item_id, "usage": usage,
+                   "out_of_band": out_of_band}
+        if ctl.get("hold"):
+            self.held[rid] = pending  # in progress until a response.cancel names it
+            return None
+        return self.finish(pending, "completed")
+
+    def finish(self, pending, status):
+        """The end of a response: its text done, and response.done with `status` and its usage."""
+        base, where, prefix, text, item_id, usage = (pending[k] for k in ("base", "where", "prefix", "text", "item_id", "usage"))
         self.send(dict(where, type=prefix + ".done", text=text))
         output = [{"id": item_id, "object": "realtime.item", "type": "message", "status": "completed",
                    "role": "assistant", "content": [{"type": "text" if self.beta else "output_text", "text": text}]}]
-        self.send({"type": "response.done", "response": dict(base, status="completed", output=output, usage=usage)})
+        self.send({"type": "response.done", "response": dict(base, status=status, output=output, usage=usage)})
         self.stats.count("responses")
         with self.stats.lock:
             self.record["responses"] += 1

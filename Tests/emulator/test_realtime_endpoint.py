@@ -187,6 +187,25 @@ def test_unknown_event_is_an_error_event_and_the_session_stays(emu):
         assert until(ws, "response.done")[-1]["response"]["status"] == "completed"
 
 
+def test_a_held_response_ends_when_cancelled_out_of_band_only_by_its_id(emu):
+    with open_session(emu) as (ws, created):
+        send(ws, type="response.create", response={"instructions": "[hold=1 chunks=2 audio_out=7]"})
+        held = until(ws, "response.created")[-1]["response"]["id"]
+        send(ws, type="response.create", response={"conversation": "none", "instructions": "[hold=1 chunks=1]"})
+        out_of_band = until(ws, "response.created")[-1]["response"]
+        assert out_of_band["conversation_id"] is None
+        # Without an id only the default conversation's response is cancelled.
+        send(ws, type="response.cancel")
+        done = until(ws, "response.done")[-1]["response"]
+        assert done["id"] == held and done["status"] == "cancelled" and done["usage"]["output_tokens"] == 9
+        send(ws, type="response.cancel")
+        assert json.loads(ws.recv(timeout=5))["error"]["code"] == "response_cancel_not_active"
+        send(ws, type="response.cancel", response_id=out_of_band["id"])
+        done = until(ws, "response.done")[-1]["response"]
+        assert done["id"] == out_of_band["id"] and done["status"] == "cancelled"
+    wait_for(lambda: len(session_record(emu, created["session"]["id"])["usage"]) == 2)
+
+
 @pytest.mark.parametrize("code", [1011, 4000])
 def test_emulator_close_sends_the_code(emu, code):
     with open_session(emu) as (ws, created):

@@ -14,10 +14,13 @@ typedef struct rt_events {
     /// The Azure side's handshake ended: 101 when it is open, else Azure's HTTP status (0: no
     /// connection or no answer).
     void (*upstream_ready)(void *owner, int status);
-    /// One whole message from Azure, before it is queued for the client. Returns 1 when a
-    /// response is in progress after it (`response.created`), 0 when none is (`response.done`),
-    /// -1 when it says neither.
+    /// One whole message from Azure, before it is queued for the client. Returns how many
+    /// responses are in progress after it (`response.created` adds one, `response.done` ends
+    /// one), or -1 when it changed nothing.
     int (*upstream_message)(void *owner, const unsigned char *data, size_t length, int binary);
+    /// The events that cancel every response in progress, one per line, written into `buffer`
+    /// (at most `capacity` bytes); returns their length.
+    size_t (*cancels)(void *owner, char *buffer, size_t capacity);
     /// Both sides are closed: the close code the session ended with and who ended it
     /// (RT_BY_CLIENT, RT_BY_UPSTREAM, RT_BY_GATEWAY). The last report for the session.
     void (*ended)(void *owner, int code, int by);

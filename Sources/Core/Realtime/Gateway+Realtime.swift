@@ -50,11 +50,30 @@ extension Gateway {
             call.fallbacks.removeAll { (try? policy.checkAccess(user, route: $0.route, limits: limits)) == nil }
             let targets = ([call] + call.fallbacks).compactMap { RealtimeTarget(url: $0.url, call: $0) }
             guard !targets.isEmpty else { throw OpenAIError.gatewayFailure("no backend endpoint is a usable URL") }
-            switch try policy.admitSession(call, limits: limits, admissions: admissions, nowMs: WallClock.milliseconds(now)) {
-            case .success(let reservation):
-                return .open(RealtimeCall(user: user, route: call.route, limits: limits, reservation: reservation, targets: targets,
-                                          handshake: handshake, authenticated: request))
+            let nowMs = WallClock.milliseconds(now)
+            let reservation: Reservation?
+            switch try policy.admitSession(call, limits: limits, admissions: admissions, nowMs: nowMs) {
+            case .success(let admitted): reservation = admitted
             case .failure(let refusal):
+                return .refuse(GatewayDecision(.respond(refusal.error.response), user: user, refusedModel: call.route.charged,
+                                               refused: refusal.reason))
+            }
+            var opened = RealtimeCall(user: user, route: call.route, limits: limits, reservation: reservation, targets: targets,
+                                      handshake: handshake, authenticated: request)
+            let held: Result<Reservation?, Policy.Refused>
+            do {
+                held = try policy.admitHold(call.route.charged, userID: user.id, user: user.username, limits: limits, admissions: admissions,
+                                            nowMs: nowMs)
+            } catch {
+                RealtimeAccount.giveBack(opened.reservation, model: call.route.charged, gateway: self, nowMs: nowMs)
+                throw error
+            }
+            switch held {
+            case .success(let hold):
+                opened.hold = hold
+                return .open(opened)
+            case .failure(let refusal):
+                RealtimeAccount.giveBack(opened.reservation, model: call.route.charged, gateway: self, nowMs: nowMs)
                 return .refuse(GatewayDecision(.respond(refusal.error.response), user: user, refusedModel: call.route.charged,
                                                refused: refusal.reason))
             }

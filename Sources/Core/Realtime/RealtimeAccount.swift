@@ -10,6 +10,8 @@ public final class RealtimeAccount: Sendable {
     public let call: RealtimeCall
     public let requestID: String
     private let totals = LockedValue(Totals())
+    /// The room held for the next response (`Policy.admitHold`).
+    private let hold: LockedValue<Reservation?>
 
     /// What the session's responses used, summed.
     public struct Totals: Sendable {
@@ -24,6 +26,7 @@ public final class RealtimeAccount: Sendable {
         self.recorder = recorder
         self.call = call
         self.requestID = requestID
+        self.hold = LockedValue(call.hold)
     }
 
     /// The session opened upstream: it is one request, counted (and journaled) before any of
@@ -34,12 +37,11 @@ public final class RealtimeAccount: Sendable {
 
     public var summed: Totals { totals.withLock { $0 } }
 
-    /// The limits each response is admitted against (the quotas and the budget).
-    public var responseLimits: Limits { Policy.responseLimits(call.limits) }
 
     /// Charges one response's (or input transcription's) usage. Returns the error the session
-    /// must end with when a quota or the budget is used up; nil to go on. Azure served the
-    /// response whatever the limits say: it is always billed.
+    /// must end with: when the budget or a quota has no room for another response, or the
+    /// minute is past tpm; nil to go on. Azure served the response whatever the limits say: it
+    /// is always billed.
     public func charge(_ usage: RealtimeUsage, nowMs: Int64 = WallClock.nowMs()) -> OpenAIError? {
         let policy = gateway.policy
         let model = call.route.charged
@@ -53,40 +55,33 @@ public final class RealtimeAccount: Sendable {
         let metrics = gateway.metrics
         metrics.countUsage(model: metrics.model(model), prompt: record.promptTokens, completion: record.completionTokens,
                            cached: record.cachedTokens, costMicros: record.costMicros, user: call.user.username)
-        let limits = responseLimits
         guard Policy.responsesSettle(call.limits) else {
             recorder.charge(record)
             return nil
         }
-        // The response's real figures go through an admission against the quotas, so that they
-        // count at once and a response that does not fit in what is left is the one that stops;
-        // its settlement puts its tokens in tpm's minute.
-        let admitted: Result<Reservation, LimitRefusal>
-        do {
-            admitted = try gateway.admissions.admit(userID: call.user.id, model: model, limits: limits,
-                                                    tokens: record.promptTokens + record.completionTokens, costMicros: record.costMicros,
-                                                    nowMs: nowMs)
-        } catch {
-            recorder.charge(record)
+        // The hold stood for this response: settled with what it used (the ledger, the quotas and
+        // tpm's minute see it at once), then the next response's hold is taken.
+        guard let held = hold.withLock({ hold in defer { hold = nil }; return hold }) else {
+            recorder.charge(record)  // no room was held (a stop is under way): billed all the same
             return nil
         }
-        switch admitted {
-        case .success(let reservation):
-            if gateway.admissions.settleInLease(reservation, record) {
-                recorder.charge(record)
-            } else {
-                do {
-                    try gateway.admissions.settle(reservation, record)
-                } catch {
-                    recorder.charge(record, settling: reservation)
-                    return nil
-                }
+        do {
+            try gateway.admissions.settle(held, record)
+        } catch {
+            recorder.charge(record, settling: held)
+        }
+        if let stop = tpmStop(nowMs: nowMs) { return stop }
+        do {
+            switch try policy.admitHold(model, userID: call.user.id, user: call.user.username, limits: call.limits,
+                                        admissions: gateway.admissions, nowMs: nowMs) {
+            case .success(let next):
+                hold.withLock { $0 = next }
+                return nil
+            case .failure(let refusal):
+                return refusal.error
             }
-            return tpmStop(nowMs: nowMs)
-        case .failure(let refusal):
-            // Only a quota or the budget refuses here: the session ends after this response.
-            recorder.charge(record)
-            return Policy.error(refusal, user: call.user.username, currency: gateway.policy.prices.currency)
+        } catch {
+            return nil  // the store cannot say: the session goes on, its next response billed as it ends
         }
     }
 
@@ -131,36 +126,32 @@ public final class RealtimeAccount: Sendable {
         try gateway.admissions.renew(reservation, nowMs: nowMs)
     }
 
-    /// No backend opened the session: its admission is given back, and nothing is logged here
-    /// (the refusal's log line is the caller's).
+    /// No backend opened the session: its admission and hold are given back, and nothing is
+    /// logged here (the refusal's log line is the caller's).
     public func abandon() {
-        guard let reservation = call.reservation else { return }
-        let nothing = RequestRecord(userID: call.user.id, model: call.route.charged, timeMs: WallClock.nowMs(), requestID: requestID,
-                                    status: 502, forwarded: true)
-        giveBack(reservation, nothing)
+        Self.giveBack(call.reservation, model: call.route.charged, gateway: gateway, recorder: recorder)
+        Self.giveBack(hold.withLock { hold in defer { hold = nil }; return hold }, model: call.route.charged, gateway: gateway,
+                      recorder: recorder)
     }
 
-    private func giveBack(_ reservation: Reservation, _ record: RequestRecord) {
-        if gateway.admissions.settleInLease(reservation, record) { return }
+    /// Ends `reservation` of a session of `model` with nothing used (what it stood for was billed
+    /// on its own), in the store or, when that fails, through the group commit of `recorder`.
+    public static func giveBack(_ reservation: Reservation?, model: String, gateway: Gateway, recorder: UsageRecorder? = nil,
+                                nowMs: Int64 = WallClock.nowMs()) {
+        guard let reservation else { return }
+        let nothing = RequestRecord(userID: reservation.userID, model: model, timeMs: nowMs, requestID: "-", status: 0, forwarded: true)
+        if gateway.admissions.settleInLease(reservation, nothing) { return }
         do {
-            try gateway.admissions.settle(reservation, record)
+            try gateway.admissions.settle(reservation, nothing)
         } catch {
-            recorder.charge(record, settling: reservation)
+            recorder?.charge(nothing, settling: reservation)
         }
     }
 
-    /// Logs the session and gives its admission back (its request stays in rpm's window, as any
-    /// request's). Waits for the store when the user has limits.
+    /// Logs the session and gives its admission and hold back (its request stays in rpm's
+    /// window, as any request's). Waits for the store when the user has limits.
     public func ended(durationMs: Int) {
-        let record = endRecord(durationMs: durationMs)
-        recorder.log(record)
-        guard let reservation = call.reservation else { return }
-        // Settled with nothing: the responses were billed as they ended.
-        var settled = record
-        settled.promptTokens = 0
-        settled.cachedTokens = 0
-        settled.completionTokens = 0
-        settled.costMicros = 0
-        giveBack(reservation, settled)
+        recorder.log(endRecord(durationMs: durationMs))
+        abandon()
     }
 }

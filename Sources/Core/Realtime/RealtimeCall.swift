@@ -10,6 +10,9 @@ public struct RealtimeCall: Sendable {
     public var limits: Limits
     /// The session's admission (its request and max-parallel slot); nil for a user without limits.
     public var reservation: Reservation?
+    /// Room held for the session's next response against the quotas and the budget (`Policy.admitHold`);
+    /// nil when its responses need no store (`Policy.responsesSettle`).
+    public var hold: Reservation?
     /// Azure's side, one per backend, in the order to try them.
     public var targets: [RealtimeTarget]
     public var handshake: RealtimeHandshake

@@ -16,10 +16,14 @@ public struct RealtimeEvent: Sendable, Equatable {
     public var kind: Kind
     /// Nil when the event carries none (or is not valid JSON).
     public var usage: RealtimeUsage?
+    /// The response's id (`response.id`) of `response.created` and `response.done`, when it is
+    /// a plain token (Azure's `resp_…`), for cancelling it by name.
+    public var responseID: String?
 
-    public init(kind: Kind, usage: RealtimeUsage? = nil) {
+    public init(kind: Kind, usage: RealtimeUsage? = nil, responseID: String? = nil) {
         self.kind = kind
         self.usage = usage
+        self.responseID = responseID
     }
 
     /// Reads one text message. Not JSON, or JSON whose top level is not an object: `.other`.
@@ -28,13 +32,18 @@ public struct RealtimeEvent: Sendable, Equatable {
         scanner.skipSpace()
         var type: Range<Int>?
         var responseUsage: RealtimeUsage?, topUsage: RealtimeUsage?
+        var id: String?
         do {
             try scanner.readMembers { key, scanner in
                 if scanner.key(key, is: "type") {
                     type = try scanner.readString()
                 } else if scanner.key(key, is: "response") {
                     try scanner.readMembers { key, scanner in
-                        if scanner.key(key, is: "usage") { responseUsage = try usage(&scanner) }
+                        if scanner.key(key, is: "usage") {
+                            responseUsage = try usage(&scanner)
+                        } else if scanner.key(key, is: "id"), let literal = try scanner.readString(), literal.count <= 130 {
+                            id = scanner.string(literal)
+                        }
                     }
                 } else if scanner.key(key, is: "usage") {
                     topUsage = try usage(&scanner)
@@ -47,8 +56,9 @@ public struct RealtimeEvent: Sendable, Equatable {
             return RealtimeEvent(kind: .other)
         }
         guard let type else { return RealtimeEvent(kind: .other) }
-        if scanner.key(type, is: "response.done") { return RealtimeEvent(kind: .responseDone, usage: responseUsage) }
-        if scanner.key(type, is: "response.created") { return RealtimeEvent(kind: .responseCreated) }
+        let responseID = id.flatMap { AzureRoute.isPlainToken($0) ? $0 : nil }
+        if scanner.key(type, is: "response.done") { return RealtimeEvent(kind: .responseDone, usage: responseUsage, responseID: responseID) }
+        if scanner.key(type, is: "response.created") { return RealtimeEvent(kind: .responseCreated, responseID: responseID) }
         if scanner.key(type, is: "conversation.item.input_audio_transcription.completed") {
             return RealtimeEvent(kind: .transcriptionCompleted, usage: topUsage)
         }

@@ -1,18 +1,31 @@
 /// What a Realtime session is admitted and charged by. A session is one request: it counts once
 /// against rpm and holds one of max-parallel while open. Its responses are billed as they end,
-/// each against tpm and the quotas (`responseLimits`).
+/// each settling the room held for it (`admitHold`), their tokens in tpm's minute.
 extension Policy {
-    /// Admits a session: a request against rpm, a slot of max-parallel, room for a token in each
-    /// token quota, and, held against the budget while the session is open, the cost of one
-    /// response of `limits.default-max-tokens` tokens at the model's dearest token price: what a
-    /// session will use is unknown until it uses it, and parallel sessions of a user near the
-    /// end of a budget may each overrun it by no more than one response. (Tokens held open would
-    /// count in tpm's minute for as long as the session lasts, so only the cost is held.)
+    /// Admits a session: a request against rpm, a slot of max-parallel, and room for a token and
+    /// a micro-unit in each quota; held until the session ends.
     package func admitSession(_ call: UpstreamCall, limits: Limits, admissions: any AdmissionStore,
                               nowMs: Int64) throws -> Result<Reservation?, Refused> {
         guard !limits.isEmpty else { return .success(nil) }
-        return try reserve(call, model: call.route.charged, limits: limits, tokens: 1,
-                           costMicros: max(1, responseEstimateMicros(call.route.charged)), admissions: admissions, nowMs: nowMs)
+        return try reserve(call, model: call.route.charged, limits: limits, tokens: 1, costMicros: 1, admissions: admissions, nowMs: nowMs)
+    }
+
+    /// Holds room for a session's next response against the quotas and the budget: a token, and
+    /// the cost of a response of `limits.default-max-tokens` tokens at the model's dearest token
+    /// price. What a response will use is unknown until it ends; with this held, parallel
+    /// sessions of a user cannot each spend the last of a budget. Each response settles the hold
+    /// with what it used, and the next hold is taken; when none fits, the session ends. (Only a
+    /// token is held against tpm: held tokens would fill the minute for as long as the session
+    /// lasts.) Nil when the session's responses need no store.
+    package func admitHold(_ model: String, userID: Int64, user: String, limits: Limits, admissions: any AdmissionStore,
+                           nowMs: Int64) throws -> Result<Reservation?, Refused> {
+        guard Self.responsesSettle(limits) else { return .success(nil) }
+        switch try admissions.admit(userID: userID, model: model, limits: limits.quotas, tokens: 1,
+                                    costMicros: max(1, responseEstimateMicros(model)), nowMs: nowMs) {
+        case .success(let hold): return .success(hold)
+        case .failure(let refusal):
+            return .failure(Refused(error: Self.error(refusal, user: user, currency: prices.currency), reason: RefusalReason(refusal)))
+        }
     }
 
     /// The cost of `limits.default-max-tokens` tokens of `model` at its dearest token price.
@@ -20,14 +33,6 @@ extension Policy {
         guard let price = prices.price(for: model) else { return 0 }
         let dearest = [price.input, price.output, price.audio.input ?? 0, price.audio.output ?? 0].max() ?? 0
         return ModelPrice(input: 0, cachedInput: 0, output: dearest).cost(prompt: 0, cached: 0, completion: limitSettings.defaultMaxTokens)
-    }
-
-    /// What each response of a session is admitted against: the day and month quotas and the
-    /// budget. The session took its request (rpm) and its parallel slot when it opened; a
-    /// response's tokens enter tpm's minute when it settles, whether or not they fit, so a
-    /// session that went over tpm makes the user's next request wait, not this response.
-    public static func responseLimits(_ limits: Limits) -> Limits {
-        limits.quotas
     }
 
     /// Whether a session's responses go through the store as they end (an admission of their

@@ -20,6 +20,17 @@ final class RealtimeLoop: Sendable {
                 guard let bytes else { return -1 }
                 return RealtimeSession.owner(owner).upstreamMessage(UnsafeRawBufferPointer(start: bytes, count: length), binary: binary != 0)
             },
+            cancels: { owner, buffer, capacity in
+                guard let buffer else { return 0 }
+                var text = Array(RealtimeSession.owner(owner).cancelEvents().utf8)
+                if text.count > capacity {
+                    // Whole lines only.
+                    text = Array(text[..<(text[..<capacity].lastIndex(of: UInt8(ascii: "\n")) ?? 0)])
+                }
+                guard !text.isEmpty else { return 0 }
+                text.withUnsafeBytes { UnsafeMutableRawPointer(buffer).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+                return text.count
+            },
             ended: { owner, code, by in RealtimeSession.owner(owner).ended(code: Int(code), by: Int(by)) })
         guard let loop = rt_loop_create(&events, caFile, Int32(max(1, (connectTimeoutMs + 999) / 1000))) else { return nil }
         let handle = Handle(loop: loop)

@@ -19,11 +19,19 @@ final class RealtimeSession: Sendable {
         var stopped = false
     }
 
+    /// The responses in progress: by id, and those whose id was none Azure would write.
+    private struct Responses: Sendable {
+        var ids: [String] = []
+        var unnamed = 0
+        var count: Int { ids.count + unnamed }
+    }
+
     let account: RealtimeAccount
     let target: RealtimeTarget
     let listener: RealtimeListener
     private let handle: Handle
     private let state = LockedCondition(State())
+    private let responses = LockedValue(Responses())
     private let started = MonotonicInstant.now()
     /// The session's log line, filled in as it goes.
     private let line: LockedValue<RequestLogLine>
@@ -101,8 +109,25 @@ final class RealtimeSession: Sendable {
     func upstreamMessage(_ bytes: UnsafeRawBufferPointer, binary: Bool) -> Int32 {
         guard !binary else { return -1 }
         let event = RealtimeEvent.read(Array(bytes))
-        if event.kind == .responseCreated { return 1 }
-        let progress: Int32 = event.kind == .responseDone ? 0 : -1
+        let progress: Int32
+        switch event.kind {
+        case .responseCreated:
+            return Int32(responses.withLock { open in
+                if let id = event.responseID { open.ids.append(id) } else { open.unnamed += 1 }
+                return open.count
+            })
+        case .responseDone:
+            progress = Int32(responses.withLock { open in
+                if let id = event.responseID, let index = open.ids.firstIndex(of: id) {
+                    open.ids.remove(at: index)
+                } else if open.unnamed > 0 {
+                    open.unnamed -= 1
+                }
+                return open.count
+            })
+        default:
+            progress = -1
+        }
         guard event.kind != .other, let usage = event.usage else { return progress }
         let account = self.account
         // After each response, the key is checked again too: a user removed or disabled
@@ -114,26 +139,34 @@ final class RealtimeSession: Sendable {
     }
 
     func ended(code: Int, by: Int) {
-        defer { Unmanaged.passUnretained(self).release() }
-        guard state.withLock({ $0.adopted }) else { return }
+        guard state.withLock({ $0.adopted }) else { return Unmanaged.passUnretained(self).release() }
         let durationMs = Int(MonotonicInstant.now().nanoseconds(since: started) / 1_000_000)
-        var line = self.line.withLock { $0 }
-        let totals = account.summed
-        line.status = 101
-        line.upstreamMs = durationMs
-        line.tenthsOfMs = durationMs * 10
-        if totals.usage.input + totals.usage.output > 0 {
-            line.tokens = TokenUsage(prompt: totals.usage.input, completion: totals.usage.output, cached: totals.usage.cached)
-        }
-        let who = by == Int(RT_BY_CLIENT) ? "client" : by == Int(RT_BY_UPSTREAM) ? "azure" : "gateway"
-        listener.logger.info(Logger.Message(stringLiteral: line.text + " realtime_close=\(code) closed_by=\(who) responses=\(totals.responses)"))
-        listener.sessionEnded(account)
-        let account = self.account
-        if account.call.reservation == nil {
+        // After the charges queued before it (a response.done in the last moments, on the same
+        // thread, in order), so the session's line and row sum every response.
+        listener.accounting.run { [self] in
+            defer { Unmanaged.passUnretained(self).release() }
+            var line = self.line.withLock { $0 }
+            let totals = account.summed
+            line.status = 101
+            line.upstreamMs = durationMs
+            line.tenthsOfMs = durationMs * 10
+            if totals.usage.input + totals.usage.output > 0 {
+                line.tokens = TokenUsage(prompt: totals.usage.input, completion: totals.usage.output, cached: totals.usage.cached)
+            }
+            let who = by == Int(RT_BY_CLIENT) ? "client" : by == Int(RT_BY_UPSTREAM) ? "azure" : "gateway"
+            listener.logger.info(Logger.Message(stringLiteral: line.text + " realtime_close=\(code) closed_by=\(who) responses=\(totals.responses)"))
             account.ended(durationMs: durationMs)
-        } else {
-            listener.accounting.run { account.ended(durationMs: durationMs) }
+            listener.sessionEnded(account)
         }
+    }
+
+    /// One `response.cancel` per response in progress, a line each: by id, and one without for
+    /// those Azure gave no usable id.
+    func cancelEvents() -> String {
+        let open = responses.withLock { $0 }
+        var lines = open.ids.map { #"{"type":"response.cancel","response_id":"\#($0)"}"# }
+        if open.unnamed > 0 { lines.append(#"{"type":"response.cancel"}"#) }
+        return lines.joined(separator: "\n")
     }
 
     /// An OpenAI-shaped `error` event carrying `error`'s words.
