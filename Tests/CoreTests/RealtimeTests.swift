@@ -180,6 +180,20 @@ func upgradeHead(_ target: String = "/v1/realtime?model=gpt-realtime", _ extra: 
         return (response.status, error["code"] as? String)
     }
 
+    /// A gateway on `path` with `user` alone, and its recorder, started.
+    func limitedGateway(_ path: TestDatabase, _ user: ConfiguredUser, prices: Prices = Prices()) throws -> (Gateway, UsageStore, UsageRecorder) {
+        var config = GatewayConfig(databasePath: path.path,
+                                   azure: AzureSettings(endpoint: "http://127.0.0.1:9", apiKey: "AZ", deployments: ["gpt-realtime": "rt"]),
+                                   users: [user], prices: prices)
+        if case .postgres(let url) = path.location { config.databaseURL = url }
+        let store = try UsageStore(path)
+        try store.syncConfiguredUsers(config.users)
+        let gateway = Gateway(config: config)
+        let recorder = UsageRecorder(stores: gateway.authenticator.stores)
+        #expect(recorder.start())
+        return (gateway, store, recorder)
+    }
+
     @Test func pathsGoToTheDeploymentInEitherStyle() throws {
         let v1 = try opened(decide(try gateway(), "/v1/realtime?model=gpt-realtime"))
         let target = try #require(v1.targets.first)
@@ -247,16 +261,9 @@ func upgradeHead(_ target: String = "/v1/realtime?model=gpt-realtime", _ extra: 
         let path = try kind.database()
         var price = ModelPrice(input: ModelPrice.micros(4)!, cachedInput: ModelPrice.micros(0.4)!, output: ModelPrice.micros(16)!)
         price.audio = AudioPrice(input: ModelPrice.micros(32)!, output: ModelPrice.micros(64)!)
-        var config = GatewayConfig(databasePath: path.path,
-                                   azure: AzureSettings(endpoint: "http://127.0.0.1:9", apiKey: "AZ", deployments: ["gpt-realtime": "rt"]),
-                                   users: [ConfiguredUser(username: "carol", key: "carol-key-1", limits: Limits(budgetPerMonthMicros: 400_000))],
-                                   prices: Prices(models: ["gpt-realtime": price]))
-        if case .postgres(let url) = path.location { config.databaseURL = url }
-        let store = try UsageStore(path)
-        try store.syncConfiguredUsers(config.users)
-        let gateway = Gateway(config: config)
-        let recorder = UsageRecorder(stores: gateway.authenticator.stores)
-        #expect(recorder.start())
+        let (gateway, store, recorder) = try limitedGateway(path, ConfiguredUser(username: "carol", key: "carol-key-1",
+                                                                                 limits: Limits(budgetPerMonthMicros: 400_000)),
+                                                            prices: Prices(models: ["gpt-realtime": price]))
         defer { recorder.stop() }
         let call = try opened(decide(gateway, "/v1/realtime?model=gpt-realtime", ["api-key: carol-key-1"]))
         let account = RealtimeAccount(gateway: gateway, recorder: recorder, call: call, requestID: "sess-1")
@@ -317,14 +324,7 @@ func upgradeHead(_ target: String = "/v1/realtime?model=gpt-realtime", _ extra: 
 
     @Test(arguments: TestStore.kinds) func responsesFillTpmsMinuteAndOneThatPassesItEndsTheSession(_ kind: TestStore) throws {
         let path = try kind.database()
-        var config = GatewayConfig(databasePath: path.path,
-                                   azure: AzureSettings(endpoint: "http://127.0.0.1:9", apiKey: "AZ", deployments: ["gpt-realtime": "rt"]),
-                                   users: [ConfiguredUser(username: "erin", key: "erin-key-12", limits: Limits(tpm: 50))])
-        if case .postgres(let url) = path.location { config.databaseURL = url }
-        try UsageStore(path).syncConfiguredUsers(config.users)
-        let gateway = Gateway(config: config)
-        let recorder = UsageRecorder(stores: gateway.authenticator.stores)
-        #expect(recorder.start())
+        let (gateway, _, recorder) = try limitedGateway(path, ConfiguredUser(username: "erin", key: "erin-key-12", limits: Limits(tpm: 50)))
         defer { recorder.stop() }
         let call = try opened(decide(gateway, "/v1/realtime?model=gpt-realtime", ["api-key: erin-key-12"]))
         let account = RealtimeAccount(gateway: gateway, recorder: recorder, call: call, requestID: "sess-t")

@@ -416,3 +416,12 @@ def run_in_browser(page, directory):
         browser.wait(10)
         site.shutdown()
     return results[0]
+
+
+def self_signed_certificate(directory):
+    """(certificate, key) paths of a new self-signed certificate for 127.0.0.1, in `directory`."""
+    cert, key = str(directory / "azure-cert.pem"), str(directory / "azure-key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    return cert, key

@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import time
 from decimal import Decimal
 from urllib.parse import parse_qs, urlsplit
@@ -22,7 +21,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from conftest import AZURE_KEY, Emulator, Gateway, http_json, refused_port, run_in_browser, wait_for
+from conftest import AZURE_KEY, Emulator, Gateway, http_json, refused_port, run_in_browser, self_signed_certificate, wait_for
 from test_request_path import process_identity
 from test_supervisor import SupervisedGateway
 
@@ -1146,10 +1145,7 @@ def test_sigterm_drains_open_sessions_then_closes_1001(tmp_path, azure, trial):
 @pytest.fixture(scope="module")
 def tls_azure(tmp_path_factory):
     directory = tmp_path_factory.mktemp("rt-tls")
-    cert, private = str(directory / "azure-cert.pem"), str(directory / "azure-key.pem")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                    "-keyout", private, "-out", cert, "-days", "2", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    cert, private = self_signed_certificate(directory)
     instance = Emulator(directory, tls=(cert, private), extra_args=emulator_args("secure"))
     yield instance
     instance.stop()

@@ -1,22 +1,17 @@
 """Azure over TLS, as in production: the emulator serves HTTPS with a certificate made here, and
 the gateway checks it against `azure.ca-file`."""
-import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
 import openai
 import pytest
 
-from conftest import USERS, Emulator, Gateway
+from conftest import USERS, Emulator, Gateway, self_signed_certificate
 
 
 @pytest.fixture(scope="module")
 def tls_emulator(tmp_path_factory):
     directory = tmp_path_factory.mktemp("tls")
-    cert, key = str(directory / "azure-cert.pem"), str(directory / "azure-key.pem")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                    "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
-    instance = Emulator(directory, tls=(cert, key))
+    instance = Emulator(directory, tls=self_signed_certificate(directory))
     yield instance
     instance.stop()
 
