@@ -7,7 +7,7 @@ let package = Package(
     name: "chatazure-fuzz",
     platforms: [.macOS(.v13)],
     dependencies: [.package(name: "chatazure-fcgi", path: "..")],
-    targets: [.target(name: "FuzzSupport")] + ["FuzzJSONBody", "FuzzSSE", "FuzzMultipart", "FuzzConfig"].map { name in
+    targets: [.target(name: "FuzzSupport")] + ["FuzzJSONBody", "FuzzSSE", "FuzzMultipart", "FuzzConfig", "FuzzRealtime"].map { name in
         .executableTarget(name: name, dependencies: ["FuzzSupport", .product(name: "Core", package: "chatazure-fcgi")])
     }
 )

@@ -26,7 +26,7 @@ while [ $# -gt 0 ]; do
 done
 case "$seconds$jobs" in ''|*[!0-9]*) echo "fuzz: --seconds and --jobs take whole numbers" >&2; exit 2 ;; esac
 [ "$jobs" -ge 1 ] || jobs=1
-[ ${#targets[@]} -gt 0 ] || targets=(FuzzJSONBody FuzzSSE FuzzMultipart FuzzConfig)
+[ ${#targets[@]} -gt 0 ] || targets=(FuzzJSONBody FuzzSSE FuzzMultipart FuzzConfig FuzzRealtime)
 for target in "${targets[@]}"; do
     [ -d "$fuzz/Corpus/$target" ] || { echo "fuzz: no target $target (see Fuzz/Corpus)" >&2; exit 2; }
 done

@@ -106,6 +106,10 @@ func upgradeHead(_ target: String = "/v1/realtime?model=gpt-realtime", _ extra: 
         #expect(read(#"{"type":"response.done","response":{"usage":{"input_tokens":9}"#).kind == .other)
         #expect(read(#"{"type":["response.done"]}"#).kind == .other)
         #expect(read("").kind == .other && read("[]").kind == .other)
+        // Not UTF-8 (a byte 0xFF in a key the reader skips): not JSON, not billed from.
+        var notUTF8 = Array(#"{"type":"response.done","response":{"usage":{"input_tokens":9,"x":1}}}"#.utf8)
+        notUTF8[notUTF8.count - 7] = 0xFF
+        #expect(RealtimeEvent.read(notUTF8).usage == nil)
     }
 
     @Test func betaAndTranscriptionShapes() {

@@ -56,6 +56,9 @@ public struct RealtimeEvent: Sendable, Equatable {
             return RealtimeEvent(kind: .other)
         }
         guard let type else { return RealtimeEvent(kind: .other) }
+        // JSON is UTF-8, which the scan does not check: a billed event is checked whole (the
+        // few that carry usage, not every delta).
+        if responseUsage != nil || topUsage != nil, !Self.isUTF8(message) { return RealtimeEvent(kind: .other) }
         let responseID = id.flatMap { AzureRoute.isPlainToken($0) ? $0 : nil }
         if scanner.key(type, is: "response.done") { return RealtimeEvent(kind: .responseDone, usage: responseUsage, responseID: responseID) }
         if scanner.key(type, is: "response.created") { return RealtimeEvent(kind: .responseCreated, responseID: responseID) }
@@ -63,6 +66,18 @@ public struct RealtimeEvent: Sendable, Equatable {
             return RealtimeEvent(kind: .transcriptionCompleted, usage: topUsage)
         }
         return RealtimeEvent(kind: .other)
+    }
+
+    static func isUTF8(_ bytes: [UInt8]) -> Bool {
+        var iterator = bytes.makeIterator()
+        var decoder = UTF8()
+        while true {
+            switch decoder.decode(&iterator) {
+            case .scalarValue: continue
+            case .emptyInput: return true
+            case .error: return false
+            }
+        }
     }
 
     /// Audio tokens a second of input audio counts as (OpenAI's realtime models: one per 100 ms).
