@@ -506,11 +506,6 @@ void rt_loop_stop(rt_loop *loop) {
     if (loop->context) lws_cancel_service(loop->context);
 }
 
-void rt_loop_free(rt_loop *loop) {
-    pthread_mutex_destroy(&loop->lock);
-    free(loop);
-}
-
 rt_session *rt_session_new(rt_loop *loop) {
     rt_session *s = calloc(1, sizeof *s);
     if (!s) abort();

@@ -29,3 +29,12 @@ public struct GatewayDecision {
         self.refused = refused
     }
 }
+
+extension GatewayDecision {
+    /// The ledger's record of a request the user's limits or allowlist refused (answered
+    /// `status`), counted as refused under its model; nil for any other answer.
+    public func refusedRecord(requestID: String, status: Int, nowMs: Int64 = WallClock.nowMs()) -> RequestRecord? {
+        guard let model = refusedModel, let user else { return nil }
+        return RequestRecord(userID: user.id, model: model, timeMs: nowMs, requestID: requestID, status: status, forwarded: false)
+    }
+}

@@ -78,9 +78,6 @@ public final class AdmissionQueue: Sendable {
         return settled
     }
 
-    /// Gives back the leases that have ended by `nowMs` (the pool's housekeeper runs this each
-    /// tick), or all of them (at exit), with those whose return failed before. Waits for the
-    /// commit when this thread leads it, or with `all`.
     public func minute(userID: Int64, nowMs: Int64) throws -> RateWindow {
         try stores.with { try $0.minute(userID: userID, nowMs: nowMs) }
     }
@@ -91,6 +88,9 @@ public final class AdmissionQueue: Sendable {
         try stores.with { try $0.renewReservation(reservation.id, userID: reservation.userID, expiresMs: nowMs + UsageStore.reservationLifetimeMs) }
     }
 
+    /// Gives back the leases that have ended by `nowMs` (the pool's housekeeper runs this each
+    /// tick), or all of them (at exit), with those whose return failed before. Waits for the
+    /// commit when this thread leads it, or with `all`.
     public func returnLeases(nowMs: Int64, all: Bool = false) {
         let queued = state.withLock { state -> (Job, Bool)? in
             let ended = state.leases.values.filter { all || $0.ended(nowMs: nowMs) }

@@ -222,6 +222,16 @@ def refusal(gateway, path=None, user_key=KEY, **options):
     return response.status_code, response.headers, body
 
 
+def assert_refused_before_azure(gateway, azure, user_key, code):
+    """A handshake of `user_key` gets 429 `code` with Retry-After, and Azure sees no session."""
+    sessions = opened(azure)
+    status, headers, body = refusal(gateway, user_key=user_key)
+    assert status == 429, body
+    assert_openai_error(body, code)
+    assert int(headers.get("Retry-After") or 0) >= 1, headers
+    assert opened(azure) == sessions
+
+
 def assert_openai_error(body, code=None):
     error = body["error"]
     assert set(error) == {"message", "type", "param", "code"}, body
@@ -550,12 +560,7 @@ def test_max_parallel_holds_a_slot_while_the_session_is_open(gw, azure, ending):
     # The slot of the previous case's last session is given back a few ms after its close.
     slot_is_free(gw, "par1", seconds=1.0)
     with session(gw, user_key=key("par1")) as (ws, _):
-        sessions = opened(azure)
-        status, headers, body = refusal(gw, user_key=key("par1"))
-        assert status == 429, body
-        assert_openai_error(body, "rate_limit_exceeded")
-        assert int(headers.get("Retry-After") or 0) >= 1, headers
-        assert opened(azure) == sessions
+        assert_refused_before_azure(gw, azure, key("par1"), "rate_limit_exceeded")
         assert deltas(respond(ws, "[chunks=1]")) == "w0 "  # the open session is unaffected
         if ending == "client-vanish":
             ws.socket.shutdown(socket.SHUT_RDWR)
@@ -600,12 +605,7 @@ def test_a_response_that_takes_the_minute_past_tpm_ends_the_session(gw, azure):
     usages = usages_when(azure, created["session"]["id"], 3)
     ledger_when(gw, user, {MODEL: expected_ledger(usages)})
     assert sum(u["input_tokens"] + u["output_tokens"] for u in usages[:2]) <= 50 < sum(u["input_tokens"] + u["output_tokens"] for u in usages)
-    sessions = opened(azure)
-    status, headers, body = refusal(gw, user_key=key(user))
-    assert status == 429, body
-    assert_openai_error(body, "rate_limit_exceeded")
-    assert int(headers.get("Retry-After") or 0) >= 1, headers
-    assert opened(azure) == sessions
+    assert_refused_before_azure(gw, azure, key(user), "rate_limit_exceeded")
 
 
 def test_browser_keys_on_accepts_the_subprotocol_key(keys_gw, azure):
@@ -690,12 +690,7 @@ def test_a_response_that_uses_up_the_quota_ends_the_session(gw, azure, user, ins
     assert (row["status"], row["cost_micros"], row["prompt_tokens"], row["completion_tokens"]) == \
         (101, want[4], want[1], want[3]), row
     # And the next session is refused before the upgrade, as over quota.
-    sessions = opened(azure)
-    status, headers, body = refusal(gw, user_key=key(user))
-    assert status == 429, body
-    assert_openai_error(body, "insufficient_quota")
-    assert int(headers.get("Retry-After") or 0) >= 1, headers
-    assert opened(azure) == sessions
+    assert_refused_before_azure(gw, azure, key(user), "insufficient_quota")
 
 
 # ---- 4. close codes ----------------------------------------------------------------------------------

@@ -9,7 +9,7 @@
 typedef struct rt_loop rt_loop;
 typedef struct rt_session rt_session;
 
-/// What the loop reports, always on its own thread. `owner` is the session's `rt_session_new` pointer.
+/// What the loop reports, always on its own thread. `owner` is what `rt_session_connect` was given.
 typedef struct rt_events {
     /// The Azure side's handshake ended: 101 when it is open, else Azure's HTTP status (0: no
     /// connection or no answer).
@@ -21,8 +21,9 @@ typedef struct rt_events {
     /// The events that cancel every response in progress, one per line, written into `buffer`
     /// (at most `capacity` bytes); returns their length.
     size_t (*cancels)(void *owner, char *buffer, size_t capacity);
-    /// Both sides are closed: the close code the session ended with and who ended it
-    /// (RT_BY_CLIENT, RT_BY_UPSTREAM, RT_BY_GATEWAY). The last report for the session.
+    /// Both sides are closed, for a session whose Azure side opened: the close code the session
+    /// ended with and who ended it (RT_BY_CLIENT, RT_BY_UPSTREAM, RT_BY_GATEWAY). The last
+    /// report for the session.
     void (*ended)(void *owner, int code, int by);
 } rt_events;
 
@@ -31,10 +32,10 @@ enum { RT_BY_CLIENT = 1, RT_BY_UPSTREAM = 2, RT_BY_GATEWAY = 3 };
 /// A loop; NULL when libwebsockets cannot make its context. `ca_file` NULL: the system's CAs.
 /// `connect_timeout_s`: how long an Azure handshake may take.
 rt_loop *rt_loop_create(const rt_events *events, const char *ca_file, int connect_timeout_s);
-/// Serves until `rt_loop_stop`; then closes what is still open (1001) and returns.
+/// Serves until `rt_loop_stop`; then closes what is still open (1001, responses in progress
+/// cancelled first) and returns. A loop lives as long as its process.
 void rt_loop_run(rt_loop *loop);
 void rt_loop_stop(rt_loop *loop);
-void rt_loop_free(rt_loop *loop);
 
 /// A session; it holds two references: the loop's (dropped after its last report) and the
 /// caller's (`rt_session_release`).
@@ -52,7 +53,8 @@ void rt_session_connect(rt_session *session, void *owner, const char *host, int 
 /// The loop owns `fd` from here on.
 void rt_session_adopt(rt_session *session, int fd, const char *handshake, size_t length);
 /// Ends the session from the gateway: `text` (may be NULL) goes to the client first, then a close
-/// frame with `code` to both sides.
+/// frame with `code`; Azure's side gets a `response.cancel` for each response in progress (see
+/// `cancels`) and its close once they ended, or after half a second.
 void rt_session_close(rt_session *session, const char *text, int code);
 
 #endif

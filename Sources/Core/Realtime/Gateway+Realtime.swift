@@ -32,11 +32,12 @@ extension Gateway {
             return .refuse(GatewayDecision(.respond(refusal.error.response), user: refusal.user, failure: refusal.failure,
                                            refused: refusal.isKey ? .key : nil))
         }
+        let nowMs = WallClock.milliseconds(now)
         do {
             let first = try realtimeCall(handshake, user: user, backend: 0)
             var call = first
             if backends.count > 1 {
-                switch try withFailover(first, build: { try realtimeCall(handshake, user: user, backend: $0) }, nowMs: WallClock.milliseconds(now)) {
+                switch try withFailover(first, build: { try realtimeCall(handshake, user: user, backend: $0) }, nowMs: nowMs) {
                 case .success(let ordered): call = ordered
                 case .failure(let error): return .refuse(GatewayDecision(.respond(error.response), user: user))
                 }
@@ -50,7 +51,6 @@ extension Gateway {
             call.fallbacks.removeAll { (try? policy.checkAccess(user, route: $0.route, limits: limits)) == nil }
             let targets = ([call] + call.fallbacks).compactMap { RealtimeTarget(url: $0.url, call: $0) }
             guard !targets.isEmpty else { throw OpenAIError.gatewayFailure("no backend endpoint is a usable URL") }
-            let nowMs = WallClock.milliseconds(now)
             let reservation: Reservation?
             switch try policy.admitSession(call, limits: limits, admissions: admissions, nowMs: nowMs) {
             case .success(let admitted): reservation = admitted

@@ -1,9 +1,10 @@
 import Foundation
 
 /// The accounts of one Realtime session while it runs: each response's usage goes into the
-/// ledger as it ends, priced with the model's audio prices, and against the user's tpm and
-/// quotas; a response that leaves a quota or the budget used up ends the session. When the
-/// session ends it gets its one line in the per-request log and gives its admission back.
+/// ledger as it ends, priced with the model's audio prices, settling the room held for it
+/// against the quotas, the budget and tpm; when no room is left for another response, or the
+/// minute is past tpm, the session ends. When the session ends it gets its one line in the
+/// per-request log and gives its admission and hold back.
 public final class RealtimeAccount: Sendable {
     public let gateway: Gateway
     public let recorder: UsageRecorder
@@ -36,7 +37,6 @@ public final class RealtimeAccount: Sendable {
     }
 
     public var summed: Totals { totals.withLock { $0 } }
-
 
     /// Charges one response's (or input transcription's) usage. Returns the error the session
     /// must end with: when the budget or a quota has no room for another response, or the

@@ -22,10 +22,7 @@ public struct RealtimeHandshake: Sendable {
 
     /// The upgrade request in `head` (up to and including the blank line).
     public init(parsing head: [UInt8]) throws(OpenAIError) {
-        guard head.count <= Self.maxHeadBytes else {
-            throw OpenAIError.invalidRequest("The request's headers are larger than this gateway accepts (16 KB).",
-                                             code: "request_header_fields_too_large", status: 431)
-        }
+        guard head.count <= Self.maxHeadBytes else { throw Self.tooLarge }
         let text = String(decoding: head, as: UTF8.self)
         // Bytes no header may carry: NUL, a CR that does not end a line, other controls but tab.
         guard !head.contains(where: { $0 == 0 || ($0 < 32 && $0 != 9 && $0 != 13 && $0 != 10) || $0 == 127 }) else {
@@ -114,6 +111,10 @@ public struct RealtimeHandshake: Sendable {
                                          "sec-websocket-version", "openai-beta", "x-forwarded-for"]
 
     public static let malformed = OpenAIError.invalidRequest("The WebSocket upgrade request is malformed.", code: "bad_request")
+
+    /// A head over `maxHeadBytes`.
+    public static let tooLarge = OpenAIError.invalidRequest("The request's headers are larger than this gateway accepts (16 KB).",
+                                                            code: "request_header_fields_too_large", status: 431)
 
     static func isTokenByte(_ byte: UInt8) -> Bool {
         ASCII.isAlphanumeric(byte) || "!#$%&'*+-.^_`|~".utf8.contains(byte)

@@ -35,8 +35,8 @@ extension Policy {
         return ModelPrice(input: 0, cachedInput: 0, output: dearest).cost(prompt: 0, cached: 0, completion: limitSettings.defaultMaxTokens)
     }
 
-    /// Whether a session's responses go through the store as they end (an admission of their
-    /// real figures and its settlement): when a quota or the budget must see them at once, or
+    /// Whether a session's responses go through the store as they end (each the settlement of
+    /// the room held for it, `admitHold`): when a quota or the budget must see them at once, or
     /// tpm's minute must count their tokens.
     public static func responsesSettle(_ limits: Limits) -> Bool {
         limits.tpm != nil || !limits.quotas.isEmpty
@@ -55,11 +55,5 @@ extension Policy {
             record.unpriced = true
         }
         return record
-    }
-
-    /// The refusal a session ends with when a response used up a quota: the 429's words, as an
-    /// `error` event.
-    public func quotaStop(_ refusal: Refused) -> OpenAIError? {
-        refusal.reason == .quota || refusal.reason == .budget ? refusal.error : nil
     }
 }

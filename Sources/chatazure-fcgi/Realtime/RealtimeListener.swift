@@ -212,10 +212,7 @@ final class RealtimeListener: Sendable {
         if let decision {
             if let failure = decision.failure { logger.error("\(failure)") }
             line.user = decision.user?.username
-            if let model = decision.refusedModel, let user = decision.user {
-                recorder.record(RequestRecord(userID: user.id, model: model, timeMs: WallClock.nowMs(), requestID: line.idText,
-                                              status: response.status, forwarded: false))
-            }
+            if let refused = decision.refusedRecord(requestID: line.idText, status: response.status) { recorder.record(refused) }
             gateway.countServed(line, decision: decision)
         }
         logger.info(Logger.Message(stringLiteral: line.text))
@@ -224,9 +221,8 @@ final class RealtimeListener: Sendable {
     /// Tries the call's backends in order; nil once one opened the session (the socket is the
     /// loop's then), else the client's answer.
     private func openSession(_ call: RealtimeCall, fd: Int32, early: [UInt8], line: RequestLogLine, gateway: Gateway) -> OpenAIError? {
-        var account = RealtimeAccount(gateway: gateway, recorder: recorder, call: call, requestID: line.idText)
         guard let loop = runningLoop(gateway.config) else {
-            account.abandon()
+            RealtimeAccount(gateway: gateway, recorder: recorder, call: call, requestID: line.idText).abandon()
             return Self.busy
         }
         let seconds = Double(gateway.config.azure.connectTimeoutMs) / 1000 + 10
@@ -236,7 +232,7 @@ final class RealtimeListener: Sendable {
             attempt.backend = target.backendName
             attempt.route = target.route
             // Billed as what this backend's deployment serves, not the first backend's.
-            account = RealtimeAccount(gateway: gateway, recorder: recorder, call: call.served(by: target), requestID: line.idText)
+            let account = RealtimeAccount(gateway: gateway, recorder: recorder, call: call.served(by: target), requestID: line.idText)
             let session = RealtimeSession(account: account, target: target, loop: loop, listener: self, line: attempt)
             status = session.connect(seconds: seconds)
             let movesOn = gateway.recordRealtimeAttempt(target, status: status)
@@ -249,7 +245,7 @@ final class RealtimeListener: Sendable {
             logger.warning("Realtime handshake with backend \(target.backendName) failed (status \(status))")
             guard movesOn else { break }
         }
-        account.abandon()
+        RealtimeAccount(gateway: gateway, recorder: recorder, call: call, requestID: line.idText).abandon()
         return Gateway.realtimeUpstreamRefusal(status)
     }
 
@@ -271,10 +267,7 @@ final class RealtimeListener: Sendable {
                 guard early.count <= 1024 else { throw RealtimeHandshake.malformed }
                 return (Array(buffer[..<range.upperBound]), early)
             }
-            guard buffer.count <= RealtimeHandshake.maxHeadBytes else {
-                throw OpenAIError.invalidRequest("The request's headers are larger than this gateway accepts (16 KB).",
-                                                 code: "request_header_fields_too_large", status: 431)
-            }
+            guard buffer.count <= RealtimeHandshake.maxHeadBytes else { throw RealtimeHandshake.tooLarge }
         }
     }
 

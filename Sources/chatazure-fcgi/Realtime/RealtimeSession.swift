@@ -33,14 +33,14 @@ final class RealtimeSession: Sendable {
     private let state = LockedCondition(State())
     private let responses = LockedValue(Responses())
     private let started = MonotonicInstant.now()
-    /// The session's log line, filled in as it goes.
-    private let line: LockedValue<RequestLogLine>
+    /// The session's log line as it began, finished when it ends.
+    private let line: RequestLogLine
 
     init(account: RealtimeAccount, target: RealtimeTarget, loop: RealtimeLoop, listener: RealtimeListener, line: RequestLogLine) {
         self.account = account
         self.target = target
         self.listener = listener
-        self.line = LockedValue(line)
+        self.line = line
         handle = Handle(session: rt_session_new(loop.handle.loop))
     }
 
@@ -56,7 +56,8 @@ final class RealtimeSession: Sendable {
     /// (0: no connection or no answer in time; then the attempt is abandoned).
     func connect(seconds: Double) -> Int {
         let owner = Unmanaged.passRetained(self).toOpaque()
-        var names = target.headers.map { strdup($0.0 + ":") }, values = target.headers.map { strdup($0.1) }
+        // The relay copies them before this returns.
+        let names = target.headers.map { strdup($0.0 + ":") }, values = target.headers.map { strdup($0.1) }
         defer { (names + values).forEach { free($0) } }
         var pairs: [UnsafePointer<CChar>?] = []
         for (name, value) in zip(names, values) { pairs += [UnsafePointer(name), UnsafePointer(value)] }
@@ -64,8 +65,6 @@ final class RealtimeSession: Sendable {
         pairs.withUnsafeBufferPointer { headers in
             rt_session_connect(handle.session, owner, target.host, Int32(target.port), target.tls ? 1 : 0, target.path, headers.baseAddress)
         }
-        names = []
-        values = []
         return state.wait(until: { $0.upstreamStatus != nil }, deadline: Date(timeIntervalSinceNow: seconds)) { state, answered in
             guard answered, let status = state.upstreamStatus else {
                 state.stopped = true
@@ -104,8 +103,8 @@ final class RealtimeSession: Sendable {
         if status != 101 { Unmanaged.passUnretained(self).release() }
     }
 
-    /// Charges what a `response.done` (or an input transcription) used; returns whether a
-    /// response is in progress after the event (1, 0; -1: unknown), for the relay's close.
+    /// Charges what a `response.done` (or an input transcription) used; returns how many
+    /// responses are in progress after the event (-1: it changed nothing), for the relay's close.
     func upstreamMessage(_ bytes: UnsafeRawBufferPointer, binary: Bool) -> Int32 {
         guard !binary else { return -1 }
         let event = RealtimeEvent.read(Array(bytes))
@@ -145,7 +144,7 @@ final class RealtimeSession: Sendable {
         // thread, in order), so the session's line and row sum every response.
         listener.accounting.run { [self] in
             defer { Unmanaged.passUnretained(self).release() }
-            var line = self.line.withLock { $0 }
+            var line = self.line
             let totals = account.summed
             line.status = 101
             line.upstreamMs = durationMs

@@ -46,10 +46,7 @@ struct RequestHandler {
             line.status = response.status
             line.bytes = response.body.count
             exchange.respond(response)
-            if let model = decision.refusedModel, let user = decision.user {
-                recorder.record(RequestRecord(userID: user.id, model: model, timeMs: WallClock.nowMs(), requestID: line.idText,
-                                              status: response.status, forwarded: false))
-            }
+            if let refused = decision.refusedRecord(requestID: line.idText, status: response.status) { recorder.record(refused) }
         case .forward(let call):
             let transport = CurlTransport(client: upstream, connectTimeoutMs: gateway.config.azure.connectTimeoutMs,
                                           clientSocket: exchange.connection)
